@@ -1,0 +1,124 @@
+"""Series identity: sorted label sets, their canonical bytes, stable keys.
+
+A series is identified by its label set, sorted by name. Everything that must
+agree across processes and restarts (Kafka partitioning, state keys) uses the
+canonical byte form and a keyed BLAKE2 digest of it, never Python's ``hash()``,
+which is salted per process.
+
+>>> labels = labels_from_dict({"job": "api", "__name__": "up"})
+>>> labels
+(('__name__', 'up'), ('job', 'api'))
+>>> metric_name(labels)
+'up'
+>>> series_id(labels) == series_id((("__name__", "up"), ("job", "api")))
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterable, Mapping
+
+Labels = tuple[tuple[str, str], ...]
+"""A label set: (name, value) pairs sorted by name, names unique."""
+
+METRIC_NAME = "__name__"
+
+# Labels that split one logical series into several stored ones (histogram
+# buckets, summary quantiles); co-partitioning ignores them so every bucket of a
+# histogram lands in the same partition.
+SERIES_FAMILY_LABELS = frozenset({METRIC_NAME, "le", "quantile"})
+
+DEFAULT_PARTITION_BY = ("job", "instance")
+
+
+def labels_from_dict(mapping: Mapping[str, str]) -> Labels:
+    """Sorted label tuple from a mapping."""
+    return tuple(sorted((str(k), str(v)) for k, v in mapping.items()))
+
+
+def labels_from_pairs(pairs: Iterable[tuple[str, str]]) -> Labels:
+    return tuple(sorted(pairs))
+
+
+def metric_name(labels: Labels) -> str:
+    for name, value in labels:
+        if name == METRIC_NAME:
+            return value
+    return ""
+
+
+def without(labels: Labels, names: Iterable[str]) -> Labels:
+    drop = set(names)
+    return tuple(pair for pair in labels if pair[0] not in drop)
+
+
+def canonical_bytes(labels: Labels) -> bytes:
+    """Length-prefixed UTF-8 encoding of a sorted label set.
+
+    Length prefixes (not separators) keep it unambiguous for any label value.
+    """
+    out = bytearray()
+    for name, value in labels:
+        n, v = name.encode(), value.encode()
+        out += struct.pack("<H", len(n)) + n + struct.pack("<I", len(v)) + v
+    return bytes(out)
+
+
+def labels_from_canonical(data: bytes) -> Labels:
+    """Inverse of :func:`canonical_bytes`.
+
+    >>> labels_from_canonical(canonical_bytes((("a", "1"), ("b", "")))) 
+    (('a', '1'), ('b', ''))
+    """
+    pairs = []
+    pos, end = 0, len(data)
+    while pos < end:
+        (n_len,) = struct.unpack_from("<H", data, pos)
+        pos += 2
+        name = data[pos : pos + n_len].decode()
+        pos += n_len
+        (v_len,) = struct.unpack_from("<I", data, pos)
+        pos += 4
+        value = data[pos : pos + v_len].decode()
+        pos += v_len
+        pairs.append((name, value))
+    return tuple(pairs)
+
+
+def stable_hash(data: bytes) -> int:
+    """64-bit digest that is the same in every process, on every machine."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+def series_id(labels: Labels) -> int:
+    return stable_hash(canonical_bytes(labels))
+
+
+def partition_key(labels: Labels, partition_by: tuple[str, ...] = DEFAULT_PARTITION_BY) -> Labels:
+    """The labels that decide which partition a series lives in.
+
+    By default a series goes with its scrape target (``job``, ``instance``), so
+    every expression that combines series of one target (a queue's depth over
+    its max depth, a histogram's buckets) finds all of them in one partition.
+    A series carrying none of those labels falls back to its whole label set
+    minus the metric name and ``le``/``quantile``, which still keeps a
+    histogram's buckets and same-labelled sibling metrics together.
+
+    >>> partition_key((("__name__", "x"), ("instance", "a:1"), ("job", "j"), ("q", "o")))
+    (('instance', 'a:1'), ('job', 'j'))
+    >>> partition_key((("__name__", "x_bucket"), ("le", "1"), ("q", "o")))
+    (('q', 'o'),)
+    """
+    chosen = tuple(pair for pair in labels if pair[0] in partition_by)
+    if chosen:
+        return chosen
+    return tuple(pair for pair in labels if pair[0] not in SERIES_FAMILY_LABELS)
+
+
+def partition_for(
+    labels: Labels, partitions: int, partition_by: tuple[str, ...] = DEFAULT_PARTITION_BY
+) -> int:
+    """Kafka partition for a series: stable digest of its partition key, modulo count."""
+    return stable_hash(canonical_bytes(partition_key(labels, partition_by))) % partitions

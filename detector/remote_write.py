@@ -1,0 +1,325 @@
+"""Prometheus remote-write 1.0: checking, decoding and encoding request bodies.
+
+The receiver's hot path. A body is snappy block-compressed protobuf
+(``WriteRequest``); it is parsed with the labels left as raw bytes, which serve
+as the series identity: a series seen before costs one dictionary lookup, and
+only a new series has its labels decoded, validated and assigned a partition.
+
+Samples are grouped by Kafka partition into :class:`~detector.batch.SampleBatch`
+messages. A request holding some invalid series still delivers its valid ones
+(Prometheus drops a whole request answered 400, so refusing everything would
+lose good samples); the invalid ones are reported, each naming the series.
+
+>>> body = encode_write_request([((("__name__", "up"), ("job", "api")), [(1000, 1.0)])])
+>>> decoder = RemoteWriteDecoder(partitions=4)
+>>> decoder.check_headers(REMOTE_WRITE_HEADERS)
+>>> decoded = decoder.decode(body)
+>>> decoded.samples, decoded.series, decoded.problems
+(1, 1, [])
+>>> [batch.series_labels(0) for batches in decoded.batches.values() for batch in batches]
+[(('__name__', 'up'), ('job', 'api'))]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import cramjam
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from detector.batch import SampleBatch
+from detector.errors import InvalidRequest
+from detector.labels import (
+    DEFAULT_PARTITION_BY,
+    METRIC_NAME,
+    Labels,
+    canonical_bytes,
+    partition_for,
+)
+from detector.proto import remote_pb2
+
+REMOTE_WRITE_HEADERS = {
+    "Content-Encoding": "snappy",
+    "Content-Type": "application/x-protobuf",
+    "X-Prometheus-Remote-Write-Version": "0.1.0",
+}
+
+# Remote-write 1.0 senders send the bare type; some name the 1.0 message
+# explicitly. Remote-write 2.0 (io.prometheus.write.v2.Request) is not read.
+_ACCEPTED_CONTENT_TYPES = {"application/x-protobuf", "application/x-protobuf;proto=prometheus.writerequest"}
+
+# Problems listed in one 400 answer; the rest are counted, not spelled out.
+_MAX_REPORTED_PROBLEMS = 10
+
+
+@dataclass(frozen=True)
+class WriteLimits:
+    """What one request and one series may hold. Over a limit is a 4xx, never a 5xx."""
+
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_decompressed_bytes: int = 64 * 1024 * 1024
+    max_labels_per_series: int = 40
+    max_label_name_bytes: int = 1024
+    max_label_value_bytes: int = 2048
+    # A Kafka message holds at most about this many bytes of batch; bigger
+    # groups are split (Kafka's default message limit is 1 MiB).
+    max_message_bytes: int = 900 * 1024
+
+
+@dataclass
+class DecodedWrite:
+    """One request's samples grouped by partition, and what was refused."""
+
+    batches: dict[int, list[SampleBatch]] = field(default_factory=dict)
+    series: int = 0
+    samples: int = 0
+    new_series: int = 0
+    problems: list[str] = field(default_factory=list)
+    refused_series: int = 0
+    refused_samples: int = 0
+
+    def problem_summary(self) -> str:
+        shown = self.problems[:_MAX_REPORTED_PROBLEMS]
+        more = self.refused_series - len(shown)
+        text = "; ".join(shown)
+        if more > 0:
+            text += f"; and {more} more invalid series"
+        return (
+            f"refused {self.refused_series} series ({self.refused_samples} samples), "
+            f"accepted {self.series} series ({self.samples} samples): {text}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _SeriesRef:
+    key: bytes  # canonical label bytes
+    partition: int
+
+
+class RemoteWriteDecoder:
+    """Turns remote-write bodies into per-partition sample batches.
+
+    Keeps a cache from raw label bytes to series identity; it is bounded
+    (``cache_size``) and simply emptied when full, which costs one re-validation
+    per live series and keeps memory flat under series churn.
+    """
+
+    def __init__(
+        self,
+        partitions: int,
+        *,
+        limits: WriteLimits | None = None,
+        partition_by: tuple[str, ...] = DEFAULT_PARTITION_BY,
+        cache_size: int = 1_000_000,
+    ) -> None:
+        self.partitions = partitions
+        self.limits = limits or WriteLimits()
+        self.partition_by = partition_by
+        self.cache_size = cache_size
+        self._known: dict[bytes, _SeriesRef] = {}
+
+    def check_headers(self, headers: Mapping[str, str]) -> None:
+        """Raise 415 unless the request says snappy-compressed protobuf."""
+        encoding = (headers.get("Content-Encoding") or "").strip().lower()
+        if encoding != "snappy":
+            raise InvalidRequest(
+                415, f"Content-Encoding must be 'snappy' (remote-write 1.0), got {encoding or 'none'!r}"
+            )
+        ctype = (headers.get("Content-Type") or "").replace(" ", "").lower()
+        if ctype not in _ACCEPTED_CONTENT_TYPES:
+            raise InvalidRequest(
+                415,
+                f"Content-Type must be 'application/x-protobuf' (remote-write 1.0), got {ctype or 'none'!r}",
+            )
+
+    def decode(self, body: bytes) -> DecodedWrite:
+        """Decode one body; raises :class:`InvalidRequest` for a body that cannot be read at all."""
+        request = self._parse(body)
+        out = DecodedWrite()
+        columns: dict[int, _PartitionColumns] = {}
+        for ts in request.timeseries:
+            samples = ts.samples
+            if ts.histograms:
+                out.refused_series += 1
+                out.refused_samples += len(samples) + len(ts.histograms)
+                out.problems.append(
+                    f"series {_describe(ts.labels)}: native histograms are not supported; "
+                    "send classic _bucket series"
+                )
+                continue
+            if not samples:
+                continue
+            raw_key = b"".join(ts.labels)
+            ref = self._known.get(raw_key)
+            if ref is None:
+                ref = self._learn(raw_key, ts.labels, out)
+                if ref is None:
+                    out.refused_series += 1
+                    out.refused_samples += len(samples)
+                    continue
+            cols = columns.get(ref.partition)
+            if cols is None:
+                cols = columns[ref.partition] = _PartitionColumns()
+            cols.add(ref.key, [s.timestamp for s in samples], [s.value for s in samples])
+            out.series += 1
+            out.samples += len(samples)
+        for partition, cols in columns.items():
+            out.batches[partition] = cols.batches(self.limits.max_message_bytes)
+        return out
+
+    def _parse(self, body: bytes) -> remote_pb2.RawWriteRequest:
+        limits = self.limits
+        if len(body) > limits.max_body_bytes:
+            raise InvalidRequest(413, f"body of {len(body)} bytes is over the limit of {limits.max_body_bytes}")
+        try:
+            size = cramjam.snappy.decompress_raw_len(body)
+        except Exception as exc:  # cramjam raises its own DecompressionError
+            raise InvalidRequest(400, f"body is not snappy block-compressed: {exc}") from None
+        if size > limits.max_decompressed_bytes:
+            raise InvalidRequest(
+                413,
+                f"snappy header claims {size} bytes uncompressed, over the limit of "
+                f"{limits.max_decompressed_bytes}",
+            )
+        try:
+            raw = bytes(cramjam.snappy.decompress_raw(body))
+        except Exception as exc:
+            raise InvalidRequest(400, f"corrupt snappy body: {exc}") from None
+        try:
+            return remote_pb2.RawWriteRequest.FromString(raw)
+        except DecodeError as exc:
+            raise InvalidRequest(400, f"body is not a remote-write WriteRequest protobuf: {exc}") from None
+
+    def _learn(self, raw_key: bytes, raw_labels: Sequence[bytes], out: DecodedWrite) -> _SeriesRef | None:
+        try:
+            labels = _validated_labels(raw_labels, self.limits)
+        except _InvalidSeries as exc:
+            out.problems.append(str(exc))
+            return None
+        if len(self._known) >= self.cache_size:
+            self._known.clear()
+        ref = _SeriesRef(canonical_bytes(labels), partition_for(labels, self.partitions, self.partition_by))
+        self._known[raw_key] = ref
+        out.new_series += 1
+        return ref
+
+
+class _PartitionColumns:
+    """Accumulates one partition's share of a request, then cuts it into batches."""
+
+    __slots__ = ("keys", "counts", "stamps", "values", "key_bytes")
+
+    def __init__(self) -> None:
+        self.keys: list[bytes] = []
+        self.counts: list[int] = []
+        self.stamps: list[int] = []
+        self.values: list[float] = []
+        self.key_bytes = 0
+
+    def add(self, key: bytes, stamps: list[int], values: list[float]) -> None:
+        self.keys.append(key)
+        self.counts.append(len(stamps))
+        self.stamps.extend(stamps)
+        self.values.extend(values)
+
+    def batches(self, max_bytes: int) -> list[SampleBatch]:
+        stamps = np.asarray(self.stamps, dtype=np.int64)
+        values = np.asarray(self.values, dtype=np.float64)
+        out = []
+        first_series = first_sample = size = 0
+        n_series = len(self.keys)
+        sample_end = 0
+        for i in range(n_series):
+            cost = 4 + len(self.keys[i]) + 20 * self.counts[i]
+            if size and size + cost > max_bytes:
+                out.append(self._batch(first_series, i, first_sample, sample_end, stamps, values))
+                first_series, first_sample, size = i, sample_end, 0
+            size += cost
+            sample_end += self.counts[i]
+        out.append(self._batch(first_series, n_series, first_sample, sample_end, stamps, values))
+        return out
+
+    def _batch(self, s0: int, s1: int, k0: int, k1: int, stamps: np.ndarray, values: np.ndarray) -> SampleBatch:
+        counts = self.counts[s0:s1]
+        index = np.repeat(np.arange(s1 - s0, dtype=np.uint32), counts)
+        return SampleBatch(self.keys[s0:s1], index, stamps[k0:k1], values[k0:k1])
+
+
+class _InvalidSeries(ValueError):
+    pass
+
+
+def _validated_labels(raw_labels: Sequence[bytes], limits: WriteLimits) -> Labels:
+    """Decode and check one series' labels; the error names the series."""
+    if len(raw_labels) > limits.max_labels_per_series:
+        raise _InvalidSeries(
+            f"series {_describe(raw_labels)}: {len(raw_labels)} labels, over the limit of "
+            f"{limits.max_labels_per_series}"
+        )
+    pairs: list[tuple[str, str]] = []
+    previous = b""
+    for raw in raw_labels:
+        try:
+            label = remote_pb2.Label.FromString(raw)
+        except DecodeError:
+            raise _InvalidSeries(f"series {_describe(raw_labels)}: a label is not a valid Label message") from None
+        name, value = label.name, label.value
+        problem = None
+        if not name:
+            problem = "empty label name"
+        elif name <= previous:
+            problem = f"label {name!r} is {'duplicated' if name == previous else 'out of order'}; labels must be sorted by name and unique"
+        elif len(name) > limits.max_label_name_bytes:
+            problem = f"label name of {len(name)} bytes, over the limit of {limits.max_label_name_bytes}"
+        elif len(value) > limits.max_label_value_bytes:
+            problem = f"label {name!r} value of {len(value)} bytes, over the limit of {limits.max_label_value_bytes}"
+        if problem:
+            raise _InvalidSeries(f"series {_describe(raw_labels)}: {problem}")
+        previous = name
+        try:
+            text_name, text_value = name.decode(), value.decode()
+        except UnicodeDecodeError:
+            raise _InvalidSeries(f"series {_describe(raw_labels)}: label {name!r} is not valid UTF-8") from None
+        if text_value:  # an empty value means the label is absent, as in Prometheus
+            pairs.append((text_name, text_value))
+    if not any(n == METRIC_NAME for n, _ in pairs):
+        raise _InvalidSeries(f"series {_describe(raw_labels)}: no metric name (label __name__ missing or empty)")
+    return tuple(pairs)
+
+
+def _describe(raw_labels: Iterable[bytes] | Iterable[remote_pb2.Label]) -> str:
+    """Render a series the way Prometheus prints it, even when its bytes are bad."""
+    parts = []
+    for raw in raw_labels:
+        try:
+            label = raw if isinstance(raw, remote_pb2.Label) else remote_pb2.Label.FromString(raw)
+        except DecodeError:
+            parts.append("<undecodable label>")
+            continue
+        name = label.name.decode(errors="backslashreplace")
+        value = label.value.decode(errors="backslashreplace")
+        parts.append(f'{name}="{value}"')
+    text = "{" + ", ".join(parts) + "}"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def encode_write_request(series: Iterable[tuple[Labels, Sequence[tuple[int, float]]]]) -> bytes:
+    """Encode (labels, [(ts_ms, value), ...]) pairs as a snappy-compressed body.
+
+    Labels are written in the order given; pass sorted label sets (as
+    :data:`~detector.labels.Labels` are) for a valid request.
+    """
+    request = remote_pb2.WriteRequest()
+    for labels, samples in series:
+        ts = request.timeseries.add()
+        for name, value in labels:
+            label = ts.labels.add()
+            label.name = name.encode()
+            label.value = value.encode()
+        for stamp, value in samples:
+            sample = ts.samples.add()
+            sample.timestamp = stamp
+            sample.value = value
+    return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))

@@ -1,0 +1,52 @@
+"""Recording rules: an expression's result stored back as new series."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from detector.labels import METRIC_NAME, canonical_bytes
+from detector.promql import EvalContext, InstantVector, Node, Scalar
+from detector.promql.plan import EvaluationError
+from detector.store import STALE_NAN_BITS
+
+
+@dataclass(eq=False)
+class RecordingRule:
+    """Evaluates ``expr`` and appends the result under the name ``record``.
+
+    Later rules of the same group see the result at the same evaluation time,
+    as in Prometheus; a series that leaves the result gets a staleness marker.
+    ``previous`` (per engine) holds the rows written at the last evaluation.
+    """
+
+    name: str
+    expr: Node
+    expr_text: str
+    labels: tuple[tuple[str, str], ...] = ()
+    group: str = ""
+    source: str = ""
+
+    def evaluate(self, ctx: EvalContext, previous: np.ndarray) -> np.ndarray:
+        result = self.expr.evaluate(ctx)
+        if isinstance(result, Scalar):
+            result = InstantVector([()], np.array([result.value]))
+        keys = []
+        for labels in result.labels:
+            out = dict(labels)
+            out[METRIC_NAME] = self.name
+            out.update(self.labels)
+            keys.append(canonical_bytes(tuple(sorted(out.items()))))
+        if len(set(keys)) != len(keys):
+            raise EvaluationError(
+                f"recording rule {self.name}: vector contains metrics with the same labelset after applying rule labels"
+            )
+        store = ctx.store
+        rows = np.fromiter((store.series_id(k) for k in keys), dtype=np.int64, count=len(keys))
+        store.append_rows(rows, ctx.t_ms, result.values)
+        gone = np.setdiff1d(previous, rows)
+        if len(gone):
+            stale = np.full(len(gone), STALE_NAN_BITS, dtype=np.uint64).view(np.float64)
+            store.append_rows(gone, ctx.t_ms, stale)
+        return rows

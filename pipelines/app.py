@@ -1,0 +1,121 @@
+"""The Faust app: the samples topic in, the alerts topic out.
+
+Partitioning (the choice DESIGN.md asks to write down): the receiver puts a
+series in the partition of its scrape target (``job``, ``instance``), see
+:func:`detector.labels.partition_key`. Each partition has its own
+:class:`~detector.rules.RuleEngine` (store, watermark, alert state), so every
+expression over the series of one target, such as a queue's depth over its
+max depth or a histogram's buckets, is evaluated where all its inputs are.
+Expressions across targets (``sum by (reason) (...)`` over instances) need a
+second, repartitioned stage, which comes with the aggregation operators.
+
+Engine state is in memory: after a worker restart or a rebalance, a partition's
+engine starts empty from the committed offset, so a pending ``for`` clock
+restarts (as it does in Prometheus after a restart without state restore).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from detector.batch import SampleBatch
+from detector.errors import BatchFormatError
+from detector.rules import EngineOutput, RuleEngine, RuleGroup
+from pipelines.settings import Settings
+
+log = logging.getLogger("headroom.worker")
+
+
+class PartitionEngines:
+    """One rule engine per assigned partition, created on first use."""
+
+    def __init__(self, groups: list[RuleGroup], settings: Settings) -> None:
+        self.groups = groups
+        self.settings = settings
+        self.engines: dict[int, RuleEngine] = {}
+
+    def ingest(self, partition: int, batch: SampleBatch) -> EngineOutput:
+        engine = self.engines.get(partition)
+        if engine is None:
+            engine = self.engines[partition] = RuleEngine(
+                self.groups,
+                lookback_ms=self.settings.lookback_ms,
+                lateness_ms=self.settings.lateness_ms,
+                resend_delay_ms=self.settings.resend_delay_ms,
+            )
+        return engine.ingest(batch)
+
+    def forget(self, partitions: set[int]) -> None:
+        for partition in partitions:
+            self.engines.pop(partition, None)
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.samples = Counter("headroom_worker_samples", "Samples consumed from Kafka", registry=registry)
+        self.messages = Counter("headroom_worker_batches", "Sample batches consumed", registry=registry)
+        self.bad_messages = Counter("headroom_worker_unreadable_batches", "Messages that are not sample batches", registry=registry)
+        self.transitions = Counter("headroom_alert_transitions", "Alert state changes", ["state"], registry=registry)
+        self.eval_errors = Counter("headroom_rule_evaluation_failures", "Failed rule evaluations", registry=registry)
+        self.event_time = Gauge("headroom_worker_watermark_seconds", "Newest evaluated event time", ["partition"], registry=registry)
+
+
+def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorRegistry | None = None) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_port=settings.worker_web_port,
+        web_host="127.0.0.1",
+        web_bind="127.0.0.1",
+    )
+    samples = app.topic(settings.samples_topic, partitions=settings.partitions, value_serializer="raw")
+    alerts = app.topic(settings.alerts_topic, partitions=1, value_serializer="raw", key_serializer="raw")
+    engines = PartitionEngines(groups, settings)
+    metrics = WorkerMetrics(registry or CollectorRegistry())
+
+    @app.agent(samples, name="headroom.rules")
+    async def evaluate_rules(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            partition = event.message.partition
+            try:
+                batch = SampleBatch.decode(event.value)
+            except BatchFormatError as exc:
+                metrics.bad_messages.inc()
+                log.error("skipping unreadable message at %s[%d]@%d: %s", event.message.topic, partition, event.message.offset, exc)
+                continue
+            out = engines.ingest(partition, batch)
+            metrics.messages.inc()
+            metrics.samples.inc(len(batch))
+            metrics.event_time.labels(str(partition)).set(engines.engines[partition].watermark / 1000)
+            for error in out.errors:
+                metrics.eval_errors.inc()
+                log.warning("rule evaluation failed: %s", error)
+            for transition in out.transitions:
+                metrics.transitions.labels(transition.state).inc()
+                log.warning("alert %s", transition.describe())
+                await alerts.send(key=transition.fingerprint.encode(), value=transition.to_json())
+
+    @app.on_partitions_revoked.connect
+    async def drop_revoked(app: faust.App, revoked: set, **_: object) -> None:
+        engines.forget({tp.partition for tp in revoked if tp.topic == settings.samples_topic})
+
+    @app.page("/metrics")
+    async def metrics_page(web, request):  # noqa: ANN001 - Faust's view signature
+        # aiohttp refuses a charset inside content_type; the exposition is ASCII anyway.
+        return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4")
+
+    return app
+

@@ -1,0 +1,148 @@
+"""The ``headroom`` command.
+
+Settings come from ``HEADROOM_*`` environment variables (see
+:mod:`pipelines.settings`); options given here override them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from detector.errors import HeadroomError
+from detector.rules import load_rule_files
+from pipelines.settings import Settings
+from pipelines.stack.cli import kafka
+
+console = Console(stderr=True)
+
+
+def _settings(**overrides: object) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v not in (None, ())})
+
+
+def _load_groups(settings: Settings):
+    try:
+        return load_rule_files(settings.rule_files, default_interval_ms=settings.evaluation_interval_ms, external_labels=settings.external_labels)
+    except HeadroomError as exc:
+        console.print(f"[red]{exc}[/red]")
+        sys.exit(2)
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def cli(verbose: bool) -> None:
+    """Headroom: Prometheus alerting rules, anomaly scores and forecasts on a Kafka stream."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+cli.add_command(kafka)
+
+
+@cli.command("check-rules")
+@click.argument("files", nargs=-1, required=True)
+def check_rules(files: tuple[str, ...]) -> None:
+    """Validate rule files (or packs, by name) the way the worker loads them."""
+    settings = _settings(rule_files=files)
+    groups = _load_groups(settings)
+    rules = sum(len(g.rules) for g in groups)
+    console.print(f"[green]OK[/green]: {len(groups)} group(s), {rules} rule(s)")
+
+
+@cli.command()
+@click.option("--host", default=None, help="Listen address (HEADROOM_RECEIVER_HOST).")
+@click.option("--port", type=int, default=None, help="Listen port (HEADROOM_RECEIVER_PORT).")
+@click.option("--kafka", "bootstrap", default=None, help="Kafka bootstrap servers (HEADROOM_KAFKA_BOOTSTRAP).")
+@click.option("--bearer-token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Require 'Authorization: Bearer <token>' with the token in this file.")
+def receiver(host: str | None, port: int | None, bootstrap: str | None, bearer_token_file: Path | None) -> None:
+    """Serve Prometheus remote-write on /api/v1/write and produce to Kafka."""
+    from pipelines.receiver import run_receiver
+
+    settings = _settings(receiver_host=host, receiver_port=port, kafka_bootstrap=bootstrap)
+    token = bearer_token_file.read_text().strip() if bearer_token_file else None
+    try:
+        asyncio.run(run_receiver(settings, bearer_token=token))
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command()
+@click.option("--rules", "rule_files", multiple=True, help="Rule file or pack name; repeatable (HEADROOM_RULE_FILES).")
+@click.option("--kafka", "bootstrap", default=None, help="Kafka bootstrap servers (HEADROOM_KAFKA_BOOTSTRAP).")
+@click.option("--web-port", type=int, default=None, help="Port of the worker's /metrics (HEADROOM_WORKER_WEB_PORT).")
+def worker(rule_files: tuple[str, ...], bootstrap: str | None, web_port: int | None) -> None:
+    """Run the Faust worker that evaluates the rules on the samples topic."""
+    from faust.worker import Worker
+
+    from pipelines.app import create_app
+    from pipelines.stack.kafka import create_topics
+
+    settings = _settings(rule_files=rule_files, kafka_bootstrap=bootstrap, worker_web_port=web_port)
+    groups = _load_groups(settings)
+    asyncio.run(create_topics(settings.kafka_bootstrap, {settings.samples_topic: settings.partitions, settings.alerts_topic: 1}))
+    app = create_app(settings, groups)
+    Worker(app, loglevel="info").execute_from_commandline()
+
+
+@cli.command()
+@click.option("--url", default="http://127.0.0.1:9201/api/v1/write", show_default=True, help="Remote-write URL to push to.")
+@click.option("--scenario", default="backpressure", show_default=True, help="Scripted scenario (backpressure, calm).")
+@click.option("--speed", type=float, default=1.0, show_default=True, help="Event time runs this many times faster than wall time.")
+@click.option("--step", type=float, default=5.0, show_default=True, help="Seconds of event time between samples.")
+@click.option("--duration", type=float, default=None, help="Stop after this many wall-clock seconds.")
+@click.option("--serve", "serve_port", type=int, default=None, help="Instead of pushing, serve /metrics on this port for Prometheus to scrape.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def simulate(url: str, scenario: str, speed: float, step: float, duration: float | None, serve_port: int | None, seed: int) -> None:
+    """Generate the backpressure runbook's metrics, with a scripted incident."""
+    import time
+
+    from detector.simulate import RunbookSimulator
+    from pipelines.simulator import push_remote_write, serve_metrics
+
+    start_ms = int(time.time() * 1000)
+    sim = RunbookSimulator(scenario=scenario, seed=seed, start_ms=start_ms)
+
+    async def run() -> None:
+        if serve_port is not None:
+            runner, port = await serve_metrics(sim, port=serve_port)
+            console.print(f"serving {sim.series_count()} series on http://127.0.0.1:{port}/metrics")
+            try:
+                await asyncio.sleep(duration if duration is not None else float("inf"))
+            finally:
+                await runner.cleanup()
+            return
+        stats = await push_remote_write(sim, url, start_ms=start_ms, step_ms=int(step * 1000), speed=speed,
+                                       duration_s=None if duration is None else duration * speed)
+        console.print(stats)
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command()
+@click.option("--duration", type=float, default=120.0, show_default=True, help="Wall-clock seconds to run.")
+@click.option("--speed", type=float, default=10.0, show_default=True, help="Event time runs this many times faster than wall time.")
+@click.option("--scenario", default="backpressure", show_default=True)
+@click.option("--rules", "rule_files", multiple=True, default=("backpressure",), show_default=True)
+def demo(duration: float, speed: float, scenario: str, rule_files: tuple[str, ...]) -> None:
+    """Start Kafka, a worker and a receiver, replay an incident, and show alerts as they fire."""
+    from pipelines.demo import run_demo
+
+    _load_groups(_settings(rule_files=rule_files))  # fail fast, before starting anything
+    sys.exit(asyncio.run(run_demo(duration=duration, speed=speed, scenario=scenario, rule_files=rule_files, console=Console())))
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""``headroom demo``: the whole pipeline on this machine, with alerts shown live.
+
+Starts a Kafka broker, a worker and a receiver, pushes the runbook simulator's
+scripted incident through remote-write at ``speed`` times real time, and shows
+every alert state change read back from the alerts topic. Everything it
+started is stopped on exit, after ``duration`` or on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from detector.simulate import RunbookSimulator
+from pipelines.local import LocalPipeline
+from pipelines.simulator import push_remote_write
+from pipelines.stack.kafka import KafkaBroker, create_topics
+
+STATE_STYLE = {"firing": "bold red", "pending": "yellow", "inactive": "green"}
+
+
+async def run_demo(*, duration: float, speed: float, scenario: str, rule_files: tuple[str, ...], console: Console, run_dir: Path = Path("var/demo")) -> int:
+    shutil.rmtree(run_dir, ignore_errors=True)
+    broker = KafkaBroker(run_dir / "kafka")
+    pipeline: LocalPipeline | None = None
+    try:
+        with console.status("starting Kafka (first run resolves its jars from Maven Central)..."):
+            await asyncio.to_thread(broker.start)
+        pipeline = LocalPipeline(broker.bootstrap, run_dir, rule_files=rule_files, app_id="headroom-demo")
+        await create_topics(broker.bootstrap, {pipeline.samples_topic: pipeline.partitions, pipeline.alerts_topic: 1})
+        with console.status("starting the worker and the receiver..."):
+            await asyncio.to_thread(pipeline.start)
+        console.print(f"Kafka {broker.bootstrap}, receiver {pipeline.write_url}, logs in {run_dir}/")
+        return await _show(pipeline, duration=duration, speed=speed, scenario=scenario, console=console)
+    finally:
+        with console.status("stopping everything the demo started..."):
+            if pipeline is not None:
+                await asyncio.to_thread(pipeline.stop)
+            await asyncio.to_thread(broker.stop)
+
+
+async def _show(pipeline: LocalPipeline, *, duration: float, speed: float, scenario: str, console: Console) -> int:
+    start_ms = int(time.time() * 1000)
+    sim = RunbookSimulator(scenario=scenario, start_ms=start_ms)
+    consumer = AIOKafkaConsumer(pipeline.alerts_topic, bootstrap_servers=pipeline.bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    alerts: dict[str, dict] = {}
+    history: list[str] = []
+    push = asyncio.create_task(
+        push_remote_write(sim, pipeline.write_url, start_ms=start_ms, step_ms=5000, speed=speed, duration_s=duration * speed)
+    )
+    started = time.monotonic()
+    try:
+        with Live(_render(alerts, history, 0.0, 0.0, sim.series_count()), console=console, refresh_per_second=4) as live:
+            while not push.done():
+                batch = await consumer.getmany(timeout_ms=250)
+                for records in batch.values():
+                    for record in records:
+                        event = json.loads(record.value)
+                        alerts[event["fingerprint"]] = event
+                        history.append(_history_line(event, start_ms))
+                elapsed = time.monotonic() - started
+                live.update(_render(alerts, history, elapsed, elapsed * speed, sim.series_count()))
+        stats = push.result()
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        push.cancel()
+        stats = None
+    finally:
+        await consumer.stop()
+    fired = sum(1 for line in history if "-> firing" in line)
+    console.print(f"\n{fired} alert(s) fired, {len(history)} state change(s); pushed: {stats}")
+    return 0 if fired else 1
+
+
+def _history_line(event: dict, start_ms: int) -> str:
+    at = (event["eval_time"] - start_ms) / 1000
+    labels = ", ".join(f"{k}={v}" for k, v in event["labels"].items() if k not in ("alertname", "severity"))
+    return f"+{at:6.0f}s  {event['rule']} {{{labels}}}  {event['previous']} -> {event['state']}"
+
+
+def _render(alerts: dict[str, dict], history: list[str], wall: float, event: float, series: int) -> Group:
+    table = Table(title=f"Headroom alerts  (wall {wall:5.0f}s, event time +{event:6.0f}s, {series} series)", expand=True)
+    for column in ("alert", "labels", "state", "value", "summary"):
+        table.add_column(column)
+    for event_data in sorted(alerts.values(), key=lambda e: (e["rule"], e["fingerprint"])):
+        labels = ", ".join(f"{k}={v}" for k, v in event_data["labels"].items() if k not in ("alertname",))
+        state = event_data["state"]
+        table.add_row(event_data["rule"], labels, Text(state, style=STATE_STYLE.get(state, "")), event_data["value"], event_data["annotations"].get("summary", ""))
+    return Group(table, Text("\n".join(history[-8:]), style="dim"))

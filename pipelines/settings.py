@@ -1,0 +1,75 @@
+"""Configuration, from ``HEADROOM_*`` environment variables or arguments.
+
+Validated at start-up: a bad value stops the process with a message naming
+the setting, before anything connects anywhere.
+
+>>> s = Settings(kafka_bootstrap="127.0.0.1:9092", partitions=4)
+>>> s.samples_topic, s.evaluation_interval_ms
+('headroom-samples', 15000)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from detector.durations import parse_duration
+from detector.remote_write import WriteLimits
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HEADROOM_", frozen=True)
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    app_id: str = "headroom"
+    samples_topic: str = "headroom-samples"
+    alerts_topic: str = "headroom-alerts"
+    partitions: int = Field(8, ge=1, le=1024)
+    partition_by: tuple[str, ...] = ("job", "instance")
+
+    rule_files: tuple[Path, ...] = ()
+    evaluation_interval: str = "15s"
+    lookback_delta: str = "5m"
+    lateness: str = "0s"
+    resend_delay: str = "1m"
+    external_labels: dict[str, str] = {}
+
+    receiver_host: str = "127.0.0.1"
+    receiver_port: int = 9201
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_decompressed_bytes: int = 64 * 1024 * 1024
+    produce_timeout: str = "10s"
+
+    worker_web_port: int = 6066
+    data_dir: Path = Path("var/worker")
+
+    @field_validator("evaluation_interval", "lookback_delta", "lateness", "resend_delay", "produce_timeout")
+    @classmethod
+    def _is_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @property
+    def evaluation_interval_ms(self) -> int:
+        return parse_duration(self.evaluation_interval)
+
+    @property
+    def lookback_ms(self) -> int:
+        return parse_duration(self.lookback_delta)
+
+    @property
+    def lateness_ms(self) -> int:
+        return parse_duration(self.lateness)
+
+    @property
+    def resend_delay_ms(self) -> int:
+        return parse_duration(self.resend_delay)
+
+    @property
+    def produce_timeout_s(self) -> float:
+        return parse_duration(self.produce_timeout) / 1000
+
+    def write_limits(self) -> WriteLimits:
+        return WriteLimits(max_body_bytes=self.max_body_bytes, max_decompressed_bytes=self.max_decompressed_bytes)

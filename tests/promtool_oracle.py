@@ -1,0 +1,208 @@
+"""promtool as the oracle: what Prometheus 2.x itself answers for an expression.
+
+A case is input series in promtool's notation (``'x{job="a"}'`` with values
+``'0+10x5 stale _x2 3'``) and queries (expression, evaluation time). The same
+case runs through ``promtool test rules`` and through Headroom, and the two
+answers are compared exactly.
+
+promtool prints what an expression returned only when a test fails, so every
+query expects one sample that never occurs; its failure report then carries
+the real result (``got: ...``) or the evaluation error (``err: ...``), in
+query order.
+
+>>> expand_values("1+2x2 _ stale _x2 5x1")[:3], len(expand_values("1+2x2 _ stale _x2 5x1"))
+([1.0, 3.0, 5.0], 9)
+>>> series_labels('up{job="a b", instance="x"}')
+(('__name__', 'up'), ('instance', 'x'), ('job', 'a b'))
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import promql_parser as pp
+import yaml
+
+from detector.batch import SampleBatch
+from detector.labels import METRIC_NAME, Labels
+from detector.promql import EvalContext, EvaluationError, InstantVector, compile_expr
+from detector.store import STALE_NAN_BITS, SeriesStore
+
+Result = dict[Labels, float] | str
+"""A query's answer: its samples by label set, or the evaluation error's message."""
+
+Series = Sequence[tuple[str, str]]
+"""(series in selector notation, values in promtool's expanding notation)."""
+
+STALE = np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.float64)[0]
+_SENTINEL = '{__oracle_sentinel__="never"}'
+
+
+@cache
+def promtool_binary() -> str:
+    """Path of a Prometheus 2.x ``promtool``, installing Debian's if there is none."""
+    path = shutil.which("promtool")
+    if path is None:
+        sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = [*sudo, "apt-get", "install", "-y", "--no-install-recommends", "prometheus"]
+        if subprocess.run(install, env=env).returncode != 0:
+            # Package lists may be missing or stale on a fresh machine.
+            subprocess.run([*sudo, "apt-get", "update"], env=env, check=True)
+            subprocess.run(install, env=env, check=True)
+        path = shutil.which("promtool")
+        assert path is not None, "installed the prometheus package but found no promtool"
+    version = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
+    assert re.search(r"version 2\.", version), f"the oracle must be Prometheus 2.x, found: {version}"
+    return path
+
+
+def series_labels(selector: str) -> Labels:
+    """Label set of a series written as a selector, e.g. ``x{a="1"}``."""
+    node = pp.parse(selector)
+    assert isinstance(node, pp.VectorSelector), selector
+    labels = {m.name: m.value for m in node.matchers.matchers}
+    if node.name:
+        labels[METRIC_NAME] = node.name
+    return tuple(sorted(labels.items()))
+
+
+_ITEM = re.compile(r"(?P<value>[+-]?[^+\-x\s]+?)(?:(?P<step>[+-][^x\s]+)?x(?P<times>[0-9]+))?")
+
+
+def expand_values(text: str) -> list[float | None]:
+    """promtool's expanding notation as one value per interval; None where a sample is missing.
+
+    ``a+bxn`` is a followed by n values, each the previous plus b (added up,
+    not multiplied, as promtool does); ``axn`` is a, n+1 times; ``_xn`` is n
+    missing samples; ``stale`` is a staleness marker.
+    """
+    out: list[float | None] = []
+    for token in text.split():
+        match = _ITEM.fullmatch(token)
+        assert match is not None, f"not promtool series notation: {token!r}"
+        times = match["times"]
+        if match["value"] == "_":
+            out += [None] * (int(times) if times else 1)
+            continue
+        value = STALE if match["value"] == "stale" else float(match["value"])
+        out.append(value)
+        step = float(match["step"] or 0)
+        for _ in range(int(times or 0)):
+            value += step
+            out.append(value)
+    return out
+
+
+def _duration(ms: int) -> str:
+    return f"{ms}ms"
+
+
+def promtool_results(series: Series, queries: Sequence[tuple[str, int]], interval_ms: int) -> list[Result]:
+    """Prometheus's answer to each (expression, evaluation time in ms) over ``series``."""
+    test = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": _duration(interval_ms),
+                "input_series": [{"series": s, "values": v} for s, v in series],
+                "promql_expr_test": [
+                    {"expr": expr, "eval_time": _duration(t), "exp_samples": [{"labels": _SENTINEL, "value": 0}]}
+                    for expr, t in queries
+                ],
+            }
+        ],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "oracle.test.yml"
+        path.write_text(yaml.safe_dump(test))
+        run = subprocess.run([promtool_binary(), "test", "rules", str(path)], capture_output=True, text=True)
+    return parse_failures(run.stdout + run.stderr, len(queries))
+
+
+_GOT_SAMPLE = re.compile(r'\{((?:[^"}]|"(?:[^"\\]|\\.)*")*)\} ([^,\s]+)(?:, |$)')
+_GOT_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_failures(output: str, expected: int) -> list[Result]:
+    """The result or error of each failed ``promql_expr_test``, in order, from promtool's report."""
+    results: list[Result] = []
+    for line in output.splitlines():
+        line = line.strip()
+        if line.startswith("expr: ") and ", err: " in line:
+            results.append(line.split(", err: ", 1)[1])
+        elif line.startswith("got: "):
+            results.append(_parse_samples(line[len("got: ") :]))
+    assert len(results) == expected, f"expected {expected} answers from promtool, got:\n{output}"
+    return results
+
+
+def _parse_samples(text: str) -> dict[Labels, float]:
+    if text == "nil":
+        return {}
+    out = {}
+    for match in _GOT_SAMPLE.finditer(text):
+        labels = tuple(sorted((k, ast.literal_eval(f'"{v}"')) for k, v in _GOT_LABEL.findall(match[1])))
+        out[labels] = float(match[2])
+    return out
+
+
+def load_store(series: Series, interval_ms: int) -> SeriesStore:
+    """A store holding ``series`` as promtool loads them: value i at i × interval."""
+    rows = []
+    for selector, values in series:
+        samples = [(i * interval_ms, v) for i, v in enumerate(expand_values(values)) if v is not None]
+        rows.append((series_labels(selector), samples))
+    store = SeriesStore(retention_ms=1 << 40)
+    store.append(SampleBatch.from_series(rows))
+    return store
+
+
+def headroom_results(series: Series, queries: Sequence[tuple[str, int]], interval_ms: int) -> list[Result]:
+    """Headroom's answer to each (expression, evaluation time in ms) over ``series``."""
+    store = load_store(series, interval_ms)
+    results: list[Result] = []
+    for expr, t_ms in queries:
+        try:
+            value = compile_expr(expr).evaluate(EvalContext(store, t_ms))
+        except EvaluationError as exc:
+            results.append(str(exc))
+            continue
+        assert isinstance(value, InstantVector), expr
+        results.append(dict(value.samples()))
+    return results
+
+
+def same_result(ours: Result, theirs: Result) -> bool:
+    """Equal label sets with bit-equal values (any NaN equals any NaN), or the same error."""
+    if isinstance(ours, str) or isinstance(theirs, str):
+        return isinstance(ours, str) and isinstance(theirs, str) and ours in theirs
+    return ours.keys() == theirs.keys() and all(_same_float(ours[k], theirs[k]) for k in ours)
+
+
+def _same_float(a: float, b: float) -> bool:
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+
+
+def mismatches(series: Series, queries: Sequence[tuple[str, int]], interval_ms: int) -> list[str]:
+    """Every query where Headroom and promtool disagree, described; empty when they agree."""
+    ours = headroom_results(series, queries, interval_ms)
+    theirs = promtool_results(series, queries, interval_ms)
+    return [
+        f"{expr} @ {t}ms:\n  headroom: {a}\n  promtool: {b}"
+        for (expr, t), a, b in zip(queries, ours, theirs)
+        if not same_result(a, b)
+    ]
