@@ -123,6 +123,8 @@ SCENARIOS: dict[str, tuple[Incident, ...]] = {
         Incident("event_drops", start_s=240, ramp_s=60, hold_s=480, recover_s=60, peak=3.0),
         Incident("circuit_breaker", start_s=300, hold_s=90, recover_s=20),
     ),
+    # A smoke test for alert routing in real time: the breaker opens 5 s in and stays open.
+    "breaker": (Incident("circuit_breaker", start_s=5, hold_s=86_400),),
     # Everyday bursts, each well under its alert threshold.
     "calm": (
         Incident("command_channel", start_s=200, ramp_s=20, hold_s=40, recover_s=40, peak=0.6),

@@ -92,18 +92,18 @@ class LocalPipeline:
             time.sleep(0.2)
         raise StackError(f"{name} not ready at {url}; its log ends:\n{log_tail(self.run_dir / f'{name}.log')}")
 
-    def stop_process(self, name: str) -> None:
+    def stop_one(self, name: str) -> None:
         pid = self._pids.pop(name, None)
         if pid is not None:
             stop_pid(pid, grace=15.0)
 
-    def start_process(self, name: str) -> None:
+    def start_one(self, name: str) -> None:
         proc = start_process([sys.executable, "-m", "pipelines.cli", name], self.run_dir / f"{name}.log", cwd=_REPO, env=self.env())
         self._pids[name] = proc.pid
 
     def stop(self) -> None:
         for name in list(self._pids):
-            self.stop_process(name)
+            self.stop_one(name)
 
     def __enter__(self) -> LocalPipeline:
         self.start()

@@ -84,7 +84,8 @@ class PrometheusServer(BackgroundService):
             config["rule_files"] = [str(path) for path in self.rule_files]
         if self.scrape_targets:
             config["scrape_configs"] = [
-                {"job_name": SCRAPE_JOB, "static_configs": [{"targets": self.scrape_targets}]}
+                {"job_name": SCRAPE_JOB, "honor_labels": True,
+                 "static_configs": [{"targets": self.scrape_targets}]}
             ]
         if self.remote_write_url:
             queue_config = {**TEST_QUEUE_CONFIG, **self.extra_remote_write.get("queue_config", {})}
