@@ -14,14 +14,14 @@ naming file, group, rule and field, never a silent mis-evaluation.
 ...   - name: g
 ...     rules:
 ...       - alert: High
-...         expr: rate(x[5m]) > 1
+...         expr: sum by (a) (x) > 1
 ...         for: 5x
 ... ''')
 >>> load_rule_files([path])
 Traceback (most recent call last):
 ...
 detector.errors.RuleError: 2 problem(s) in rule files:
-  ...r.yml: group 'g', rule 1 'High', field 'expr': function rate() is not supported yet, in: rate(x[5m]) > 1
+  ...r.yml: group 'g', rule 1 'High', field 'expr': aggregation sum() is not supported yet, in: sum by (a) (x) > 1
   ...r.yml: group 'g', rule 1 'High', field 'for': not a duration: '5x' (use units y, w, d, h, m, s, ms, e.g. '5m' or '1h30m')
 """
 
