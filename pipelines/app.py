@@ -60,6 +60,8 @@ class WorkerMetrics:
         self.samples = Counter("headroom_worker_samples", "Samples consumed from Kafka", registry=registry)
         self.messages = Counter("headroom_worker_batches", "Sample batches consumed", registry=registry)
         self.bad_messages = Counter("headroom_worker_unreadable_batches", "Messages that are not sample batches", registry=registry)
+        self.dropped = Counter("headroom_worker_dropped_samples", "Samples dropped as duplicate or out of order", ["reason"], registry=registry)
+        self.late = Counter("headroom_worker_late_samples", "Samples older than an evaluation already made", registry=registry)
         self.transitions = Counter("headroom_alert_transitions", "Alert state changes", ["state"], registry=registry)
         self.eval_errors = Counter("headroom_rule_evaluation_failures", "Failed rule evaluations", registry=registry)
         self.event_time = Gauge("headroom_worker_watermark_seconds", "Newest evaluated event time", ["partition"], registry=registry)
@@ -99,6 +101,9 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
             out = engines.ingest(partition, batch)
             metrics.messages.inc()
             metrics.samples.inc(len(batch))
+            metrics.dropped.labels("duplicate").inc(out.duplicates)
+            metrics.dropped.labels("out_of_order").inc(out.out_of_order)
+            metrics.late.inc(out.late)
             metrics.event_time.labels(str(partition)).set(engines.engines[partition].watermark / 1000)
             for error in out.errors:
                 metrics.eval_errors.inc()

@@ -46,12 +46,10 @@ class EngineOutput:
     notifications: list[AlertNotification] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     evaluations: int = 0
-
-    def extend(self, other: EngineOutput) -> None:
-        self.transitions += other.transitions
-        self.notifications += other.notifications
-        self.errors += other.errors
-        self.evaluations += other.evaluations
+    # What ingest dropped or could no longer count in an evaluation already made.
+    duplicates: int = 0
+    out_of_order: int = 0
+    late: int = 0
 
 
 @dataclass
@@ -93,17 +91,20 @@ class RuleEngine:
         """Store a batch, then run every evaluation its samples made due."""
         if len(batch) == 0:
             return EngineOutput()
-        self.stats.late += int(np.count_nonzero(batch.timestamps <= self._evaluated_until))
+        late = int(np.count_nonzero(batch.timestamps <= self._evaluated_until))
         appended = self.store.append(batch)
         self.stats.samples += appended.accepted
         self.stats.duplicates += appended.duplicates
         self.stats.out_of_order += appended.out_of_order
+        self.stats.late += late
         first = int(batch.timestamps.min())
         for i, group in enumerate(self.groups):
             if self._next_tick[i] is None:
                 self._next_tick[i] = -(-first // group.interval_ms) * group.interval_ms
         newest = int(batch.timestamps.max())
-        return self.advance_to(newest - self.lateness_ms)
+        out = self.advance_to(newest - self.lateness_ms)
+        out.duplicates, out.out_of_order, out.late = appended.duplicates, appended.out_of_order, late
+        return out
 
     def advance_to(self, watermark_ms: int) -> EngineOutput:
         """Move the watermark forward (never back) and evaluate what became due.
