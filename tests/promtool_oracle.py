@@ -10,6 +10,12 @@ query expects one sample that never occurs; its failure report then carries
 the real result (``got: ...``) or the evaluation error (``err: ...``), in
 query order.
 
+promtool also loads the input series lazily, one ``evaluation_interval`` tick
+at a time up to the latest ``eval_time`` of the test group, so a query at
+a time between two ticks would miss the samples after the last tick. The
+oracle evaluates rules at the series' interval and adds one last query after
+every sample, so every sample is loaded before the queries run.
+
 >>> expand_values("1+2x2 _ stale _x2 5x1")[:3], len(expand_values("1+2x2 _ stale _x2 5x1"))
 ([1.0, 3.0, 5.0], 9)
 >>> series_labels('up{job="a b", instance="x"}')
@@ -110,16 +116,18 @@ def _duration(ms: int) -> str:
 
 def promtool_results(series: Series, queries: Sequence[tuple[str, int]], interval_ms: int) -> list[Result]:
     """Prometheus's answer to each (expression, evaluation time in ms) over ``series``."""
+    steps = max(len(expand_values(v)) for _, v in series)
+    loaded = ("vector(0)", max(steps * interval_ms, max(t for _, t in queries)))
     test = {
         "rule_files": [],
-        "evaluation_interval": "1m",
+        "evaluation_interval": _duration(interval_ms),
         "tests": [
             {
                 "interval": _duration(interval_ms),
                 "input_series": [{"series": s, "values": v} for s, v in series],
                 "promql_expr_test": [
                     {"expr": expr, "eval_time": _duration(t), "exp_samples": [{"labels": _SENTINEL, "value": 0}]}
-                    for expr, t in queries
+                    for expr, t in [*queries, loaded]
                 ],
             }
         ],
@@ -128,7 +136,7 @@ def promtool_results(series: Series, queries: Sequence[tuple[str, int]], interva
         path = Path(tmp) / "oracle.test.yml"
         path.write_text(yaml.safe_dump(test))
         run = subprocess.run([promtool_binary(), "test", "rules", str(path)], capture_output=True, text=True)
-    return parse_failures(run.stdout + run.stderr, len(queries))
+    return parse_failures(run.stdout + run.stderr, len(queries) + 1)[:-1]
 
 
 _GOT_SAMPLE = re.compile(r'\{((?:[^"}]|"(?:[^"\\]|\\.)*")*)\} ([^,\s]+)(?:, |$)')

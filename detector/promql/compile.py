@@ -130,8 +130,9 @@ def _binary(node: pp.BinaryExpr) -> BinaryNode:
         if modifier.matching is not None:
             on = _enum_name(modifier.matching.type) == "Include"
             labels = tuple(modifier.matching.labels)
-        include = tuple(modifier.group_labels or ()) if hasattr(modifier, "group_labels") else ()
-        if getattr(modifier, "fill_values", None):
+        include = tuple(modifier.group_labels or ())
+        fill = getattr(modifier, "fill_values", None)  # always present in promql-parser; set only by fill()
+        if fill is not None and (fill.lhs is not None or fill.rhs is not None):
             raise UnsupportedExpression("fill() modifiers are not supported")
         matching = VectorMatching(on=bool(on), labels=labels, card=card, include=include)
     return BinaryNode(op, lhs, rhs, return_bool, matching)

@@ -183,10 +183,8 @@ def _bucket(labels: Labels) -> tuple[Labels, Labels, float] | None:
     two metrics with otherwise equal labels are separate histograms (whose
     results then collide).
     """
-    bound = None
-    for name, value in labels:
-        if name == "le":
-            bound = _go_float(value)
+    le = dict(labels).get("le")
+    bound = None if le is None else _go_float(le)
     if bound is None:
         return None
     key = tuple(p for p in labels if p[0] != "le")
@@ -222,7 +220,9 @@ class HistogramQuantileNode(Node):
         assert isinstance(vector, InstantVector)
         groups: dict[Labels, int] = {}
         result_labels: list[Labels] = []
-        group_of, bounds, take = [], [], []
+        group_of: list[int] = []
+        bounds: list[float] = []
+        take: list[int] = []
         for i, labels in enumerate(vector.labels):
             bucket = _bucket(labels)
             if bucket is None:
@@ -237,7 +237,11 @@ class HistogramQuantileNode(Node):
         if not groups:
             return InstantVector.empty()
         quantiles = _quantiles(
-            phi.value, np.asarray(group_of), np.asarray(bounds, dtype=np.float64), vector.values[take], len(groups)
+            phi.value,
+            np.asarray(group_of),
+            np.asarray(bounds, dtype=np.float64),
+            vector.values[take],
+            len(groups),
         )
         if len(set(result_labels)) != len(result_labels):
             raise EvaluationError("vector cannot contain metrics with the same labelset")
@@ -255,20 +259,16 @@ def _quantiles(phi: float, group_of: np.ndarray, bounds: np.ndarray, counts: np.
     # Buckets with the same bound (le="1" and le="1.0") are one bucket: add them up.
     starts = np.flatnonzero(np.r_[True, (group_of[1:] != group_of[:-1]) | (bounds[1:] != bounds[:-1])])
     group_of, bounds, counts = group_of[starts], bounds[starts], np.add.reduceat(counts, starts)
-    # One row per group, buckets in ascending bound order from column 0.
-    sizes = np.bincount(group_of, minlength=n_groups)
-    column = np.arange(len(group_of)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    width = int(sizes.max())
-    upper = np.full((n_groups, width), np.nan)
-    cumulative = np.full((n_groups, width), np.nan)
-    upper[group_of, column] = bounds
-    cumulative[group_of, column] = counts
+    upper = _by_group(group_of, bounds, n_groups, np.nan)
+    cumulative = _by_group(group_of, counts, n_groups, -np.inf)
     # Scraped buckets are not read atomically, so a count may dip below the
-    # one before it: raise it to the running maximum (a NaN count stays NaN).
-    padded = np.where(np.arange(width) < sizes[:, None], cumulative, -np.inf)
-    cumulative = np.where(np.isnan(cumulative), np.nan, np.fmax.accumulate(padded, axis=1))
+    # one before it: raise it to the running maximum. A NaN count stays NaN
+    # and leaves the maximum alone; Prometheus 2.42 starts the maximum at the
+    # first count, so a NaN there leaves the whole histogram as it is.
+    fixed = np.where(np.isnan(cumulative), np.nan, np.fmax.accumulate(cumulative, axis=1))
+    cumulative = np.where(np.isnan(cumulative[:, :1]), cumulative, fixed)
     pick = np.arange(n_groups)
-    top = sizes - 1
+    top = np.bincount(group_of, minlength=n_groups) - 1
     total = cumulative[pick, top]
     rank = phi * total
     # The first bucket (of all but the +Inf one) whose count reaches the rank,
@@ -291,8 +291,17 @@ def _quantiles(phi: float, group_of: np.ndarray, bounds: np.ndarray, counts: np.
         result = start + (end - start) * (rank / count)
     result = np.where(~has_prev & (end <= 0), end, result)
     result = np.where(b == top, upper[pick, np.maximum(top - 1, 0)], result)
-    undefined = (upper[pick, top] != np.inf) | (sizes < 2) | (total == 0)
+    undefined = (upper[pick, top] != np.inf) | (top < 1) | (total == 0)
     return np.where(undefined, np.nan, result)
+
+
+def _by_group(group_of: np.ndarray, values: np.ndarray, n_groups: int, fill: float) -> np.ndarray:
+    """One row per group, its values from column 0 on (entries sorted by group), ``fill`` after them."""
+    sizes = np.bincount(group_of, minlength=n_groups)
+    column = np.arange(len(group_of)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    out = np.full((n_groups, int(sizes.max())), fill)
+    out[group_of, column] = values
+    return out
 
 
 def _drop_name(labels: Labels) -> Labels:
