@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from detector.simulate import RunbookSimulator
+from detector.templates import humanize
 from pipelines.local import LocalPipeline
 from pipelines.simulator import push_remote_write
 from pipelines.stack.kafka import KafkaBroker, create_topics
@@ -91,8 +92,10 @@ def _render(alerts: dict[str, dict], history: list[str], wall: float, event: flo
     table = Table(title=f"Headroom alerts  (wall {wall:5.0f}s, event time +{event:6.0f}s, {series} series)", expand=True)
     for column in ("alert", "labels", "state", "value", "summary"):
         table.add_column(column)
-    for event_data in sorted(alerts.values(), key=lambda e: (e["rule"], e["fingerprint"])):
-        labels = ", ".join(f"{k}={v}" for k, v in event_data["labels"].items() if k not in ("alertname",))
+    order = {"firing": 0, "pending": 1, "inactive": 2}
+    for event_data in sorted(alerts.values(), key=lambda e: (order.get(e["state"], 3), e["rule"], e["fingerprint"])):
+        labels = ", ".join(f"{k}={v}" for k, v in event_data["labels"].items() if k not in ("alertname", "job"))
         state = event_data["state"]
-        table.add_row(event_data["rule"], labels, Text(state, style=STATE_STYLE.get(state, "")), event_data["value"], event_data["annotations"].get("summary", ""))
+        value = humanize(float(event_data["value"]))
+        table.add_row(event_data["rule"], labels, Text(state, style=STATE_STYLE.get(state, "")), value, event_data["annotations"].get("summary", ""))
     return Group(table, Text("\n".join(history[-8:]), style="dim"))
