@@ -113,6 +113,8 @@ class SampleBatch:
             for _ in range(n_series):
                 (length,) = _LENGTH.unpack_from(data, pos)
                 pos += 4
+                if pos + length > len(data):
+                    raise struct.error(f"series {len(keys)} needs {length} bytes, {len(data) - pos} left")
                 keys.append(bytes(data[pos : pos + length]))
                 pos += length
         except struct.error as exc:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import cramjam
 import numpy as np
+from google.protobuf import unknown_fields
 from google.protobuf.message import DecodeError
 
 from detector.batch import SampleBatch
@@ -118,7 +119,7 @@ class RemoteWriteDecoder:
         self.limits = limits or WriteLimits()
         self.partition_by = partition_by
         self.cache_size = cache_size
-        self._known: dict[bytes, _SeriesRef] = {}
+        self._known: dict[tuple[bytes, ...], _SeriesRef] = {}
 
     def check_headers(self, headers: Mapping[str, str]) -> None:
         """Raise 415 unless the request says snappy-compressed protobuf."""
@@ -151,7 +152,9 @@ class RemoteWriteDecoder:
                 continue
             if not samples:
                 continue
-            raw_key = b"".join(ts.labels)
+            # The tuple, not the joined bytes: label entries split differently
+            # on the wire are different series.
+            raw_key = tuple(ts.labels)
             ref = self._known.get(raw_key)
             if ref is None:
                 ref = self._learn(raw_key, ts.labels, out)
@@ -188,11 +191,19 @@ class RemoteWriteDecoder:
         except Exception as exc:
             raise InvalidRequest(400, f"corrupt snappy body: {exc}") from None
         try:
-            return remote_pb2.RawWriteRequest.FromString(raw)
+            request = remote_pb2.RawWriteRequest.FromString(raw)
         except DecodeError as exc:
             raise InvalidRequest(400, f"body is not a remote-write WriteRequest protobuf: {exc}") from None
+        # Python's protobuf keeps a field of the wrong wire type as an unknown
+        # field instead of failing, which would turn a bad Sample.value into a
+        # silent 0.0. Dropping unknown fields changes the size only if there were
+        # any; only then is it worth a closer look.
+        request.DiscardUnknownFields()
+        if request.ByteSize() != len(raw):
+            _refuse_wrong_wire_types(remote_pb2.RawWriteRequest.FromString(raw))
+        return request
 
-    def _learn(self, raw_key: bytes, raw_labels: Sequence[bytes], out: DecodedWrite) -> _SeriesRef | None:
+    def _learn(self, raw_key: tuple[bytes, ...], raw_labels: Sequence[bytes], out: DecodedWrite) -> _SeriesRef | None:
         try:
             labels = _validated_labels(raw_labels, self.limits)
         except _InvalidSeries as exc:
@@ -204,6 +215,27 @@ class RemoteWriteDecoder:
         self._known[raw_key] = ref
         out.new_series += 1
         return ref
+
+
+# Field numbers each message declares; an unknown field with one of these
+# numbers arrived with the wrong wire type. Other numbers are fields of newer
+# senders and are ignored, as protobuf intends.
+_KNOWN_FIELDS = {"RawWriteRequest": {1, 3}, "RawTimeSeries": {1, 2, 3, 4}, "Sample": {1, 2}}
+
+
+def _refuse_wrong_wire_types(request: remote_pb2.RawWriteRequest) -> None:
+    def check(message: object, name: str, where: str) -> None:
+        for unknown in unknown_fields.UnknownFieldSet(message):
+            if unknown.field_number in _KNOWN_FIELDS[name]:
+                raise InvalidRequest(
+                    400, f"{where}: field {unknown.field_number} of {name.removeprefix('Raw')} has the wrong wire type"
+                )
+
+    check(request, "RawWriteRequest", "WriteRequest")
+    for i, ts in enumerate(request.timeseries):
+        check(ts, "RawTimeSeries", f"series {_describe(ts.labels)}")
+        for sample in ts.samples:
+            check(sample, "Sample", f"series {i} {_describe(ts.labels)}, a sample")
 
 
 class _PartitionColumns:

@@ -39,6 +39,26 @@ STALE_NAN_BITS = 0x7FF0000000000002
 """Prometheus's staleness marker: a NaN with this exact bit pattern."""
 
 
+def _classify_in_order(rows: np.ndarray, stamps: np.ndarray, newest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Duplicate and out-of-order masks when some series goes back in time inside a batch.
+
+    Only a malformed sender gets here (Prometheus sends each series in time
+    order), so a plain loop is fine.
+    """
+    dup = np.zeros(len(rows), dtype=bool)
+    old = np.zeros(len(rows), dtype=bool)
+    bound: dict[int, int] = {}
+    for i, (row, stamp) in enumerate(zip(rows.tolist(), stamps.tolist())):
+        last = bound.get(row, int(newest[i]))
+        if stamp > last:
+            bound[row] = stamp
+        elif stamp == last:
+            dup[i] = True
+        else:
+            old[i] = True
+    return dup, old
+
+
 def is_stale(values: np.ndarray) -> np.ndarray:
     """True where a value is the staleness marker (compared by bits, not as a float)."""
     return np.asarray(values, dtype=np.float64).view(np.uint64) == STALE_NAN_BITS
@@ -105,16 +125,20 @@ class SeriesStore:
         return stats
 
     def _store(self, rows: np.ndarray, stamps: np.ndarray, values: np.ndarray, stats: AppendStats) -> None:
-        order = np.lexsort((stamps, rows))
+        # Grouped by series, each series' samples still in the order sent: like
+        # Prometheus's appender, a sample must be newer than every sample of its
+        # series appended before it, in earlier batches or earlier in this one.
+        order = np.argsort(rows, kind="stable")
         rows, stamps, values = rows[order], stamps[order], values[order]
-        # Sorted by series then time: a sample is a duplicate if it repeats the
-        # previous sample's timestamp in this batch, stale if not newer than
-        # what the series already holds.
-        repeat = np.zeros(len(rows), dtype=bool)
-        repeat[1:] = (rows[1:] == rows[:-1]) & (stamps[1:] == stamps[:-1])
+        same_series = rows[1:] == rows[:-1]
         newest = self._newest[rows]
-        old = stamps < newest
-        dup = repeat | (stamps == newest)
+        if np.any(same_series & (stamps[1:] < stamps[:-1])):
+            dup, old = _classify_in_order(rows, stamps, newest)
+        else:  # time order within every series: whole-array comparisons suffice
+            repeat = np.zeros(len(rows), dtype=bool)
+            repeat[1:] = same_series & (stamps[1:] == stamps[:-1])
+            old = stamps < newest
+            dup = repeat | (stamps == newest)
         keep = ~(old | dup)
         stats.duplicates += int(np.count_nonzero(dup & ~old))
         stats.out_of_order += int(np.count_nonzero(old))

@@ -72,7 +72,10 @@ def load_rule_files(
 
 def _load_file(path: Path, default_interval_ms: int, external: dict[str, str], problems: list[str]) -> list[RuleGroup]:
     try:
-        document = yaml.safe_load(path.read_text())
+        # BaseLoader keeps every scalar as the text written, as Prometheus's
+        # YAML reader does for these string fields: `page: true` stays "true",
+        # `expr: 1` is the expression "1".
+        document = yaml.load(path.read_text(), Loader=yaml.BaseLoader)
     except OSError as exc:
         problems.append(f"{path}: cannot read: {exc.strerror}")
         return []
@@ -105,16 +108,17 @@ def _load_file(path: Path, default_interval_ms: int, external: dict[str, str], p
         interval = default_interval_ms
         if raw.get("interval") is not None:
             interval = _duration(raw["interval"], f"{where}, field 'interval'", problems) or default_interval_ms
-        limit = raw.get("limit") or 0
-        if not isinstance(limit, int) or limit < 0:
-            problems.append(f"{where}, field 'limit': must be a non-negative integer, got {limit!r}")
-            limit = 0
+        limit = raw.get("limit") or "0"
+        if not isinstance(limit, str) or not limit.isdigit():
+            problems.append(f"{where}, field 'limit': must be a non-negative integer, got {limit}")
+            limit = "0"
+
         rules = [
             rule
             for i, spec in enumerate(raw.get("rules") or [], start=1)
             if (rule := _load_rule(spec, f"{where}, rule {i}", name, str(path), external, problems)) is not None
         ]
-        groups.append(RuleGroup(name, str(path), interval, tuple(rules), limit))
+        groups.append(RuleGroup(name, str(path), interval, tuple(rules), int(limit)))
     return groups
 
 
@@ -145,14 +149,13 @@ def _load_rule(spec: object, where: str, group: str, source: str, external: dict
         except UnsupportedExpression as exc:
             problems.append(f"{where}, field 'expr': {exc}")
     labels = _mapping(spec.get("labels"), f"{where}, field 'labels'", problems)
-    for label in labels:
-        if not _LABEL_NAME.match(label):
-            problems.append(f"{where}, field 'labels': {label!r} is not a valid label name")
+    _check_names(labels, f"{where}, field 'labels'", problems)
     if not is_alert:
         if len(problems) > start or expr is None:
             return None
         return RecordingRule(name, expr, expr_text, tuple(sorted(labels.items())), group, source)
     annotations = _mapping(spec.get("annotations"), f"{where}, field 'annotations'", problems)
+    _check_names(annotations, f"{where}, field 'annotations'", problems)
     label_templates = _templates(labels, f"{where}, field 'labels'", problems)
     annotation_templates = _templates(annotations, f"{where}, field 'annotations'", problems)
     for_ms = _duration(spec.get("for", "0s"), f"{where}, field 'for'", problems)
@@ -171,6 +174,14 @@ def _load_rule(spec: object, where: str, group: str, source: str, external: dict
         source=source,
         external_labels=external,
     )
+
+
+def _check_names(mapping: dict[str, str], where: str, problems: list[str]) -> None:
+    for name in mapping:
+        if not _LABEL_NAME.match(name):
+            problems.append(f"{where}: {name!r} is not a valid label name")
+        elif name == "__name__":
+            problems.append(f"{where}: '__name__' cannot be set by a rule")
 
 
 def _duration(value: object, where: str, problems: list[str]) -> int | None:

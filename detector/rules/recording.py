@@ -36,7 +36,11 @@ class RecordingRule:
         for labels in result.labels:
             out = dict(labels)
             out[METRIC_NAME] = self.name
-            out.update(self.labels)
+            for name, value in self.labels:
+                if value:
+                    out[name] = value
+                else:  # an empty value removes the label, as in Prometheus
+                    out.pop(name, None)
             keys.append(canonical_bytes(tuple(sorted(out.items()))))
         if len(set(keys)) != len(keys):
             raise EvaluationError(

@@ -408,7 +408,7 @@ def test_window_is_the_samples_in_the_closed_range(
     kept: dict[int, list[tuple[int, float]]] = {}
     for batch in batches:
         store.append(SampleBatch.from_series([((("s", str(s)),), [(t, v)]) for s, t, v in batch]))
-        for s, t, v in sorted(batch, key=lambda x: (x[0], x[1])):
+        for s, t, v in batch:  # appended in the order sent, as Prometheus does
             if not kept.get(s) or t > kept[s][-1][0]:
                 kept.setdefault(s, []).append((t, v))
     newest = max(t for batch in batches for _, t, _ in batch)
