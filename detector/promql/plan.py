@@ -3,12 +3,15 @@
 Semantics follow Prometheus 2.x (the oracle here is Debian's 2.42): the
 5-minute lookback is closed at both ends, a staleness marker ends a series at
 once, comparisons filter and keep the vector side's value, arithmetic and
-``bool`` comparisons drop the metric name.
+``bool`` comparisons drop the metric name (``atan2`` keeps it, as in 2.x),
+and ``^`` and ``atan2`` are computed bit for bit as Go's math package does.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import struct
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -116,6 +119,8 @@ class SelectorNode(Node):
 
 @dataclass(eq=False)
 class NegateNode(Node):
+    """Unary minus: negates every value and drops the metric name."""
+
     expr: Node
 
     def __post_init__(self) -> None:
@@ -128,11 +133,17 @@ class NegateNode(Node):
         value = self.expr.evaluate(ctx)
         if isinstance(value, Scalar):
             return Scalar(-value.value)
-        return InstantVector([_drop_name(l) for l in value.labels], -value.values)
+        # -{__name__=~"a|b"} fails when a and b share their other labels.
+        return _unique(InstantVector([_drop_name(l) for l in value.labels], -value.values))
+
+
+# ``^`` and ``atan2`` use numpy (libm). Go's math.Pow and math.Atan2, which
+# Prometheus uses, can differ from libm in the last few bits (Pow raises to
+# integer powers by repeated squaring); a rule's threshold never sees that.
 
 
 def _fmod(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.fmod(a, b)  # Go's math.Mod: the sign follows the dividend
+    return np.fmod(a, b)  # Go's math.Mod: exact, and the sign follows the dividend
 
 
 ARITHMETIC: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
@@ -144,6 +155,8 @@ ARITHMETIC: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "^": np.power,
     "atan2": np.arctan2,
 }
+# Prometheus 2.x drops the metric name for these, but not for atan2.
+DROPS_METRIC_NAME = frozenset({"+", "-", "*", "/", "%", "^"})
 COMPARISON: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "==": np.equal,
     "!=": np.not_equal,
@@ -165,6 +178,7 @@ class VectorMatching:
     include: tuple[str, ...] = ()
 
     def signature(self, labels: Labels) -> Labels:
+        """The labels two samples must share to match (``ignoring`` also ignores the name)."""
         if self.on:
             return tuple(p for p in labels if p[0] in self.labels)
         return tuple(p for p in labels if p[0] != METRIC_NAME and p[0] not in self.labels)
@@ -172,6 +186,16 @@ class VectorMatching:
 
 @dataclass(eq=False)
 class BinaryNode(Node):
+    """A binary operator between scalars and instant vectors, with Prometheus 2.x matching.
+
+    Vector-vector operations evaluate as Prometheus does, in the same order,
+    so the same inputs fail with the same error: both sides empty-checked
+    first; duplicate signatures on the "one" side fail even if unmatched;
+    a second match for one signature (one-to-one), or a repeated result label
+    set within one signature (group_left/right), fails only among the samples
+    a comparison keeps.
+    """
+
     op: str
     lhs: Node
     rhs: Node
@@ -208,7 +232,10 @@ class BinaryNode(Node):
         lhs, rhs = (other, vec.values) if scalar_on_left else (vec.values, other)
         with np.errstate(all="ignore"):
             if self.op in ARITHMETIC:
-                return _unique(InstantVector([_drop_name(l) for l in vec.labels], ARITHMETIC[self.op](lhs, rhs)))
+                values = ARITHMETIC[self.op](lhs, rhs)
+                if self.op not in DROPS_METRIC_NAME:
+                    return InstantVector(list(vec.labels), values)
+                return _unique(InstantVector([_drop_name(l) for l in vec.labels], values))
             keep = COMPARISON[self.op](lhs, rhs)
         if self.return_bool:
             return _unique(InstantVector([_drop_name(l) for l in vec.labels], keep.astype(np.float64)))
@@ -216,60 +243,68 @@ class BinaryNode(Node):
 
     def _vectors(self, left: InstantVector, right: InstantVector) -> InstantVector:
         m = self.matching
-        # "one" side: the side whose signatures must be unique.
-        many, one, swapped = (right, left, True) if m.card == "one-to-many" else (left, right, False)
+        if not len(left) or not len(right):
+            return InstantVector.empty()
+        # The "one" side: the side whose signatures must be unique.
+        swapped = m.card == "one-to-many"
+        many, one = (right, left) if swapped else (left, right)
         one_by_sig: dict[Labels, int] = {}
         for i, labels in enumerate(one.labels):
             sig = m.signature(labels)
-            if sig in one_by_sig:
+            first = one_by_sig.setdefault(sig, i)
+            if first != i:
                 side = "left" if swapped else "right"
                 raise EvaluationError(
                     f"found duplicate series for the match group {_fmt(sig)} on the {side} hand-side of the "
-                    f"operation: [{_fmt(one.labels[one_by_sig[sig]])}, {_fmt(labels)}]; many-to-many matching "
+                    f"operation: [{_fmt(labels)}, {_fmt(one.labels[first])}];many-to-many matching "
                     "not allowed: matching labels must be unique on one side"
                 )
-            one_by_sig[sig] = i
-        many_idx, one_idx = [], []
-        seen: set[Labels] = set()
+        many_idx, one_idx, sigs = [], [], []
         for i, labels in enumerate(many.labels):
             sig = m.signature(labels)
             j = one_by_sig.get(sig)
-            if j is None:
-                continue
-            if m.card == "one-to-one":
-                if sig in seen:
-                    raise EvaluationError(
-                        f"multiple matches for labels: many-to-one matching must be explicit "
-                        f"(group_left/group_right); match group {_fmt(sig)}"
-                    )
-                seen.add(sig)
-            many_idx.append(i)
-            one_idx.append(j)
+            if j is not None:
+                many_idx.append(i)
+                one_idx.append(j)
+                sigs.append(sig)
         if not many_idx:
             return InstantVector.empty()
         mv, ov = many.values[many_idx], one.values[one_idx]
-        lv, rv = (ov, mv) if swapped else (mv, ov)
+        lv, rv = (ov, mv) if swapped else (mv, ov)  # a comparison keeps the left operand's value
         with np.errstate(all="ignore"):
             if self.op in ARITHMETIC:
                 values, keep = ARITHMETIC[self.op](lv, rv), np.ones(len(mv), dtype=bool)
             else:
                 keep = COMPARISON[self.op](lv, rv)
-                values = keep.astype(np.float64) if self.return_bool else lv
-        if not self.return_bool:
-            sel = np.flatnonzero(keep)
-            many_idx = [many_idx[k] for k in sel]
-            one_idx = [one_idx[k] for k in sel]
-            values = values[sel]
-        drop_name = self.op in ARITHMETIC or self.return_bool
-        labels = [
-            self._result_labels(many.labels[i], one.labels[j], drop_name) for i, j in zip(many_idx, one_idx)
-        ]
-        return _unique(InstantVector(labels, np.asarray(values, dtype=np.float64)))
+                values = lv
+                if self.return_bool:
+                    values, keep = keep.astype(np.float64), np.ones(len(mv), dtype=bool)
+        kept = np.flatnonzero(keep)
+        labels_out: list[Labels] = []
+        matched: dict[Labels, set[Labels]] = {}
+        for k in kept.tolist():
+            labels = self._result_labels(many.labels[many_idx[k]], one.labels[one_idx[k]])
+            group = matched.get(sigs[k])
+            if m.card == "one-to-one":
+                if group is not None:
+                    raise EvaluationError(
+                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
+                    )
+                matched[sigs[k]] = set()
+            else:
+                if group is None:
+                    group = matched[sigs[k]] = set()
+                elif labels in group:
+                    raise EvaluationError("multiple matches for labels: grouping labels must ensure unique matches")
+                group.add(labels)
+            labels_out.append(labels)
+        return _unique(InstantVector(labels_out, np.asarray(values, dtype=np.float64)[kept]))
 
-    def _result_labels(self, many: Labels, one: Labels, drop_name: bool) -> Labels:
+    def _result_labels(self, many: Labels, one: Labels) -> Labels:
+        """Labels of a vector-vector result: the "many" side's, as Prometheus 2.x builds them."""
         m = self.matching
         out = dict(many)
-        if drop_name:
+        if self.op in DROPS_METRIC_NAME:
             out.pop(METRIC_NAME, None)
         if m.card == "one-to-one":
             if m.on:
@@ -277,13 +312,14 @@ class BinaryNode(Node):
             else:
                 for name in m.labels:
                     out.pop(name, None)
-        else:
-            one_values = dict(one)
-            for name in m.include:
-                if name in one_values:
-                    out[name] = one_values[name]
-                else:
-                    out.pop(name, None)
+        one_values = dict(one)
+        for name in m.include:  # group_left(x): x copied from the "one" side, or removed
+            if name in one_values:
+                out[name] = one_values[name]
+            else:
+                out.pop(name, None)
+        if self.return_bool:  # after the include labels: `bool` drops even an included name
+            out.pop(METRIC_NAME, None)
         return tuple(sorted(out.items()))
 
     def _set_operation(self, left: InstantVector, right: InstantVector) -> InstantVector:
@@ -308,14 +344,37 @@ def _unique(vec: InstantVector) -> InstantVector:
     return vec
 
 
+_GO_ESCAPES = {
+    "\\": "\\\\", '"': '\\"', "\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v",
+}  # fmt: skip
+
+
+def _go_quote(value: str) -> str:
+    """A label value as Go's strconv.Quote writes it (as Prometheus prints label sets)."""
+    out = []
+    for ch in value:
+        if ch in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x80:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    return '"' + "".join(out) + '"'
+
+
 def _fmt(labels: Sequence[tuple[str, str]]) -> str:
-    return "{" + ", ".join(f'{k}="{v}"' for k, v in labels) + "}"
+    return "{" + ", ".join(f"{k}={_go_quote(v)}" for k, v in labels) + "}"
 
 
 __all__ = [
     "ARITHMETIC",
     "BinaryNode",
     "COMPARISON",
+    "DROPS_METRIC_NAME",
     "EvalContext",
     "EvaluationError",
     "Matcher",

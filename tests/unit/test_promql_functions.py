@@ -331,6 +331,15 @@ def _expected(samples: list[dict]) -> dict[Labels, float]:
     return {series_labels(s["labels"]) if s["labels"] != "{}" else (): float(s["value"]) for s in samples}
 
 
+def _within_ulps(got: object, expected: dict[Labels, float], ulps: int = 64) -> bool:
+    if not isinstance(got, dict) or got.keys() != expected.keys():
+        return False
+    return all(
+        got[k] == expected[k] or abs(got[k] - expected[k]) <= ulps * math.ulp(max(abs(got[k]), abs(expected[k])))
+        for k in got
+    )
+
+
 @pytest.mark.parametrize("path", RULE_TEST_FILES, ids=lambda p: p.name)
 def test_headroom_meets_rule_test_expectations(path: Path) -> None:
     """Every ``promql_expr_test`` (they read input series only) gives Headroom the same samples."""
@@ -340,7 +349,10 @@ def test_headroom_meets_rule_test_expectations(path: Path) -> None:
         for case in group.get("promql_expr_test", []):
             t_ms = parse_duration(case["eval_time"])
             (got,) = headroom_results(series, [(case["expr"], t_ms)], parse_duration(group["interval"]))
-            if not same_result(got, _expected(case.get("exp_samples") or [])):
+            expected = _expected(case.get("exp_samples") or [])
+            # ^ and atan2 are libm's in Headroom, Go's in promtool: last bits may differ.
+            agrees = _within_ulps(got, expected) if ("^" in case["expr"] or "atan2" in case["expr"]) else same_result(got, expected)
+            if not agrees:
                 wrong.append(f"{case['expr']} at {case['eval_time']}: {got}")
     assert wrong == []
 
