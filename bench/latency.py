@@ -1,0 +1,297 @@
+"""(d) Alert latency: remote-write POST -> alert transition readable on the alerts topic.
+
+Stack: a real Kafka broker, ``headroom receiver`` and ``headroom worker`` as
+subprocesses (``LocalPipeline``, 4 partitions), rules = a 1-rule group with
+``interval: 1s`` (``BenchBreakerOpen: api_circuit_breaker_state == 2``,
+``for: 0s``) plus the runbook pack (15 s interval). Background load: another
+process (``bench.load background``) remote-writes a 1000-series runbook fleet
+at 10 requests/s (100 series per request, samples stamped with the wall clock:
+each series gets one sample per second).
+
+A probe is a POST of one new series ``api_circuit_breaker_state{instance="probe-..."} = 2``.
+Evaluation ticks are epoch-aligned multiples of 1 s, and a partition
+evaluates tick T once a sample stamped >= T arrives there. So:
+
+* on-tick probe: stamped T (a whole second) and sent 50 ms before wall time T;
+  its own arrival crosses tick T, so it is evaluated at once. Latency = wall
+  time from the start of the POST to the moment a bench aiokafka consumer
+  (assigned to the alerts topic, long-polling) holds the ``firing``
+  transition. It includes: HTTP + decode in the receiver, its produce to the
+  samples topic (acks=all), the worker's Faust consumer fetch, decode,
+  store + evaluation of every due group (the runbook group too when its 15 s
+  tick falls due), the worker's produce of the alert (acks=all), and our
+  consumer's fetch. It does not include Prometheus's own scrape interval and
+  remote-write batching (``batch_send_deadline``, 5 s by default), nor any
+  ``for:`` duration, nor Alertmanager.
+* off-tick probe: stamped with the wall clock half a second after a tick; it
+  is evaluated only when background traffic in its partition crosses the next
+  tick, so its latency also holds the wait for the tick (about 0.5 s + the gap
+  to the next background sample in that partition): what a user would see
+  with a 1 s interval.
+
+After each alert arrives, the probe series is set back to 0 so firing alerts do
+not pile up. Baseline, in the same run: one Kafka hop (aiokafka produce with
+acks=all -> the same consumer reads it), timed once per probe pair.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import uuid
+
+from bench.common import REPO, BenchContext, PercentileTable, Table, percentile, runbook_rules
+from bench.workload import REGIONS
+
+PARTITIONS = 4
+BACKGROUND_SERIES = 1000
+BACKGROUND_RATE = 10
+LEAD_S = 0.05  # on-tick probes are sent this long before their tick
+TIMEOUT_S = 5.0
+TARGET_P99_MS = 500.0
+HOP_TOPIC = "bench-latency-hop"
+
+PROBE_RULES = """\
+groups:
+  - name: bench_latency
+    interval: 1s
+    rules:
+      - alert: BenchBreakerOpen
+        expr: api_circuit_breaker_state == 2
+        for: 0s
+        labels:
+          severity: critical
+        annotations:
+          summary: "Circuit breaker {{ $labels.instance }} is open"
+"""
+
+
+def _probe_labels(instance: str):
+    from detector.labels import labels_from_dict
+
+    return labels_from_dict({
+        "__name__": "api_circuit_breaker_state", "job": "bench-probe", "instance": instance, "namespace": "tasker",
+        "pod": f"bench-probe-{instance.split(':')[0]}", "container": "orchestration", "region": REGIONS[0],
+    })
+
+
+class _Reader:
+    """One aiokafka consumer on the alerts topic and the hop topic; resolves waiters as records arrive."""
+
+    def __init__(self, bootstrap: str, alerts_topic: str) -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        self.alerts_topic = alerts_topic
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self.waiting: dict[str, asyncio.Future] = {}
+        self.task: asyncio.Task | None = None
+        self.unexpected = 0
+
+    async def start(self) -> None:
+        from aiokafka import TopicPartition
+
+        await self.consumer.start()
+        parts = [TopicPartition(self.alerts_topic, 0), TopicPartition(HOP_TOPIC, 0)]
+        self.consumer.assign(parts)
+        await self.consumer.seek_to_end(*parts)
+        for part in parts:
+            await self.consumer.position(part)
+        self.task = asyncio.create_task(self._read())
+
+    def expect(self, key: str) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting[key] = future
+        return future
+
+    async def _read(self) -> None:
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=1000)
+            now = time.perf_counter()
+            for tp, records in batches.items():
+                for record in records:
+                    if tp.topic == HOP_TOPIC:
+                        key = record.value.decode()
+                    else:
+                        alert = json.loads(record.value)
+                        if alert["state"] != "firing":
+                            continue
+                        key = alert["labels"].get("instance", "")
+                    future = self.waiting.pop(key, None)
+                    if future is not None and not future.done():
+                        future.set_result((now, record))
+                    elif key.startswith("probe-"):
+                        self.unexpected += 1
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        await self.consumer.stop()
+
+
+async def _post(session, url: str, series: list) -> int:
+    from detector.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
+
+    async with session.post(url, data=encode_write_request(series), headers=REMOTE_WRITE_HEADERS) as answer:
+        await answer.read()
+        return answer.status
+
+
+async def _sleep_until_wall(t_wall: float) -> None:
+    await asyncio.sleep(max(0.0, t_wall - time.time()))
+
+
+async def _measure(ctx: BenchContext, table: Table) -> tuple[dict[str, list[float]], int]:
+    import aiohttp
+    from aiokafka import AIOKafkaProducer
+
+    from pipelines.local import LocalPipeline
+    from pipelines.stack.kafka import create_topics
+
+    broker = ctx.broker()
+    rules = ctx.tmp / "latency-rules.yml"
+    rules.write_text(PROBE_RULES)
+    runbook_files, rules_note = runbook_rules(ctx.tmp)
+    app_id = f"bench-lat-{uuid.uuid4().hex[:6]}"
+    await create_topics(broker.bootstrap, {HOP_TOPIC: 1})
+    pipe = LocalPipeline(broker.bootstrap, ctx.tmp / app_id, rule_files=(str(rules), *runbook_files),
+                         partitions=PARTITIONS, app_id=app_id)
+    background = reader = producer = drain = None
+    pooled: dict[str, list[float]] = {"tick": [], "offtick": [], "ack": [], "hop": []}
+    missing = 0
+    late_ticks: list[str] = []
+    try:
+        t = time.monotonic()
+        await asyncio.to_thread(pipe.start)
+        ctx.log(f"latency: receiver + worker up in {time.monotonic() - t:.1f}s ({app_id}); rules: 1 s probe group + "
+                f"{rules_note}")
+        background = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.load", "background", "--url", pipe.write_url, "--series",
+            str(BACKGROUND_SERIES), "--rate", str(BACKGROUND_RATE), stdout=asyncio.subprocess.PIPE, cwd=REPO)
+        line = await asyncio.wait_for(background.stdout.readline(), 60)
+        if line.strip() != b"ready":
+            raise RuntimeError(f"background load did not start: {line!r}")
+        statuses: list[str] = []
+
+        async def drain_background() -> None:
+            while line := await background.stdout.readline():
+                statuses.append(line.decode().strip())
+
+        drain = asyncio.create_task(drain_background())
+        reader = _Reader(broker.bootstrap, pipe.alerts_topic)
+        await reader.start()
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=0)
+        await producer.start()
+        probes = 4 if ctx.quick else 20
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            await asyncio.sleep(2.0)  # background series known, engines evaluating every second
+
+            async def probe(name: str, on_tick: bool) -> tuple[float | None, float]:
+                """One probe; returns (POST -> firing alert s or None on timeout, POST -> 204 s)."""
+                if on_tick:
+                    tick = int(time.time()) + 1
+                    if tick - time.time() < LEAD_S + 0.02:
+                        tick += 1
+                    await _sleep_until_wall(tick - LEAD_S)
+                    stamp = tick * 1000
+                else:
+                    await _sleep_until_wall(int(time.time()) + 0.5 if time.time() % 1 < 0.5 else int(time.time()) + 1.5)
+                    stamp = time.time_ns() // 1_000_000
+                instance = f"{name}:9100"
+                waiter = reader.expect(instance)
+                started = time.perf_counter()
+                status = await _post(session, pipe.write_url, [(_probe_labels(instance), [(stamp, 2.0)])])
+                acked = time.perf_counter() - started
+                if status != 204:
+                    raise RuntimeError(f"probe POST answered {status}")
+                try:
+                    arrived, record = await asyncio.wait_for(waiter, TIMEOUT_S)
+                    latency = arrived - started
+                    # Sanity: evaluated at the tick its sample crossed (on-tick) or the next one (off-tick).
+                    if json.loads(record.value)["eval_time"] != -(-stamp // 1000) * 1000:
+                        late_ticks.append(name)
+                except asyncio.TimeoutError:
+                    reader.waiting.pop(instance, None)
+                    latency = None
+                # Resolve it, so firing alerts do not pile up over the run.
+                await _post(session, pipe.write_url, [(_probe_labels(instance), [(time.time_ns() // 1_000_000, 0.0)])])
+                return latency, acked
+
+            async def hop(key: str) -> float:
+                waiter = reader.expect(key)
+                started = time.perf_counter()
+                await producer.send_and_wait(HOP_TOPIC, key.encode())
+                arrived, _ = await asyncio.wait_for(waiter, TIMEOUT_S)
+                return arrived - started
+
+            for k in range(2):  # warm-up probes, not counted
+                await probe(f"probe-warm-{k}", on_tick=True)
+            for run in range(ctx.runs):
+                samples: dict[str, list[float]] = {"tick": [], "offtick": [], "ack": [], "hop": []}
+                for k in range(probes):
+                    on, ack = await probe(f"probe-{run}-{k}-tick", on_tick=True)
+                    off, _ = await probe(f"probe-{run}-{k}-off", on_tick=False)
+                    samples["hop"].append(await hop(f"hop-{run}-{k}"))
+                    samples["ack"].append(ack)
+                    for key, value in (("tick", on), ("offtick", off)):
+                        if value is None:
+                            missing += 1
+                        else:
+                            samples[key].append(value)
+                for key, values in samples.items():
+                    pooled[key] += values
+                ms = {key: [1000 * v for v in values] for key, values in samples.items()}
+                table.row("one Kafka hop: produce (acks=all) -> consumer has it, p50", "ms", baseline=True,
+                          lower_is_better=True).add(percentile(ms["hop"], 50))
+                table.row("POST -> 204 (receiver decoded + Kafka acked), p50", "ms", lower_is_better=True).add(
+                    percentile(ms["ack"], 50))
+                table.row("POST -> alert on alerts topic, on-tick probe, p50", "ms", lower_is_better=True).add(
+                    percentile(ms["tick"], 50))
+                table.row("POST -> alert on alerts topic, on-tick probe, p99", "ms", lower_is_better=True,
+                          target=TARGET_P99_MS).add(percentile(ms["tick"], 99))
+                table.row("POST -> alert, off-tick probe (waits for the next 1 s tick), p50", "ms",
+                          lower_is_better=True).add(percentile(ms["offtick"], 50))
+                table.row("POST -> alert, off-tick probe (waits for the next 1 s tick), p99", "ms",
+                          lower_is_better=True).add(percentile(ms["offtick"], 99))
+                ctx.log(f"latency run {run + 1}/{ctx.runs}: on-tick p50 {percentile(ms['tick'], 50):.0f} ms, "
+                        f"p99 {percentile(ms['tick'], 99):.0f} ms; off-tick p50 {percentile(ms['offtick'], 50):.0f} ms; "
+                        f"hop p50 {percentile(ms['hop'], 50):.1f} ms; ack p50 {percentile(ms['ack'], 50):.1f} ms")
+        if statuses:
+            ctx.log(f"latency: background load last status {statuses[-1]}")
+        if late_ticks:
+            ctx.log(f"[yellow]latency: {len(late_ticks)} probe(s) evaluated at a later tick than expected: "
+                    f"{late_ticks[:5]}[/yellow]")
+        if reader.unexpected:
+            ctx.log(f"[yellow]latency: {reader.unexpected} probe alerts arrived after their timeout[/yellow]")
+    finally:
+        if drain:
+            drain.cancel()
+        if background and background.returncode is None:
+            background.kill()
+            await background.wait()
+        if reader:
+            await reader.stop()
+        if producer:
+            await producer.stop()
+        await asyncio.to_thread(pipe.stop)
+    return pooled, missing
+
+
+def run(ctx: BenchContext) -> list:
+    table = Table(
+        f"latency: POST -> firing alert on the alerts topic, {BACKGROUND_SERIES} series background at "
+        f"{BACKGROUND_RATE} req/s",
+        "per run: percentiles over that run's probes (nearest rank: with 20 probes p99 is the run's max); "
+        "the table shows their median/min/max over runs; pooled percentiles over all probes follow",
+    )
+    pooled, missing = asyncio.run(_measure(ctx, table))
+    all_probes = PercentileTable(
+        f"latency: pooled over all runs ({missing} probe(s) timed out after {TIMEOUT_S:.0f} s)",
+        "on-tick: the probe's own sample crosses the 1 s tick; off-tick: it waits for background traffic to cross it",
+    )
+    for key, name in (("hop", "one Kafka hop (baseline)"), ("ack", "POST -> 204"),
+                      ("tick", "POST -> alert, on-tick probe"), ("offtick", "POST -> alert, off-tick probe")):
+        all_probes.add(name, [1000 * v for v in pooled[key]], TARGET_P99_MS if key == "tick" else None)
+    return [table, all_probes]

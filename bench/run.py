@@ -1,0 +1,89 @@
+"""Entry point: ``python -m bench.run [ingest|engine|pipeline|latency|all] [--runs N] [--quick]``.
+
+Prints one rich table per bench: the median over the runs, min and max, the
+median of the per-run ratios to the baseline measured in the same run, and
+the target where there is one. ``--save PATH`` also writes the tables as
+Markdown (PATH) and JSON (PATH with .json). ``--profile`` adds a cProfile
+of the in-process hot paths (decoder, engine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from bench.common import Table, bench_context
+
+BENCHES = ("ingest", "engine", "pipeline", "latency")
+
+
+def _run_one(name: str, ctx) -> list[Table]:
+    if name == "ingest":
+        from bench import ingest
+
+        return ingest.run(ctx)
+    if name == "engine":
+        from bench import engine
+
+        return [engine.run(ctx)]
+    if name == "pipeline":
+        from bench import pipeline
+
+        return [pipeline.run(ctx)]
+    from bench import latency
+
+    return latency.run(ctx)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("bench", nargs="?", default="all", choices=(*BENCHES, "all"))
+    parser.add_argument("--runs", type=int, default=None, help="runs per measurement (default 5; 3 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="less data per run and 3 runs: 'all' in about 2 minutes")
+    parser.add_argument("--profile", action="store_true", help="cProfile the hot paths (decoder, engine, one extra worker run)")
+    parser.add_argument("--save", type=Path, default=None, help="also write the tables as Markdown here (+ .json)")
+    args = parser.parse_args(argv)
+    runs = args.runs or (3 if args.quick else 5)
+    console = Console(width=max(140, Console().width))
+    command = "python -m bench.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    console.print(f"[bold]{command}[/bold]  ({runs} runs{', quick' if args.quick else ''}; "
+                  f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, Python {platform.python_version()})")
+    names = BENCHES if args.bench == "all" else (args.bench,)
+    tables: list[Table] = []
+    failures = []
+    started = time.monotonic()
+    with bench_context(runs, args.quick, console, args.profile) as ctx:
+        for name in names:
+            t = time.monotonic()
+            try:
+                produced = _run_one(name, ctx)
+            except Exception as exc:  # report and go on with the other benches
+                console.print_exception()
+                failures.append(f"{name}: {type(exc).__name__}: {exc}")
+                continue
+            for table in produced:
+                table.render(console)
+            tables += produced
+            ctx.log(f"{name} took {time.monotonic() - t:.0f}s")
+    console.print(f"total {time.monotonic() - started:.0f}s")
+    for failure in failures:
+        console.print(f"[red]FAILED[/red] {failure}")
+    if args.save:
+        header = (f"`{command}` ({runs} runs{', quick' if args.quick else ''}), {time.strftime('%Y-%m-%d %H:%M')}, "
+                  f"{os.cpu_count()} CPUs, Python {platform.python_version()}\n\n")
+        args.save.write_text(header + "\n".join(t.markdown() for t in tables))
+        args.save.with_suffix(".json").write_text(json.dumps(
+            {"command": command, "runs": runs, "quick": args.quick, "tables": [t.to_json() for t in tables]}, indent=1))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
