@@ -9,6 +9,10 @@ max depth or a histogram's buckets, is evaluated where all its inputs are.
 Expressions across targets (``sum by (reason) (...)`` over instances) need a
 second, repartitioned stage, which comes with the aggregation operators.
 
+A partition that stops receiving samples evaluates on wall-clock time once it
+has been quiet for ``HEADROOM_IDLE_ADVANCE`` (live data only), so its alerts
+still resolve when a sender dies.
+
 Engine state is in memory: after a worker restart or a rebalance, a partition's
 engine starts empty from the committed offset, so a pending ``for`` clock
 restarts (as it does in Prometheus after a restart without state restore).
@@ -17,6 +21,8 @@ restarts (as it does in Prometheus after a restart without state restore).
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 import faust
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -25,6 +31,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from detector.batch import SampleBatch
 from detector.errors import BatchFormatError
 from detector.rules import EngineOutput, RuleEngine, RuleGroup
+from detector.rules.engine import idle_watermark
 from pipelines.settings import Settings
 
 log = logging.getLogger("headroom.worker")
@@ -33,12 +40,15 @@ log = logging.getLogger("headroom.worker")
 class PartitionEngines:
     """One rule engine per assigned partition, created on first use."""
 
-    def __init__(self, groups: list[RuleGroup], settings: Settings) -> None:
+    def __init__(self, groups: list[RuleGroup], settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self.groups = groups
         self.settings = settings
+        self.clock = clock
         self.engines: dict[int, RuleEngine] = {}
+        self._last_ingest_ms: dict[int, int] = {}
 
     def ingest(self, partition: int, batch: SampleBatch) -> EngineOutput:
+        self._last_ingest_ms[partition] = int(self.clock() * 1000)
         engine = self.engines.get(partition)
         if engine is None:
             engine = self.engines[partition] = RuleEngine(
@@ -49,9 +59,20 @@ class PartitionEngines:
             )
         return engine.ingest(batch)
 
+    def advance_idle(self) -> dict[int, EngineOutput]:
+        """Evaluate quiet partitions on wall-clock time (see :func:`idle_watermark`)."""
+        now_ms = int(self.clock() * 1000)
+        outputs = {}
+        for partition, engine in self.engines.items():
+            watermark = idle_watermark(engine.newest, self._last_ingest_ms[partition], now_ms, self.settings.idle_advance_ms)
+            if watermark is not None:
+                outputs[partition] = engine.advance_to(watermark)
+        return outputs
+
     def forget(self, partitions: set[int]) -> None:
         for partition in partitions:
             self.engines.pop(partition, None)
+            self._last_ingest_ms.pop(partition, None)
 
 
 class WorkerMetrics:
@@ -104,14 +125,24 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
             metrics.dropped.labels("duplicate").inc(out.duplicates)
             metrics.dropped.labels("out_of_order").inc(out.out_of_order)
             metrics.late.inc(out.late)
-            metrics.event_time.labels(str(partition)).set(engines.engines[partition].watermark / 1000)
-            for error in out.errors:
-                metrics.eval_errors.inc()
-                log.warning("rule evaluation failed: %s", error)
-            for transition in out.transitions:
-                metrics.transitions.labels(transition.state).inc()
-                log.warning("alert %s", transition.describe())
-                await alerts.send(key=transition.fingerprint.encode(), value=transition.to_json())
+            await publish(partition, out)
+
+    @app.timer(interval=1.0)
+    async def evaluate_quiet_partitions() -> None:
+        for partition, out in engines.advance_idle().items():
+            await publish(partition, out)
+
+    async def publish(partition: int, out: EngineOutput) -> None:
+        engine = engines.engines.get(partition)
+        if engine is not None:
+            metrics.event_time.labels(str(partition)).set(engine.watermark / 1000)
+        for error in out.errors:
+            metrics.eval_errors.inc()
+            log.warning("rule evaluation failed: %s", error)
+        for transition in out.transitions:
+            metrics.transitions.labels(transition.state).inc()
+            log.warning("alert %s", transition.describe())
+            await alerts.send(key=transition.fingerprint.encode(), value=transition.to_json())
 
     @app.on_partitions_revoked.connect
     async def drop_revoked(app: faust.App, revoked: set, **_: object) -> None:

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     lookback_delta: str = "5m"
     lateness: str = "0s"
     resend_delay: str = "1m"
+    # A partition without samples for this long (wall clock) evaluates on wall
+    # time, this far behind it, while its data is live; "0s" turns it off.
+    idle_advance: str = "30s"
     external_labels: dict[str, str] = {}
 
     receiver_host: str = "127.0.0.1"
@@ -45,7 +48,7 @@ class Settings(BaseSettings):
     worker_web_port: int = 6066
     data_dir: Path = Path("var/worker")
 
-    @field_validator("evaluation_interval", "lookback_delta", "lateness", "resend_delay", "produce_timeout")
+    @field_validator("evaluation_interval", "lookback_delta", "lateness", "resend_delay", "idle_advance", "produce_timeout")
     @classmethod
     def _is_duration(cls, value: str) -> str:
         parse_duration(value)
@@ -66,6 +69,10 @@ class Settings(BaseSettings):
     @property
     def resend_delay_ms(self) -> int:
         return parse_duration(self.resend_delay)
+
+    @property
+    def idle_advance_ms(self) -> int:
+        return parse_duration(self.idle_advance)
 
     @property
     def produce_timeout_s(self) -> float:

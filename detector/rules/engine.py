@@ -81,6 +81,7 @@ class RuleEngine:
         longest = max((g.interval_ms for g in groups), default=0)
         self.store = SeriesStore(retention_ms=lookback_ms + reach + lateness_ms + longest)
         self.watermark = EMPTY
+        self.newest = EMPTY  # newest sample timestamp ingested
         self.stats = EngineStats()
         self._next_tick: list[int | None] = [None] * len(groups)
         self._evaluated_until = EMPTY
@@ -101,8 +102,8 @@ class RuleEngine:
         for i, group in enumerate(self.groups):
             if self._next_tick[i] is None:
                 self._next_tick[i] = -(-first // group.interval_ms) * group.interval_ms
-        newest = int(batch.timestamps.max())
-        out = self.advance_to(newest - self.lateness_ms)
+        self.newest = max(self.newest, int(batch.timestamps.max()))
+        out = self.advance_to(self.newest - self.lateness_ms)
         out.duplicates, out.out_of_order, out.late = appended.duplicates, appended.out_of_order, late
         return out
 
@@ -151,3 +152,26 @@ class RuleEngine:
             except EvaluationError as exc:
                 self.stats.evaluation_errors += 1
                 out.errors.append(f"{group.source}: group {group.name!r}, rule {rule.name!r} at {tick}: {exc}")
+
+
+def idle_watermark(newest_ms: int, last_ingest_ms: int, now_ms: int, idle_ms: int, live_window_ms: int = 600_000) -> int | None:
+    """Where a quiet partition's watermark may move on wall-clock time, if anywhere.
+
+    A partition that stops receiving samples (its sender died, its targets
+    vanished without staleness markers) would otherwise never evaluate again,
+    and its alerts would neither resolve nor fire. Once no sample has arrived
+    for ``idle_ms`` of wall time, the watermark may follow the wall clock,
+    ``idle_ms`` behind it, but only for live data: a partition whose newest
+    sample is older than ``live_window_ms`` is being replayed, and replays stay
+    on event time alone.
+
+    >>> idle_watermark(newest_ms=100_000, last_ingest_ms=100_000, now_ms=140_000, idle_ms=30_000)
+    110000
+    >>> idle_watermark(newest_ms=100_000, last_ingest_ms=100_000, now_ms=120_000, idle_ms=30_000) is None
+    True
+    >>> idle_watermark(newest_ms=0, last_ingest_ms=100_000, now_ms=10_000_000, idle_ms=30_000) is None
+    True
+    """
+    if idle_ms <= 0 or now_ms - last_ingest_ms < idle_ms or now_ms - newest_ms > live_window_ms:
+        return None
+    return now_ms - idle_ms
