@@ -32,6 +32,7 @@ from detector.batch import SampleBatch
 from detector.errors import BatchFormatError
 from detector.rules import EngineOutput, RuleEngine, RuleGroup
 from detector.rules.engine import idle_watermark
+from pipelines import faust_transport
 from pipelines.settings import Settings
 
 log = logging.getLogger("headroom.worker")
@@ -91,7 +92,7 @@ class WorkerMetrics:
 def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorRegistry | None = None) -> faust.App:
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker=f"{faust_transport.SCHEME}://{settings.kafka_bootstrap}",
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
