@@ -22,7 +22,7 @@ lose good samples); the invalid ones are reported, each naming the series.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import cramjam
@@ -71,9 +71,14 @@ class WriteLimits:
 
 @dataclass
 class DecodedWrite:
-    """One request's samples grouped by partition, and what was refused."""
+    """One request's samples grouped by partition, and what was refused.
+
+    ``global_batches`` repeat the samples of series that global rule groups
+    read (see :mod:`detector.rules.placement`), for the one-partition global lane.
+    """
 
     batches: dict[int, list[SampleBatch]] = field(default_factory=dict)
+    global_batches: list[SampleBatch] = field(default_factory=list)
     series: int = 0
     samples: int = 0
     new_series: int = 0
@@ -97,6 +102,7 @@ class DecodedWrite:
 class _SeriesRef:
     key: bytes  # canonical label bytes
     partition: int
+    global_lane: bool = False
 
 
 class RemoteWriteDecoder:
@@ -114,8 +120,10 @@ class RemoteWriteDecoder:
         limits: WriteLimits | None = None,
         partition_by: tuple[str, ...] = DEFAULT_PARTITION_BY,
         cache_size: int = 1_000_000,
+        feeds_global_lane: Callable[[Labels], bool] | None = None,
     ) -> None:
         self.partitions = partitions
+        self.feeds_global_lane = feeds_global_lane
         self.limits = limits or WriteLimits()
         self.partition_by = partition_by
         self.cache_size = cache_size
@@ -162,17 +170,16 @@ class RemoteWriteDecoder:
             cols = columns.get(ref.partition)
             if cols is None:
                 cols = columns[ref.partition] = _PartitionColumns()
-            cols.keys.append(ref.key)
-            if len(samples) == 1:
-                sample = samples[0]
-                cols.counts.append(1)
-                cols.stamps.append(sample.timestamp)
-                cols.values.append(sample.value)
-            else:
-                cols.counts.append(len(samples))
-                cols.stamps.extend([s.timestamp for s in samples])
-                cols.values.extend([s.value for s in samples])
+            _add(cols, ref.key, samples)
+            if ref.global_lane:
+                lane = columns.get(_GLOBAL_LANE)
+                if lane is None:
+                    lane = columns[_GLOBAL_LANE] = _PartitionColumns()
+                _add(lane, ref.key, samples)
         for partition, cols in columns.items():
+            if partition == _GLOBAL_LANE:
+                out.global_batches = cols.batches(self.limits.max_message_bytes)
+                continue
             out.series += len(cols.keys)
             out.samples += len(cols.stamps)
             out.batches[partition] = cols.batches(self.limits.max_message_bytes)
@@ -224,10 +231,30 @@ class RemoteWriteDecoder:
             return None
         if len(self._known) >= self.cache_size:
             self._known.clear()
-        ref = _SeriesRef(canonical_bytes(labels), partition_for(labels, self.partitions, self.partition_by))
+        ref = _SeriesRef(
+            canonical_bytes(labels),
+            partition_for(labels, self.partitions, self.partition_by),
+            self.feeds_global_lane is not None and self.feeds_global_lane(labels),
+        )
         self._known[raw_key] = ref
         out.new_series += 1
         return ref
+
+
+_GLOBAL_LANE = -1  # the columns key of the global lane's copy
+
+
+def _add(cols: _PartitionColumns, key: bytes, samples) -> None:  # noqa: ANN001 - a protobuf repeated field
+    cols.keys.append(key)
+    if len(samples) == 1:
+        sample = samples[0]
+        cols.counts.append(1)
+        cols.stamps.append(sample.timestamp)
+        cols.values.append(sample.value)
+    else:
+        cols.counts.append(len(samples))
+        cols.stamps.extend([s.timestamp for s in samples])
+        cols.values.extend([s.value for s in samples])
 
 
 # Field numbers each message declares; an unknown field with one of these

@@ -6,8 +6,9 @@ series in the partition of its scrape target (``job``, ``instance``), see
 :class:`~detector.rules.RuleEngine` (store, watermark, alert state), so every
 expression over the series of one target, such as a queue's depth over its
 max depth or a histogram's buckets, is evaluated where all its inputs are.
-Expressions across targets (``sum by (reason) (...)`` over instances) need a
-second, repartitioned stage, which comes with the aggregation operators.
+Groups with expressions across targets run in the global lane: a
+one-partition topic that receives a copy of their input series
+(:mod:`detector.rules.placement`).
 
 A partition that stops receiving samples evaluates on wall-clock time once it
 has been quiet for ``HEADROOM_IDLE_ADVANCE`` (live data only), so its alerts
@@ -32,6 +33,7 @@ from detector.batch import SampleBatch
 from detector.errors import BatchFormatError
 from detector.rules import EngineOutput, RuleEngine, RuleGroup
 from detector.rules.engine import idle_watermark
+from detector.rules.placement import place_groups
 from pipelines import faust_transport
 from pipelines.settings import Settings
 
@@ -86,7 +88,7 @@ class WorkerMetrics:
         self.late = Counter("headroom_worker_late_samples", "Samples older than an evaluation already made", registry=registry)
         self.transitions = Counter("headroom_alert_transitions", "Alert state changes", ["state"], registry=registry)
         self.eval_errors = Counter("headroom_rule_evaluation_failures", "Failed rule evaluations", registry=registry)
-        self.event_time = Gauge("headroom_worker_watermark_seconds", "Newest evaluated event time", ["partition"], registry=registry)
+        self.event_time = Gauge("headroom_worker_watermark_seconds", "Newest evaluated event time", ["lane"], registry=registry)
 
 
 def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorRegistry | None = None) -> faust.App:
@@ -105,38 +107,47 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
         web_host="127.0.0.1",
         web_bind="127.0.0.1",
     )
-    samples = app.topic(settings.samples_topic, partitions=settings.partitions, value_serializer="raw")
     alerts = app.topic(settings.alerts_topic, partitions=1, value_serializer="raw", key_serializer="raw")
-    engines = PartitionEngines(groups, settings)
+    placement = place_groups(groups, settings.partition_by)
     metrics = WorkerMetrics(registry or CollectorRegistry())
+    lanes = {
+        settings.samples_topic: PartitionEngines(placement.local, settings),
+        settings.global_samples_topic: PartitionEngines(placement.global_, settings),
+    }
 
-    @app.agent(samples, name="headroom.rules")
-    async def evaluate_rules(stream: faust.StreamT) -> None:
+    async def evaluate(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            partition = event.message.partition
+            topic, partition = event.message.topic, event.message.partition
             try:
                 batch = SampleBatch.decode(event.value)
             except BatchFormatError as exc:
                 metrics.bad_messages.inc()
-                log.error("skipping unreadable message at %s[%d]@%d: %s", event.message.topic, partition, event.message.offset, exc)
+                log.error("skipping unreadable message at %s[%d]@%d: %s", topic, partition, event.message.offset, exc)
                 continue
-            out = engines.ingest(partition, batch)
+            out = lanes[topic].ingest(partition, batch)
             metrics.messages.inc()
             metrics.samples.inc(len(batch))
             metrics.dropped.labels("duplicate").inc(out.duplicates)
             metrics.dropped.labels("out_of_order").inc(out.out_of_order)
             metrics.late.inc(out.late)
-            await publish(partition, out)
+            await publish(topic, partition, out)
+
+    # One agent per lane: target partitions, and the one-partition global lane
+    # for groups that combine series across targets (detector.rules.placement).
+    app.agent(app.topic(settings.samples_topic, partitions=settings.partitions, value_serializer="raw"), name="headroom.rules")(evaluate)
+    if placement.global_:
+        app.agent(app.topic(settings.global_samples_topic, partitions=1, value_serializer="raw"), name="headroom.global-rules")(evaluate)
 
     @app.timer(interval=1.0)
     async def evaluate_quiet_partitions() -> None:
-        for partition, out in engines.advance_idle().items():
-            await publish(partition, out)
+        for topic, engines in lanes.items():
+            for partition, out in engines.advance_idle().items():
+                await publish(topic, partition, out)
 
-    async def publish(partition: int, out: EngineOutput) -> None:
-        engine = engines.engines.get(partition)
+    async def publish(topic: str, partition: int, out: EngineOutput) -> None:
+        engine = lanes[topic].engines.get(partition)
         if engine is not None:
-            metrics.event_time.labels(str(partition)).set(engine.watermark / 1000)
+            metrics.event_time.labels(f"{topic}/{partition}").set(engine.watermark / 1000)
         for error in out.errors:
             metrics.eval_errors.inc()
             log.warning("rule evaluation failed: %s", error)
@@ -147,7 +158,8 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
 
     @app.on_partitions_revoked.connect
     async def drop_revoked(app: faust.App, revoked: set, **_: object) -> None:
-        engines.forget({tp.partition for tp in revoked if tp.topic == settings.samples_topic})
+        for topic, engines in lanes.items():
+            engines.forget({tp.partition for tp in revoked if tp.topic == topic})
 
     @app.page("/metrics")
     async def metrics_page(web, request):  # noqa: ANN001 - Faust's view signature

@@ -58,16 +58,21 @@ def check_rules(files: tuple[str, ...]) -> None:
 @click.option("--host", default=None, help="Listen address (HEADROOM_RECEIVER_HOST).")
 @click.option("--port", type=int, default=None, help="Listen port (HEADROOM_RECEIVER_PORT).")
 @click.option("--kafka", "bootstrap", default=None, help="Kafka bootstrap servers (HEADROOM_KAFKA_BOOTSTRAP).")
+@click.option("--rules", "rule_files", multiple=True, help="The worker's rule files (HEADROOM_RULE_FILES): they decide the global lane's inputs.")
 @click.option("--bearer-token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Require 'Authorization: Bearer <token>' with the token in this file.")
-def receiver(host: str | None, port: int | None, bootstrap: str | None, bearer_token_file: Path | None) -> None:
+def receiver(host: str | None, port: int | None, bootstrap: str | None, rule_files: tuple[str, ...], bearer_token_file: Path | None) -> None:
     """Serve Prometheus remote-write on /api/v1/write and produce to Kafka."""
     from pipelines.receiver import run_receiver
 
-    settings = _settings(receiver_host=host, receiver_port=port, kafka_bootstrap=bootstrap)
+    from detector.rules.placement import place_groups
+
+    settings = _settings(receiver_host=host, receiver_port=port, kafka_bootstrap=bootstrap, rule_files=rule_files)
+    # The same rule files as the worker's: they say which series the global lane needs.
+    placement = place_groups(_load_groups(settings), settings.partition_by)
     token = bearer_token_file.read_text().strip() if bearer_token_file else None
     try:
-        asyncio.run(run_receiver(settings, bearer_token=token))
+        asyncio.run(run_receiver(settings, bearer_token=token, placement=placement))
     except KeyboardInterrupt:
         pass
 
@@ -85,7 +90,7 @@ def worker(rule_files: tuple[str, ...], bootstrap: str | None, web_port: int | N
 
     settings = _settings(rule_files=rule_files, kafka_bootstrap=bootstrap, worker_web_port=web_port)
     groups = _load_groups(settings)
-    asyncio.run(create_topics(settings.kafka_bootstrap, {settings.samples_topic: settings.partitions, settings.alerts_topic: 1}))
+    asyncio.run(create_topics(settings.kafka_bootstrap, settings.topics()))
     app = create_app(settings, groups)
     Worker(app, loglevel="info").execute_from_commandline()
 

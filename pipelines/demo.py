@@ -24,7 +24,7 @@ from detector.simulate import RunbookSimulator
 from detector.templates import humanize
 from pipelines.local import LocalPipeline
 from pipelines.simulator import push_remote_write
-from pipelines.stack.kafka import KafkaBroker, create_topics
+from pipelines.stack.kafka import KafkaBroker
 
 STATE_STYLE = {"firing": "bold red", "pending": "yellow", "inactive": "green"}
 
@@ -37,7 +37,6 @@ async def run_demo(*, duration: float, speed: float, scenario: str, rule_files: 
         with console.status("starting Kafka (first run resolves its jars from Maven Central)..."):
             await asyncio.to_thread(broker.start)
         pipeline = LocalPipeline(broker.bootstrap, run_dir, rule_files=rule_files, app_id="headroom-demo")
-        await create_topics(broker.bootstrap, {pipeline.samples_topic: pipeline.partitions, pipeline.alerts_topic: 1})
         with console.status("starting the worker and the receiver..."):
             await asyncio.to_thread(pipeline.start)
         console.print(f"Kafka {broker.bootstrap}, receiver {pipeline.write_url}, logs in {run_dir}/")

@@ -52,6 +52,10 @@ class LocalPipeline:
     def samples_topic(self) -> str:
         return f"{self.app_id}-samples"
 
+    @property
+    def global_samples_topic(self) -> str:
+        return f"{self.app_id}-samples-global"
+
     def env(self) -> dict[str, str]:
         if not self.receiver_port or not self.worker_port:
             self.receiver_port, self.worker_port = free_ports(2)
@@ -60,6 +64,7 @@ class LocalPipeline:
             HEADROOM_KAFKA_BOOTSTRAP=self.bootstrap,
             HEADROOM_APP_ID=self.app_id,
             HEADROOM_SAMPLES_TOPIC=self.samples_topic,
+            HEADROOM_GLOBAL_SAMPLES_TOPIC=self.global_samples_topic,
             HEADROOM_ALERTS_TOPIC=self.alerts_topic,
             HEADROOM_PARTITIONS=str(self.partitions),
             HEADROOM_RULE_FILES=json.dumps(list(self.rule_files)),
@@ -71,6 +76,7 @@ class LocalPipeline:
         return env
 
     def start(self, timeout: float = 60.0) -> None:
+        """Start both; the worker creates the topics, so they exist once it answers."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         env = self.env()
         command = [sys.executable, "-m", "pipelines.cli"]

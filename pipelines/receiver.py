@@ -33,6 +33,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from detector.batch import SampleBatch
 from detector.errors import InvalidRequest
 from detector.remote_write import RemoteWriteDecoder
+from detector.rules.placement import Placement
 from pipelines.settings import Settings
 
 log = logging.getLogger("headroom.receiver")
@@ -73,20 +74,17 @@ class KafkaGate:
         if self._producer:
             await self._producer.stop()
 
-    async def send(self, topic: str, batches: dict[int, list[SampleBatch]]) -> None:
+    async def send(self, messages: list[tuple[str, int, SampleBatch]]) -> None:
+        """Produce (topic, partition, batch) messages; returns once Kafka acknowledged all."""
         producer = self._producer
         if producer is None:
             raise KafkaUnavailable("not connected to Kafka yet")
         try:
             async with asyncio.timeout(self.timeout_s):
-                pending = [
-                    await producer.send(topic, value=batch.encode(), partition=partition)
-                    for partition, group in batches.items()
-                    for batch in group
-                ]
+                pending = [await producer.send(topic, value=batch.encode(), partition=partition) for topic, partition, batch in messages]
                 await asyncio.gather(*pending)
         except Exception as exc:  # any failure to get an ack means: not accepted
-            log.warning("produce to %s failed (%s: %s); reconnecting", topic, type(exc).__name__, exc)
+            log.warning("produce failed (%s: %s); reconnecting", type(exc).__name__, exc)
             if self._producer is producer:
                 self._producer = None
                 asyncio.get_running_loop().create_task(_stop_quietly(producer))
@@ -145,10 +143,24 @@ class ReceiverMetrics:
 
 
 def create_receiver_app(
-    settings: Settings, gate: KafkaGate, registry: CollectorRegistry | None = None, *, bearer_token: str | None = None
+    settings: Settings,
+    gate: KafkaGate,
+    registry: CollectorRegistry | None = None,
+    *,
+    bearer_token: str | None = None,
+    placement: Placement | None = None,
 ) -> web.Application:
-    """The aiohttp application; the caller owns the gate's lifecycle."""
-    decoder = RemoteWriteDecoder(settings.partitions, limits=settings.write_limits(), partition_by=settings.partition_by)
+    """The aiohttp application; the caller owns the gate's lifecycle.
+
+    With a ``placement`` (from the same rule files as the worker's), the inputs
+    of global rule groups are also produced to the global-lane topic.
+    """
+    decoder = RemoteWriteDecoder(
+        settings.partitions,
+        limits=settings.write_limits(),
+        partition_by=settings.partition_by,
+        feeds_global_lane=placement.feeds_global_lane if placement and placement.global_ else None,
+    )
     metrics = ReceiverMetrics(registry or CollectorRegistry())
 
     def answer(status: int, text: str = "", **headers: str) -> web.Response:
@@ -170,9 +182,11 @@ def create_receiver_app(
         except web.HTTPRequestEntityTooLarge:
             return answer(413, f"body over the limit of {settings.max_body_bytes} bytes")
         metrics.new_series.inc(decoded.new_series)
-        if decoded.batches:
+        messages = [(settings.samples_topic, p, batch) for p, batches in decoded.batches.items() for batch in batches]
+        messages += [(settings.global_samples_topic, 0, batch) for batch in decoded.global_batches]
+        if messages:
             try:
-                await gate.send(settings.samples_topic, decoded.batches)
+                await gate.send(messages)
             except KafkaUnavailable as exc:
                 return answer(503, f"{exc}; retry", **{"Retry-After": RETRY_AFTER_SECONDS})
         metrics.samples.inc(decoded.samples)
@@ -207,11 +221,13 @@ def _check_token(request: web.Request, token: str) -> None:
         raise InvalidRequest(403, "wrong bearer token")
 
 
-async def run_receiver(settings: Settings, *, bearer_token: str | None = None, stop: asyncio.Event | None = None) -> None:
+async def run_receiver(
+    settings: Settings, *, bearer_token: str | None = None, placement: Placement | None = None, stop: asyncio.Event | None = None
+) -> None:
     """Serve until ``stop`` is set (or forever)."""
     gate = KafkaGate(settings.kafka_bootstrap, timeout_s=settings.produce_timeout_s)
     gate.start()
-    app = create_receiver_app(settings, gate, bearer_token=bearer_token)
+    app = create_receiver_app(settings, gate, bearer_token=bearer_token, placement=placement)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.receiver_host, settings.receiver_port)

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     app_id: str = "headroom"
     samples_topic: str = "headroom-samples"
+    # One partition: inputs of rule groups that combine series across targets.
+    global_samples_topic: str = "headroom-samples-global"
     alerts_topic: str = "headroom-alerts"
     partitions: int = Field(8, ge=1, le=1024)
     partition_by: tuple[str, ...] = ("job", "instance")
@@ -77,6 +79,10 @@ class Settings(BaseSettings):
     @property
     def produce_timeout_s(self) -> float:
         return parse_duration(self.produce_timeout) / 1000
+
+    def topics(self) -> dict[str, int]:
+        """Every topic Headroom uses, with its partition count."""
+        return {self.samples_topic: self.partitions, self.global_samples_topic: 1, self.alerts_topic: 1}
 
     def write_limits(self) -> WriteLimits:
         return WriteLimits(max_body_bytes=self.max_body_bytes, max_decompressed_bytes=self.max_decompressed_bytes)

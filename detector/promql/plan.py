@@ -50,6 +50,25 @@ class Node(ABC):
         """How far before the evaluation time this expression reads samples (beyond lookback)."""
         return 0
 
+    def children(self) -> tuple[Node, ...]:
+        """The sub-expressions this node evaluates."""
+        found: list[Node] = []
+        for value in vars(self).values():
+            if isinstance(value, Node):
+                found.append(value)
+            elif isinstance(value, (tuple, list)):
+                found += [v for v in value if isinstance(v, Node)]
+        return tuple(found)
+
+    def combines_series(self, keep: frozenset[str]) -> bool:
+        """Whether this node puts series together that differ in a label of ``keep``.
+
+        The worker co-locates series that share their ``keep`` labels (their
+        scrape target); a node that combines series across them must be
+        evaluated where all series are (see :mod:`detector.rules.placement`).
+        """
+        return False
+
 
 @dataclass(eq=False)
 class NumberNode(Node):
@@ -177,6 +196,10 @@ class VectorMatching:
     card: str = "one-to-one"  # "many-to-one", "one-to-many", "many-to-many"
     include: tuple[str, ...] = ()
 
+    def keeps(self, names: frozenset[str]) -> bool:
+        """Whether only samples that agree on all of ``names`` can match."""
+        return names <= set(self.labels) if self.on else not names & set(self.labels)
+
     def signature(self, labels: Labels) -> Labels:
         """The labels two samples must share to match (``ignoring`` also ignores the name)."""
         if self.on:
@@ -207,6 +230,10 @@ class BinaryNode(Node):
 
     def reach_ms(self) -> int:
         return max(self.lhs.reach_ms(), self.rhs.reach_ms())
+
+    def combines_series(self, keep: frozenset[str]) -> bool:
+        vectors = self.lhs.kind == self.rhs.kind == "vector"
+        return vectors and not self.matching.keeps(keep)
 
     def evaluate(self, ctx: EvalContext) -> Value:
         left, right = self.lhs.evaluate(ctx), self.rhs.evaluate(ctx)

@@ -9,7 +9,6 @@ import pytest
 
 from detector.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
 from pipelines.local import LocalPipeline
-from pipelines.stack.kafka import create_topics
 from tests.support import read_alerts, write_rules
 
 pytestmark = pytest.mark.integration
@@ -32,7 +31,6 @@ async def test_alert_goes_pending_then_fires_on_event_time(kafka, tmp_path, app_
         "annotations": {"description": "Circuit breaker {{ $labels.instance }} has been open for > 30s"},
     }], interval="15s")
     pipeline = LocalPipeline(kafka.bootstrap, tmp_path / "run", rule_files=(str(rules),), app_id=app_id, partitions=3)
-    await create_topics(kafka.bootstrap, {pipeline.samples_topic: 3, pipeline.alerts_topic: 1})
     await asyncio.to_thread(pipeline.start)
     try:
         async with aiohttp.ClientSession() as session:
@@ -60,7 +58,6 @@ async def test_ratio_of_two_metrics_of_one_target_is_evaluated_in_one_partition(
         "annotations": {"description": "Queue {{ $labels.queue_name }} at {{ $value | printf \"%.0f\" }}% capacity"},
     }], interval="15s")
     pipeline = LocalPipeline(kafka.bootstrap, tmp_path / "run", rule_files=(str(rules),), app_id=app_id, partitions=8)
-    await create_topics(kafka.bootstrap, {pipeline.samples_topic: 8, pipeline.alerts_topic: 1})
     await asyncio.to_thread(pipeline.start)
     targets = [f"orch-{i}:9100" for i in range(12)]  # spread over the 8 partitions
     try:
@@ -80,3 +77,30 @@ async def test_ratio_of_two_metrics_of_one_target_is_evaluated_in_one_partition(
     firing = sorted(e["labels"]["instance"] for e in events if e["state"] == "firing")
     assert firing == sorted(targets[::3])
     assert {e["annotations"]["description"] for e in events} == {"Queue orders at 1% capacity"}
+
+
+async def test_rule_across_targets_runs_in_the_global_lane_and_sees_every_partition(kafka, tmp_path, app_id):
+    """Depths of six targets (spread over 8 partitions) over limits published by another job."""
+    rules = write_rules(tmp_path, [{
+        "alert": "QueueNearLimit",
+        "expr": "pgmq_queue_depth / on(queue_name) group_left pgmq_queue_limit > 0.8",
+    }], interval="15s")
+    pipeline = LocalPipeline(kafka.bootstrap, tmp_path / "run", rule_files=(str(rules),), app_id=app_id, partitions=8)
+    await asyncio.to_thread(pipeline.start)
+    queues = [f"q{i}" for i in range(6)]
+    try:
+        async with aiohttp.ClientSession() as session:
+            for step in range(3):
+                t = BASE + step * 15_000
+                series = []
+                for i, queue in enumerate(queues):
+                    target = (("instance", f"orch-{i}:9100"), ("job", "tasker"), ("queue_name", queue))
+                    series.append(((("__name__", "pgmq_queue_depth"),) + target, [(t, 9000.0 if i % 2 else 100.0)]))
+                    limit = (("__name__", "pgmq_queue_limit"), ("instance", "config:80"), ("job", "config"), ("queue_name", queue))
+                    series.append((limit, [(t, 10_000.0)]))
+                assert await post(session, pipeline.write_url, series) == 204
+        events = await read_alerts(kafka.bootstrap, pipeline.alerts_topic, lambda ev: len(ev) >= 3)
+    finally:
+        await asyncio.to_thread(pipeline.stop)
+    assert sorted(e["labels"]["queue_name"] for e in events if e["state"] == "firing") == ["q1", "q3", "q5"]
+    assert {e["labels"]["instance"] for e in events} == {"orch-1:9100", "orch-3:9100", "orch-5:9100"}

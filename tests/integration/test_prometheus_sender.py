@@ -10,7 +10,6 @@ import pytest
 from detector.simulate import RunbookSimulator
 from pipelines.local import LocalPipeline
 from pipelines.simulator import serve_metrics
-from pipelines.stack.kafka import create_topics
 from pipelines.stack.prometheus import PrometheusServer
 from tests.support import read_alerts
 
@@ -26,7 +25,6 @@ async def test_runbook_circuit_breaker_alert_fires_from_prometheus_traffic(kafka
         kafka.bootstrap, tmp_path / "run", rule_files=("backpressure",), app_id=app_id,
         extra_env={"HEADROOM_EVALUATION_INTERVAL": "1s"},
     )
-    await create_topics(kafka.bootstrap, {pipeline.samples_topic: pipeline.partitions, pipeline.alerts_topic: 1})
     await asyncio.to_thread(pipeline.start)
     prometheus = PrometheusServer(tmp_path / "prometheus", scrape_targets=[f"127.0.0.1:{port}"], remote_write_url=pipeline.write_url)
     await asyncio.to_thread(prometheus.start)

@@ -437,3 +437,15 @@ def test_cache_identity_matches_the_canonical_labels():
     decoded = decoder.decode(write_request([GOOD]))
     [batch] = next(iter(decoded.batches.values()))
     assert batch.series_keys == [canonical_bytes(GOOD_LABELS)]
+
+
+def test_inputs_of_global_groups_are_copied_to_the_global_lane():
+    depth = (("__name__", "depth"), ("instance", "a:1"), ("job", "x"))
+    other = (("__name__", "up"), ("instance", "a:1"), ("job", "x"))
+    decoder = RemoteWriteDecoder(4, feeds_global_lane=lambda labels: dict(labels)["__name__"] == "depth")
+    decoded = decoder.decode(encode_write_request([(depth, [(1000, 5.0), (2000, 6.0)]), (other, [(1000, 1.0)])]))
+    (lane,) = decoded.global_batches
+    assert [lane.series_labels(0)] == [depth] and lane.values.tolist() == [5.0, 6.0]
+    assert decoded.samples == 3  # the copy is not counted twice
+    again = decoder.decode(encode_write_request([(depth, [(3000, 7.0)])]))  # known series keep their lane
+    assert again.global_batches[0].values.tolist() == [7.0]

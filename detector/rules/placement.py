@@ -1,0 +1,83 @@
+"""Where each rule group is evaluated: with its targets' partitions, or in the global lane.
+
+Series are partitioned by their scrape target (``job``, ``instance``). A group
+whose expressions only combine series of one target (a queue's depth over its
+max depth, one histogram's buckets, a rate) is evaluated in every partition,
+next to its inputs. A group with an expression that combines series across
+targets (``sum by (reason) (...)`` over instances, ``on(queue_name)`` matching
+a config metric of another job, ``absent()``) goes to the *global lane*: the
+receiver also sends the series its selectors match to a one-partition topic,
+and one engine there sees all of them. Groups whose recorded series a global
+group reads go there too, so nothing a global rule needs is computed elsewhere.
+
+>>> from detector.promql import compile_expr
+>>> needs_global_lane(compile_expr("pgmq_queue_depth / pgmq_queue_max_depth > 0.8"))
+False
+>>> needs_global_lane(compile_expr("pgmq_queue_depth / on(queue_name) group_left pgmq_queue_limit > 0.8"))
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from detector.labels import DEFAULT_PARTITION_BY, METRIC_NAME, Labels
+from detector.promql.plan import Matcher, Node, SelectorNode
+from detector.rules.group import RuleGroup
+from detector.rules.recording import RecordingRule
+
+
+def walk(node: Node) -> Iterator[Node]:
+    yield node
+    for child in node.children():
+        yield from walk(child)
+
+
+def needs_global_lane(node: Node, partition_by: tuple[str, ...] = DEFAULT_PARTITION_BY) -> bool:
+    keep = frozenset(partition_by)
+    return any(n.combines_series(keep) for n in walk(node))
+
+
+@dataclass(frozen=True)
+class Placement:
+    local: list[RuleGroup]
+    global_: list[RuleGroup]
+    global_selectors: tuple[tuple[Matcher, ...], ...]
+
+    def feeds_global_lane(self, labels: Labels) -> bool:
+        """Whether a series is an input of some global group (so goes to the global lane too)."""
+        values = dict(labels)
+        return any(all(m.matches(values.get(m.name, "")) for m in matchers) for matchers in self.global_selectors)
+
+
+def place_groups(groups: list[RuleGroup], partition_by: tuple[str, ...] = DEFAULT_PARTITION_BY) -> Placement:
+    """Split groups into local and global ones (see the module docstring)."""
+    is_global = [any(needs_global_lane(rule.expr, partition_by) for rule in g.rules) for g in groups]
+    recorded_by = {
+        rule.name: i for i, g in enumerate(groups) for rule in g.rules if isinstance(rule, RecordingRule)
+    }
+    changed = True
+    while changed:  # a group a global group reads from is global too
+        changed = False
+        for i, group in enumerate(groups):
+            if not is_global[i]:
+                continue
+            for name in _metric_names_read(group):
+                j = recorded_by.get(name)
+                if j is not None and not is_global[j]:
+                    is_global[j] = changed = True
+    global_groups = [g for g, flag in zip(groups, is_global) if flag]
+    selectors = tuple(
+        node.matchers for g in global_groups for rule in g.rules for node in walk(rule.expr) if isinstance(node, SelectorNode)
+    )
+    return Placement([g for g, flag in zip(groups, is_global) if not flag], global_groups, selectors)
+
+
+def _metric_names_read(group: RuleGroup) -> set[str]:
+    names = set()
+    for rule in group.rules:
+        for node in walk(rule.expr):
+            if isinstance(node, SelectorNode):
+                names |= {m.value for m in node.matchers if m.name == METRIC_NAME and m.op == "="}
+    return names

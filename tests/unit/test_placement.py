@@ -1,0 +1,55 @@
+"""Which rule groups run next to their targets, and which in the global lane."""
+
+from __future__ import annotations
+
+import pytest
+
+from detector.promql import compile_expr
+from detector.rules import AlertingRule, RecordingRule, RuleGroup
+from detector.rules.placement import needs_global_lane, place_groups
+
+
+@pytest.mark.parametrize(
+    ("expr", "global_"),
+    [
+        ("api_circuit_breaker_state == 2", False),
+        ("rate(api_requests_rejected_total[5m]) > 0.1", False),
+        ("pgmq_queue_depth / pgmq_queue_max_depth > 0.8", False),  # same labels but the name: same target
+        ("histogram_quantile(0.99, worker_handler_semaphore_wait_ms_bucket) > 2000", False),
+        ("a / on(job, instance, q) b", False),
+        ("a / ignoring(q) b", False),
+        ("a and b", False),
+        ("a / on(queue_name) group_left b", True),
+        ("a / ignoring(instance) b", True),
+        ("a unless on(job) b", True),
+        ("-(x / on() group_left y)", True),
+    ],
+)
+def test_an_expression_needs_the_global_lane_when_it_matches_across_targets(expr, global_):
+    assert needs_global_lane(compile_expr(expr)) is global_
+
+
+def alert(name: str, expr: str) -> AlertingRule:
+    return AlertingRule(name, compile_expr(expr), expr)
+
+
+def record(name: str, expr: str) -> RecordingRule:
+    return RecordingRule(name, compile_expr(expr), expr)
+
+
+def test_a_group_recording_what_a_global_group_reads_goes_global_too():
+    feeder = RuleGroup("feeder", "f.yml", 15_000, (record("job:limit:max", "limit_config"),))
+    local = RuleGroup("local", "f.yml", 15_000, (alert("Down", "up == 0"),))
+    cross = RuleGroup("cross", "f.yml", 15_000, (alert("Near", "depth / on(q) group_left job:limit:max > 0.8"),))
+    placement = place_groups([feeder, local, cross])
+    assert [g.name for g in placement.local] == ["local"]
+    assert [g.name for g in placement.global_] == ["feeder", "cross"]
+
+
+def test_only_the_inputs_of_global_groups_feed_the_global_lane():
+    cross = RuleGroup("cross", "f.yml", 15_000, (alert("Near", 'depth{q=~"o.*"} / on(q) group_left limit > 0.8'),))
+    placement = place_groups([cross, RuleGroup("local", "f.yml", 15_000, (alert("Down", "up == 0"),))])
+    assert placement.feeds_global_lane((("__name__", "depth"), ("q", "orders")))
+    assert placement.feeds_global_lane((("__name__", "limit"), ("job", "config")))
+    assert not placement.feeds_global_lane((("__name__", "depth"), ("q", "payments")))
+    assert not placement.feeds_global_lane((("__name__", "up"), ("job", "api")))
