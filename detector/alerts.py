@@ -22,9 +22,9 @@ schema ``headroom.alert.v1``::
       "fingerprint": "5f0c2b7e9a1d4c33"  # stable hash of the label set: the alert's identity
     }
 
-``AlertNotification`` is what Alertmanager's ``POST /api/v2/alerts`` takes
-for one alert (``startsAt``, ``endsAt``, ``labels``, ``annotations``,
-``generatorURL``), produced on Prometheus's send and resend schedule.
+``AlertNotification`` is one alert due to be sent, on Prometheus's send and
+resend schedule; :mod:`detector.notify` turns it into what Alertmanager's
+``POST /api/v2/alerts`` and webhooks take.
 
 >>> t = AlertTransition(rule="Up", group="g", source="f.yml", state="firing", previous="pending",
 ...     labels=(("alertname", "Up"),), annotations=(), value=1.0, active_at=0, fired_at=60_000,
@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import quote
 
 from detector.labels import Labels, canonical_bytes, stable_hash
 from detector.templates import go_float
@@ -101,16 +100,6 @@ class AlertNotification:
     starts_at: int
     ends_at: int
     expr: str
-
-    def to_alertmanager(self, external_url: str = "") -> dict:
-        """The alert as Alertmanager's v2 API takes it."""
-        return {
-            "labels": dict(self.labels),
-            "annotations": dict(self.annotations),
-            "startsAt": rfc3339(self.starts_at),
-            "endsAt": rfc3339(self.ends_at),
-            "generatorURL": f"{external_url}/graph?g0.expr={quote(self.expr)}&g0.tab=1",
-        }
 
 
 def rfc3339(ms: int) -> str:

@@ -32,9 +32,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from detector.batch import SampleBatch
 from detector.errors import BatchFormatError
 from detector.rules import EngineOutput, RuleEngine, RuleGroup
-from detector.rules.engine import idle_watermark
+from detector.rules.engine import idle_watermark, is_live
 from detector.rules.placement import place_groups
 from pipelines import faust_transport
+from pipelines.notifier import Notifier
 from pipelines.settings import Settings
 
 log = logging.getLogger("headroom.worker")
@@ -71,6 +72,10 @@ class PartitionEngines:
             if watermark is not None:
                 outputs[partition] = engine.advance_to(watermark)
         return outputs
+
+    def is_live(self, partition: int) -> bool:
+        engine = self.engines.get(partition)
+        return engine is not None and is_live(engine.newest, int(self.clock() * 1000))
 
     def forget(self, partitions: set[int]) -> None:
         for partition in partitions:
@@ -110,6 +115,9 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
     alerts = app.topic(settings.alerts_topic, partitions=1, value_serializer="raw", key_serializer="raw")
     placement = place_groups(groups, settings.partition_by)
     metrics = WorkerMetrics(registry or CollectorRegistry())
+    notifier = Notifier.from_settings(
+        settings.alertmanager_urls, settings.webhook_urls, settings.external_url, settings.external_labels, metrics.registry
+    )
     lanes = {
         settings.samples_topic: PartitionEngines(placement.local, settings),
         settings.global_samples_topic: PartitionEngines(placement.global_, settings),
@@ -155,6 +163,18 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
             metrics.transitions.labels(transition.state).inc()
             log.warning("alert %s", transition.describe())
             await alerts.send(key=transition.fingerprint.encode(), value=transition.to_json())
+        # Alertmanager judges endsAt on its own clock: a replay of old data
+        # would arrive already expired, so only live partitions notify.
+        if out.notifications and lanes[topic].is_live(partition):
+            notifier.enqueue(out.notifications)
+
+    @app.task
+    async def start_notifier() -> None:
+        await notifier.start()
+
+    @app.on_before_shutdown.connect
+    async def stop_notifier(app: faust.App, **_: object) -> None:
+        await notifier.stop()
 
     @app.on_partitions_revoked.connect
     async def drop_revoked(app: faust.App, revoked: set, **_: object) -> None:

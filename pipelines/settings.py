@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     idle_advance: str = "30s"
     external_labels: dict[str, str] = {}
 
+    # Notification targets, comma-separated; alerts are sent only for live data.
+    alertmanager_urls: str = ""
+    webhook_urls: str = ""
+    external_url: str = ""
+
     receiver_host: str = "127.0.0.1"
     receiver_port: int = 9201
     max_body_bytes: int = 16 * 1024 * 1024

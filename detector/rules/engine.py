@@ -154,7 +154,22 @@ class RuleEngine:
                 out.errors.append(f"{group.source}: group {group.name!r}, rule {rule.name!r} at {tick}: {exc}")
 
 
-def idle_watermark(newest_ms: int, last_ingest_ms: int, now_ms: int, idle_ms: int, live_window_ms: int = 600_000) -> int | None:
+LIVE_WINDOW_MS = 600_000
+"""Data whose newest sample is at most this old (wall clock) is live, not a replay."""
+
+
+def is_live(newest_ms: int, now_ms: int) -> bool:
+    """Whether a partition's data is live: wall-clock behaviour (idle advance,
+    notifications to Alertmanager, which judges ``endsAt`` on its own clock)
+    applies only then.
+
+    >>> is_live(newest_ms=100_000, now_ms=160_000), is_live(newest_ms=0, now_ms=10_000_000)
+    (True, False)
+    """
+    return now_ms - newest_ms <= LIVE_WINDOW_MS
+
+
+def idle_watermark(newest_ms: int, last_ingest_ms: int, now_ms: int, idle_ms: int) -> int | None:
     """Where a quiet partition's watermark may move on wall-clock time, if anywhere.
 
     A partition that stops receiving samples (its sender died, its targets
@@ -162,7 +177,7 @@ def idle_watermark(newest_ms: int, last_ingest_ms: int, now_ms: int, idle_ms: in
     and its alerts would neither resolve nor fire. Once no sample has arrived
     for ``idle_ms`` of wall time, the watermark may follow the wall clock,
     ``idle_ms`` behind it, but only for live data: a partition whose newest
-    sample is older than ``live_window_ms`` is being replayed, and replays stay
+    sample is older than :data:`LIVE_WINDOW_MS` is being replayed, and replays stay
     on event time alone.
 
     >>> idle_watermark(newest_ms=100_000, last_ingest_ms=100_000, now_ms=140_000, idle_ms=30_000)
@@ -172,6 +187,6 @@ def idle_watermark(newest_ms: int, last_ingest_ms: int, now_ms: int, idle_ms: in
     >>> idle_watermark(newest_ms=0, last_ingest_ms=100_000, now_ms=10_000_000, idle_ms=30_000) is None
     True
     """
-    if idle_ms <= 0 or now_ms - last_ingest_ms < idle_ms or now_ms - newest_ms > live_window_ms:
+    if idle_ms <= 0 or now_ms - last_ingest_ms < idle_ms or not is_live(newest_ms, now_ms):
         return None
     return now_ms - idle_ms

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 import pytest
 import yaml
 
+from detector.notify import alertmanager_alert
 from detector.batch import SampleBatch
 from detector.durations import parse_duration
 from detector.promql import compile_expr
@@ -257,9 +258,9 @@ def test_every_notification_carries_the_alert_labels_annotations_and_expression(
     assert n.labels == (("alertname", "High"), ("job", "a"), ("severity", "page"))
     assert n.annotations == (("summary", "a is 3"),)
     assert n.expr == "x > 0"
-    am = n.to_alertmanager("http://headroom")
+    am = alertmanager_alert(n, "http://headroom")
     assert (am["startsAt"], am["endsAt"]) == ("1970-01-01T00:00:00.000Z", "1970-01-01T00:04:00.000Z")
-    assert am["generatorURL"].startswith("http://headroom/graph?g0.expr=x%20%3E%200")
+    assert am["generatorURL"].startswith("http://headroom/graph?g0.expr=x+%3E+0")
 
 
 # --- identity and labels ---------------------------------------------------------------------
