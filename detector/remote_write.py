@@ -22,6 +22,7 @@ lose good samples); the invalid ones are reported, each naming the series.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -127,7 +128,8 @@ class RemoteWriteDecoder:
         self.limits = limits or WriteLimits()
         self.partition_by = partition_by
         self.cache_size = cache_size
-        self._known: dict[tuple[bytes, ...], _SeriesRef] = {}
+        # Encoded label entries (tag, length, Label bytes each) -> identity.
+        self._known: dict[bytes, _SeriesRef] = {}
 
     def check_headers(self, headers: Mapping[str, str]) -> None:
         """Raise 415 unless the request says snappy-compressed protobuf."""
@@ -150,32 +152,27 @@ class RemoteWriteDecoder:
         known = self._known
         columns: dict[int, _PartitionColumns] = {}
         # The hot loop: Prometheus sends ~2000 series of one sample each per
-        # request, so per-series Python work is what this costs; keep it lean.
-        for ts in request.timeseries:
-            samples = ts.samples
-            if not samples:
-                if ts.histograms:
-                    self._refuse_histograms(ts, out)
-                continue
-            # The tuple, not the joined bytes: label entries split differently
-            # on the wire are different series.
-            raw_key = tuple(ts.labels)
-            ref = known.get(raw_key)
+        # request, so per-series Python work is what this costs. The fast path
+        # reads the samples off the end of the series' bytes; what precedes
+        # them must then be, byte for byte, the labels of a series already
+        # validated. Anything else takes the slow path through protobuf.
+        for raw in request.timeseries:
+            peeled = _peel_samples(raw)
+            ref = known.get(raw[: peeled[0]]) if peeled is not None else None
             if ref is None:
-                ref = self._learn(raw_key, ts.labels, out)
+                ref, peeled = self._slow_path(raw, out)
                 if ref is None:
-                    out.refused_series += 1
-                    out.refused_samples += len(samples)
                     continue
+            _, stamps, values = peeled
             cols = columns.get(ref.partition)
             if cols is None:
                 cols = columns[ref.partition] = _PartitionColumns()
-            _add(cols, ref.key, samples)
+            cols.add(ref.key, stamps, values)
             if ref.global_lane:
                 lane = columns.get(_GLOBAL_LANE)
                 if lane is None:
                     lane = columns[_GLOBAL_LANE] = _PartitionColumns()
-                _add(lane, ref.key, samples)
+                lane.add(ref.key, stamps, values)
         for partition, cols in columns.items():
             if partition == _GLOBAL_LANE:
                 out.global_batches = cols.batches(self.limits.max_message_bytes)
@@ -185,12 +182,31 @@ class RemoteWriteDecoder:
             out.batches[partition] = cols.batches(self.limits.max_message_bytes)
         return out
 
-    def _refuse_histograms(self, ts: remote_pb2.RawTimeSeries, out: DecodedWrite) -> None:
-        out.refused_series += 1
-        out.refused_samples += len(ts.histograms)
-        out.problems.append(
-            f"series {_describe(ts.labels)}: native histograms are not supported; send classic _bucket series"
-        )
+    def _slow_path(self, raw: bytes, out: DecodedWrite) -> tuple[_SeriesRef | None, _Peeled | None]:
+        """Parse one series with protobuf: first sight of a series, or an unusual encoding."""
+        try:
+            ts = remote_pb2.RawTimeSeries.FromString(raw)
+        except DecodeError as exc:
+            raise InvalidRequest(400, f"a series is not a valid TimeSeries protobuf: {exc}") from None
+        _refuse_wrong_wire_types(ts)
+        samples = ts.samples
+        if not samples:
+            if ts.histograms:
+                out.refused_series += 1
+                out.refused_samples += len(ts.histograms)
+                out.problems.append(
+                    f"series {_describe(ts.labels)}: native histograms are not supported; send classic _bucket series"
+                )
+            return None, None
+        key = b"".join(_LABEL_TAG + _varint(len(label)) + label for label in ts.labels)
+        ref = self._known.get(key) or self._learn(key, ts.labels, out)
+        if ref is None:
+            out.refused_series += 1
+            out.refused_samples += len(samples)
+            return None, None
+        stamps = [_varint(s.timestamp & _U64) for s in samples]
+        values = [_F64.pack(s.value) for s in samples]
+        return ref, (len(key), stamps, values)
 
     def _parse(self, body: bytes) -> remote_pb2.RawWriteRequest:
         limits = self.limits
@@ -211,19 +227,13 @@ class RemoteWriteDecoder:
         except Exception as exc:
             raise InvalidRequest(400, f"corrupt snappy body: {exc}") from None
         try:
-            request = remote_pb2.RawWriteRequest.FromString(raw)
+            request = remote_pb2.SeriesBytesWriteRequest.FromString(raw)
         except DecodeError as exc:
             raise InvalidRequest(400, f"body is not a remote-write WriteRequest protobuf: {exc}") from None
-        # Python's protobuf keeps a field of the wrong wire type as an unknown
-        # field instead of failing, which would turn a bad Sample.value into a
-        # silent 0.0. Dropping unknown fields changes the size only if there were
-        # any; only then is it worth a closer look.
-        request.DiscardUnknownFields()
-        if request.ByteSize() != len(raw):
-            _refuse_wrong_wire_types(remote_pb2.RawWriteRequest.FromString(raw))
+        _refuse_wrong_wire_types(request)
         return request
 
-    def _learn(self, raw_key: tuple[bytes, ...], raw_labels: Sequence[bytes], out: DecodedWrite) -> _SeriesRef | None:
+    def _learn(self, raw_key: bytes, raw_labels: Sequence[bytes], out: DecodedWrite) -> _SeriesRef | None:
         try:
             labels = _validated_labels(raw_labels, self.limits)
         except _InvalidSeries as exc:
@@ -242,56 +252,117 @@ class RemoteWriteDecoder:
 
 
 _GLOBAL_LANE = -1  # the columns key of the global lane's copy
+_LABEL_TAG = b"\x0a"  # TimeSeries field 1, length-delimited
+_F64 = struct.Struct("<d")
+_U64 = (1 << 64) - 1
+_ZERO_VALUE = bytes(8)  # proto3 leaves out a value of 0.0
+_Peeled = tuple[int, list[bytes], list[bytes]]
 
 
-def _add(cols: _PartitionColumns, key: bytes, samples) -> None:  # noqa: ANN001 - a protobuf repeated field
-    cols.keys.append(key)
-    if len(samples) == 1:
-        sample = samples[0]
-        cols.counts.append(1)
-        cols.stamps.append(sample.timestamp)
-        cols.values.append(sample.value)
-    else:
-        cols.counts.append(len(samples))
-        cols.stamps.extend([s.timestamp for s in samples])
-        cols.values.extend([s.value for s in samples])
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _peel_samples(raw: bytes) -> _Peeled | None:
+    """Read the Sample fields off the end of an encoded TimeSeries.
+
+    Returns (where the samples start, each timestamp's varint bytes, each
+    value's 8 bytes), in order, or None if the series does not end in samples
+    encoded the usual way: ``0x12 len [0x09 value] 0x10 timestamp``. A wrong
+    split is harmless: the bytes before the samples must equal a validated
+    label encoding, or the series takes the slow path.
+    """
+    end = len(raw)
+    stamps: list[bytes] = []
+    values: list[bytes] = []
+    while end > 2 and not raw[end - 1] & 0x80:
+        tag = end - 2
+        while tag >= 0 and raw[tag] & 0x80:
+            tag -= 1
+        size = end - tag - 1
+        if tag < 2 or raw[tag] != 0x10 or size > 10:
+            break
+        start = tag - 11
+        if start >= 0 and raw[tag - 9] == 0x09 and raw[start + 1] == 10 + size and raw[start] == 0x12:
+            values.append(raw[tag - 8 : tag])
+        elif raw[tag - 1] == 1 + size and raw[tag - 2] == 0x12:
+            start = tag - 2
+            values.append(_ZERO_VALUE)
+        else:
+            break
+        stamps.append(raw[tag + 1 : end])
+        end = start
+    if not stamps:
+        return None
+    stamps.reverse()
+    values.reverse()
+    return end, stamps, values
+
+
+def _decode_varints(chunks: list[bytes]) -> np.ndarray:
+    """Many unsigned varints at once; int64 by two's complement, as protobuf reads int64."""
+    lengths = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
+    data = np.frombuffer(b"".join(chunks), dtype=np.uint8)
+    starts = np.cumsum(lengths) - lengths
+    out = np.zeros(len(chunks), dtype=np.uint64)
+    for size in np.unique(lengths).tolist():
+        pick = np.flatnonzero(lengths == size)
+        digits = data[starts[pick, None] + np.arange(size)].astype(np.uint64) & np.uint64(0x7F)
+        out[pick] = (digits << (np.arange(size, dtype=np.uint64) * np.uint64(7))).sum(axis=1, dtype=np.uint64)
+    return out.view(np.int64)
 
 
 # Field numbers each message declares; an unknown field with one of these
-# numbers arrived with the wrong wire type. Other numbers are fields of newer
-# senders and are ignored, as protobuf intends.
-_KNOWN_FIELDS = {"RawWriteRequest": {1, 3}, "RawTimeSeries": {1, 2, 3, 4}, "Sample": {1, 2}}
+# numbers arrived with the wrong wire type (Python's protobuf keeps it as an
+# unknown field instead of failing, which would turn a bad Sample.value into
+# a silent 0.0). Other numbers are fields of newer senders and are ignored.
+_KNOWN_FIELDS = {"SeriesBytesWriteRequest": {1, 3}, "RawTimeSeries": {1, 2, 3, 4}, "Sample": {1, 2}}
 
 
-def _refuse_wrong_wire_types(request: remote_pb2.RawWriteRequest) -> None:
-    def check(message: object, name: str, where: str) -> None:
-        for unknown in unknown_fields.UnknownFieldSet(message):
+def _refuse_wrong_wire_types(message: remote_pb2.SeriesBytesWriteRequest | remote_pb2.RawTimeSeries) -> None:
+    def check(part: object, name: str, where: str) -> None:
+        for unknown in unknown_fields.UnknownFieldSet(part):
             if unknown.field_number in _KNOWN_FIELDS[name]:
-                raise InvalidRequest(
-                    400, f"{where}: field {unknown.field_number} of {name.removeprefix('Raw')} has the wrong wire type"
-                )
+                raise InvalidRequest(400, f"{where}: field {unknown.field_number} of {name} has the wrong wire type")
 
-    check(request, "RawWriteRequest", "WriteRequest")
-    for i, ts in enumerate(request.timeseries):
-        check(ts, "RawTimeSeries", f"series {_describe(ts.labels)}")
-        for sample in ts.samples:
-            check(sample, "Sample", f"series {i} {_describe(ts.labels)}, a sample")
+    if isinstance(message, remote_pb2.SeriesBytesWriteRequest):
+        check(message, "SeriesBytesWriteRequest", "WriteRequest")
+        return
+    where = f"series {_describe(message.labels)}"
+    check(message, "RawTimeSeries", where)
+    for sample in message.samples:
+        check(sample, "Sample", f"{where}, a sample")
 
 
 class _PartitionColumns:
-    """Accumulates one partition's share of a request, then cuts it into batches."""
+    """Accumulates one partition's share of a request, then cuts it into batches.
+
+    Timestamps are kept as their varint bytes and values as their 8 bytes,
+    and decoded for the whole partition at once.
+    """
 
     __slots__ = ("keys", "counts", "stamps", "values")
 
     def __init__(self) -> None:
         self.keys: list[bytes] = []
         self.counts: list[int] = []
-        self.stamps: list[int] = []
-        self.values: list[float] = []
+        self.stamps: list[bytes] = []
+        self.values: list[bytes] = []
+
+    def add(self, key: bytes, stamps: list[bytes], values: list[bytes]) -> None:
+        self.keys.append(key)
+        self.counts.append(len(stamps))
+        self.stamps += stamps
+        self.values += values
 
     def batches(self, max_bytes: int) -> list[SampleBatch]:
-        stamps = np.asarray(self.stamps, dtype=np.int64)
-        values = np.asarray(self.values, dtype=np.float64)
+        stamps = _decode_varints(self.stamps)
+        values = np.frombuffer(b"".join(self.values), dtype="<f8")
         out = []
         first_series = first_sample = size = 0
         n_series = len(self.keys)

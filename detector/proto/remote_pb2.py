@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0cremote.proto\x12\x0fheadroom.prompb\"x\n\x0cWriteRequest\x12/\n\ntimeseries\x18\x01 \x03(\x0b\x32\x1b.headroom.prompb.TimeSeries\x12\x31\n\x08metadata\x18\x03 \x03(\x0b\x32\x1f.headroom.prompb.MetricMetadataJ\x04\x08\x02\x10\x03\"^\n\nTimeSeries\x12&\n\x06labels\x18\x01 \x03(\x0b\x32\x16.headroom.prompb.Label\x12(\n\x07samples\x18\x02 \x03(\x0b\x32\x17.headroom.prompb.Sample\"$\n\x05Label\x12\x0c\n\x04name\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\"*\n\x06Sample\x12\r\n\x05value\x18\x01 \x01(\x01\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\"V\n\x0eMetricMetadata\x12\x0c\n\x04type\x18\x01 \x01(\x05\x12\x1a\n\x12metric_family_name\x18\x02 \x01(\t\x12\x0c\n\x04help\x18\x04 \x01(\t\x12\x0c\n\x04unit\x18\x05 \x01(\t\"W\n\x0fRawWriteRequest\x12\x32\n\ntimeseries\x18\x01 \x03(\x0b\x32\x1e.headroom.prompb.RawTimeSeries\x12\x10\n\x08metadata\x18\x03 \x03(\x0c\"p\n\rRawTimeSeries\x12\x0e\n\x06labels\x18\x01 \x03(\x0c\x12(\n\x07samples\x18\x02 \x03(\x0b\x32\x17.headroom.prompb.Sample\x12\x11\n\texemplars\x18\x03 \x03(\x0c\x12\x12\n\nhistograms\x18\x04 \x03(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0cremote.proto\x12\x0fheadroom.prompb\"x\n\x0cWriteRequest\x12/\n\ntimeseries\x18\x01 \x03(\x0b\x32\x1b.headroom.prompb.TimeSeries\x12\x31\n\x08metadata\x18\x03 \x03(\x0b\x32\x1f.headroom.prompb.MetricMetadataJ\x04\x08\x02\x10\x03\"^\n\nTimeSeries\x12&\n\x06labels\x18\x01 \x03(\x0b\x32\x16.headroom.prompb.Label\x12(\n\x07samples\x18\x02 \x03(\x0b\x32\x17.headroom.prompb.Sample\"$\n\x05Label\x12\x0c\n\x04name\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\"*\n\x06Sample\x12\r\n\x05value\x18\x01 \x01(\x01\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\"V\n\x0eMetricMetadata\x12\x0c\n\x04type\x18\x01 \x01(\x05\x12\x1a\n\x12metric_family_name\x18\x02 \x01(\t\x12\x0c\n\x04help\x18\x04 \x01(\t\x12\x0c\n\x04unit\x18\x05 \x01(\t\"?\n\x17SeriesBytesWriteRequest\x12\x12\n\ntimeseries\x18\x01 \x03(\x0c\x12\x10\n\x08metadata\x18\x03 \x03(\x0c\"W\n\x0fRawWriteRequest\x12\x32\n\ntimeseries\x18\x01 \x03(\x0b\x32\x1e.headroom.prompb.RawTimeSeries\x12\x10\n\x08metadata\x18\x03 \x03(\x0c\"p\n\rRawTimeSeries\x12\x0e\n\x06labels\x18\x01 \x03(\x0c\x12(\n\x07samples\x18\x02 \x03(\x0b\x32\x17.headroom.prompb.Sample\x12\x11\n\texemplars\x18\x03 \x03(\x0c\x12\x12\n\nhistograms\x18\x04 \x03(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,8 +41,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SAMPLE']._serialized_end=331
   _globals['_METRICMETADATA']._serialized_start=333
   _globals['_METRICMETADATA']._serialized_end=419
-  _globals['_RAWWRITEREQUEST']._serialized_start=421
-  _globals['_RAWWRITEREQUEST']._serialized_end=508
-  _globals['_RAWTIMESERIES']._serialized_start=510
-  _globals['_RAWTIMESERIES']._serialized_end=622
+  _globals['_SERIESBYTESWRITEREQUEST']._serialized_start=421
+  _globals['_SERIESBYTESWRITEREQUEST']._serialized_end=484
+  _globals['_RAWWRITEREQUEST']._serialized_start=486
+  _globals['_RAWWRITEREQUEST']._serialized_end=573
+  _globals['_RAWTIMESERIES']._serialized_start=575
+  _globals['_RAWTIMESERIES']._serialized_end=687
 # @@protoc_insertion_point(module_scope)

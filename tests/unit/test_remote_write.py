@@ -449,3 +449,64 @@ def test_inputs_of_global_groups_are_copied_to_the_global_lane():
     assert decoded.samples == 3  # the copy is not counted twice
     again = decoder.decode(encode_write_request([(depth, [(3000, 7.0)])]))  # known series keep their lane
     assert again.global_batches[0].values.tolist() == [7.0]
+
+
+# --- the fast path (samples read off the end of a known series' bytes) ---------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_SPECIAL = [0.0, -0.0, 1.0, float("inf"), -float("inf"), float("nan"), struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]]
+_values = st.one_of(st.sampled_from(_SPECIAL), st.floats(allow_nan=True, allow_infinity=True))
+_stamps = st.one_of(st.just(0), st.integers(-(2**63), 2**63 - 1), st.integers(1_600_000_000_000, 1_800_000_000_000))
+_label_value = st.text(alphabet=st.characters(min_codepoint=1, max_codepoint=0x2FFF), min_size=1, max_size=12)
+
+
+@st.composite
+def _requests(draw) -> list[tuple[Labels, list[tuple[int, float]]]]:
+    names = draw(st.lists(st.sampled_from(["job", "instance", "queue_name", "le", "x\u00e9"]), unique=True, max_size=4))
+    series = []
+    for i in range(draw(st.integers(1, 5))):
+        labels = tuple(sorted([("__name__", f"m{i}")] + [(n, draw(_label_value)) for n in names]))
+        stamps = sorted(set(draw(st.lists(_stamps, min_size=1, max_size=4))))
+        series.append((labels, [(t, draw(_values)) for t in stamps]))
+    return series
+
+
+def _as_samples(decoded) -> dict[Labels, list[tuple[int, int]]]:
+    got: dict[Labels, list[tuple[int, int]]] = defaultdict(list)
+    for batches in decoded.batches.values():
+        for batch in batches:
+            bits = batch.values.view(np.uint64).tolist()
+            for i, t, b in zip(batch.series_index.tolist(), batch.timestamps.tolist(), bits):
+                got[batch.series_labels(i)].append((t, b))
+    return dict(got)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(_requests())
+def test_seen_series_decode_the_same_on_the_fast_path_bit_exact(series):
+    expected = {labels: [(t, struct.unpack("<Q", struct.pack("<d", v))[0]) for t, v in samples] for labels, samples in series}
+    decoder = RemoteWriteDecoder(4)
+    body = encode_write_request(series)
+    first = decoder.decode(body)  # first sight: the protobuf path, which learns the series
+    again = decoder.decode(body)  # seen: the fast path
+    assert first.new_series == len(series) and again.new_series == 0
+    assert _as_samples(first) == expected
+    assert _as_samples(again) == expected
+
+
+def test_ordinary_seen_series_never_take_the_protobuf_path(monkeypatch):
+    series = [
+        ((("__name__", "up"), ("instance", f"a:{i}"), ("job", "api")), [(1_700_000_000_000 + k * 15_000, float(k % 3)) for k in range(n)])
+        for i, n in enumerate([1, 1, 10, 3])
+    ]
+    decoder = RemoteWriteDecoder(4)
+    body = encode_write_request(series)
+    decoder.decode(body)
+
+    def no_slow_path(*_):
+        raise AssertionError("the fast path should have read this series")
+
+    monkeypatch.setattr(decoder, "_slow_path", no_slow_path)
+    assert decoder.decode(body).samples == 15
