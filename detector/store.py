@@ -183,6 +183,31 @@ class SeriesStore:
         found &= ~is_stale(values)
         return found, values
 
+    def latest(self, rows: np.ndarray, t_ms: int, lookback_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`instant` with each sample's own timestamp: ``(found, stamps, values)``.
+
+        ``timestamp(x)`` needs when the sample it selects was taken, not when
+        the rule is evaluated.
+
+        >>> from detector.batch import SampleBatch
+        >>> store = SeriesStore(retention_ms=300_000)
+        >>> _ = store.append(SampleBatch.from_series([((("__name__", "x"),), [(1000, 1.0), (2000, 5.0)])]))
+        >>> found, stamps, values = store.latest(np.array([0]), t_ms=2500, lookback_ms=300_000)
+        >>> found.tolist(), stamps.tolist(), values.tolist()
+        ([True], [2000], [5.0])
+        """
+        if len(rows) == 0:
+            return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64), np.zeros(0)
+        stamps = self._ts[rows]
+        inside = (stamps <= t_ms) & (stamps >= t_ms - lookback_ms)
+        masked = np.where(inside, stamps, EMPTY)
+        slot = masked.argmax(axis=1)
+        pick = np.arange(len(rows))
+        newest = masked[pick, slot]
+        values = self._vals[rows, slot]
+        found = (newest != EMPTY) & ~is_stale(values)
+        return found, newest, values
+
     def window(self, rows: np.ndarray, t_ms: int, range_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For each row, its samples in [t - range, t] (Prometheus 2.x: both ends closed), oldest first.
 

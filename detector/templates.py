@@ -428,9 +428,11 @@ class Template:
         parts.append(tail)
         return cls(source, tuple(p for p in parts if p != ""))
 
-    def render(self, labels: Mapping[str, str], value: float, external_labels: Mapping[str, str] | None = None) -> str:
+    def render(
+        self, labels: Mapping[str, str], value: float, external_labels: Mapping[str, str] | None = None, external_url: str = ""
+    ) -> str:
         """Expand for one alert; a runtime error renders as Prometheus does, in place of the text."""
-        scope = _Scope(labels, value, external_labels or {})
+        scope = _Scope(labels, value, external_labels or {}, external_url)
         try:
             return "".join(p if isinstance(p, str) else _print(scope.run(p)) for p in self.parts)
         except (TemplateError, TypeError, ValueError) as exc:
@@ -519,12 +521,12 @@ _FIELDS = {".Labels": "$labels", ".Value": "$value", ".ExternalLabels": "$extern
 
 
 class _Scope:
-    def __init__(self, labels: Mapping[str, str], value: float, external: Mapping[str, str]) -> None:
+    def __init__(self, labels: Mapping[str, str], value: float, external: Mapping[str, str], external_url: str) -> None:
         self.vars: dict[str, object] = {
             "$labels": labels,
             "$value": value,
             "$externalLabels": external,
-            "$externalURL": "",
+            "$externalURL": external_url,
         }
 
     def run(self, pipeline: _Pipeline) -> object:

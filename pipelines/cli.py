@@ -18,6 +18,7 @@ from detector.errors import HeadroomError
 from detector.rules import load_rule_files
 from pipelines.settings import Settings
 from pipelines.stack.cli import kafka
+from pipelines.test_rules_cli import test_rules
 
 console = Console(stderr=True)
 
@@ -28,7 +29,12 @@ def _settings(**overrides: object) -> Settings:
 
 def _load_groups(settings: Settings):
     try:
-        return load_rule_files(settings.rule_files, default_interval_ms=settings.evaluation_interval_ms, external_labels=settings.external_labels)
+        return load_rule_files(
+            settings.rule_files,
+            default_interval_ms=settings.evaluation_interval_ms,
+            external_labels=settings.external_labels,
+            external_url=settings.external_url,
+        )
     except HeadroomError as exc:
         console.print(f"[red]{exc}[/red]")
         sys.exit(2)
@@ -42,6 +48,7 @@ def cli(verbose: bool) -> None:
 
 
 cli.add_command(kafka)
+cli.add_command(test_rules)
 
 
 @cli.command("check-rules")

@@ -36,12 +36,12 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-import promql_parser as pp
 import yaml
 
 from detector.batch import SampleBatch
-from detector.labels import METRIC_NAME, Labels
+from detector.labels import Labels
 from detector.promql import EvalContext, EvaluationError, InstantVector, compile_expr
+from detector.rules.unittest import parse_series, parse_series_values
 from detector.store import STALE_NAN_BITS, SeriesStore
 
 Result = dict[Labels, float] | str
@@ -74,16 +74,8 @@ def promtool_binary() -> str:
 
 
 def series_labels(selector: str) -> Labels:
-    """Label set of a series written as a selector, e.g. ``x{a="1"}``."""
-    node = pp.parse(selector)
-    assert isinstance(node, pp.VectorSelector), selector
-    labels = {m.name: m.value for m in node.matchers.matchers}
-    if node.name:
-        labels[METRIC_NAME] = node.name
-    return tuple(sorted(labels.items()))
-
-
-_ITEM = re.compile(r"(?P<value>[+-]?[^+\-x\s]+?)(?:(?P<step>[+-][^x\s]+)?x(?P<times>[0-9]+))?")
+    """Label set of a series written as promtool writes it, e.g. ``x{a="1"}`` (see detector.rules.unittest)."""
+    return parse_series(selector)
 
 
 def expand_values(text: str) -> list[float | None]:
@@ -91,23 +83,10 @@ def expand_values(text: str) -> list[float | None]:
 
     ``a+bxn`` is a followed by n values, each the previous plus b (added up,
     not multiplied, as promtool does); ``axn`` is a, n+1 times; ``_xn`` is n
-    missing samples; ``stale`` is a staleness marker.
+    missing samples; ``stale`` is a staleness marker. The parser is Headroom's
+    own (``headroom test-rules`` reads the same notation).
     """
-    out: list[float | None] = []
-    for token in text.split():
-        match = _ITEM.fullmatch(token)
-        assert match is not None, f"not promtool series notation: {token!r}"
-        times = match["times"]
-        if match["value"] == "_":
-            out += [None] * (int(times) if times else 1)
-            continue
-        value = STALE if match["value"] == "stale" else float(match["value"])
-        out.append(value)
-        step = float(match["step"] or 0)
-        for _ in range(int(times or 0)):
-            value += step
-            out.append(value)
-    return out
+    return parse_series_values(text)
 
 
 def _duration(ms: int) -> str:

@@ -12,7 +12,26 @@ import promql_parser as pp
 
 from detector.errors import HeadroomError
 from detector.labels import METRIC_NAME
-from detector.promql.functions import RANGE_FUNCTIONS, HistogramQuantileNode, RangeFunctionNode
+from detector.promql.aggregations import AGGREGATIONS, LABEL_NAME, AggregateNode
+from detector.promql.functions import (
+    DATE_FUNCTIONS,
+    RANGE_SPECS,
+    VECTOR_FUNCTIONS,
+    AbsentNode,
+    DateNode,
+    HistogramQuantileNode,
+    PiNode,
+    RangeFunctionNode,
+    RelabelNode,
+    ScalarNode,
+    TimeNode,
+    TimestampNode,
+    VectorFunctionNode,
+    VectorNode,
+    absent_labels,
+    label_joiner,
+    label_replacer,
+)
 from detector.promql.plan import (
     ARITHMETIC,
     COMPARISON,
@@ -50,10 +69,10 @@ def compile_expr(text: str) -> Node:
 
     >>> compile_expr("up == 0").kind
     'vector'
-    >>> compile_expr("abs(x) > 1")
+    >>> compile_expr("sin(x) > 1")
     Traceback (most recent call last):
     ...
-    detector.promql.compile.UnsupportedExpression: function abs() is not supported yet, in: abs(x) > 1
+    detector.promql.compile.UnsupportedExpression: function sin() is not supported yet, in: sin(x) > 1
     """
     try:
         tree = pp.parse(text)
@@ -77,19 +96,9 @@ def _compile(node: object) -> Node:
     if isinstance(node, pp.BinaryExpr):
         return _binary(node)
     if isinstance(node, pp.Call):
-        name = node.func.name
-        if name in RANGE_FUNCTIONS:
-            arg = node.args[0]
-            while isinstance(arg, pp.ParenExpr):  # Prometheus accepts rate((x[5m])) too
-                arg = arg.expr
-            if not isinstance(arg, pp.MatrixSelector):
-                raise UnsupportedExpression(f"{name}() of a subquery is not supported")
-            return RangeFunctionNode(name, _selector(arg.vector_selector), arg.range // timedelta(milliseconds=1))
-        if name == "histogram_quantile":
-            return HistogramQuantileNode(_compile(node.args[0]), _compile(node.args[1]))
-        raise UnsupportedExpression(f"function {name}() is not supported yet")
+        return _call(node)
     if isinstance(node, pp.AggregateExpr):
-        raise UnsupportedExpression(f"aggregation {str(node.op)}() is not supported yet")
+        return _aggregate(node)
     if isinstance(node, pp.MatrixSelector):
         raise UnsupportedExpression("a range vector selector (x[5m]) can only be the argument of a range function")
     if isinstance(node, pp.SubqueryExpr):
@@ -97,6 +106,79 @@ def _compile(node: object) -> Node:
     if isinstance(node, pp.StringLiteral):
         raise UnsupportedExpression("a string literal cannot be a rule's result")
     raise UnsupportedExpression(f"{type(node).__name__} is not supported")
+
+
+def _unparen(node: object) -> object:
+    while isinstance(node, pp.ParenExpr):  # Prometheus accepts rate((x[5m])) too
+        node = node.expr
+    return node
+
+
+def _range_selector(name: str, arg: object) -> tuple[SelectorNode, int]:
+    """The selector and range (ms) of a range function's ``x[5m]`` argument."""
+    arg = _unparen(arg)
+    if not isinstance(arg, pp.MatrixSelector):
+        raise UnsupportedExpression(f"{name}() of a subquery is not supported")
+    return _selector(arg.vector_selector), arg.range // timedelta(milliseconds=1)
+
+
+def _string(name: str, arg: object) -> str:
+    arg = _unparen(arg)
+    if not isinstance(arg, pp.StringLiteral):  # the parser type-checks; parentheses are all it allows
+        raise UnsupportedExpression(f"{name}() needs string literal arguments")
+    return arg.val
+
+
+def _call(node: pp.Call) -> Node:
+    """A function call; any function not compiled here is refused, by name."""
+    name = node.func.name
+    args = list(node.args)
+    spec = RANGE_SPECS.get(name)
+    if spec is not None:
+        selector, range_ms = _range_selector(name, args[spec.matrix_arg])
+        params = [_compile(a) for i, a in enumerate(args) if i != spec.matrix_arg]
+        return RangeFunctionNode(name, selector, range_ms, params[0] if params else None)
+    if name == "absent_over_time":
+        selector, range_ms = _range_selector(name, args[0])
+        return AbsentNode(None, absent_labels(selector.matchers), selector, range_ms)
+    if name == "absent":
+        expr = _compile(args[0])
+        # Labels come from the matchers of a selector argument only, not of one deeper inside.
+        labels = absent_labels(expr.matchers) if isinstance(_unparen(args[0]), pp.VectorSelector) else ()
+        return AbsentNode(expr, labels)  # type: ignore[union-attr]
+    if name in VECTOR_FUNCTIONS:
+        return VectorFunctionNode(name, _compile(args[0]), tuple(_compile(a) for a in args[1:]))
+    if name in DATE_FUNCTIONS:
+        return DateNode(name, _compile(args[0]) if args else None)
+    if name == "timestamp":  # of a selector: the selected samples' own timestamps
+        return TimestampNode(_compile(args[0]), of_selector=isinstance(_unparen(args[0]), pp.VectorSelector))
+    if name in ("sort", "sort_desc"):
+        return _compile(args[0])  # order means nothing to a rule
+    if name == "scalar":
+        return ScalarNode(_compile(args[0]))
+    if name == "vector":
+        return VectorNode(_compile(args[0]))
+    if name == "time":
+        return TimeNode()
+    if name == "pi":
+        return PiNode()
+    if name == "label_replace":
+        dst, replacement, src, regex = (_string(name, a) for a in args[1:5])
+        try:
+            relabel = label_replacer(dst, replacement, src, regex)
+        except ValueError as exc:
+            raise UnsupportedExpression(str(exc)) from None
+        return RelabelNode(_compile(args[0]), relabel)
+    if name == "label_join":
+        dst, separator, *sources = (_string(name, a) for a in args[1:])
+        try:
+            relabel = label_joiner(dst, separator, sources)
+        except ValueError as exc:
+            raise UnsupportedExpression(str(exc)) from None
+        return RelabelNode(_compile(args[0]), relabel)
+    if name == "histogram_quantile":
+        return HistogramQuantileNode(_compile(args[0]), _compile(args[1]))
+    raise UnsupportedExpression(f"function {name}() is not supported yet")
 
 
 def _selector(node: pp.VectorSelector) -> SelectorNode:
@@ -136,3 +218,27 @@ def _binary(node: pp.BinaryExpr) -> BinaryNode:
             raise UnsupportedExpression("fill() modifiers are not supported")
         matching = VectorMatching(on=bool(on), labels=labels, card=card, include=include)
     return BinaryNode(op, lhs, rhs, return_bool, matching)
+
+
+def _aggregate(node: pp.AggregateExpr) -> AggregateNode:
+    op = str(node.op)
+    if op not in AGGREGATIONS:
+        raise UnsupportedExpression(f"aggregation {op}() is not supported")
+    without, grouping = False, ()
+    if node.modifier is not None:
+        without = _enum_name(node.modifier.type) == "Without"
+        grouping = tuple(node.modifier.labels)
+    for name in grouping:  # promql-parser also takes quoted UTF-8 names, which Prometheus 2.x refuses
+        if not LABEL_NAME.fullmatch(name):
+            raise UnsupportedExpression(f"{name!r} is not a label name in Prometheus 2.x")
+    param = node.param
+    while isinstance(param, pp.ParenExpr):
+        param = param.expr
+    if op == "count_values":
+        if not isinstance(param, pp.StringLiteral):  # the parser allows only strings here
+            raise UnsupportedExpression("count_values() takes a string literal label name")
+        return AggregateNode(op, _compile(node.expr), grouping, without, label=param.val)
+    compiled = None if param is None else _compile(param)
+    if compiled is not None and compiled.kind != "scalar":
+        raise UnsupportedExpression(f"{op}() takes a scalar parameter")
+    return AggregateNode(op, _compile(node.expr), grouping, without, compiled)

@@ -9,9 +9,7 @@ and ``^`` and ``atan2`` are computed bit for bit as Go's math package does.
 
 from __future__ import annotations
 
-import math
 import re
-import struct
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence

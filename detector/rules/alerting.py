@@ -75,6 +75,7 @@ class AlertingRule:
     group: str = ""
     source: str = ""
     external_labels: Mapping[str, str] = field(default_factory=dict)
+    external_url: str = ""
 
     def evaluate(self, ctx: EvalContext, active: dict[int, Alert], limit: int = 0) -> list[AlertTransition]:
         """One evaluation at ``ctx.t_ms``; updates ``active`` and returns the state changes.
@@ -149,18 +150,36 @@ class AlertingRule:
             )
         return out
 
+    def alert_series(self, active: dict[int, Alert]) -> tuple[list[bytes], list[float]]:
+        """The ``ALERTS`` and ``ALERTS_FOR_STATE`` samples Prometheus writes after an evaluation.
+
+        ``ALERTS{alertstate="pending"|"firing", <alert labels>} 1`` and
+        ``ALERTS_FOR_STATE{<alert labels>} <active_at in seconds>`` for every
+        pending or firing alert, as canonical label keys and values.
+        """
+        keys, values = [], []
+        for alert in active.values():
+            if alert.state == INACTIVE:
+                continue
+            base = tuple(p for p in alert.labels if p[0] != METRIC_NAME)
+            keys.append(canonical_bytes(tuple(sorted(base + ((METRIC_NAME, "ALERTS"), ("alertstate", alert.state))))))
+            values.append(1.0)
+            keys.append(canonical_bytes(tuple(sorted(base + ((METRIC_NAME, "ALERTS_FOR_STATE"),)))))
+            values.append(alert.active_at / 1000)
+        return keys, values
+
     def _alert_for(self, sample_labels: Labels, value: float, t: int) -> Alert:
         label_map = dict(sample_labels)
         out = {k: v for k, v in sample_labels if k != METRIC_NAME}
         for name, template in self.labels:
-            rendered = template.render(label_map, value, self.external_labels)
+            rendered = template.render(label_map, value, self.external_labels, self.external_url)
             if rendered:
                 out[name] = rendered
             else:  # an empty label value means no label, as in Prometheus
                 out.pop(name, None)
         out["alertname"] = self.name
         annotations = tuple(
-            (name, template.render(label_map, value, self.external_labels)) for name, template in self.annotations
+            (name, template.render(label_map, value, self.external_labels, self.external_url)) for name, template in self.annotations
         )
         return Alert(tuple(sorted(out.items())), annotations, value, active_at=t)
 

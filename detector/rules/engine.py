@@ -35,9 +35,11 @@ from detector.promql import EvalContext
 from detector.promql.plan import DEFAULT_LOOKBACK_MS, EvaluationError
 from detector.rules.alerting import Alert, AlertingRule
 from detector.rules.group import RuleGroup
+from detector.rules.recording import write_series
 from detector.store import EMPTY, SeriesStore
 
 DEFAULT_RESEND_DELAY_MS = 60_000
+_NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 @dataclass
@@ -72,6 +74,7 @@ class RuleEngine:
         lookback_ms: int = DEFAULT_LOOKBACK_MS,
         lateness_ms: int = 0,
         resend_delay_ms: int = DEFAULT_RESEND_DELAY_MS,
+        start_ms: int | None = None,
     ) -> None:
         self.groups = groups
         self.lookback_ms = lookback_ms
@@ -83,10 +86,15 @@ class RuleEngine:
         self.watermark = EMPTY
         self.newest = EMPTY  # newest sample timestamp ingested
         self.stats = EngineStats()
-        self._next_tick: list[int | None] = [None] * len(groups)
+        # First evaluation of each group: the first interval multiple at or
+        # after start_ms if given (promtool evaluates from 0), else at or
+        # after the first sample ingested.
+        self._next_tick: list[int | None] = [
+            None if start_ms is None else -(-start_ms // g.interval_ms) * g.interval_ms for g in groups
+        ]
         self._evaluated_until = EMPTY
         self._alerts: dict[int, dict[int, Alert]] = {}
-        self._recorded: dict[int, np.ndarray] = {}
+        self._written: dict[int, np.ndarray] = {}  # rows each rule wrote at its last evaluation
 
     def ingest(self, batch: SampleBatch) -> EngineOutput:
         """Store a batch, then run every evaluation its samples made due."""
@@ -142,13 +150,16 @@ class RuleEngine:
             out.evaluations += 1
             self.stats.evaluations += 1
             try:
+                previous = self._written.get(key, _NO_ROWS)
                 if isinstance(rule, AlertingRule):
                     active = self._alerts.setdefault(key, {})
                     out.transitions += rule.evaluate(ctx, active, group.limit)
                     out.notifications += rule.notifications(tick, active, group.interval_ms, self.resend_delay_ms)
+                    # Like Prometheus, write ALERTS / ALERTS_FOR_STATE, which rules may read.
+                    keys, values = rule.alert_series(active)
+                    self._written[key] = write_series(self.store, keys, values, tick, previous)
                 else:
-                    previous = self._recorded.get(key, np.zeros(0, dtype=np.int64))
-                    self._recorded[key] = rule.evaluate(ctx, previous)
+                    self._written[key] = rule.evaluate(ctx, previous)
             except EvaluationError as exc:
                 self.stats.evaluation_errors += 1
                 out.errors.append(f"{group.source}: group {group.name!r}, rule {rule.name!r} at {tick}: {exc}")

@@ -14,14 +14,14 @@ naming file, group, rule and field, never a silent mis-evaluation.
 ...   - name: g
 ...     rules:
 ...       - alert: High
-...         expr: sum by (a) (x) > 1
+...         expr: max_over_time(x[5m:1m]) > 1
 ...         for: 5x
 ... ''')
 >>> load_rule_files([path])
 Traceback (most recent call last):
 ...
 detector.errors.RuleError: 2 problem(s) in rule files:
-  ...r.yml: group 'g', rule 1 'High', field 'expr': aggregation sum() is not supported yet, in: sum by (a) (x) > 1
+  ...r.yml: group 'g', rule 1 'High', field 'expr': max_over_time() of a subquery is not supported, in: max_over_time(x[5m:1m]) > 1
   ...r.yml: group 'g', rule 1 'High', field 'for': not a duration: '5x' (use units y, w, d, h, m, s, ms, e.g. '5m' or '1h30m')
 """
 
@@ -54,6 +54,7 @@ def load_rule_files(
     *,
     default_interval_ms: int = DEFAULT_INTERVAL_MS,
     external_labels: Mapping[str, str] | None = None,
+    external_url: str = "",
 ) -> list[RuleGroup]:
     """Read, validate and compile rule files (or packs, by name); :class:`RuleError` lists every problem."""
     problems: list[str] = []
@@ -64,13 +65,13 @@ def load_rule_files(
         except RuleError as exc:
             problems += exc.problems
             continue
-        groups.extend(_load_file(path, default_interval_ms, dict(external_labels or {}), problems))
+        groups.extend(_load_file(path, default_interval_ms, dict(external_labels or {}), external_url, problems))
     if problems:
         raise RuleError(problems)
     return groups
 
 
-def _load_file(path: Path, default_interval_ms: int, external: dict[str, str], problems: list[str]) -> list[RuleGroup]:
+def _load_file(path: Path, default_interval_ms: int, external: dict[str, str], external_url: str, problems: list[str]) -> list[RuleGroup]:
     try:
         # BaseLoader keeps every scalar as the text written, as Prometheus's
         # YAML reader does for these string fields: `page: true` stays "true",
@@ -116,13 +117,15 @@ def _load_file(path: Path, default_interval_ms: int, external: dict[str, str], p
         rules = [
             rule
             for i, spec in enumerate(raw.get("rules") or [], start=1)
-            if (rule := _load_rule(spec, f"{where}, rule {i}", name, str(path), external, problems)) is not None
+            if (rule := _load_rule(spec, f"{where}, rule {i}", name, str(path), external, external_url, problems)) is not None
         ]
         groups.append(RuleGroup(name, str(path), interval, tuple(rules), int(limit)))
     return groups
 
 
-def _load_rule(spec: object, where: str, group: str, source: str, external: dict[str, str], problems: list[str]) -> Rule | None:
+def _load_rule(
+    spec: object, where: str, group: str, source: str, external: dict[str, str], external_url: str, problems: list[str]
+) -> Rule | None:
     if not isinstance(spec, dict):
         problems.append(f"{where}: a rule is a mapping")
         return None
@@ -173,6 +176,7 @@ def _load_rule(spec: object, where: str, group: str, source: str, external: dict
         group=group,
         source=source,
         external_labels=external,
+        external_url=external_url,
     )
 
 

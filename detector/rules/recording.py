@@ -9,7 +9,7 @@ import numpy as np
 from detector.labels import METRIC_NAME, canonical_bytes
 from detector.promql import EvalContext, InstantVector, Node, Scalar
 from detector.promql.plan import EvaluationError
-from detector.store import STALE_NAN_BITS
+from detector.store import STALE_NAN_BITS, SeriesStore
 
 
 @dataclass(eq=False)
@@ -46,11 +46,18 @@ class RecordingRule:
             raise EvaluationError(
                 f"recording rule {self.name}: vector contains metrics with the same labelset after applying rule labels"
             )
-        store = ctx.store
-        rows = np.fromiter((store.series_id(k) for k in keys), dtype=np.int64, count=len(keys))
-        store.append_rows(rows, ctx.t_ms, result.values)
-        gone = np.setdiff1d(previous, rows)
-        if len(gone):
-            stale = np.full(len(gone), STALE_NAN_BITS, dtype=np.uint64).view(np.float64)
-            store.append_rows(gone, ctx.t_ms, stale)
-        return rows
+        return write_series(ctx.store, keys, result.values, ctx.t_ms, previous)
+
+
+def write_series(store: SeriesStore, keys: list[bytes], values: np.ndarray, t_ms: int, previous: np.ndarray) -> np.ndarray:
+    """Append a rule's output at ``t_ms``; series written last time but not now get a staleness marker.
+
+    Returns the rows written, to pass back as ``previous`` next time.
+    """
+    rows = np.fromiter((store.series_id(k) for k in keys), dtype=np.int64, count=len(keys))
+    store.append_rows(rows, t_ms, np.asarray(values, dtype=np.float64))
+    gone = np.setdiff1d(previous, rows)
+    if len(gone):
+        stale = np.full(len(gone), STALE_NAN_BITS, dtype=np.uint64).view(np.float64)
+        store.append_rows(gone, t_ms, stale)
+    return rows

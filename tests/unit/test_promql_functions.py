@@ -9,18 +9,13 @@ gives exactly those, so no number here is a guess.
 from __future__ import annotations
 
 import math
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detector.batch import SampleBatch
-from detector.durations import parse_duration
-from detector.labels import Labels
 from detector.promql import EvalContext, UnsupportedExpression, compile_expr
 from detector.promql.plan import DEFAULT_LOOKBACK_MS
 from detector.store import STALE_NAN_BITS, SeriesStore
@@ -34,11 +29,9 @@ from tests.promtool_oracle import (
     promtool_binary,
     promtool_results,
     same_result,
-    series_labels,
 )
 
 MINUTE = 60_000
-RULE_TESTS = Path(__file__).parents[1] / "promtool"
 RANGE_FUNCTIONS = ("rate", "increase", "delta", "irate", "idelta")
 
 
@@ -312,49 +305,8 @@ def test_fast_case_answers_are_promtools(promtool: str) -> None:
     assert wrong == []
 
 
-# --- The checked-in promtool rule tests: promtool passes them, Headroom agrees. -----------------
-
-RULE_TEST_FILES = sorted(RULE_TESTS.glob("*.test.yml"))
-
-
-def test_there_are_promtool_rule_tests() -> None:
-    assert RULE_TEST_FILES
-
-
-@pytest.mark.parametrize("path", RULE_TEST_FILES, ids=lambda p: p.name)
-def test_promtool_passes_rule_test(path: Path, promtool: str) -> None:
-    run = subprocess.run([promtool, "test", "rules", path.name], cwd=path.parent, capture_output=True, text=True)
-    assert run.returncode == 0, run.stdout + run.stderr
-
-
-def _expected(samples: list[dict]) -> dict[Labels, float]:
-    return {series_labels(s["labels"]) if s["labels"] != "{}" else (): float(s["value"]) for s in samples}
-
-
-def _within_ulps(got: object, expected: dict[Labels, float], ulps: int = 64) -> bool:
-    if not isinstance(got, dict) or got.keys() != expected.keys():
-        return False
-    return all(
-        got[k] == expected[k] or abs(got[k] - expected[k]) <= ulps * math.ulp(max(abs(got[k]), abs(expected[k])))
-        for k in got
-    )
-
-
-@pytest.mark.parametrize("path", RULE_TEST_FILES, ids=lambda p: p.name)
-def test_headroom_meets_rule_test_expectations(path: Path) -> None:
-    """Every ``promql_expr_test`` (they read input series only) gives Headroom the same samples."""
-    wrong = []
-    for group in yaml.safe_load(path.read_text())["tests"]:
-        series = [(s["series"], s["values"]) for s in group["input_series"]]
-        for case in group.get("promql_expr_test", []):
-            t_ms = parse_duration(case["eval_time"])
-            (got,) = headroom_results(series, [(case["expr"], t_ms)], parse_duration(group["interval"]))
-            expected = _expected(case.get("exp_samples") or [])
-            # ^ and atan2 are libm's in Headroom, Go's in promtool: last bits may differ.
-            agrees = _within_ulps(got, expected) if ("^" in case["expr"] or "atan2" in case["expr"]) else same_result(got, expected)
-            if not agrees:
-                wrong.append(f"{case['expr']} at {case['eval_time']}: {got}")
-    assert wrong == []
+# The checked-in promtool rule tests (tests/promtool/) run through promtool and
+# `headroom test-rules` in tests/unit/test_rule_unittest.py.
 
 
 # --- Compilation. ----------------------------------------------------------------------------
@@ -363,13 +315,13 @@ def test_headroom_meets_rule_test_expectations(path: Path) -> None:
 @pytest.mark.parametrize(
     ("expr", "message"),
     [
-        ("abs(x)", "function abs() is not supported yet"),
+        ("rate(x[5m:1m])", "rate() of a subquery is not supported"),
         ("rate(x[5m:1m])", "rate() of a subquery is not supported"),
         ("x[5m]", "range vector selector"),
         ("rate(x[5m] offset -1m)", "negative offset"),
         ("rate(x[5m] @ 100)", "@ modifier"),
-        ("histogram_quantile(0.9, sum by (le) (rate(x[5m])))", "aggregation sum() is not supported yet"),
-        ("histogram_quantile(0.9, abs(x))", "function abs() is not supported yet"),
+        ("histogram_quantile(0.9, rate(x[5m:1m]))", "rate() of a subquery is not supported"),
+        ("histogram_quantile(0.9, x @ 100)", "the @ modifier is not supported on the stream"),
     ],
 )
 def test_unsupported_is_refused_at_compile_time(expr: str, message: str) -> None:
