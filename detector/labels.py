@@ -32,6 +32,10 @@ SERIES_FAMILY_LABELS = frozenset({METRIC_NAME, "le", "quantile"})
 
 DEFAULT_PARTITION_BY = ("job", "instance")
 
+LANE_CLOCK: Labels = ((METRIC_NAME, "headroom_lane_clock"),)
+"""The series that carries each request's newest timestamp to the global lane
+(see :mod:`detector.rules.placement`)."""
+
 
 def labels_from_dict(mapping: Mapping[str, str]) -> Labels:
     """Sorted label tuple from a mapping."""

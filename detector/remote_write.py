@@ -35,6 +35,7 @@ from detector.batch import SampleBatch
 from detector.errors import InvalidRequest
 from detector.labels import (
     DEFAULT_PARTITION_BY,
+    LANE_CLOCK,
     METRIC_NAME,
     Labels,
     canonical_bytes,
@@ -180,6 +181,9 @@ class RemoteWriteDecoder:
             out.series += len(cols.keys)
             out.samples += len(cols.stamps)
             out.batches[partition] = cols.batches(self.limits.max_message_bytes)
+        if self.feeds_global_lane is not None and out.batches:
+            newest = max(int(b.timestamps.max()) for batches in out.batches.values() for b in batches)
+            out.global_batches.append(_clock_batch(newest))
         return out
 
     def _slow_path(self, raw: bytes, out: DecodedWrite) -> tuple[_SeriesRef | None, _Peeled | None]:
@@ -252,11 +256,17 @@ class RemoteWriteDecoder:
 
 
 _GLOBAL_LANE = -1  # the columns key of the global lane's copy
+_LANE_CLOCK_KEY = canonical_bytes(LANE_CLOCK)
 _LABEL_TAG = b"\x0a"  # TimeSeries field 1, length-delimited
 _F64 = struct.Struct("<d")
 _U64 = (1 << 64) - 1
 _ZERO_VALUE = bytes(8)  # proto3 leaves out a value of 0.0
 _Peeled = tuple[int, list[bytes], list[bytes]]
+
+
+def _clock_batch(t_ms: int) -> SampleBatch:
+    """The global lane's clock: one sample at the request's newest timestamp (see detector.rules.placement)."""
+    return SampleBatch([_LANE_CLOCK_KEY], np.zeros(1, dtype=np.uint32), np.array([t_ms], dtype=np.int64), np.ones(1))
 
 
 def _varint(n: int) -> bytes:

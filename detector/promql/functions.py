@@ -416,6 +416,9 @@ class AbsentNode(Node):
     range_ms: int = 0
     kind = "vector"
 
+    def combines_series(self, keep: frozenset[str]) -> bool:
+        return True  # "no such series anywhere" is a question about every partition
+
     def reach_ms(self) -> int:
         if self.expr is not None:
             return self.expr.reach_ms()
@@ -555,6 +558,9 @@ class ScalarNode(Node):
     expr: Node
     kind = "scalar"
 
+    def combines_series(self, keep: frozenset[str]) -> bool:
+        return True  # one value out of a whole vector
+
     def reach_ms(self) -> int:
         return self.expr.reach_ms()
 
@@ -590,6 +596,9 @@ class VectorNode(Node):
 
     expr: Node
     kind = "vector"
+
+    def combines_series(self, keep: frozenset[str]) -> bool:
+        return True  # a sample of no series: every partition would make the same one
 
     def reach_ms(self) -> int:
         return self.expr.reach_ms()

@@ -5,10 +5,14 @@ whose expressions only combine series of one target (a queue's depth over its
 max depth, one histogram's buckets, a rate) is evaluated in every partition,
 next to its inputs. A group with an expression that combines series across
 targets (``sum by (reason) (...)`` over instances, ``on(queue_name)`` matching
-a config metric of another job, ``absent()``) goes to the *global lane*: the
-receiver also sends the series its selectors match to a one-partition topic,
-and one engine there sees all of them. Groups whose recorded series a global
-group reads go there too, so nothing a global rule needs is computed elsewhere.
+a config metric of another job, ``absent()``, ``scalar()``) or reads no series
+at all (``vector(1)``) goes to the *global lane*: the receiver also sends the
+series its selectors match to a one-partition topic, and one engine there sees
+all of them. Groups whose recorded series a global group reads go there too,
+so nothing a global rule needs is computed elsewhere. The receiver also sends
+the lane a clock sample per request (:data:`detector.labels.LANE_CLOCK`), so its evaluations
+advance even while none of its input series exist (``absent()`` must fire
+then).
 
 >>> from detector.promql import compile_expr
 >>> needs_global_lane(compile_expr("pgmq_queue_depth / pgmq_queue_max_depth > 0.8"))
@@ -35,8 +39,11 @@ def walk(node: Node) -> Iterator[Node]:
 
 
 def needs_global_lane(node: Node, partition_by: tuple[str, ...] = DEFAULT_PARTITION_BY) -> bool:
+    """Whether an expression combines series across targets, or reads no series at all
+    (``vector(1)``, ``time() > 0``: every partition would give the same result)."""
     keep = frozenset(partition_by)
-    return any(n.combines_series(keep) for n in walk(node))
+    nodes = list(walk(node))
+    return any(n.combines_series(keep) for n in nodes) or not any(isinstance(n, SelectorNode) for n in nodes)
 
 
 @dataclass(frozen=True)

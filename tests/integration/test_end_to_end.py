@@ -104,3 +104,34 @@ async def test_rule_across_targets_runs_in_the_global_lane_and_sees_every_partit
         await asyncio.to_thread(pipeline.stop)
     assert sorted(e["labels"]["queue_name"] for e in events if e["state"] == "firing") == ["q1", "q3", "q5"]
     assert {e["labels"]["instance"] for e in events} == {"orch-1:9100", "orch-3:9100", "orch-5:9100"}
+
+
+async def test_aggregation_across_targets_and_absent_run_in_the_global_lane(kafka, tmp_path, app_id):
+    """No single target's rejection rate crosses 0.2/s, their sum does; and absent() fires once."""
+    rules = write_rules(tmp_path, [
+        {"alert": "RejectionsHigh", "expr": "sum by (reason) (rate(api_requests_rejected_total[5m])) > 0.2"},
+        {"alert": "ExporterMissing", "expr": 'absent(pgmq_queue_depth{job="pgmq-exporter"})'},
+    ], interval="15s")
+    pipeline = LocalPipeline(kafka.bootstrap, tmp_path / "run", rule_files=(str(rules),), app_id=app_id, partitions=8)
+    await asyncio.to_thread(pipeline.start)
+    try:
+        async with aiohttp.ClientSession() as session:
+            for step in range(10):
+                t = BASE + step * 15_000
+                series = [
+                    ((("__name__", "api_requests_rejected_total"), ("instance", f"api-{i}:9100"), ("job", "api"), ("reason", "rate_limit")),
+                     [(t, 1000.0 + 1.5 * step)])
+                    for i in range(6)
+                ]
+                assert await post(session, pipeline.write_url, series) == 204
+        events = await read_alerts(
+            kafka.bootstrap, pipeline.alerts_topic,
+            lambda ev: {e["rule"] for e in ev if e["state"] == "firing"} == {"RejectionsHigh", "ExporterMissing"},
+        )
+    finally:
+        await asyncio.to_thread(pipeline.stop)
+    firing = [e for e in events if e["state"] == "firing"]
+    assert sorted((e["rule"], tuple(sorted(e["labels"].items()))) for e in firing) == [
+        ("ExporterMissing", (("alertname", "ExporterMissing"), ("job", "pgmq-exporter"))),
+        ("RejectionsHigh", (("alertname", "RejectionsHigh"), ("reason", "rate_limit"))),
+    ]

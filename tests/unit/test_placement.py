@@ -23,6 +23,19 @@ from detector.rules.placement import needs_global_lane, place_groups
         ("a / ignoring(instance) b", True),
         ("a unless on(job) b", True),
         ("-(x / on() group_left y)", True),
+        ("sum by (reason) (rate(api_requests_rejected_total[5m])) > 0.1", True),
+        ("sum by (job, instance) (rate(x[5m])) > 1", False),
+        ("sum without (queue_name) (x) > 1", False),
+        ("sum without (instance) (x) > 1", True),
+        ("count(up) < 3", True),
+        ("topk(3, x)", True),
+        ('absent(up{job="api"})', True),
+        ("absent_over_time(x[5m])", True),
+        ("x > scalar(y)", True),
+        ("time() - x > 300", False),
+        ("vector(1)", True),  # the Watchdog: no series, so it must fire once, not once per partition
+        ("vector(time()) > 0", True),
+        ("1 > bool 0", True),
     ],
 )
 def test_an_expression_needs_the_global_lane_when_it_matches_across_targets(expr, global_):

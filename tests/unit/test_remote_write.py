@@ -16,7 +16,7 @@ import pytest
 
 from detector.batch import SampleBatch
 from detector.errors import InvalidRequest
-from detector.labels import Labels, canonical_bytes, partition_for
+from detector.labels import LANE_CLOCK, Labels, canonical_bytes, partition_for
 from detector.proto import remote_pb2
 from detector.remote_write import (
     REMOTE_WRITE_HEADERS,
@@ -444,11 +444,18 @@ def test_inputs_of_global_groups_are_copied_to_the_global_lane():
     other = (("__name__", "up"), ("instance", "a:1"), ("job", "x"))
     decoder = RemoteWriteDecoder(4, feeds_global_lane=lambda labels: dict(labels)["__name__"] == "depth")
     decoded = decoder.decode(encode_write_request([(depth, [(1000, 5.0), (2000, 6.0)]), (other, [(1000, 1.0)])]))
-    (lane,) = decoded.global_batches
+    lane, clock = decoded.global_batches
     assert [lane.series_labels(0)] == [depth] and lane.values.tolist() == [5.0, 6.0]
+    # The lane's clock: the request's newest timestamp, so absent() can fire there.
+    assert clock.series_labels(0) == LANE_CLOCK and clock.timestamps.tolist() == [2000]
     assert decoded.samples == 3  # the copy is not counted twice
     again = decoder.decode(encode_write_request([(depth, [(3000, 7.0)])]))  # known series keep their lane
     assert again.global_batches[0].values.tolist() == [7.0]
+
+
+def test_without_global_groups_nothing_goes_to_the_global_lane():
+    decoded = RemoteWriteDecoder(4).decode(encode_write_request([((("__name__", "up"),), [(1000, 1.0)])]))
+    assert decoded.global_batches == []
 
 
 # --- the fast path (samples read off the end of a known series' bytes) ---------------------------
