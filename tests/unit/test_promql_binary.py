@@ -20,25 +20,17 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
 from collections.abc import Sequence
-from pathlib import Path
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detector.batch import SampleBatch
-from detector.durations import parse_duration
 from detector.labels import Labels
 from detector.promql import EvalContext, EvaluationError, Scalar, UnsupportedExpression, compile_expr
-from detector.rules.engine import RuleEngine
-from detector.rules.files import load_rule_files
 from tests.promtool_oracle import (
     Result,
     Series,
-    expand_values,
     load_store,
     promtool_binary,
     promtool_results,
@@ -46,7 +38,6 @@ from tests.promtool_oracle import (
 )
 
 MINUTE = 60_000
-RULE_TESTS = sorted((Path(__file__).parents[1] / "promtool").glob("binary_*.test.yml"))
 ARITHMETIC = ("+", "-", "*", "/", "%", "^", "atan2")
 COMPARISONS = ("==", "!=", ">", "<", ">=", "<=")
 SET_OPERATORS = ("and", "or", "unless")
@@ -556,64 +547,5 @@ def test_modifiers_compile(expr: str, matching: tuple) -> None:
     assert node.return_bool == ("bool" in expr)  # type: ignore[attr-defined]
 
 
-# --- The checked-in promtool rule tests: promtool passes them, Headroom raises the same alerts. --
-
-
-def test_there_are_binary_rule_tests() -> None:
-    assert RULE_TESTS
-
-
-@pytest.mark.parametrize("path", RULE_TESTS, ids=lambda p: p.name)
-def test_promtool_passes_binary_rule_test(path: Path, promtool: str) -> None:
-    run = subprocess.run([promtool, "test", "rules", path.name], cwd=path.parent, capture_output=True, text=True)
-    assert run.returncode == 0, run.stdout + run.stderr
-
-
-def _firing(rule_files: list[Path], series: Series, interval_ms: int, eval_ms: int) -> dict[str, set[tuple[Labels, Labels]]]:
-    """Headroom's firing alerts at ``eval_ms`` (labels, annotations) by alert name, evaluating as promtool does."""
-    engine = RuleEngine(load_rule_files(rule_files))
-    rows = [(series_labels(s), expand_values(v)) for s, v in series]
-    errors = []
-    for step in range(eval_ms // interval_ms + 1):
-        t = step * interval_ms
-        batch = [(labels, [(t, values[step])]) for labels, values in rows if step < len(values) and values[step] is not None]
-        if batch:
-            errors += engine.ingest(SampleBatch.from_series(batch)).errors
-        errors += engine.advance_to(t).errors
-    assert errors == []
-    out: dict[str, set[tuple[Labels, Labels]]] = {}
-    for alert in engine.active_alerts():
-        if alert.state == "firing":
-            name = dict(alert.labels)["alertname"]
-            out.setdefault(name, set()).add((alert.labels, tuple(sorted(alert.annotations))))
-    return out
-
-
-@pytest.mark.parametrize("path", RULE_TESTS, ids=lambda p: p.name)
-def test_headroom_raises_the_expected_alerts(path: Path) -> None:
-    spec = yaml.safe_load(path.read_text())
-    rule_files = [path.parent / name for name in spec["rule_files"]]
-    wrong = []
-    for group in spec["tests"]:
-        series = [(s["series"], s["values"]) for s in group["input_series"]]
-        interval_ms = parse_duration(group["interval"])
-        for case in group.get("alert_rule_test", []):
-            eval_ms = parse_duration(case["eval_time"])
-            got = _firing(rule_files, series, interval_ms, eval_ms).get(case["alertname"], set())
-            want = {
-                (
-                    tuple(sorted({**a.get("exp_labels", {}), "alertname": case["alertname"]}.items())),
-                    tuple(sorted(a.get("exp_annotations", {}).items())),
-                )
-                for a in case.get("exp_alerts") or []
-            }
-            if got != want:
-                wrong.append(f"{group['name']}: {case['alertname']} at {case['eval_time']}:\n  got  {got}\n  want {want}")
-        for case in group.get("promql_expr_test", []):
-            (got,) = headroom_answers(series, [(case["expr"], parse_duration(case["eval_time"]))], interval_ms)
-            want = {
-                series_labels(s["labels"]) if s["labels"] != "{}" else (): float(s["value"]) for s in case.get("exp_samples") or []
-            }
-            if not agree(got, want):
-                wrong.append(f"{case['expr']} at {case['eval_time']}: {got}")
-    assert wrong == []
+# The checked-in promtool rule tests (tests/promtool/) run through promtool and
+# `headroom test-rules` in tests/unit/test_rule_unittest.py.

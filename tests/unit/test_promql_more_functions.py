@@ -26,27 +26,19 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
 from decimal import Decimal
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detector.batch import SampleBatch
-from detector.durations import parse_duration
 from detector.labels import Labels
 from detector.promql import UnsupportedExpression, compile_expr
 from detector.promql.functions import go_expand, go_max, go_min, go_regexp
-from detector.rules.engine import RuleEngine
-from detector.rules.files import load_rule_files
 from tests.promtool_oracle import (
     Result,
     Series,
-    expand_values,
     headroom_results,
     mismatches,
     promtool_binary,
@@ -56,7 +48,6 @@ from tests.promtool_oracle import (
 )
 
 MINUTE = 60_000
-RULE_TESTS = sorted((Path(__file__).parents[1] / "promtool").glob("functions_*.test.yml"))
 OVER_TIME = (
     "avg_over_time",
     "min_over_time",
@@ -717,62 +708,5 @@ def test_reach_is_range_plus_offset(expr: str, reach_ms: int) -> None:
     assert compile_expr(expr).reach_ms() == reach_ms
 
 
-# --- The checked-in rule tests: promtool passes them, Headroom raises the same alerts. ---------
-
-
-def test_there_are_function_rule_tests() -> None:
-    assert len(RULE_TESTS) >= 2
-
-
-@pytest.mark.parametrize("path", RULE_TESTS, ids=lambda p: p.name)
-def test_promtool_passes_function_rule_test(path: Path, promtool: str) -> None:
-    run = subprocess.run([promtool, "test", "rules", path.name], cwd=path.parent, capture_output=True, text=True)
-    assert run.returncode == 0, run.stdout + run.stderr
-
-
-def _firing(rule_files: list[Path], series: Series, interval_ms: int, eval_ms: int) -> dict[str, set[tuple[Labels, Labels]]]:
-    """Headroom's firing alerts at ``eval_ms`` (labels, annotations) by alert name, evaluating as promtool does."""
-    engine = RuleEngine(load_rule_files(rule_files))
-    rows = [(series_labels(s), expand_values(v)) for s, v in series]
-    errors = []
-    for step in range(eval_ms // interval_ms + 1):
-        t = step * interval_ms
-        batch = [(labels, [(t, values[step])]) for labels, values in rows if step < len(values) and values[step] is not None]
-        if batch:
-            errors += engine.ingest(SampleBatch.from_series(batch)).errors
-        errors += engine.advance_to(t).errors
-    assert errors == []
-    out: dict[str, set[tuple[Labels, Labels]]] = {}
-    for alert in engine.active_alerts():
-        if alert.state == "firing":
-            out.setdefault(dict(alert.labels)["alertname"], set()).add((alert.labels, tuple(sorted(alert.annotations))))
-    return out
-
-
-@pytest.mark.parametrize("path", RULE_TESTS, ids=lambda p: p.name)
-def test_headroom_raises_the_expected_alerts(path: Path) -> None:
-    spec = yaml.safe_load(path.read_text())
-    rule_files = [path.parent / name for name in spec["rule_files"]]
-    wrong = []
-    for group in spec["tests"]:
-        series = [(s["series"], s["values"]) for s in group["input_series"]]
-        interval_ms = parse_duration(group["interval"])
-        for case in group.get("alert_rule_test", []):
-            got = _firing(rule_files, series, interval_ms, parse_duration(case["eval_time"])).get(case["alertname"], set())
-            want = {
-                (
-                    tuple(sorted({**a.get("exp_labels", {}), "alertname": case["alertname"]}.items())),
-                    tuple(sorted(a.get("exp_annotations", {}).items())),
-                )
-                for a in case.get("exp_alerts") or []
-            }
-            if got != want:
-                wrong.append(f"{group['name']}: {case['alertname']} at {case['eval_time']}:\n  got  {got}\n  want {want}")
-        for case in group.get("promql_expr_test", []):
-            (got,) = headroom_results(series, [(case["expr"], parse_duration(case["eval_time"]))], interval_ms)
-            want = {
-                series_labels(s["labels"]) if s["labels"] != "{}" else (): float(s["value"]) for s in case.get("exp_samples") or []
-            }
-            if not same_result(got, want):
-                wrong.append(f"{case['expr']} at {case['eval_time']}: {got}")
-    assert wrong == []
+# The checked-in promtool rule tests (tests/promtool/) run through promtool and
+# `headroom test-rules` in tests/unit/test_rule_unittest.py.
