@@ -143,11 +143,12 @@ def simulate(url: str, scenario: str, speed: float, step: float, duration: float
 @click.option("--duration", type=float, default=120.0, show_default=True, help="Wall-clock seconds to run.")
 @click.option("--speed", type=float, default=10.0, show_default=True, help="Event time runs this many times faster than wall time.")
 @click.option("--scenario", default="backpressure", show_default=True)
-@click.option("--rules", "rule_files", multiple=True, default=("backpressure",), show_default=True)
+@click.option("--rules", "rule_files", multiple=True, default=("backpressure", "backpressure-levels"), show_default=True)
 def demo(duration: float, speed: float, scenario: str, rule_files: tuple[str, ...]) -> None:
     """Start Kafka, a worker and a receiver, replay an incident, and show alerts as they fire."""
     from pipelines.demo import run_demo
 
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)  # the live table is the output
     _load_groups(_settings(rule_files=rule_files))  # fail fast, before starting anything
     sys.exit(asyncio.run(run_demo(duration=duration, speed=speed, scenario=scenario, rule_files=rule_files, console=Console())))
 
