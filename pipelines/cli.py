@@ -18,6 +18,7 @@ from detector.errors import HeadroomError
 from detector.rules import load_rule_files
 from pipelines.settings import Settings
 from pipelines.stack.cli import kafka
+from pipelines.replay_cli import record, replay
 from pipelines.test_rules_cli import test_rules
 
 console = Console(stderr=True)
@@ -49,6 +50,8 @@ def cli(verbose: bool) -> None:
 
 cli.add_command(kafka)
 cli.add_command(test_rules)
+cli.add_command(replay)
+cli.add_command(record)
 
 
 @cli.command("check-rules")

@@ -62,6 +62,40 @@ def render_exposition(samples: Iterable[tuple[Labels, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_openmetrics(scrapes: Iterable[tuple[int, Iterable[tuple[Labels, float]]]]) -> str:
+    """Scrapes at event times (ms) as one OpenMetrics text with timestamps, ending ``# EOF``.
+
+    What ``headroom replay`` and ``promtool tsdb create-blocks-from openmetrics``
+    read: each family's samples together, each series in time order, a
+    histogram's buckets, ``_sum`` and ``_count`` together per timestamp.
+
+    >>> print(render_openmetrics([(1000, [((("__name__", "up"),), 1.0)])]), end="")
+    # TYPE up gauge
+    up 1.0 1.000
+    # EOF
+    """
+    rows = [(t, labels, value) for t, samples in scrapes for labels, value in samples]
+    histograms = {name.removesuffix("_bucket") for name in (metric_name(l) for _, l, _ in rows) if name.endswith("_bucket")}
+    families: dict[str, list[tuple[str, Labels, float, int]]] = {}
+    for t, labels, value in rows:
+        name = metric_name(labels)
+        families.setdefault(_family(name, histograms), []).append((name, labels, value, t))
+    lines = []
+    for family, members in families.items():
+        if family in histograms:
+            lines.append(f"# TYPE {family} histogram")
+            # Per series owner and time: buckets by le, then _sum, then _count.
+            members.sort(key=lambda m: (_histogram_order(m[:3])[0], m[3], _histogram_order(m[:3])[1:]))
+        elif family.endswith("_total"):
+            lines.append(f"# TYPE {family.removesuffix('_total')} counter")
+            members.sort(key=lambda m: (m[1], m[3]))
+        else:
+            lines.append(f"# TYPE {family} gauge")
+            members.sort(key=lambda m: (m[1], m[3]))
+        lines.extend(f"{name}{_format_labels(labels)} {_format_value(value)} {t / 1000:.3f}" for name, labels, value, t in members)
+    return "\n".join(lines + ["# EOF"]) + "\n"
+
+
 async def serve_metrics(
     sim: RunbookSimulator, host: str = "127.0.0.1", port: int = 0
 ) -> tuple[web.AppRunner, int]:

@@ -1,0 +1,76 @@
+"""``headroom replay`` and ``headroom record``: recorded streams in, event-time results out."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from detector.errors import HeadroomError
+from detector.openmetrics import OpenMetricsError
+from detector.replay import Replay, read_openmetrics
+from detector.rules import load_rule_files
+from pipelines.settings import Settings
+
+console = Console(stderr=True)
+
+
+@click.command("replay")
+@click.argument("recording", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--rules", "rule_files", multiple=True, required=True, help="Rule file or pack name; repeatable.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True, help="JSON lines, one per event.")
+@click.option("--partitions", type=int, default=None, help="Partitions to emulate (HEADROOM_PARTITIONS).")
+def replay(recording: Path, rule_files: tuple[str, ...], out_path: Path, partitions: int | None) -> None:
+    """Run a recording (OpenMetrics with timestamps) through the rules, as the workers would.
+
+    Writes one JSON object per alert state change, each with its event time and
+    labels. Same input, same output.
+    """
+    settings = Settings(**({"partitions": partitions} if partitions else {}))
+    try:
+        groups = load_rule_files(
+            rule_files,
+            default_interval_ms=settings.evaluation_interval_ms,
+            external_labels=settings.external_labels,
+            external_url=settings.external_url,
+        )
+        with console.status(f"reading {recording}..."):
+            with recording.open() as fd:
+                samples = read_openmetrics(fd)
+    except (HeadroomError, OpenMetricsError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        sys.exit(2)
+    engine_options = {"lookback_ms": settings.lookback_ms, "resend_delay_ms": settings.resend_delay_ms}
+    runner = Replay(groups, partitions=settings.partitions, partition_by=settings.partition_by, engine_options=engine_options)
+    columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"), TimeRemainingColumn())
+    written = 0
+    with Progress(*columns, console=console, transient=True) as progress, out_path.open("w") as out:
+        task = progress.add_task("replay", total=len(samples))
+        for event in runner.run(samples, progress=lambda n: progress.advance(task, n)):
+            out.write(json.dumps(event, separators=(",", ":")) + "\n")
+            written += 1
+    console.print(f"{len(samples)} samples of {len(samples.labels)} series, {written} events -> {out_path}")
+
+
+@click.command("record")
+@click.argument("out_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--scenario", default="backpressure", show_default=True, help="Simulator scenario (backpressure, calm, breaker).")
+@click.option("--minutes", type=float, default=30.0, show_default=True, help="Event time to record.")
+@click.option("--step", type=float, default=15.0, show_default=True, help="Seconds between scrapes.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--start", "start_s", type=float, default=1_700_000_000.0, show_default=True, help="Event time of the first scrape, Unix seconds.")
+def record(out_path: Path, scenario: str, minutes: float, step: float, seed: int, start_s: float) -> None:
+    """Record the runbook simulator to OpenMetrics with timestamps, for `headroom replay`."""
+    from detector.simulate import RunbookSimulator
+    from pipelines.simulator import render_openmetrics
+
+    start_ms = int(start_s * 1000)
+    sim = RunbookSimulator(scenario=scenario, seed=seed, start_ms=start_ms)
+    steps = int(minutes * 60 / step) + 1
+    scrapes = ((start_ms + i * int(step * 1000), sim.sample(start_ms + i * int(step * 1000))) for i in range(steps))
+    out_path.write_text(render_openmetrics(scrapes))
+    console.print(f"{steps} scrapes of {sim.series_count()} series -> {out_path}")
