@@ -19,6 +19,7 @@ from detector.rules import load_rule_files
 from pipelines.settings import Settings
 from pipelines.stack.cli import kafka
 from pipelines.replay_cli import record, replay
+from pipelines.score_csv_cli import score_csv
 from pipelines.test_rules_cli import test_rules
 
 console = Console(stderr=True)
@@ -52,6 +53,7 @@ cli.add_command(kafka)
 cli.add_command(test_rules)
 cli.add_command(replay)
 cli.add_command(record)
+cli.add_command(score_csv)
 
 
 @cli.command("check-rules")

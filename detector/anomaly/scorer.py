@@ -1,0 +1,125 @@
+"""The scorer the pipeline calls: series keys to state rows, counters to rates, batches to scores.
+
+One :class:`AnomalyScorer` holds every series of a partition. Each Kafka
+message (a :class:`~detector.batch.SampleBatch`) is scored in one call; the
+samples of one series are scored in their order in the batch, every sample
+before it is learned.
+
+>>> from detector.batch import SampleBatch
+>>> scorer = AnomalyScorer()
+>>> batch = SampleBatch.from_series([
+...     ((("__name__", "jobs_total"),), [(i * 15_000, 10.0 * i) for i in range(3)]),
+...     ((("__name__", "queue_depth"),), [(i * 15_000, 5.0) for i in range(3)]),
+... ])
+>>> scorer.score_batch(batch).tolist()  # warming up: every sample gets a score, 0.0
+[0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+>>> scorer.is_counter_row(scorer.rows_for(batch.series_keys)).tolist()
+[True, False]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from detector.anomaly.core import rounds
+from detector.anomaly.counters import CounterState, is_counter
+from detector.anomaly.models import DEFAULT_MODEL, make_model
+from detector.labels import labels_from_canonical
+
+
+def _name_from_key(key: bytes) -> str:
+    """The metric name of a canonical series key ("" for a key that is not one)."""
+    try:
+        labels = labels_from_canonical(key)
+    except Exception:  # noqa: BLE001 - a caller's own keys: no name, so not a counter by name
+        return ""
+    for name, value in labels:
+        if name == "__name__":
+            return value
+    return ""
+
+
+class AnomalyScorer:
+    """Anomaly scores for many series, state kept as rows of one model.
+
+    ``counter`` decides, for a series key seen for the first time, whether it is
+    a counter (scored on its per-second rate); by default the metric name's
+    Prometheus conventions do (``_total``, ``_count``, ``_sum``, ``_bucket``).
+    Pass a function that also reads remote-write metadata when the sender gives it.
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, counter: Callable[[bytes], bool] | None = None) -> None:
+        self.model_name = model
+        self.model = make_model(model)
+        self.counter = counter or (lambda key: is_counter(_name_from_key(key)))
+        self.rows: dict[bytes, int] = {}
+        self.free: list[int] = []
+        self.capacity = 0
+        self.counters = CounterState(0)
+        self.counter_rows = np.zeros(0, dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _grow(self, need: int) -> None:
+        if need <= self.capacity:
+            return
+        capacity = max(need, 2 * self.capacity, 64)
+        self.model.grow(capacity)
+        self.counters.grow(capacity)
+        self.counter_rows = np.r_[self.counter_rows, np.zeros(capacity - self.capacity, dtype=bool)]
+        self.capacity = capacity
+
+    def rows_for(self, keys: Sequence[bytes]) -> np.ndarray:
+        """The state row of each series key, making rows for keys not seen before."""
+        out = np.empty(len(keys), dtype=np.intp)
+        for i, key in enumerate(keys):
+            row = self.rows.get(key)
+            if row is None:
+                if self.free:
+                    row = self.free.pop()
+                else:
+                    row = len(self.rows)
+                    self._grow(row + 1)
+                self.rows[key] = row
+                self.counter_rows[row] = bool(self.counter(key))
+            out[i] = row
+        return out
+
+    def is_counter_row(self, rows: np.ndarray) -> np.ndarray:
+        return self.counter_rows[rows]
+
+    def retire(self, keys: Sequence[bytes]) -> None:
+        """Forget series (stale, or moved away): their rows are cleared and reused."""
+        gone = [self.rows.pop(k) for k in keys if k in self.rows]
+        if gone:
+            rows = np.asarray(gone, dtype=np.intp)
+            self.model.reset(rows)
+            self.counters.reset(rows)
+            self.free.extend(gone)
+
+    def score(self, rows: np.ndarray, timestamps_s: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Score samples (row, time in seconds, value), in order within each row."""
+        rows = np.asarray(rows, dtype=np.intp)
+        t = np.asarray(timestamps_s, dtype=np.float64)
+        x = np.asarray(values, dtype=np.float64)
+        out = np.zeros(len(rows))
+        for idx in rounds(rows):
+            r, tt, xx = rows[idx], t[idx], x[idx]
+            c = self.counter_rows[r]
+            if c.any():
+                xx = xx.copy()
+                xx[c] = self.counters.rate(r[c], tt[c], xx[c])
+            out[idx] = self.model.step(r, tt, xx)
+        return out
+
+    def score_batch(self, batch) -> np.ndarray:
+        """Scores of a :class:`~detector.batch.SampleBatch`, one per sample, in its order."""
+        rows = self.rows_for(batch.series_keys)[batch.series_index.astype(np.intp)]
+        return self.score(rows, batch.timestamps / 1000.0, batch.values)
+
+    @property
+    def bytes_per_series(self) -> int:
+        return int(self.model.bytes_per_series) + 2 * 8 + 1

@@ -1,0 +1,241 @@
+"""The default anomaly detector: constant series, warm-up, range, score-before-learn,
+counters, seasonality, incidents, batch = per sample, determinism, state size, score-csv."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from detector.anomaly import (
+    DEFAULT_MODEL,
+    MODELS,
+    AnomalyDetector,
+    AnomalyScorer,
+    ColumnarState,
+    Params,
+    counter_rate,
+    is_counter,
+    make_model,
+)
+from detector.batch import SampleBatch
+
+STEP_S = 300.0  # five-minute samples
+DAY = int(86_400 / STEP_S)
+
+
+def score_series(values, step_s: float = STEP_S, model: str = DEFAULT_MODEL) -> np.ndarray:
+    """Scores of one gauge series, streamed through the scorer the pipeline uses."""
+    scorer = AnomalyScorer(model, counter=lambda key: False)
+    row = scorer.rows_for([b"s"])[0]
+    values = np.asarray(values, dtype=float)
+    return scorer.score(np.full(len(values), row), np.arange(len(values)) * step_s, values)
+
+
+def noise(n: int, seed: int = 1, loc: float = 10.0, scale: float = 1.0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(loc, scale, n)
+
+
+def test_constant_series_scores_zero_until_it_changes():
+    values = np.full(1500, 42.0)
+    values[1200] = 43.0
+    scores = score_series(values)
+    assert np.all(scores[:1200] == 0.0)
+    assert scores[1200] > 0.5
+    assert np.all(np.isfinite(scores))
+
+
+def test_warm_up_scores_zero_but_every_row_has_a_score():
+    warmup = Params().warmup
+    values = noise(400)
+    values[20] = 1e6  # wild while warming: still 0.0
+    scores = score_series(values)
+    assert len(scores) == len(values)
+    assert np.all(scores[:warmup] == 0.0)
+    assert scores[warmup:].max() > 0.0
+
+
+def test_scores_stay_in_unit_interval_whatever_the_input():
+    rng = np.random.default_rng(7)
+    values = np.concatenate([rng.standard_cauchy(1500) * 1e6, np.full(200, 0.0), [np.nan, np.inf, -np.inf, 1e300, -1e300]])
+    scores = score_series(values)
+    assert np.all(np.isfinite(scores))
+    assert np.all((scores >= 0.0) & (scores <= 1.0))
+    assert scores[-5:-2].tolist() == [0.0, 0.0, 0.0]  # NaN and infinities: 0.0, nothing learned
+
+
+def test_a_point_is_judged_before_it_is_learned():
+    det = AnomalyDetector()
+    values = noise(300)
+    for i, v in enumerate(values):
+        det.learn_one({"value": float(v), "timestamp": i * STEP_S})
+    before = copy.deepcopy(det.state.scalars), copy.deepcopy(det.state.profiles)
+    x = {"value": 30.0, "timestamp": 300 * STEP_S}
+    first = det.score_one(x)
+    assert np.array_equal(det.state.scalars, before[0]) and np.array_equal(det.state.profiles, before[1])
+    assert det.score_one(x) == first  # scoring twice changes nothing
+    det.learn_one(x)
+    assert not np.array_equal(det.state.scalars, before[0])
+    # the streaming scorer gives the sample the score of the model that had not seen it
+    stream = score_series(np.r_[values, 30.0])
+    assert stream[-1] == pytest.approx(first, rel=1e-12, abs=1e-15)
+
+
+def test_counters_are_recognised_and_scored_on_their_rate():
+    assert is_counter("http_requests_total") and is_counter("rpc_duration_seconds_bucket")
+    assert is_counter("rpc_duration_seconds_count") and is_counter("rpc_duration_seconds_sum")
+    assert not is_counter("pgmq_queue_depth") and not is_counter("channel_saturation")
+    assert is_counter("odd_name", metric_type="COUNTER") and is_counter("odd_name", metric_type=1)
+    assert not is_counter("jobs_total", metric_type="gauge")
+    assert not is_counter("rpc_duration_seconds", metric_type="summary")  # quantile series
+    rates = counter_rate([0, 10, 20, 30, 40, 50], [0.0, 10.0, 20.0, 4.0, np.nan, 24.0])
+    assert math.isnan(rates[0]) and math.isnan(rates[4])
+    assert rates[[1, 2, 3, 5]].tolist() == [1.0, 1.0, 0.4, 1.0]  # reset at 30s, NaN skipped
+
+    # a counter growing at a steady rate is as dull as a constant gauge, resets included
+    n = 1200
+    raw = np.arange(n) * 15.0
+    raw[800:] = (np.arange(800, n) - 799) * 15.0  # process restart: counting again from 0
+    scorer = AnomalyScorer()
+    batch = SampleBatch.from_series([((("__name__", "jobs_total"),), [(i * 15_000, v) for i, v in enumerate(raw)])])
+    scores = scorer.score_batch(batch)
+    assert scorer.is_counter_row(scorer.rows_for(batch.series_keys)).tolist() == [True]
+    assert scores.max() == 0.0
+    # the same numbers taken as a gauge are a ramp with a cliff: the cliff is news
+    assert score_series(raw, 15.0)[800] > 0.5
+
+
+def daily(days: int, seed: int = 3) -> np.ndarray:
+    i = np.arange(days * DAY)
+    return 50.0 + 30.0 * np.sin(2 * np.pi * i / DAY) + np.random.default_rng(seed).normal(0, 1.0, len(i))
+
+
+def test_seasonality_daily_peaks_are_normal_a_spike_at_a_peak_phase_is_not():
+    values = daily(7)
+    trough = 6 * DAY + 3 * DAY // 4  # the daily low on the last day ...
+    values[trough] += 45.0  # ... raised to a height that is ordinary at the peak phase
+    scores = score_series(values)
+    assert scores[trough] > 0.5
+    peaks = [d * DAY + DAY // 4 + k for d in range(3, 7) for k in range(-6, 7)]
+    assert max(scores[peaks]) < 0.2
+    assert np.quantile(scores[3 * DAY :], 0.99) < 0.2
+
+
+def test_an_incident_does_not_become_the_baseline():
+    values = noise(4000, seed=5)
+    values[2000:2600] = noise(600, seed=6, loc=40.0, scale=8.0)  # two days of a broken, noisy plateau
+    scores = score_series(values)
+    assert scores[2000] > 0.5  # the onset is news
+    assert np.quantile(scores[2700:3900], 0.99) < 0.25  # the original behaviour is normal again after it
+
+
+def test_a_burst_of_outliers_does_not_inflate_the_scales():
+    from detector.anomaly.core import STEP
+
+    values = noise(2400, seed=5)
+    values[2000:2400:20] += 50.0  # twenty huge outliers
+    steps = {}
+    for weight in (Params().protect_weight, 1.0):
+        state = ColumnarState(Params(protect_weight=weight), capacity=1)
+        state.run(np.zeros(2000, int), np.arange(2000) * STEP_S, values[:2000])
+        before = state.scalars[0, STEP]
+        state.run(np.zeros(400, int), np.arange(2000, 2400) * STEP_S, values[2000:])
+        steps[weight] = state.scalars[0, STEP] / before
+    assert steps[Params().protect_weight] < 1.5 < steps[1.0]
+
+
+def test_batch_of_many_series_equals_one_detector_per_series():
+    rng = np.random.default_rng(11)
+    n_series, per_series = 5, 400
+    series = [rng.normal(rng.uniform(-50, 50), rng.uniform(0.1, 10), per_series) for _ in range(n_series)]
+    series[2][:] = 3.0  # one constant
+    series[3][250] = 1e4  # one spike
+    # interleave the samples of all series in a random order that keeps each series' order
+    owner = rng.permutation(np.repeat(np.arange(n_series), per_series))
+    pos = np.zeros(n_series, dtype=int)
+    rows, stamps, vals = [], [], []
+    for s in owner:
+        rows.append(s)
+        stamps.append(pos[s] * 60.0)
+        vals.append(series[s][pos[s]])
+        pos[s] += 1
+    state = ColumnarState(Params(), capacity=n_series)
+    batch_scores = np.empty(len(rows))
+    for a in range(0, len(rows), 257):  # several messages, several samples per series each
+        sl = slice(a, a + 257)
+        batch_scores[sl] = state.run(np.array(rows[sl]), np.array(stamps[sl]), np.array(vals[sl]))
+    rows = np.array(rows)
+    for s in range(n_series):
+        det = AnomalyDetector()
+        single = []
+        for i, v in enumerate(series[s]):
+            x = {"value": float(v), "timestamp": i * 60.0}
+            single.append(det.score_one(x))
+            det.learn_one(x)
+        np.testing.assert_allclose(batch_scores[rows == s], single, rtol=1e-12, atol=1e-15)
+    assert batch_scores[rows == 3].max() > 0.5
+
+
+def test_same_input_same_scores():
+    values = np.r_[daily(3), noise(300) + 60]
+    assert score_series(values).tolist() == score_series(values).tolist()
+
+
+def test_state_is_small():
+    state = ColumnarState(Params(), capacity=1000)
+    measured = (state.scalars.nbytes + state.profiles.nbytes + state.visits.nbytes) / 1000
+    assert measured == state.bytes_per_series <= 4096
+    assert AnomalyScorer().bytes_per_series <= 4096
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_catalog_model_scores_a_short_series(name):
+    values = np.r_[noise(150), 40.0, noise(20)]
+    scores = score_series(values, model=name)
+    assert len(scores) == len(values)
+    assert np.all((scores >= 0.0) & (scores <= 1.0))
+
+
+def test_unknown_model_names_the_known_ones():
+    with pytest.raises(ValueError, match="default"):
+        make_model("nope")
+
+
+def test_retired_series_start_again_from_nothing():
+    scorer = AnomalyScorer(counter=lambda key: False)
+    rows = scorer.rows_for([b"a", b"b"])
+    scorer.score(np.repeat(rows, 200), np.tile(np.arange(200) * 60.0, 2), np.r_[noise(200), noise(200, 2)])
+    scorer.retire([b"a"])
+    again = scorer.rows_for([b"c"])
+    assert again[0] == rows[0] and len(scorer) == 2
+    assert scorer.model.scalars[again[0]].sum() == 0.0
+
+
+def test_score_csv_writes_one_full_precision_row_per_input_row(tmp_path):
+    from pipelines.score_csv_cli import score_csv
+
+    src = tmp_path / "in.csv"
+    values = np.r_[noise(400), 30.0, noise(50)]
+    src.write_text("timestamp,value\n" + "".join(
+        f"2024-01-01 {i // 60 % 24:02d}:{i % 60:02d}:00,{v!r}\n" for i, v in enumerate(values.tolist())))
+    out = tmp_path / "out.csv"
+    result = CliRunner().invoke(score_csv, [str(src), str(out)])
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    assert lines[0] == "timestamp,value,anomaly_score" and len(lines) == len(values) + 1
+    scores = [s for s in (line.rsplit(",", 1)[1] for line in lines[1:])]
+    assert all(float(s).__repr__() == s for s in scores)  # repr precision, never rounded
+    assert float(scores[400]) > 0.5
+    assert [float(s) for s in scores] == score_series(values, 60.0).tolist()
+
+
+def test_score_csv_says_what_is_wrong_with_a_bad_row(tmp_path):
+    from pipelines.score_csv_cli import score_csv
+
+    src = tmp_path / "in.csv"
+    src.write_text("timestamp,value\n2024-01-01 00:00:00,1.0\n2024-01-01 00:01:00,abc\n")
+    result = CliRunner().invoke(score_csv, [str(src), str(tmp_path / "out.csv")])
+    assert result.exit_code != 0 and "in.csv:3" in result.output and "'abc'" in result.output
