@@ -1,0 +1,420 @@
+"""Which series have a bound, what the bound is, and the forecast settings.
+
+A :class:`BoundSpec` names a selector, a direction and a bound: a constant
+(``1.0`` for a saturation ratio, ``0`` for permits) or a *paired series*, found
+from the forecast series' own labels by replacing some of them (usually the
+metric name) and keeping all others identical: ``pgmq_queue_max_depth`` for
+``pgmq_queue_depth{queue_name="orders"}`` is
+``pgmq_queue_max_depth{queue_name="orders"}``. A replacement may use ``$1``
+(or ``${1}``, ``${name}``) for the groups of the regex matcher on the same label.
+
+Specs come from a small YAML file or dict; the runbook's patterns are
+recognised with no configuration (:data:`DEFAULT_SPECS`), after any user specs:
+
+.. code-block:: yaml
+
+    settings:            # all optional (defaults shown); durations in Prometheus notation
+      horizon: 20m       # warn when the bound is likely within this
+      tau: 10m           # discount time of the trend fit
+      warn_after: 12     # consecutive evaluations (15 s apart) before a warning fires
+    forecasts:
+      - selector: 'pgmq_queue_depth{queue_name="orders"}'
+        bound: pgmq_queue_max_depth           # a paired series: the metric name replaced
+      - selector: '{__name__=~"(.+)_in_use"}'
+        bound: {series: "$1_limit"}          # the same, from a regex group
+      - selector: worker_handler_semaphore_permits_available
+        bound: 0
+        direction: down
+        horizon: 5m
+
+>>> spec = recognise((("__name__", "pgmq_queue_depth"), ("queue_name", "orders")))
+>>> spec.direction, spec.bound_labels((("__name__", "pgmq_queue_depth"), ("queue_name", "orders")))
+('up', (('__name__', 'pgmq_queue_max_depth'), ('queue_name', 'orders')))
+>>> recognise((("__name__", "worker_handler_semaphore_permits_available"),)).describe()
+'{__name__=~".+_permits_available"} down to 0'
+>>> recognise((("__name__", "pgmq_queue_max_depth"),)) is None
+True
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from detector.durations import parse_duration
+from detector.errors import HeadroomError
+from detector.labels import METRIC_NAME, Labels, metric_name
+from detector.promql.plan import Matcher
+
+
+class ForecastSpecError(HeadroomError):
+    """A forecast spec or setting Headroom cannot use; lists every problem found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(f"{len(self.problems)} problem(s) in forecast specs:\n  " + "\n  ".join(self.problems))
+
+
+_GROUP_REF = re.compile(r"\$(?:(\d+)|\{(\w+)\})")
+
+
+@dataclass(frozen=True)
+class BoundSpec:
+    """A bounded series: selector, direction (``"up"``/``"down"``), and a constant or paired bound.
+
+    ``pair`` holds label replacements that turn the series' labels into its bound
+    series' labels (an empty value removes the label); ``bound`` is the constant
+    when ``pair`` is empty. ``horizon_s`` overrides the warning horizon.
+
+    >>> spec = BoundSpec.from_dict({"selector": '{__name__=~"(.+)_depth"}', "bound": {"series": "$1_max_depth"}})
+    >>> spec.bound_labels((("__name__", "kafka_depth"), ("topic", "t")))
+    (('__name__', 'kafka_max_depth'), ('topic', 't'))
+    >>> constant = BoundSpec.from_dict({"selector": "x_saturation", "bound": 1})
+    >>> constant.bound_labels((("__name__", "x_saturation"),)) is None
+    True
+    """
+
+    selector: tuple[Matcher, ...]
+    direction: str = "up"
+    bound: float | None = None
+    pair: tuple[tuple[str, str], ...] = ()
+    horizon_s: float | None = None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("up", "down"):
+            raise ValueError(f"direction must be 'up' or 'down', got {self.direction!r}")
+        if (self.bound is None) == (not self.pair):
+            raise ValueError("give exactly one of a constant bound and a paired series")
+
+    # ------------------------------------------------------------------ matching
+
+    def matches(self, labels: Labels) -> bool:
+        values = dict(labels)
+        return all(m.matches(values.get(m.name, "")) for m in self.selector)
+
+    def bound_labels(self, labels: Labels) -> Labels | None:
+        """Labels of the paired bound series for ``labels``; None for a constant bound."""
+        if not self.pair:
+            return None
+        values = dict(labels)
+        for name, template in self.pair:
+            value = _expand(template, self._groups(name, values.get(name, "")))
+            if value:
+                values[name] = value
+            else:
+                values.pop(name, None)
+        return tuple(sorted(values.items()))
+
+    def bound_name(self, labels: Labels) -> str:
+        """How the alert text names the bound: the paired metric's name, or '' for a constant."""
+        paired = self.bound_labels(labels)
+        return metric_name(paired) if paired is not None else ""
+
+    def _groups(self, label: str, value: str) -> dict[str, str]:
+        for m in self.selector:
+            if m.name == label and m.op == "=~" and m.pattern is not None:
+                hit = m.pattern.fullmatch(value)
+                if hit:
+                    found = {str(i): g or "" for i, g in enumerate(hit.groups(), start=1)}
+                    found.update({k: g or "" for k, g in hit.groupdict().items()})
+                    found["0"] = hit.group(0)
+                    return found
+        return {"0": value}
+
+    def describe(self) -> str:
+        sel = "{" + ", ".join(f'{m.name}{m.op}"{m.value}"' for m in self.selector) + "}"
+        if self.pair:
+            target = "{" + ", ".join(f'{k}="{v}"' for k, v in self.pair) + "}"
+        else:
+            target = _num(self.bound)  # type: ignore[arg-type]
+        return f"{sel} {self.direction} to {target}"
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_dict(cls, entry: Mapping, where: str = "forecast spec") -> BoundSpec:
+        """One spec from its dict form; :class:`ForecastSpecError` lists every problem."""
+        problems: list[str] = []
+        if not isinstance(entry, Mapping):
+            raise ForecastSpecError([f"{where}: expected a mapping with 'selector' and 'bound', got {entry!r}"])
+        unknown = set(entry) - {"selector", "bound", "direction", "horizon", "name"}
+        if unknown:
+            problems.append(f"{where}: unknown field(s) {sorted(unknown)} "
+                            "(known: selector, bound, direction, horizon, name)")
+        selector: tuple[Matcher, ...] = ()
+        try:
+            selector = parse_selector(entry.get("selector"))
+        except ForecastSpecError as exc:
+            problems += [f"{where}: selector: {p}" for p in exc.problems]
+        direction = entry.get("direction", "up")
+        if direction not in ("up", "down"):
+            problems.append(f"{where}: direction: must be 'up' or 'down', got {direction!r}")
+        bound, pair = None, ()
+        raw = entry.get("bound")
+        if isinstance(raw, bool) or raw is None:
+            problems.append(f"{where}: bound: required: a number (e.g. 1.0) "
+                            "or a paired series (e.g. pgmq_queue_max_depth)")
+        elif isinstance(raw, (int, float)):
+            bound = float(raw)
+            if not math.isfinite(bound):
+                problems.append(f"{where}: bound: must be finite, got {raw!r}")
+        elif isinstance(raw, str):
+            pair = ((METRIC_NAME, raw),)
+        elif isinstance(raw, Mapping):
+            bad = set(raw) - {"series", "labels"}
+            if bad or not raw:
+                problems.append(f"{where}: bound: a paired bound takes 'series' and/or 'labels', got {sorted(raw)}")
+            replace = dict(raw.get("labels") or {})
+            if raw.get("series"):
+                replace[METRIC_NAME] = raw["series"]
+            pair = tuple(sorted((str(k), str(v)) for k, v in replace.items()))
+        else:
+            problems.append(f"{where}: bound: expected a number or a paired series, got {raw!r}")
+        for name, template in pair:
+            refs = [a or b for a, b in _GROUP_REF.findall(template)]
+            regex = [m for m in selector if m.name == name and m.op == "=~"]
+            if refs and not regex:
+                problems.append(f"{where}: bound: {template!r} refers to a group "
+                                f"but the selector has no =~ matcher on {name}")
+            if regex and regex[0].pattern is not None:
+                p = regex[0].pattern
+                missing = [r for r in refs if not (r.isdigit() and int(r) <= p.groups or r in p.groupindex)]
+                if missing:
+                    problems.append(f"{where}: bound: {template!r} refers to group(s) {missing} "
+                                    f"that {p.pattern!r} lacks")
+        horizon_s = None
+        if entry.get("horizon") is not None:
+            try:
+                horizon_s = _seconds(entry["horizon"])
+            except ValueError as exc:
+                problems.append(f"{where}: horizon: {exc}")
+        if problems:
+            raise ForecastSpecError(problems)
+        return cls(selector, direction, bound, pair, horizon_s, str(entry.get("name", "")))
+
+
+def parse_selector(text: object) -> tuple[Matcher, ...]:
+    """Matchers of a PromQL instant selector (``name{label="v", ...}``), no offset or range."""
+    from detector.promql.compile import UnsupportedExpression, compile_expr
+    from detector.promql.plan import SelectorNode
+
+    if not isinstance(text, str) or not text.strip():
+        example = 'pgmq_queue_depth{queue_name="orders"}'
+        raise ForecastSpecError([f"expected a PromQL selector such as {example!r}, got {text!r}"])
+    try:
+        node = compile_expr(text)
+    except (UnsupportedExpression, re.error) as exc:
+        raise ForecastSpecError([f"{text!r}: {exc}"]) from None
+    if not isinstance(node, SelectorNode) or node.offset_ms:
+        raise ForecastSpecError([f"{text!r} is not a plain series selector (no functions, operators or offset)"])
+    return node.matchers
+
+
+def _expand(template: str, groups: Mapping[str, str]) -> str:
+    return _GROUP_REF.sub(lambda m: groups.get(m.group(1) or m.group(2), ""), template)
+
+
+def _num(v: float) -> str:
+    return f"{v:g}"
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration such as '15m', got {value!r}")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"must not be negative, got {value!r}")
+        return float(value)
+    return parse_duration(str(value)) / 1000.0
+
+
+def _m(name: str, op: str, value: str) -> Matcher:
+    return Matcher.create(name, op, value)
+
+
+DEFAULT_SPECS: tuple[BoundSpec, ...] = (
+    BoundSpec((_m(METRIC_NAME, "=~", ".+_saturation"),), "up", bound=1.0, name="saturation"),
+    BoundSpec((_m(METRIC_NAME, "=~", ".+_permits_available"),), "down", bound=0.0, name="permits"),
+    BoundSpec((_m(METRIC_NAME, "=~", "(.+)_depth"), _m(METRIC_NAME, "!~", ".+_max_depth")), "up",
+              pair=((METRIC_NAME, "$1_max_depth"),), name="depth"),
+)
+"""The runbook's patterns: ``*_saturation`` up to 1.0, ``*_permits_available`` down to 0,
+``X_depth`` up to ``X_max_depth`` (``pgmq_queue_depth`` against ``pgmq_queue_max_depth``)."""
+
+
+def recognise(labels: Labels, specs: Sequence[BoundSpec] = DEFAULT_SPECS) -> BoundSpec | None:
+    """The first spec whose selector matches ``labels``, or None."""
+    for spec in specs:
+        if spec.matches(labels):
+            return spec
+    return None
+
+
+# ---------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class ForecastSettings:
+    """Numbers of the trend fit and the early-warning state machine (seconds).
+
+    * ``tau_s``: the trend fit's discount time; ``level``: central probability of intervals;
+      ``min_samples``: effective samples before any estimate; ``max_horizon_s``: farther is "none";
+      ``adapt_sigmas``: drift of recent errors that makes the fit forget faster (0: never);
+    * ``horizon_s``: warn when the ETA is within this; ``warn_on``: which ETA, ``"eta"`` (the
+      point estimate: the bound is likely in time) or ``"eta_low"`` (the interval's near end:
+      plausibly; earlier warnings, more false ones);
+    * ``warn_after``: ... for this many consecutive evaluations (pending until then);
+    * ``hysteresis``: resolve when that ETA exceeds ``horizon_s * hysteresis`` or the trend no
+      longer heads to the bound, ``resolve_after`` consecutive evaluations in a row;
+    * ``eval_interval_s``: a series is evaluated at most once per slot of this length of event time.
+
+    The defaults were chosen with ``python -m bench.forecast`` (15 s scrapes).
+    """
+
+    tau_s: float = 600.0
+    level: float = 0.8
+    min_samples: float = 16.0
+    max_horizon_s: float = 6 * 3600.0
+    horizon_s: float = 1200.0
+    warn_after: int = 12
+    resolve_after: int = 8
+    hysteresis: float = 2.0
+    eval_interval_s: float = 15.0
+    adapt_sigmas: float = 2.5
+    warn_on: str = "eta"
+
+    _DURATIONS = {"tau": "tau_s", "max_horizon": "max_horizon_s", "horizon": "horizon_s",
+                  "eval_interval": "eval_interval_s"}
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ForecastSpecError(problems)
+
+    def problems(self, where: str = "settings") -> list[str]:
+        found = []
+        if not self.tau_s > 0:
+            found.append(f"{where}: tau: must be > 0, got {self.tau_s!r}")
+        if not 0 < self.level < 1:
+            found.append(f"{where}: level: must be between 0 and 1 (e.g. 0.8), got {self.level!r}")
+        if not self.horizon_s > 0 or not self.max_horizon_s >= self.horizon_s * self.hysteresis:
+            found.append(f"{where}: horizon: must be > 0 and horizon x hysteresis <= max_horizon "
+                         f"({self.horizon_s!r} x {self.hysteresis!r} vs {self.max_horizon_s!r})")
+        if not self.hysteresis >= 1:
+            found.append(f"{where}: hysteresis: must be >= 1, got {self.hysteresis!r}")
+        for name in ("warn_after", "resolve_after"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                found.append(f"{where}: {name}: must be a whole number >= 1, got {value!r}")
+        if self.warn_on not in ("eta", "eta_low"):
+            found.append(f"{where}: warn_on: must be 'eta' or 'eta_low', got {self.warn_on!r}")
+        if not self.adapt_sigmas >= 0:
+            found.append(f"{where}: adapt_sigmas: must be >= 0 (0 turns adaptation off), got {self.adapt_sigmas!r}")
+        if self.eval_interval_s < 0:
+            found.append(f"{where}: eval_interval: must be >= 0, got {self.eval_interval_s!r}")
+        return found
+
+    @classmethod
+    def from_dict(cls, raw: Mapping | None, where: str = "settings") -> ForecastSettings:
+        raw = dict(raw or {})
+        problems: list[str] = []
+        known = {f.name for f in fields(cls)}
+        kwargs: dict[str, object] = {}
+        for key, value in raw.items():
+            target = cls._DURATIONS.get(key, key)
+            if target not in known:
+                names = sorted([*cls._DURATIONS, "adapt_sigmas", "hysteresis", "level", "min_samples",
+                                "resolve_after", "warn_after", "warn_on"])
+                problems.append(f"{where}: unknown setting {key!r} (known: {', '.join(names)})")
+                continue
+            try:
+                if target.endswith("_s"):
+                    kwargs[target] = _seconds(value)
+                elif target == "warn_on":
+                    kwargs[target] = str(value)
+                elif target in ("warn_after", "resolve_after"):
+                    if isinstance(value, str) and value.strip().isdigit():
+                        value = int(value)
+                    kwargs[target] = value if isinstance(value, int) and not isinstance(value, bool) else float("nan")
+                else:
+                    kwargs[target] = float(value)
+            except (TypeError, ValueError) as exc:
+                problems.append(f"{where}: {key}: {exc}")
+        if not problems:
+            try:
+                return cls(**kwargs)  # type: ignore[arg-type]
+            except ForecastSpecError as exc:
+                problems += exc.problems
+        raise ForecastSpecError(problems)
+
+
+@dataclass(frozen=True)
+class ForecastConfig:
+    """Settings plus specs; user specs are tried before the defaults (``defaults: false`` drops those).
+
+    >>> config = ForecastConfig.from_dict({"settings": {"horizon": "20m"},
+    ...     "forecasts": [{"selector": "disk_used_bytes", "bound": {"series": "disk_size_bytes"}}]})
+    >>> config.settings.horizon_s, len(config.specs)
+    (1200.0, 4)
+    >>> ForecastConfig.from_dict({"forecasts": [{"selector": "x", "bound": "y", "direction": "sideways"}]})
+    Traceback (most recent call last):
+    ...
+    detector.forecast.spec.ForecastSpecError: 1 problem(s) in forecast specs:
+      forecasts[0]: direction: must be 'up' or 'down', got 'sideways'
+    """
+
+    settings: ForecastSettings = field(default_factory=ForecastSettings)
+    specs: tuple[BoundSpec, ...] = DEFAULT_SPECS
+
+    @classmethod
+    def from_dict(cls, raw: Mapping | None, source: str = "") -> ForecastConfig:
+        prefix = f"{source}: " if source else ""
+        raw = dict(raw or {})
+        problems: list[str] = []
+        unknown = set(raw) - {"settings", "forecasts", "defaults"}
+        if unknown:
+            problems.append(f"{prefix}unknown top-level key(s) {sorted(unknown)} "
+                            "(known: settings, forecasts, defaults)")
+        settings = ForecastSettings()
+        try:
+            settings = ForecastSettings.from_dict(raw.get("settings"), f"{prefix}settings")
+        except ForecastSpecError as exc:
+            problems += exc.problems
+        specs: list[BoundSpec] = []
+        entries = raw.get("forecasts") or []
+        if not isinstance(entries, list):
+            problems.append(f"{prefix}forecasts: expected a list of specs, got {type(entries).__name__}")
+            entries = []
+        for i, entry in enumerate(entries):
+            try:
+                specs.append(BoundSpec.from_dict(entry, f"{prefix}forecasts[{i}]"))
+            except ForecastSpecError as exc:
+                problems += exc.problems
+        if problems:
+            raise ForecastSpecError(problems)
+        if raw.get("defaults", True):
+            specs += DEFAULT_SPECS
+        return cls(settings, tuple(specs))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ForecastConfig:
+        """Read a YAML spec file (see the module docs)."""
+        import yaml
+
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ForecastSpecError([f"{path}: cannot read: {exc}"]) from None
+        if raw is not None and not isinstance(raw, Mapping):
+            raise ForecastSpecError([f"{path}: expected a mapping with 'forecasts' and 'settings'"])
+        return cls.from_dict(raw, str(path))
+
+
+def specs_from(entries: Iterable[Mapping]) -> tuple[BoundSpec, ...]:
+    """Specs from a list of dicts, every problem reported at once (no defaults added)."""
+    return ForecastConfig.from_dict({"forecasts": list(entries), "defaults": False}).specs
