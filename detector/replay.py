@@ -1,11 +1,13 @@
-"""Replaying a recorded stream through the rules, in event time, without Kafka.
+"""Replaying a recorded stream through rules, anomaly scores and forecasts, in event time, without Kafka.
 
 A recording is OpenMetrics text with timestamps (what ``promtool tsdb
 create-blocks-from openmetrics`` reads). Its samples are sorted by time and fed
 in slices to the same engines the workers run: one per partition, chosen with
 the receiver's partitioning, plus the global lane for the groups that need it,
-so a replay gives the alerts the pipeline would, at the same event times. Same
-input, same output: the output order is fixed by (event time, rule, labels).
+so a replay gives the alerts the pipeline would, at the same event times. It
+yields alert state changes (rules, anomalies through the ``anomaly`` pack,
+early warnings) and the anomaly scores at or above the threshold. Same input,
+same output: the order is fixed by event time, then rule and labels.
 
 >>> from detector.rules import AlertingRule, RuleGroup
 >>> from detector.promql import compile_expr
@@ -31,7 +33,7 @@ import numpy as np
 from detector.batch import SampleBatch
 from detector.labels import DEFAULT_PARTITION_BY, LANE_CLOCK, Labels, canonical_bytes, partition_for
 from detector.openmetrics import read_samples
-from detector.rules.engine import EngineOutput, RuleEngine
+from detector.partition import DEFAULT_SCORE_THRESHOLD, PartitionDetectors, PartitionOutput
 from detector.rules.group import RuleGroup
 from detector.rules.placement import place_groups
 
@@ -87,14 +89,26 @@ class Replay:
         partition_by: tuple[str, ...] = DEFAULT_PARTITION_BY,
         engine_options: dict | None = None,
         slice_ms: int = 15_000,
+        scores: bool = True,
+        forecasts: bool = True,
+        score_threshold: float = DEFAULT_SCORE_THRESHOLD,
     ) -> None:
         self.placement = place_groups(groups, partition_by)
         self.partitions = partitions
         self.partition_by = partition_by
         self.slice_ms = slice_ms
         options = engine_options or {}
-        self.engines = [RuleEngine(self.placement.local, **options) for _ in range(partitions)]
-        self.global_engine = RuleEngine(self.placement.global_, **options) if self.placement.global_ else None
+        self.engines = [
+            PartitionDetectors(
+                self.placement.local, engine_options=options, scores=scores, forecasts=forecasts, score_threshold=score_threshold
+            )
+            for _ in range(partitions)
+        ]
+        self.global_engine = (
+            PartitionDetectors(self.placement.global_, engine_options=options, scores=False, forecasts=False)
+            if self.placement.global_
+            else None
+        )
 
     def run(self, recording: Recording, progress: Callable[[int], None] | None = None) -> Iterator[dict]:
         """Alert state changes as JSON-ready dicts (``headroom.alert.v1`` plus ``"kind": "alert"``)."""
@@ -113,7 +127,7 @@ class Replay:
                 progress(end - start)
             start = end
 
-    def _feed(self, rec: Recording, part: slice, partition: np.ndarray, to_global: np.ndarray) -> list[EngineOutput]:
+    def _feed(self, rec: Recording, part: slice, partition: np.ndarray, to_global: np.ndarray) -> list[PartitionOutput]:
         index, stamps, values = rec.series_index[part], rec.timestamps[part], rec.values[part]
         outputs = []
         owner = partition[index]
@@ -135,8 +149,10 @@ def _batch(keys: list[bytes], index: np.ndarray, stamps: np.ndarray, values: np.
     return SampleBatch([keys[i] for i in used.tolist()], local.astype(np.uint32), stamps, values)
 
 
-def _ordered(outputs: Iterable[EngineOutput]) -> Iterator[dict]:
-    events = [t.to_dict() for out in outputs for t in out.transitions]
-    events.sort(key=lambda e: (e["eval_time"], e["rule"], sorted(e["labels"].items()), e["state"]))
-    for event in events:
-        yield {"kind": "alert", **event}
+def _ordered(outputs: Iterable[PartitionOutput]) -> Iterator[dict]:
+    alerts = [{"kind": "alert", **t.to_dict()} for out in outputs for t in out.transitions]
+    scores = [e.to_dict() for out in outputs for e in out.scores]
+    alerts.sort(key=lambda e: (e["eval_time"], e["rule"], sorted(e["labels"].items()), e["state"]))
+    scores.sort(key=lambda e: (e["t"], sorted(e["labels"].items())))
+    yield from scores
+    yield from alerts

@@ -24,11 +24,15 @@ console = Console(stderr=True)
 @click.option("--rules", "rule_files", multiple=True, required=True, help="Rule file or pack name; repeatable.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True, help="JSON lines, one per event.")
 @click.option("--partitions", type=int, default=None, help="Partitions to emulate (HEADROOM_PARTITIONS).")
-def replay(recording: Path, rule_files: tuple[str, ...], out_path: Path, partitions: int | None) -> None:
-    """Run a recording (OpenMetrics with timestamps) through the rules, as the workers would.
+@click.option("--scores", "score_mode", type=click.Choice(["above", "all", "none"]), default="above", show_default=True,
+              help="Anomaly scores to write: those at or above the threshold, all, or none (no scoring).")
+@click.option("--no-forecasts", is_flag=True, help="Skip saturation forecasts.")
+def replay(recording: Path, rule_files: tuple[str, ...], out_path: Path, partitions: int | None, score_mode: str, no_forecasts: bool) -> None:
+    """Run a recording (OpenMetrics with timestamps) through rules, anomaly scores and forecasts.
 
-    Writes one JSON object per alert state change, each with its event time and
-    labels. Same input, same output.
+    Writes one JSON object per event, each with its event time and labels:
+    alert state changes (rules, anomalies, early warnings) and anomaly scores.
+    Same input, same output.
     """
     settings = Settings(**({"partitions": partitions} if partitions else {}))
     try:
@@ -45,7 +49,15 @@ def replay(recording: Path, rule_files: tuple[str, ...], out_path: Path, partiti
         console.print(f"[red]{exc}[/red]")
         sys.exit(2)
     engine_options = {"lookback_ms": settings.lookback_ms, "resend_delay_ms": settings.resend_delay_ms}
-    runner = Replay(groups, partitions=settings.partitions, partition_by=settings.partition_by, engine_options=engine_options)
+    runner = Replay(
+        groups,
+        partitions=settings.partitions,
+        partition_by=settings.partition_by,
+        engine_options=engine_options,
+        scores=score_mode != "none",
+        forecasts=not no_forecasts,
+        **({"score_threshold": 0.0} if score_mode == "all" else {}),
+    )
     columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"), TimeRemainingColumn())
     written = 0
     with Progress(*columns, console=console, transient=True) as progress, out_path.open("w") as out:

@@ -20,18 +20,31 @@ def recording(scenario: str = "backpressure", minutes: int = 20) -> str:
     return render_openmetrics((START + i * 15_000, sim.sample(START + i * 15_000)) for i in range(minutes * 4 + 1))
 
 
-def replay(text: str, rules: tuple[str, ...] = ("backpressure",), partitions: int = 8) -> list[dict]:
-    return list(Replay(load_rule_files(rules), partitions=partitions).run(read_openmetrics(text)))
+def replay(text: str, rules: tuple[str, ...] = ("backpressure",), partitions: int = 8, detectors: bool = False) -> list[dict]:
+    """Events of a replay; by default rules only (``detectors`` adds anomaly scores and forecasts)."""
+    runner = Replay(load_rule_files(rules), partitions=partitions, scores=detectors, forecasts=detectors)
+    return list(runner.run(read_openmetrics(text)))
 
 
 def test_the_same_recording_gives_the_same_events():
     text = recording()
-    assert replay(text) == replay(text)
+    assert replay(text, detectors=True) == replay(text, detectors=True)
 
 
-def test_the_number_of_partitions_does_not_change_the_alerts():
+def test_the_number_of_partitions_does_not_change_the_events():
     text = recording()
-    assert replay(text, partitions=1) == replay(text, partitions=8)
+    assert replay(text, partitions=1, detectors=True) == replay(text, partitions=8, detectors=True)
+
+
+def test_replay_carries_early_warnings_anomaly_alerts_and_scores():
+    events = replay(recording(minutes=30), rules=("backpressure", "anomaly"), detectors=True)
+    alerts = [e for e in events if e["kind"] == "alert"]
+    queue = [e for e in alerts if e["rule"] == "SaturationForecast" and e["labels"].get("queue_name") == "orders"]
+    assert [e["state"] for e in queue] == ["pending", "firing", "inactive"]
+    assert "reaches pgmq_queue_max_depth (10000) in about" in queue[0]["annotations"]["summary"]
+    assert any(e["rule"] == "AnomalousSeries" and e["state"] == "firing" for e in alerts)
+    scores = [e for e in events if e["kind"] == "score"]
+    assert scores and all(e["score"] >= 0.312 for e in scores)
 
 
 def test_the_backpressure_incident_fires_every_runbook_alert_and_the_calm_one_none():
