@@ -21,6 +21,7 @@ restarts (as it does in Prometheus after a restart without state restore).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -31,7 +32,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from detector.batch import SampleBatch
 from detector.errors import BatchFormatError
-from detector.rules import EngineOutput, RuleEngine, RuleGroup
+from detector.partition import PartitionDetectors, PartitionOutput
+from detector.rules import RuleGroup
 from detector.rules.engine import idle_watermark, is_live
 from detector.rules.placement import place_groups
 from pipelines import faust_transport
@@ -42,40 +44,49 @@ log = logging.getLogger("headroom.worker")
 
 
 class PartitionEngines:
-    """One rule engine per assigned partition, created on first use."""
+    """One set of detectors (rules, and for target lanes scores and forecasts) per assigned partition."""
 
-    def __init__(self, groups: list[RuleGroup], settings: Settings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, groups: list[RuleGroup], settings: Settings, clock: Callable[[], float] = time.time, *, detectors: bool = True
+    ) -> None:
         self.groups = groups
         self.settings = settings
         self.clock = clock
-        self.engines: dict[int, RuleEngine] = {}
+        self.detectors = detectors
+        self.engines: dict[int, PartitionDetectors] = {}
         self._last_ingest_ms: dict[int, int] = {}
 
-    def ingest(self, partition: int, batch: SampleBatch) -> EngineOutput:
+    def ingest(self, partition: int, batch: SampleBatch) -> PartitionOutput:
         self._last_ingest_ms[partition] = int(self.clock() * 1000)
         engine = self.engines.get(partition)
         if engine is None:
-            engine = self.engines[partition] = RuleEngine(
+            options = {
+                "lookback_ms": self.settings.lookback_ms,
+                "lateness_ms": self.settings.lateness_ms,
+                "resend_delay_ms": self.settings.resend_delay_ms,
+            }
+            engine = self.engines[partition] = PartitionDetectors(
                 self.groups,
-                lookback_ms=self.settings.lookback_ms,
-                lateness_ms=self.settings.lateness_ms,
-                resend_delay_ms=self.settings.resend_delay_ms,
+                engine_options=options,
+                scores=self.detectors and self.settings.anomaly_scores,
+                forecasts=self.detectors and self.settings.forecasts,
             )
         return engine.ingest(batch)
 
-    def advance_idle(self) -> dict[int, EngineOutput]:
+    def advance_idle(self) -> dict[int, PartitionOutput]:
         """Evaluate quiet partitions on wall-clock time (see :func:`idle_watermark`)."""
         now_ms = int(self.clock() * 1000)
         outputs = {}
         for partition, engine in self.engines.items():
-            watermark = idle_watermark(engine.newest, self._last_ingest_ms[partition], now_ms, self.settings.idle_advance_ms)
+            rules = engine.rules
+            watermark = idle_watermark(rules.newest, self._last_ingest_ms[partition], now_ms, self.settings.idle_advance_ms)
             if watermark is not None:
                 outputs[partition] = engine.advance_to(watermark)
         return outputs
 
     def is_live(self, partition: int) -> bool:
         engine = self.engines.get(partition)
-        return engine is not None and is_live(engine.newest, int(self.clock() * 1000))
+        return engine is not None and is_live(engine.rules.newest, int(self.clock() * 1000))
 
     def forget(self, partitions: set[int]) -> None:
         for partition in partitions:
@@ -91,6 +102,7 @@ class WorkerMetrics:
         self.bad_messages = Counter("headroom_worker_unreadable_batches", "Messages that are not sample batches", registry=registry)
         self.dropped = Counter("headroom_worker_dropped_samples", "Samples dropped as duplicate or out of order", ["reason"], registry=registry)
         self.late = Counter("headroom_worker_late_samples", "Samples older than an evaluation already made", registry=registry)
+        self.anomalies = Counter("headroom_anomalous_samples", "Samples scored at or above the anomaly threshold", registry=registry)
         self.transitions = Counter("headroom_alert_transitions", "Alert state changes", ["state"], registry=registry)
         self.eval_errors = Counter("headroom_rule_evaluation_failures", "Failed rule evaluations", registry=registry)
         self.event_time = Gauge("headroom_worker_watermark_seconds", "Newest evaluated event time", ["lane"], registry=registry)
@@ -113,6 +125,7 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
         web_bind="127.0.0.1",
     )
     alerts = app.topic(settings.alerts_topic, partitions=1, value_serializer="raw", key_serializer="raw")
+    scores_topic = app.topic(settings.scores_topic, partitions=1, value_serializer="raw")
     placement = place_groups(groups, settings.partition_by)
     metrics = WorkerMetrics(registry or CollectorRegistry())
     notifier = Notifier.from_settings(
@@ -120,7 +133,7 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
     )
     lanes = {
         settings.samples_topic: PartitionEngines(placement.local, settings),
-        settings.global_samples_topic: PartitionEngines(placement.global_, settings),
+        settings.global_samples_topic: PartitionEngines(placement.global_, settings, detectors=False),
     }
 
     async def evaluate(stream: faust.StreamT) -> None:
@@ -135,9 +148,9 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
             out = lanes[topic].ingest(partition, batch)
             metrics.messages.inc()
             metrics.samples.inc(len(batch))
-            metrics.dropped.labels("duplicate").inc(out.duplicates)
-            metrics.dropped.labels("out_of_order").inc(out.out_of_order)
-            metrics.late.inc(out.late)
+            metrics.dropped.labels("duplicate").inc(out.engine.duplicates)
+            metrics.dropped.labels("out_of_order").inc(out.engine.out_of_order)
+            metrics.late.inc(out.engine.late)
             await publish(topic, partition, out)
 
     # One agent per lane: target partitions, and the one-partition global lane
@@ -152,21 +165,24 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
             for partition, out in engines.advance_idle().items():
                 await publish(topic, partition, out)
 
-    async def publish(topic: str, partition: int, out: EngineOutput) -> None:
+    async def publish(topic: str, partition: int, out: PartitionOutput) -> None:
         engine = lanes[topic].engines.get(partition)
         if engine is not None:
-            metrics.event_time.labels(f"{topic}/{partition}").set(engine.watermark / 1000)
-        for error in out.errors:
+            metrics.event_time.labels(f"{topic}/{partition}").set(engine.rules.watermark / 1000)
+        for error in out.engine.errors:
             metrics.eval_errors.inc()
             log.warning("rule evaluation failed: %s", error)
         for transition in out.transitions:
             metrics.transitions.labels(transition.state).inc()
             log.warning("alert %s", transition.describe())
             await alerts.send(key=transition.fingerprint.encode(), value=transition.to_json())
+        for score in out.scores:
+            metrics.anomalies.inc()
+            await scores_topic.send(value=json.dumps(score.to_dict(), separators=(",", ":")).encode())
         # Alertmanager judges endsAt on its own clock: a replay of old data
         # would arrive already expired, so only live partitions notify.
-        if out.notifications and lanes[topic].is_live(partition):
-            notifier.enqueue(out.notifications)
+        if out.engine.notifications and lanes[topic].is_live(partition):
+            notifier.enqueue(out.engine.notifications)
 
     @app.task
     async def start_notifier() -> None:

@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     # One partition: inputs of rule groups that combine series across targets.
     global_samples_topic: str = "headroom-samples-global"
     alerts_topic: str = "headroom-alerts"
+    scores_topic: str = "headroom-scores"
+    # Per-series anomaly scores (the derived series headroom_anomaly_score) and
+    # saturation forecasts in the worker, beside the rules.
+    anomaly_scores: bool = True
+    forecasts: bool = True
     partitions: int = Field(8, ge=1, le=1024)
     partition_by: tuple[str, ...] = ("job", "instance")
 
@@ -87,7 +92,7 @@ class Settings(BaseSettings):
 
     def topics(self) -> dict[str, int]:
         """Every topic Headroom uses, with its partition count."""
-        return {self.samples_topic: self.partitions, self.global_samples_topic: 1, self.alerts_topic: 1}
+        return {self.samples_topic: self.partitions, self.global_samples_topic: 1, self.alerts_topic: 1, self.scores_topic: 1}
 
     def write_limits(self) -> WriteLimits:
         return WriteLimits(max_body_bytes=self.max_body_bytes, max_decompressed_bytes=self.max_decompressed_bytes)
