@@ -1,6 +1,7 @@
 """NAB on the development split: ``headroom score-csv``'s code over every file, then NAB's scorer.
 
-    .venv/bin/python -m bench.nab [--model NAME] [--runs N] [--save-thresholds] [--thresholds F]
+    .venv/bin/python -m bench.nab [--model NAME] [--param NAME=VALUE ...] [--runs N]
+                                  [--save-thresholds] [--thresholds F]
 
 Every data file of ``../shared/nab/data`` is streamed row by row through
 :func:`pipelines.score_csv_cli.score_file` (one configuration for all files, no
@@ -14,7 +15,11 @@ scorer chose, and per category the windows detected, false-positive rows and
 the category's own normalized standard score (its raw score against its own
 null and perfect detectors). ``--save-thresholds`` keeps the chosen thresholds
 in bench/nab_thresholds.json; ``--thresholds F`` applies frozen ones instead
-of sweeping (the honest protocol for data not tuned on).
+of sweeping (the honest protocol for data not tuned on). ``--param`` runs the
+default model with some of its :class:`~detector.anomaly.Params` changed (an
+ablation, e.g. ``--param shape_max=0 --param interval_ref=0`` for the detector
+without its generalized Pareto tails and per-time calibration), registered for
+this run only.
 """
 
 from __future__ import annotations
@@ -44,6 +49,29 @@ PROFILE_WEIGHTS = {
     "reward_low_FN_rate": (1.0, 2.0),
 }  # (tp, fn) weights, as in config/profiles.json
 BASELINE = ("rivergaussian", "river-gaussian")
+
+
+def ablation(model: str, params: list[str]) -> tuple[str, str]:
+    """Register ``model`` with some Params changed, for this run only; (detector name, model name)."""
+    import dataclasses
+
+    from detector.anomaly import MODELS, ColumnarState, Params
+
+    base = MODELS[model]().params
+    fields = {f.name: f for f in dataclasses.fields(Params)}
+    changes = {}
+    for item in params:
+        name, _, text = item.partition("=")
+        if name not in fields:
+            raise SystemExit(f"--param {item}: unknown parameter; known: {sorted(fields)}")
+        kind = type(getattr(base, name))
+        changes[name] = (text.lower() in ("1", "true", "yes")) if kind is bool else kind(text)
+    tuned = dataclasses.replace(base, **changes)
+    tag = "-".join(f"{k.replace('_', '')}{v}" for k, v in changes.items())
+    name = f"{model}+{tag}"
+    MODELS[name] = lambda: ColumnarState(tuned)
+    detector = "headroom" + ("" if model == "default" else model.replace("_", "").replace("-", "")) + "-" + tag
+    return detector, name
 
 
 def data_files(nab: Path) -> list[str]:
@@ -188,6 +216,8 @@ def measure_cost(console: Console, n_series: int = 10_000, seconds: float = 3.0)
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m bench.nab", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="default", help="anomaly model from the catalog (default: default)")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="change one Params field of the model for this run (an ablation); repeatable")
     ap.add_argument("--runs", type=int, default=1, help="score the corpus N times (timings; scores are deterministic)")
     ap.add_argument("--nab", type=Path, default=NAB, help="the NAB split (default ../shared/nab)")
     ap.add_argument("--save-thresholds", nargs="?", const=THRESHOLDS, type=Path, default=None,
@@ -202,8 +232,11 @@ def main(argv: list[str] | None = None) -> dict:
     if a.cost:
         return measure_cost(console)
     detector = "headroom" + ("" if a.model == "default" else a.model.replace("_", "").replace("-", ""))
+    model = a.model
+    if a.param:
+        detector, model = ablation(a.model, a.param)
     # frozen thresholds are ours only: the baseline has none saved, so it is left out then
-    runs = [(detector, a.model)] + ([] if a.no_baseline or a.thresholds else [BASELINE])
+    runs = [(detector, model)] + ([] if a.no_baseline or a.thresholds else [BASELINE])
     labels = dict(runs)
     tmp = Path(tempfile.mkdtemp(prefix="headroom-nab-"))
     try:

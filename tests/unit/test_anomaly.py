@@ -1,5 +1,6 @@
 """The default anomaly detector: constant series, warm-up, range, score-before-learn,
-counters, seasonality, incidents, batch = per sample, determinism, state size, score-csv."""
+counters, seasonality, incidents, per-time calibration, heavy tails, batch = per sample,
+determinism, state size, score-csv."""
 
 from __future__ import annotations
 
@@ -27,12 +28,16 @@ STEP_S = 300.0  # five-minute samples
 DAY = int(86_400 / STEP_S)
 
 
-def score_series(values, step_s: float = STEP_S, model: str = DEFAULT_MODEL) -> np.ndarray:
-    """Scores of one gauge series, streamed through the scorer the pipeline uses."""
+def score_series(values, step_s: float = STEP_S, model: str = DEFAULT_MODEL, params: Params | None = None) -> np.ndarray:
+    """Scores of one gauge series, streamed through the scorer the pipeline uses
+    (or, with ``params``, through a default-model state with those parameters)."""
+    values = np.asarray(values, dtype=float)
+    stamps = np.arange(len(values)) * step_s
+    if params is not None:
+        return ColumnarState(params, capacity=1).run(np.zeros(len(values), dtype=int), stamps, values)
     scorer = AnomalyScorer(model, counter=lambda key: False)
     row = scorer.rows_for([b"s"])[0]
-    values = np.asarray(values, dtype=float)
-    return scorer.score(np.full(len(values), row), np.arange(len(values)) * step_s, values)
+    return scorer.score(np.full(len(values), row), stamps, values)
 
 
 def noise(n: int, seed: int = 1, loc: float = 10.0, scale: float = 1.0) -> np.ndarray:
@@ -145,6 +150,50 @@ def test_a_burst_of_outliers_does_not_inflate_the_scales():
         state.run(np.zeros(400, int), np.arange(2000, 2400) * STEP_S, values[2000:])
         steps[weight] = state.scalars[0, STEP] / before
     assert steps[Params().protect_weight] < 1.5 < steps[1.0]
+
+
+def test_tail_probabilities_are_per_unit_of_time_not_per_sample():
+    from detector.anomaly.core import INTERVAL
+
+    values = noise(1500, seed=9)
+    values[1200] += 6.0
+    stamps = np.arange(len(values)) * 60.0  # one-minute samples: five per reference interval
+    rows = np.zeros(len(values), dtype=int)
+    # without hold and protection the state does not depend on the surprise, so the
+    # per-time score is exactly the per-sample one less log10(5) decades
+    decoupled = dict(hold=0, protect=1e9)
+    per_time = ColumnarState(Params(**decoupled), capacity=1).run(rows, stamps, values)
+    per_sample = ColumnarState(Params(interval_ref=0.0, **decoupled), capacity=1).run(rows, stamps, values)
+    both = (per_time > 0) & (per_time < 1) & (per_sample > 0) & (per_sample < 1)
+    assert both.sum() > 100
+    shift = np.log10(60.0 / Params().interval_ref) / Params().decades
+    np.testing.assert_allclose(per_time[both] - per_sample[both], shift, atol=1e-12)
+    # a 5-minute series is judged as before; a faster one needs more to alarm
+    five_min = np.arange(len(values)) * 300.0
+    np.testing.assert_array_equal(
+        ColumnarState(Params(**decoupled), capacity=1).run(rows, five_min, values),
+        ColumnarState(Params(interval_ref=0.0, **decoupled), capacity=1).run(rows, five_min, values),
+    )
+    # the sample interval is learned from the stream, and one long outage barely moves it
+    gap = stamps.copy()
+    gap[1000:] += 86_400.0
+    state = ColumnarState(Params(), capacity=1)
+    state.run(rows, gap, values)
+    assert state.scalars[0, INTERVAL] == pytest.approx(60.0, rel=0.05)
+
+
+def test_a_heavy_tailed_history_makes_routine_bursts_less_surprising_not_invisible():
+    rng = np.random.default_rng(3)
+    heavy = 10.0 + rng.standard_t(2.5, 6000)  # bursty: large excursions are routine here
+    light = rng.normal(10.0, 1.0, 6000)
+    threshold = 0.3
+    pareto, exponential = score_series(heavy), score_series(heavy, params=Params(shape_max=0.0))
+    assert np.sum(pareto[1000:] >= threshold) < np.sum(exponential[1000:] >= threshold)
+    assert pareto[1000:].max() < exponential[1000:].max()
+    # far beyond anything in its history is still an anomaly
+    assert score_series(np.r_[heavy, 50.0])[-1] > 0.5
+    # a light-tailed series is judged (almost) as with exponential tails
+    np.testing.assert_allclose(score_series(light), score_series(light, params=Params(shape_max=0.0)), atol=0.02)
 
 
 def test_batch_of_many_series_equals_one_detector_per_series():
