@@ -23,7 +23,7 @@ import numpy as np
 from detector.labels import Labels, labels_from_dict
 
 IncidentKind = Literal[
-    "command_channel", "queue_depth", "circuit_breaker", "api_rejections", "worker_capacity", "event_drops"
+    "command_channel", "queue_depth", "circuit_breaker", "api_rejections", "worker_capacity", "event_drops", "load"
 ]
 INCIDENT_KINDS: tuple[IncidentKind, ...] = get_args(IncidentKind)
 
@@ -72,7 +72,12 @@ class Incident:
     - ``api_rejections``: rate-limit rejections per second on task creation;
     - ``worker_capacity``: handler-pool utilisation of every worker (0..1);
       above 0.8 workers refuse claims, mostly for the fullest queues;
-    - ``event_drops``: domain events of type ``target`` dropped per second per worker.
+    - ``event_drops``: domain events of type ``target`` dropped per second per worker;
+    - ``load``: extra traffic on the whole deployment, as a fraction of the calm
+      traffic (0.5: half as much again): requests, commands, handler starts and
+      events flow faster, and the calm channel fill, queue fill and handler
+      utilisation grow by the same fraction (incidents of the other kinds pull
+      from that raised level). A daily cycle is one ``load`` incident.
 
     An empty ``target`` means the first queue (``queue_depth``) or the first
     event type (``event_drops``); the other kinds take no target.
@@ -134,6 +139,76 @@ SCENARIOS: dict[str, tuple[Incident, ...]] = {
         Incident("event_drops", start_s=600, ramp_s=10, hold_s=30, recover_s=10, peak=0.2),
     ),
 }
+
+# ---------------------------------------------------------------------- early-warning scenarios
+#
+# Ramps to a bound, for the lead time of saturation forecasts: after RAMP_START_S
+# of calm (the forecaster has learned a flat, noisy baseline), one resource
+# ramps linearly from its calm level to its bound in 5, 15, 30 or 60 minutes,
+# stays there RAMP_HOLD_S and recovers in RAMP_RECOVER_S. The simulator's own
+# noise rides on it (white noise plus the calm 10-20 minute cycles, whose local
+# slope is of the order of a 60-minute ramp's). The ramping series:
+#
+# - ``ramp-queue-*``: ``pgmq_queue_depth{queue_name="orders"}`` up to its
+#   ``pgmq_queue_max_depth``; critical rule TaskerPGMQQueueDepthCritical;
+# - ``ramp-channel-*``: ``orchestration_command_channel_saturation`` (and its
+#   ``mpsc_channel_saturation{channel="command_processor"}`` twin) up to 1.0;
+#   critical rule TaskerCommandChannelSaturationCritical;
+# - ``ramp-permits-*``: every worker's ``worker_handler_semaphore_permits_available``
+#   down to 0 (handler utilisation up to 1.0); no critical rule on permits.
+#
+# Benign days, for false warnings: 24 h of event time with a daily load cycle
+# (quiet night, a morning climb, busy hours, an evening decline) and everyday
+# bursts on the command channel, the queues and the handler pools (rising in
+# 1-15 minutes to well under their alert thresholds, holding up to 10 minutes,
+# draining in 2-30 minutes), and no incident: no runbook threshold is crossed.
+
+RAMP_START_S = 2400.0
+RAMP_HOLD_S = 1200.0
+RAMP_RECOVER_S = 600.0
+RAMP_MINUTES = (5, 15, 30, 60)
+RAMP_KINDS: dict[str, IncidentKind] = {"queue": "queue_depth", "channel": "command_channel", "permits": "worker_capacity"}
+BENIGN_DAYS = 3
+DAY_S = 86_400.0
+
+
+def _ramp(kind: IncidentKind, minutes: float) -> tuple[Incident, ...]:
+    return (Incident(kind, start_s=RAMP_START_S, ramp_s=60.0 * minutes, hold_s=RAMP_HOLD_S,
+                     recover_s=RAMP_RECOVER_S, peak=1.0),)
+
+
+# Burst peaks per kind (in the kind's unit), kept under the runbook's warning
+# levels: channel < 0.8, queue fill < 0.8, handler utilisation < 0.8 (claims
+# are refused past it).
+_BURST_PEAKS: dict[IncidentKind, tuple[float, float]] = {
+    "command_channel": (0.55, 0.72), "queue_depth": (0.45, 0.7), "worker_capacity": (0.55, 0.74),
+}
+
+
+def _benign_day(seed: int, queues: Sequence[str] = ("orders", "payments", "notifications")) -> tuple[Incident, ...]:
+    """A day's script drawn once from a fixed seed (the day itself, not the simulator's seed)."""
+    rng = np.random.default_rng(1000 + seed)
+    morning, climb, busy, decline = (round(rng.uniform(low, high) * 3600)
+                                     for low, high in ((5.5, 8.0), (2.0, 4.0), (7.0, 10.0), (3.0, 5.0)))
+    incidents = [Incident("load", start_s=morning, ramp_s=climb, hold_s=busy, recover_s=decline,
+                          peak=round(rng.uniform(0.3, 0.6), 2))]
+    kinds: tuple[IncidentKind, ...] = tuple(_BURST_PEAKS)
+    for _ in range(int(rng.integers(20, 31))):
+        kind = kinds[int(rng.integers(len(kinds)))]
+        low, high = _BURST_PEAKS[kind]
+        incidents.append(Incident(
+            kind, start_s=round(rng.uniform(0, DAY_S - 3600)), ramp_s=round(rng.uniform(60, 900)),
+            hold_s=round(rng.uniform(0, 600)), recover_s=round(rng.uniform(120, 1800)),
+            peak=round(rng.uniform(low, high), 3),
+            target=queues[int(rng.integers(len(queues)))] if kind == "queue_depth" else "",
+        ))
+    return tuple(sorted(incidents, key=lambda incident: incident.start_s))
+
+
+SCENARIOS.update({
+    f"ramp-{name}-{minutes}m": _ramp(kind, minutes) for name, kind in RAMP_KINDS.items() for minutes in RAMP_MINUTES
+})
+SCENARIOS.update({"benign-day" if day == 1 else f"benign-day-{day}": _benign_day(day) for day in range(1, BENIGN_DAYS + 1)})
 
 
 class RunbookSimulator:
@@ -245,6 +320,11 @@ class _Script:
         level, peak = self.strongest(kind, t_s, target)
         return calm + level * (peak - calm)
 
+    def load(self, t_s: float) -> float:
+        """Extra traffic at ``t_s``, as a fraction of the calm traffic (0 without ``load`` incidents)."""
+        level, peak = self.strongest("load", t_s)
+        return level * peak
+
     def breaker_state(self, t_s: float) -> int:
         """0 closed, 1 half-open, 2 open."""
         level, _ = self.strongest("circuit_breaker", t_s)
@@ -312,13 +392,14 @@ class _Orchestration:
 
     def step(self, t_s: float, elapsed_s: float, rng: np.random.Generator, script: _Script, values: np.ndarray) -> float:
         """Advance and return the channel saturation."""
-        calm = self.CALM_SATURATION + 0.04 * math.sin(_TWO_PI * t_s / 600 + self._phase)
+        load = 1.0 + script.load(t_s)
+        calm = self.CALM_SATURATION * load + 0.04 * math.sin(_TWO_PI * t_s / 600 + self._phase)
         saturation = script.pull(calm, "command_channel", t_s) + rng.normal(0.0, 0.012)
         size = round(min(max(saturation, 0.0), 1.0) * COMMAND_BUFFER_SIZE)
         change = 0 if self._last_size is None else size - self._last_size
         self._last_size = size
         # Received minus processed is exactly the channel's growth.
-        flowing = rng.poisson(self.COMMANDS_PER_S * elapsed_s)
+        flowing = rng.poisson(self.COMMANDS_PER_S * load * elapsed_s)
         values[self._received] += flowing + max(change, 0)
         values[self._processed] += flowing + max(-change, 0)
         values[self._size] = size
@@ -352,7 +433,7 @@ class _Api:
         self, t_s: float, elapsed_s: float, rng: np.random.Generator, script: _Script,
         breaker: int, command_saturation: float, values: np.ndarray,
     ) -> None:
-        incoming = self.REQUESTS_PER_S * (1.0 + 0.1 * math.sin(_TWO_PI * t_s / 900 + self._phase))
+        incoming = self.REQUESTS_PER_S * (1.0 + 0.1 * math.sin(_TWO_PI * t_s / 900 + self._phase)) * (1.0 + script.load(t_s))
         rejecting = self.CALM_REJECTIONS_PER_S.copy()
         level, peak = script.strongest("api_rejections", t_s)
         rejecting[0, 0] += level * peak  # the rate limiter guards task creation
@@ -389,7 +470,7 @@ class _Queues:
         self, t_s: float, elapsed_s: float, rng: np.random.Generator, script: _Script, breaker: int, values: np.ndarray
     ) -> np.ndarray:
         """Advance and return each queue's fill (depth / max depth)."""
-        fill = self._calm_fill + 0.03 * np.sin(_TWO_PI * t_s / 1200 + self._phase)
+        fill = self._calm_fill * (1.0 + script.load(t_s)) + 0.03 * np.sin(_TWO_PI * t_s / 1200 + self._phase)
         for i, name in enumerate(self._names):
             fill[i] = script.pull(fill[i], "queue_depth", t_s, name)
         depth = np.round(_clip(fill + rng.normal(0.0, 0.004, fill.size), 0.0, 1.0) * self._max)
@@ -438,7 +519,8 @@ class _Workers:
         queue_fill: np.ndarray, values: np.ndarray,
     ) -> None:
         n = self._workers
-        calm = self.CALM_UTILISATION + 0.04 * np.sin(_TWO_PI * t_s / 700 + self._phase)
+        load = 1.0 + script.load(t_s)
+        calm = self.CALM_UTILISATION * load + 0.04 * np.sin(_TWO_PI * t_s / 700 + self._phase)
         utilisation = _clip(script.pull(calm, "worker_capacity", t_s) + rng.normal(0.0, 0.02, n), 0.0, 1.0)
         # Waits grow once the pool is 60% busy; claims are refused past 80%.
         pressure = _clip((utilisation - 0.6) / 0.4, 0.0, 1.0)
@@ -447,8 +529,8 @@ class _Workers:
         extra_drops = np.array([script.strongest("event_drops", t_s, event) for event in EVENT_TYPES]).prod(axis=1)
         rates = np.concatenate([
             (self.CALM_REFUSALS_PER_S + refusing[:, None] * claims_per_s[None, :]).ravel(),
-            np.full(n, self.HANDLER_STARTS_PER_S),
-            np.tile(self.EVENTS_PER_S, n),
+            np.full(n, self.HANDLER_STARTS_PER_S * load),
+            np.tile(self.EVENTS_PER_S * load, n),
             np.tile(self.CALM_DROPS_PER_S + extra_drops, n),
         ])
         drawn = rng.poisson(rates * elapsed_s)

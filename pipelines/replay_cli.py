@@ -70,7 +70,7 @@ def replay(recording: Path, rule_files: tuple[str, ...], out_path: Path, partiti
 
 @click.command("record")
 @click.argument("out_path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--scenario", default="backpressure", show_default=True, help="Simulator scenario (backpressure, calm, breaker).")
+@click.option("--scenario", default="backpressure", show_default=True, help="Simulator scenario: backpressure, calm, breaker, ramp-{queue,channel,permits}-{5,15,30,60}m, benign-day[-2|-3].")
 @click.option("--minutes", type=float, default=30.0, show_default=True, help="Event time to record.")
 @click.option("--step", type=float, default=15.0, show_default=True, help="Seconds between scrapes.")
 @click.option("--seed", type=int, default=0, show_default=True)

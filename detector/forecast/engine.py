@@ -7,6 +7,21 @@ follows the latest value of each paired bound series, learns the samples and
 evaluates each series at most once per evaluation slot, and returns the
 early-warning state changes as :class:`EarlyWarning` events.
 
+Two checks keep everyday bursts from warning (``python -m bench.early_warning``):
+
+* *the level supports the forecast* (``min_used``, default 0.7): a warning starts
+  or goes on only while the series has used that share of its headroom (an up
+  series from 0 to its bound, a down series from the highest value it has shown
+  down to its bound; :meth:`ForecastEngine.used`). A burst to half full that a
+  straight line extrapolates to the bound is not warned about; a ramp that keeps
+  going is, once 30% of the headroom is left. The same pairing as the common
+  ``predict_linear(...) < 0 and avail / size < 0.4`` disk alerts.
+* *a stopped rise voids the confirmation* (``restart_on_change``): when the trend
+  fit detects that the data fell behind its line (a rise that stopped: the fit
+  forgets its past, see :mod:`detector.forecast.trend`), a pending warning goes
+  back to inactive and must be confirmed afresh on the new trend, instead of
+  firing on the slope the rise left in the fit.
+
 Everything is on event time: samples carry their timestamps; nothing reads a
 clock. Within one call, paired bound values are applied before the forecast
 samples (a max depth changes rarely; the forecast uses the newest one), and a
@@ -20,10 +35,10 @@ events do not depend on how the stream was cut into batches.
 >>> for i in range(80):                        # +40 per 15 s scrape from 6000, +-30 of noise
 ...     t_ms = 1_700_000_000_000 + 15_000 * i
 ...     events += engine.ingest([depth, cap], [0, 1], [t_ms, t_ms], [6000.0 + 40 * i + (-1) ** i * 30, 10000.0])
->>> [(e.previous, e.state, (e.t_ms - 1_700_000_000_000) // 15_000) for e in events]
-[('inactive', 'pending', 20), ('pending', 'firing', 31)]
+>>> [(e.previous, e.state, (e.t_ms - 1_700_000_000_000) // 15_000) for e in events]   # pending from 70% full
+[('inactive', 'pending', 26), ('pending', 'firing', 37)]
 >>> print(events[-1].text)
-pgmq_queue_depth{queue_name="orders"} reaches pgmq_queue_max_depth (10000) in about 17m (16m-18m)
+pgmq_queue_depth{queue_name="orders"} reaches pgmq_queue_max_depth (10000) in about 16m (15m-17m)
 >>> alert = events[-1].to_alert()
 >>> alert.state, dict(alert.labels)["alertname"], dict(alert.labels)["metric"]
 ('firing', 'SaturationForecast', 'pgmq_queue_depth')
@@ -40,7 +55,7 @@ from detector.alerts import AlertTransition
 from detector.labels import METRIC_NAME, Labels, canonical_bytes, labels_from_canonical, metric_name
 from detector.forecast.spec import BoundSpec, ForecastConfig
 from detector.forecast.trend import STATE_BYTES, TrendBank, _group_ranks, direction_sign
-from detector.forecast.warning import FIRING, INACTIVE, STATES, WarningBank, humanize, series_text, warning_text
+from detector.forecast.warning import FIRING, INACTIVE, PENDING, STATES, WarningBank, humanize, series_text, warning_text
 
 ALERT_NAME = "SaturationForecast"
 
@@ -70,10 +85,16 @@ class EarlyWarning:
 
     @property
     def text(self) -> str:
+        from detector.forecast.warning import bound_text
+
         if self.state != "inactive" and self.eta_s == self.eta_s:
+            reached = self.value >= self.bound if self.spec.direction == "up" else self.value <= self.bound
+            if self.eta_s <= 0 and not reached:
+                # The fitted trend is past the bound but the last sample is not:
+                # say what is observed rather than claim the bound was reached.
+                return f"{series_text(self.labels)} is at {self.value:g}, about to reach {bound_text(self.bound, self.bound_name)}"
             return warning_text(self.labels, self.bound, self.bound_name, self.spec.direction,
                                 self.eta_s, self.eta_low_s, self.eta_high_s)
-        from detector.forecast.warning import bound_text
 
         return (f"{series_text(self.labels)} no longer expected to reach "
                 f"{bound_text(self.bound, self.bound_name)} within {humanize(self.horizon_s)}")
@@ -129,6 +150,7 @@ class ForecastEngine:
         self._bound = np.full(64, np.nan)
         self._horizon = np.zeros(64)
         self._last_x = np.full(64, np.nan)
+        self._peak = np.full(64, np.nan)  # highest value seen: the "empty" level of a down-bound series
         self.skipped = 0  # samples not learned: non-finite, duplicate or out of order
 
     # ------------------------------------------------------------------ series
@@ -138,8 +160,9 @@ class ForecastEngine:
 
     @property
     def nbytes_per_series(self) -> int:
-        """Numeric state per forecast series: trend, warning, bound, direction, horizon, last value."""
-        return STATE_BYTES + self.warnings.nbytes_per_series + 4 * 8
+        """Numeric state per forecast series: trend, warning, bound, direction, horizon, last value,
+        peak value, change flag."""
+        return STATE_BYTES + self.warnings.nbytes_per_series + 5 * 8 + 1
 
     def _row_of(self, key: bytes, labels: Labels | None) -> int:
         row = self._keys.get(key)
@@ -162,6 +185,7 @@ class ForecastEngine:
             self._bound = np.concatenate([self._bound, np.full(extra, np.nan)])
             self._horizon = np.concatenate([self._horizon, np.zeros(extra)])
             self._last_x = np.concatenate([self._last_x, np.full(extra, np.nan)])
+            self._peak = np.concatenate([self._peak, np.full(extra, np.nan)])
         self._sign[row] = direction_sign(spec.direction)
         self._bound[row] = bound
         self._horizon[row] = horizon
@@ -243,17 +267,33 @@ class ForecastEngine:
         if not learned.all():
             rows, t_ms, t_s, x = rows[learned], t_ms[learned], t_s[learned], x[learned]
         self._last_x[rows] = x
+        self._peak[rows] = np.fmax(self._peak[rows], x)
         # not evaluated: series whose bound is unknown (paired series not seen, or stale) or whose
         # fit is not warmed up: no information is not a reason to warn or to resolve
-        due = self.warnings.due(rows, t_s) & np.isfinite(self._bound[rows]) & self.trend.ready_many(rows)
+        st = self.config.settings
+        ready = self.trend.ready_many(rows)
+        restart = None
+        if st.restart_on_change:
+            # a change the fit detected against the bound's direction (the data fell behind the line:
+            # a rise that stopped) voids a pending warning's confirmation, even while the fit warms
+            # up again; one toward the bound (a ramp steepening) only holds it until the fit is ready
+            behind = self.trend.forgot[rows] * self._sign[rows] < 0
+            restart = (self.warnings.state[rows] == PENDING) & behind
+            ready = ready | restart
+        due = self.warnings.due(rows, t_s) & np.isfinite(self._bound[rows]) & ready
         if not due.all():
             rows, t_ms, t_s = rows[due], t_ms[due], t_s[due]
+            restart = restart[due] if restart is not None else None
         if rows.shape[0] == 0:
             return []
+        self.trend.forgot[rows] = 0
         eta, low, high = self.trend.time_to_bound_many(rows, self._bound[rows], self._sign[rows])
         judged = low if self.config.settings.warn_on == "eta_low" else eta
+        if restart is not None and restart.any():
+            judged = np.where(restart, np.nan, judged)
         near = self._near(rows)
-        changed, prev, new = self.warnings.step(rows, t_s, judged, self._horizon[rows], near)
+        allowed = self._used(rows) >= st.min_used if st.min_used > 0 else None
+        changed, prev, new = self.warnings.step(rows, t_s, judged, self._horizon[rows], near, allowed)
         if changed.shape[0] == 0:
             return []
         where = {int(r): i for i, r in enumerate(rows)}
@@ -263,6 +303,32 @@ class ForecastEngine:
         if ended.shape[0]:
             self.warnings.clear_times(ended)
         return events
+
+    def used(self, labels: Labels) -> float | None:
+        """Share of its headroom a forecast series has used (see :meth:`_used`); None if unknown."""
+        row = self._keys.get(canonical_bytes(labels), -1)
+        if row < 0 or not np.isfinite(self._bound[row]) or not self.trend.ready_many(np.array([row]))[0]:
+            return None
+        return float(self._used(np.array([row]))[0])
+
+    def _used(self, rows: np.ndarray) -> np.ndarray:
+        """Share of the headroom used, by the fitted level now: 0 empty, 1 at the bound.
+
+        An up-bound series is empty at 0 (a queue, a channel): ``level / bound``. A
+        down-bound series (permits available, free bytes) is empty at the highest
+        value it has shown, its capacity as far as the stream tells:
+        ``(peak - level) / (peak - bound)``. Where that is undefined (a bound at or
+        below 0 for an up series, a series that never moved for a down one) it is
+        1, so the gate never blocks for lack of a scale.
+        """
+        level, _ = self.trend.level_slope(rows)
+        bound, sign = self._bound[rows], self._sign[rows]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            up = level / bound
+            peak = self._peak[rows]
+            down = (peak - level) / (peak - bound)
+            used = np.where(sign > 0, np.where(bound > 0, up, 1.0), np.where(peak > bound, down, 1.0))
+        return np.where(np.isfinite(used), used, 1.0)
 
     def _near(self, rows: np.ndarray) -> np.ndarray | None:
         """Firing rows whose series sits at its bound, within its noise (they do not resolve)."""

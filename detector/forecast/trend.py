@@ -156,7 +156,8 @@ class _Fit:
         return np.maximum(self.a0 + 2.0 * self.a1 * h + self.a2 * h * h, 0.0)
 
 
-def _adapt(s: np.ndarray, t: np.ndarray, x: np.ndarray, tau: float, sigmas: float, min_samples: float) -> np.ndarray:
+def _adapt(s: np.ndarray, t: np.ndarray, x: np.ndarray, tau: float, sigmas: float,
+           min_samples: float) -> tuple[np.ndarray, np.ndarray]:
     """Forget faster where the line has stopped explaining the data (a ramp begins, a trend turns).
 
     Before a sample is learned, its one-step-ahead error is standardised by the
@@ -166,6 +167,8 @@ def _adapt(s: np.ndarray, t: np.ndarray, x: np.ndarray, tau: float, sigmas: floa
     times :data:`FORGET`, so new samples count 4x more) and ``e`` starts again.
     Uniform scaling leaves the current fit unchanged: only the following samples
     move it faster, and the intervals widen as the effective sample shrinks.
+    Returns the new columns and, per column, 0 where it kept its past, else the sign of
+    the drift that made it forget (+1: the data ran above the line, -1: below it).
     """
     dt = t - s[T]
     dt = np.where(np.isnan(dt), 0.0, dt)
@@ -186,7 +189,7 @@ def _adapt(s: np.ndarray, t: np.ndarray, x: np.ndarray, tau: float, sigmas: floa
             out[field] *= keep
         for field in (Q0, Q1, Q2):
             out[field] *= keep * keep
-    return out
+    return out, np.where(trip, np.sign(e), 0.0)
 
 
 def _student_t(z: float, nu: np.ndarray) -> np.ndarray:
@@ -274,6 +277,9 @@ class TrendBank:
         self.adapt_sigmas = float(adapt_sigmas) if adapt_sigmas else None
         self._z = NormalDist().inv_cdf(0.5 + self.level / 2)
         self._state = _empty(max(int(capacity), 1))
+        self.forgot = np.zeros(self._state.shape[1], dtype=np.int8)
+        """Per row, whether its fit forgot its past since the flag was last cleared (a change was
+        detected): 0 no, +1 because the data ran above the line, -1 below it (the latest such change)."""
         self._size = 0
 
     # ------------------------------------------------------------------ rows
@@ -297,6 +303,7 @@ class TrendBank:
             grown = _empty(max(need, 2 * self._state.shape[1]))
             grown[:, : self._size] = self._state[:, : self._size]
             self._state = grown
+            self.forgot = np.concatenate([self.forgot, np.zeros(grown.shape[1] - self.forgot.shape[0], dtype=np.int8)])
         rows = np.arange(self._size, need, dtype=np.int64)
         self._size = need
         return rows
@@ -304,6 +311,7 @@ class TrendBank:
     def reset(self, rows: np.ndarray) -> None:
         """Forget everything learned by ``rows`` (a series went stale or restarted)."""
         self._state[:, rows] = _empty(len(np.atleast_1d(rows)))
+        self.forgot[rows] = 0
 
     def state(self, rows: np.ndarray) -> np.ndarray:
         """A copy of the state columns of ``rows`` (fields x rows), e.g. for a snapshot."""
@@ -334,7 +342,10 @@ class TrendBank:
         if rows.shape[0]:
             cols = self._state[:, rows]
             if self.adapt_sigmas is not None:
-                cols = _adapt(cols, t_s, x, self.tau_s, self.adapt_sigmas, self.min_samples)
+                cols, drift = _adapt(cols, t_s, x, self.tau_s, self.adapt_sigmas, self.min_samples)
+                tripped = drift != 0
+                if tripped.any():
+                    self.forgot[rows[tripped]] = drift[tripped]
             self._state[:, rows] = _learn(cols, t_s, x, self.tau_s)
         return keep
 

@@ -100,11 +100,14 @@ class WarningBank:
 
     def step(self, rows: np.ndarray, t_s: np.ndarray, eta: np.ndarray,
              horizon_s: np.ndarray | float | None = None,
-             near: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             near: np.ndarray | None = None,
+             allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Evaluate distinct ``rows`` at ``t_s`` with their ETAs (NaN: none); returns (rows, previous, new).
 
         ``horizon_s`` may differ per row (a spec's own horizon); default the bank's.
         ``near`` marks rows at their bound (within noise): a firing warning does not resolve there.
+        ``allowed`` marks rows that may warn (default all): a row not allowed does not start or
+        continue a pending warning, but it is no reason to resolve a firing one either.
         """
         rows = np.asarray(rows, dtype=np.int64)
         h = self.horizon_s if horizon_s is None else np.asarray(horizon_s, dtype=np.float64)
@@ -112,6 +115,8 @@ class WarningBank:
             heading = np.isfinite(eta)
             warn = heading & (eta <= h)
             clear = ~heading | (eta > h * self.hysteresis)
+        if allowed is not None:
+            warn &= allowed
         if near is not None:
             clear &= ~near
         if self.eval_interval_s > 0:

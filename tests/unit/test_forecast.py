@@ -364,7 +364,8 @@ def test_a_paired_series_not_yet_seen_means_no_evaluation_and_a_new_max_is_used(
 
 def test_constant_bound_saturation_warns_before_one():
     engine = ForecastEngine()
-    sat, hit = ramp_to(1.0, 0.3, 20, 0.02, seed=2, clip=(0, 1))
+    # 30 minutes from 0.3 to 1: a warning needs 70% of the headroom used (min_used), reached 17 minutes in
+    sat, hit = ramp_to(1.0, 0.3, 30, 0.02, seed=2, clip=(0, 1))
     events = run(engine, {SATURATION: sat}, hit)
     fired = [(k, e) for k, e in events if e.state == "firing"]
     assert len(fired) == 1 and (hit - fired[0][0]) * 15 >= 5 * 60
@@ -379,6 +380,34 @@ def test_down_direction_permits_draining_to_zero():
     assert len(fired) == 1 and (hit - fired[0][0]) * 15 >= 5 * 60
     assert fired[0][1].text.startswith(
         'worker_handler_semaphore_permits_available{worker_id="w1"} drops to 0 in about ')
+
+
+def climb_and_stop(stop: float, minutes: float, seed: int, start: float = 0.2, noise: float = 0.01):
+    """Flat at ``start`` for an hour, then linear to ``stop`` in ``minutes``, then flat there."""
+    rng = np.random.default_rng(seed)
+    per_step = (stop - start) / (minutes * 4)
+    return lambda k: float(np.clip(start + per_step * min(max(k - 240, 0), minutes * 4) + rng.normal(0, noise), 0, 1))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_climb_that_stops_with_headroom_left_does_not_warn(seed):
+    # 0.2 -> 0.62 in 10 minutes: the line points at 1 within 20 minutes all the way up, but the
+    # level never supports it (70% of the headroom used: min_used); without that check it fires
+    climb = climb_and_stop(0.62, 10, seed)
+    assert [e for _, e in run(ForecastEngine(), {SATURATION: climb}, 240 + 4 * 60) if e.state == "firing"] == []
+    ungated = ForecastEngine(ForecastConfig(ForecastSettings(min_used=0.0)))
+    climb = climb_and_stop(0.62, 10, seed)
+    assert [e.state for _, e in run(ungated, {SATURATION: climb}, 240 + 4 * 60)].count("firing") == 1
+
+
+def test_headroom_used_counts_from_zero_up_and_from_the_peak_down():
+    engine = ForecastEngine()
+    run(engine, {SATURATION: lambda k: 0.5 + 0.001 * (k % 2), PERMITS: lambda k: 20.0 if k < 40 else 20.0 - (k - 40) * 0.1,
+                 DEPTH: lambda k: 2500.0 + k % 3, MAX_DEPTH: lambda k: 5000.0}, 160)
+    assert engine.used(SATURATION) == pytest.approx(0.5, abs=0.002)
+    assert engine.used(DEPTH) == pytest.approx(0.5, abs=0.002)
+    assert engine.used(PERMITS) == pytest.approx((20 - 8.1) / 20, abs=0.01)  # 20 free at most, 8.1 now
+    assert engine.used((("__name__", "unknown_saturation"),)) is None
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -489,5 +518,7 @@ def test_humanized_durations(seconds, mode, text):
 
 def test_settings_refuse_nonsense_with_every_problem():
     with pytest.raises(ForecastSpecError) as caught:
-        ForecastSettings(tau_s=0, level=1.5, warn_after=0)
-    assert len(caught.value.problems) == 3
+        ForecastSettings(tau_s=0, level=1.5, warn_after=0, min_used=1.0)
+    assert len(caught.value.problems) == 4
+    assert ForecastSettings.from_dict({"min_used": "0.5", "restart_on_change": "false"}) == ForecastSettings(
+        min_used=0.5, restart_on_change=False)

@@ -40,8 +40,11 @@ def test_replay_carries_early_warnings_anomaly_alerts_and_scores():
     events = replay(recording(minutes=30), rules=("backpressure", "anomaly"), detectors=True)
     alerts = [e for e in events if e["kind"] == "alert"]
     queue = [e for e in alerts if e["rule"] == "SaturationForecast" and e["labels"].get("queue_name") == "orders"]
-    assert [e["state"] for e in queue] == ["pending", "firing", "inactive"]
-    assert "reaches pgmq_queue_max_depth (10000) in about" in queue[0]["annotations"]["summary"]
+    states = [e["state"] for e in queue]
+    # A warning whose rise stops goes back to inactive and must be confirmed again.
+    assert states[0] == "pending" and "firing" in states and states[-1] == "inactive"
+    summary = queue[0]["annotations"]["summary"]
+    assert "pgmq_queue_max_depth (10000)" in summary and "has reached" not in summary  # the queue peaks at 92%
     assert any(e["rule"] == "AnomalousSeries" and e["state"] == "firing" for e in alerts)
     scores = [e for e in events if e["kind"] == "score"]
     assert scores and all(e["score"] >= 0.296 for e in scores)
