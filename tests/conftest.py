@@ -31,3 +31,11 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
 def app_id(request: pytest.FixtureRequest) -> str:
     """A fresh app id (so fresh topics and consumer group) per test."""
     return f"t{next(_names)}-{request.node.name[:30].replace('[', '-').replace(']', '')}".lower()
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """promtool of Prometheus 2.x, installed with apt-get if the machine has none."""
+    from tests.promtool_oracle import promtool_binary
+
+    return promtool_binary()

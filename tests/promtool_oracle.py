@@ -40,7 +40,7 @@ import yaml
 
 from detector.batch import SampleBatch
 from detector.labels import Labels
-from detector.promql import EvalContext, EvaluationError, InstantVector, compile_expr
+from detector.promql import EvalContext, EvaluationError, InstantVector, Scalar, UnsupportedExpression, compile_expr
 from detector.rules.unittest import parse_series, parse_series_values
 from detector.store import STALE_NAN_BITS, SeriesStore
 
@@ -193,3 +193,25 @@ def mismatches(series: Series, queries: Sequence[tuple[str, int]], interval_ms: 
         for (expr, t), a, b in zip(queries, ours, theirs)
         if not same_result(a, b)
     ]
+
+
+UNSUPPORTED = "unsupported: "
+
+
+def headroom_answers(series: Series, queries: Sequence[tuple[str, int]], interval_ms: int) -> list[Result]:
+    """Headroom's answer to each query, errors included: an expression it refuses
+    reads ``UNSUPPORTED`` + why, an evaluation error its message; a scalar is a
+    sample with no labels, as promtool shows it."""
+    store = load_store(series, interval_ms)
+    answers: list[Result] = []
+    for expr, t_ms in queries:
+        try:
+            value = compile_expr(expr).evaluate(EvalContext(store, t_ms))
+        except UnsupportedExpression as exc:
+            answers.append(UNSUPPORTED + str(exc))
+            continue
+        except EvaluationError as exc:
+            answers.append(str(exc))
+            continue
+        answers.append({(): value.value} if isinstance(value, Scalar) else dict(value.samples()))
+    return answers

@@ -43,14 +43,14 @@ from hypothesis import strategies as st
 
 from detector.batch import SampleBatch
 from detector.labels import METRIC_NAME, Labels
-from detector.promql import EvalContext, EvaluationError, Scalar, UnsupportedExpression, compile_expr
+from detector.promql import EvalContext, UnsupportedExpression, compile_expr
 from detector.promql.aggregations import AggregateNode
 from detector.store import SeriesStore
 from tests.promtool_oracle import (
+    UNSUPPORTED,
     Result,
     Series,
-    load_store,
-    promtool_binary,
+    headroom_answers,
     promtool_results,
     series_labels,
 )
@@ -58,34 +58,12 @@ from tests.promtool_oracle import (
 MINUTE = 60_000
 SIMPLE = ("sum", "avg", "min", "max", "count", "group", "stddev", "stdvar")
 ORDER_SENSITIVE = ("sum", "avg", "stddev", "stdvar")
-UNSUPPORTED = "unsupported: "
 ULP_TOLERANCE = 4
 
 
-@pytest.fixture(scope="session")
-def promtool() -> str:
-    """promtool of Prometheus 2.x, installed with apt-get if the machine has none."""
-    return promtool_binary()
 
 
 # --- Headroom's answers, in many orders of the input series. ------------------------------------
-
-
-def headroom_answers(series: Series, queries: Sequence[tuple[str, int]], interval_ms: int) -> list[Result]:
-    """Headroom's answer to each query, with the series stored in the order given."""
-    store = load_store(series, interval_ms)
-    answers: list[Result] = []
-    for expr, t_ms in queries:
-        try:
-            value = compile_expr(expr).evaluate(EvalContext(store, t_ms))
-        except UnsupportedExpression as exc:
-            answers.append(UNSUPPORTED + str(exc))
-            continue
-        except EvaluationError as exc:
-            answers.append(str(exc))
-            continue
-        answers.append({(): value.value} if isinstance(value, Scalar) else dict(value.samples()))
-    return answers
 
 
 def _group_tag(selector: str) -> str:

@@ -27,12 +27,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from detector.labels import Labels
-from detector.promql import EvalContext, EvaluationError, Scalar, UnsupportedExpression, compile_expr
+from detector.promql import compile_expr
 from tests.promtool_oracle import (
+    UNSUPPORTED,
     Result,
     Series,
-    load_store,
-    promtool_binary,
+    headroom_answers,
     promtool_results,
     series_labels,
 )
@@ -41,33 +41,11 @@ MINUTE = 60_000
 ARITHMETIC = ("+", "-", "*", "/", "%", "^", "atan2")
 COMPARISONS = ("==", "!=", ">", "<", ">=", "<=")
 SET_OPERATORS = ("and", "or", "unless")
-UNSUPPORTED = "unsupported: "
 
 
-@pytest.fixture(scope="session")
-def promtool() -> str:
-    """promtool of Prometheus 2.x, installed with apt-get if the machine has none."""
-    return promtool_binary()
 
 
 # --- Comparing answers. ------------------------------------------------------------------------
-
-
-def headroom_answers(series: Series, queries: Sequence[tuple[str, int]], interval_ms: int) -> list[Result]:
-    """Headroom's answer to each query; a scalar as promtool shows it, a sample with no labels."""
-    store = load_store(series, interval_ms)
-    answers: list[Result] = []
-    for expr, t_ms in queries:
-        try:
-            value = compile_expr(expr).evaluate(EvalContext(store, t_ms))
-        except UnsupportedExpression as exc:
-            answers.append(UNSUPPORTED + str(exc))
-            continue
-        except EvaluationError as exc:
-            answers.append(str(exc))
-            continue
-        answers.append({(): value.value} if isinstance(value, Scalar) else dict(value.samples()))
-    return answers
 
 
 _DUPLICATES = re.compile(r"match group \{.*\} on the (left|right) hand-side of the operation: \[.*\];many-to-many")

@@ -26,7 +26,6 @@ from tests.promtool_oracle import (
     headroom_results,
     load_store,
     mismatches,
-    promtool_binary,
     promtool_results,
     same_result,
 )
@@ -35,10 +34,6 @@ MINUTE = 60_000
 RANGE_FUNCTIONS = ("rate", "increase", "delta", "irate", "idelta")
 
 
-@pytest.fixture(scope="session")
-def promtool() -> str:
-    """promtool of Prometheus 2.x, installed with apt-get if the machine has none."""
-    return promtool_binary()
 
 
 # --- Scenarios: promtool and Headroom must agree on every query. -----------------------------

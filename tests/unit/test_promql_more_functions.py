@@ -41,7 +41,6 @@ from tests.promtool_oracle import (
     Series,
     headroom_results,
     mismatches,
-    promtool_binary,
     promtool_results,
     same_result,
     series_labels,
@@ -67,10 +66,6 @@ DATES = ("minute", "hour", "day_of_week", "day_of_month", "day_of_year", "days_i
 TRIGONOMETRY = ("sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh")
 
 
-@pytest.fixture(scope="session")
-def promtool() -> str:
-    """promtool of Prometheus 2.x, installed with apt-get if the machine has none."""
-    return promtool_binary()
 
 
 def number(value: float) -> str:

@@ -49,7 +49,7 @@ from detector.rules.unittest import (
 )
 from detector.rules.unittest import _go_yaml_float as go_yaml_float
 from pipelines.test_rules_cli import test_rules as cli_test_rules
-from tests.promtool_oracle import promtool_binary, promtool_results, same_result
+from tests.promtool_oracle import promtool_results, same_result
 
 MIN = 60_000
 PROMTOOL_DIR = Path(__file__).resolve().parents[1] / "promtool"
@@ -66,9 +66,6 @@ KNOWN_DISAGREEMENTS: dict[str, set[tuple[str, ...]]] = {
 }
 
 
-@pytest.fixture(scope="session")
-def promtool() -> str:
-    return promtool_binary()
 
 
 def run_promtool(promtool: str, path: Path) -> subprocess.CompletedProcess:
