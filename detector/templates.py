@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -160,7 +160,7 @@ _INT_VERBS = {"d": "d", "v": "d", "b": "b", "o": "o", "O": "o", "x": "x", "X": "
 def _format_int(n: int, flags: str, width: int, prec: int | None, verb: str) -> str | None:
     if verb in "cq":
         char = chr(n) if 0 <= n <= 0x10FFFF and not 0xD800 <= n < 0xE000 else "\ufffd"
-        return _pad(char if verb == "c" else _go_quote(char, "'", "+" in flags), flags, width)
+        return _pad(char if verb == "c" else go_quote(char, "'", "+" in flags), flags, width)
     if verb == "U":  # Go reads the int as a uint64
         return _pad(f"U+{n & (2**64 - 1):0{max(prec or 0, 4)}X}", flags.replace("0", ""), width)
     if verb not in _INT_VERBS:
@@ -189,7 +189,7 @@ def _format_str(s: str, flags: str, width: int, prec: int | None, verb: str) -> 
     if verb in "vs":
         return _pad(s, flags, width)
     if verb == "q":
-        return _pad(_go_quote(s, '"', "+" in flags), flags, width)
+        return _pad(go_quote(s, '"', "+" in flags), flags, width)
     return None
 
 
@@ -214,7 +214,7 @@ def _pad_number(num: str, flags: str, width: int) -> str:
 _QUOTE_ESCAPES = {"\a": r"\a", "\b": r"\b", "\f": r"\f", "\n": r"\n", "\r": r"\r", "\t": r"\t", "\v": r"\v"}
 
 
-def _go_quote(s: str, quote: str = '"', ascii_only: bool = False) -> str:
+def go_quote(s: str, quote: str = '"', ascii_only: bool = False) -> str:
     """strconv.Quote (QuoteToASCII with ascii_only): non-printable characters escaped as Go does."""
     out = []
     for c in s:
@@ -229,6 +229,15 @@ def _go_quote(s: str, quote: str = '"', ascii_only: bool = False) -> str:
         else:
             out.append(f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}")
     return quote + "".join(out) + quote
+
+
+def format_labels(labels: Iterable[tuple[str, str]]) -> str:
+    """A label set as Prometheus prints it (``labels.Labels.String()``): ``{a="1", b="2"}``.
+
+    >>> print(format_labels([("job", 'a"b'), ("le", "+Inf")]))
+    {job="a\\"b", le="+Inf"}
+    """
+    return "{" + ", ".join(f"{k}={go_quote(v)}" for k, v in labels) + "}"
 
 
 def _to_float(v: object) -> float:

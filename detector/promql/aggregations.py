@@ -47,9 +47,10 @@ from decimal import Decimal
 import numpy as np
 
 from detector.labels import METRIC_NAME, Labels
-from detector.promql.plan import EvalContext, EvaluationError, Node, _go_quote
+from detector.promql.plan import EvalContext, EvaluationError, Node
 from detector.promql.values import InstantVector, Scalar, Value
 from detector.store import SeriesStore
+from detector.templates import go_quote
 
 AGGREGATIONS = frozenset(
     {"sum", "avg", "min", "max", "count", "group", "stddev", "stdvar", "topk", "bottomk", "quantile", "count_values"}
@@ -208,7 +209,7 @@ class AggregateNode(Node):
 
     def _count_values(self, vector: InstantVector) -> InstantVector:
         if not LABEL_NAME.fullmatch(self.label):
-            raise EvaluationError(f"invalid label name {_go_quote(self.label)}")
+            raise EvaluationError(f"invalid label name {go_quote(self.label)}")
         if not len(vector):
             return InstantVector.empty()
         bits, inverse = np.unique(vector.values.view(np.uint64), return_inverse=True)

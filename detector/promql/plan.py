@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +21,7 @@ from detector.errors import HeadroomError
 from detector.labels import METRIC_NAME, Labels
 from detector.promql.values import InstantVector, Scalar, Value
 from detector.store import SeriesStore
+from detector.templates import format_labels
 
 DEFAULT_LOOKBACK_MS = 300_000
 
@@ -280,8 +281,8 @@ class BinaryNode(Node):
             if first != i:
                 side = "left" if swapped else "right"
                 raise EvaluationError(
-                    f"found duplicate series for the match group {_fmt(sig)} on the {side} hand-side of the "
-                    f"operation: [{_fmt(labels)}, {_fmt(one.labels[first])}];many-to-many matching "
+                    f"found duplicate series for the match group {format_labels(sig)} on the {side} hand-side of the "
+                    f"operation: [{format_labels(labels)}, {format_labels(one.labels[first])}];many-to-many matching "
                     "not allowed: matching labels must be unique on one side"
                 )
         many_idx, one_idx, sigs = [], [], []
@@ -367,32 +368,6 @@ def _unique(vec: InstantVector) -> InstantVector:
     if len(set(vec.labels)) != len(vec.labels):
         raise EvaluationError("vector cannot contain metrics with the same labelset")
     return vec
-
-
-_GO_ESCAPES = {
-    "\\": "\\\\", '"': '\\"', "\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v",
-}  # fmt: skip
-
-
-def _go_quote(value: str) -> str:
-    """A label value as Go's strconv.Quote writes it (as Prometheus prints label sets)."""
-    out = []
-    for ch in value:
-        if ch in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[ch])
-        elif ch.isprintable():
-            out.append(ch)
-        elif ord(ch) < 0x80:
-            out.append(f"\\x{ord(ch):02x}")
-        elif ord(ch) < 0x10000:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    return '"' + "".join(out) + '"'
-
-
-def _fmt(labels: Sequence[tuple[str, str]]) -> str:
-    return "{" + ", ".join(f"{k}={_go_quote(v)}" for k, v in labels) + "}"
 
 
 __all__ = [

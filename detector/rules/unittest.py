@@ -69,6 +69,7 @@ from detector.rules.alerting import FIRING
 from detector.rules.engine import RuleEngine
 from detector.rules.files import load_rule_files
 from detector.store import STALE_NAN_BITS
+from detector.templates import format_labels, go_quote
 
 DEFAULT_EVALUATION_INTERVAL_MS = 60_000
 STALE_NAN = float(np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.float64)[0])
@@ -745,31 +746,6 @@ class FileResult:
 
 
 # --- Formatting like promtool ----------------------------------------------------------------------
-
-
-def go_quote(text: str) -> str:
-    """``strconv.Quote``: double quotes, Go escapes, printable characters kept."""
-    out = ['"']
-    for c in text:
-        if c in '"\\':
-            out.append("\\" + c)
-        elif c in "\a\b\f\n\r\t\v":
-            out.append("\\" + "abfnrtv"["\a\b\f\n\r\t\v".index(c)])
-        elif c.isprintable():
-            out.append(c)
-        elif ord(c) < 0x80:
-            out.append(f"\\x{ord(c):02x}")
-        elif ord(c) < 0x10000:
-            out.append(f"\\u{ord(c):04x}")
-        else:
-            out.append(f"\\U{ord(c):08x}")
-    out.append('"')
-    return "".join(out)
-
-
-def format_labels(labels: Iterable[tuple[str, str]]) -> str:
-    """``labels.Labels.String()``: ``{a="1", b="2"}``."""
-    return "{" + ", ".join(f"{k}={go_quote(v)}" for k, v in labels) + "}"
 
 
 def format_float_e(value: float) -> str:
