@@ -102,10 +102,8 @@ class PartitionDetectors:
         index = batch.series_index[scored]
         sub = SampleBatch(batch.series_keys, index, batch.timestamps[scored], batch.values[scored])
         values = self.scorer.score_batch(sub)
-        used = sorted(set(index.tolist()))
-        remap = np.zeros(len(batch.series_keys), dtype=np.uint32)
-        remap[used] = np.arange(len(used), dtype=np.uint32)
-        derived = SampleBatch([score_keys[i] for i in used], remap[index], sub.timestamps, values)
+        used, local = np.unique(index, return_inverse=True)
+        derived = SampleBatch([score_keys[i] for i in used.tolist()], local.astype(np.uint32), sub.timestamps, values)
         high = np.flatnonzero(values >= self.score_threshold)
         events = [
             ScoreEvent(labels_from_canonical(batch.series_keys[int(index[i])]), int(sub.timestamps[i]), float(values[i]))
