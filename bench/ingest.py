@@ -125,14 +125,12 @@ def _decode_rows(ctx: BenchContext, tables: dict[tuple[int, int], Table]) -> Non
 
 
 class _StubGate:
-    """Stands in for KafkaGate: encodes the batches as the real one does, sends nothing."""
+    """Stands in for KafkaGate: takes the records (the receiver has encoded them), sends nothing."""
 
     ready = True
 
-    async def send(self, topic, batches) -> None:
-        for group in batches.values():
-            for batch in group:
-                batch.encode()
+    async def send_records(self, records) -> None:
+        return None
 
 
 def _null_app():

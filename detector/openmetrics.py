@@ -29,13 +29,20 @@ class OpenMetricsError(HeadroomError):
     """A line of a recording that is not a timestamped OpenMetrics sample."""
 
 
-def read_samples(lines: Iterable[str]) -> Iterator[tuple[Labels, int, float]]:
-    """(labels with ``__name__``, timestamp in ms, value) for every sample line."""
+def read_samples(lines: Iterable[str], types: dict[str, str] | None = None) -> Iterator[tuple[Labels, int, float]]:
+    """(labels with ``__name__``, timestamp in ms, value) for every sample line.
+
+    With ``types``, each ``# TYPE family type`` line also sets ``types[family]``.
+    """
     for number, line in enumerate(lines, start=1):
         line = line.rstrip("\n")
         if line.startswith("#"):
             if line.strip() == "# EOF":
                 return
+            if types is not None and line.startswith("# TYPE "):
+                declared = line.split()
+                if len(declared) == 4:
+                    types[declared[2]] = declared[3]
             continue
         if not line.strip():
             continue

@@ -30,6 +30,7 @@ from detector.anomaly.scorer import AnomalyScorer
 from detector.batch import SampleBatch
 from detector.forecast.engine import ForecastEngine
 from detector.labels import LANE_CLOCK, METRIC_NAME, Labels, canonical_bytes, labels_from_canonical
+from detector.metadata import MetricTypes
 from detector.rules.engine import EngineOutput, RuleEngine
 from detector.rules.group import RuleGroup
 
@@ -69,9 +70,10 @@ class PartitionDetectors:
         score_threshold: float = DEFAULT_SCORE_THRESHOLD,
         scores: bool = True,
         forecasts: bool = True,
+        metric_types: MetricTypes | None = None,
     ) -> None:
         self.rules = RuleEngine(groups, **(engine_options or {}))
-        self.scorer = AnomalyScorer(model) if scores else None
+        self.scorer = AnomalyScorer(model, metric_types=metric_types) if scores else None
         self.forecaster = ForecastEngine() if forecasts else None
         self.score_threshold = score_threshold
         self._scored: dict[bytes, bytes | None] = {}  # series key -> its score series key, None if not scored
@@ -87,6 +89,10 @@ class PartitionDetectors:
         result = PartitionOutput(out, list(out.transitions), scores)
         result.transitions += [w.to_alert() for w in warnings]
         return result
+
+    def reclassify(self) -> int:
+        """Apply newly learned metric types to the series already scored; returns how many changed."""
+        return self.scorer.reclassify() if self.scorer is not None else 0
 
     def advance_to(self, watermark_ms: int) -> PartitionOutput:
         out = self.rules.advance_to(watermark_ms)

@@ -41,6 +41,7 @@ from detector.labels import (
     canonical_bytes,
     partition_for,
 )
+from detector.metadata import TYPE_NAMES
 from detector.proto import remote_pb2
 
 REMOTE_WRITE_HEADERS = {
@@ -87,6 +88,9 @@ class DecodedWrite:
     problems: list[str] = field(default_factory=list)
     refused_series: int = 0
     refused_samples: int = 0
+    # Metric family name -> declared type ("counter", "gauge", ...), from the
+    # request's metadata; types the sender calls unknown are left out.
+    metadata: dict[str, str] = field(default_factory=dict)
 
     def problem_summary(self) -> str:
         shown = self.problems[:_MAX_REPORTED_PROBLEMS]
@@ -181,6 +185,7 @@ class RemoteWriteDecoder:
             out.series += len(cols.keys)
             out.samples += len(cols.stamps)
             out.batches[partition] = cols.batches(self.limits.max_message_bytes)
+        out.metadata = _metadata_types(request.metadata)
         if self.feeds_global_lane is not None and out.batches:
             newest = max(int(b.timestamps.max()) for batches in out.batches.values() for b in batches)
             out.global_batches.append(_clock_batch(newest))
@@ -253,6 +258,20 @@ class RemoteWriteDecoder:
         self._known[raw_key] = ref
         out.new_series += 1
         return ref
+
+
+def _metadata_types(entries: Sequence[bytes]) -> dict[str, str]:
+    """Family name -> type of each metadata entry (Prometheus sends them in requests of their own)."""
+    types = {}
+    for raw in entries:
+        try:
+            entry = remote_pb2.MetricMetadata.FromString(raw)
+        except DecodeError as exc:
+            raise InvalidRequest(400, f"a metadata entry is not a valid MetricMetadata protobuf: {exc}") from None
+        kind = TYPE_NAMES.get(entry.type, "unknown")
+        if kind != "unknown" and entry.metric_family_name:
+            types[entry.metric_family_name] = kind
+    return types
 
 
 _GLOBAL_LANE = -1  # the columns key of the global lane's copy

@@ -26,12 +26,13 @@ same output: the order is fixed by event time, then rule and labels.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from detector.batch import SampleBatch
 from detector.labels import DEFAULT_PARTITION_BY, LANE_CLOCK, Labels, canonical_bytes, partition_for
+from detector.metadata import MetricTypes
 from detector.openmetrics import read_samples
 from detector.partition import DEFAULT_SCORE_THRESHOLD, PartitionDetectors, PartitionOutput
 from detector.rules.group import RuleGroup
@@ -47,6 +48,7 @@ class Recording:
     series_index: np.ndarray
     timestamps: np.ndarray
     values: np.ndarray
+    types: dict[str, str] = field(default_factory=dict)  # metric family -> its ``# TYPE``
 
     def __len__(self) -> int:
         return len(self.timestamps)
@@ -60,7 +62,8 @@ def read_openmetrics(source: str | Iterable[str]) -> Recording:
     index: list[int] = []
     stamps: list[int] = []
     values: list[float] = []
-    for series, stamp, value in read_samples(lines):
+    types: dict[str, str] = {}
+    for series, stamp, value in read_samples(lines, types):
         sid = ids.get(series)
         if sid is None:
             sid = ids[series] = len(labels)
@@ -75,6 +78,7 @@ def read_openmetrics(source: str | Iterable[str]) -> Recording:
         np.asarray(index, dtype=np.uint32)[order],
         np.asarray(stamps, dtype=np.int64)[order],
         np.asarray(values, dtype=np.float64)[order],
+        types,
     )
 
 
@@ -98,9 +102,12 @@ class Replay:
         self.partition_by = partition_by
         self.slice_ms = slice_ms
         options = engine_options or {}
+        # The recording's "# TYPE" lines play the part of remote-write metadata.
+        self.metric_types = MetricTypes()
         self.engines = [
             PartitionDetectors(
-                self.placement.local, engine_options=options, scores=scores, forecasts=forecasts, score_threshold=score_threshold
+                self.placement.local, engine_options=options, scores=scores, forecasts=forecasts,
+                score_threshold=score_threshold, metric_types=self.metric_types,
             )
             for _ in range(partitions)
         ]
@@ -112,6 +119,9 @@ class Replay:
 
     def run(self, recording: Recording, progress: Callable[[int], None] | None = None) -> Iterator[dict]:
         """Alert state changes as JSON-ready dicts (``headroom.alert.v1`` plus ``"kind": "alert"``)."""
+        if self.metric_types.update(recording.types):
+            for engine in self.engines:
+                engine.reclassify()
         partition = np.array([partition_for(s, self.partitions, self.partition_by) for s in recording.labels], dtype=np.int64)
         to_global = np.array([self.placement.feeds_global_lane(s) for s in recording.labels], dtype=bool)
         stamps = recording.timestamps

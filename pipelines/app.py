@@ -32,11 +32,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from detector.batch import SampleBatch
 from detector.errors import BatchFormatError
+from detector.metadata import MetricTypes
 from detector.partition import PartitionDetectors, PartitionOutput
 from detector.rules import RuleGroup
 from detector.rules.engine import idle_watermark, is_live
 from detector.rules.placement import place_groups
 from pipelines import faust_transport
+from pipelines.metadata_feed import MetadataFeed
 from pipelines.notifier import Notifier
 from pipelines.settings import Settings
 
@@ -47,9 +49,16 @@ class PartitionEngines:
     """One set of detectors (rules, and for target lanes scores and forecasts) per assigned partition."""
 
     def __init__(
-        self, groups: list[RuleGroup], settings: Settings, clock: Callable[[], float] = time.time, *, detectors: bool = True
+        self,
+        groups: list[RuleGroup],
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        *,
+        detectors: bool = True,
+        metric_types: MetricTypes | None = None,
     ) -> None:
         self.groups = groups
+        self.metric_types = metric_types
         self.settings = settings
         self.clock = clock
         self.detectors = detectors
@@ -70,6 +79,7 @@ class PartitionEngines:
                 engine_options=options,
                 scores=self.detectors and self.settings.anomaly_scores,
                 forecasts=self.detectors and self.settings.forecasts,
+                metric_types=self.metric_types,
             )
         return engine.ingest(batch)
 
@@ -88,6 +98,10 @@ class PartitionEngines:
         engine = self.engines.get(partition)
         return engine is not None and is_live(engine.rules.newest, int(self.clock() * 1000))
 
+    def reclassify(self) -> int:
+        """Apply newly learned metric types in every partition; returns how many series changed."""
+        return sum(engine.reclassify() for engine in self.engines.values())
+
     def forget(self, partitions: set[int]) -> None:
         for partition in partitions:
             self.engines.pop(partition, None)
@@ -105,6 +119,8 @@ class WorkerMetrics:
         self.anomalies = Counter("headroom_anomalous_samples", "Samples scored at or above the anomaly threshold", registry=registry)
         self.transitions = Counter("headroom_alert_transitions", "Alert state changes", ["state"], registry=registry)
         self.eval_errors = Counter("headroom_rule_evaluation_failures", "Failed rule evaluations", registry=registry)
+        self.metric_types = Gauge("headroom_metric_types_known", "Metric families with a type from the senders' metadata", registry=registry)
+        self.reclassified = Counter("headroom_series_reclassified", "Scored series whose counter-ness changed with new metadata", registry=registry)
         self.event_time = Gauge("headroom_worker_watermark_seconds", "Newest evaluated event time", ["lane"], registry=registry)
 
 
@@ -131,8 +147,9 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
     notifier = Notifier.from_settings(
         settings.alertmanager_urls, settings.webhook_urls, settings.external_url, settings.external_labels, metrics.registry
     )
+    metric_types = MetricTypes()
     lanes = {
-        settings.samples_topic: PartitionEngines(placement.local, settings),
+        settings.samples_topic: PartitionEngines(placement.local, settings, metric_types=metric_types),
         settings.global_samples_topic: PartitionEngines(placement.global_, settings, detectors=False),
     }
 
@@ -183,6 +200,17 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
         # would arrive already expired, so only live partitions notify.
         if out.engine.notifications and lanes[topic].is_live(partition):
             notifier.enqueue(out.engine.notifications)
+
+    def types_changed(families: set[str]) -> None:
+        metrics.metric_types.set(len(metric_types))
+        metrics.reclassified.inc(lanes[settings.samples_topic].reclassify())
+        log.info("learned the types of %d metric families (%d known)", len(families), len(metric_types))
+
+    metadata_feed = MetadataFeed(settings.kafka_bootstrap, settings.metadata_topic, metric_types, types_changed)
+
+    @app.task
+    async def follow_metadata() -> None:
+        await metadata_feed.run()
 
     @app.task
     async def start_notifier() -> None:

@@ -103,6 +103,7 @@ def worker(rule_files: tuple[str, ...], bootstrap: str | None, web_port: int | N
     settings = _settings(rule_files=rule_files, kafka_bootstrap=bootstrap, worker_web_port=web_port)
     groups = _load_groups(settings)
     asyncio.run(create_topics(settings.kafka_bootstrap, settings.topics()))
+    asyncio.run(create_topics(settings.kafka_bootstrap, settings.compacted_topics(), {"cleanup.policy": "compact"}))
     app = create_app(settings, groups)
     Worker(app, loglevel="info").execute_from_commandline()
 

@@ -32,6 +32,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from detector.batch import SampleBatch
 from detector.errors import InvalidRequest
+from detector.metadata import encode_type
 from detector.remote_write import RemoteWriteDecoder
 from detector.rules.placement import Placement
 from pipelines.settings import Settings
@@ -76,12 +77,19 @@ class KafkaGate:
 
     async def send(self, messages: list[tuple[str, int, SampleBatch]]) -> None:
         """Produce (topic, partition, batch) messages; returns once Kafka acknowledged all."""
+        await self.send_records([(topic, partition, None, batch.encode()) for topic, partition, batch in messages])
+
+    async def send_records(self, records: list[tuple[str, int | None, bytes | None, bytes]]) -> None:
+        """Produce (topic, partition, key, value) records; returns once Kafka acknowledged all."""
         producer = self._producer
         if producer is None:
             raise KafkaUnavailable("not connected to Kafka yet")
         try:
             async with asyncio.timeout(self.timeout_s):
-                pending = [await producer.send(topic, value=batch.encode(), partition=partition) for topic, partition, batch in messages]
+                pending = [
+                    await producer.send(topic, value=value, key=key, partition=partition)
+                    for topic, partition, key, value in records
+                ]
                 await asyncio.gather(*pending)
         except Exception as exc:  # any failure to get an ack means: not accepted
             log.warning("produce failed (%s: %s); reconnecting", type(exc).__name__, exc)
@@ -162,6 +170,7 @@ def create_receiver_app(
         feeds_global_lane=placement.feeds_global_lane if placement and placement.global_ else None,
     )
     metrics = ReceiverMetrics(registry or CollectorRegistry())
+    sent_types: dict[str, str] = {}  # metric family -> type this receiver has produced
 
     def answer(status: int, text: str = "", **headers: str) -> web.Response:
         metrics.requests.labels(str(status)).inc()
@@ -182,13 +191,18 @@ def create_receiver_app(
         except web.HTTPRequestEntityTooLarge:
             return answer(413, f"body over the limit of {settings.max_body_bytes} bytes")
         metrics.new_series.inc(decoded.new_series)
-        messages = [(settings.samples_topic, p, batch) for p, batches in decoded.batches.items() for batch in batches]
-        messages += [(settings.global_samples_topic, 0, batch) for batch in decoded.global_batches]
-        if messages:
+        records = [(settings.samples_topic, p, None, batch.encode()) for p, batches in decoded.batches.items() for batch in batches]
+        records += [(settings.global_samples_topic, 0, None, batch.encode()) for batch in decoded.global_batches]
+        # Types go to a compacted topic every worker reads whole; Prometheus
+        # repeats them every minute, so only news is produced.
+        news = {family: kind for family, kind in decoded.metadata.items() if sent_types.get(family) != kind}
+        records += [(settings.metadata_topic, 0, family.encode(), encode_type(kind)) for family, kind in news.items()]
+        if records:
             try:
-                await gate.send(messages)
+                await gate.send_records(records)
             except KafkaUnavailable as exc:
                 return answer(503, f"{exc}; retry", **{"Retry-After": RETRY_AFTER_SECONDS})
+        sent_types.update(news)
         metrics.samples.inc(decoded.samples)
         metrics.latency.observe(time.perf_counter() - started)
         if decoded.problems:

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     global_samples_topic: str = "headroom-samples-global"
     alerts_topic: str = "headroom-alerts"
     scores_topic: str = "headroom-scores"
+    # Compacted, one partition: metric family -> type, from remote-write
+    # metadata; every worker reads it whole (counters are scored on their rate).
+    metadata_topic: str = "headroom-metadata"
     # Per-series anomaly scores (the derived series headroom_anomaly_score) and
     # saturation forecasts in the worker, beside the rules.
     anomaly_scores: bool = True
@@ -93,6 +96,10 @@ class Settings(BaseSettings):
     def topics(self) -> dict[str, int]:
         """Every topic Headroom uses, with its partition count."""
         return {self.samples_topic: self.partitions, self.global_samples_topic: 1, self.alerts_topic: 1, self.scores_topic: 1}
+
+    def compacted_topics(self) -> dict[str, int]:
+        """Topics that keep the latest record per key (created with cleanup.policy=compact)."""
+        return {self.metadata_topic: 1}
 
     def write_limits(self) -> WriteLimits:
         return WriteLimits(max_body_bytes=self.max_body_bytes, max_decompressed_bytes=self.max_decompressed_bytes)

@@ -27,6 +27,7 @@ from detector.anomaly.core import rounds
 from detector.anomaly.counters import CounterState, is_counter
 from detector.anomaly.models import DEFAULT_MODEL, make_model
 from detector.labels import labels_from_canonical
+from detector.metadata import MetricTypes
 
 
 def _name_from_key(key: bytes) -> str:
@@ -47,13 +48,20 @@ class AnomalyScorer:
     ``counter`` decides, for a series key seen for the first time, whether it is
     a counter (scored on its per-second rate); by default the metric name's
     Prometheus conventions do (``_total``, ``_count``, ``_sum``, ``_bucket``).
-    Pass a function that also reads remote-write metadata when the sender gives it.
+    With ``metric_types`` (the senders' metadata), a declared type decides
+    first; :meth:`reclassify` applies types learned after a series was seen.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, counter: Callable[[bytes], bool] | None = None) -> None:
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        counter: Callable[[bytes], bool] | None = None,
+        metric_types: MetricTypes | None = None,
+    ) -> None:
         self.model_name = model
         self.model = make_model(model)
-        self.counter = counter or (lambda key: is_counter(_name_from_key(key)))
+        self.metric_types = metric_types
+        self.counter = counter or self._counter_by_type_or_name
         self.rows: dict[bytes, int] = {}
         self.free: list[int] = []
         self.capacity = 0
@@ -87,6 +95,26 @@ class AnomalyScorer:
                 self.counter_rows[row] = bool(self.counter(key))
             out[i] = row
         return out
+
+    def _counter_by_type_or_name(self, key: bytes) -> bool:
+        name = _name_from_key(key)
+        return is_counter(name, self.metric_types.type_of(name) if self.metric_types is not None else None)
+
+    def reclassify(self) -> int:
+        """Apply what is now known of each series' type; returns how many series changed.
+
+        A series whose counter-ness changed starts again from nothing: what
+        its model learned was of the wrong quantity (a rate, or a raw value).
+        Metadata changes rarely (a new family, a new sender), so a pass over
+        every series then is cheap.
+        """
+        changed = [(key, row) for key, row in self.rows.items() if bool(self.counter(key)) != bool(self.counter_rows[row])]
+        if changed:
+            rows = np.asarray([row for _, row in changed], dtype=np.intp)
+            self.model.reset(rows)
+            self.counters.reset(rows)
+            self.counter_rows[rows] = ~self.counter_rows[rows]
+        return len(changed)
 
     def is_counter_row(self, rows: np.ndarray) -> np.ndarray:
         return self.counter_rows[rows]
