@@ -5,7 +5,9 @@ It recognises bounded series when they first appear (user specs, then the
 runbook's patterns), keeps one trend row and one warning row per such series,
 follows the latest value of each paired bound series, learns the samples and
 evaluates each series at most once per evaluation slot, and returns the
-early-warning state changes as :class:`EarlyWarning` events.
+early-warning state changes as :class:`EarlyWarning` events. On request it
+also hands out the estimates themselves as :class:`Forecast` events, when they
+change (see :class:`Forecast`).
 
 Two checks keep everyday bursts from warning (``python -m bench.early_warning``):
 
@@ -52,10 +54,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.alerts import AlertTransition
-from detector.labels import METRIC_NAME, Labels, canonical_bytes, labels_from_canonical, metric_name
+from detector.labels import METRIC_NAME, Labels, canonical_bytes, labels_from_canonical, metric_name, stable_hash
 from detector.forecast.spec import BoundSpec, ForecastConfig
 from detector.forecast.trend import STATE_BYTES, TrendBank, _group_ranks, direction_sign
-from detector.forecast.warning import FIRING, INACTIVE, PENDING, STATES, WarningBank, humanize, series_text, warning_text
+from detector.forecast.warning import (FIRING, INACTIVE, PENDING, STATES, WarningBank, humanize, round_duration,
+                                       series_text, warning_text)
 
 ALERT_NAME = "SaturationForecast"
 
@@ -128,6 +131,64 @@ class EarlyWarning:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """A series' saturation estimate at one evaluation (event time ``t_ms``), emitted when it changed.
+
+    *Changed* means what a person would see change: the warning ``state``, or the
+    ETA, its low or its high end as :func:`~detector.forecast.warning.humanize`
+    shows them (``4m (3m-6m)`` to ``3m (2m-5m)``), which covers a series starting
+    or stopping heading to its bound (``eta_s`` finite or NaN). A series that
+    never heads to its bound emits nothing. ``eta_high_s`` may be ``inf`` (the
+    interval is open: the trend may flatten before the bound).
+
+    >>> f = Forecast((("__name__", "x_saturation"), ("job", "a")), 1_700_000_000_000, 250.0, 170.0, float("inf"),
+    ...              1.0, "", "up", 0.93, "pending")
+    >>> d = f.to_dict()
+    >>> d["kind"], d["labels"], d["eta_seconds"], d["eta_high_seconds"], d["bound_name"]
+    ('forecast', {'__name__': 'x_saturation', 'job': 'a'}, 250.0, None, '')
+    """
+
+    labels: Labels
+    t_ms: int
+    eta_s: float
+    eta_low_s: float
+    eta_high_s: float
+    bound: float
+    bound_name: str
+    direction: str
+    value: float
+    state: str
+
+    @property
+    def heading(self) -> bool:
+        """Whether the trend heads to the bound within the forecaster's maximum horizon."""
+        return self.eta_s == self.eta_s
+
+    @property
+    def key(self) -> bytes:
+        """The series' identity (a stable hash of its labels), for the Kafka message key."""
+        return f"{stable_hash(canonical_bytes(self.labels)):016x}".encode()
+
+    def to_dict(self) -> dict:
+        """JSON-ready; an ETA that is NaN (not heading) or infinite (open interval) is ``None``."""
+        return {
+            "kind": "forecast", "labels": dict(self.labels), "t": self.t_ms,
+            "eta_seconds": _finite(self.eta_s), "eta_low_seconds": _finite(self.eta_low_s),
+            "eta_high_seconds": _finite(self.eta_high_s), "bound": self.bound, "bound_name": self.bound_name,
+            "direction": self.direction, "value": self.value, "state": self.state,
+        }
+
+
+def _finite(x: float) -> float | None:
+    return x if np.isfinite(x) else None
+
+
+def _unshown(n: int) -> np.ndarray:
+    """Rows of "no forecast shown yet": inactive, not heading (so a series that never heads emits nothing)."""
+    return np.tile(np.array([INACTIVE, np.nan, np.nan, np.nan]), (n, 1))
+
+
 class ForecastEngine:
     """Bounded-series forecasts and early warnings over a stream of sample batches.
 
@@ -151,6 +212,8 @@ class ForecastEngine:
         self._horizon = np.zeros(64)
         self._last_x = np.full(64, np.nan)
         self._peak = np.full(64, np.nan)  # highest value seen: the "empty" level of a down-bound series
+        # last Forecast emitted per row: state, then ETA, low, high as humanized (NaN: not heading)
+        self._shown = _unshown(64)
         self.skipped = 0  # samples not learned: non-finite, duplicate or out of order
 
     # ------------------------------------------------------------------ series
@@ -161,8 +224,8 @@ class ForecastEngine:
     @property
     def nbytes_per_series(self) -> int:
         """Numeric state per forecast series: trend, warning, bound, direction, horizon, last value,
-        peak value, change flag."""
-        return STATE_BYTES + self.warnings.nbytes_per_series + 5 * 8 + 1
+        peak value, change flag, last forecast shown."""
+        return STATE_BYTES + self.warnings.nbytes_per_series + 5 * 8 + 1 + 4 * 8
 
     def _row_of(self, key: bytes, labels: Labels | None) -> int:
         row = self._keys.get(key)
@@ -186,6 +249,7 @@ class ForecastEngine:
             self._horizon = np.concatenate([self._horizon, np.zeros(extra)])
             self._last_x = np.concatenate([self._last_x, np.full(extra, np.nan)])
             self._peak = np.concatenate([self._peak, np.full(extra, np.nan)])
+            self._shown = np.concatenate([self._shown, _unshown(extra)])
         self._sign[row] = direction_sign(spec.direction)
         self._bound[row] = bound
         self._horizon[row] = horizon
@@ -214,15 +278,18 @@ class ForecastEngine:
 
     # ------------------------------------------------------------------ stream
 
-    def ingest_batch(self, batch) -> list[EarlyWarning]:
+    def ingest_batch(self, batch, forecasts: list[Forecast] | None = None) -> list[EarlyWarning]:
         """:meth:`ingest` on a :class:`~detector.batch.SampleBatch`."""
-        return self.ingest(batch.series_keys, batch.series_index, batch.timestamps, batch.values)
+        return self.ingest(batch.series_keys, batch.series_index, batch.timestamps, batch.values, forecasts)
 
     def ingest(self, series: Sequence[Labels | bytes], series_index: Sequence[int] | np.ndarray,
-               t_ms: Sequence[int] | np.ndarray, values: Sequence[float] | np.ndarray) -> list[EarlyWarning]:
+               t_ms: Sequence[int] | np.ndarray, values: Sequence[float] | np.ndarray,
+               forecasts: list[Forecast] | None = None) -> list[EarlyWarning]:
         """Learn a batch and evaluate the series it touched; returns the warnings' state changes.
 
         Events come in event-time order within each series (rounds of one sample per series).
+        ``forecasts``, if given, receives the :class:`Forecast` of every evaluation whose
+        estimate changed (at most one per series per evaluation slot).
         """
         index = np.asarray(series_index, dtype=np.int64)
         t_ms = np.asarray(t_ms, dtype=np.int64)
@@ -238,11 +305,11 @@ class ForecastEngine:
         ranks = _group_ranks(rows)
         top = int(ranks.max())
         if top == 0:
-            return self._round(rows, t_ms, values)
+            return self._round(rows, t_ms, values, forecasts)
         events: list[EarlyWarning] = []
         for r in range(top + 1):
             pick = np.flatnonzero(ranks == r)
-            events += self._round(rows[pick], t_ms[pick], values[pick])
+            events += self._round(rows[pick], t_ms[pick], values[pick], forecasts)
         return events
 
     def _apply_bounds(self, bound_of: list[list[int] | None], index: np.ndarray, t_ms: np.ndarray,
@@ -260,7 +327,8 @@ class ForecastEngine:
         for j in order[last]:
             self._bound[bound_of[int(index[j])]] = values[j]  # NaN (a stale bound) stops evaluation
 
-    def _round(self, rows: np.ndarray, t_ms: np.ndarray, x: np.ndarray) -> list[EarlyWarning]:
+    def _round(self, rows: np.ndarray, t_ms: np.ndarray, x: np.ndarray,
+               forecasts: list[Forecast] | None = None) -> list[EarlyWarning]:
         t_s = t_ms / 1000.0
         learned = self.trend.learn_unique(rows, t_s, x)
         self.skipped += int((~learned).sum())
@@ -294,6 +362,8 @@ class ForecastEngine:
         near = self._near(rows)
         allowed = self._used(rows) >= st.min_used if st.min_used > 0 else None
         changed, prev, new = self.warnings.step(rows, t_s, judged, self._horizon[rows], near, allowed)
+        if forecasts is not None:
+            forecasts += self._forecasts(rows, t_ms, eta, low, high)
         if changed.shape[0] == 0:
             return []
         where = {int(r): i for i, r in enumerate(rows)}
@@ -355,6 +425,35 @@ class ForecastEngine:
             fired_at_ms=None if fired != fired or (new != FIRING and prev != FIRING) else int(round(fired * 1000)),
             horizon_s=float(self._horizon[row]),
         )
+
+    def _forecasts(self, rows: np.ndarray, t_ms: np.ndarray, eta: np.ndarray, low: np.ndarray,
+                   high: np.ndarray) -> list[Forecast]:
+        """The evaluated rows whose estimate, as people would read it, changed since the last one shown."""
+        heading = np.isfinite(eta)
+        shown = np.column_stack([
+            self.warnings.state[rows].astype(np.float64),
+            round_duration(eta),
+            np.where(heading, round_duration(low, "floor"), np.nan),
+            np.where(heading, round_duration(high, "ceil"), np.nan),
+        ])
+        before = self._shown[rows]
+        same = ((shown == before) | (np.isnan(shown) & np.isnan(before))).all(axis=1)
+        if same.all():
+            return []
+        at = np.flatnonzero(~same)
+        self._shown[rows[at]] = shown[at]
+        out = []
+        for i in at.tolist():
+            row = int(rows[i])
+            spec, labels = self._specs[row], self._labels[row]
+            out.append(Forecast(
+                labels=labels, t_ms=int(t_ms[i]), eta_s=float(eta[i]),
+                eta_low_s=float(low[i]) if heading[i] else float("nan"),
+                eta_high_s=float(high[i]) if heading[i] else float("nan"),
+                bound=float(self._bound[row]), bound_name=spec.bound_name(labels), direction=spec.direction,
+                value=float(self._last_x[row]), state=STATES[int(self.warnings.state[row])],
+            ))
+        return out
 
     # ------------------------------------------------------------------ reading
 
