@@ -57,10 +57,12 @@ from detector.alerts import AlertTransition
 from detector.labels import METRIC_NAME, Labels, canonical_bytes, labels_from_canonical, metric_name, stable_hash
 from detector.forecast.spec import BoundSpec, ForecastConfig
 from detector.forecast.trend import STATE_BYTES, TrendBank, _group_ranks, direction_sign
-from detector.forecast.warning import (FIRING, INACTIVE, PENDING, STATES, WarningBank, humanize, round_duration,
-                                       series_text, warning_text)
+from detector.forecast.warning import (FIRING, INACTIVE, PENDING, STATES, WarningBank, bound_text, humanize,
+                                       round_duration, series_text, warning_text)
 
 ALERT_NAME = "SaturationForecast"
+WARNING_LABELS: Labels = (("severity", "warning"),)
+"""Labels added to every early-warning alert by default."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,43 +90,26 @@ class EarlyWarning:
 
     @property
     def text(self) -> str:
-        from detector.forecast.warning import bound_text
-
         if self.state != "inactive" and self.eta_s == self.eta_s:
-            reached = self.value >= self.bound if self.spec.direction == "up" else self.value <= self.bound
-            if self.eta_s <= 0 and not reached:
-                # The fitted trend is past the bound but the last sample is not:
-                # say what is observed rather than claim the bound was reached.
-                return f"{series_text(self.labels)} is at {self.value:g}, about to reach {bound_text(self.bound, self.bound_name)}"
-            return warning_text(self.labels, self.bound, self.bound_name, self.spec.direction,
-                                self.eta_s, self.eta_low_s, self.eta_high_s)
+            return _heading_text(self.labels, self.bound, self.bound_name, self.spec.direction, self.value,
+                                 self.eta_s, self.eta_low_s, self.eta_high_s)
 
         return (f"{series_text(self.labels)} no longer expected to reach "
                 f"{bound_text(self.bound, self.bound_name)} within {humanize(self.horizon_s)}")
 
     def to_alert(self, group: str = "headroom_forecasts", source: str = "forecast",
-                 extra_labels: Labels = (("severity", "warning"),)) -> AlertTransition:
+                 extra_labels: Labels = WARNING_LABELS) -> AlertTransition:
         """The same event as an :class:`~detector.alerts.AlertTransition`, for the shared alert path.
 
         Labels: the series' labels without ``__name__``, plus ``alertname``,
         ``metric`` (the series' name, so two metrics of one target stay two
         alerts) and ``extra_labels``. The value is the ETA in seconds.
         """
-        labels = dict(self.labels)
-        labels.pop(METRIC_NAME, None)
-        labels.update(dict(extra_labels))
-        labels["alertname"] = ALERT_NAME
-        labels["metric"] = metric_name(self.labels)
-        annotations = {
-            "summary": self.text,
-            "eta_seconds": f"{self.eta_s:.0f}" if self.eta_s == self.eta_s else "",
-            "eta_low_seconds": f"{self.eta_low_s:.0f}" if self.eta_low_s == self.eta_low_s else "",
-            "eta_high_seconds": f"{self.eta_high_s:.0f}" if self.eta_high_s == self.eta_high_s else "",
-        }
         resolved = self.t_ms if self.state == "inactive" and self.previous == "firing" else None
         return AlertTransition(
             rule=ALERT_NAME, group=group, source=source, state=self.state, previous=self.previous,
-            labels=tuple(sorted(labels.items())), annotations=tuple(sorted(annotations.items())),
+            labels=_alert_labels(self.labels, extra_labels),
+            annotations=_annotations(self.text, self.eta_s, self.eta_low_s, self.eta_high_s),
             value=self.eta_s, active_at=self.active_at_ms if self.active_at_ms is not None else self.t_ms,
             fired_at=self.fired_at_ms, resolved_at=resolved, eval_time=self.t_ms,
             expr=f"forecast: {self.spec.describe()} within {humanize(self.horizon_s)}",
@@ -178,6 +163,45 @@ class Forecast:
             "eta_high_seconds": _finite(self.eta_high_s), "bound": self.bound, "bound_name": self.bound_name,
             "direction": self.direction, "value": self.value, "state": self.state,
         }
+
+
+    def alert_update(self, extra_labels: Labels = WARNING_LABELS) -> tuple[Labels, Labels, float] | None:
+        """(alert labels, annotations, value) of this series' early warning with this estimate, for a
+        pending or firing warning that still heads to the bound; else None (nothing new to say)."""
+        if self.state == "inactive" or not self.heading:
+            return None
+        text = _heading_text(self.labels, self.bound, self.bound_name, self.direction, self.value,
+                             self.eta_s, self.eta_low_s, self.eta_high_s)
+        return (_alert_labels(self.labels, extra_labels),
+                _annotations(text, self.eta_s, self.eta_low_s, self.eta_high_s), self.eta_s)
+
+
+def _heading_text(labels: Labels, bound: float, bound_name: str, direction: str, value: float,
+                  eta: float, low: float, high: float) -> str:
+    reached = value >= bound if direction == "up" else value <= bound
+    if eta <= 0 and not reached:
+        # The fitted trend is past the bound but the last sample is not:
+        # say what is observed rather than claim the bound was reached.
+        return f"{series_text(labels)} is at {value:g}, about to reach {bound_text(bound, bound_name)}"
+    return warning_text(labels, bound, bound_name, direction, eta, low, high)
+
+
+def _alert_labels(labels: Labels, extra_labels: Labels) -> Labels:
+    out = dict(labels)
+    out.pop(METRIC_NAME, None)
+    out.update(dict(extra_labels))
+    out["alertname"] = ALERT_NAME
+    out["metric"] = metric_name(labels)
+    return tuple(sorted(out.items()))
+
+
+def _annotations(text: str, eta: float, low: float, high: float) -> Labels:
+    return tuple(sorted({
+        "summary": text,
+        "eta_seconds": f"{eta:.0f}" if eta == eta else "",
+        "eta_low_seconds": f"{low:.0f}" if low == low else "",
+        "eta_high_seconds": f"{high:.0f}" if high == high else "",
+    }.items()))
 
 
 def _finite(x: float) -> float | None:
