@@ -53,6 +53,10 @@ class LocalPipeline:
         return f"{self.app_id}-samples"
 
     @property
+    def forecasts_topic(self) -> str:
+        return f"{self.app_id}-forecasts"
+
+    @property
     def global_samples_topic(self) -> str:
         return f"{self.app_id}-samples-global"
 
@@ -67,6 +71,7 @@ class LocalPipeline:
             HEADROOM_GLOBAL_SAMPLES_TOPIC=self.global_samples_topic,
             HEADROOM_ALERTS_TOPIC=self.alerts_topic,
             HEADROOM_SCORES_TOPIC=f"{self.app_id}-scores",
+            HEADROOM_FORECASTS_TOPIC=self.forecasts_topic,
             HEADROOM_PARTITIONS=str(self.partitions),
             HEADROOM_RULE_FILES=json.dumps(list(self.rule_files)),
             HEADROOM_RECEIVER_PORT=str(self.receiver_port),

@@ -6,6 +6,8 @@ the setting, before anything connects anywhere.
 >>> s = Settings(kafka_bootstrap="127.0.0.1:9092", partitions=4)
 >>> s.samples_topic, s.evaluation_interval_ms
 ('headroom-samples', 15000)
+>>> s.topics()["headroom-forecasts"]
+1
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class Settings(BaseSettings):
     global_samples_topic: str = "headroom-samples-global"
     alerts_topic: str = "headroom-alerts"
     scores_topic: str = "headroom-scores"
+    # Saturation estimates, one JSON object per change (detector.forecast.engine.Forecast).
+    forecasts_topic: str = "headroom-forecasts"
     # Per-series anomaly scores (the derived series headroom_anomaly_score) and
     # saturation forecasts in the worker, beside the rules.
     anomaly_scores: bool = True
@@ -92,7 +96,8 @@ class Settings(BaseSettings):
 
     def topics(self) -> dict[str, int]:
         """Every topic Headroom uses, with its partition count."""
-        return {self.samples_topic: self.partitions, self.global_samples_topic: 1, self.alerts_topic: 1, self.scores_topic: 1}
+        return {self.samples_topic: self.partitions, self.global_samples_topic: 1, self.alerts_topic: 1, self.scores_topic: 1,
+                self.forecasts_topic: 1}
 
     def write_limits(self) -> WriteLimits:
         return WriteLimits(max_body_bytes=self.max_body_bytes, max_decompressed_bytes=self.max_decompressed_bytes)
