@@ -32,7 +32,7 @@ Pure and on event time: ``t_ms`` is passed in.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 from detector.alerts import AlertNotification, AlertTransition
 from detector.labels import Labels
@@ -78,12 +78,19 @@ class AlertBook:
         if known is not None and known[0].state != INACTIVE:
             known[0].annotations, known[0].value = annotations, value
 
-    def notifications(self, t_ms: int) -> list[AlertNotification]:
-        """The alerts due to be (re-)sent at ``t_ms``, marked as sent; resolved ones past retention are dropped."""
+    def notifications(self, t_ms: int, quiet: Container[int] = ()) -> list[AlertNotification]:
+        """The alerts due to be (re-)sent at ``t_ms``, marked as sent; resolved ones past retention are dropped.
+
+        ``quiet``: fingerprints of alerts whose source has gone quiet (no samples): they are
+        not re-sent while firing, so Alertmanager lets them expire, as it does when
+        Prometheus itself stops.
+        """
         out = []
         for fp, (alert, expr) in list(self._alerts.items()):
             if alert.resolved_at is not None and t_ms - alert.resolved_at > RESOLVED_RETENTION_MS:
                 del self._alerts[fp]
+                continue
+            if alert.state != INACTIVE and fp in quiet:
                 continue
             note = alert.notify(t_ms, self.interval_ms, self.resend_delay_ms, expr)
             if note is not None:

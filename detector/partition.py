@@ -36,8 +36,9 @@ from detector.alert_book import AlertBook
 from detector.alerts import AlertNotification, AlertTransition
 from detector.anomaly.scorer import AnomalyScorer
 from detector.batch import SampleBatch
-from detector.forecast.engine import Forecast, ForecastEngine
+from detector.forecast.engine import Forecast, ForecastEngine, warning_alert_labels
 from detector.labels import LANE_CLOCK, METRIC_NAME, Labels, canonical_bytes, labels_from_canonical
+from detector.rules.alerting import fingerprint
 from detector.rules.engine import EngineOutput, RuleEngine
 from detector.rules.group import RuleGroup
 
@@ -128,7 +129,11 @@ class PartitionDetectors:
             update = forecast.alert_update()
             if update is not None:
                 self.warning_alerts.refresh(*update)
-        return self.warning_alerts.notifications(t_ms)
+        # A warning stays firing while its series is silent (a forecast needs samples); like an
+        # alert whose series left the lookback, it is no longer re-sent and expires downstream.
+        quiet = {fingerprint(warning_alert_labels(labels)) for labels, seen in self.forecaster.warned()
+                 if seen is not None and t_ms - seen > self.rules.lookback_ms}
+        return self.warning_alerts.notifications(t_ms, quiet)
 
     def _score(self, batch: SampleBatch) -> tuple[SampleBatch | None, list[ScoreEvent]]:
         if self.scorer is None or len(batch) == 0:

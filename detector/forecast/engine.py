@@ -108,7 +108,7 @@ class EarlyWarning:
         resolved = self.t_ms if self.state == "inactive" and self.previous == "firing" else None
         return AlertTransition(
             rule=ALERT_NAME, group=group, source=source, state=self.state, previous=self.previous,
-            labels=_alert_labels(self.labels, extra_labels),
+            labels=warning_alert_labels(self.labels, extra_labels),
             annotations=_annotations(self.text, self.eta_s, self.eta_low_s, self.eta_high_s),
             value=self.eta_s, active_at=self.active_at_ms if self.active_at_ms is not None else self.t_ms,
             fired_at=self.fired_at_ms, resolved_at=resolved, eval_time=self.t_ms,
@@ -172,7 +172,7 @@ class Forecast:
             return None
         text = _heading_text(self.labels, self.bound, self.bound_name, self.direction, self.value,
                              self.eta_s, self.eta_low_s, self.eta_high_s)
-        return (_alert_labels(self.labels, extra_labels),
+        return (warning_alert_labels(self.labels, extra_labels),
                 _annotations(text, self.eta_s, self.eta_low_s, self.eta_high_s), self.eta_s)
 
 
@@ -186,7 +186,13 @@ def _heading_text(labels: Labels, bound: float, bound_name: str, direction: str,
     return warning_text(labels, bound, bound_name, direction, eta, low, high)
 
 
-def _alert_labels(labels: Labels, extra_labels: Labels) -> Labels:
+def warning_alert_labels(labels: Labels, extra_labels: Labels = WARNING_LABELS) -> Labels:
+    """The labels of a series' early-warning alert: its own without ``__name__``, ``extra_labels``,
+    ``alertname`` and ``metric`` (its name).
+
+    >>> warning_alert_labels((("__name__", "x_saturation"), ("job", "a")))
+    (('alertname', 'SaturationForecast'), ('job', 'a'), ('metric', 'x_saturation'), ('severity', 'warning'))
+    """
     out = dict(labels)
     out.pop(METRIC_NAME, None)
     out.update(dict(extra_labels))
@@ -490,6 +496,13 @@ class ForecastEngine:
         if np.isnan(eta[0]):
             return None
         return float(eta[0]), float(low[0]), float(high[0])
+
+    def warned(self) -> list[tuple[Labels, int | None]]:
+        """Series with a pending or firing warning, each with the start (ms) of the evaluation
+        slot it was last evaluated in (None when every sample is evaluated: no slots)."""
+        rows = np.flatnonzero(self.warnings.state[: len(self._labels)] != INACTIVE)
+        step_ms = self.warnings.eval_interval_s * 1000
+        return [(self._labels[r], int(self.warnings.slot[r] * step_ms) if step_ms > 0 else None) for r in rows.tolist()]
 
     def state(self, labels: Labels) -> str:
         """The warning state of a series (``inactive`` for unknown series)."""

@@ -101,3 +101,27 @@ def test_a_new_warning_after_a_resolved_one_starts_afresh_and_refresh_leaves_res
     assert dict(firing.annotations)["summary"] == "new words"
     book.refresh((("alertname", "unknown"),), (), 0.0)  # unknown alerts are ignored
     assert len(book) == 1
+
+
+def test_a_firing_warning_whose_series_goes_silent_is_no_longer_re_sent_and_comes_back_with_it():
+    other = (("__name__", "up"), ("job", "x"))
+    detectors = PartitionDetectors([], scores=False)
+    sent: list[int] = []
+
+    def step(k: int, with_ramp: bool) -> None:
+        t = T0_MS + k * SCRAPE_MS
+        series = [(other, [(t, 1.0)])] + ([(SATURATION, [(t, turning(k))])] if with_ramp else [])
+        sent.extend(t for n in detectors.ingest(SampleBatch.from_series(series)).notifications)
+
+    for k in range(372):  # the ramp fires near step 369 (see above)
+        step(k, True)
+    assert detectors.forecaster.state(SATURATION) == "firing" and sent
+    silent_from = T0_MS + 372 * SCRAPE_MS
+    for k in range(372, 400):  # 7 minutes of the other series only (shorter than the fit's memory)
+        step(k, False)
+    after = [t for t in sent if t >= silent_from]
+    assert after and max(after) - silent_from <= 5 * 60_000  # re-sent within the lookback only
+    assert T0_MS + 399 * SCRAPE_MS - max(after) > 60_000 + SCRAPE_MS  # then a resend was due and withheld
+    assert detectors.forecaster.state(SATURATION) == "firing"  # silence is no evidence either way
+    step(400, True)
+    assert sent[-1] == T0_MS + 400 * SCRAPE_MS  # its samples are back: re-sent at once
