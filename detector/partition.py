@@ -8,15 +8,22 @@ rule pack), and a user can write rules on scores. Derived series are never
 scored or forecast themselves: nothing loops back.
 
 Saturation forecasts raise early warnings with their own hysteresis
-(:mod:`detector.forecast`) and join the same stream of alert transitions.
+(:mod:`detector.forecast`) and join the same stream of alert transitions; an
+:class:`~detector.alert_book.AlertBook` sends them on the rules' send and
+resend schedule, so :attr:`PartitionOutput.notifications` holds both. The
+estimates themselves come out as :class:`~detector.forecast.engine.Forecast`
+events when they change, and the latest score of every scored series as
+:attr:`PartitionOutput.latest_scores`, for gauges.
 
 >>> from detector.batch import SampleBatch
 >>> from detector.rules import load_rule_files
 >>> detectors = PartitionDetectors(load_rule_files(["anomaly"]))
 >>> up = (("__name__", "up"), ("job", "api"))
 >>> out = detectors.ingest(SampleBatch.from_series([(up, [(t * 15_000, 1.0) for t in range(10)])]))
->>> out.transitions, len(out.scores)
-([], 0)
+>>> out.transitions, len(out.scores), out.forecasts, out.notifications
+([], 0, [], [])
+>>> sorted(out.latest_scores) == [canonical_bytes((("__name__", SCORE_METRIC), ("job", "api"), ("metric", "up")))]
+True
 """
 
 from __future__ import annotations
@@ -25,12 +32,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detector.alerts import AlertTransition
+from detector.alert_book import AlertBook
+from detector.alerts import AlertNotification, AlertTransition
 from detector.anomaly.scorer import AnomalyScorer
 from detector.batch import SampleBatch
-from detector.forecast.engine import ForecastEngine
+from detector.forecast.engine import Forecast, ForecastEngine, warning_alert_labels
 from detector.labels import LANE_CLOCK, METRIC_NAME, Labels, canonical_bytes, labels_from_canonical
 from detector.metadata import MetricTypes
+from detector.rules.alerting import fingerprint
 from detector.rules.engine import EngineOutput, RuleEngine
 from detector.rules.group import RuleGroup
 
@@ -53,9 +62,20 @@ class ScoreEvent:
 
 @dataclass
 class PartitionOutput:
+    """What one batch (or one watermark advance) produced.
+
+    ``transitions``/``notifications``: the rule engine's plus the early warnings';
+    ``scores``: scores at or above the threshold; ``forecasts``: estimates that changed;
+    ``latest_scores``: the newest score of each series scored in the batch, by the
+    canonical key of its derived ``headroom_anomaly_score`` series.
+    """
+
     engine: EngineOutput
     transitions: list[AlertTransition] = field(default_factory=list)
     scores: list[ScoreEvent] = field(default_factory=list)
+    forecasts: list[Forecast] = field(default_factory=list)
+    notifications: list[AlertNotification] = field(default_factory=list)
+    latest_scores: dict[bytes, float] = field(default_factory=dict)
 
 
 class PartitionDetectors:
@@ -75,6 +95,8 @@ class PartitionDetectors:
         self.rules = RuleEngine(groups, **(engine_options or {}))
         self.scorer = AnomalyScorer(model, metric_types=metric_types) if scores else None
         self.forecaster = ForecastEngine() if forecasts else None
+        eval_ms = int(self.forecaster.config.settings.eval_interval_s * 1000) if self.forecaster is not None else 0
+        self.warning_alerts = AlertBook(eval_ms, self.rules.resend_delay_ms)
         self.score_threshold = score_threshold
         self._scored: dict[bytes, bytes | None] = {}  # series key -> its score series key, None if not scored
 
@@ -83,11 +105,16 @@ class PartitionDetectors:
         return self.rules.store
 
     def ingest(self, batch: SampleBatch) -> PartitionOutput:
-        warnings = self.forecaster.ingest_batch(batch) if self.forecaster is not None else []
+        forecasts: list[Forecast] = []
+        warnings = self.forecaster.ingest_batch(batch, forecasts) if self.forecaster is not None else []
         derived, scores = self._score(batch)
         out = self.rules.ingest(_concat(batch, derived) if derived is not None else batch)
-        result = PartitionOutput(out, list(out.transitions), scores)
-        result.transitions += [w.to_alert() for w in warnings]
+        result = PartitionOutput(out, list(out.transitions), scores, forecasts, list(out.notifications),
+                                 _latest(derived) if derived is not None else {})
+        warned = [w.to_alert() for w in warnings]
+        result.transitions += warned
+        if self.forecaster is not None and len(batch):
+            result.notifications += self._warning_notifications(warned, forecasts, int(batch.timestamps.max()))
         return result
 
     def reclassify(self) -> int:
@@ -95,8 +122,24 @@ class PartitionDetectors:
         return self.scorer.reclassify() if self.scorer is not None else 0
 
     def advance_to(self, watermark_ms: int) -> PartitionOutput:
+        # Early warnings are not re-sent here: without samples there is no forecast to
+        # stand behind, so a warning whose series went quiet expires in Alertmanager.
         out = self.rules.advance_to(watermark_ms)
-        return PartitionOutput(out, list(out.transitions))
+        return PartitionOutput(out, list(out.transitions), notifications=list(out.notifications))
+
+    def _warning_notifications(self, warned: list[AlertTransition], forecasts: list[Forecast],
+                               t_ms: int) -> list[AlertNotification]:
+        """Early warnings due to be sent at ``t_ms``, a resend carrying the newest estimate's words."""
+        self.warning_alerts.apply(warned)
+        for forecast in forecasts:
+            update = forecast.alert_update()
+            if update is not None:
+                self.warning_alerts.refresh(*update)
+        # A warning stays firing while its series is silent (a forecast needs samples); like an
+        # alert whose series left the lookback, it is no longer re-sent and expires downstream.
+        quiet = {fingerprint(warning_alert_labels(labels)) for labels, seen in self.forecaster.warned()
+                 if seen is not None and t_ms - seen > self.rules.lookback_ms}
+        return self.warning_alerts.notifications(t_ms, quiet)
 
     def _score(self, batch: SampleBatch) -> tuple[SampleBatch | None, list[ScoreEvent]]:
         if self.scorer is None or len(batch) == 0:
@@ -128,6 +171,16 @@ class PartitionDetectors:
                 out.update({METRIC_NAME: SCORE_METRIC, "metric": name})
                 self._scored[key] = canonical_bytes(tuple(sorted(out.items())))
         return self._scored[key]
+
+
+def _latest(batch: SampleBatch) -> dict[bytes, float]:
+    """The newest value of each series of a batch."""
+    order = np.lexsort((batch.timestamps, batch.series_index))
+    index = batch.series_index[order]
+    last = np.ones(index.shape[0], dtype=bool)
+    last[:-1] = index[1:] != index[:-1]
+    keys = batch.series_keys
+    return {keys[i]: v for i, v in zip(index[last].tolist(), batch.values[order][last].tolist())}
 
 
 def _concat(a: SampleBatch, b: SampleBatch) -> SampleBatch:

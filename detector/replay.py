@@ -6,8 +6,11 @@ in slices to the same engines the workers run: one per partition, chosen with
 the receiver's partitioning, plus the global lane for the groups that need it,
 so a replay gives the alerts the pipeline would, at the same event times. It
 yields alert state changes (rules, anomalies through the ``anomaly`` pack,
-early warnings) and the anomaly scores at or above the threshold. Same input,
-same output: the order is fixed by event time, then rule and labels.
+early warnings), the anomaly scores at or above the threshold and the
+forecasts whose estimate changed (``"kind": "forecast"``, see
+:class:`~detector.forecast.engine.Forecast`). Same input, same output: per
+slice, scores, then forecasts, then alerts, each ordered by event time, then
+rule and labels.
 
 >>> from detector.rules import AlertingRule, RuleGroup
 >>> from detector.promql import compile_expr
@@ -118,7 +121,8 @@ class Replay:
         )
 
     def run(self, recording: Recording, progress: Callable[[int], None] | None = None) -> Iterator[dict]:
-        """Alert state changes as JSON-ready dicts (``headroom.alert.v1`` plus ``"kind": "alert"``)."""
+        """Events as JSON-ready dicts: alert state changes (``headroom.alert.v1`` plus ``"kind": "alert"``),
+        scores (``"kind": "score"``) and forecasts (``"kind": "forecast"``)."""
         if self.metric_types.update(recording.types):
             for engine in self.engines:
                 engine.reclassify()
@@ -162,7 +166,10 @@ def _batch(keys: list[bytes], index: np.ndarray, stamps: np.ndarray, values: np.
 def _ordered(outputs: Iterable[PartitionOutput]) -> Iterator[dict]:
     alerts = [{"kind": "alert", **t.to_dict()} for out in outputs for t in out.transitions]
     scores = [e.to_dict() for out in outputs for e in out.scores]
+    forecasts = [f.to_dict() for out in outputs for f in out.forecasts]
     alerts.sort(key=lambda e: (e["eval_time"], e["rule"], sorted(e["labels"].items()), e["state"]))
     scores.sort(key=lambda e: (e["t"], sorted(e["labels"].items())))
+    forecasts.sort(key=lambda e: (e["t"], sorted(e["labels"].items())))
     yield from scores
+    yield from forecasts
     yield from alerts

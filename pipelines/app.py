@@ -1,4 +1,8 @@
-"""The Faust app: the samples topic in, the alerts topic out.
+"""The Faust app: the samples topic in; the alerts, scores and forecasts topics out.
+
+Alert notifications (rules and early warnings) go to Alertmanager for live
+data only; the latest score and forecast of every series are gauges on
+``/metrics`` (:mod:`pipelines.gauges`).
 
 Partitioning (the choice DESIGN.md asks to write down): the receiver puts a
 series in the partition of its scrape target (``job``, ``instance``), see
@@ -38,6 +42,7 @@ from detector.rules import RuleGroup
 from detector.rules.engine import idle_watermark, is_live
 from detector.rules.placement import place_groups
 from pipelines import faust_transport
+from pipelines.gauges import DetectorGauges
 from pipelines.metadata_feed import MetadataFeed
 from pipelines.notifier import Notifier
 from pipelines.settings import Settings
@@ -142,8 +147,11 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
     )
     alerts = app.topic(settings.alerts_topic, partitions=1, value_serializer="raw", key_serializer="raw")
     scores_topic = app.topic(settings.scores_topic, partitions=1, value_serializer="raw")
+    forecasts_topic = app.topic(settings.forecasts_topic, partitions=1, value_serializer="raw", key_serializer="raw")
     placement = place_groups(groups, settings.partition_by)
     metrics = WorkerMetrics(registry or CollectorRegistry())
+    gauges = DetectorGauges()  # latest score and forecast per series, for dashboards
+    metrics.registry.register(gauges)
     notifier = Notifier.from_settings(
         settings.alertmanager_urls, settings.webhook_urls, settings.external_url, settings.external_labels, metrics.registry
     )
@@ -196,10 +204,14 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
         for score in out.scores:
             metrics.anomalies.inc()
             await scores_topic.send(value=json.dumps(score.to_dict(), separators=(",", ":")).encode())
+        for forecast in out.forecasts:
+            await forecasts_topic.send(key=forecast.key, value=json.dumps(forecast.to_dict(), separators=(",", ":")).encode())
+        gauges.update(topic, partition, out)
         # Alertmanager judges endsAt on its own clock: a replay of old data
-        # would arrive already expired, so only live partitions notify.
-        if out.engine.notifications and lanes[topic].is_live(partition):
-            notifier.enqueue(out.engine.notifications)
+        # would arrive already expired, so only live partitions notify
+        # (rule alerts and early warnings alike).
+        if out.notifications and lanes[topic].is_live(partition):
+            notifier.enqueue(out.notifications)
 
     def types_changed(families: set[str]) -> None:
         metrics.metric_types.set(len(metric_types))
@@ -223,7 +235,9 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
     @app.on_partitions_revoked.connect
     async def drop_revoked(app: faust.App, revoked: set, **_: object) -> None:
         for topic, engines in lanes.items():
-            engines.forget({tp.partition for tp in revoked if tp.topic == topic})
+            gone = {tp.partition for tp in revoked if tp.topic == topic}
+            engines.forget(gone)
+            gauges.forget(topic, gone)
 
     @app.page("/metrics")
     async def metrics_page(web, request):  # noqa: ANN001 - Faust's view signature

@@ -55,6 +55,8 @@ class LocalPipeline:
     @property
     def metadata_topic(self) -> str:
         return f"{self.app_id}-metadata"
+    def forecasts_topic(self) -> str:
+        return f"{self.app_id}-forecasts"
 
     @property
     def global_samples_topic(self) -> str:
@@ -72,6 +74,7 @@ class LocalPipeline:
             HEADROOM_ALERTS_TOPIC=self.alerts_topic,
             HEADROOM_SCORES_TOPIC=f"{self.app_id}-scores",
             HEADROOM_METADATA_TOPIC=self.metadata_topic,
+            HEADROOM_FORECASTS_TOPIC=self.forecasts_topic,
             HEADROOM_PARTITIONS=str(self.partitions),
             HEADROOM_RULE_FILES=json.dumps(list(self.rule_files)),
             HEADROOM_RECEIVER_PORT=str(self.receiver_port),

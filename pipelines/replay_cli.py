@@ -31,8 +31,9 @@ def replay(recording: Path, rule_files: tuple[str, ...], out_path: Path, partiti
     """Run a recording (OpenMetrics with timestamps) through rules, anomaly scores and forecasts.
 
     Writes one JSON object per event, each with its event time and labels:
-    alert state changes (rules, anomalies, early warnings) and anomaly scores.
-    Same input, same output.
+    alert state changes (rules, anomalies, early warnings), anomaly scores and
+    forecasts (at most one per series per evaluation interval, when the
+    estimate changes). Same input, same output.
     """
     settings = Settings(**({"partitions": partitions} if partitions else {}))
     try:

@@ -6,6 +6,8 @@ the setting, before anything connects anywhere.
 >>> s = Settings(kafka_bootstrap="127.0.0.1:9092", partitions=4)
 >>> s.samples_topic, s.evaluation_interval_ms
 ('headroom-samples', 15000)
+>>> s.topics()["headroom-forecasts"]
+1
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Settings(BaseSettings):
     # Compacted, one partition: metric family -> type, from remote-write
     # metadata; every worker reads it whole (counters are scored on their rate).
     metadata_topic: str = "headroom-metadata"
+    # Saturation estimates, one JSON object per change (detector.forecast.engine.Forecast).
+    forecasts_topic: str = "headroom-forecasts"
     # Per-series anomaly scores (the derived series headroom_anomaly_score) and
     # saturation forecasts in the worker, beside the rules.
     anomaly_scores: bool = True
@@ -95,7 +99,8 @@ class Settings(BaseSettings):
 
     def topics(self) -> dict[str, int]:
         """Every topic Headroom uses, with its partition count."""
-        return {self.samples_topic: self.partitions, self.global_samples_topic: 1, self.alerts_topic: 1, self.scores_topic: 1}
+        return {self.samples_topic: self.partitions, self.global_samples_topic: 1, self.alerts_topic: 1, self.scores_topic: 1,
+                self.forecasts_topic: 1}
 
     def compacted_topics(self) -> dict[str, int]:
         """Topics that keep the latest record per key (created with cleanup.policy=compact)."""

@@ -9,7 +9,7 @@
 * :mod:`detector.forecast.engine`: all three over a stream of sample batches.
 """
 
-from detector.forecast.engine import ALERT_NAME, EarlyWarning, ForecastEngine
+from detector.forecast.engine import ALERT_NAME, EarlyWarning, Forecast, ForecastEngine
 from detector.forecast.spec import (
     DEFAULT_SPECS,
     BoundSpec,
@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_SPECS",
     "BoundSpec",
     "EarlyWarning",
+    "Forecast",
     "ForecastConfig",
     "ForecastEngine",
     "ForecastSettings",

@@ -5,7 +5,9 @@ It recognises bounded series when they first appear (user specs, then the
 runbook's patterns), keeps one trend row and one warning row per such series,
 follows the latest value of each paired bound series, learns the samples and
 evaluates each series at most once per evaluation slot, and returns the
-early-warning state changes as :class:`EarlyWarning` events.
+early-warning state changes as :class:`EarlyWarning` events. On request it
+also hands out the estimates themselves as :class:`Forecast` events, when they
+change (see :class:`Forecast`).
 
 Two checks keep everyday bursts from warning (``python -m bench.early_warning``):
 
@@ -52,12 +54,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.alerts import AlertTransition
-from detector.labels import METRIC_NAME, Labels, canonical_bytes, labels_from_canonical, metric_name
+from detector.labels import METRIC_NAME, Labels, canonical_bytes, labels_from_canonical, metric_name, stable_hash
 from detector.forecast.spec import BoundSpec, ForecastConfig
 from detector.forecast.trend import STATE_BYTES, TrendBank, _group_ranks, direction_sign
-from detector.forecast.warning import FIRING, INACTIVE, PENDING, STATES, WarningBank, humanize, series_text, warning_text
+from detector.forecast.warning import (FIRING, INACTIVE, PENDING, STATES, WarningBank, bound_text, humanize,
+                                       round_duration, series_text, warning_text)
 
 ALERT_NAME = "SaturationForecast"
+WARNING_LABELS: Labels = (("severity", "warning"),)
+"""Labels added to every early-warning alert by default."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,47 +90,133 @@ class EarlyWarning:
 
     @property
     def text(self) -> str:
-        from detector.forecast.warning import bound_text
-
         if self.state != "inactive" and self.eta_s == self.eta_s:
-            reached = self.value >= self.bound if self.spec.direction == "up" else self.value <= self.bound
-            if self.eta_s <= 0 and not reached:
-                # The fitted trend is past the bound but the last sample is not:
-                # say what is observed rather than claim the bound was reached.
-                return f"{series_text(self.labels)} is at {self.value:g}, about to reach {bound_text(self.bound, self.bound_name)}"
-            return warning_text(self.labels, self.bound, self.bound_name, self.spec.direction,
-                                self.eta_s, self.eta_low_s, self.eta_high_s)
+            return _heading_text(self.labels, self.bound, self.bound_name, self.spec.direction, self.value,
+                                 self.eta_s, self.eta_low_s, self.eta_high_s)
 
         return (f"{series_text(self.labels)} no longer expected to reach "
                 f"{bound_text(self.bound, self.bound_name)} within {humanize(self.horizon_s)}")
 
     def to_alert(self, group: str = "headroom_forecasts", source: str = "forecast",
-                 extra_labels: Labels = (("severity", "warning"),)) -> AlertTransition:
+                 extra_labels: Labels = WARNING_LABELS) -> AlertTransition:
         """The same event as an :class:`~detector.alerts.AlertTransition`, for the shared alert path.
 
         Labels: the series' labels without ``__name__``, plus ``alertname``,
         ``metric`` (the series' name, so two metrics of one target stay two
         alerts) and ``extra_labels``. The value is the ETA in seconds.
         """
-        labels = dict(self.labels)
-        labels.pop(METRIC_NAME, None)
-        labels.update(dict(extra_labels))
-        labels["alertname"] = ALERT_NAME
-        labels["metric"] = metric_name(self.labels)
-        annotations = {
-            "summary": self.text,
-            "eta_seconds": f"{self.eta_s:.0f}" if self.eta_s == self.eta_s else "",
-            "eta_low_seconds": f"{self.eta_low_s:.0f}" if self.eta_low_s == self.eta_low_s else "",
-            "eta_high_seconds": f"{self.eta_high_s:.0f}" if self.eta_high_s == self.eta_high_s else "",
-        }
         resolved = self.t_ms if self.state == "inactive" and self.previous == "firing" else None
         return AlertTransition(
             rule=ALERT_NAME, group=group, source=source, state=self.state, previous=self.previous,
-            labels=tuple(sorted(labels.items())), annotations=tuple(sorted(annotations.items())),
+            labels=warning_alert_labels(self.labels, extra_labels),
+            annotations=_annotations(self.text, self.eta_s, self.eta_low_s, self.eta_high_s),
             value=self.eta_s, active_at=self.active_at_ms if self.active_at_ms is not None else self.t_ms,
             fired_at=self.fired_at_ms, resolved_at=resolved, eval_time=self.t_ms,
             expr=f"forecast: {self.spec.describe()} within {humanize(self.horizon_s)}",
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """A series' saturation estimate at one evaluation (event time ``t_ms``), emitted when it changed.
+
+    *Changed* means what a person would see change: the warning ``state``, or the
+    ETA, its low or its high end as :func:`~detector.forecast.warning.humanize`
+    shows them (``4m (3m-6m)`` to ``3m (2m-5m)``), which covers a series starting
+    or stopping heading to its bound (``eta_s`` finite or NaN). A series that
+    never heads to its bound emits nothing. ``eta_high_s`` may be ``inf`` (the
+    interval is open: the trend may flatten before the bound).
+
+    >>> f = Forecast((("__name__", "x_saturation"), ("job", "a")), 1_700_000_000_000, 250.0, 170.0, float("inf"),
+    ...              1.0, "", "up", 0.93, "pending")
+    >>> d = f.to_dict()
+    >>> d["kind"], d["labels"], d["eta_seconds"], d["eta_high_seconds"], d["bound_name"]
+    ('forecast', {'__name__': 'x_saturation', 'job': 'a'}, 250.0, None, '')
+    """
+
+    labels: Labels
+    t_ms: int
+    eta_s: float
+    eta_low_s: float
+    eta_high_s: float
+    bound: float
+    bound_name: str
+    direction: str
+    value: float
+    state: str
+
+    @property
+    def heading(self) -> bool:
+        """Whether the trend heads to the bound within the forecaster's maximum horizon."""
+        return self.eta_s == self.eta_s
+
+    @property
+    def key(self) -> bytes:
+        """The series' identity (a stable hash of its labels), for the Kafka message key."""
+        return f"{stable_hash(canonical_bytes(self.labels)):016x}".encode()
+
+    def to_dict(self) -> dict:
+        """JSON-ready; an ETA that is NaN (not heading) or infinite (open interval) is ``None``."""
+        return {
+            "kind": "forecast", "labels": dict(self.labels), "t": self.t_ms,
+            "eta_seconds": _finite(self.eta_s), "eta_low_seconds": _finite(self.eta_low_s),
+            "eta_high_seconds": _finite(self.eta_high_s), "bound": self.bound, "bound_name": self.bound_name,
+            "direction": self.direction, "value": self.value, "state": self.state,
+        }
+
+
+    def alert_update(self, extra_labels: Labels = WARNING_LABELS) -> tuple[Labels, Labels, float] | None:
+        """(alert labels, annotations, value) of this series' early warning with this estimate, for a
+        pending or firing warning that still heads to the bound; else None (nothing new to say)."""
+        if self.state == "inactive" or not self.heading:
+            return None
+        text = _heading_text(self.labels, self.bound, self.bound_name, self.direction, self.value,
+                             self.eta_s, self.eta_low_s, self.eta_high_s)
+        return (warning_alert_labels(self.labels, extra_labels),
+                _annotations(text, self.eta_s, self.eta_low_s, self.eta_high_s), self.eta_s)
+
+
+def _heading_text(labels: Labels, bound: float, bound_name: str, direction: str, value: float,
+                  eta: float, low: float, high: float) -> str:
+    reached = value >= bound if direction == "up" else value <= bound
+    if eta <= 0 and not reached:
+        # The fitted trend is past the bound but the last sample is not:
+        # say what is observed rather than claim the bound was reached.
+        return f"{series_text(labels)} is at {value:g}, about to reach {bound_text(bound, bound_name)}"
+    return warning_text(labels, bound, bound_name, direction, eta, low, high)
+
+
+def warning_alert_labels(labels: Labels, extra_labels: Labels = WARNING_LABELS) -> Labels:
+    """The labels of a series' early-warning alert: its own without ``__name__``, ``extra_labels``,
+    ``alertname`` and ``metric`` (its name).
+
+    >>> warning_alert_labels((("__name__", "x_saturation"), ("job", "a")))
+    (('alertname', 'SaturationForecast'), ('job', 'a'), ('metric', 'x_saturation'), ('severity', 'warning'))
+    """
+    out = dict(labels)
+    out.pop(METRIC_NAME, None)
+    out.update(dict(extra_labels))
+    out["alertname"] = ALERT_NAME
+    out["metric"] = metric_name(labels)
+    return tuple(sorted(out.items()))
+
+
+def _annotations(text: str, eta: float, low: float, high: float) -> Labels:
+    return tuple(sorted({
+        "summary": text,
+        "eta_seconds": f"{eta:.0f}" if eta == eta else "",
+        "eta_low_seconds": f"{low:.0f}" if low == low else "",
+        "eta_high_seconds": f"{high:.0f}" if high == high else "",
+    }.items()))
+
+
+def _finite(x: float) -> float | None:
+    return x if np.isfinite(x) else None
+
+
+def _unshown(n: int) -> np.ndarray:
+    """Rows of "no forecast shown yet": inactive, not heading (so a series that never heads emits nothing)."""
+    return np.tile(np.array([INACTIVE, np.nan, np.nan, np.nan]), (n, 1))
 
 
 class ForecastEngine:
@@ -151,6 +242,8 @@ class ForecastEngine:
         self._horizon = np.zeros(64)
         self._last_x = np.full(64, np.nan)
         self._peak = np.full(64, np.nan)  # highest value seen: the "empty" level of a down-bound series
+        # last Forecast emitted per row: state, then ETA, low, high as humanized (NaN: not heading)
+        self._shown = _unshown(64)
         self.skipped = 0  # samples not learned: non-finite, duplicate or out of order
 
     # ------------------------------------------------------------------ series
@@ -161,8 +254,8 @@ class ForecastEngine:
     @property
     def nbytes_per_series(self) -> int:
         """Numeric state per forecast series: trend, warning, bound, direction, horizon, last value,
-        peak value, change flag."""
-        return STATE_BYTES + self.warnings.nbytes_per_series + 5 * 8 + 1
+        peak value, change flag, last forecast shown."""
+        return STATE_BYTES + self.warnings.nbytes_per_series + 5 * 8 + 1 + 4 * 8
 
     def _row_of(self, key: bytes, labels: Labels | None) -> int:
         row = self._keys.get(key)
@@ -186,6 +279,7 @@ class ForecastEngine:
             self._horizon = np.concatenate([self._horizon, np.zeros(extra)])
             self._last_x = np.concatenate([self._last_x, np.full(extra, np.nan)])
             self._peak = np.concatenate([self._peak, np.full(extra, np.nan)])
+            self._shown = np.concatenate([self._shown, _unshown(extra)])
         self._sign[row] = direction_sign(spec.direction)
         self._bound[row] = bound
         self._horizon[row] = horizon
@@ -214,15 +308,18 @@ class ForecastEngine:
 
     # ------------------------------------------------------------------ stream
 
-    def ingest_batch(self, batch) -> list[EarlyWarning]:
+    def ingest_batch(self, batch, forecasts: list[Forecast] | None = None) -> list[EarlyWarning]:
         """:meth:`ingest` on a :class:`~detector.batch.SampleBatch`."""
-        return self.ingest(batch.series_keys, batch.series_index, batch.timestamps, batch.values)
+        return self.ingest(batch.series_keys, batch.series_index, batch.timestamps, batch.values, forecasts)
 
     def ingest(self, series: Sequence[Labels | bytes], series_index: Sequence[int] | np.ndarray,
-               t_ms: Sequence[int] | np.ndarray, values: Sequence[float] | np.ndarray) -> list[EarlyWarning]:
+               t_ms: Sequence[int] | np.ndarray, values: Sequence[float] | np.ndarray,
+               forecasts: list[Forecast] | None = None) -> list[EarlyWarning]:
         """Learn a batch and evaluate the series it touched; returns the warnings' state changes.
 
         Events come in event-time order within each series (rounds of one sample per series).
+        ``forecasts``, if given, receives the :class:`Forecast` of every evaluation whose
+        estimate changed (at most one per series per evaluation slot).
         """
         index = np.asarray(series_index, dtype=np.int64)
         t_ms = np.asarray(t_ms, dtype=np.int64)
@@ -238,11 +335,11 @@ class ForecastEngine:
         ranks = _group_ranks(rows)
         top = int(ranks.max())
         if top == 0:
-            return self._round(rows, t_ms, values)
+            return self._round(rows, t_ms, values, forecasts)
         events: list[EarlyWarning] = []
         for r in range(top + 1):
             pick = np.flatnonzero(ranks == r)
-            events += self._round(rows[pick], t_ms[pick], values[pick])
+            events += self._round(rows[pick], t_ms[pick], values[pick], forecasts)
         return events
 
     def _apply_bounds(self, bound_of: list[list[int] | None], index: np.ndarray, t_ms: np.ndarray,
@@ -260,7 +357,8 @@ class ForecastEngine:
         for j in order[last]:
             self._bound[bound_of[int(index[j])]] = values[j]  # NaN (a stale bound) stops evaluation
 
-    def _round(self, rows: np.ndarray, t_ms: np.ndarray, x: np.ndarray) -> list[EarlyWarning]:
+    def _round(self, rows: np.ndarray, t_ms: np.ndarray, x: np.ndarray,
+               forecasts: list[Forecast] | None = None) -> list[EarlyWarning]:
         t_s = t_ms / 1000.0
         learned = self.trend.learn_unique(rows, t_s, x)
         self.skipped += int((~learned).sum())
@@ -294,6 +392,8 @@ class ForecastEngine:
         near = self._near(rows)
         allowed = self._used(rows) >= st.min_used if st.min_used > 0 else None
         changed, prev, new = self.warnings.step(rows, t_s, judged, self._horizon[rows], near, allowed)
+        if forecasts is not None:
+            forecasts += self._forecasts(rows, t_ms, eta, low, high)
         if changed.shape[0] == 0:
             return []
         where = {int(r): i for i, r in enumerate(rows)}
@@ -356,6 +456,35 @@ class ForecastEngine:
             horizon_s=float(self._horizon[row]),
         )
 
+    def _forecasts(self, rows: np.ndarray, t_ms: np.ndarray, eta: np.ndarray, low: np.ndarray,
+                   high: np.ndarray) -> list[Forecast]:
+        """The evaluated rows whose estimate, as people would read it, changed since the last one shown."""
+        heading = np.isfinite(eta)
+        shown = np.column_stack([
+            self.warnings.state[rows].astype(np.float64),
+            round_duration(eta),
+            np.where(heading, round_duration(low, "floor"), np.nan),
+            np.where(heading, round_duration(high, "ceil"), np.nan),
+        ])
+        before = self._shown[rows]
+        same = ((shown == before) | (np.isnan(shown) & np.isnan(before))).all(axis=1)
+        if same.all():
+            return []
+        at = np.flatnonzero(~same)
+        self._shown[rows[at]] = shown[at]
+        out = []
+        for i in at.tolist():
+            row = int(rows[i])
+            spec, labels = self._specs[row], self._labels[row]
+            out.append(Forecast(
+                labels=labels, t_ms=int(t_ms[i]), eta_s=float(eta[i]),
+                eta_low_s=float(low[i]) if heading[i] else float("nan"),
+                eta_high_s=float(high[i]) if heading[i] else float("nan"),
+                bound=float(self._bound[row]), bound_name=spec.bound_name(labels), direction=spec.direction,
+                value=float(self._last_x[row]), state=STATES[int(self.warnings.state[row])],
+            ))
+        return out
+
     # ------------------------------------------------------------------ reading
 
     def estimate(self, labels: Labels) -> tuple[float, float, float] | None:
@@ -367,6 +496,13 @@ class ForecastEngine:
         if np.isnan(eta[0]):
             return None
         return float(eta[0]), float(low[0]), float(high[0])
+
+    def warned(self) -> list[tuple[Labels, int | None]]:
+        """Series with a pending or firing warning, each with the start (ms) of the evaluation
+        slot it was last evaluated in (None when every sample is evaluated: no slots)."""
+        rows = np.flatnonzero(self.warnings.state[: len(self._labels)] != INACTIVE)
+        step_ms = self.warnings.eval_interval_s * 1000
+        return [(self._labels[r], int(self.warnings.slot[r] * step_ms) if step_ms > 0 else None) for r in rows.tolist()]
 
     def state(self, labels: Labels) -> str:
         """The warning state of a series (``inactive`` for unknown series)."""

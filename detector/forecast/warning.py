@@ -163,6 +163,29 @@ class WarningBank:
 # ---------------------------------------------------------------------- words
 
 
+def round_duration(seconds: float | np.ndarray, mode: str = "round") -> float | np.ndarray:
+    """The seconds :func:`humanize` shows: rounded to 1 s below 10 s, 5 s below a minute,
+    a minute below a day, an hour beyond (NaN and infinities pass through).
+
+    Two estimates that round to the same value read the same to people; forecast
+    events use it to tell a changed estimate from jitter.
+
+    >>> round_duration(250), round_duration(170, "floor"), round_duration(42.4), round_duration(190000)
+    (240.0, 120.0, 40.0, 190800.0)
+    >>> round_duration(np.array([3599.0, np.inf, np.nan])).tolist()
+    [3600.0, inf, nan]
+    """
+    # floor/ceil forgive float dust: 780.0000000000017 s is 13m, not "up to 14m"
+    rnd = {"round": lambda v: np.floor(v + 0.5), "floor": lambda v: np.floor(v + 1e-9),
+           "ceil": lambda v: np.ceil(v - 1e-9)}[mode]
+    with np.errstate(invalid="ignore"):
+        s = np.maximum(np.asarray(seconds, dtype=np.float64), 0.0)
+        step = np.where(s < 10, 1.0, 5.0)
+        out = np.where(s < 60, rnd(s / step) * step,
+                       np.where(s < 86400, rnd(s / 60) * 60, rnd(s / 3600) * 3600))
+    return float(out) if out.ndim == 0 else out
+
+
 def humanize(seconds: float, mode: str = "round") -> str:
     """A short duration for people: ``45s``, ``4m``, ``1h20m``, ``2d3h``.
 
@@ -178,29 +201,15 @@ def humanize(seconds: float, mode: str = "round") -> str:
         return "?"
     if math.isinf(seconds):
         return "∞"
-    # floor/ceil forgive float dust: 780.0000000000017 s is 13m, not "up to 14m"
-    rnd = {"round": lambda v: math.floor(v + 0.5), "floor": lambda v: math.floor(v + 1e-9),
-           "ceil": lambda v: math.ceil(v - 1e-9)}[mode]
-    s = max(float(seconds), 0.0)
+    s = int(round_duration(seconds, mode))
     if s < 60:
-        step = 1 if s < 10 else 5
-        value = rnd(s / step) * step
-        if value < 60:
-            return f"{value}s"
-        s = 60.0
+        return f"{s}s"
     if s < 3600:
-        minutes = rnd(s / 60)
-        if minutes < 60:
-            return f"{minutes}m"
-        s = 3600.0
+        return f"{s // 60}m"
     if s < 86400:
-        minutes = rnd(s / 60)
-        h, m = divmod(minutes, 60)
-        if h < 24:
-            return f"{h}h{m}m" if m else f"{h}h"
-        s = 86400.0
-    hours = rnd(s / 3600)
-    d, h = divmod(hours, 24)
+        h, m = divmod(s // 60, 60)
+        return f"{h}h{m}m" if m else f"{h}h"
+    d, h = divmod(s // 3600, 24)
     return f"{d}d{h}h" if h else f"{d}d"
 
 

@@ -56,6 +56,20 @@ class Alert:
             return True
         return self.last_sent_at is None or self.last_sent_at + resend_delay_ms < t_ms
 
+    def notify(self, t_ms: int, interval_ms: int, resend_delay_ms: int, expr: str) -> AlertNotification | None:
+        """The notification due at ``t_ms`` (marking the alert sent), or None if none is due."""
+        if not self.needs_sending(t_ms, resend_delay_ms):
+            return None
+        self.last_sent_at = t_ms
+        self.valid_until = t_ms + 4 * max(interval_ms, resend_delay_ms)
+        return AlertNotification(
+            labels=self.labels,
+            annotations=self.annotations,
+            starts_at=self.fired_at if self.fired_at is not None else self.active_at,
+            ends_at=self.resolved_at if self.resolved_at is not None else self.valid_until,
+            expr=expr,
+        )
+
 
 @dataclass(eq=False)
 class AlertingRule:
@@ -133,22 +147,8 @@ class AlertingRule:
 
     def notifications(self, t_ms: int, active: dict[int, Alert], interval_ms: int, resend_delay_ms: int) -> list[AlertNotification]:
         """The alerts due to be (re-)sent at ``t_ms``, marked as sent."""
-        out = []
-        for alert in active.values():
-            if not alert.needs_sending(t_ms, resend_delay_ms):
-                continue
-            alert.last_sent_at = t_ms
-            alert.valid_until = t_ms + 4 * max(interval_ms, resend_delay_ms)
-            out.append(
-                AlertNotification(
-                    labels=alert.labels,
-                    annotations=alert.annotations,
-                    starts_at=alert.fired_at if alert.fired_at is not None else alert.active_at,
-                    ends_at=alert.resolved_at if alert.resolved_at is not None else alert.valid_until,
-                    expr=self.expr_text,
-                )
-            )
-        return out
+        due = (alert.notify(t_ms, interval_ms, resend_delay_ms, self.expr_text) for alert in active.values())
+        return [n for n in due if n is not None]
 
     def alert_series(self, active: dict[int, Alert]) -> tuple[list[bytes], list[float]]:
         """The ``ALERTS`` and ``ALERTS_FOR_STATE`` samples Prometheus writes after an evaluation.

@@ -28,12 +28,32 @@ def replay(text: str, rules: tuple[str, ...] = ("backpressure",), partitions: in
 
 def test_the_same_recording_gives_the_same_events():
     text = recording()
-    assert replay(text, detectors=True) == replay(text, detectors=True)
+    events = replay(text, detectors=True)
+    assert {"alert", "forecast"} <= {e["kind"] for e in events}
+    assert events == replay(text, detectors=True)
 
 
 def test_the_number_of_partitions_does_not_change_the_events():
     text = recording()
-    assert replay(text, partitions=1, detectors=True) == replay(text, partitions=8, detectors=True)
+    events = replay(text, partitions=1, detectors=True)
+    assert sum(e["kind"] == "forecast" for e in events) >= 5
+    assert events == replay(text, partitions=8, detectors=True)
+
+
+def test_replay_writes_forecasts_once_per_series_and_slot_when_they_change():
+    events = replay(recording("ramp-queue-15m", minutes=60), rules=("backpressure", "backpressure-levels"), detectors=True)
+    forecasts = [e for e in events if e["kind"] == "forecast"]
+    orders = [e for e in forecasts if e["labels"]["__name__"] == "pgmq_queue_depth" and e["labels"]["queue_name"] == "orders"]
+    assert len(orders) >= 5
+    slots = [(tuple(sorted(e["labels"].items())), e["t"] // 15_000) for e in forecasts]
+    assert len(slots) == len(set(slots))
+    assert all(a["t"] <= b["t"] for a, b in zip(orders, orders[1:]))
+    head = orders[0]
+    assert head["bound_name"] == "pgmq_queue_max_depth" and head["direction"] == "up" and head["eta_seconds"] > 0
+    assert head["eta_low_seconds"] <= head["eta_seconds"] <= (head["eta_high_seconds"] or math.inf)
+    # the forecast says "firing" no later than the early warning's transition says so
+    fired = next(e for e in events if e["kind"] == "alert" and e["rule"] == "SaturationForecast" and e["state"] == "firing")
+    assert next(e["t"] for e in orders if e["state"] == "firing") == fired["eval_time"]
 
 
 def test_replay_carries_early_warnings_anomaly_alerts_and_scores():

@@ -1,0 +1,107 @@
+"""The worker's per-series gauges: exposition parsed back with prometheus-client's own parser."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from detector.batch import SampleBatch
+from detector.forecast.engine import Forecast
+from detector.labels import canonical_bytes
+from detector.partition import PartitionDetectors, PartitionOutput
+from detector.rules.engine import EngineOutput
+from pipelines.gauges import DetectorGauges
+
+T0_MS = 1_700_000_000_000
+DEPTH = (("__name__", "pgmq_queue_depth"), ("job", "orch"), ("queue_name", "orders"))
+MAX_DEPTH = (("__name__", "pgmq_queue_max_depth"), ("job", "orch"), ("queue_name", "orders"))
+SATURATION = (("__name__", "worker_dispatch_channel_saturation"), ("worker_id", "w1"))
+
+
+def scrape(gauges: DetectorGauges) -> dict[str, list[tuple[dict, float]]]:
+    registry = CollectorRegistry()
+    registry.register(gauges)
+    text = generate_latest(registry).decode()
+    return {f.name: [(s.labels, s.value) for s in f.samples] for f in text_string_to_metric_families(text)}
+
+
+def forecast(labels=SATURATION, eta=300.0, low=200.0, high=math.inf, state="firing", bound_name="", bound=1.0):
+    return Forecast(labels, T0_MS, eta, low, high, bound, bound_name, "up", 0.9, state)
+
+
+def output(**fields) -> PartitionOutput:
+    return PartitionOutput(EngineOutput(), **fields)
+
+
+def test_a_ramp_through_the_detectors_shows_its_score_eta_interval_and_warning_state():
+    detectors, gauges = PartitionDetectors([]), DetectorGauges()
+    for k in range(90):
+        t = T0_MS + 15_000 * k
+        batch = SampleBatch.from_series([(DEPTH, [(t, 6000.0 + 40 * k + (-1) ** k * 30)]), (MAX_DEPTH, [(t, 10000.0)])])
+        gauges.update("samples", 3, detectors.ingest(batch))
+    metrics = scrape(gauges)
+    scores = {s[0]["metric"]: s for s in metrics["headroom_anomaly_score"]}
+    assert set(scores) == {"pgmq_queue_depth", "pgmq_queue_max_depth"}
+    labels, value = scores["pgmq_queue_depth"]
+    assert labels == {"job": "orch", "queue_name": "orders", "metric": "pgmq_queue_depth"} and 0 <= value <= 1
+    expected = {"job": "orch", "queue_name": "orders", "metric": "pgmq_queue_depth", "bound": "pgmq_queue_max_depth",
+                "direction": "up"}
+    (eta,) = metrics["headroom_saturation_eta_seconds"]
+    (low,) = metrics["headroom_saturation_eta_lower_seconds"]
+    (high,) = metrics["headroom_saturation_eta_upper_seconds"]
+    assert eta[0] == low[0] == high[0] == expected
+    assert 0 < low[1] <= eta[1] <= high[1] < 20 * 60
+    assert metrics["headroom_early_warning_state"] == [(expected, 2.0)]
+
+
+def test_not_heading_means_no_eta_and_an_inactive_one_is_dropped():
+    gauges = DetectorGauges()
+    gauges.update("samples", 0, output(forecasts=[forecast()]))
+    assert len(scrape(gauges)["headroom_saturation_eta_upper_seconds"]) == 1
+    assert scrape(gauges)["headroom_saturation_eta_upper_seconds"][0][1] == math.inf
+    gauges.update("samples", 0, output(forecasts=[forecast(eta=math.nan, low=math.nan, high=math.nan, state="firing")]))
+    metrics = scrape(gauges)
+    assert metrics["headroom_saturation_eta_seconds"] == [] and metrics["headroom_early_warning_state"][0][1] == 2.0
+    gauges.update("samples", 0, output(forecasts=[forecast(eta=math.nan, low=math.nan, high=math.nan, state="inactive")]))
+    assert scrape(gauges)["headroom_early_warning_state"] == [] and len(gauges) == 0
+
+
+def test_revoked_partitions_are_forgotten_and_others_kept():
+    gauges = DetectorGauges()
+    for partition in (0, 1):
+        key = canonical_bytes((("__name__", "headroom_anomaly_score"), ("metric", "up"), ("p", str(partition))))
+        series = SATURATION + (("zone", str(partition)),)
+        gauges.update("samples", partition, output(latest_scores={key: 0.1}, forecasts=[forecast(series)]))
+    assert len(gauges) == 4
+    gauges.forget("samples", {0})
+    metrics = scrape(gauges)
+    assert [s[0]["p"] for s in metrics["headroom_anomaly_score"]] == ["1"]
+    assert len(metrics["headroom_early_warning_state"]) == 1
+    gauges.forget("samples", {1, 7})
+    assert len(gauges) == 0 and scrape(gauges)["headroom_anomaly_score"] == []
+
+
+def test_label_values_with_quotes_newlines_and_unicode_round_trip():
+    odd = (("__name__", "pgmq_queue_depth"), ("queue_name", 'a "q"\\\nü'))
+    key = canonical_bytes((("__name__", "headroom_anomaly_score"), ("metric", "x"), ("v", 'say "hi"\n\\ é')))
+    gauges = DetectorGauges()
+    gauges.update("samples", 0, output(latest_scores={key: 0.5}, forecasts=[forecast(odd, bound_name="pgmq_queue_max_depth")]))
+    metrics = scrape(gauges)
+    assert metrics["headroom_anomaly_score"] == [({"metric": "x", "v": 'say "hi"\n\\ é'}, 0.5)]
+    assert metrics["headroom_saturation_eta_seconds"][0][0]["queue_name"] == 'a "q"\\\nü'
+
+
+def test_ten_thousand_series_are_one_entry_each_and_the_newest_score_wins():
+    keys = [canonical_bytes((("__name__", "headroom_anomaly_score"), ("i", str(i)), ("metric", "m"))) for i in range(10_000)]
+    gauges = DetectorGauges()
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        values = rng.uniform(0, 1, len(keys))
+        gauges.update("samples", 0, output(latest_scores=dict(zip(keys, values.tolist()))))
+    assert len(gauges) == 10_000
+    samples = scrape(gauges)["headroom_anomaly_score"]
+    assert len(samples) == 10_000
+    assert sorted(v for _, v in samples) == sorted(values.tolist())
