@@ -10,6 +10,13 @@ scored or forecast themselves: nothing loops back.
 Saturation forecasts raise early warnings with their own hysteresis
 (:mod:`detector.forecast`) and join the same stream of alert transitions.
 
+Stale series are retired by a sweep that runs at most once per
+``retire_every_ms`` of the partition's watermark (event time): a series whose
+newest sample is a staleness marker, or older than the lookback, loses its
+anomaly and forecast state (a pending or firing early warning goes inactive);
+its samples stay in the rule engine's store while a rule's range could still
+read them, then its row is freed for reuse (:meth:`RuleEngine.free_expired`).
+
 >>> from detector.batch import SampleBatch
 >>> from detector.rules import load_rule_files
 >>> detectors = PartitionDetectors(load_rule_files(["anomaly"]))
@@ -32,6 +39,7 @@ from detector.forecast.engine import ForecastEngine
 from detector.labels import LANE_CLOCK, METRIC_NAME, Labels, canonical_bytes, labels_from_canonical
 from detector.rules.engine import EngineOutput, RuleEngine
 from detector.rules.group import RuleGroup
+from detector.store import EMPTY
 
 SCORE_METRIC = "headroom_anomaly_score"
 DEFAULT_SCORE_THRESHOLD = 0.296
@@ -55,6 +63,8 @@ class PartitionOutput:
     engine: EngineOutput
     transitions: list[AlertTransition] = field(default_factory=list)
     scores: list[ScoreEvent] = field(default_factory=list)
+    retired: int = 0  # series whose anomaly/forecast state was retired by this call's sweep
+    freed: int = 0  # series whose samples left the rule engine's store in this call's sweep
 
 
 class PartitionDetectors:
@@ -69,12 +79,17 @@ class PartitionDetectors:
         score_threshold: float = DEFAULT_SCORE_THRESHOLD,
         scores: bool = True,
         forecasts: bool = True,
+        retire_every_ms: int | None = 60_000,
     ) -> None:
         self.rules = RuleEngine(groups, **(engine_options or {}))
         self.scorer = AnomalyScorer(model) if scores else None
         self.forecaster = ForecastEngine() if forecasts else None
         self.score_threshold = score_threshold
         self._scored: dict[bytes, bytes | None] = {}  # series key -> its score series key, None if not scored
+        self.retire_every_ms = retire_every_ms  # None: never retire stale series
+        self._next_sweep = EMPTY
+        self.retired_series = 0  # totals since start, for the worker's metrics
+        self.freed_series = 0
 
     @property
     def store(self):  # noqa: ANN201 - the rule engine's SeriesStore
@@ -86,11 +101,37 @@ class PartitionDetectors:
         out = self.rules.ingest(_concat(batch, derived) if derived is not None else batch)
         result = PartitionOutput(out, list(out.transitions), scores)
         result.transitions += [w.to_alert() for w in warnings]
+        self._sweep(result)
         return result
 
     def advance_to(self, watermark_ms: int) -> PartitionOutput:
         out = self.rules.advance_to(watermark_ms)
-        return PartitionOutput(out, list(out.transitions))
+        result = PartitionOutput(out, list(out.transitions))
+        self._sweep(result)
+        return result
+
+    def _sweep(self, result: PartitionOutput) -> None:
+        """Retire stale series, at most once per ``retire_every_ms`` of watermark."""
+        now = self.rules.watermark
+        if self.retire_every_ms is None or now == EMPTY or now < self._next_sweep:
+            return
+        self._next_sweep = now + self.retire_every_ms
+        freed = self.rules.free_expired()
+        rows = self.store.live_rows()
+        newest, stale = self.store.newest(rows)
+        gone = freed + [self.store.key(r) for r in rows[stale | (newest < now - self.rules.lookback_ms)].tolist()]
+        fc = self.forecaster
+        known = [k for k in gone if k in self._scored or (fc is not None and fc.knows(k))]
+        if known:
+            if fc is not None:
+                result.transitions += [w.to_alert() for w in fc.retire(known, now)]
+            if self.scorer is not None:
+                self.scorer.retire(known)
+            for key in known:
+                self._scored.pop(key, None)
+        result.retired, result.freed = len(known), len(freed)
+        self.retired_series += len(known)
+        self.freed_series += len(freed)
 
     def _score(self, batch: SampleBatch) -> tuple[SampleBatch | None, list[ScoreEvent]]:
         if self.scorer is None or len(batch) == 0:
