@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detector.alerts import AlertTransition
-from detector.anomaly.scorer import AnomalyScorer
+from detector.anomaly.catalog import CatalogScorer, ModelCatalog
 from detector.batch import SampleBatch
 from detector.forecast.engine import ForecastEngine
 from detector.labels import LANE_CLOCK, METRIC_NAME, Labels, canonical_bytes, labels_from_canonical
@@ -68,7 +68,11 @@ class PartitionOutput:
 
 
 class PartitionDetectors:
-    """One partition's rule engine, anomaly scorer and forecaster, fed the same batches."""
+    """One partition's rule engine, anomaly scorer and forecaster, fed the same batches.
+
+    ``models`` picks the anomaly model per series selector; without it every
+    series gets ``model``.
+    """
 
     def __init__(
         self,
@@ -76,13 +80,14 @@ class PartitionDetectors:
         *,
         engine_options: dict | None = None,
         model: str = "default",
+        models: ModelCatalog | None = None,
         score_threshold: float = DEFAULT_SCORE_THRESHOLD,
         scores: bool = True,
         forecasts: bool = True,
         retire_every_ms: int | None = 60_000,
     ) -> None:
         self.rules = RuleEngine(groups, **(engine_options or {}))
-        self.scorer = AnomalyScorer(model) if scores else None
+        self.scorer = CatalogScorer(models or ModelCatalog(default=model)) if scores else None
         self.forecaster = ForecastEngine() if forecasts else None
         self.score_threshold = score_threshold
         self._scored: dict[bytes, bytes | None] = {}  # series key -> its score series key, None if not scored

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detector.anomaly.catalog import ModelCatalog
 from detector.batch import SampleBatch
 from detector.labels import DEFAULT_PARTITION_BY, LANE_CLOCK, Labels, canonical_bytes, partition_for
 from detector.openmetrics import read_samples
@@ -92,6 +93,7 @@ class Replay:
         scores: bool = True,
         forecasts: bool = True,
         score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+        models: ModelCatalog | None = None,
     ) -> None:
         self.placement = place_groups(groups, partition_by)
         self.partitions = partitions
@@ -100,7 +102,8 @@ class Replay:
         options = engine_options or {}
         self.engines = [
             PartitionDetectors(
-                self.placement.local, engine_options=options, scores=scores, forecasts=forecasts, score_threshold=score_threshold
+                self.placement.local, engine_options=options, scores=scores, forecasts=forecasts,
+                score_threshold=score_threshold, models=models,
             )
             for _ in range(partitions)
         ]

@@ -55,6 +55,7 @@ class PartitionEngines:
         self.detectors = detectors
         self.engines: dict[int, PartitionDetectors] = {}
         self._last_ingest_ms: dict[int, int] = {}
+        self.models = settings.model_catalog() if detectors and settings.anomaly_scores else None
 
     def ingest(self, partition: int, batch: SampleBatch) -> PartitionOutput:
         self._last_ingest_ms[partition] = int(self.clock() * 1000)
@@ -70,6 +71,7 @@ class PartitionEngines:
                 engine_options=options,
                 scores=self.detectors and self.settings.anomaly_scores,
                 forecasts=self.detectors and self.settings.forecasts,
+                models=self.models,
             )
         return engine.ingest(batch)
 
@@ -105,6 +107,7 @@ class WorkerMetrics:
         self.anomalies = Counter("headroom_anomalous_samples", "Samples scored at or above the anomaly threshold", registry=registry)
         self.transitions = Counter("headroom_alert_transitions", "Alert state changes", ["state"], registry=registry)
         self.eval_errors = Counter("headroom_rule_evaluation_failures", "Failed rule evaluations", registry=registry)
+        self.retired = Counter("headroom_retired_series", "Stale series whose anomaly and forecast state was freed", registry=registry)
         self.event_time = Gauge("headroom_worker_watermark_seconds", "Newest evaluated event time", ["lane"], registry=registry)
 
 
@@ -169,6 +172,7 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
         engine = lanes[topic].engines.get(partition)
         if engine is not None:
             metrics.event_time.labels(f"{topic}/{partition}").set(engine.rules.watermark / 1000)
+        metrics.retired.inc(out.retired)
         for error in out.engine.errors:
             metrics.eval_errors.inc()
             log.warning("rule evaluation failed: %s", error)

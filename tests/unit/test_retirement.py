@@ -38,17 +38,17 @@ def test_a_series_ended_by_a_staleness_marker_is_retired_and_its_rows_reused():
     det = PartitionDetectors([], retire_every_ms=STEP)
     for i in range(10):
         scrape(det, T0 + i * STEP, {A: float(i), series("heartbeat"): 1.0})
-    a_score_row = det.scorer.rows[canonical_bytes(A)]
+    a_score_row = det.scorer.scorers["default"].rows[canonical_bytes(A)]
     a_store_row = det.store._ids[canonical_bytes(A)]
     out = scrape(det, T0 + 10 * STEP, {A: STALE})
-    assert canonical_bytes(A) not in det.scorer.rows  # at the marker, not a lookback later
+    assert canonical_bytes(A) not in det.scorer.scorers["default"].rows  # at the marker, not a lookback later
     assert out.retired == 1 and det.retired_series == 1
     # Its samples stay readable until no rule can reach them; then its store row is freed.
     assert canonical_bytes(A) in det.store._ids
     freed = sum(clock(det, T0 + (11 + i) * STEP).freed for i in range(30))
     assert freed >= 1 and canonical_bytes(A) not in det.store._ids
     scrape(det, T0 + 41 * STEP, {B: 1.0})
-    assert det.scorer.rows[canonical_bytes(B)] == a_score_row
+    assert det.scorer.scorers["default"].rows[canonical_bytes(B)] == a_score_row
     assert det.store._ids[canonical_bytes(B)] == a_store_row
 
 
@@ -61,7 +61,7 @@ def test_a_series_silent_past_the_lookback_is_retired():
             retired_at = i * STEP
             break
     assert retired_at is not None and LOOKBACK < retired_at <= LOOKBACK + 2 * STEP
-    assert canonical_bytes(A) not in det.scorer.rows and not det.forecaster.knows(canonical_bytes(A))
+    assert canonical_bytes(A) not in det.scorer.scorers["default"].rows and not det.forecaster.knows(canonical_bytes(A))
 
 
 def test_a_series_that_comes_back_starts_fresh_and_is_not_read_as_its_rows_new_owner():
@@ -78,8 +78,8 @@ def test_a_series_that_comes_back_starts_fresh_and_is_not_read_as_its_rows_new_o
     scrape(det, t, {B: 500.0})  # B takes A's rows
     out = scrape(det, t + STEP, {A: 1000.0, B: 500.0})
     # A is new again: warming up, scored 0.0 whatever its value.
-    assert det.scorer.rows[canonical_bytes(A)] != det.scorer.rows[canonical_bytes(B)]
-    scores = det.scorer.score_batch(SampleBatch.from_series([(A, [(t + 2 * STEP, 5000.0)])]))
+    assert det.scorer.scorers["default"].rows[canonical_bytes(A)] != det.scorer.scorers["default"].rows[canonical_bytes(B)]
+    scores = det.scorer.scorers["default"].score_batch(SampleBatch.from_series([(A, [(t + 2 * STEP, 5000.0)])]))
     assert scores.tolist() == [0.0]
     # Rules see each series with its own samples, never A's through B's old row or the reverse.
     ctx = EvalContext(det.store, t + STEP)
@@ -133,7 +133,7 @@ def test_state_stays_bounded_while_series_are_replaced():
         for _ in range(LOOKBACK // STEP + 3):  # the generation goes silent; the lookback passes
             clock(det, t)
             t += STEP
-        sizes.append((det.store.rows_in_use, det.scorer.capacity, len(det.store), len(det.scorer), len(det._scored)))
+        sizes.append((det.store.rows_in_use, det.scorer.scorers["default"].capacity, len(det.store), len(det.scorer), len(det._scored)))
     assert det.retired_series >= 3 * n and det.freed_series >= 3 * n
     assert sizes[-1] == sizes[1]  # no growth after the first replacement
     rows_in_use, capacity, live, scored, cached = sizes[-1]
