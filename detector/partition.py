@@ -29,6 +29,7 @@ read them, then its row is freed for reuse (:meth:`RuleEngine.free_expired`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import numpy as np
 
@@ -45,6 +46,7 @@ SCORE_METRIC = "headroom_anomaly_score"
 DEFAULT_SCORE_THRESHOLD = 0.296
 """Frozen on the NAB development split (bench/nab_thresholds.json)."""
 
+_UNSEEN = object()
 _NOT_SCORED = {SCORE_METRIC, "ALERTS", "ALERTS_FOR_STATE", LANE_CLOCK[0][1]}
 
 
@@ -141,7 +143,9 @@ class PartitionDetectors:
     def _score(self, batch: SampleBatch) -> tuple[SampleBatch | None, list[ScoreEvent]]:
         if self.scorer is None or len(batch) == 0:
             return None, []
-        score_keys = [self._score_key(k) for k in batch.series_keys]
+        score_keys = list(map(self._scored.get, batch.series_keys, repeat(_UNSEEN)))
+        if _UNSEEN in score_keys:
+            score_keys = [self._score_key(k) for k in batch.series_keys]
         scored = np.array([k is not None for k in score_keys], dtype=bool)[batch.series_index]
         if not scored.any():
             return None, []

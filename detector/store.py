@@ -119,6 +119,13 @@ class SeriesStore:
             sid = self._add_series(key, labels_from_canonical(key))
         return sid
 
+    def series_ids(self, keys: list[bytes]) -> np.ndarray:
+        """:meth:`series_id` of each key; one dict lookup per known key (the common case)."""
+        found = list(map(self._ids.get, keys))
+        if None in found:
+            found = [self.series_id(k) if r is None else r for r, k in zip(found, keys)]
+        return np.array(found, dtype=np.int64)
+
     def newest_timestamp(self, sid: int) -> int:
         return int(self._newest[sid])
 
@@ -127,9 +134,9 @@ class SeriesStore:
         stats = AppendStats()
         if len(batch) == 0:
             return stats
-        before = len(self.labels)
-        rows = np.fromiter((self.series_id(k) for k in batch.series_keys), dtype=np.int64, count=len(batch.series_keys))
-        stats.new_series = len(self.labels) - before
+        before = len(self)
+        rows = self.series_ids(batch.series_keys)
+        stats.new_series = len(self) - before
         self._store(rows[batch.series_index], batch.timestamps, batch.values, stats)
         return stats
 

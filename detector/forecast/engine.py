@@ -202,6 +202,9 @@ class ForecastEngine:
 
     def rows(self, series: Sequence[Labels | bytes]) -> tuple[np.ndarray, list[list[int] | None]]:
         """Forecast row of each series (-1: none), and the forecast rows each one is the bound of."""
+        known = list(map(self._keys.get, series))  # every series known by its key bytes: one dict lookup each
+        if None not in known:
+            return np.array(known, dtype=np.int64), list(map(self._bound_keys.get, series))
         found = np.empty(len(series), dtype=np.int64)
         keys = []
         for i, item in enumerate(series):
