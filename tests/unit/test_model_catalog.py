@@ -116,3 +116,13 @@ def test_replay_takes_a_models_file(tmp_path):
     result = CliRunner().invoke(replay, [str(tmp_path / "rec.om"), "--rules", "anomaly", "--out", str(tmp_path / "x"),
                                          "--models", str(tmp_path / "bad.yml")])
     assert result.exit_code == 2 and "models[0]: model: unknown anomaly model 'nope'" in result.output
+
+
+def test_the_worker_takes_the_catalog_from_its_settings(tmp_path):
+    from pipelines.app import PartitionEngines
+
+    path = tmp_path / "models.yml"
+    path.write_text(json.dumps(CATALOG))
+    engines = PartitionEngines([], Settings(models_file=path))
+    engines.ingest(3, SampleBatch.from_series([noisy(ORDERS, 2), noisy(UP, 2)]))
+    assert sorted(engines.engines[3].scorer.scorers) == ["default", "river-gaussian"]

@@ -133,12 +133,14 @@ def test_state_stays_bounded_while_series_are_replaced():
         for _ in range(LOOKBACK // STEP + 3):  # the generation goes silent; the lookback passes
             clock(det, t)
             t += STEP
-        sizes.append((det.store.rows_in_use, det.scorer.scorers["default"].capacity, len(det.store), len(det.scorer), len(det._scored)))
+        fc = det.forecaster
+        sizes.append((det.store.rows_in_use, det.scorer.scorers["default"].capacity, len(fc.trend),  # rows allocated
+                      len(det.store), len(det.scorer), len(det._scored), len(fc), len(fc._keys), len(fc._bound_keys)))
     assert det.retired_series >= 3 * n and det.freed_series >= 3 * n
     assert sizes[-1] == sizes[1]  # no growth after the first replacement
-    rows_in_use, capacity, live, scored, cached = sizes[-1]
-    assert rows_in_use <= 2 * n + 10 and capacity <= 2 * n + 64
-    assert live < 10 and scored < 10 and cached < 10
+    store_rows, score_rows, forecast_rows, *live = sizes[-1]
+    assert store_rows <= 2 * n + 10 and score_rows <= 2 * n + 64 and forecast_rows <= n
+    assert max(live) < 10  # only the heartbeat is left
 
 
 RULES = """
