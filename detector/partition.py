@@ -15,6 +15,13 @@ estimates themselves come out as :class:`~detector.forecast.engine.Forecast`
 events when they change, and the latest score of every scored series as
 :attr:`PartitionOutput.latest_scores`, for gauges.
 
+Stale series are retired by a sweep that runs at most once per
+``retire_every_ms`` of the partition's watermark (event time): a series whose
+newest sample is a staleness marker, or older than the lookback, loses its
+anomaly and forecast state (a pending or firing early warning goes inactive);
+its samples stay in the rule engine's store while a rule's range could still
+read them, then its row is freed for reuse (:meth:`RuleEngine.free_expired`).
+
 >>> from detector.batch import SampleBatch
 >>> from detector.rules import load_rule_files
 >>> detectors = PartitionDetectors(load_rule_files(["anomaly"]))
@@ -29,12 +36,13 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import numpy as np
 
 from detector.alert_book import AlertBook
 from detector.alerts import AlertNotification, AlertTransition
-from detector.anomaly.scorer import AnomalyScorer
+from detector.anomaly.catalog import CatalogScorer, ModelCatalog
 from detector.batch import SampleBatch
 from detector.forecast.engine import Forecast, ForecastEngine, warning_alert_labels
 from detector.labels import LANE_CLOCK, METRIC_NAME, Labels, canonical_bytes, labels_from_canonical
@@ -42,11 +50,13 @@ from detector.metadata import MetricTypes
 from detector.rules.alerting import fingerprint
 from detector.rules.engine import EngineOutput, RuleEngine
 from detector.rules.group import RuleGroup
+from detector.store import EMPTY
 
 SCORE_METRIC = "headroom_anomaly_score"
 DEFAULT_SCORE_THRESHOLD = 0.296
 """Frozen on the NAB development split (bench/nab_thresholds.json)."""
 
+_UNSEEN = object()
 _NOT_SCORED = {SCORE_METRIC, "ALERTS", "ALERTS_FOR_STATE", LANE_CLOCK[0][1]}
 
 
@@ -76,10 +86,17 @@ class PartitionOutput:
     forecasts: list[Forecast] = field(default_factory=list)
     notifications: list[AlertNotification] = field(default_factory=list)
     latest_scores: dict[bytes, float] = field(default_factory=dict)
+    retired: int = 0  # series whose anomaly/forecast state was retired by this call's sweep
+    retired_keys: list[bytes] = field(default_factory=list)  # their keys, and their score series' keys
+    freed: int = 0  # series whose samples left the rule engine's store in this call's sweep
 
 
 class PartitionDetectors:
-    """One partition's rule engine, anomaly scorer and forecaster, fed the same batches."""
+    """One partition's rule engine, anomaly scorer and forecaster, fed the same batches.
+
+    ``models`` picks the anomaly model per series selector; without it every
+    series gets ``model``.
+    """
 
     def __init__(
         self,
@@ -87,18 +104,24 @@ class PartitionDetectors:
         *,
         engine_options: dict | None = None,
         model: str = "default",
+        models: ModelCatalog | None = None,
         score_threshold: float = DEFAULT_SCORE_THRESHOLD,
         scores: bool = True,
         forecasts: bool = True,
         metric_types: MetricTypes | None = None,
+        retire_every_ms: int | None = 60_000,
     ) -> None:
         self.rules = RuleEngine(groups, **(engine_options or {}))
-        self.scorer = AnomalyScorer(model, metric_types=metric_types) if scores else None
+        self.scorer = CatalogScorer(models or ModelCatalog(default=model), metric_types=metric_types) if scores else None
         self.forecaster = ForecastEngine() if forecasts else None
         eval_ms = int(self.forecaster.config.settings.eval_interval_s * 1000) if self.forecaster is not None else 0
         self.warning_alerts = AlertBook(eval_ms, self.rules.resend_delay_ms)
         self.score_threshold = score_threshold
         self._scored: dict[bytes, bytes | None] = {}  # series key -> its score series key, None if not scored
+        self.retire_every_ms = retire_every_ms  # None: never retire stale series
+        self._next_sweep = EMPTY
+        self.retired_series = 0  # totals since start, for the worker's metrics
+        self.freed_series = 0
 
     @property
     def store(self):  # noqa: ANN201 - the rule engine's SeriesStore
@@ -115,6 +138,7 @@ class PartitionDetectors:
         result.transitions += warned
         if self.forecaster is not None and len(batch):
             result.notifications += self._warning_notifications(warned, forecasts, int(batch.timestamps.max()))
+        self._sweep(result)
         return result
 
     def reclassify(self) -> int:
@@ -125,7 +149,9 @@ class PartitionDetectors:
         # Early warnings are not re-sent here: without samples there is no forecast to
         # stand behind, so a warning whose series went quiet expires in Alertmanager.
         out = self.rules.advance_to(watermark_ms)
-        return PartitionOutput(out, list(out.transitions), notifications=list(out.notifications))
+        result = PartitionOutput(out, list(out.transitions), notifications=list(out.notifications))
+        self._sweep(result)
+        return result
 
     def _warning_notifications(self, warned: list[AlertTransition], forecasts: list[Forecast],
                                t_ms: int) -> list[AlertNotification]:
@@ -141,10 +167,40 @@ class PartitionDetectors:
                  if seen is not None and t_ms - seen > self.rules.lookback_ms}
         return self.warning_alerts.notifications(t_ms, quiet)
 
+    def _sweep(self, result: PartitionOutput) -> None:
+        """Retire stale series, at most once per ``retire_every_ms`` of watermark."""
+        now = self.rules.watermark
+        if self.retire_every_ms is None or now == EMPTY or now < self._next_sweep:
+            return
+        self._next_sweep = now + self.retire_every_ms
+        freed = self.rules.free_expired()
+        rows = self.store.live_rows()
+        newest, stale = self.store.newest(rows)
+        gone = freed + [self.store.key(r) for r in rows[stale | (newest < now - self.rules.lookback_ms)].tolist()]
+        fc = self.forecaster
+        known = [k for k in gone if k in self._scored or (fc is not None and fc.knows(k))]
+        if known:
+            if fc is not None:
+                # A warning on a retired series resolves, and Alertmanager hears it like any other.
+                resolved = [w.to_alert() for w in fc.retire(known, now)]
+                self.warning_alerts.apply(resolved)
+                result.transitions += resolved
+                result.notifications += self.warning_alerts.notifications(now)
+            if self.scorer is not None:
+                self.scorer.retire(known)
+            result.retired_keys = known + [k for k in map(self._scored.get, known) if k is not None]
+            for key in known:
+                self._scored.pop(key, None)
+        result.retired, result.freed = len(known), len(freed)
+        self.retired_series += len(known)
+        self.freed_series += len(freed)
+
     def _score(self, batch: SampleBatch) -> tuple[SampleBatch | None, list[ScoreEvent]]:
         if self.scorer is None or len(batch) == 0:
             return None, []
-        score_keys = [self._score_key(k) for k in batch.series_keys]
+        score_keys = list(map(self._scored.get, batch.series_keys, repeat(_UNSEEN)))
+        if _UNSEEN in score_keys:
+            score_keys = [self._score_key(k) for k in batch.series_keys]
         scored = np.array([k is not None for k in score_keys], dtype=bool)[batch.series_index]
         if not scored.any():
             return None, []

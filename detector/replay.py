@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from detector.anomaly.catalog import ModelCatalog
 from detector.batch import SampleBatch
 from detector.labels import DEFAULT_PARTITION_BY, LANE_CLOCK, Labels, canonical_bytes, partition_for
 from detector.metadata import MetricTypes
@@ -99,6 +100,7 @@ class Replay:
         scores: bool = True,
         forecasts: bool = True,
         score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+        models: ModelCatalog | None = None,
     ) -> None:
         self.placement = place_groups(groups, partition_by)
         self.partitions = partitions
@@ -110,7 +112,7 @@ class Replay:
         self.engines = [
             PartitionDetectors(
                 self.placement.local, engine_options=options, scores=scores, forecasts=forecasts,
-                score_threshold=score_threshold, metric_types=self.metric_types,
+                score_threshold=score_threshold, metric_types=self.metric_types, models=models,
             )
             for _ in range(partitions)
         ]

@@ -6,6 +6,11 @@ arrays instead of a Python loop per series. Each series owns one row of two
 ring buffers (timestamps, values); rows grow, doubling, only when a series
 holds more samples inside the retention window than its row has room for.
 
+A series that no query can read any more is retired (:meth:`SeriesStore.retire`)
+and its row reused by the next new series. Each row records which assignment
+it holds (a sequence number), so a cache of matching rows can tell a reused
+row from the series it had before (:meth:`SeriesStore.still_same`).
+
 Appends follow Prometheus's storage rules: per series, a sample whose
 timestamp is not newer than the newest one stored is dropped and counted
 (a duplicate when it repeats the newest timestamp, out-of-order otherwise).
@@ -82,14 +87,25 @@ class SeriesStore:
 
     def __init__(self, retention_ms: int, initial_capacity: int = 16, initial_rows: int = 1024) -> None:
         self.retention_ms = retention_ms
-        self.labels: list[Labels] = []
+        self.labels: list[Labels | None] = []  # per row; None for a free row
+        self._keys: list[bytes | None] = []  # per row; None for a free row
         self._ids: dict[bytes, int] = {}
+        self._free: list[int] = []
+        self.seq = 0  # assignments of a series to a row, ever
+        self.retired = 0  # series retired, ever
         self._ts = np.full((initial_rows, initial_capacity), EMPTY, dtype=np.int64)
         self._vals = np.zeros((initial_rows, initial_capacity), dtype=np.float64)
         self._written = np.zeros(initial_rows, dtype=np.int64)  # samples ever written per row
         self._newest = np.full(initial_rows, EMPTY, dtype=np.int64)
+        self._born = np.zeros(initial_rows, dtype=np.int64)  # per row: its assignment's seq, 0 when free
 
     def __len__(self) -> int:
+        """Series held now (retired ones not counted)."""
+        return len(self._ids)
+
+    @property
+    def rows_in_use(self) -> int:
+        """Rows ever handed out (live or free for reuse): what the arrays hold."""
         return len(self.labels)
 
     @property
@@ -103,6 +119,13 @@ class SeriesStore:
             sid = self._add_series(key, labels_from_canonical(key))
         return sid
 
+    def series_ids(self, keys: list[bytes]) -> np.ndarray:
+        """:meth:`series_id` of each key; one dict lookup per known key (the common case)."""
+        found = list(map(self._ids.get, keys))
+        if None in found:
+            found = [self.series_id(k) if r is None else r for r, k in zip(found, keys)]
+        return np.array(found, dtype=np.int64)
+
     def newest_timestamp(self, sid: int) -> int:
         return int(self._newest[sid])
 
@@ -111,9 +134,9 @@ class SeriesStore:
         stats = AppendStats()
         if len(batch) == 0:
             return stats
-        before = len(self.labels)
-        rows = np.fromiter((self.series_id(k) for k in batch.series_keys), dtype=np.int64, count=len(batch.series_keys))
-        stats.new_series = len(self.labels) - before
+        before = len(self)
+        rows = self.series_ids(batch.series_keys)
+        stats.new_series = len(self) - before
         self._store(rows[batch.series_index], batch.timestamps, batch.values, stats)
         return stats
 
@@ -255,12 +278,80 @@ class SeriesStore:
         return stamps, values, counts
 
     def _add_series(self, key: bytes, labels: Labels) -> int:
-        sid = len(self.labels)
-        if sid == self._ts.shape[0]:
-            self._grow_rows()
+        if self._free:
+            sid = self._free.pop()
+            self.labels[sid] = labels
+            self._keys[sid] = key
+        else:
+            sid = len(self.labels)
+            if sid == self._ts.shape[0]:
+                self._grow_rows()
+            self.labels.append(labels)
+            self._keys.append(key)
+        self.seq += 1
+        self._born[sid] = self.seq
         self._ids[key] = sid
-        self.labels.append(labels)
         return sid
+
+    # --- Retirement. ----------------------------------------------------------------------
+
+    def live_rows(self) -> np.ndarray:
+        return np.flatnonzero(self._born[: len(self.labels)])
+
+    def key(self, row: int) -> bytes:
+        return self._keys[row]  # type: ignore[return-value]
+
+    def newest(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's newest timestamp, and whether that sample is a staleness marker."""
+        rows = np.asarray(rows, dtype=np.int64)
+        slot = (self._written[rows] - 1) % self.capacity
+        return self._newest[rows], (self._written[rows] > 0) & is_stale(self._vals[rows, slot])
+
+    def retire(self, rows: np.ndarray) -> list[bytes]:
+        """Forget these rows' series and free the rows for reuse; returns the series keys.
+
+        The caller guarantees no query can still read them (see
+        :meth:`detector.rules.engine.RuleEngine.free_expired`).
+
+        >>> from detector.batch import SampleBatch
+        >>> store = SeriesStore(retention_ms=300_000)
+        >>> _ = store.append(SampleBatch.from_series([((("__name__", "a"),), [(1000, 1.0)])]))
+        >>> store_key = store.key(0)
+        >>> store.retire(np.array([0])) == [store_key]
+        True
+        >>> _ = store.append(SampleBatch.from_series([((("__name__", "b"),), [(2000, 2.0)])]))
+        >>> len(store), store.rows_in_use, store.labels
+        (1, 1, [(('__name__', 'b'),)])
+        """
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        rows = rows[self._born[rows] > 0]
+        keys = [self._keys[r] for r in rows.tolist()]
+        for r, key in zip(rows.tolist(), keys):
+            del self._ids[key]
+            self.labels[r] = None
+            self._keys[r] = None
+        self._ts[rows] = EMPTY
+        self._vals[rows] = 0.0
+        self._written[rows] = 0
+        self._newest[rows] = EMPTY
+        self._born[rows] = 0
+        self._free += rows[::-1].tolist()  # lowest row reused first
+        self.retired += len(keys)
+        return keys  # type: ignore[return-value]
+
+    def rows_added_since(self, seq: int) -> np.ndarray:
+        """Rows given to a series after assignment number ``seq`` (in row order)."""
+        if seq >= self.seq:
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(self._born[: len(self.labels)] > seq)
+
+    def births(self, rows: np.ndarray) -> np.ndarray:
+        """The assignment number of each row's series, to compare later with :meth:`still_same`."""
+        return self._born[rows]
+
+    def still_same(self, rows: np.ndarray, births: np.ndarray) -> np.ndarray:
+        """Mask of rows that still hold the series they held when ``births`` was taken."""
+        return self._born[rows] == births
 
     def _grow_rows(self) -> None:
         n, cap = self._ts.shape
@@ -268,6 +359,7 @@ class SeriesStore:
         self._vals = np.vstack([self._vals, np.zeros((n, cap))])
         self._written = np.concatenate([self._written, np.zeros(n, dtype=np.int64)])
         self._newest = np.concatenate([self._newest, np.full(n, EMPTY, dtype=np.int64)])
+        self._born = np.concatenate([self._born, np.zeros(n, dtype=np.int64)])
 
     def _grow_capacity(self) -> None:
         """Double every row, keeping each ring's samples in their slot order."""

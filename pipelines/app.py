@@ -69,6 +69,7 @@ class PartitionEngines:
         self.detectors = detectors
         self.engines: dict[int, PartitionDetectors] = {}
         self._last_ingest_ms: dict[int, int] = {}
+        self.models = settings.model_catalog() if detectors and settings.anomaly_scores else None
 
     def ingest(self, partition: int, batch: SampleBatch) -> PartitionOutput:
         self._last_ingest_ms[partition] = int(self.clock() * 1000)
@@ -85,6 +86,7 @@ class PartitionEngines:
                 scores=self.detectors and self.settings.anomaly_scores,
                 forecasts=self.detectors and self.settings.forecasts,
                 metric_types=self.metric_types,
+                models=self.models,
             )
         return engine.ingest(batch)
 
@@ -126,6 +128,7 @@ class WorkerMetrics:
         self.eval_errors = Counter("headroom_rule_evaluation_failures", "Failed rule evaluations", registry=registry)
         self.metric_types = Gauge("headroom_metric_types_known", "Metric families with a type from the senders' metadata", registry=registry)
         self.reclassified = Counter("headroom_series_reclassified", "Scored series whose counter-ness changed with new metadata", registry=registry)
+        self.retired = Counter("headroom_retired_series", "Stale series whose anomaly and forecast state was freed", registry=registry)
         self.event_time = Gauge("headroom_worker_watermark_seconds", "Newest evaluated event time", ["lane"], registry=registry)
 
 
@@ -194,6 +197,7 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
         engine = lanes[topic].engines.get(partition)
         if engine is not None:
             metrics.event_time.labels(f"{topic}/{partition}").set(engine.rules.watermark / 1000)
+        metrics.retired.inc(out.retired)
         for error in out.engine.errors:
             metrics.eval_errors.inc()
             log.warning("rule evaluation failed: %s", error)

@@ -82,6 +82,10 @@ class DetectorGauges(Collector):
                     kept[key] = forecast
                 else:
                     kept.pop(key, None)
+        # Stale series (retired after this output's samples): their last values would otherwise stay forever.
+        for key in out.retired_keys:
+            self._scores.get((topic, partition), {}).pop(key, None)
+            self._forecasts.get((topic, partition), {}).pop(key, None)
 
     def forget(self, topic: str, partitions: Iterable[int]) -> None:
         """Drop the series of partitions this worker no longer owns."""

@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from detector.anomaly.catalog import ModelCatalog
 from detector.errors import HeadroomError
 from detector.openmetrics import OpenMetricsError
 from detector.replay import Replay, read_openmetrics
@@ -27,7 +28,10 @@ console = Console(stderr=True)
 @click.option("--scores", "score_mode", type=click.Choice(["above", "all", "none"]), default="above", show_default=True,
               help="Anomaly scores to write: those at or above the threshold, all, or none (no scoring).")
 @click.option("--no-forecasts", is_flag=True, help="Skip saturation forecasts.")
-def replay(recording: Path, rule_files: tuple[str, ...], out_path: Path, partitions: int | None, score_mode: str, no_forecasts: bool) -> None:
+@click.option("--models", "models_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Anomaly model per series selector, YAML (HEADROOM_MODELS_FILE); default: the default model for all.")
+def replay(recording: Path, rule_files: tuple[str, ...], out_path: Path, partitions: int | None, score_mode: str, no_forecasts: bool,
+           models_file: Path | None) -> None:
     """Run a recording (OpenMetrics with timestamps) through rules, anomaly scores and forecasts.
 
     Writes one JSON object per event, each with its event time and labels:
@@ -43,6 +47,7 @@ def replay(recording: Path, rule_files: tuple[str, ...], out_path: Path, partiti
             external_labels=settings.external_labels,
             external_url=settings.external_url,
         )
+        models = ModelCatalog.load(models_file) if models_file is not None else settings.model_catalog()
         with console.status(f"reading {recording}..."):
             with recording.open() as fd:
                 samples = read_openmetrics(fd)
@@ -57,6 +62,7 @@ def replay(recording: Path, rule_files: tuple[str, ...], out_path: Path, partiti
         engine_options=engine_options,
         scores=score_mode != "none",
         forecasts=not no_forecasts,
+        models=models,
         **({"score_threshold": 0.0} if score_mode == "all" else {}),
     )
     columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"), TimeRemainingColumn())

@@ -17,6 +17,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from detector.anomaly.catalog import ModelCatalog, ModelCatalogError
 from detector.durations import parse_duration
 from detector.remote_write import WriteLimits
 
@@ -40,6 +41,8 @@ class Settings(BaseSettings):
     # saturation forecasts in the worker, beside the rules.
     anomaly_scores: bool = True
     forecasts: bool = True
+    # Which anomaly model scores which series (YAML: selector -> model); none: the default model.
+    models_file: Path | None = None
     partitions: int = Field(8, ge=1, le=1024)
     partition_by: tuple[str, ...] = ("job", "instance")
 
@@ -72,6 +75,19 @@ class Settings(BaseSettings):
     def _is_duration(cls, value: str) -> str:
         parse_duration(value)
         return value
+
+    @field_validator("models_file")
+    @classmethod
+    def _is_model_catalog(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                ModelCatalog.load(value)  # every problem, with file and entry, before anything starts
+            except ModelCatalogError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    def model_catalog(self) -> ModelCatalog | None:
+        return ModelCatalog.load(self.models_file) if self.models_file is not None else None
 
     @property
     def evaluation_interval_ms(self) -> int:

@@ -82,9 +82,12 @@ class AnomalyScorer:
 
     def rows_for(self, keys: Sequence[bytes]) -> np.ndarray:
         """The state row of each series key, making rows for keys not seen before."""
+        known = list(map(self.rows.get, keys))  # one dict lookup per key, in C, for the common case
+        if None not in known:
+            return np.array(known, dtype=np.intp)
         out = np.empty(len(keys), dtype=np.intp)
         for i, key in enumerate(keys):
-            row = self.rows.get(key)
+            row = known[i]
             if row is None:
                 if self.free:
                     row = self.free.pop()

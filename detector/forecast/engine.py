@@ -236,6 +236,7 @@ class ForecastEngine:
         self._bound_keys: dict[bytes, list[int]] = {}  # paired bound series key -> forecast rows
         self._labels: list[Labels] = []
         self._specs: list[BoundSpec] = []
+        self._free: list[int] = []  # rows of retired series, reused by new ones
         # per forecast row: direction sign, bound value (NaN until the paired series is seen), horizon, last value
         self._sign = np.zeros(64)
         self._bound = np.full(64, np.nan)
@@ -249,7 +250,7 @@ class ForecastEngine:
     # ------------------------------------------------------------------ series
 
     def __len__(self) -> int:
-        return len(self._labels)
+        return len(self._labels) - len(self._free)
 
     @property
     def nbytes_per_series(self) -> int:
@@ -266,10 +267,14 @@ class ForecastEngine:
         if spec is None:
             self._keys[key] = -1
             return -1
-        row = int(self.trend.add(1)[0])
-        self.warnings.add(1)
-        self._labels.append(labels)
-        self._specs.append(spec)
+        if self._free:  # a retired series' row, already reset
+            row = self._free.pop()
+            self._labels[row], self._specs[row] = labels, spec
+        else:
+            row = int(self.trend.add(1)[0])
+            self.warnings.add(1)
+            self._labels.append(labels)
+            self._specs.append(spec)
         horizon = spec.horizon_s if spec.horizon_s is not None else self.config.settings.horizon_s
         bound = spec.bound if spec.bound is not None else np.nan
         if row >= self._sign.shape[0]:
@@ -291,6 +296,9 @@ class ForecastEngine:
 
     def rows(self, series: Sequence[Labels | bytes]) -> tuple[np.ndarray, list[list[int] | None]]:
         """Forecast row of each series (-1: none), and the forecast rows each one is the bound of."""
+        known = list(map(self._keys.get, series))  # every series known by its key bytes: one dict lookup each
+        if None not in known:
+            return np.array(known, dtype=np.int64), list(map(self._bound_keys.get, series))
         found = np.empty(len(series), dtype=np.int64)
         keys = []
         for i, item in enumerate(series):
@@ -305,6 +313,52 @@ class ForecastEngine:
 
     def labels(self, row: int) -> Labels:
         return self._labels[row]
+
+    def knows(self, key: bytes) -> bool:
+        """Whether a series key has been seen (and not retired since)."""
+        return key in self._keys
+
+    def retire(self, keys: Sequence[bytes], t_ms: int) -> list[EarlyWarning]:
+        """Forget series that went stale, freeing their rows for reuse.
+
+        A warning still pending or firing does not vanish: it goes inactive at
+        ``t_ms`` (a firing one resolves), so the alert path sees it end.
+
+        >>> engine = ForecastEngine()
+        >>> sat = (("__name__", "pool_saturation"),)
+        >>> events = engine.ingest([sat], [0] * 60, [15_000 * i for i in range(60)], [0.5 + 0.01 * i for i in range(60)])
+        >>> engine.state(sat)
+        'firing'
+        >>> [(e.previous, e.state) for e in engine.retire([canonical_bytes(sat)], t_ms=1_000_000)]
+        [('firing', 'inactive')]
+        >>> len(engine), engine.state(sat)
+        (0, 'inactive')
+        """
+        found = [self._keys.pop(key, -1) for key in keys]
+        rows = np.asarray([r for r in found if r >= 0], dtype=np.int64)
+        if rows.shape[0] == 0:
+            return []
+        open_rows = rows[self.warnings.state[rows] != INACTIVE]
+        nan = np.full(open_rows.shape[0], np.nan)
+        stamps = np.full(open_rows.shape[0], t_ms, dtype=np.int64)
+        events = [self._event(int(r), int(self.warnings.state[r]), INACTIVE, i, stamps, nan, nan, nan)
+                  for i, r in enumerate(open_rows.tolist())]
+        for r in rows.tolist():
+            paired = self._specs[r].bound_labels(self._labels[r])
+            if paired is not None:
+                key = canonical_bytes(paired)
+                bounded = [b for b in self._bound_keys.get(key, []) if b != r]
+                if bounded:
+                    self._bound_keys[key] = bounded
+                else:
+                    self._bound_keys.pop(key, None)
+            self._labels[r] = ()
+        self.trend.reset(rows)
+        self.warnings.reset(rows)
+        self._sign[rows], self._bound[rows], self._horizon[rows] = 0.0, np.nan, 0.0
+        self._last_x[rows], self._peak[rows] = np.nan, np.nan
+        self._free += rows[::-1].tolist()
+        return events
 
     # ------------------------------------------------------------------ stream
 

@@ -369,12 +369,19 @@ class RangeFunctionNode(Node):
         return out
 
     def _labels(self, store: SeriesStore, rows: np.ndarray) -> tuple[list[Labels], bool]:
-        # Selected rows only ever grow at the end, so the cache is extended, never rebuilt.
-        unnamed, collide = self._unnamed.get(store, ([], False))
-        if len(unnamed) < len(rows):
-            unnamed = unnamed + [_drop_name(store.labels[r]) for r in rows[len(unnamed) :]]
-            collide = len(set(unnamed)) != len(unnamed)
-            self._unnamed[store] = (unnamed, collide)
+        # The selector's matches only grow at the end while no series is retired:
+        # the cache is extended then. Series are told apart by their assignment
+        # numbers, not rows (a retired series' row is reused); after a retirement
+        # the labels are rebuilt.
+        births = self.selector.matches(store)[1]
+        seen, unnamed, collide = self._unnamed.get(store, (None, [], False))
+        if births is seen:
+            return unnamed, collide
+        if seen is None or len(births) < len(seen) or not np.array_equal(births[: len(seen)], seen):
+            unnamed = []
+        unnamed = unnamed + [_drop_name(store.labels[r]) for r in rows[len(unnamed) :]]
+        collide = len(set(unnamed)) != len(unnamed)
+        self._unnamed[store] = (births, unnamed, collide)
         return unnamed, collide
 
 

@@ -108,21 +108,38 @@ class SelectorNode(Node):
     matchers: tuple[Matcher, ...]
     offset_ms: int = 0
     kind = "vector"
-    # Rows already known to match, per store, and how many series were checked.
+    # Per store: rows already known to match, the assignment numbers they held
+    # then, the store's assignment and retirement counts when last checked.
     _matched: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary, repr=False)
 
     def reach_ms(self) -> int:
         return self.offset_ms
 
     def rows(self, store: SeriesStore) -> np.ndarray:
-        """Rows of ``store`` whose labels satisfy every matcher (new series checked once)."""
-        checked, rows = self._matched.get(store, (0, np.zeros(0, dtype=np.int64)))
-        if checked < len(store):
-            new = [sid for sid in range(checked, len(store)) if self._match(store.labels[sid])]
-            if new:
-                rows = np.concatenate([rows, np.asarray(new, dtype=np.int64)])
-            self._matched[store] = (len(store), rows)
-        return rows
+        """Rows of ``store`` whose labels satisfy every matcher (new series checked once).
+
+        A retired series' row leaves the result; a row reused by a new series
+        is checked as any new series (the store's assignment numbers tell them apart).
+        """
+        return self.matches(store)[0]
+
+    def matches(self, store: SeriesStore) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`rows` and the assignment number of each row's series (unique per series, ever)."""
+        empty = np.zeros(0, dtype=np.int64)
+        seq, retired, rows, births = self._matched.get(store, (0, 0, empty, empty))
+        if seq == store.seq and retired == store.retired:
+            return rows, births
+        if retired != store.retired:
+            same = store.still_same(rows, births)
+            if not same.all():
+                rows, births = rows[same], births[same]
+        fresh = store.rows_added_since(seq)
+        new = np.asarray([sid for sid in fresh.tolist() if self._match(store.labels[sid])], dtype=np.int64)
+        if len(new):
+            rows = np.concatenate([rows, new])
+            births = np.concatenate([births, store.births(new)])
+        self._matched[store] = (store.seq, store.retired, rows, births)
+        return rows, births
 
     def _match(self, labels: Labels) -> bool:
         values = dict(labels)

@@ -81,6 +81,7 @@ class RuleEngine:
         self.lateness_ms = lateness_ms
         self.resend_delay_ms = resend_delay_ms
         reach = max((g.reach_ms() for g in groups), default=0)
+        self.reach_ms = reach  # how far before an evaluation any rule reads, beyond the lookback
         longest = max((g.interval_ms for g in groups), default=0)
         self.store = SeriesStore(retention_ms=lookback_ms + reach + lateness_ms + longest)
         self.watermark = EMPTY
@@ -138,6 +139,28 @@ class RuleEngine:
             self._next_tick[i] = tick + self.groups[i].interval_ms
             self._evaluated_until = max(self._evaluated_until, tick)
         return out
+
+    def free_expired(self) -> list[bytes]:
+        """Free the store rows of series no evaluation still to come can read; returns their keys.
+
+        The next evaluation reads samples back to its time minus lookback and
+        the longest range (plus offset) of any rule, so a series whose newest
+        sample is older than that, before the earliest next evaluation, is
+        gone for good. Series a rule wrote at its last evaluation are kept:
+        the rule writes their staleness markers when they leave its result.
+        """
+        ticks = [t for t in self._next_tick if t is not None]
+        if self.groups and not ticks:
+            return []
+        horizon = min(ticks) if ticks else self.watermark
+        if horizon == EMPTY:
+            return []
+        rows = self.store.live_rows()
+        newest, _ = self.store.newest(rows)
+        expired = rows[newest < horizon - self.lookback_ms - self.reach_ms]
+        if len(expired) and self._written:
+            expired = np.setdiff1d(expired, np.concatenate(list(self._written.values())))
+        return self.store.retire(expired) if len(expired) else []
 
     def active_alerts(self) -> list[Alert]:
         return [a for alerts in self._alerts.values() for a in alerts.values()]

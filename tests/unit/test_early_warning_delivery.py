@@ -103,25 +103,28 @@ def test_a_new_warning_after_a_resolved_one_starts_afresh_and_refresh_leaves_res
     assert len(book) == 1
 
 
-def test_a_firing_warning_whose_series_goes_silent_is_no_longer_re_sent_and_comes_back_with_it():
+def test_a_firing_warning_whose_series_goes_silent_resolves_once_the_series_is_retired():
     other = (("__name__", "up"), ("job", "x"))
     detectors = PartitionDetectors([], scores=False)
-    sent: list[int] = []
+    sent: list[tuple[int, int]] = []  # (event time, ends_at) of each notification
 
     def step(k: int, with_ramp: bool) -> None:
         t = T0_MS + k * SCRAPE_MS
         series = [(other, [(t, 1.0)])] + ([(SATURATION, [(t, turning(k))])] if with_ramp else [])
-        sent.extend(t for n in detectors.ingest(SampleBatch.from_series(series)).notifications)
+        sent.extend((t, n.ends_at) for n in detectors.ingest(SampleBatch.from_series(series)).notifications)
 
     for k in range(372):  # the ramp fires near step 369 (see above)
         step(k, True)
     assert detectors.forecaster.state(SATURATION) == "firing" and sent
-    silent_from = T0_MS + 372 * SCRAPE_MS
-    for k in range(372, 400):  # 7 minutes of the other series only (shorter than the fit's memory)
+    last_sample = T0_MS + 371 * SCRAPE_MS
+    for k in range(372, 400):  # 7 minutes of the other series only
         step(k, False)
-    after = [t for t in sent if t >= silent_from]
-    assert after and max(after) - silent_from <= 5 * 60_000  # re-sent within the lookback only
-    assert T0_MS + 399 * SCRAPE_MS - max(after) > 60_000 + SCRAPE_MS  # then a resend was due and withheld
-    assert detectors.forecaster.state(SATURATION) == "firing"  # silence is no evidence either way
-    step(400, True)
-    assert sent[-1] == T0_MS + 400 * SCRAPE_MS  # its samples are back: re-sent at once
+    after = [(t, ends) for t, ends in sent if t > last_sample]
+    firing = [t for t, ends in after if ends > t]
+    resolved = [(t, ends) for t, ends in after if ends <= t]
+    # re-sent firing only while the series is within the lookback, then retired (the sweep runs
+    # once a minute of event time) and sent resolved, ending when it was retired
+    assert firing and max(firing) - last_sample <= 5 * 60_000
+    assert resolved and all(5 * 60_000 < ends - last_sample <= 6 * 60_000 for _, ends in resolved)
+    assert min(t for t, _ in resolved) > max(firing)
+    assert detectors.forecaster.state(SATURATION) == "inactive"

@@ -105,3 +105,19 @@ def test_ten_thousand_series_are_one_entry_each_and_the_newest_score_wins():
     samples = scrape(gauges)["headroom_anomaly_score"]
     assert len(samples) == 10_000
     assert sorted(v for _, v in samples) == sorted(values.tolist())
+
+
+def test_a_retired_series_leaves_the_gauges():
+    detectors, gauges = PartitionDetectors([], retire_every_ms=15_000), DetectorGauges()
+    stale = float(np.array([0x7FF0000000000002], dtype=np.uint64).view(np.float64)[0])
+    for k in range(90):
+        t = T0_MS + 15_000 * k
+        batch = SampleBatch.from_series([(DEPTH, [(t, 6000.0 + 40 * k + (-1) ** k * 30)]), (MAX_DEPTH, [(t, 10000.0)])])
+        gauges.update("samples", 3, detectors.ingest(batch))
+    assert len(scrape(gauges)["headroom_saturation_eta_seconds"]) == 1
+    t = T0_MS + 15_000 * 90
+    gauges.update("samples", 3, detectors.ingest(SampleBatch.from_series([(DEPTH, [(t, stale)]), (MAX_DEPTH, [(t, 10000.0)])])))
+    metrics = scrape(gauges)
+    assert [s[0]["metric"] for s in metrics["headroom_anomaly_score"]] == ["pgmq_queue_max_depth"]
+    assert metrics.get("headroom_saturation_eta_seconds", []) == []
+    assert metrics.get("headroom_early_warning_state", []) == []

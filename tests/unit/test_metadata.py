@@ -121,7 +121,7 @@ def test_replay_reads_type_lines_as_metadata():
     assert recording.types == {"jobs_done": "counter", "depth_count": "gauge"}
     replay = Replay([], partitions=1)
     list(replay.run(recording))
-    scorer = replay.engines[0].scorer
+    scorer = replay.engines[0].scorer.scorers["default"]
     rows = scorer.rows_for([canonical_bytes(s) for s in recording.labels])
     counter = dict(zip([dict(s)["__name__"] for s in recording.labels], scorer.is_counter_row(rows).tolist()))
     assert counter == {"jobs_done": True, "depth_count": False}

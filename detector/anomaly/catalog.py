@@ -1,0 +1,208 @@
+"""Which anomaly model scores which series: a list of (selector, model), first match wins.
+
+The catalog comes from a small YAML file (``HEADROOM_MODELS_FILE``,
+``headroom replay --models FILE``); selectors are PromQL series selectors,
+model names those of :data:`~detector.anomaly.models.MODELS`:
+
+.. code-block:: yaml
+
+    default: default                 # optional: the model of every series no entry matches
+    models:
+      - selector: '{__name__=~"pgmq_.*", queue_name="orders"}'
+        model: weekly
+      - selector: http_requests_total
+        model: river-gaussian
+
+:class:`CatalogScorer` keeps one :class:`~detector.anomaly.scorer.AnomalyScorer`
+per model in use and routes each series once, when first seen.
+
+>>> catalog = ModelCatalog.from_dict({"models": [{"selector": '{__name__=~"pgmq_.*"}', "model": "weekly"}]})
+>>> catalog.model_for((("__name__", "pgmq_queue_depth"),)), catalog.model_for((("__name__", "up"),))
+('weekly', 'default')
+>>> ModelCatalog.from_dict({"models": [{"selector": "up{", "model": "weekly"}, {"selector": "up", "model": "nope"}]})
+Traceback (most recent call last):
+...
+detector.anomaly.catalog.ModelCatalogError: 2 problem(s) in the model catalog:
+  models[0]: selector: 'up{': cannot parse PromQL 'up{': unexpected end of input inside braces
+  models[1]: model: unknown anomaly model 'nope'; choose one of ['default', 'river-gaussian', 'river-hst', 'weekly']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from detector.anomaly.models import DEFAULT_MODEL, MODELS
+from detector.anomaly.scorer import AnomalyScorer
+from detector.batch import SampleBatch
+from detector.errors import HeadroomError
+from detector.labels import Labels, labels_from_canonical
+from detector.promql.plan import Matcher
+
+
+class ModelCatalogError(HeadroomError):
+    """A model catalog Headroom cannot use; lists every problem found, each with file and entry."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(f"{len(self.problems)} problem(s) in the model catalog:\n  " + "\n  ".join(self.problems))
+
+
+def _model_problem(name: object) -> str | None:
+    if isinstance(name, str) and name in MODELS:
+        return None
+    return f"unknown anomaly model {name!r}; choose one of {sorted(MODELS)}"
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    """Series matching ``selector`` (its text kept for messages) are scored by ``model``."""
+
+    selector: str
+    matchers: tuple[Matcher, ...]
+    model: str
+
+    def matches(self, labels: Labels) -> bool:
+        values = dict(labels)
+        return all(m.matches(values.get(m.name, "")) for m in self.matchers)
+
+
+@dataclass(frozen=True)
+class ModelCatalog:
+    """Routes tried in order, then ``default``."""
+
+    routes: tuple[ModelRoute, ...] = ()
+    default: str = DEFAULT_MODEL
+
+    def model_for(self, labels: Labels) -> str:
+        return next((r.model for r in self.routes if r.matches(labels)), self.default)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping | None, source: str = "") -> ModelCatalog:
+        """A catalog from its dict form; :class:`ModelCatalogError` lists every problem at once."""
+        from detector.forecast.spec import ForecastSpecError, parse_selector
+
+        prefix = f"{source}: " if source else ""
+        raw = dict(raw or {})
+        problems: list[str] = []
+        unknown = set(raw) - {"default", "models"}
+        if unknown:
+            problems.append(f"{prefix}unknown top-level key(s) {sorted(unknown)} (known: default, models)")
+        default = raw.get("default", DEFAULT_MODEL)
+        if (problem := _model_problem(default)) is not None:
+            problems.append(f"{prefix}default: {problem}")
+        entries = raw.get("models") or []
+        if not isinstance(entries, list):
+            problems.append(f"{prefix}models: expected a list of {{selector, model}}, got {type(entries).__name__}")
+            entries = []
+        routes = []
+        for i, entry in enumerate(entries):
+            where = f"{prefix}models[{i}]"
+            if not isinstance(entry, Mapping):
+                problems.append(f"{where}: expected a mapping with 'selector' and 'model', got {entry!r}")
+                continue
+            extra = set(entry) - {"selector", "model"}
+            if extra:
+                problems.append(f"{where}: unknown field(s) {sorted(extra)} (known: selector, model)")
+            try:
+                matchers = parse_selector(entry.get("selector"))
+            except ForecastSpecError as exc:
+                problems += [f"{where}: selector: {p}" for p in exc.problems]
+                matchers = ()
+            if (problem := _model_problem(entry.get("model"))) is not None:
+                problems.append(f"{where}: model: {problem}")
+            routes.append(ModelRoute(str(entry.get("selector")), matchers, str(entry.get("model"))))
+        if problems:
+            raise ModelCatalogError(problems)
+        return cls(tuple(routes), default)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelCatalog:
+        """Read a YAML catalog file (see the module docs)."""
+        import yaml
+
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ModelCatalogError([f"{path}: cannot read: {exc}"]) from None
+        if raw is not None and not isinstance(raw, Mapping):
+            raise ModelCatalogError([f"{path}: expected a mapping with 'models' (and optionally 'default')"])
+        return cls.from_dict(raw, str(path))
+
+
+class CatalogScorer:
+    """Anomaly scores for many series, each scored by the model its catalog entry names.
+
+    The same calls as :class:`~detector.anomaly.scorer.AnomalyScorer`
+    (``score_batch``, ``retire``); a catalog without entries costs nothing
+    over a single scorer.
+
+    >>> scorer = CatalogScorer(ModelCatalog.from_dict({"models": [{"selector": "b", "model": "weekly"}]}))
+    >>> batch = SampleBatch.from_series([((("__name__", n),), [(i * 15_000, 1.0) for i in range(2)]) for n in "ab"])
+    >>> scorer.score_batch(batch).tolist(), {name: len(s) for name, s in scorer.scorers.items()}
+    ([0.0, 0.0, 0.0, 0.0], {'default': 1, 'weekly': 1})
+    """
+
+    def __init__(
+        self,
+        catalog: ModelCatalog | None = None,
+        counter: Callable[[bytes], bool] | None = None,
+        metric_types: MetricTypes | None = None,
+    ) -> None:
+        self.catalog = catalog or ModelCatalog()
+        self.counter = counter
+        self.metric_types = metric_types
+        self.scorers: dict[str, AnomalyScorer] = {}
+        self._names: list[str] = []  # model names in first-use order; _model_of holds indices into it
+        self._model_of: dict[bytes, int] = {}  # series key -> its model, routed at first sight
+
+    def scorer(self, model: str) -> AnomalyScorer:
+        """The scorer of one model, made on first use."""
+        found = self.scorers.get(model)
+        if found is None:
+            found = self.scorers[model] = AnomalyScorer(model, self.counter, self.metric_types)
+            self._names.append(model)
+        return found
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.scorers.values())
+
+    def score_batch(self, batch: SampleBatch) -> np.ndarray:
+        """Scores of a batch, one per sample, in its order (each series by its own model)."""
+        if not self.catalog.routes:
+            return self.scorer(self.catalog.default).score_batch(batch)
+        model = np.fromiter((self._route(k) for k in batch.series_keys), dtype=np.intp, count=len(batch.series_keys))
+        if len(model) and (model == model[0]).all():
+            return self.scorers[self._names[model[0]]].score_batch(batch)
+        per_sample = model[batch.series_index]
+        out = np.zeros(len(batch))
+        for m in np.unique(model).tolist():
+            pick = np.flatnonzero(per_sample == m)
+            used, local = np.unique(batch.series_index[pick], return_inverse=True)
+            sub = SampleBatch([batch.series_keys[i] for i in used.tolist()], local.astype(np.uint32),
+                              batch.timestamps[pick], batch.values[pick])
+            out[pick] = self.scorers[self._names[m]].score_batch(sub)
+        return out
+
+    def _route(self, key: bytes) -> int:
+        m = self._model_of.get(key)
+        if m is None:
+            name = self.catalog.model_for(labels_from_canonical(key))
+            self.scorer(name)
+            m = self._model_of[key] = self._names.index(name)
+        return m
+
+    def reclassify(self) -> int:
+        """Apply newly learned metric types in every model's scorer; returns how many series changed."""
+        return sum(scorer.reclassify() for scorer in self.scorers.values())
+
+    def retire(self, keys: Sequence[bytes]) -> None:
+        """Forget series (stale, or moved away) in whichever scorer holds them."""
+        for scorer in self.scorers.values():
+            scorer.retire(keys)
+        for key in keys:
+            self._model_of.pop(key, None)
