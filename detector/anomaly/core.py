@@ -317,6 +317,9 @@ class ColumnarState:
             out[idx] = self.step(rows[idx], t[idx], x[idx])
         return out
 
+    # Snapshots (detector.snapshot) carry every other attribute; these follow from the params.
+    SNAPSHOT_SKIP = frozenset({"params", "test_ids", "n_scalars"})
+
 
 def rounds(rows: np.ndarray) -> list[np.ndarray]:
     """Cut a batch into rounds: round k holds each series' k-th sample (positions, in order).
