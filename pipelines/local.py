@@ -67,6 +67,7 @@ class LocalPipeline:
             HEADROOM_GLOBAL_SAMPLES_TOPIC=self.global_samples_topic,
             HEADROOM_ALERTS_TOPIC=self.alerts_topic,
             HEADROOM_SCORES_TOPIC=f"{self.app_id}-scores",
+            HEADROOM_STATE_TOPIC=f"{self.app_id}-state",
             HEADROOM_PARTITIONS=str(self.partitions),
             HEADROOM_RULE_FILES=json.dumps(list(self.rule_files)),
             HEADROOM_RECEIVER_PORT=str(self.receiver_port),
