@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -178,16 +178,18 @@ class StateKeeper:
     """Restores, catches up and snapshots the partitions of the worker's lanes.
 
     ``lanes`` maps a samples topic to its :class:`~pipelines.app.PartitionEngines`;
-    ``decode`` turns a message value into a batch (None for an unreadable one).
+    ``decode`` turns a message value into a batch (None for an unreadable one);
+    ``flush`` waits until the outputs already sent (alerts, scores) are acknowledged.
     """
 
     def __init__(self, topic: SnapshotTopic, lanes: dict, decode: Callable, interval_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, flush: Callable[[], Awaitable] | None = None) -> None:
         self.topic = topic
         self.lanes = lanes
         self.decode = decode
         self.interval_s = interval_s
         self.clock = clock
+        self.flush = flush
         self._saved_at: dict[tuple[str, int], float] = {}
 
     async def recover(self, lane: str, partition: int, resume_offset: int) -> None:
@@ -214,8 +216,9 @@ class StateKeeper:
                 engines.ingest(partition, batch, offset=at)  # outputs were emitted before the restart
                 caught_up += 1
         self._saved_at[(lane, partition)] = self.clock()
-        log.info("%s[%d]: restored the snapshot at offset %d (%d bytes), caught up %d message(s) in %.2fs",
-                 lane, partition, offset, len(snapshot), caught_up, time.monotonic() - started)
+        log.info("%s[%d]: restored the snapshot at offset %d (%d bytes), caught up %d message(s) in %.2fs; "
+                 "the agent resumes at offset %d", lane, partition, offset, len(snapshot), caught_up,
+                 time.monotonic() - started, resume_offset)
 
     async def maybe_save(self, lane: str, partition: int) -> None:
         """Snapshot a partition if ``interval_s`` has passed since its last one."""
@@ -236,6 +239,10 @@ class StateKeeper:
                           lane, partition, len(snapshot), self.topic.max_bytes)
                 continue
             try:
+                if self.flush is not None:
+                    # A snapshot says "the messages up to here are done": their outputs must
+                    # be in Kafka first, or a crash right after would lose them for good.
+                    await self.flush()
                 await self.topic.save(lane, partition, offset, snapshot)
             except KafkaError as exc:
                 log.error("%s[%d]: cannot write its snapshot (%s); the next one will try again", lane, partition, exc)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import signal
+import time
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from detector.batch import SampleBatch
 from detector.partition import PartitionDetectors
@@ -15,6 +18,7 @@ from detector.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
 from pipelines.app import PartitionEngines
 from pipelines.local import LocalPipeline
 from pipelines.settings import Settings
+from pipelines.stack.process import is_alive
 from pipelines.stack.kafka import create_topics
 from pipelines.state import SnapshotTopic, StateKeeper, state_topic_config
 from tests.support import read_alerts, write_rules
@@ -45,22 +49,65 @@ async def post_steps(session: aiohttp.ClientSession, url: str, steps: range) -> 
             assert answer.status == 204  # acknowledged: must not be lost
 
 
-async def test_worker_restart_keeps_the_models_and_the_for_clock(kafka, tmp_path, app_id):
+async def wait_until_consumed(session: aiohttp.ClientSession, pipeline: LocalPipeline, messages: int) -> None:
+    """Until the worker's /metrics counts ``messages`` sample batches."""
+    url = f"http://127.0.0.1:{pipeline.worker_port}/metrics"
+    async with asyncio.timeout(60):
+        while True:
+            async with session.get(url) as answer:
+                text = await answer.text()
+            counted = [float(line.split()[-1]) for line in text.splitlines() if line.startswith("headroom_worker_batches_total")]
+            if counted and counted[0] >= messages:
+                return
+            await asyncio.sleep(0.1)
+
+
+async def wait_for_a_snapshot(bootstrap: str, topic: str, partitions: int = 3) -> None:
+    """Until the state topic (2 samples partitions + the global lane's) holds a snapshot."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(partitions)]
+        async with asyncio.timeout(60):
+            while not any((await consumer.end_offsets(partitions)).values()):
+                await asyncio.sleep(0.1)
+    finally:
+        await consumer.stop()
+
+
+def kill_worker(pipeline: LocalPipeline) -> None:
+    """SIGKILL, no shutdown: the worker's last snapshot is the periodic one, its last commit whatever it was."""
+    pid = pipeline._pids.pop("worker")
+    os.killpg(pid, signal.SIGKILL)
+    while is_alive(pid):
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("stop", ["graceful", "crash"])
+async def test_worker_restart_keeps_the_models_and_the_for_clock(kafka, tmp_path, app_id, stop):
     rules = write_rules(tmp_path, [{"alert": "Down", "expr": "up == 0", "for": "5m"}], interval="15s")
     pipeline = LocalPipeline(kafka.bootstrap, tmp_path / "run", rule_files=(str(rules),), app_id=app_id, partitions=2,
                              extra_env={"HEADROOM_SNAPSHOT_INTERVAL": "1s"})
     await asyncio.to_thread(pipeline.start)
     try:
         async with aiohttp.ClientSession() as session:
-            await post_steps(session, pipeline.write_url, range(0, 110))
+            await post_steps(session, pipeline.write_url, range(0, 100))
+            await wait_until_consumed(session, pipeline, 10)
+            await asyncio.sleep(1.5)
+            await post_steps(session, pipeline.write_url, range(100, 110))  # due for a snapshot: taken after this
             pending = await read_alerts(kafka.bootstrap, pipeline.alerts_topic, lambda ev: len(ev) >= 1)
             assert [(e["state"], (e["eval_time"] - BASE) // 1000) for e in pending] == [("pending", 1500)]
-            await asyncio.to_thread(pipeline.stop_one, "worker")
+            if stop == "graceful":  # snapshots everything on the way out
+                await asyncio.to_thread(pipeline.stop_one, "worker")
+            else:  # restarts from the periodic snapshot, then catches up or skips what it already holds
+                await wait_for_a_snapshot(kafka.bootstrap, f"{app_id}-state")
+                await asyncio.to_thread(kill_worker, pipeline)
             await post_steps(session, pipeline.write_url, range(110, 130))  # while the worker is down
             await asyncio.to_thread(pipeline.start_one, "worker")
             await post_steps(session, pipeline.write_url, range(130, 140))
-        alerts = await read_alerts(kafka.bootstrap, pipeline.alerts_topic, lambda ev: len(ev) >= 2)
-        scores = await read_alerts(kafka.bootstrap, f"{app_id}-scores", lambda ev: len(ev) >= 1)
+        # After a crash the group waits for the dead member's session to time out (Faust: 60 s).
+        alerts = await read_alerts(kafka.bootstrap, pipeline.alerts_topic, lambda ev: len(ev) >= 2, timeout=150)
+        scores = await read_alerts(kafka.bootstrap, f"{app_id}-scores", lambda ev: len(ev) >= 2, timeout=30)
         await asyncio.sleep(3)  # anything more would be a duplicate: let it arrive
         alerts = await read_alerts(kafka.bootstrap, pipeline.alerts_topic, lambda ev: False, timeout=2)
         scores = await read_alerts(kafka.bootstrap, f"{app_id}-scores", lambda ev: False, timeout=2)
@@ -79,7 +126,7 @@ async def test_worker_restart_keeps_the_models_and_the_for_clock(kafka, tmp_path
 
 
 async def test_recover_restores_the_snapshot_and_catches_up_to_the_resume_offset(kafka, app_id):
-    """The catch-up path alone, deterministic: a snapshot at offset 59 of 100 messages, resume at 80."""
+    """The catch-up path alone, deterministic: a snapshot at offset 39 of 70 messages, resume at 60."""
     settings = Settings(kafka_bootstrap=kafka.bootstrap, samples_topic=f"{app_id}-samples", state_topic=f"{app_id}-state",
                         partitions=1, snapshot_max_bytes=8 * 1024 * 1024)
     await create_topics(kafka.bootstrap, {settings.samples_topic: 1})
