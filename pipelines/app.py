@@ -193,7 +193,7 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
     keeper = None
     if settings.snapshot_interval_s > 0:
         state_topic = SnapshotTopic(settings.kafka_bootstrap, settings.state_topic, settings.samples_topic,
-                                    settings.partitions, settings.snapshot_max_bytes)
+                                    settings.partitions, settings.snapshot_max_bytes, settings.app_id)
         keeper = StateKeeper(state_topic, lanes, decode, settings.snapshot_interval_s, flush=lambda: app.producer.flush())
 
     async def evaluate(stream: faust.StreamT) -> None:

@@ -65,12 +65,15 @@ def state_topic_config(max_bytes: int) -> dict[str, str | int]:
 class SnapshotTopic:
     """The state topic and the catch-up reads of the samples topic, over plain aiokafka clients.
 
-    ``lanes`` lists the sample topics in state-partition order: samples
-    partition ``p`` of ``lanes[0]`` maps to state partition ``p``, the one
-    partition of ``lanes[1]`` (the global lane) to ``partitions``.
+    Samples partition ``p`` maps to state partition ``p``, the one partition of
+    the global lane to ``partitions``. Records are keyed by app id, lane and
+    partition, so two apps that share a state topic by mistake never load each
+    other's state.
     """
 
-    def __init__(self, bootstrap: str, topic: str, samples_topic: str, partitions: int, max_bytes: int) -> None:
+    def __init__(self, bootstrap: str, topic: str, samples_topic: str, partitions: int, max_bytes: int,
+                 app_id: str = "headroom") -> None:
+        self.app_id = app_id
         self.bootstrap = bootstrap
         self.topic = topic
         self.samples_topic = samples_topic
@@ -81,9 +84,8 @@ class SnapshotTopic:
     def state_partition(self, lane: str, partition: int) -> int:
         return partition if lane == self.samples_topic else self.partitions
 
-    @staticmethod
-    def key(lane: str, partition: int) -> bytes:
-        return f"{lane}/{partition}".encode()
+    def key(self, lane: str, partition: int) -> bytes:
+        return f"{self.app_id}/{lane}/{partition}".encode()
 
     async def start(self) -> None:
         # Snapshots are compressed already; acks=all so a snapshot survives the broker it was written to.
