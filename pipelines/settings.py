@@ -103,7 +103,8 @@ class Settings(BaseSettings):
         return parse_duration(self.produce_timeout) / 1000
 
     def topics(self) -> dict[str, int]:
-        """Every topic Headroom uses, with its partition count."""
+        """Every topic Headroom uses, with its partition count, but the state topic (:meth:`state_topics`:
+        it is created with its own configuration)."""
         return {self.samples_topic: self.partitions, self.global_samples_topic: 1, self.alerts_topic: 1, self.scores_topic: 1}
 
     def state_topics(self) -> dict[str, int]:

@@ -69,6 +69,12 @@ class SnapshotTopic:
     the global lane to ``partitions``. Records are keyed by app id, lane and
     partition, so two apps that share a state topic by mistake never load each
     other's state.
+
+    >>> topic = SnapshotTopic("127.0.0.1:9092", "headroom-state", "headroom-samples", partitions=8, max_bytes=1 << 26)
+    >>> topic.state_partition("headroom-samples", 3), topic.state_partition("headroom-samples-global", 0)
+    (3, 8)
+    >>> topic.key("headroom-samples", 3)
+    b'headroom/headroom-samples/3'
     """
 
     def __init__(self, bootstrap: str, topic: str, samples_topic: str, partitions: int, max_bytes: int,
