@@ -107,7 +107,8 @@ class SnapshotTopic:
 
     async def save(self, lane: str, partition: int, offset: int, snapshot: bytes) -> None:
         """Write a snapshot taken after folding in ``lane[partition]`` up to ``offset``; waits for the ack."""
-        assert self._producer is not None, "start() first"
+        if self._producer is None:  # e.g. a revoke after shutdown stopped it: the shutdown snapshot is written
+            raise KafkaError("the state topic's producer is not running")
         await self._producer.send_and_wait(
             self.topic,
             snapshot,
