@@ -109,7 +109,9 @@ class PartitionEngines:
         return offset <= self.offsets.get(partition, -1)
 
     def ingest(self, partition: int, batch: SampleBatch, offset: int | None = None) -> PartitionOutput:
-        engine = self.engines.get(partition) or self.start_empty(partition)
+        engine = self.engines.get(partition)
+        if engine is None:
+            engine = self.start_empty(partition)
         self._last_ingest_ms[partition] = int(self.clock() * 1000)
         out = engine.ingest(batch)
         if offset is not None:
