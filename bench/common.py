@@ -219,6 +219,7 @@ class WorkerProcess:
             HEADROOM_APP_ID=app_id,
             HEADROOM_SAMPLES_TOPIC=samples_topic,
             HEADROOM_ALERTS_TOPIC=f"{app_id}-alerts",
+            HEADROOM_STATE_TOPIC=f"{app_id}-state",
             HEADROOM_PARTITIONS=str(partitions),
             HEADROOM_RULE_FILES=json.dumps(rule_files),
             HEADROOM_WORKER_WEB_PORT=str(self.port),

@@ -47,6 +47,9 @@ class AlertBook:
         self.resend_delay_ms = int(resend_delay_ms)
         self._alerts: dict[int, tuple[Alert, str]] = {}  # fingerprint -> (alert, expr for generatorURL)
 
+    # Snapshots (detector.snapshot) carry the alerts; the timings are configuration.
+    SNAPSHOT_SKIP = frozenset({"interval_ms", "resend_delay_ms"})
+
     def __len__(self) -> int:
         return len(self._alerts)
 

@@ -47,9 +47,10 @@ from detector.batch import SampleBatch
 from detector.forecast.engine import Forecast, ForecastEngine, warning_alert_labels
 from detector.labels import LANE_CLOCK, METRIC_NAME, Labels, canonical_bytes, labels_from_canonical
 from detector.metadata import MetricTypes
-from detector.rules.alerting import fingerprint
-from detector.rules.engine import EngineOutput, RuleEngine
+from detector.rules.alerting import Alert, fingerprint
+from detector.rules.engine import EngineOutput, EngineStats, RuleEngine
 from detector.rules.group import RuleGroup
+from detector.snapshot import SnapshotError, apply_attributes, capture_attributes, decode, encode
 from detector.store import EMPTY
 
 SCORE_METRIC = "headroom_anomaly_score"
@@ -227,6 +228,67 @@ class PartitionDetectors:
                 out.update({METRIC_NAME: SCORE_METRIC, "metric": name})
                 self._scored[key] = canonical_bytes(tuple(sorted(out.items())))
         return self._scored[key]
+
+    # ------------------------------------------------------------------ snapshots
+
+    # Snapshots carry the rule engine, scorer and forecaster (detector.snapshot);
+    # the threshold is configuration and the score keys a cache.
+    SNAPSHOT_SKIP = frozenset({"score_threshold", "_scored", "retire_every_ms"})
+
+    def snapshot(self) -> bytes:
+        """Everything this partition has learned, as bytes for :meth:`restore`.
+
+        >>> from detector.batch import SampleBatch
+        >>> from detector.rules import load_rule_files
+        >>> groups = load_rule_files(["anomaly"])
+        >>> live = PartitionDetectors(groups)
+        >>> x = (("__name__", "x"), ("job", "api"))
+        >>> _ = live.ingest(SampleBatch.from_series([(x, [(t * 15_000, float(t % 7)) for t in range(150)])]))
+        >>> back = PartitionDetectors.restore(live.snapshot(), groups)
+        >>> nxt = SampleBatch.from_series([(x, [(150 * 15_000, 40.0)])])
+        >>> back.ingest(nxt).scores == live.ingest(nxt).scores   # past warm-up, the same model
+        True
+        """
+        state = capture_attributes(self)
+        state["_config"] = self._config_identity()
+        return encode(state, SNAPSHOT_RECORDS)
+
+    @classmethod
+    def restore(cls, data: bytes, groups: list[RuleGroup], **options) -> PartitionDetectors:
+        """Detectors built from the current ``groups`` and ``options`` (as for the constructor),
+        carrying the state of a :meth:`snapshot`.
+
+        Raises :class:`~detector.snapshot.SnapshotError` if the bytes are not a
+        snapshot this code can load, or were taken with other model or forecast
+        settings. Rule changes are fine: see :meth:`RuleEngine.restore_state`.
+        """
+        detectors = cls(groups, **options)
+        state = decode(data, SNAPSHOT_RECORDS)
+        if not isinstance(state, dict) or "_config" not in state:
+            raise SnapshotError("corrupt snapshot: not the state of a partition")
+        taken_with = state.pop("_config")
+        if taken_with != detectors._config_identity():
+            raise SnapshotError(f"snapshot taken with other detector settings ({taken_with}), now {detectors._config_identity()}")
+        try:
+            apply_attributes(detectors, state)
+        except SnapshotError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - state that decodes but does not fit: same as corrupt
+            raise SnapshotError(f"snapshot does not fit this code: {type(exc).__name__}: {exc}") from None
+        return detectors
+
+    def _config_identity(self) -> str:
+        """What the learned state depends on besides the rules: model and forecast settings."""
+        scorer = "off" if self.scorer is None else self.scorer.identity()
+        forecasts = "off"
+        if self.forecaster is not None:
+            config = self.forecaster.config
+            forecasts = f"{config.settings!r} {[spec.describe() for spec in config.specs]}"
+        return f"scores: {scorer}; forecasts: {forecasts}"
+
+
+SNAPSHOT_RECORDS = {"Alert": Alert, "EngineStats": EngineStats}
+"""The dataclasses a partition snapshot may hold (the loader builds nothing else)."""
 
 
 def _latest(batch: SampleBatch) -> dict[bytes, float]:

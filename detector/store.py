@@ -374,3 +374,6 @@ class SeriesStore:
         self._vals = np.hstack([vals, np.zeros((n, cap))])
         # Rows now hold min(written, cap) samples from slot 0 on.
         self._written = np.minimum(self._written, cap)
+
+    # Snapshots (detector.snapshot) carry every other attribute; retention is configuration.
+    SNAPSHOT_SKIP = frozenset({"retention_ms"})

@@ -18,9 +18,13 @@ A partition that stops receiving samples evaluates on wall-clock time once it
 has been quiet for ``HEADROOM_IDLE_ADVANCE`` (live data only), so its alerts
 still resolve when a sender dies.
 
-Engine state is in memory: after a worker restart or a rebalance, a partition's
-engine starts empty from the committed offset, so a pending ``for`` clock
-restarts (as it does in Prometheus after a restart without state restore).
+Engine state (store, alert states and ``for`` clocks, anomaly models,
+forecasts) lives with its partition: it is snapshotted to a compacted Kafka
+topic every ``HEADROOM_SNAPSHOT_INTERVAL`` and on revoke and shutdown, and
+after a worker restart or a rebalance it is restored, then caught up from the
+samples topic, before the partition's next message is ingested
+(:mod:`pipelines.state`). With ``HEADROOM_SNAPSHOT_INTERVAL=0s`` a partition
+starts empty from the committed offset, as a Prometheus without state restore.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from detector.batch import SampleBatch
 from detector.errors import BatchFormatError
 from detector.metadata import MetricTypes
 from detector.partition import PartitionDetectors, PartitionOutput
+from detector.snapshot import SnapshotError
 from detector.rules import RuleGroup
 from detector.rules.engine import idle_watermark, is_live
 from detector.rules.placement import place_groups
@@ -46,6 +51,7 @@ from pipelines.gauges import DetectorGauges
 from pipelines.metadata_feed import MetadataFeed
 from pipelines.notifier import Notifier
 from pipelines.settings import Settings
+from pipelines.state import SnapshotTopic, StateKeeper
 
 log = logging.getLogger("headroom.worker")
 
@@ -68,27 +74,70 @@ class PartitionEngines:
         self.clock = clock
         self.detectors = detectors
         self.engines: dict[int, PartitionDetectors] = {}
+        self.offsets: dict[int, int] = {}  # offset of the last message folded into each engine
         self._last_ingest_ms: dict[int, int] = {}
         self.models = settings.model_catalog() if detectors and settings.anomaly_scores else None
 
-    def ingest(self, partition: int, batch: SampleBatch) -> PartitionOutput:
+    def _options(self) -> dict:
+        options = {
+            "lookback_ms": self.settings.lookback_ms,
+            "lateness_ms": self.settings.lateness_ms,
+            "resend_delay_ms": self.settings.resend_delay_ms,
+        }
+        return {
+            "engine_options": options,
+            "scores": self.detectors and self.settings.anomaly_scores,
+            "forecasts": self.detectors and self.settings.forecasts,
+            "metric_types": self.metric_types,
+            "models": self.models,
+        }
+
+    def start_empty(self, partition: int) -> PartitionDetectors:
         self._last_ingest_ms[partition] = int(self.clock() * 1000)
+        engine = self.engines[partition] = PartitionDetectors(self.groups, **self._options())
+        return engine
+
+    def restore(self, partition: int, snapshot: bytes, offset: int) -> bool:
+        """Restore a partition from a snapshot taken at ``offset``; one that cannot be
+        loaded is logged and the partition starts empty (never a crash)."""
+        try:
+            self.engines[partition] = PartitionDetectors.restore(snapshot, self.groups, **self._options())
+        except SnapshotError as exc:
+            log.error("partition %d: cannot load its snapshot at offset %d, starting empty: %s", partition, offset, exc)
+            self.start_empty(partition)
+            return False
+        # Types learned since the snapshot (the metadata topic is read from its start) apply at once.
+        self.engines[partition].reclassify()
+        self.offsets[partition] = offset
+        self._last_ingest_ms[partition] = int(self.clock() * 1000)
+        return True
+
+    def snapshot(self, partition: int) -> tuple[int, bytes] | None:
+        """``(offset, snapshot)`` of a partition that has folded in a message; None otherwise."""
+        engine, offset = self.engines.get(partition), self.offsets.get(partition)
+        if engine is None or offset is None:
+            return None
+        try:
+            return offset, engine.snapshot()
+        except SnapshotError as exc:
+            log.error("partition %d: cannot snapshot its state: %s", partition, exc)
+            return None
+
+    def folded(self, partition: int, offset: int) -> bool:
+        """Whether the message at ``offset`` is already in the partition's state (from its snapshot)."""
+        return offset <= self.offsets.get(partition, -1)
+
+    def ingest(self, partition: int, batch: SampleBatch, offset: int | None = None) -> PartitionOutput:
         engine = self.engines.get(partition)
         if engine is None:
-            options = {
-                "lookback_ms": self.settings.lookback_ms,
-                "lateness_ms": self.settings.lateness_ms,
-                "resend_delay_ms": self.settings.resend_delay_ms,
-            }
-            engine = self.engines[partition] = PartitionDetectors(
-                self.groups,
-                engine_options=options,
-                scores=self.detectors and self.settings.anomaly_scores,
-                forecasts=self.detectors and self.settings.forecasts,
-                metric_types=self.metric_types,
-                models=self.models,
-            )
-        return engine.ingest(batch)
+            engine = self.start_empty(partition)
+        self._last_ingest_ms[partition] = int(self.clock() * 1000)
+        out = engine.ingest(batch)
+        if offset is not None:
+            # Set before any await: a snapshot taken meanwhile (revoke, shutdown) pairs
+            # this state with this offset.
+            self.offsets[partition] = offset
+        return out
 
     def advance_idle(self) -> dict[int, PartitionOutput]:
         """Evaluate quiet partitions on wall-clock time (see :func:`idle_watermark`)."""
@@ -112,6 +161,7 @@ class PartitionEngines:
     def forget(self, partitions: set[int]) -> None:
         for partition in partitions:
             self.engines.pop(partition, None)
+            self.offsets.pop(partition, None)
             self._last_ingest_ms.pop(partition, None)
 
 
@@ -164,22 +214,40 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
         settings.global_samples_topic: PartitionEngines(placement.global_, settings, detectors=False),
     }
 
+    def decode(topic: str, partition: int, offset: int, value: bytes) -> SampleBatch | None:
+        try:
+            return SampleBatch.decode(value)
+        except BatchFormatError as exc:
+            metrics.bad_messages.inc()
+            log.error("skipping unreadable message at %s[%d]@%d: %s", topic, partition, offset, exc)
+            return None
+
+    keeper = None
+    if settings.snapshot_interval_s > 0:
+        state_topic = SnapshotTopic(settings.kafka_bootstrap, settings.state_topic, settings.samples_topic,
+                                    settings.partitions, settings.snapshot_max_bytes, settings.app_id)
+        keeper = StateKeeper(state_topic, lanes, decode, settings.snapshot_interval_s, flush=lambda: app.producer.flush())
+
     async def evaluate(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            topic, partition = event.message.topic, event.message.partition
-            try:
-                batch = SampleBatch.decode(event.value)
-            except BatchFormatError as exc:
-                metrics.bad_messages.inc()
-                log.error("skipping unreadable message at %s[%d]@%d: %s", topic, partition, event.message.offset, exc)
+            topic, partition, offset = event.message.topic, event.message.partition, event.message.offset
+            engines = lanes[topic]
+            if keeper is not None and partition not in engines.engines:
+                await keeper.recover(topic, partition, offset)  # before this message is ingested
+            if engines.folded(partition, offset):
+                continue  # delivered again after a restart, already in the restored state
+            batch = decode(topic, partition, offset, event.value)
+            if batch is None:
                 continue
-            out = lanes[topic].ingest(partition, batch)
+            out = engines.ingest(partition, batch, offset=offset)
             metrics.messages.inc()
             metrics.samples.inc(len(batch))
             metrics.dropped.labels("duplicate").inc(out.engine.duplicates)
             metrics.dropped.labels("out_of_order").inc(out.engine.out_of_order)
             metrics.late.inc(out.engine.late)
             await publish(topic, partition, out)
+            if keeper is not None:
+                await keeper.maybe_save(topic, partition)
 
     # One agent per lane: target partitions, and the one-partition global lane
     # for groups that combine series across targets (detector.rules.placement).
@@ -232,16 +300,29 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
     async def start_notifier() -> None:
         await notifier.start()
 
+    @app.task
+    async def start_state() -> None:
+        if keeper is not None:
+            await keeper.topic.start()
+
     @app.on_before_shutdown.connect
     async def stop_notifier(app: faust.App, **_: object) -> None:
         await notifier.stop()
 
+    @app.on_before_shutdown.connect
+    async def save_state(app: faust.App, **_: object) -> None:
+        if keeper is not None:
+            await keeper.save_all()
+            await keeper.topic.stop()
+
     @app.on_partitions_revoked.connect
     async def drop_revoked(app: faust.App, revoked: set, **_: object) -> None:
         for topic, engines in lanes.items():
-            gone = {tp.partition for tp in revoked if tp.topic == topic}
-            engines.forget(gone)
-            gauges.forget(topic, gone)
+            partitions = {tp.partition for tp in revoked if tp.topic == topic}
+            if keeper is not None and partitions:
+                await keeper.save(topic, partitions)  # so the next owner resumes from here
+            engines.forget(partitions)
+            gauges.forget(topic, partitions)
 
     @app.page("/metrics")
     async def metrics_page(web, request):  # noqa: ANN001 - Faust's view signature

@@ -99,11 +99,14 @@ def worker(rule_files: tuple[str, ...], bootstrap: str | None, web_port: int | N
 
     from pipelines.app import create_app
     from pipelines.stack.kafka import create_topics
+    from pipelines.state import state_topic_config
 
     settings = _settings(rule_files=rule_files, kafka_bootstrap=bootstrap, worker_web_port=web_port)
     groups = _load_groups(settings)
     asyncio.run(create_topics(settings.kafka_bootstrap, settings.topics()))
     asyncio.run(create_topics(settings.kafka_bootstrap, settings.compacted_topics(), {"cleanup.policy": "compact"}))
+    asyncio.run(create_topics(settings.kafka_bootstrap, settings.state_topics(),
+                              config=state_topic_config(settings.snapshot_max_bytes)))
     app = create_app(settings, groups)
     Worker(app, loglevel="info").execute_from_commandline()
 

@@ -75,6 +75,7 @@ class LocalPipeline:
             HEADROOM_SCORES_TOPIC=f"{self.app_id}-scores",
             HEADROOM_METADATA_TOPIC=self.metadata_topic,
             HEADROOM_FORECASTS_TOPIC=self.forecasts_topic,
+            HEADROOM_STATE_TOPIC=f"{self.app_id}-state",
             HEADROOM_PARTITIONS=str(self.partitions),
             HEADROOM_RULE_FILES=json.dumps(list(self.rule_files)),
             HEADROOM_RECEIVER_PORT=str(self.receiver_port),

@@ -67,10 +67,18 @@ class Settings(BaseSettings):
     max_decompressed_bytes: int = 64 * 1024 * 1024
     produce_timeout: str = "10s"
 
+    # Partition state (rules, models, forecasts) survives restarts and moves as
+    # snapshots in a compacted topic, taken this often per partition (wall
+    # clock); "0s" turns them off (pipelines/state.py).
+    state_topic: str = "headroom-state"
+    snapshot_interval: str = "30s"
+    snapshot_max_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
+
     worker_web_port: int = 6066
     data_dir: Path = Path("var/worker")
 
-    @field_validator("evaluation_interval", "lookback_delta", "lateness", "resend_delay", "idle_advance", "produce_timeout")
+    @field_validator("evaluation_interval", "lookback_delta", "lateness", "resend_delay", "idle_advance", "produce_timeout",
+                     "snapshot_interval")
     @classmethod
     def _is_duration(cls, value: str) -> str:
         parse_duration(value)
@@ -110,17 +118,26 @@ class Settings(BaseSettings):
         return parse_duration(self.idle_advance)
 
     @property
+    def snapshot_interval_s(self) -> float:
+        return parse_duration(self.snapshot_interval) / 1000
+
+    @property
     def produce_timeout_s(self) -> float:
         return parse_duration(self.produce_timeout) / 1000
 
     def topics(self) -> dict[str, int]:
-        """Every topic Headroom uses, with its partition count."""
+        """Every topic Headroom uses, with its partition count, but the compacted ones (:meth:`compacted_topics`,
+        :meth:`state_topics`: they are created with their own configuration)."""
         return {self.samples_topic: self.partitions, self.global_samples_topic: 1, self.alerts_topic: 1, self.scores_topic: 1,
                 self.forecasts_topic: 1}
 
     def compacted_topics(self) -> dict[str, int]:
         """Topics that keep the latest record per key (created with cleanup.policy=compact)."""
         return {self.metadata_topic: 1}
+
+    def state_topics(self) -> dict[str, int]:
+        """The compacted state topic: one partition per samples partition, one for the global lane."""
+        return {self.state_topic: self.partitions + 1}
 
     def write_limits(self) -> WriteLimits:
         return WriteLimits(max_body_bytes=self.max_body_bytes, max_decompressed_bytes=self.max_decompressed_bytes)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.anomaly.models import DEFAULT_MODEL, MODELS
+from detector.anomaly.models import DEFAULT_MODEL, MODELS, make_model
 from detector.anomaly.scorer import AnomalyScorer
 from detector.batch import SampleBatch
 from detector.errors import HeadroomError
@@ -195,6 +195,34 @@ class CatalogScorer:
             self.scorer(name)
             m = self._model_of[key] = self._names.index(name)
         return m
+
+    def identity(self) -> str:
+        """What learned state depends on: the routes, and the parameters of every model they name."""
+        names = sorted({self.catalog.default, *(r.model for r in self.catalog.routes)})
+        params = {name: repr(getattr(make_model(name), "params", "")) for name in names}
+        return f"routes {[(r.selector, r.model) for r in self.catalog.routes]} default {self.catalog.default} params {params}"
+
+    # ------------------------------------------------------------------ snapshots (detector.snapshot)
+
+    SNAPSHOT_SKIP = frozenset({"catalog", "counter", "metric_types", "scorers"})
+
+    def snapshot_state(self) -> dict:
+        from detector.snapshot import capture, capture_attributes
+
+        state = capture_attributes(self)
+        state["scorers"] = {name: capture(scorer) for name, scorer in self.scorers.items()}
+        return state
+
+    def restore_state(self, state: dict) -> None:
+        from detector.snapshot import SnapshotError, apply, apply_attributes
+
+        scorers = state.pop("scorers")
+        apply_attributes(self, state)
+        for name in self._names:
+            if name not in MODELS or name not in scorers:
+                raise SnapshotError(f"snapshot names anomaly model {name!r}, which this catalog cannot rebuild")
+            found = self.scorers[name] = AnomalyScorer(name, self.counter, self.metric_types)
+            apply(found, scorers[name])
 
     def reclassify(self) -> int:
         """Apply newly learned metric types in every model's scorer; returns how many series changed."""

@@ -294,7 +294,8 @@ class ColumnarState:
         if p.shape_max <= 0:
             return excess / (m1 * _LN10)
         var = np.maximum(m2 - m1 * m1, 1e-300)
-        xi = np.clip(0.5 * (1.0 - m1 * m1 / var), 1e-9, p.shape_max)
+        with np.errstate(over="ignore"):  # a variance near 0 gives -inf here, clipped to the exponential tail
+            xi = np.clip(0.5 * (1.0 - m1 * m1 / var), 1e-9, p.shape_max)
         return np.log1p(xi * excess / (m1 * (1.0 - xi))) / (xi * _LN10)
 
     def _huber(self, size: np.ndarray, scale: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -316,6 +317,9 @@ class ColumnarState:
         for idx in rounds(rows):
             out[idx] = self.step(rows[idx], t[idx], x[idx])
         return out
+
+    # Snapshots (detector.snapshot) carry every other attribute; these follow from the params.
+    SNAPSHOT_SKIP = frozenset({"params", "test_ids", "n_scalars"})
 
 
 def rounds(rows: np.ndarray) -> list[np.ndarray]:

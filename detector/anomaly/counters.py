@@ -104,3 +104,5 @@ class CounterState:
         self.last_t[rows] = np.where(ok, t, prev_t)
         self.last_v[rows] = np.where(ok, v, prev_v)
         return rate
+
+    SNAPSHOT_SKIP = frozenset()  # every attribute is state (detector.snapshot)

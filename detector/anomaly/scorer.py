@@ -154,3 +154,6 @@ class AnomalyScorer:
     @property
     def bytes_per_series(self) -> int:
         return int(self.model.bytes_per_series) + 2 * 8 + 1
+
+    # Snapshots (detector.snapshot) carry every other attribute; these come from the constructor.
+    SNAPSHOT_SKIP = frozenset({"model_name", "counter", "metric_types"})

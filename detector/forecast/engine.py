@@ -562,3 +562,22 @@ class ForecastEngine:
         """The warning state of a series (``inactive`` for unknown series)."""
         row = self._keys.get(canonical_bytes(labels), -1)
         return STATES[int(self.warnings.state[row])] if row >= 0 else "inactive"
+
+    # ------------------------------------------------------------------ snapshots
+
+    # Snapshots (detector.snapshot) carry every other attribute. The config comes
+    # from the constructor; each row's spec is found again from its labels.
+    SNAPSHOT_SKIP = frozenset({"config", "_specs"})
+
+    def restore_state(self, state: dict) -> None:
+        """Load a snapshot's state (see :mod:`detector.snapshot`), matching each row's spec anew."""
+        from detector.snapshot import SnapshotError, apply_attributes
+
+        apply_attributes(self, state)
+        specs = []
+        for labels in self._labels:
+            spec = None if labels is None else next((sp for sp in self.config.specs if sp.matches(labels)), None)
+            if labels is not None and spec is None:
+                raise SnapshotError(f"forecast series {series_text(labels)} matches no spec of the current configuration")
+            specs.append(spec)
+        self._specs = specs

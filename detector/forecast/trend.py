@@ -434,6 +434,9 @@ class TrendBank:
         """The t quantile each row's intervals use (depends on its effective sample size)."""
         return self._fit(rows).k
 
+    # Snapshots (detector.snapshot) carry every other attribute; these come from the constructor.
+    SNAPSHOT_SKIP = frozenset({"tau_s", "level", "min_samples", "max_horizon_s", "adapt_sigmas", "_z"})
+
 
 class TrendForecaster:
     """One series' trend, river-style: ``learn_one(t_s, x)``, ``forecast(horizon_s)``.

@@ -159,6 +159,9 @@ class WarningBank:
         self.active_at[rows] = np.nan
         self.fired_at[rows] = np.nan
 
+    # Snapshots (detector.snapshot) carry every other attribute; these come from the constructor.
+    SNAPSHOT_SKIP = frozenset({"horizon_s", "warn_after", "resolve_after", "hysteresis", "eval_interval_s"})
+
 
 # ---------------------------------------------------------------------- words
 

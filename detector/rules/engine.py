@@ -33,7 +33,7 @@ from detector.alerts import AlertNotification, AlertTransition
 from detector.batch import SampleBatch
 from detector.promql import EvalContext
 from detector.promql.plan import DEFAULT_LOOKBACK_MS, EvaluationError
-from detector.rules.alerting import Alert, AlertingRule
+from detector.rules.alerting import Alert, AlertingRule, fingerprint
 from detector.rules.group import RuleGroup
 from detector.rules.recording import write_series
 from detector.store import EMPTY, SeriesStore
@@ -186,6 +186,81 @@ class RuleEngine:
             except EvaluationError as exc:
                 self.stats.evaluation_errors += 1
                 out.errors.append(f"{group.source}: group {group.name!r}, rule {rule.name!r} at {tick}: {exc}")
+
+    # ------------------------------------------------------------------ snapshots
+
+    # Snapshots (detector.snapshot) carry every other attribute (store, watermark,
+    # stats). Rules come from the current rule files, so the state kept per rule
+    # position is saved by group and rule name instead (see snapshot_state).
+    SNAPSHOT_SKIP = frozenset({"groups", "lookback_ms", "lateness_ms", "resend_delay_ms", "_alerts", "_written", "_next_tick"})
+
+    def snapshot_state(self) -> dict:
+        """This engine's state for :mod:`detector.snapshot`, rule state keyed by names, not positions."""
+        from detector.snapshot import capture_attributes
+
+        state = capture_attributes(self)
+        rules = []
+        for index, group in enumerate(self.groups):
+            seen: dict[str, int] = {}
+            for position, rule in enumerate(group.rules):
+                key = (index << 20) | position
+                occurrence = seen[rule.name] = seen.get(rule.name, -1) + 1
+                alerts = list(self._alerts.get(key, {}).values())
+                written = self._written.get(key)
+                if alerts or written is not None:
+                    rules.append((group.name, rule.name, occurrence, alerts, written))
+        state["_rules"] = rules
+        state["_ticks"] = {g.name: (g.interval_ms, tick) for g, tick in zip(self.groups, self._next_tick)}
+        return state
+
+    def restore_state(self, state: dict) -> None:
+        """Load :meth:`snapshot_state` into an engine built from the current rule files.
+
+        As Prometheus restores ``for`` state from ``ALERTS_FOR_STATE``, an alert
+        goes back to the rule with its group's and rule's names whose fixed
+        labels it carries; alerts of rules that no longer exist are dropped. A
+        group whose interval changed starts at its next tick after the last
+        evaluation made.
+        """
+        from detector.snapshot import apply_attributes
+
+        rules, ticks = state.pop("_rules"), state.pop("_ticks")
+        apply_attributes(self, state)
+        positions: dict[tuple[str, str], list[tuple[int, object]]] = {}
+        for index, group in enumerate(self.groups):
+            for position, rule in enumerate(group.rules):
+                positions.setdefault((group.name, rule.name), []).append(((index << 20) | position, rule))
+        for group_name, rule_name, occurrence, alerts, written in rules:
+            candidates = positions.get((group_name, rule_name), [])
+            if occurrence < len(candidates) and written is not None:
+                self._written[candidates[occurrence][0]] = written
+            for alert in alerts:
+                key = _rule_for_alert(alert, candidates, occurrence)
+                if key is not None:
+                    self._alerts.setdefault(key, {})[fingerprint(alert.labels)] = alert
+        for i, group in enumerate(self.groups):
+            interval, tick = ticks.get(group.name, (None, None))
+            if interval == group.interval_ms:
+                self._next_tick[i] = tick
+            elif self._evaluated_until != EMPTY:
+                self._next_tick[i] = (self._evaluated_until // group.interval_ms + 1) * group.interval_ms
+
+
+def _rule_for_alert(alert: Alert, candidates: list, occurrence: int) -> int | None:
+    """Key of the alerting rule among same-named ``candidates`` whose fixed labels the alert carries.
+
+    Rules of one group may share a name (the levels of one alert, told apart by
+    a ``severity`` label): the one at the same occurrence is preferred.
+    """
+    labels = dict(alert.labels)
+    fits = [
+        (key, i) for i, (key, rule) in enumerate(candidates)
+        if isinstance(rule, AlertingRule)
+        and all(labels.get(name, "") == "".join(t.parts) for name, t in rule.labels if all(isinstance(p, str) for p in t.parts))
+    ]
+    if not fits:
+        return None
+    return next((key for key, i in fits if i == occurrence), fits[0][0])
 
 
 LIVE_WINDOW_MS = 600_000
