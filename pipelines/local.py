@@ -55,6 +55,8 @@ class LocalPipeline:
     @property
     def metadata_topic(self) -> str:
         return f"{self.app_id}-metadata"
+
+    @property
     def forecasts_topic(self) -> str:
         return f"{self.app_id}-forecasts"
 
