@@ -2,7 +2,8 @@
 
 Starts a Kafka broker, a worker and a receiver, pushes the runbook simulator's
 scripted incident through remote-write at ``speed`` times real time, and shows
-every alert state change read back from the alerts topic. Everything it
+every alert state change read back from the alerts topic, and the saturation
+forecasts that head to their bound from the forecasts topic. Everything it
 started is stopped on exit, after ``duration`` or on Ctrl-C.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -20,6 +22,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from detector.forecast.warning import bound_text, series_text, warning_text
 from detector.simulate import RunbookSimulator
 from detector.templates import humanize
 from pipelines.local import LocalPipeline
@@ -51,25 +54,30 @@ async def run_demo(*, duration: float, speed: float, scenario: str, rule_files: 
 async def _show(pipeline: LocalPipeline, *, duration: float, speed: float, scenario: str, console: Console) -> int:
     start_ms = int(time.time() * 1000)
     sim = RunbookSimulator(scenario=scenario, start_ms=start_ms)
-    consumer = AIOKafkaConsumer(pipeline.alerts_topic, bootstrap_servers=pipeline.bootstrap, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(pipeline.alerts_topic, pipeline.forecasts_topic, bootstrap_servers=pipeline.bootstrap,
+                                auto_offset_reset="earliest")
     await consumer.start()
     alerts: dict[str, dict] = {}
+    forecasts: dict[str, dict] = {}  # series -> its newest forecast that heads to the bound
     history: list[str] = []
     push = asyncio.create_task(
         push_remote_write(sim, pipeline.write_url, start_ms=start_ms, step_ms=5000, speed=speed, duration_s=duration * speed)
     )
     started = time.monotonic()
     try:
-        with Live(_render(alerts, history, 0.0, 0.0, sim.series_count()), console=console, refresh_per_second=4) as live:
+        with Live(_render(alerts, forecasts, history, 0.0, 0.0, sim.series_count()), console=console, refresh_per_second=4) as live:
             while not push.done():
                 batch = await consumer.getmany(timeout_ms=250)
-                for records in batch.values():
+                for tp, records in batch.items():
                     for record in records:
                         event = json.loads(record.value)
+                        if tp.topic == pipeline.forecasts_topic:
+                            _keep_forecast(forecasts, event)
+                            continue
                         alerts[event["fingerprint"]] = event
                         history.append(_history_line(event, start_ms))
                 elapsed = time.monotonic() - started
-                live.update(_render(alerts, history, elapsed, elapsed * speed, sim.series_count()))
+                live.update(_render(alerts, forecasts, history, elapsed, elapsed * speed, sim.series_count()))
         stats = push.result()
     except (KeyboardInterrupt, asyncio.CancelledError):
         push.cancel()
@@ -87,7 +95,26 @@ def _history_line(event: dict, start_ms: int) -> str:
     return f"+{at:6.0f}s  {event['rule']} {{{labels}}}  {event['previous']} -> {event['state']}"
 
 
-def _render(alerts: dict[str, dict], history: list[str], wall: float, event: float, series: int) -> Group:
+def _keep_forecast(forecasts: dict[str, dict], event: dict) -> None:
+    """Keep a series' newest forecast while it heads to its bound; forget it when it stops."""
+    key = json.dumps(event["labels"], sort_keys=True)
+    if event["eta_seconds"] is None and event["state"] == "inactive":
+        forecasts.pop(key, None)
+    else:
+        forecasts[key] = event
+
+
+def _forecast_text(event: dict) -> str:
+    labels = tuple(sorted(event["labels"].items()))
+    if event["eta_seconds"] is None:
+        return f"{series_text(labels)}: no longer heading to {bound_text(event['bound'], event['bound_name'])}"
+    high = event["eta_high_seconds"]
+    return warning_text(labels, event["bound"], event["bound_name"], event["direction"], event["eta_seconds"],
+                        event["eta_low_seconds"], math.inf if high is None else high)
+
+
+def _render(alerts: dict[str, dict], forecasts: dict[str, dict], history: list[str], wall: float, event: float,
+            series: int) -> Group:
     table = Table(title=f"Headroom alerts  (wall {wall:5.0f}s, event time +{event:6.0f}s, {series} series)", expand=True)
     for column in ("alert", "labels", "state", "value", "summary"):
         table.add_column(column)
@@ -97,4 +124,10 @@ def _render(alerts: dict[str, dict], history: list[str], wall: float, event: flo
         state = event_data["state"]
         value = humanize(float(event_data["value"]))
         table.add_row(event_data["rule"], labels, Text(state, style=STATE_STYLE.get(state, "")), value, event_data["annotations"].get("summary", ""))
-    return Group(table, Text("\n".join(history[-8:]), style="dim"))
+    soonest = sorted(forecasts.values(), key=lambda f: math.inf if f["eta_seconds"] is None else f["eta_seconds"])[:6]
+    ahead = Table(title="Saturation forecasts (soonest first)", expand=True)
+    for column in ("forecast", "warning"):
+        ahead.add_column(column)
+    for f in soonest:
+        ahead.add_row(_forecast_text(f), Text(f["state"], style=STATE_STYLE.get(f["state"], "")))
+    return Group(table, ahead, Text("\n".join(history[-8:]), style="dim"))
