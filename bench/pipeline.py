@@ -10,7 +10,9 @@ are produced with aiokafka to one samples topic before anything consumes.
 Each run starts a fresh ``python -m pipelines.cli worker`` (HEADROOM_* env,
 the runbook rules, a new app id, hence a new consumer group reading the topic
 from the start) and polls its ``/metrics`` every 50 ms for
-``headroom_worker_samples_total``:
+``headroom_worker_samples_total``, restricted to the counters it reads
+(``?name[]=``: the whole page, with a gauge per series, would cost the worker
+more than the polling is worth):
 
 * whole stream: samples / time from the first poll showing any sample
   consumed to the first poll showing all of them;
@@ -41,6 +43,9 @@ TOPIC = "bench-pipeline-samples"
 TARGET = 200_000
 POLL_S = 0.05
 _TICKS = os.sysconf("SC_CLK_TCK")
+
+POLLED = "?" + "&".join(f"name[]={name}" for name in (
+    "headroom_worker_samples_total", "headroom_rule_evaluation_failures_total", "headroom_alert_transitions_total"))
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -119,7 +124,7 @@ def _worker_run(ctx: BenchContext, bootstrap: str, rule_files: list[str], total:
         trace: list[tuple[float, float]] = []
         deadline = time.monotonic() + 300
         while True:
-            metrics = scrape(worker.metrics_url) or {}
+            metrics = scrape(worker.metrics_url + POLLED) or {}
             now = time.perf_counter()
             count = metrics.get("headroom_worker_samples_total", 0)
             if count > 0:

@@ -203,8 +203,7 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
     forecasts_topic = app.topic(settings.forecasts_topic, partitions=1, value_serializer="raw", key_serializer="raw")
     placement = place_groups(groups, settings.partition_by)
     metrics = WorkerMetrics(registry or CollectorRegistry())
-    gauges = DetectorGauges()  # latest score and forecast per series, for dashboards
-    metrics.registry.register(gauges)
+    gauges = DetectorGauges()  # latest score and forecast per series, for dashboards (appended to /metrics)
     notifier = Notifier.from_settings(
         settings.alertmanager_urls, settings.webhook_urls, settings.external_url, settings.external_labels, metrics.registry
     )
@@ -326,8 +325,13 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
 
     @app.page("/metrics")
     async def metrics_page(web, request):  # noqa: ANN001 - Faust's view signature
-        # aiohttp refuses a charset inside content_type; the exposition is ASCII anyway.
-        return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4")
+        # ?name[]=... restricts the families, as prometheus-client's own handler
+        # does: a poller of the worker's counters need not render 10k series.
+        names = request.query.getall("name[]", [])
+        registry = metrics.registry.restricted_registry(names) if names else metrics.registry
+        body = generate_latest(registry) + gauges.exposition(names or None).encode()
+        # aiohttp refuses a charset inside content_type; the text format's content type is enough.
+        return web.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4")
 
     return app
 

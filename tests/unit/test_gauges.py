@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from detector.batch import SampleBatch
@@ -22,9 +21,7 @@ SATURATION = (("__name__", "worker_dispatch_channel_saturation"), ("worker_id", 
 
 
 def scrape(gauges: DetectorGauges) -> dict[str, list[tuple[dict, float]]]:
-    registry = CollectorRegistry()
-    registry.register(gauges)
-    text = generate_latest(registry).decode()
+    text = gauges.exposition()
     return {f.name: [(s.labels, s.value) for s in f.samples] for f in text_string_to_metric_families(text)}
 
 
@@ -121,3 +118,12 @@ def test_a_retired_series_leaves_the_gauges():
     assert [s[0]["metric"] for s in metrics["headroom_anomaly_score"]] == ["pgmq_queue_max_depth"]
     assert metrics.get("headroom_saturation_eta_seconds", []) == []
     assert metrics.get("headroom_early_warning_state", []) == []
+
+
+def test_only_the_families_asked_for_are_written():
+    key = canonical_bytes((("__name__", "headroom_anomaly_score"), ("metric", "up")))
+    gauges = DetectorGauges()
+    gauges.update("samples", 0, output(latest_scores={key: 0.1}, forecasts=[forecast()]))
+    text = gauges.exposition({"headroom_saturation_eta_seconds", "headroom_worker_samples"})
+    assert [f.name for f in text_string_to_metric_families(text)] == ["headroom_saturation_eta_seconds"]
+    assert gauges.exposition(set()) == ""
