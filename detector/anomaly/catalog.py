@@ -41,6 +41,7 @@ from detector.batch import SampleBatch
 from detector.errors import HeadroomError
 from detector.labels import Labels, labels_from_canonical
 from detector.promql.plan import Matcher
+from detector.yaml_files import YamlFileError, read_mapping
 
 
 class ModelCatalogError(HeadroomError):
@@ -122,15 +123,10 @@ class ModelCatalog:
     @classmethod
     def load(cls, path: str | Path) -> ModelCatalog:
         """Read a YAML catalog file (see the module docs)."""
-        import yaml
-
-        path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ModelCatalogError([f"{path}: cannot read: {exc}"]) from None
-        if raw is not None and not isinstance(raw, Mapping):
-            raise ModelCatalogError([f"{path}: expected a mapping with 'models' (and optionally 'default')"])
+            raw = read_mapping(path, "a mapping with 'models' (and optionally 'default')")
+        except YamlFileError as exc:
+            raise ModelCatalogError([str(exc)]) from None
         return cls.from_dict(raw, str(path))
 
 

@@ -49,6 +49,7 @@ from detector.durations import parse_duration
 from detector.errors import HeadroomError
 from detector.labels import METRIC_NAME, Labels, metric_name
 from detector.promql.plan import Matcher
+from detector.yaml_files import YamlFileError, read_mapping
 
 
 class ForecastSpecError(HeadroomError):
@@ -418,15 +419,10 @@ class ForecastConfig:
     @classmethod
     def load(cls, path: str | Path) -> ForecastConfig:
         """Read a YAML spec file (see the module docs)."""
-        import yaml
-
-        path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ForecastSpecError([f"{path}: cannot read: {exc}"]) from None
-        if raw is not None and not isinstance(raw, Mapping):
-            raise ForecastSpecError([f"{path}: expected a mapping with 'forecasts' and 'settings'"])
+            raw = read_mapping(path, "a mapping with 'forecasts' and 'settings'")
+        except YamlFileError as exc:
+            raise ForecastSpecError([str(exc)]) from None
         return cls.from_dict(raw, str(path))
 
 
