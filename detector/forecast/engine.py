@@ -231,7 +231,8 @@ class ForecastEngine:
         self.config = config or ForecastConfig()
         s = self.config.settings
         self.trend = TrendBank(s.tau_s, s.level, s.min_samples, s.max_horizon_s, s.adapt_sigmas)
-        self.warnings = WarningBank(s.horizon_s, s.warn_after, s.resolve_after, s.hysteresis, s.eval_interval_s)
+        self.warnings = WarningBank(s.horizon_s, s.warn_after, s.resolve_after, s.hysteresis, s.eval_interval_s,
+                                    confirm_share=s.confirm_share, warn_after_min=s.warn_after_min)
         self._keys: dict[bytes, int] = {}  # series key -> forecast row, or -1 for not a forecast series
         self._bound_keys: dict[bytes, list[int]] = {}  # paired bound series key -> forecast rows
         self._labels: list[Labels] = []

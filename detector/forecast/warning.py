@@ -46,7 +46,10 @@ class WarningBank:
     """
 
     def __init__(self, horizon_s: float = 1200.0, warn_after: int = 12, resolve_after: int = 8,
-                 hysteresis: float = 2.0, eval_interval_s: float = 15.0, capacity: int = 1024) -> None:
+                 hysteresis: float = 2.0, eval_interval_s: float = 15.0, capacity: int = 1024,
+                 confirm_share: float = 0.0, warn_after_min: int = 1) -> None:
+        self.confirm_share = float(confirm_share)
+        self.warn_after_min = int(warn_after_min)
         self.horizon_s = float(horizon_s)
         self.warn_after = int(warn_after)
         self.resolve_after = int(resolve_after)
@@ -138,7 +141,14 @@ class WarningBank:
         new[drop] = INACTIVE
         streak = np.where(drop, 0, streak)
 
-        fire = (new == PENDING) & (streak >= self.warn_after)
+        need = self.warn_after
+        if self.confirm_share > 0 and self.eval_interval_s > 0:
+            # A bound close at hand leaves no time for the full confirmation: wait at most
+            # confirm_share of the time left, but never fewer than warn_after_min evaluations.
+            with np.errstate(invalid="ignore"):
+                short = np.ceil(self.confirm_share * np.nan_to_num(eta, nan=np.inf, posinf=np.inf) / self.eval_interval_s)
+            need = np.clip(short, min(self.warn_after_min, self.warn_after), self.warn_after)
+        fire = (new == PENDING) & (streak >= need)
         new[fire] = FIRING
         streak = np.where(fire, 0, streak)
         self.fired_at[rows[fire]] = t_s[fire]
@@ -160,7 +170,8 @@ class WarningBank:
         self.fired_at[rows] = np.nan
 
     # Snapshots (detector.snapshot) carry every other attribute; these come from the constructor.
-    SNAPSHOT_SKIP = frozenset({"horizon_s", "warn_after", "resolve_after", "hysteresis", "eval_interval_s"})
+    SNAPSHOT_SKIP = frozenset({"horizon_s", "warn_after", "resolve_after", "hysteresis", "eval_interval_s",
+                               "confirm_share", "warn_after_min"})
 
 
 # ---------------------------------------------------------------------- words

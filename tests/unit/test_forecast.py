@@ -508,6 +508,21 @@ def test_the_state_machine_hysteresis():
 
 
 @pytest.mark.parametrize(
+    ("eta", "share", "fires_at"),
+    [(600.0, 0.33, 12), (240.0, 0.33, 6), (90.0, 0.33, 6), (240.0, 0.5, 8), (240.0, 0.0, 12), (60.0, 0.33, 6)],
+)
+def test_a_near_bound_shortens_the_confirmation_to_a_share_of_the_time_left(eta, share, fires_at):
+    # 12 evaluations normally; with the bound 4 minutes away and share 0.33, ceil(0.33 * 240 / 15) = 6
+    bank = WarningBank(horizon_s=1200, warn_after=12, eval_interval_s=15, confirm_share=share, warn_after_min=6)
+    rows = bank.add(1)
+    states = []
+    for k in range(14):
+        bank.step(rows, np.array([15.0 * k]), np.array([eta]))
+        states.append(int(bank.state[0]))
+    assert states.index(FIRING) + 1 == fires_at
+
+
+@pytest.mark.parametrize(
     "seconds, mode, text",
     [(7.4, "round", "7s"), (44, "round", "45s"), (240, "round", "4m"), (179, "floor", "2m"), (301, "ceil", "6m"),
      (3600, "round", "1h"), (5400, "round", "1h30m"), (86400 * 2 + 3600, "round", "2d1h"), (math.inf, "ceil", "∞")],
