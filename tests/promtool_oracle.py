@@ -31,7 +31,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -120,6 +120,17 @@ def promtool_results(series: Series, queries: Sequence[tuple[str, int]], interva
 
 _GOT_SAMPLE = re.compile(r'\{((?:[^"}]|"(?:[^"\\]|\\.)*")*)\} ([^,\s]+)(?:, |$)')
 _GOT_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def table_disagreements(cases: Iterable[tuple[str, Series, str, int, Result]], agree: Callable[[Result, Result], bool],
+                        interval_ms: int) -> list[str]:
+    """Rows ``(what, series, expr, t_ms, answer)`` of a hand-written answer table that promtool answers otherwise."""
+    wrong = []
+    for what, series, expr, t_ms, answer in cases:
+        (got,) = promtool_results(series, [(expr, t_ms)], interval_ms)
+        if not agree(answer, got):
+            wrong.append(f"{what}: {expr} promtool says {got}, the table {answer}")
+    return wrong
 
 
 def parse_failures(output: str, expected: int) -> list[Result]:

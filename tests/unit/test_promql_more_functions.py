@@ -44,6 +44,7 @@ from tests.promtool_oracle import (
     promtool_results,
     same_result,
     series_labels,
+    table_disagreements,
 )
 
 MINUTE = 60_000
@@ -622,11 +623,7 @@ def test_fast_case(what: str, series: Series, expr: str, t_ms: int, answer: Resu
 
 
 def test_fast_case_answers_are_promtools(promtool: str) -> None:
-    wrong = []
-    for what, series, expr, t_ms, answer in FAST_CASES:
-        (got,) = promtool_results(series, [(expr, t_ms)], MINUTE)
-        if not same_result(answer, got):
-            wrong.append(f"{what}: {expr} promtool says {got}, the table {answer}")
+    wrong = table_disagreements(FAST_CASES, same_result, MINUTE)
     assert wrong == []
 
 
