@@ -2,7 +2,7 @@
 
 ``.venv/bin/python -m bench.early_warning [--quick] [--seeds N] [--days N] [--jobs J] [--save PATH]``
 
-Each scenario of :mod:`detector.simulate` made for this bench is recorded with
+Each scenario of :mod:`simulator.runbook` made for this bench is recorded with
 the load generator by the code of ``headroom record`` (15 s scrapes, the
 simulator seeded), then run by the code of ``headroom replay`` with the
 runbook's packs (``--rules backpressure --rules backpressure-levels``, default
@@ -51,7 +51,7 @@ from rich.console import Console
 
 from bench.common import Table
 from detector.forecast import ALERT_NAME
-from detector.simulate import RAMP_HOLD_S, RAMP_MINUTES, RAMP_RECOVER_S, RAMP_START_S, SCENARIOS
+from simulator.runbook import RAMP_HOLD_S, RAMP_MINUTES, RAMP_RECOVER_S, RAMP_START_S, SCENARIOS
 
 START_S = 1_700_000_000  # event time of scenario second 0 (headroom record's default)
 STEP_S = 15.0
@@ -118,7 +118,7 @@ def alert_events(path: Path) -> list[dict]:
 
 def series_samples(recording: Path, metric: str) -> dict[tuple, list[tuple[int, float]]]:
     """(t_ms, value) of every series of one metric in a recording, by its labels."""
-    from detector.openmetrics import read_samples
+    from detector.wire.openmetrics import read_samples
 
     prefix = metric + "{"
     with recording.open() as fd:

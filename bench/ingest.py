@@ -53,8 +53,8 @@ def _label(shape: tuple[int, int]) -> str:
 
 
 def _decode_rows(ctx: BenchContext, tables: dict[tuple[int, int], Table]) -> None:
-    from detector.proto import remote_pb2
-    from detector.remote_write import RemoteWriteDecoder
+    from detector.wire.proto import remote_pb2
+    from detector.wire.remote_write import RemoteWriteDecoder
 
     def baseline(bodies):
         for body in bodies:

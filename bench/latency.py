@@ -132,7 +132,7 @@ class _Reader:
 
 
 async def _post(session, url: str, series: list) -> int:
-    from detector.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
+    from detector.wire.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
 
     async with session.post(url, data=encode_write_request(series), headers=REMOTE_WRITE_HEADERS) as answer:
         await answer.read()

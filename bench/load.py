@@ -28,7 +28,7 @@ import aiohttp
 import numpy as np
 
 from bench.workload import runbook_fleet
-from detector.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
+from detector.wire.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
 
 HEADERS = {**REMOTE_WRITE_HEADERS, "User-Agent": "headroom-bench"}
 

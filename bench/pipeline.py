@@ -83,7 +83,7 @@ async def _baseline(bootstrap: str, total: int, warm: int) -> tuple[float, float
     """(whole-stream samples/s, steady samples/s, steady samples/CPU-s) for a plain consumer + decode."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from detector.batch import SampleBatch
+    from detector.wire.batch import SampleBatch
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
                                 max_partition_fetch_bytes=1024 * 1024)

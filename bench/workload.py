@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.labels import Labels, canonical_bytes, labels_from_dict, partition_for
-from detector.remote_write import encode_write_request
-from detector.simulate import EVENT_TYPES, LATENCY_BUCKETS_MS, REJECTION_REASONS, WAIT_BUCKETS_MS
+from detector.wire.remote_write import encode_write_request
+from simulator.runbook import EVENT_TYPES, LATENCY_BUCKETS_MS, REJECTION_REASONS, WAIT_BUCKETS_MS
 
 REGIONS = ("eu-west-1", "us-east-1", "ap-south-1")
 NAMESPACES = ("orders", "payments", "notifications", "inventory", "shipping")

@@ -9,7 +9,7 @@ scored or forecast themselves: nothing loops back.
 
 Saturation forecasts raise early warnings with their own hysteresis
 (:mod:`detector.forecast`) and join the same stream of alert transitions; an
-:class:`~detector.alert_book.AlertBook` sends them on the rules' send and
+:class:`~detector.output.alert_book.AlertBook` sends them on the rules' send and
 resend schedule, so :attr:`PartitionOutput.notifications` holds both. The
 estimates themselves come out as :class:`~detector.forecast.engine.Forecast`
 events when they change, and the latest score of every scored series as
@@ -22,7 +22,7 @@ anomaly and forecast state (a pending or firing early warning goes inactive);
 its samples stay in the rule engine's store while a rule's range could still
 read them, then its row is freed for reuse (:meth:`RuleEngine.free_expired`).
 
->>> from detector.batch import SampleBatch
+>>> from detector.wire.batch import SampleBatch
 >>> from detector.rules import load_rule_files
 >>> detectors = PartitionDetectors(load_rule_files(["anomaly"]))
 >>> up = (("__name__", "up"), ("job", "api"))
@@ -40,13 +40,13 @@ from itertools import repeat
 
 import numpy as np
 
-from detector.alert_book import AlertBook
-from detector.alerts import AlertNotification, AlertTransition
+from detector.output.alert_book import AlertBook
+from detector.output.alerts import AlertNotification, AlertTransition
 from detector.anomaly.catalog import CatalogScorer, ModelCatalog
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.forecast.engine import Forecast, ForecastEngine, warning_alert_labels
 from detector.labels import LANE_CLOCK, METRIC_NAME, Labels, canonical_bytes, labels_from_canonical
-from detector.metadata import MetricTypes
+from detector.wire.metadata import MetricTypes
 from detector.rules.alerting import Alert, fingerprint
 from detector.rules.engine import EngineOutput, EngineStats, RuleEngine
 from detector.rules.group import RuleGroup
@@ -238,7 +238,7 @@ class PartitionDetectors:
     def snapshot(self) -> bytes:
         """Everything this partition has learned, as bytes for :meth:`restore`.
 
-        >>> from detector.batch import SampleBatch
+        >>> from detector.wire.batch import SampleBatch
         >>> from detector.rules import load_rule_files
         >>> groups = load_rule_files(["anomaly"])
         >>> live = PartitionDetectors(groups)

@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detector.anomaly.catalog import ModelCatalog
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.labels import DEFAULT_PARTITION_BY, LANE_CLOCK, Labels, canonical_bytes, partition_for
-from detector.metadata import MetricTypes
-from detector.openmetrics import read_samples
+from detector.wire.metadata import MetricTypes
+from detector.wire.openmetrics import read_samples
 from detector.partition import DEFAULT_SCORE_THRESHOLD, PartitionDetectors, PartitionOutput
 from detector.rules.group import RuleGroup
 from detector.rules.placement import place_groups

@@ -17,7 +17,7 @@ timestamp is not newer than the newest one stored is dropped and counted
 That makes ingest idempotent: a remote-write request retried after a timeout
 changes nothing.
 
->>> from detector.batch import SampleBatch
+>>> from detector.wire.batch import SampleBatch
 >>> store = SeriesStore(retention_ms=300_000)
 >>> up = (("__name__", "up"), ("job", "api"))
 >>> stats = store.append(SampleBatch.from_series([(up, [(1000, 1.0), (2000, 0.0)])]))
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.labels import Labels, labels_from_canonical
 
 EMPTY = np.iinfo(np.int64).min
@@ -212,7 +212,7 @@ class SeriesStore:
         ``timestamp(x)`` needs when the sample it selects was taken, not when
         the rule is evaluated.
 
-        >>> from detector.batch import SampleBatch
+        >>> from detector.wire.batch import SampleBatch
         >>> store = SeriesStore(retention_ms=300_000)
         >>> _ = store.append(SampleBatch.from_series([((("__name__", "x"),), [(1000, 1.0), (2000, 5.0)])]))
         >>> found, stamps, values = store.latest(np.array([0]), t_ms=2500, lookback_ms=300_000)
@@ -239,7 +239,7 @@ class SeriesStore:
         after them hold ``EMPTY`` and NaN. Staleness markers are left out, as
         Prometheus leaves them out of range vectors.
 
-        >>> from detector.batch import SampleBatch
+        >>> from detector.wire.batch import SampleBatch
         >>> store = SeriesStore(retention_ms=300_000)
         >>> stale = np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.float64)[0]
         >>> x = (("__name__", "x"),)
@@ -313,7 +313,7 @@ class SeriesStore:
         The caller guarantees no query can still read them (see
         :meth:`detector.rules.engine.RuleEngine.free_expired`).
 
-        >>> from detector.batch import SampleBatch
+        >>> from detector.wire.batch import SampleBatch
         >>> store = SeriesStore(retention_ms=300_000)
         >>> _ = store.append(SampleBatch.from_series([((("__name__", "a"),), [(1000, 1.0)])]))
         >>> store_key = store.key(0)

@@ -38,9 +38,9 @@ import faust
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.errors import BatchFormatError
-from detector.metadata import MetricTypes
+from detector.wire.metadata import MetricTypes
 from detector.partition import PartitionDetectors, PartitionOutput
 from detector.snapshot import SnapshotError
 from detector.rules import RuleGroup

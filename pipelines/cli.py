@@ -123,8 +123,8 @@ def simulate(url: str, scenario: str, speed: float, step: float, duration: float
     """Generate the backpressure runbook's metrics, with a scripted incident."""
     import time
 
-    from detector.simulate import RunbookSimulator
-    from pipelines.simulator import push_remote_write, serve_metrics
+    from simulator.runbook import RunbookSimulator
+    from simulator.serve import push_remote_write, serve_metrics
 
     start_ms = int(time.time() * 1000)
     sim = RunbookSimulator(scenario=scenario, seed=seed, start_ms=start_ms)

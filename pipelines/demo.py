@@ -23,10 +23,10 @@ from rich.table import Table
 from rich.text import Text
 
 from detector.forecast.warning import bound_text, series_text, warning_text
-from detector.simulate import RunbookSimulator
-from detector.templates import humanize
+from simulator.runbook import RunbookSimulator
+from detector.output.templates import humanize
 from pipelines.local import LocalPipeline
-from pipelines.simulator import push_remote_write
+from simulator.serve import push_remote_write
 from pipelines.stack.kafka import KafkaBroker
 
 STATE_STYLE = {"firing": "bold red", "pending": "yellow", "inactive": "green"}

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from detector.metadata import MetricTypes, decode_type
+from detector.wire.metadata import MetricTypes, decode_type
 
 log = logging.getLogger("headroom.metadata")
 

@@ -1,13 +1,13 @@
 """Sending alert notifications to Alertmanagers and webhooks, as Prometheus's notifier does.
 
-The rule engines produce :class:`~detector.alerts.AlertNotification` objects on
+The rule engines produce :class:`~detector.output.alerts.AlertNotification` objects on
 Prometheus's send/resend schedule; :meth:`Notifier.enqueue` hands them over
 without ever blocking or raising, and one task per target delivers them:
 
 * Alertmanager targets get ``POST <url>/api/v2/alerts`` with a JSON list of
   alerts; webhook targets get ``POST <url>`` with
   ``{"version": "headroom.notification.v1", "alerts": [...]}`` (the same alert
-  objects, see :mod:`detector.notify`). External labels are added to every
+  objects, see :mod:`detector.output.notify`). External labels are added to every
   alert, ``generatorURL`` points under the external URL.
 * Each target has its own bounded queue (10 000 alerts by default) that drops
   its *oldest* alerts when full, so a dead or slow target only ever loses its
@@ -60,8 +60,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from detector.alerts import AlertNotification
-from detector.notify import (
+from detector.output.alerts import AlertNotification
+from detector.output.notify import (
     DEFAULT_MAX_BATCH,
     DEFAULT_QUEUE_CAPACITY,
     DropOldestQueue,

@@ -30,10 +30,10 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.errors import InvalidRequest
-from detector.metadata import encode_type
-from detector.remote_write import RemoteWriteDecoder
+from detector.wire.metadata import encode_type
+from detector.wire.remote_write import RemoteWriteDecoder
 from detector.rules.placement import Placement
 from pipelines.settings import Settings
 

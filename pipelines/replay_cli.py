@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from detector.anomaly.catalog import ModelCatalog
 from detector.errors import HeadroomError
-from detector.openmetrics import OpenMetricsError
+from detector.wire.openmetrics import OpenMetricsError
 from detector.replay import Replay, read_openmetrics
 from detector.rules import load_rule_files
 from pipelines.settings import Settings
@@ -84,8 +84,8 @@ def replay(recording: Path, rule_files: tuple[str, ...], out_path: Path, partiti
 @click.option("--start", "start_s", type=float, default=1_700_000_000.0, show_default=True, help="Event time of the first scrape, Unix seconds.")
 def record(out_path: Path, scenario: str, minutes: float, step: float, seed: int, start_s: float) -> None:
     """Record the runbook simulator to OpenMetrics with timestamps, for `headroom replay`."""
-    from detector.simulate import RunbookSimulator
-    from pipelines.simulator import render_openmetrics
+    from simulator.runbook import RunbookSimulator
+    from simulator.serve import render_openmetrics
 
     start_ms = int(start_s * 1000)
     sim = RunbookSimulator(scenario=scenario, seed=seed, start_ms=start_ms)

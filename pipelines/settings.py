@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detector.anomaly.catalog import ModelCatalog, ModelCatalogError
 from detector.durations import parse_duration
-from detector.remote_write import WriteLimits
+from detector.wire.remote_write import WriteLimits
 
 
 class Settings(BaseSettings):

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.labels import Labels
 from detector.promql import EvalContext, EvaluationError, InstantVector, Scalar, UnsupportedExpression, compile_expr
 from detector.rules.unittest import parse_series, parse_series_values

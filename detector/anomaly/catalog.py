@@ -37,7 +37,7 @@ import numpy as np
 
 from detector.anomaly.models import DEFAULT_MODEL, MODELS, make_model
 from detector.anomaly.scorer import AnomalyScorer
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.errors import HeadroomError
 from detector.labels import Labels, labels_from_canonical
 from detector.promql.plan import Matcher

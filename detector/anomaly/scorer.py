@@ -1,11 +1,11 @@
 """The scorer the pipeline calls: series keys to state rows, counters to rates, batches to scores.
 
 One :class:`AnomalyScorer` holds every series of a partition. Each Kafka
-message (a :class:`~detector.batch.SampleBatch`) is scored in one call; the
+message (a :class:`~detector.wire.batch.SampleBatch`) is scored in one call; the
 samples of one series are scored in their order in the batch, every sample
 before it is learned.
 
->>> from detector.batch import SampleBatch
+>>> from detector.wire.batch import SampleBatch
 >>> scorer = AnomalyScorer()
 >>> batch = SampleBatch.from_series([
 ...     ((("__name__", "jobs_total"),), [(i * 15_000, 10.0 * i) for i in range(3)]),
@@ -27,7 +27,7 @@ from detector.anomaly.core import rounds
 from detector.anomaly.counters import CounterState, is_counter
 from detector.anomaly.models import DEFAULT_MODEL, make_model
 from detector.labels import labels_from_canonical
-from detector.metadata import MetricTypes
+from detector.wire.metadata import MetricTypes
 
 
 def _name_from_key(key: bytes) -> str:
@@ -147,7 +147,7 @@ class AnomalyScorer:
         return out
 
     def score_batch(self, batch) -> np.ndarray:
-        """Scores of a :class:`~detector.batch.SampleBatch`, one per sample, in its order."""
+        """Scores of a :class:`~detector.wire.batch.SampleBatch`, one per sample, in its order."""
         rows = self.rows_for(batch.series_keys)[batch.series_index.astype(np.intp)]
         return self.score(rows, batch.timestamps / 1000.0, batch.values)
 

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.alerts import AlertTransition
+from detector.output.alerts import AlertTransition
 from detector.labels import METRIC_NAME, Labels, canonical_bytes, labels_from_canonical, metric_name, stable_hash
 from detector.forecast.spec import BoundSpec, ForecastConfig
 from detector.forecast.trend import STATE_BYTES, TrendBank, _group_ranks, direction_sign
@@ -99,7 +99,7 @@ class EarlyWarning:
 
     def to_alert(self, group: str = "headroom_forecasts", source: str = "forecast",
                  extra_labels: Labels = WARNING_LABELS) -> AlertTransition:
-        """The same event as an :class:`~detector.alerts.AlertTransition`, for the shared alert path.
+        """The same event as an :class:`~detector.output.alerts.AlertTransition`, for the shared alert path.
 
         Labels: the series' labels without ``__name__``, plus ``alertname``,
         ``metric`` (the series' name, so two metrics of one target stay two
@@ -222,7 +222,7 @@ def _unshown(n: int) -> np.ndarray:
 class ForecastEngine:
     """Bounded-series forecasts and early warnings over a stream of sample batches.
 
-    ``ingest`` takes the columns of a :class:`~detector.batch.SampleBatch`
+    ``ingest`` takes the columns of a :class:`~detector.wire.batch.SampleBatch`
     (``ingest_batch`` the batch itself): a table of series (label tuples or
     canonical label bytes), each sample's series index, timestamps in ms, values.
     """
@@ -364,7 +364,7 @@ class ForecastEngine:
     # ------------------------------------------------------------------ stream
 
     def ingest_batch(self, batch, forecasts: list[Forecast] | None = None) -> list[EarlyWarning]:
-        """:meth:`ingest` on a :class:`~detector.batch.SampleBatch`."""
+        """:meth:`ingest` on a :class:`~detector.wire.batch.SampleBatch`."""
         return self.ingest(batch.series_keys, batch.series_index, batch.timestamps, batch.values, forecasts)
 
     def ingest(self, series: Sequence[Labels | bytes], series_index: Sequence[int] | np.ndarray,

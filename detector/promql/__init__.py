@@ -5,7 +5,7 @@ each node evaluates against a :class:`~detector.store.SeriesStore` at a given
 time. Constructs Headroom cannot evaluate exactly as Prometheus 2.x does are
 refused at compile time with :class:`UnsupportedExpression`, naming them.
 
->>> from detector.batch import SampleBatch
+>>> from detector.wire.batch import SampleBatch
 >>> from detector.store import SeriesStore
 >>> store = SeriesStore(retention_ms=600_000)
 >>> _ = store.append(SampleBatch.from_series([

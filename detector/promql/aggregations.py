@@ -50,7 +50,7 @@ from detector.labels import METRIC_NAME, Labels
 from detector.promql.plan import EvalContext, EvaluationError, Node
 from detector.promql.values import InstantVector, Scalar, Value
 from detector.store import SeriesStore
-from detector.templates import go_quote
+from detector.output.templates import go_quote
 
 AGGREGATIONS = frozenset(
     {"sum", "avg", "min", "max", "count", "group", "stddev", "stdvar", "topk", "bottomk", "quantile", "count_values"}
@@ -105,7 +105,7 @@ class _Memo:
 class AggregateNode(Node):
     """An aggregation such as ``sum by (reason) (rate(api_requests_rejected_total[5m]))``.
 
-    >>> from detector.batch import SampleBatch
+    >>> from detector.wire.batch import SampleBatch
     >>> from detector.promql import compile_expr
     >>> store = SeriesStore(retention_ms=600_000)
     >>> _ = store.append(SampleBatch.from_series([

@@ -315,7 +315,7 @@ class RangeFunctionNode(Node):
 
     ``param`` is the scalar argument of ``predict_linear`` and ``quantile_over_time``.
 
-    >>> from detector.batch import SampleBatch
+    >>> from detector.wire.batch import SampleBatch
     >>> from detector.promql import compile_expr
     >>> store = SeriesStore(retention_ms=600_000)
     >>> requests = (("__name__", "requests_total"), ("job", "api"))
@@ -515,7 +515,7 @@ VECTOR_FUNCTIONS: dict[str, VectorKernel] = {
 class VectorFunctionNode(Node):
     """``abs(v)``, ``round(v, 5)``, ``clamp(v, 0, 1)``...: a new value per sample, the name dropped.
 
-    >>> from detector.batch import SampleBatch
+    >>> from detector.wire.batch import SampleBatch
     >>> from detector.promql import compile_expr
     >>> store = SeriesStore(retention_ms=600_000)
     >>> _ = store.append(SampleBatch.from_series([((("__name__", "temp"), ("room", "a")), [(0, -2.5)])]))
@@ -745,7 +745,7 @@ class RelabelNode(Node):
 
     ``relabel`` maps a label set to its new one; results are cached per label set.
 
-    >>> from detector.batch import SampleBatch
+    >>> from detector.wire.batch import SampleBatch
     >>> from detector.promql import compile_expr
     >>> store = SeriesStore(retention_ms=600_000)
     >>> _ = store.append(SampleBatch.from_series([((("__name__", "up"), ("instance", "db-1:9100")), [(0, 1.0)])]))
@@ -1210,7 +1210,7 @@ def _bucket(labels: Labels) -> tuple[Labels, Labels, float] | None:
 class HistogramQuantileNode(Node):
     """``histogram_quantile(φ, buckets)`` over classic cumulative ``le`` buckets.
 
-    >>> from detector.batch import SampleBatch
+    >>> from detector.wire.batch import SampleBatch
     >>> from detector.promql import compile_expr
     >>> store = SeriesStore(retention_ms=600_000)
     >>> counts = {"0.1": 50.0, "0.5": 90.0, "+Inf": 100.0}

@@ -21,7 +21,7 @@ from detector.errors import HeadroomError
 from detector.labels import METRIC_NAME, Labels
 from detector.promql.values import InstantVector, Scalar, Value
 from detector.store import SeriesStore
-from detector.templates import format_labels
+from detector.output.templates import format_labels
 
 DEFAULT_LOOKBACK_MS = 300_000
 

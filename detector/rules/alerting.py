@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detector.alerts import AlertNotification, AlertTransition
+from detector.output.alerts import AlertNotification, AlertTransition
 from detector.labels import METRIC_NAME, Labels, canonical_bytes, stable_hash
 from detector.promql import EvalContext, InstantVector, Node, Scalar
 from detector.promql.plan import EvaluationError
-from detector.templates import Template
+from detector.output.templates import Template
 
 RESOLVED_RETENTION_MS = 15 * 60_000
 PENDING, FIRING, INACTIVE = "pending", "firing", "inactive"

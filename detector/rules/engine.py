@@ -11,7 +11,7 @@ counted as late.
 
 Same input, same output: nothing here reads the wall clock.
 
->>> from detector.batch import SampleBatch
+>>> from detector.wire.batch import SampleBatch
 >>> from detector.promql import compile_expr
 >>> from detector.rules.alerting import AlertingRule
 >>> from detector.rules.group import RuleGroup
@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detector.alerts import AlertNotification, AlertTransition
-from detector.batch import SampleBatch
+from detector.output.alerts import AlertNotification, AlertTransition
+from detector.wire.batch import SampleBatch
 from detector.promql import EvalContext
 from detector.promql.plan import DEFAULT_LOOKBACK_MS, EvaluationError
 from detector.rules.alerting import Alert, AlertingRule, fingerprint

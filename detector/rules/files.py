@@ -39,7 +39,7 @@ from detector.promql import UnsupportedExpression, compile_expr
 from detector.rules.alerting import AlertingRule
 from detector.rules.group import Rule, RuleGroup
 from detector.rules.recording import RecordingRule
-from detector.templates import Template, TemplateError
+from detector.output.templates import Template, TemplateError
 
 DEFAULT_INTERVAL_MS = 15_000
 _GROUP_FIELDS = {"name", "interval", "limit", "rules"}

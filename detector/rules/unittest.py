@@ -59,7 +59,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.durations import parse_duration
 from detector.errors import HeadroomError, RuleError
 from detector.labels import METRIC_NAME, Labels, canonical_bytes
@@ -69,7 +69,7 @@ from detector.rules.alerting import FIRING
 from detector.rules.engine import RuleEngine
 from detector.rules.files import load_rule_files
 from detector.store import STALE_NAN_BITS
-from detector.templates import format_labels, go_quote
+from detector.output.templates import format_labels, go_quote
 
 DEFAULT_EVALUATION_INTERVAL_MS = 60_000
 STALE_NAN = float(np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.float64)[0])

@@ -27,12 +27,12 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.promql import compile_expr
 from detector.rules.alerting import AlertingRule
 from detector.rules.engine import RuleEngine
 from detector.rules.group import RuleGroup
-from detector.templates import Template
+from detector.output.templates import Template
 from pipelines.notifier import Notifier
 from pipelines.stack.alertmanager import AlertmanagerServer
 from pipelines.stack.process import LOCALHOST, free_port

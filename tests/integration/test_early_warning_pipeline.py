@@ -20,9 +20,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from detector.simulate import RunbookSimulator
+from simulator.runbook import RunbookSimulator
 from pipelines.local import LocalPipeline
-from pipelines.simulator import push_remote_write
+from simulator.serve import push_remote_write
 from pipelines.stack.alertmanager import AlertmanagerServer
 from tests.support import read_alerts
 

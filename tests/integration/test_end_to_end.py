@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from detector.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
+from detector.wire.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
 from pipelines.local import LocalPipeline
 from tests.support import read_alerts, write_rules
 

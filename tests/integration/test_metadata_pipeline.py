@@ -9,10 +9,10 @@ import urllib.request
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from detector.metadata import decode_type
-from detector.simulate import RunbookSimulator
+from detector.wire.metadata import decode_type
+from simulator.runbook import RunbookSimulator
 from pipelines.local import LocalPipeline
-from pipelines.simulator import serve_metrics
+from simulator.serve import serve_metrics
 from pipelines.stack.prometheus import PrometheusServer
 
 pytestmark = pytest.mark.integration

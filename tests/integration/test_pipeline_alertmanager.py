@@ -8,7 +8,7 @@ import time
 import aiohttp
 import pytest
 
-from detector.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
+from detector.wire.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
 from pipelines.local import LocalPipeline
 from pipelines.stack.alertmanager import AlertmanagerServer
 from tests.support import write_rules

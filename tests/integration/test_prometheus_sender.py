@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from detector.simulate import RunbookSimulator
+from simulator.runbook import RunbookSimulator
 from pipelines.local import LocalPipeline
-from pipelines.simulator import serve_metrics
+from simulator.serve import serve_metrics
 from pipelines.stack.prometheus import PrometheusServer
 from tests.support import read_alerts
 

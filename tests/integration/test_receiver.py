@@ -12,9 +12,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry
 
-from detector.batch import SampleBatch
-from detector.proto import remote_pb2
-from detector.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
+from detector.wire.batch import SampleBatch
+from detector.wire.proto import remote_pb2
+from detector.wire.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
 from pipelines.receiver import KafkaGate, create_receiver_app
 from pipelines.settings import Settings
 from pipelines.stack.kafka import KafkaBroker, create_topics

@@ -12,10 +12,10 @@ import cramjam
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from detector.proto.remote_pb2 import WriteRequest
-from detector.remote_write import REMOTE_WRITE_HEADERS
-from detector.simulate import RunbookSimulator
-from pipelines.simulator import EXPOSITION_CONTENT_TYPE, PushStats, push_remote_write, render_exposition, serve_metrics
+from detector.wire.proto.remote_pb2 import WriteRequest
+from detector.wire.remote_write import REMOTE_WRITE_HEADERS
+from simulator.runbook import RunbookSimulator
+from simulator.serve import EXPOSITION_CONTENT_TYPE, PushStats, push_remote_write, render_exposition, serve_metrics
 
 START_MS = 1_700_000_000_000
 STEP_MS = 5000

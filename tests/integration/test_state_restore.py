@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.partition import PartitionDetectors
-from detector.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
+from detector.wire.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
 from pipelines.app import PartitionEngines
 from pipelines.local import LocalPipeline
 from pipelines.settings import Settings

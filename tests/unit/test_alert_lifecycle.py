@@ -28,14 +28,14 @@ from collections.abc import Sequence
 import pytest
 import yaml
 
-from detector.notify import alertmanager_alert
-from detector.batch import SampleBatch
+from detector.output.notify import alertmanager_alert
+from detector.wire.batch import SampleBatch
 from detector.durations import parse_duration
 from detector.promql import compile_expr
 from detector.rules.alerting import FIRING, INACTIVE, PENDING, AlertingRule
 from detector.rules.engine import EngineOutput, RuleEngine
 from detector.rules.group import RuleGroup
-from detector.templates import Template
+from detector.output.templates import Template
 
 MIN = 60_000
 STALE = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]

@@ -22,7 +22,7 @@ from detector.anomaly import (
     is_counter,
     make_model,
 )
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 
 STEP_S = 300.0  # five-minute samples
 DAY = int(86_400 / STEP_S)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.batch import MAGIC, VERSION, SampleBatch
+from detector.wire.batch import MAGIC, VERSION, SampleBatch
 from detector.errors import BatchFormatError, HeadroomError
 from detector.labels import canonical_bytes
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from detector.alert_book import AlertBook
-from detector.alerts import AlertTransition
-from detector.batch import SampleBatch
+from detector.output.alert_book import AlertBook
+from detector.output.alerts import AlertTransition
+from detector.wire.batch import SampleBatch
 from detector.partition import PartitionDetectors
 
 T0_MS = 1_700_000_000_000

@@ -11,7 +11,7 @@ import pytest
 
 from bench.early_warning import alert_events, measure_ramp, record_and_replay
 from detector.forecast import ALERT_NAME
-from detector.simulate import RAMP_START_S, SCENARIOS
+from simulator.runbook import RAMP_START_S, SCENARIOS
 
 
 def test_the_scenarios_are_registered():

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.alerts import AlertTransition
-from detector.batch import SampleBatch
+from detector.output.alerts import AlertTransition
+from detector.wire.batch import SampleBatch
 from detector.forecast import (
     DEFAULT_SPECS,
     ForecastConfig,

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.forecast import ForecastEngine
 from detector.forecast.warning import humanize
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.forecast.engine import Forecast
 from detector.labels import canonical_bytes
 from detector.partition import PartitionDetectors, PartitionOutput

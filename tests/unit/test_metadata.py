@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from detector.anomaly import AnomalyScorer
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.errors import InvalidRequest
 from detector.labels import canonical_bytes
-from detector.metadata import MetricTypes, decode_type, encode_type
-from detector.proto import remote_pb2
-from detector.remote_write import RemoteWriteDecoder, encode_write_request
+from detector.wire.metadata import MetricTypes, decode_type, encode_type
+from detector.wire.proto import remote_pb2
+from detector.wire.remote_write import RemoteWriteDecoder, encode_write_request
 from detector.replay import Replay, read_openmetrics
 from pipelines.metadata_feed import MetadataFeed
 

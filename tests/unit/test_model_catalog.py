@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 
 from detector.anomaly import AnomalyScorer, CatalogScorer, ModelCatalog, ModelCatalogError
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.partition import PartitionDetectors
 from pipelines.replay_cli import replay
 from pipelines.settings import Settings

@@ -1,4 +1,4 @@
-"""Alert delivery: payloads and queue (detector.notify), the Notifier over httpx.MockTransport."""
+"""Alert delivery: payloads and queue (detector.output.notify), the Notifier over httpx.MockTransport."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from detector.alerts import AlertNotification
-from detector.notify import (
+from detector.output.alerts import AlertNotification
+from detector.output.notify import (
     WEBHOOK_VERSION,
     DropOldestQueue,
     alertmanager_alert,

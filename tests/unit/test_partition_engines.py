@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.rules import AlertingRule, RuleGroup
 from detector.promql import compile_expr
 from pipelines.app import PartitionEngines

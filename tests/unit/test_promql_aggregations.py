@@ -41,7 +41,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.labels import METRIC_NAME, Labels
 from detector.promql import EvalContext, UnsupportedExpression, compile_expr
 from detector.promql.aggregations import AggregateNode

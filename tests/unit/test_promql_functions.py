@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.promql import EvalContext, UnsupportedExpression, compile_expr
 from detector.promql.plan import DEFAULT_LOOKBACK_MS
 from detector.store import STALE_NAN_BITS, SeriesStore

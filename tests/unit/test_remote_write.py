@@ -14,11 +14,11 @@ import cramjam
 import numpy as np
 import pytest
 
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.errors import InvalidRequest
 from detector.labels import LANE_CLOCK, Labels, canonical_bytes, partition_for
-from detector.proto import remote_pb2
-from detector.remote_write import (
+from detector.wire.proto import remote_pb2
+from detector.wire.remote_write import (
     REMOTE_WRITE_HEADERS,
     DecodedWrite,
     RemoteWriteDecoder,

@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from detector.openmetrics import OpenMetricsError, read_samples
+from detector.wire.openmetrics import OpenMetricsError, read_samples
 from detector.replay import Replay, read_openmetrics
 from detector.rules import load_rule_files
-from detector.simulate import RunbookSimulator
-from pipelines.simulator import render_openmetrics
+from simulator.runbook import RunbookSimulator
+from simulator.serve import render_openmetrics
 
 START = 1_700_000_000_000
 

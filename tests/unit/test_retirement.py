@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.labels import canonical_bytes
 from detector.partition import PartitionDetectors
 from detector.promql import EvalContext, compile_expr

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.errors import RuleError
 from detector.promql import EvalContext, compile_expr
 from detector.rules.alerting import FIRING, AlertingRule

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from detector.labels import Labels, metric_name
-from detector.simulate import HANDLER_PERMITS, SCENARIOS, Incident, RunbookSimulator
+from simulator.runbook import HANDLER_PERMITS, SCENARIOS, Incident, RunbookSimulator
 
 STEP_MS = 5000
 SCENARIO_S = 900  # the backpressure alerts must all fire within 15 minutes

@@ -7,14 +7,14 @@ import logging
 import numpy as np
 import pytest
 
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.forecast.engine import ForecastEngine
 from detector.partition import PartitionDetectors, PartitionOutput
 from detector.promql import compile_expr
 from detector.rules import AlertingRule, RuleGroup, load_rule_files
-from detector.simulate import RunbookSimulator
+from simulator.runbook import RunbookSimulator
 from detector.snapshot import SnapshotError, decode, encode
-from detector.templates import Template
+from detector.output.templates import Template
 from pipelines.app import PartitionEngines
 from pipelines.settings import Settings
 

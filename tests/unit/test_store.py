@@ -14,7 +14,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.labels import canonical_bytes
 from detector.store import STALE_NAN_BITS, SeriesStore, is_stale
 

@@ -17,7 +17,7 @@ import subprocess
 import pytest
 import yaml
 
-from detector.templates import Template, TemplateError, go_float
+from detector.output.templates import Template, TemplateError, go_float
 
 LABELS = {"__name__": "m", "instance": "host:9090", "job": "api", "text": "a–b ßx"}
 EXTERNAL_LABELS = {"cluster": "eu1"}

@@ -1,6 +1,6 @@
 """The load generator's I/O: serve the simulator for scraping, or push it by remote write.
 
-:func:`serve_metrics` exposes :class:`~detector.simulate.RunbookSimulator` at
+:func:`serve_metrics` exposes :class:`~simulator.runbook.RunbookSimulator` at
 ``/metrics`` on the wall clock, for a real Prometheus to scrape.
 :func:`push_remote_write` plays Prometheus itself: it samples the simulator on
 an event-time grid, optionally faster than real time, and remote-writes the
@@ -19,8 +19,8 @@ import aiohttp
 from aiohttp import web
 
 from detector.labels import METRIC_NAME, Labels, metric_name
-from detector.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
-from detector.simulate import RunbookSimulator
+from detector.wire.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
+from simulator.runbook import RunbookSimulator
 
 EXPOSITION_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")

@@ -1,7 +1,7 @@
 """Alerts whose state changes come from outside the rule engine, sent on the rules' schedule.
 
 Early warnings (:mod:`detector.forecast`) decide pending / firing / resolved
-themselves and report it as :class:`~detector.alerts.AlertTransition`s. An
+themselves and report it as :class:`~detector.output.alerts.AlertTransition`s. An
 :class:`AlertBook` keeps those alerts as :class:`~detector.rules.alerting.Alert`
 instances and sends them exactly as alerting rules send theirs
 (:meth:`Alert.notify <detector.rules.alerting.Alert.notify>`): a firing alert when
@@ -12,7 +12,7 @@ ones never. Alertmanager therefore sees one kind of alert.
 
 Pure and on event time: ``t_ms`` is passed in.
 
->>> from detector.alerts import AlertTransition
+>>> from detector.output.alerts import AlertTransition
 >>> def change(state, previous, t, fired=None, resolved=None):
 ...     return AlertTransition(rule="W", group="g", source="forecast", state=state, previous=previous,
 ...         labels=(("alertname", "W"),), annotations=(("summary", state),), value=1.0, active_at=0,
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterable
 
-from detector.alerts import AlertNotification, AlertTransition
+from detector.output.alerts import AlertNotification, AlertTransition
 from detector.labels import Labels
 from detector.rules.alerting import FIRING, INACTIVE, PENDING, RESOLVED_RETENTION_MS, Alert, fingerprint
 

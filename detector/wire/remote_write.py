@@ -5,7 +5,7 @@ The receiver's hot path. A body is snappy block-compressed protobuf
 as the series identity: a series seen before costs one dictionary lookup, and
 only a new series has its labels decoded, validated and assigned a partition.
 
-Samples are grouped by Kafka partition into :class:`~detector.batch.SampleBatch`
+Samples are grouped by Kafka partition into :class:`~detector.wire.batch.SampleBatch`
 messages. A request holding some invalid series still delivers its valid ones
 (Prometheus drops a whole request answered 400, so refusing everything would
 lose good samples); the invalid ones are reported, each naming the series.
@@ -31,7 +31,7 @@ import numpy as np
 from google.protobuf import unknown_fields
 from google.protobuf.message import DecodeError
 
-from detector.batch import SampleBatch
+from detector.wire.batch import SampleBatch
 from detector.errors import InvalidRequest
 from detector.labels import (
     DEFAULT_PARTITION_BY,
@@ -41,8 +41,8 @@ from detector.labels import (
     canonical_bytes,
     partition_for,
 )
-from detector.metadata import TYPE_NAMES
-from detector.proto import remote_pb2
+from detector.wire.metadata import TYPE_NAMES
+from detector.wire.proto import remote_pb2
 
 REMOTE_WRITE_HEADERS = {
     "Content-Encoding": "snappy",

@@ -23,7 +23,7 @@ schema ``headroom.alert.v1``::
     }
 
 ``AlertNotification`` is one alert due to be sent, on Prometheus's send and
-resend schedule; :mod:`detector.notify` turns it into what Alertmanager's
+resend schedule; :mod:`detector.output.notify` turns it into what Alertmanager's
 ``POST /api/v2/alerts`` and webhooks take.
 
 >>> t = AlertTransition(rule="Up", group="g", source="f.yml", state="firing", previous="pending",
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from detector.labels import Labels, canonical_bytes, stable_hash
-from detector.templates import go_float
+from detector.output.templates import go_float
 
 SCHEMA = "headroom.alert.v1"
 

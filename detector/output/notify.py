@@ -3,7 +3,7 @@
 Delivery copies Prometheus's notifier (``notifier/notifier.go``); the I/O
 (HTTP, tasks, metrics) is in :mod:`pipelines.notifier`. What is decided here:
 
-* **One alert object** per :class:`~detector.alerts.AlertNotification`, as
+* **One alert object** per :class:`~detector.output.alerts.AlertNotification`, as
   Alertmanager's ``POST /api/v2/alerts`` takes it: ``labels``, ``annotations``,
   ``startsAt``, ``endsAt`` (RFC 3339, UTC, milliseconds) and ``generatorURL``
   (``<external URL>/graph?g0.expr=<expr, query-escaped>&g0.tab=1``, the link
@@ -28,7 +28,7 @@ Delivery copies Prometheus's notifier (``notifier/notifier.go``); the I/O
   of every alert is what gets through. Batches are at most 64 alerts.
 * **Backoff** (:func:`backoff_delay`) between retries of a failed batch.
 
->>> from detector.alerts import AlertNotification
+>>> from detector.output.alerts import AlertNotification
 >>> n = AlertNotification(labels=(("alertname", "Down"), ("job", "api")), annotations=(("summary", "api is down"),),
 ...     starts_at=1_700_000_000_000, ends_at=1_700_000_240_000, expr="up{job='api'} == 0")
 >>> alert = alertmanager_alert(n, "http://prom.example:9090/", {"cluster": "eu1", "job": "ignored"})
@@ -48,7 +48,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote_plus
 
-from detector.alerts import AlertNotification, rfc3339
+from detector.output.alerts import AlertNotification, rfc3339
 
 WEBHOOK_VERSION = "headroom.notification.v1"
 DEFAULT_QUEUE_CAPACITY = 10_000
