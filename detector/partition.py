@@ -128,11 +128,24 @@ class PartitionDetectors:
     def store(self):  # noqa: ANN201 - the rule engine's SeriesStore
         return self.rules.store
 
+    @property
+    def pending(self) -> bool:
+        """Whether rule evaluations are still due: call :meth:`catch_up` (see :class:`RuleEngine`)."""
+        return self.rules.pending
+
+    def catch_up(self) -> PartitionOutput:
+        """The next step of the evaluations still due, at most ``max_evaluations_per_step``."""
+        return self.advance_to(self.rules.watermark)
+
     def ingest(self, batch: SampleBatch) -> PartitionOutput:
+        # New series beyond the store's limit are left out before scores and forecasts
+        # keep state for them; the store applies its other limits as it appends.
+        batch, refused = self.store.admit(batch)
         forecasts: list[Forecast] = []
         warnings = self.forecaster.ingest_batch(batch, forecasts) if self.forecaster is not None else []
         derived, scores = self._score(batch)
         out = self.rules.ingest(_concat(batch, derived) if derived is not None else batch)
+        out.refused.add(refused)
         result = PartitionOutput(out, list(out.transitions), scores, forecasts, list(out.notifications),
                                  _latest(derived) if derived is not None else {})
         warned = [w.to_alert() for w in warnings]

@@ -48,6 +48,7 @@ from detector.rules.engine import idle_watermark, is_live
 from detector.rules.placement import place_groups
 from pipelines import faust_transport
 from pipelines.gauges import DetectorGauges
+from pipelines.limits import LimitReport
 from pipelines.metadata_feed import MetadataFeed
 from pipelines.notifier import Notifier
 from pipelines.settings import Settings
@@ -83,6 +84,7 @@ class PartitionEngines:
             "lookback_ms": self.settings.lookback_ms,
             "lateness_ms": self.settings.lateness_ms,
             "resend_delay_ms": self.settings.resend_delay_ms,
+            **self.settings.engine_limits(),  # pipelines/limits.py
         }
         return {
             "engine_options": options,
@@ -203,6 +205,7 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
     forecasts_topic = app.topic(settings.forecasts_topic, partitions=1, value_serializer="raw", key_serializer="raw")
     placement = place_groups(groups, settings.partition_by)
     metrics = WorkerMetrics(registry or CollectorRegistry())
+    limits = LimitReport(metrics.registry, settings)
     gauges = DetectorGauges()  # latest score and forecast per series, for dashboards (appended to /metrics)
     notifier = Notifier.from_settings(
         settings.alertmanager_urls, settings.webhook_urls, settings.external_url, settings.external_labels, metrics.registry
@@ -245,6 +248,7 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
             metrics.dropped.labels("out_of_order").inc(out.engine.out_of_order)
             metrics.late.inc(out.engine.late)
             await publish(topic, partition, out)
+            await limits.after_message(topic, partition, engines, out, publish)  # counts; runs what is still due, yielding
             if keeper is not None:
                 await keeper.maybe_save(topic, partition)
 

@@ -74,11 +74,22 @@ class Settings(BaseSettings):
     snapshot_interval: str = "30s"
     snapshot_max_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
 
+    # Limits that keep one sender from exhausting a worker's memory or event loop.
+    # A series keeps at most one sample per this interval (epoch-aligned, the first
+    # wins; finer than any scrape interval alerting needs); "0s" keeps every sample.
+    series_min_interval: str = "1s"
+    # New series beyond this many in one partition are dropped and counted.
+    max_series_per_partition: int = Field(500_000, ge=1)
+    # Rule group evaluations per step: a partition with more due yields to the event loop between steps.
+    max_evaluations_per_step: int = Field(32, ge=1)
+    # Evaluations more than this far behind the newest sample are skipped and counted.
+    max_catch_up: str = "1h"
+
     worker_web_port: int = 6066
     data_dir: Path = Path("var/worker")
 
     @field_validator("evaluation_interval", "lookback_delta", "lateness", "resend_delay", "idle_advance", "produce_timeout",
-                     "snapshot_interval")
+                     "snapshot_interval", "series_min_interval", "max_catch_up")
     @classmethod
     def _is_duration(cls, value: str) -> str:
         parse_duration(value)
@@ -124,6 +135,19 @@ class Settings(BaseSettings):
     @property
     def produce_timeout_s(self) -> float:
         return parse_duration(self.produce_timeout) / 1000
+
+    def engine_limits(self) -> dict[str, int]:
+        """The limits above as :class:`~detector.rules.engine.RuleEngine` options (worker and replay alike).
+
+        >>> Settings(series_min_interval="0s").engine_limits()["min_interval_ms"]
+        0
+        """
+        return {
+            "min_interval_ms": parse_duration(self.series_min_interval),
+            "max_series": self.max_series_per_partition,
+            "max_evaluations_per_step": self.max_evaluations_per_step,
+            "max_catch_up_ms": parse_duration(self.max_catch_up),
+        }
 
     def topics(self) -> dict[str, int]:
         """Every topic Headroom uses, with its partition count, but the compacted ones (:meth:`compacted_topics`,

@@ -11,6 +11,15 @@ counted as late.
 
 Same input, same output: nothing here reads the wall clock.
 
+One call never runs more than ``max_evaluations_per_step`` group evaluations:
+a watermark that jumps far (a sample stamped a year ahead, a backlog) leaves
+the rest due, :attr:`RuleEngine.pending`, and the caller runs them in further
+steps (:meth:`RuleEngine.advance_to` with the same watermark), yielding to
+its event loop in between. Ticks more than ``max_catch_up_ms`` behind the
+watermark are skipped, never evaluated, and counted: so neither a jump nor a
+bogus first sample (at 0, as proto3 sends a timestamp left out) can ask for
+millions of evaluations.
+
 >>> from detector.wire.batch import SampleBatch
 >>> from detector.promql import compile_expr
 >>> from detector.rules.alerting import AlertingRule
@@ -36,7 +45,7 @@ from detector.promql.plan import DEFAULT_LOOKBACK_MS, EvaluationError
 from detector.rules.alerting import Alert, AlertingRule, fingerprint
 from detector.rules.group import RuleGroup
 from detector.rules.recording import write_series
-from detector.store import EMPTY, SeriesStore
+from detector.store import EMPTY, Refused, SeriesStore
 
 DEFAULT_RESEND_DELAY_MS = 60_000
 _NO_ROWS = np.zeros(0, dtype=np.int64)
@@ -52,6 +61,12 @@ class EngineOutput:
     duplicates: int = 0
     out_of_order: int = 0
     late: int = 0
+    refused: Refused = field(default_factory=Refused)  # what the store's limits kept out
+    # Ticks skipped because they were more than max_catch_up_ms behind the watermark,
+    # and the span they covered: (first skipped tick, first tick evaluated after them).
+    skipped: int = 0
+    skipped_span: tuple[int, int] | None = None
+    pending: bool = False  # evaluations still due: call advance_to again
 
 
 @dataclass
@@ -62,6 +77,7 @@ class EngineStats:
     late: int = 0
     evaluations: int = 0
     evaluation_errors: int = 0
+    skipped_evaluations: int = 0
 
 
 class RuleEngine:
@@ -75,6 +91,10 @@ class RuleEngine:
         lateness_ms: int = 0,
         resend_delay_ms: int = DEFAULT_RESEND_DELAY_MS,
         start_ms: int | None = None,
+        min_interval_ms: int = 0,
+        max_series: int | None = None,
+        max_evaluations_per_step: int | None = None,
+        max_catch_up_ms: int | None = None,
     ) -> None:
         self.groups = groups
         self.lookback_ms = lookback_ms
@@ -83,7 +103,10 @@ class RuleEngine:
         reach = max((g.reach_ms() for g in groups), default=0)
         self.reach_ms = reach  # how far before an evaluation any rule reads, beyond the lookback
         longest = max((g.interval_ms for g in groups), default=0)
-        self.store = SeriesStore(retention_ms=lookback_ms + reach + lateness_ms + longest)
+        self.store = SeriesStore(retention_ms=lookback_ms + reach + lateness_ms + longest,
+                                 min_interval_ms=min_interval_ms, max_series=max_series)
+        self.max_evaluations_per_step = max_evaluations_per_step  # None: no bound
+        self.max_catch_up_ms = max_catch_up_ms  # None: every tick is evaluated, however far behind
         self.watermark = EMPTY
         self.newest = EMPTY  # newest sample timestamp ingested
         self.stats = EngineStats()
@@ -114,23 +137,26 @@ class RuleEngine:
         self.newest = max(self.newest, int(batch.timestamps.max()))
         out = self.advance_to(self.newest - self.lateness_ms)
         out.duplicates, out.out_of_order, out.late = appended.duplicates, appended.out_of_order, late
+        out.refused = appended.refused
         return out
 
     def advance_to(self, watermark_ms: int) -> EngineOutput:
-        """Move the watermark forward (never back) and evaluate what became due.
+        """Move the watermark forward (never back) and evaluate what became due, at most
+        ``max_evaluations_per_step`` group evaluations; ``out.pending`` says more are due.
 
         The pipeline may also call this from a timer, so a quiet partition
         still evaluates when its samples are known to be complete.
         """
         out = EngineOutput()
-        if watermark_ms <= self.watermark:
-            return out
-        self.watermark = watermark_ms
-        while True:
+        if watermark_ms > self.watermark:
+            self.watermark = watermark_ms
+            self._skip_unreachable(out)
+        budget = self.max_evaluations_per_step
+        while budget is None or budget > 0:
             due = [
                 (tick, i)
                 for i, tick in enumerate(self._next_tick)
-                if tick is not None and tick <= watermark_ms
+                if tick is not None and tick <= self.watermark
             ]
             if not due:
                 break
@@ -138,7 +164,31 @@ class RuleEngine:
             self._evaluate_group(i, tick, out)
             self._next_tick[i] = tick + self.groups[i].interval_ms
             self._evaluated_until = max(self._evaluated_until, tick)
+            if budget is not None:
+                budget -= 1
+        out.pending = self.pending
         return out
+
+    @property
+    def pending(self) -> bool:
+        """Whether some evaluation is due (at or before the watermark) but not run yet."""
+        return any(tick is not None and tick <= self.watermark for tick in self._next_tick)
+
+    def _skip_unreachable(self, out: EngineOutput) -> None:
+        """Move ticks more than ``max_catch_up_ms`` behind the watermark up to that bound, counted."""
+        if self.max_catch_up_ms is None:
+            return
+        floor = self.watermark - self.max_catch_up_ms
+        for i, group in enumerate(self.groups):
+            tick = self._next_tick[i]
+            if tick is None or tick >= floor:
+                continue
+            resume = -(-floor // group.interval_ms) * group.interval_ms
+            out.skipped += (resume - tick) // group.interval_ms
+            first, last = out.skipped_span or (tick, resume)
+            out.skipped_span = (min(first, tick), max(last, resume))
+            self._next_tick[i] = resume
+        self.stats.skipped_evaluations += out.skipped
 
     def free_expired(self) -> list[bytes]:
         """Free the store rows of series no evaluation still to come can read; returns their keys.
@@ -160,7 +210,10 @@ class RuleEngine:
         expired = rows[newest < horizon - self.lookback_ms - self.reach_ms]
         if len(expired) and self._written:
             expired = np.setdiff1d(expired, np.concatenate(list(self._written.values())))
-        return self.store.retire(expired) if len(expired) else []
+        keys = self.store.retire(expired) if len(expired) else []
+        # Rings that hold far more than the next evaluations can read shrink (a burst passed).
+        self.store.compact(horizon - self.lookback_ms - self.reach_ms)
+        return keys
 
     def active_alerts(self) -> list[Alert]:
         return [a for alerts in self._alerts.values() for a in alerts.values()]
@@ -192,7 +245,8 @@ class RuleEngine:
     # Snapshots (detector.snapshot) carry every other attribute (store, watermark,
     # stats). Rules come from the current rule files, so the state kept per rule
     # position is saved by group and rule name instead (see snapshot_state).
-    SNAPSHOT_SKIP = frozenset({"groups", "lookback_ms", "lateness_ms", "resend_delay_ms", "_alerts", "_written", "_next_tick"})
+    SNAPSHOT_SKIP = frozenset({"groups", "lookback_ms", "lateness_ms", "resend_delay_ms", "_alerts", "_written", "_next_tick",
+                               "max_evaluations_per_step", "max_catch_up_ms"})
 
     def snapshot_state(self) -> dict:
         """This engine's state for :mod:`detector.snapshot`, rule state keyed by names, not positions."""
