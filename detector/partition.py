@@ -144,7 +144,8 @@ class PartitionDetectors:
         forecasts: list[Forecast] = []
         warnings = self.forecaster.ingest_batch(batch, forecasts) if self.forecaster is not None else []
         derived, scores = self._score(batch)
-        out = self.rules.ingest(_concat(batch, derived) if derived is not None else batch)
+        # Score series are not held to the limit: there is one per admitted series at most.
+        out = self.rules.ingest(_concat(batch, derived) if derived is not None else batch, admitted=True)
         out.refused.add(refused)
         result = PartitionOutput(out, list(out.transitions), scores, forecasts, list(out.notifications),
                                  _latest(derived) if derived is not None else {})

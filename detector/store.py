@@ -207,8 +207,9 @@ class SeriesStore:
         return int(self._newest[sid])
 
     def admit(self, batch: SampleBatch) -> tuple[SampleBatch, Refused]:
-        """The batch without the samples of new series beyond ``max_series``; those series are
-        created, so a caller that keeps per-series state elsewhere can filter first.
+        """The batch without the samples of new series beyond ``max_series``; the series it
+        keeps are created, so they count at once. Callers that keep per-series state
+        elsewhere (scores, forecasts) admit first and keep that state for admitted series only.
 
         >>> store = SeriesStore(retention_ms=60_000, max_series=1)
         >>> batch = SampleBatch.from_series([((("__name__", "a"),), [(0, 1.0)]), ((("__name__", "b"),), [(0, 1.0)])])
@@ -229,21 +230,15 @@ class SeriesStore:
         return SampleBatch([batch.series_keys[i] for i in used.tolist()], index, batch.timestamps[keep], batch.values[keep]), refused
 
     def append(self, batch: SampleBatch) -> AppendStats:
-        """Store a batch's samples; see the module docstring for what is dropped."""
+        """Store a batch's samples; see the module docstring for what is dropped (the series
+        limit applies in :meth:`admit`, which the engine calls first)."""
         stats = AppendStats()
         if len(batch) == 0:
             return stats
         before = len(self)
-        rows = self._rows_within_limit(batch.series_keys, stats.refused)
+        rows = self.series_ids(batch.series_keys)
         stats.new_series = len(self) - before
-        rows = rows[batch.series_index]
-        stamps, values = batch.timestamps, batch.values
-        if stats.refused.new_series:
-            keep = rows >= 0
-            stats.refused.new_series_samples = int(np.count_nonzero(~keep))
-            rows, stamps, values = rows[keep], stamps[keep], values[keep]
-        if len(rows):
-            self._store(rows, stamps, values, stats, thin=self.min_interval_ms > 0)
+        self._store(rows[batch.series_index], batch.timestamps, batch.values, stats, thin=self.min_interval_ms > 0)
         return stats
 
     def append_rows(self, rows: np.ndarray, t_ms: int, values: np.ndarray) -> AppendStats:
@@ -510,6 +505,13 @@ class SeriesStore:
         self._ring_vals[k] = np.concatenate([self._ring_vals[k], np.zeros((size - have, cap))])
 
     def _release(self, k: int, slots: np.ndarray) -> None:
+        if k > 0 and self._ring_used[k] == len(self._ring_free[k]) + len(slots):
+            # The class's last rings: give its memory back at once (a burst that passed
+            # through a class on its way up leaves nothing behind).
+            cap = self._cap(k)
+            self._ring_ts[k], self._ring_vals[k] = np.full((0, cap), EMPTY, dtype=np.int64), np.zeros((0, cap))
+            self._ring_free[k], self._ring_used[k] = [], 0
+            return
         self._ring_ts[k][slots] = EMPTY
         self._ring_vals[k][slots] = 0.0
         self._ring_free[k] += slots.tolist()
@@ -683,11 +685,12 @@ class SeriesStore:
         """Mask of rows that still hold the series they held when ``births`` was taken."""
         return self._born[rows] == births
 
-    def rings(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The rows' rings as ``(stamps, values)``, in slot order, as wide as the widest (padded
-        with ``EMPTY`` and 0): raw state, for tools that copy it (bench/state.py)."""
+    def rings(self, rows: np.ndarray, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The rows' rings as ``(stamps, values)``, in slot order, ``width`` wide (default: the
+        widest; padded with ``EMPTY`` and 0): raw state, for tools that copy it (bench/state.py)."""
         rows = np.asarray(rows, dtype=np.int64)
-        width = max((self._cap(k) for k, _ in self._by_class(rows)), default=self.base_capacity)
+        if width is None:
+            width = max((self._cap(k) for k, _ in self._by_class(rows)), default=self.base_capacity)
         ts, vals = np.full((len(rows), width), EMPTY, dtype=np.int64), np.zeros((len(rows), width))
         for k, idx in self._by_class(rows):
             at = slice(None) if idx is None else idx

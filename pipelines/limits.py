@@ -90,19 +90,19 @@ class LimitReport:
             self.too_dense.inc(refused.too_dense)
             self._log("dense", lane, partition, refused.too_dense,
                       f"series {format_series(refused.dense_series)} sends samples closer together than "
-                      f"HEADROOM_SERIES_MIN_INTERVAL={self._setting('series_min_interval')}; dropped")
+                      f"HEADROOM_SERIES_MIN_INTERVAL={self._setting('series_min_interval')}", "samples dropped")
         if refused.new_series:
             self.refused_series.inc(refused.new_series)
             self.refused_samples.inc(refused.new_series_samples)
             self._log("series", lane, partition, refused.new_series,
                       f"the partition holds HEADROOM_MAX_SERIES_PER_PARTITION={self._setting('max_series_per_partition')} "
-                      f"series; new series dropped, e.g. {format_series(refused.new_series_example)}; series dropped")
+                      f"series; new series are dropped, e.g. {format_series(refused.new_series_example)}", "series dropped")
         if skipped:
             self.skipped.inc(skipped)
             first, resume = span or (0, 0)
             self._log("skipped", lane, partition, skipped,
                       f"the watermark jumped: evaluations from {_iso(first)} to {_iso(resume)}, more than "
-                      f"HEADROOM_MAX_CATCH_UP={self._setting('max_catch_up')} behind the newest sample, skipped; evaluations skipped")
+                      f"HEADROOM_MAX_CATCH_UP={self._setting('max_catch_up')} behind the newest sample, are skipped", "evaluations skipped")
 
     async def catch_up(self, lane: str, partition: int, engines, publish: Publish) -> int:  # noqa: ANN001 - PartitionEngines
         """Run a partition's evaluations still due, one step at a time, yielding to the event loop
@@ -129,7 +129,7 @@ class LimitReport:
     def _setting(self, name: str) -> object:
         return getattr(self.settings, name) if self.settings is not None else "?"
 
-    def _log(self, kind: str, lane: str, partition: int, amount: int, message: str) -> None:
+    def _log(self, kind: str, lane: str, partition: int, amount: int, message: str, unit: str) -> None:
         key = (kind, lane, partition)
         self._held[key] = self._held.get(key, 0) + amount
         now = self.clock()
@@ -137,7 +137,7 @@ class LimitReport:
             return
         self._next_line[key] = now + self.log_every_s
         held = self._held.pop(key)
-        log.warning("%s[%d]: %s: %d (since the last such line)", lane, partition, message, held)
+        log.warning("%s[%d]: %s; %d %s since the last such line", lane, partition, message, held, unit)
 
 
 def _iso(t_ms: int) -> str:

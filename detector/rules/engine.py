@@ -120,10 +120,15 @@ class RuleEngine:
         self._alerts: dict[int, dict[int, Alert]] = {}
         self._written: dict[int, np.ndarray] = {}  # rows each rule wrote at its last evaluation
 
-    def ingest(self, batch: SampleBatch) -> EngineOutput:
-        """Store a batch, then run every evaluation its samples made due."""
+    def ingest(self, batch: SampleBatch, *, admitted: bool = False) -> EngineOutput:
+        """Store a batch, then run the evaluations its samples made due (at most
+        ``max_evaluations_per_step``). ``admitted``: the caller has already passed the
+        batch through :meth:`SeriesStore.admit` (the series limit)."""
+        refused = Refused()
+        if not admitted:
+            batch, refused = self.store.admit(batch)
         if len(batch) == 0:
-            return EngineOutput()
+            return EngineOutput(refused=refused)
         late = int(np.count_nonzero(batch.timestamps <= self._evaluated_until))
         appended = self.store.append(batch)
         self.stats.samples += appended.accepted
@@ -138,6 +143,7 @@ class RuleEngine:
         out = self.advance_to(self.newest - self.lateness_ms)
         out.duplicates, out.out_of_order, out.late = appended.duplicates, appended.out_of_order, late
         out.refused = appended.refused
+        out.refused.add(refused)
         return out
 
     def advance_to(self, watermark_ms: int) -> EngineOutput:
