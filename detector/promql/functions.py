@@ -348,18 +348,32 @@ class RangeFunctionNode(Node):
     def evaluate(self, ctx: EvalContext) -> Value:
         rows = self.selector.rows(ctx.store)
         end = ctx.t_ms - self.selector.offset_ms
-        stamps, values, counts = ctx.store.window(rows, end, self.range_ms)
-        keep = np.flatnonzero(counts >= self._spec.min_samples)  # too few samples: no result
-        if len(keep) == 0:
+        # Per size class of the store's rings: one dense series does not widen every series' window.
+        parts = list(ctx.store.windows(rows, end, self.range_ms))
+        param = None
+        kept, results = [], []
+        for index, stamps, values, counts in parts:
+            keep = np.flatnonzero(counts >= self._spec.min_samples)  # too few samples: no result
+            if len(keep) == 0:
+                continue
+            if param is None:
+                param = np.nan
+                if self.param is not None:
+                    scalar = self.param.evaluate(ctx)
+                    assert isinstance(scalar, Scalar)  # the parser type-checks it
+                    param = scalar.value
+            window = Window(stamps[keep], values[keep], counts[keep], end, self.range_ms, ctx.t_ms, param)
+            with np.errstate(all="ignore"):  # inf and NaN arise as in Go's float arithmetic
+                results.append(self._spec.kernel(window))
+            kept.append(keep if index is None else index[keep])
+        if not kept:
             return InstantVector.empty()
-        param = np.nan
-        if self.param is not None:
-            scalar = self.param.evaluate(ctx)
-            assert isinstance(scalar, Scalar)  # the parser type-checks it
-            param = scalar.value
-        window = Window(stamps[keep], values[keep], counts[keep], end, self.range_ms, ctx.t_ms, param)
-        with np.errstate(all="ignore"):  # inf and NaN arise as in Go's float arithmetic
-            result = self._spec.kernel(window)
+        if len(kept) == 1:
+            keep, result = kept[0], results[0]
+        else:  # back in the selector's row order
+            keep = np.concatenate(kept)
+            order = np.argsort(keep, kind="stable")
+            keep, result = keep[order], np.concatenate(results)[order]
         if self._spec.keeps_name:
             return InstantVector([ctx.store.labels[rows[i]] for i in keep], result)
         unnamed, collide = self._labels(ctx.store, rows)
@@ -438,8 +452,8 @@ class AbsentNode(Node):
         else:
             assert self.selector is not None
             rows = self.selector.rows(ctx.store)
-            _, _, counts = ctx.store.window(rows, ctx.t_ms - self.selector.offset_ms, self.range_ms)
-            present = bool(np.any(counts > 0))
+            parts = ctx.store.windows(rows, ctx.t_ms - self.selector.offset_ms, self.range_ms)
+            present = any(bool(np.any(counts > 0)) for _, _, _, counts in parts)
         return InstantVector.empty() if present else InstantVector([self.labels], np.ones(1))
 
 

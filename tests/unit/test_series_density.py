@@ -196,3 +196,18 @@ def test_a_snapshot_with_a_store_it_cannot_read_is_refused_clearly():
     with pytest.raises(SnapshotError, match="SeriesStore: snapshot from other code"):
         PartitionDetectors.restore(encode(state, SNAPSHOT_RECORDS), history.groups(), scores=False, forecasts=False)
     assert capture_attributes  # imported for symmetry with the encoder; the state above is its output
+
+
+def test_range_functions_answer_every_series_when_their_rings_differ():
+    from detector.promql import EvalContext, compile_expr
+
+    store = SeriesStore(retention_ms=RETENTION, initial_capacity=4)
+    series = [(("__name__", "m"), ("i", str(i))) for i in range(3)]
+    dense = (("__name__", "m"), ("i", "dense"))
+    store.append(SampleBatch.from_series([(s, [(t, 1.0) for t in range(0, 60_001, 15_000)]) for s in series[:2]]))
+    store.append(SampleBatch.from_series([(dense, [(t, 1.0) for t in range(0, 60_001, 100)])]))
+    store.append(SampleBatch.from_series([(series[2], [(t, 1.0) for t in range(0, 60_001, 15_000)])]))
+    ctx = EvalContext(store, t_ms=60_000)
+    counts = list(compile_expr("count_over_time(m[1m])").evaluate(ctx).samples())
+    assert counts == [((("i", "0"),), 5.0), ((("i", "1"),), 5.0), ((("i", "dense"),), 601.0), ((("i", "2"),), 5.0)]
+    assert list(compile_expr("absent_over_time(m[1m])").evaluate(ctx).samples()) == []
