@@ -218,6 +218,8 @@ class SeriesStore:
         (True, 1, 1)
         """
         refused = Refused()
+        if self.max_series is None or len(self) + len(batch.series_keys) <= self.max_series:
+            return batch, refused  # the batch cannot reach the limit: no per-key look-up here
         rows = self._rows_within_limit(batch.series_keys, refused)
         if not refused.new_series:
             return batch, refused
@@ -250,8 +252,6 @@ class SeriesStore:
 
     def _rows_within_limit(self, keys: list[bytes], refused: Refused) -> np.ndarray:
         """Each key's row; -1 for a new series beyond ``max_series`` (counted in ``refused``)."""
-        if self.max_series is None or len(self) + len(keys) <= self.max_series:
-            return self.series_ids(keys)  # the batch cannot reach the limit: no per-key check
         rows = []
         for key in keys:
             sid = self._ids.get(key)
@@ -304,21 +304,34 @@ class SeriesStore:
         counts = np.diff(np.r_[starts, len(rows)])
         rank = np.arange(len(rows)) - np.repeat(starts, counts)
         while True:
-            caps = self.base_capacity << self._class[rows].astype(np.int64)
-            slot = (self._written[rows] + rank) % caps
-            overwritten = self._gather(self._ring_ts, rows, slot)
-            # Room is short if a sample still inside the retention window would
-            # be overwritten, or one batch brings more samples than a ring holds.
-            short = np.logical_or.reduceat(overwritten >= stamps - self.retention_ms, starts) | (counts > caps[starts])
-            if not short.any():
-                break
-            grow = rows[starts][short]
-            self._resize(grow, _size_class(np.maximum(counts[short], 2 * caps[starts][short]), self.base_capacity))
-        for k, idx in self._by_class(rows):
-            at = slice(None) if idx is None else idx
-            where = (self._slot[rows[at]], slot[at])
-            self._ring_ts[k][where] = stamps[at]
-            self._ring_vals[k][where] = values[at]
+            parts = self._by_class(rows)
+            if len(parts) == 1 and parts[0][1] is None:  # the usual case: every ring in one class
+                k = parts[0][0]
+                cap = self._cap(k)
+                slot = (self._written[rows] + rank) % cap
+                where = (self._slot[rows], slot)
+                # Room is short if a sample still inside the retention window would
+                # be overwritten, or one batch brings more samples than a ring holds.
+                if counts.max() <= cap and not np.any(self._ring_ts[k][where] >= stamps - self.retention_ms):
+                    self._ring_ts[k][where] = stamps
+                    self._ring_vals[k][where] = values
+                    break
+                caps = np.full(len(rows), cap, dtype=np.int64)
+            else:
+                caps = self.base_capacity << self._class[rows].astype(np.int64)
+                slot = (self._written[rows] + rank) % caps
+            short = np.logical_or.reduceat(self._gather(self._ring_ts, rows, slot) >= stamps - self.retention_ms, starts)
+            short |= counts > caps[starts]
+            if short.any():
+                grow = rows[starts][short]
+                self._resize(grow, _size_class(np.maximum(counts[short], 2 * caps[starts][short]), self.base_capacity))
+                continue
+            for k, idx in parts:
+                at = slice(None) if idx is None else idx
+                where = (self._slot[rows[at]], slot[at])
+                self._ring_ts[k][where] = stamps[at]
+                self._ring_vals[k][where] = values[at]
+            break
         group_rows = rows[starts]
         self._written[group_rows] += counts
         self._newest[group_rows] = stamps[starts + counts - 1]
