@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from detector.labels import canonical_bytes
 from detector.partition import PartitionDetectors
@@ -211,3 +213,48 @@ def test_range_functions_answer_every_series_when_their_rings_differ():
     counts = list(compile_expr("count_over_time(m[1m])").evaluate(ctx).samples())
     assert counts == [((("i", "0"),), 5.0), ((("i", "1"),), 5.0), ((("i", "dense"),), 601.0), ((("i", "2"),), 5.0)]
     assert list(compile_expr("absent_over_time(m[1m])").evaluate(ctx).samples()) == []
+
+
+# One step of a random history: (series, gaps between its new samples), or a compaction.
+_append = st.tuples(st.integers(0, 3), st.lists(st.sampled_from([1, 7, 100, 1000, 15_000]), min_size=1, max_size=60))
+_step = st.one_of(_append, st.just("compact"), st.just("retire"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=st.lists(_step, min_size=1, max_size=25), span=st.sampled_from([50, 1000, 20_000, 60_000]))
+def test_rings_moving_between_classes_keep_every_sample_a_query_can_read(steps, span):
+    """Against a naive per-series list: whatever growth, shrinking, packing and retiring did,
+    a window that starts inside the retention window (and after the last compaction's bound)
+    returns exactly the samples appended there."""
+    retention = 60_000
+    store = SeriesStore(retention_ms=retention, initial_capacity=2, initial_rows=2)
+    labels = [(("__name__", "s"), ("n", str(i))) for i in range(4)]
+    head: dict[int, list[tuple[int, float]]] = {}
+    clock, floor = 0, -1
+    for step in steps:
+        if step == "compact":
+            floor = clock - retention // 2
+            store.compact(floor)
+            continue
+        if step == "retire":
+            victim = min(head, default=None)
+            if victim is not None:
+                store.retire(np.array([store.series_id(canonical_bytes(labels[victim]))]))
+                del head[victim]
+            continue
+        s, gaps = step
+        samples = []
+        for gap in gaps:
+            clock += gap
+            samples.append((clock, float(clock % 97)))
+        store.append(SampleBatch.from_series([(labels[s], samples)]))
+        head.setdefault(s, []).extend(samples)
+    for s, kept in head.items():
+        row = np.array([store.series_id(canonical_bytes(labels[s]))])
+        for t in (clock, clock - span // 2, kept[-1][0]):
+            if t - span < max(kept[-1][0] - retention, floor):
+                continue  # the store may have let those go
+            stamps, values, counts = store.window(row, t, span)
+            expected = [p for p in kept if t - span <= p[0] <= t]
+            assert list(zip(stamps[0, : counts[0]].tolist(), values[0, : counts[0]].tolist())) == expected, (s, t)
+    assert store.nbytes == array_bytes(store)
