@@ -35,7 +35,8 @@ from hypothesis import strategies as st
 
 from detector.labels import Labels
 from detector.promql import UnsupportedExpression, compile_expr
-from detector.promql.functions import go_expand, go_max, go_min, go_regexp
+from detector.promql.go_compat import go_max, go_min
+from detector.promql.go_regexp import go_expand, go_regexp
 from tests.promtool_oracle import (
     Result,
     Series,
