@@ -702,4 +702,4 @@ def test_reach_is_range_plus_offset(expr: str, reach_ms: int) -> None:
 
 
 # The checked-in promtool rule tests (tests/promtool/) run through promtool and
-# `headroom test-rules` in tests/unit/test_rule_unittest.py.
+# `headroom test-rules` in tests/unit/test_rule_tests.py.
