@@ -13,7 +13,6 @@ from detector.promql.functions.common import drop_name, unique
 from detector.promql.go_compat import go_int64
 from detector.promql.plan import EvalContext, Node, SelectorNode
 from detector.promql.values import InstantVector, Scalar, Value
-from detector.store import SeriesStore
 
 
 @dataclass(eq=False)
@@ -108,6 +107,7 @@ class DateNode(Node):
     """``hour()`` (of the evaluation time) or ``hour(v)`` (of each value as Unix seconds, the name dropped).
 
     >>> from detector.promql import compile_expr
+    >>> from detector.store import SeriesStore
     >>> store = SeriesStore(retention_ms=600_000)
     >>> list(compile_expr("day_of_week()").evaluate(EvalContext(store, t_ms=1_700_000_000_000)).samples())
     [((), 2.0)]

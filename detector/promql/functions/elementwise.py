@@ -17,7 +17,6 @@ from detector.promql.functions.common import drop_name, scalar_arg, unique
 from detector.promql.go_compat import go_max, go_min
 from detector.promql.plan import EvalContext, Node
 from detector.promql.values import InstantVector, Value
-from detector.store import SeriesStore
 
 # exp, ln, log2 and log10 are numpy's (libm). Prometheus uses Go's math
 # package, which rounds differently in the last bit for a few percent of
@@ -73,6 +72,7 @@ class VectorFunctionNode(Node):
 
     >>> from detector.wire.batch import SampleBatch
     >>> from detector.promql import compile_expr
+    >>> from detector.store import SeriesStore
     >>> store = SeriesStore(retention_ms=600_000)
     >>> _ = store.append(SampleBatch.from_series([((("__name__", "temp"), ("room", "a")), [(0, -2.5)])]))
     >>> list(compile_expr("round(temp)").evaluate(EvalContext(store, t_ms=0)).samples())

@@ -12,7 +12,6 @@ from detector.promql.functions.common import drop_name
 from detector.promql.go_compat import go_parse_float
 from detector.promql.plan import EvalContext, EvaluationError, Node
 from detector.promql.values import InstantVector, Scalar, Value
-from detector.store import SeriesStore
 
 
 @lru_cache(maxsize=1 << 16)
@@ -37,6 +36,7 @@ class HistogramQuantileNode(Node):
 
     >>> from detector.wire.batch import SampleBatch
     >>> from detector.promql import compile_expr
+    >>> from detector.store import SeriesStore
     >>> store = SeriesStore(retention_ms=600_000)
     >>> counts = {"0.1": 50.0, "0.5": 90.0, "+Inf": 100.0}
     >>> _ = store.append(SampleBatch.from_series(

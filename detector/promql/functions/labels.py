@@ -12,7 +12,6 @@ from detector.promql.functions.common import unique
 from detector.promql.go_regexp import go_expand, go_regexp
 from detector.promql.plan import EvalContext, Node
 from detector.promql.values import InstantVector, Value
-from detector.store import SeriesStore
 
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
@@ -25,6 +24,7 @@ class RelabelNode(Node):
 
     >>> from detector.wire.batch import SampleBatch
     >>> from detector.promql import compile_expr
+    >>> from detector.store import SeriesStore
     >>> store = SeriesStore(retention_ms=600_000)
     >>> _ = store.append(SampleBatch.from_series([((("__name__", "up"), ("instance", "db-1:9100")), [(0, 1.0)])]))
     >>> node = compile_expr('label_replace(up, "host", "$1", "instance", "(.*):.*")')
