@@ -128,6 +128,16 @@ class PartitionDetectors:
     def store(self):  # noqa: ANN201 - the rule engine's SeriesStore
         return self.rules.store
 
+    @property
+    def newest(self) -> int:
+        """Timestamp (ms) of the newest sample ingested; ``EMPTY`` before the first."""
+        return self.rules.newest
+
+    @property
+    def watermark(self) -> int:
+        """Event time (ms) the rules have been evaluated up to; ``EMPTY`` before the first evaluation."""
+        return self.rules.watermark
+
     def ingest(self, batch: SampleBatch, arrival_ms: int | None = None) -> PartitionOutput:
         """Score, forecast and evaluate one batch; ``arrival_ms`` is the caller's clock
         (see :meth:`detector.rules.engine.RuleEngine.ingest`)."""
