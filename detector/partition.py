@@ -129,6 +129,16 @@ class PartitionDetectors:
         return self.rules.store
 
     @property
+    def newest(self) -> int:
+        """Timestamp (ms) of the newest sample ingested; ``EMPTY`` before the first."""
+        return self.rules.newest
+
+    @property
+    def watermark(self) -> int:
+        """Event time (ms) the rules have been evaluated up to; ``EMPTY`` before the first evaluation."""
+        return self.rules.watermark
+
+    @property
     def pending(self) -> bool:
         """Whether rule evaluations are still due: call :meth:`catch_up` (see :class:`RuleEngine`)."""
         return self.rules.pending
@@ -137,7 +147,9 @@ class PartitionDetectors:
         """The next step of the evaluations still due, at most ``max_evaluations_per_step``."""
         return self.advance_to(self.rules.watermark)
 
-    def ingest(self, batch: SampleBatch) -> PartitionOutput:
+    def ingest(self, batch: SampleBatch, arrival_ms: int | None = None) -> PartitionOutput:
+        """Score, forecast and evaluate one batch; ``arrival_ms`` is the caller's clock
+        (see :meth:`detector.rules.engine.RuleEngine.ingest`)."""
         # New series beyond the store's limit are left out before scores and forecasts
         # keep state for them; the store applies its other limits as it appends.
         batch, refused = self.store.admit(batch)
@@ -145,7 +157,7 @@ class PartitionDetectors:
         warnings = self.forecaster.ingest_batch(batch, forecasts) if self.forecaster is not None else []
         derived, scores = self._score(batch)
         # Score series are not held to the limit: there is one per admitted series at most.
-        out = self.rules.ingest(_concat(batch, derived) if derived is not None else batch, admitted=True)
+        out = self.rules.ingest(_concat(batch, derived) if derived is not None else batch, arrival_ms, admitted=True)
         out.refused.add(refused)
         result = PartitionOutput(out, list(out.transitions), scores, forecasts, list(out.notifications),
                                  _latest(derived) if derived is not None else {})

@@ -117,6 +117,7 @@ class AppendStats:
     new_series: int = 0
     max_timestamp: int = EMPTY
     refused: Refused = field(default_factory=Refused)
+    rows: np.ndarray | None = None  # by :meth:`SeriesStore.append`: the row of each of the batch's series
 
 
 def _size_class(needed: np.ndarray, base: int) -> np.ndarray:
@@ -240,6 +241,7 @@ class SeriesStore:
         before = len(self)
         rows = self.series_ids(batch.series_keys)
         stats.new_series = len(self) - before
+        stats.rows = rows
         self._store(rows[batch.series_index], batch.timestamps, batch.values, stats, thin=self.min_interval_ms > 0)
         return stats
 

@@ -1,4 +1,4 @@
-"""The worker's limits at work: counters, rate-limited log lines naming a series, and catch-up steps.
+"""The worker's limits at work: counters and rate-limited log lines naming a series.
 
 The limits themselves live in the engine (:mod:`detector.store`,
 :mod:`detector.rules.engine`), set from :meth:`Settings.engine_limits
@@ -10,8 +10,8 @@ The limits themselves live in the engine (:mod:`detector.store`,
   ones held keep going (``headroom_worker_series_limit_series`` and ``..._samples``);
 - ``HEADROOM_MAX_EVALUATIONS_PER_STEP``: a message that makes more rule group
   evaluations due runs them in steps, yielding to the event loop in between
-  (``headroom_worker_catch_up_steps``), so ``/metrics``, timers, snapshots and
-  other partitions go on;
+  (:meth:`pipelines.worker.Worker.catch_up`, ``headroom_worker_catch_up_steps``),
+  so ``/metrics``, timers, snapshots and other partitions go on;
 - ``HEADROOM_MAX_CATCH_UP``: evaluations further behind the newest sample are
   skipped (``headroom_worker_skipped_evaluations``).
 
@@ -29,10 +29,9 @@ many happened since the last line: one sender cannot flood the log.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -49,11 +48,9 @@ log = logging.getLogger("headroom.limits")
 
 LOG_EVERY_S = 60.0
 
-Publish = Callable[[str, int, PartitionOutput], Awaitable[None]]
-
 
 class LimitReport:
-    """Counters and log lines for what the limits did, and the catch-up loop of one lane.
+    """Counters and log lines for what the limits did.
 
     ``settings`` only words the log lines (the settings' names and values).
     """
@@ -103,28 +100,6 @@ class LimitReport:
             self._log("skipped", lane, partition, skipped,
                       f"the watermark jumped: evaluations from {_iso(first)} to {_iso(resume)}, more than "
                       f"HEADROOM_MAX_CATCH_UP={self._setting('max_catch_up')} behind the newest sample, are skipped", "evaluations skipped")
-
-    async def catch_up(self, lane: str, partition: int, engines, publish: Publish) -> int:  # noqa: ANN001 - PartitionEngines
-        """Run a partition's evaluations still due, one step at a time, yielding to the event loop
-        before each; returns the steps run. Stops if the partition is revoked meanwhile."""
-        engine = engines.engines.get(partition)
-        steps = 0
-        while engine is not None and engine.pending:
-            await asyncio.sleep(0)
-            if engines.engines.get(partition) is not engine:
-                break  # revoked (or restored anew) while this loop yielded: no longer ours to evaluate
-            out = engine.catch_up()
-            steps += 1
-            self.steps.inc()
-            self.record(lane, partition, out)
-            await publish(lane, partition, out)
-        return steps
-
-    async def after_message(self, lane: str, partition: int, engines, out: PartitionOutput,  # noqa: ANN001
-                            publish: Publish) -> None:
-        """The per-message hook: count ``out``'s limits, then run the evaluations it left due."""
-        self.record(lane, partition, out)
-        await self.catch_up(lane, partition, engines, publish)
 
     def _setting(self, name: str) -> object:
         return getattr(self.settings, name) if self.settings is not None else "?"

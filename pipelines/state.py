@@ -186,20 +186,18 @@ class SnapshotTopic:
 class StateKeeper:
     """Restores, catches up and snapshots the partitions of the worker's lanes.
 
-    ``lanes`` maps a samples topic to its :class:`~pipelines.app.PartitionEngines`;
+    ``lanes`` maps a samples topic to its :class:`~pipelines.engines.PartitionEngines`;
     ``decode`` turns a message value into a batch (None for an unreadable one);
     ``flush`` waits until the outputs already sent (alerts, scores) are acknowledged.
+    When to snapshot is the worker's call (:class:`pipelines.worker.Worker`).
     """
 
-    def __init__(self, topic: SnapshotTopic, lanes: dict, decode: Callable, interval_s: float,
-                 clock: Callable[[], float] = time.monotonic, flush: Callable[[], Awaitable] | None = None) -> None:
+    def __init__(self, topic: SnapshotTopic, lanes: dict, decode: Callable,
+                 flush: Callable[[], Awaitable] | None = None) -> None:
         self.topic = topic
         self.lanes = lanes
         self.decode = decode
-        self.interval_s = interval_s
-        self.clock = clock
         self.flush = flush
-        self._saved_at: dict[tuple[str, int], float] = {}
 
     async def recover(self, lane: str, partition: int, resume_offset: int) -> None:
         """Before ``lane[partition]``'s message at ``resume_offset`` is ingested: restore its
@@ -223,17 +221,11 @@ class StateKeeper:
             batch = self.decode(lane, partition, at, value)
             if batch is not None:
                 engines.ingest(partition, batch, offset=at)  # outputs were emitted before the restart
+                engines.catch_up(partition)  # and so were those of the steps the worker ran after it
                 caught_up += 1
-        self._saved_at[(lane, partition)] = self.clock()
         log.info("%s[%d]: restored the snapshot at offset %d (%d bytes), caught up %d message(s) in %.2fs; "
                  "the agent resumes at offset %d", lane, partition, offset, len(snapshot), caught_up,
                  time.monotonic() - started, resume_offset)
-
-    async def maybe_save(self, lane: str, partition: int) -> None:
-        """Snapshot a partition if ``interval_s`` has passed since its last one."""
-        last = self._saved_at.setdefault((lane, partition), self.clock())
-        if self.clock() - last >= self.interval_s:
-            await self.save(lane, {partition})
 
     async def save(self, lane: str, partitions: set[int]) -> None:
         engines = self.lanes[lane]
@@ -242,7 +234,6 @@ class StateKeeper:
             if taken is None:
                 continue
             offset, snapshot = taken
-            self._saved_at[(lane, partition)] = self.clock()
             if len(snapshot) > self.topic.max_bytes:
                 log.error("%s[%d]: snapshot of %d bytes exceeds HEADROOM_SNAPSHOT_MAX_BYTES (%d); not saved",
                           lane, partition, len(snapshot), self.topic.max_bytes)

@@ -2,12 +2,14 @@
 
 Each group is evaluated at every multiple of its interval (epoch-aligned, as
 ``promtool test rules`` evaluates from time 0), once the partition's
-*watermark* has passed that time. The watermark is the newest sample
-timestamp seen minus ``lateness_ms``: samples may arrive that much out of
-order across series (Prometheus's remote-write shards send concurrently) and
-still be counted in the evaluation they belong to. A sample older than an
-evaluation already made is stored but that evaluation is not redone; it is
-counted as late.
+*watermark* has passed that time. By default the watermark is the newest
+sample timestamp seen minus ``lateness_ms``. With ``max_lateness_ms``
+(a :mod:`detector.completeness` tracker, what the worker uses) it is the instant
+up to which every live series of the partition has sent its samples, so
+samples that Prometheus's concurrent remote-write shards deliver a little
+apart still count in the evaluation they belong to. A sample older than an
+evaluation already made is stored, read by every later evaluation, but that
+evaluation is not redone; it is counted as late.
 
 Same input, same output: nothing here reads the wall clock.
 
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from detector.completeness import CompletenessTracker
 from detector.output.alerts import AlertNotification, AlertTransition
 from detector.wire.batch import SampleBatch
 from detector.promql import EvalContext
@@ -45,9 +48,10 @@ from detector.promql.plan import DEFAULT_LOOKBACK_MS, EvaluationError
 from detector.rules.alerting import Alert, AlertingRule, fingerprint
 from detector.rules.group import RuleGroup
 from detector.rules.recording import write_series
-from detector.store import EMPTY, Refused, SeriesStore
+from detector.store import EMPTY, Refused, SeriesStore, is_stale
 
 DEFAULT_RESEND_DELAY_MS = 60_000
+DEFAULT_SILENCE_MS = 30_000
 _NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
@@ -91,20 +95,30 @@ class RuleEngine:
         lateness_ms: int = 0,
         resend_delay_ms: int = DEFAULT_RESEND_DELAY_MS,
         start_ms: int | None = None,
+        max_lateness_ms: int | None = None,
+        silence_ms: int = DEFAULT_SILENCE_MS,
         min_interval_ms: int = 0,
         max_series: int | None = None,
         max_evaluations_per_step: int | None = None,
         max_catch_up_ms: int | None = None,
     ) -> None:
         self.groups = groups
+        # With max_lateness_ms, the watermark waits for every live series (detector.completeness).
+        self.completeness = (
+            None if max_lateness_ms is None
+            else CompletenessTracker(max_lateness_ms=max_lateness_ms, silence_ms=silence_ms)
+        )
+        completeness = self.completeness
         self.lookback_ms = lookback_ms
         self.lateness_ms = lateness_ms
         self.resend_delay_ms = resend_delay_ms
         reach = max((g.reach_ms() for g in groups), default=0)
         self.reach_ms = reach  # how far before an evaluation any rule reads, beyond the lookback
         longest = max((g.interval_ms for g in groups), default=0)
-        self.store = SeriesStore(retention_ms=lookback_ms + reach + lateness_ms + longest,
-                                 min_interval_ms=min_interval_ms, max_series=max_series)
+        # A late sample can still change evaluations up to the watermark's lag behind the
+        # newest sample: the store keeps that much more while the watermark lags (see ingest).
+        self._retention_ms = lookback_ms + reach + lateness_ms + longest
+        self.store = SeriesStore(retention_ms=self._retention_ms, min_interval_ms=min_interval_ms, max_series=max_series)
         self.max_evaluations_per_step = max_evaluations_per_step  # None: no bound
         self.max_catch_up_ms = max_catch_up_ms  # None: every tick is evaluated, however far behind
         self.watermark = EMPTY
@@ -120,16 +134,25 @@ class RuleEngine:
         self._alerts: dict[int, dict[int, Alert]] = {}
         self._written: dict[int, np.ndarray] = {}  # rows each rule wrote at its last evaluation
 
-    def ingest(self, batch: SampleBatch, *, admitted: bool = False) -> EngineOutput:
+    def ingest(self, batch: SampleBatch, arrival_ms: int | None = None, *, admitted: bool = False) -> EngineOutput:
         """Store a batch, then run the evaluations its samples made due (at most
-        ``max_evaluations_per_step``). ``admitted``: the caller has already passed the
-        batch through :meth:`SeriesStore.admit` (the series limit)."""
+        ``max_evaluations_per_step``; ``out.pending`` says more are due).
+
+        ``arrival_ms`` is the caller's clock when the batch arrived; with a
+        completeness tracker, series nothing arrived for in a while stop
+        holding the watermark back (None: in replay, never). ``admitted``: the
+        caller has already passed the batch through :meth:`SeriesStore.admit`
+        (the series limit).
+        """
         refused = Refused()
         if not admitted:
             batch, refused = self.store.admit(batch)
         if len(batch) == 0:
             return EngineOutput(refused=refused)
         late = int(np.count_nonzero(batch.timestamps <= self._evaluated_until))
+        if self.completeness is not None and self.watermark != EMPTY:
+            lag = max(self.newest, int(batch.timestamps.max())) - self.watermark
+            self.store.retention_ms = self._retention_ms + min(max(lag, 0), self.completeness.max_lateness_ms)
         appended = self.store.append(batch)
         self.stats.samples += appended.accepted
         self.stats.duplicates += appended.duplicates
@@ -140,11 +163,22 @@ class RuleEngine:
             if self._next_tick[i] is None:
                 self._next_tick[i] = -(-first // group.interval_ms) * group.interval_ms
         self.newest = max(self.newest, int(batch.timestamps.max()))
-        out = self.advance_to(self.newest - self.lateness_ms)
+        if self.completeness is not None:
+            rows = appended.rows[batch.series_index]
+            self.completeness.observe(rows, batch.timestamps, stale=is_stale(batch.values), arrival_ms=arrival_ms)
+        out = self.advance_to(self.complete_until(arrival_ms))
         out.duplicates, out.out_of_order, out.late = appended.duplicates, appended.out_of_order, late
         out.refused = appended.refused
         out.refused.add(refused)
         return out
+
+    def complete_until(self, now_ms: int | None = None) -> int:
+        """The instant this partition's samples are complete up to, minus the fixed lateness."""
+        if self.newest == EMPTY:
+            return EMPTY
+        if self.completeness is None:
+            return self.newest - self.lateness_ms
+        return self.completeness.watermark(self.newest, now_ms) - self.lateness_ms
 
     def advance_to(self, watermark_ms: int) -> EngineOutput:
         """Move the watermark forward (never back) and evaluate what became due, at most
@@ -216,7 +250,11 @@ class RuleEngine:
         expired = rows[newest < horizon - self.lookback_ms - self.reach_ms]
         if len(expired) and self._written:
             expired = np.setdiff1d(expired, np.concatenate(list(self._written.values())))
-        keys = self.store.retire(expired) if len(expired) else []
+        keys: list[bytes] = []
+        if len(expired):
+            if self.completeness is not None:
+                self.completeness.forget(expired)
+            keys = self.store.retire(expired)
         # Rings that hold far more than the next evaluations can read shrink (a burst passed).
         self.store.compact(horizon - self.lookback_ms - self.reach_ms)
         return keys
@@ -251,8 +289,8 @@ class RuleEngine:
     # Snapshots (detector.snapshot) carry every other attribute (store, watermark,
     # stats). Rules come from the current rule files, so the state kept per rule
     # position is saved by group and rule name instead (see snapshot_state).
-    SNAPSHOT_SKIP = frozenset({"groups", "lookback_ms", "lateness_ms", "resend_delay_ms", "_alerts", "_written", "_next_tick",
-                               "max_evaluations_per_step", "max_catch_up_ms"})
+    SNAPSHOT_SKIP = frozenset({"groups", "lookback_ms", "lateness_ms", "resend_delay_ms", "_retention_ms", "_alerts", "_written",
+                               "_next_tick", "max_evaluations_per_step", "max_catch_up_ms"})
 
     def snapshot_state(self) -> dict:
         """This engine's state for :mod:`detector.snapshot`, rule state keyed by names, not positions."""
@@ -280,11 +318,14 @@ class RuleEngine:
         goes back to the rule with its group's and rule's names whose fixed
         labels it carries; alerts of rules that no longer exist are dropped. A
         group whose interval changed starts at its next tick after the last
-        evaluation made.
+        evaluation made. A snapshot from before the completeness tracker
+        existed loads with a fresh tracker (or none, if none is configured).
         """
-        from detector.snapshot import apply_attributes
+        from detector.snapshot import apply_attributes, capture
 
         rules, ticks = state.pop("_rules"), state.pop("_ticks")
+        if "completeness" not in state:
+            state["completeness"] = None if self.completeness is None else capture(self.completeness)
         apply_attributes(self, state)
         positions: dict[tuple[str, str], list[tuple[int, object]]] = {}
         for index, group in enumerate(self.groups):

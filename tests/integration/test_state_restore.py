@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from detector.wire.batch import SampleBatch
 from detector.partition import PartitionDetectors
 from detector.wire.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
-from pipelines.app import PartitionEngines
+from pipelines.engines import PartitionEngines
 from pipelines.local import LocalPipeline
 from pipelines.settings import Settings
 from pipelines.stack.process import is_alive
@@ -149,7 +149,7 @@ async def test_recover_restores_the_snapshot_and_catches_up_to_the_resume_offset
         await topic.save(settings.samples_topic, 0, 39, b"an older, unreadable snapshot")
         await topic.save(settings.samples_topic, 0, 39, uninterrupted.snapshot())
         engines = PartitionEngines([], settings)
-        keeper = StateKeeper(topic, {settings.samples_topic: engines}, lambda lane, p, at, value: SampleBatch.decode(value), 30.0)
+        keeper = StateKeeper(topic, {settings.samples_topic: engines}, lambda lane, p, at, value: SampleBatch.decode(value))
         await keeper.recover(settings.samples_topic, 0, resume_offset=60)
     finally:
         await topic.stop()

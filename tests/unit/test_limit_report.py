@@ -1,7 +1,8 @@
 """The worker's limits, as an operator sees them: counters, log lines naming the series, steps that yield.
 
-The engines are the worker's own (:class:`pipelines.app.PartitionEngines`, with
-the limits from :class:`~pipelines.settings.Settings`); only Kafka is left out.
+The engines are the worker's own (:class:`pipelines.engines.PartitionEngines`,
+:class:`pipelines.worker.Worker`, with the limits from
+:class:`~pipelines.settings.Settings`); only Kafka is left out.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from detector.labels import canonical_bytes
 from detector.promql import compile_expr
 from detector.rules import AlertingRule, RuleGroup
 from detector.wire.batch import SampleBatch
-from pipelines.app import PartitionEngines
+from pipelines.engines import PartitionEngines
 from pipelines.limits import LimitReport
 from pipelines.settings import Settings
+from pipelines.worker import Outgoing, Worker
 
 T0 = 1_700_000_000_000 // 15_000 * 15_000
 LANE = "headroom-samples"
@@ -35,10 +37,18 @@ class Clock:
         return self.s
 
 
+def groups() -> list[RuleGroup]:
+    return [RuleGroup("g", "inline", 15_000, (AlertingRule("Down", compile_expr("up == 0"), "up == 0"),))]
+
+
 def engines(**settings) -> PartitionEngines:  # noqa: ANN003
-    rule = AlertingRule("Down", compile_expr("up == 0"), "up == 0")
     options = {"anomaly_scores": False, "forecasts": False, **settings}
-    return PartitionEngines([RuleGroup("g", "inline", 15_000, (rule,))], Settings(**options), clock=lambda: T0 / 1000)
+    return PartitionEngines(groups(), Settings(**options), clock=lambda: T0 / 1000)
+
+
+def worker(**settings) -> Worker:  # noqa: ANN003
+    options = {"anomaly_scores": False, "forecasts": False, "snapshot_interval": "0s", **settings}
+    return Worker(Settings(**options), groups(), clock=lambda: T0 / 1000)
 
 
 def value(report: LimitReport, name: str) -> float:
@@ -85,14 +95,15 @@ def test_series_beyond_the_partition_limit_are_dropped_counted_and_logged(caplog
 
 
 async def test_a_year_jump_runs_in_steps_that_yield_and_skips_the_rest():
-    lanes = engines(max_evaluations_per_step=8, max_catch_up="10m")
-    report = LimitReport(CollectorRegistry(), lanes.settings)
-    lanes.ingest(0, SampleBatch.from_series([(DENSE, [(T0, 1.0)])]))
+    w = worker(max_evaluations_per_step=8, max_catch_up="10m")
+    w.handle(LANE, 0, 0, SampleBatch.from_series([(DENSE, [(T0, 1.0)])]))
+    stats = w.lanes[LANE].engines[0].rules.stats
     ahead = T0 + 365 * 24 * 3_600_000
-    published, ticks = [], []
+    before = stats.evaluations
+    sent, ticks = [], []
 
-    async def publish(lane: str, partition: int, out) -> None:  # noqa: ANN001
-        published.append((len(ticks), out.engine.evaluations))
+    async def send(out: Outgoing) -> None:
+        sent.append((len(ticks), stats.evaluations))
 
     async def ticker() -> None:
         while True:
@@ -100,32 +111,49 @@ async def test_a_year_jump_runs_in_steps_that_yield_and_skips_the_rest():
             await asyncio.sleep(0)
 
     other = asyncio.create_task(ticker())
-    out = lanes.ingest(0, SampleBatch.from_series([(DENSE, [(ahead, 0.0)])]))
-    assert out.engine.evaluations == 8 and out.engine.pending
-    await report.after_message(LANE, 0, lanes, out, publish)
+    w.handle(LANE, 0, 1, SampleBatch.from_series([(DENSE, [(ahead, 0.0)])]))
+    assert stats.evaluations - before == 8  # the message's own call: one rule, 8 group evaluations
+    steps = await w.catch_up(LANE, 0, send)
     other.cancel()
     # 41 evaluations (the last 10 minutes, both ends): 8 in the message's own call, 33 in 5 steps.
-    assert [e for _, e in published] == [8, 8, 8, 8, 1]
-    seen = [t for t, _ in published]
+    done = [before + 8] + [e for _, e in sent]
+    assert steps == 5 and [b - a for a, b in zip(done, done[1:])] == [8, 8, 8, 8, 1]
+    seen = [t for t, _ in sent]
     assert seen == sorted(seen) and len(set(seen)) == len(seen)  # the other task ran between every two steps
-    assert value(report, "headroom_worker_catch_up_steps_total") == 5
-    assert value(report, "headroom_worker_skipped_evaluations_total") == (ahead - 600_000 - T0) // 15_000 - 1
-    assert not lanes.engines[0].pending
+    registry = w.metrics.registry
+    assert registry.get_sample_value("headroom_worker_catch_up_steps_total") == 5
+    assert registry.get_sample_value("headroom_worker_skipped_evaluations_total") == (ahead - 600_000 - T0) // 15_000 - 1
+    assert not w.lanes[LANE].engines[0].pending and stats.skipped_evaluations > 2_000_000
 
 
 async def test_catch_up_stops_when_the_partition_is_revoked_between_steps():
+    w = worker(max_evaluations_per_step=4, max_catch_up="10m")
+    w.handle(LANE, 0, 0, SampleBatch.from_series([(DENSE, [(T0, 1.0)])]))
+    w.handle(LANE, 0, 1, SampleBatch.from_series([(DENSE, [(T0 + 3_600_000, 1.0)])]))
+    sent = []
+
+    async def send(out: Outgoing) -> None:
+        sent.append(out)
+        w.forget(LANE, {0})  # revoked while the loop is running
+
+    assert await w.catch_up(LANE, 0, send) == 1 and len(sent) == 1
+
+
+def test_the_worker_counts_what_its_limits_drop():
+    w = worker(max_series_per_partition=50)
+    w.handle(LANE, 3, 0, many(T0, 60))
+    w.handle(LANE, 3, 1, SampleBatch.from_series([(DENSE[:1] + (("instance", "i0"), ("job", "api")), [(T0 + 15_000 + i, 1.0) for i in range(10)])]))
+    registry = w.metrics.registry
+    assert registry.get_sample_value("headroom_worker_series_limit_series_total") == 10
+    assert registry.get_sample_value("headroom_worker_too_dense_samples_total") == 9
+
+
+def test_a_restore_catches_up_every_step_with_outputs_dropped():
     lanes = engines(max_evaluations_per_step=4, max_catch_up="10m")
-    report = LimitReport(CollectorRegistry(), lanes.settings)
     lanes.ingest(0, SampleBatch.from_series([(DENSE, [(T0, 1.0)])]))
-    out = lanes.ingest(0, SampleBatch.from_series([(DENSE, [(T0 + 3_600_000, 1.0)])]))
-    steps = []
-
-    async def publish(lane: str, partition: int, out) -> None:  # noqa: ANN001
-        steps.append(out)
-        lanes.forget({partition})  # revoked while the loop is running
-
-    await report.after_message(LANE, 0, lanes, out, publish)
-    assert len(steps) == 1
+    assert lanes.ingest(0, SampleBatch.from_series([(DENSE, [(T0 + 3_600_000, 1.0)])])).engine.pending
+    lanes.catch_up(0)
+    assert not lanes.engines[0].pending
 
 
 def test_a_skipped_jump_is_logged_with_its_span(caplog):

@@ -1,0 +1,149 @@
+"""The detectors of every partition a worker owns in one lane, with the offset each has folded in.
+
+A lane is one samples topic (the target partitions, or the one-partition global
+lane). :class:`PartitionEngines` creates a partition's
+:class:`~detector.partition.PartitionDetectors` on its first message, restores
+it from a snapshot (:mod:`pipelines.state`), and evaluates quiet live
+partitions on wall-clock time (:meth:`PartitionEngines.advance_idle`). The
+clock is passed in, so tests drive it.
+
+>>> from detector.wire.batch import SampleBatch
+>>> from pipelines.settings import Settings
+>>> engines = PartitionEngines([], Settings(), clock=lambda: 1_700_000_000.0)
+>>> up = (("__name__", "up"), ("job", "api"))
+>>> _ = engines.ingest(2, SampleBatch.from_series([(up, [(1_700_000_000_000, 1.0)])]), offset=7)
+>>> engines.folded(2, 7), engines.folded(2, 8), engines.is_live(2)
+(True, False, True)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from detector.partition import PartitionDetectors, PartitionOutput
+from detector.rules import RuleGroup
+from detector.rules.engine import idle_watermark, is_live
+from detector.snapshot import SnapshotError
+from detector.wire.batch import SampleBatch
+from detector.wire.metadata import MetricTypes
+from pipelines.settings import Settings
+
+log = logging.getLogger("headroom.worker")
+
+
+class PartitionEngines:
+    """One set of detectors (rules, and for target lanes scores and forecasts) per assigned partition."""
+
+    def __init__(
+        self,
+        groups: list[RuleGroup],
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        *,
+        detectors: bool = True,
+        metric_types: MetricTypes | None = None,
+    ) -> None:
+        self.groups = groups
+        self.metric_types = metric_types
+        self.settings = settings
+        self.clock = clock
+        self.detectors = detectors
+        self.engines: dict[int, PartitionDetectors] = {}
+        self.offsets: dict[int, int] = {}  # offset of the last message folded into each engine
+        self._last_ingest_ms: dict[int, int] = {}
+        self.models = settings.model_catalog() if detectors and settings.anomaly_scores else None
+
+    def _options(self) -> dict:
+        options = {
+            "lookback_ms": self.settings.lookback_ms,
+            "lateness_ms": self.settings.lateness_ms,
+            "resend_delay_ms": self.settings.resend_delay_ms,
+            **self.settings.engine_limits(),  # see pipelines/limits.py
+        }
+        return {
+            "engine_options": options,
+            "scores": self.detectors and self.settings.anomaly_scores,
+            "forecasts": self.detectors and self.settings.forecasts,
+            "metric_types": self.metric_types,
+            "models": self.models,
+        }
+
+    def start_empty(self, partition: int) -> PartitionDetectors:
+        self._last_ingest_ms[partition] = int(self.clock() * 1000)
+        engine = self.engines[partition] = PartitionDetectors(self.groups, **self._options())
+        return engine
+
+    def restore(self, partition: int, snapshot: bytes, offset: int) -> bool:
+        """Restore a partition from a snapshot taken at ``offset``; one that cannot be
+        loaded is logged and the partition starts empty (never a crash)."""
+        try:
+            self.engines[partition] = PartitionDetectors.restore(snapshot, self.groups, **self._options())
+        except SnapshotError as exc:
+            log.error("partition %d: cannot load its snapshot at offset %d, starting empty: %s", partition, offset, exc)
+            self.start_empty(partition)
+            return False
+        # Types learned since the snapshot (the metadata topic is read from its start) apply at once.
+        self.engines[partition].reclassify()
+        self.offsets[partition] = offset
+        self._last_ingest_ms[partition] = int(self.clock() * 1000)
+        return True
+
+    def snapshot(self, partition: int) -> tuple[int, bytes] | None:
+        """``(offset, snapshot)`` of a partition that has folded in a message; None otherwise."""
+        engine, offset = self.engines.get(partition), self.offsets.get(partition)
+        if engine is None or offset is None:
+            return None
+        try:
+            return offset, engine.snapshot()
+        except SnapshotError as exc:
+            log.error("partition %d: cannot snapshot its state: %s", partition, exc)
+            return None
+
+    def folded(self, partition: int, offset: int) -> bool:
+        """Whether the message at ``offset`` is already in the partition's state (from its snapshot)."""
+        return offset <= self.offsets.get(partition, -1)
+
+    def ingest(self, partition: int, batch: SampleBatch, offset: int | None = None) -> PartitionOutput:
+        engine = self.engines.get(partition)
+        if engine is None:
+            engine = self.start_empty(partition)
+        self._last_ingest_ms[partition] = int(self.clock() * 1000)
+        out = engine.ingest(batch)
+        if offset is not None:
+            # Set before any await: a snapshot taken meanwhile (revoke, shutdown) pairs
+            # this state with this offset.
+            self.offsets[partition] = offset
+        return out
+
+    def catch_up(self, partition: int) -> None:
+        """Run every evaluation still due in a partition, outputs dropped (for a catch-up after a
+        restore: the worker ran and sent them, in steps, before the restart)."""
+        engine = self.engines.get(partition)
+        while engine is not None and engine.pending:
+            engine.catch_up()
+
+    def advance_idle(self) -> dict[int, PartitionOutput]:
+        """Evaluate quiet partitions on wall-clock time (see :func:`idle_watermark`)."""
+        now_ms = int(self.clock() * 1000)
+        outputs = {}
+        for partition, engine in self.engines.items():
+            watermark = idle_watermark(engine.newest, self._last_ingest_ms[partition], now_ms, self.settings.idle_advance_ms)
+            if watermark is not None:
+                outputs[partition] = engine.advance_to(watermark)
+        return outputs
+
+    def is_live(self, partition: int) -> bool:
+        engine = self.engines.get(partition)
+        return engine is not None and is_live(engine.newest, int(self.clock() * 1000))
+
+    def reclassify(self) -> int:
+        """Apply newly learned metric types in every partition; returns how many series changed."""
+        return sum(engine.reclassify() for engine in self.engines.values())
+
+    def forget(self, partitions: set[int]) -> None:
+        for partition in partitions:
+            self.engines.pop(partition, None)
+            self.offsets.pop(partition, None)
+            self._last_ingest_ms.pop(partition, None)
