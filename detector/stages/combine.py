@@ -1,0 +1,162 @@
+"""Stage 2: one combine partition merges partials and evaluates the rest of the staged rules.
+
+It evaluates tick t once every upstream partition's watermark has passed t
+(frames carry it), with the ordinary rule engine over the groups
+:meth:`StagePlan.combine_groups` gives it; the engine's rules read the merged
+partials through :class:`~detector.stages.inputs.StagedInput`.
+
+>>> from detector.wire.batch import SampleBatch
+>>> from detector.promql import compile_expr
+>>> from detector.rules import AlertingRule, RuleGroup
+>>> from detector.stages.frames import Block, Frame, encode_frame
+>>> from detector.stages.plan import StagePlan
+>>> rule = AlertingRule("Busy", compile_expr("sum by (ns) (cpu) > 4"), "sum by (ns) (cpu) > 4")
+>>> plan = StagePlan([RuleGroup("g", "f.yml", 15_000, (rule,))])
+>>> combine = CombinePartition(plan, index=0, count=1, sources=2, start_ms=0)
+>>> def frame(source, value):
+...     block = Block(plan.slots[0].id, 0, [(("ns", "web"),)], np.array([[value]]))
+...     return encode_frame(Frame(plan.fingerprint, source, 2, 1, 0, [block]))
+>>> combine.receive(frame(0, 3.0)).transitions  # partition 1 has not reached tick 0 yet
+[]
+>>> [(t.labels, t.value, t.state) for t in combine.receive(frame(1, 2.0)).transitions]
+[((('alertname', 'Busy'), ('ns', 'web')), 5.0, 'firing')]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detector.promql.plan import DEFAULT_LOOKBACK_MS, EvaluationError
+from detector.promql.values import InstantVector
+from detector.rules.engine import DEFAULT_RESEND_DELAY_MS, EngineOutput, RuleEngine
+from detector.stages.frames import FrameFormatError, decode_frame
+from detector.stages.inputs import register_feed
+from detector.stages.partials import COLUMNS, Partial, merge
+from detector.stages.plan import StagePlan
+from detector.store import EMPTY
+
+
+class CombinePartition:
+    """Partials in (frame bytes), alert changes and recorded series out; see the module docstring."""
+
+    def __init__(
+        self,
+        plan: StagePlan,
+        index: int,
+        count: int,
+        sources: int,
+        *,
+        start_ms: int,
+        lookback_ms: int = DEFAULT_LOOKBACK_MS,
+        resend_delay_ms: int = DEFAULT_RESEND_DELAY_MS,
+    ) -> None:
+        self.plan, self.index, self.count, self.sources = plan, index, count, sources
+        self.engine = RuleEngine(plan.combine_groups(index, count), lookback_ms=lookback_ms,
+                                 resend_delay_ms=resend_delay_ms, start_ms=start_ms)
+        register_feed(self.engine.store, self)
+        self.watermarks = np.full(sources, EMPTY, dtype=np.int64)  # per upstream partition
+        self.seqs = np.zeros(sources, dtype=np.int64)  # last frame number seen per upstream
+        # Partials of ticks not evaluated yet: (slot, tick) -> {source: Partial}.
+        self.pending: dict[tuple[int, int], dict[int, Partial]] = {}
+        self.failures: dict[tuple[int, int], str] = {}
+        self.rows_received = 0  # partial rows taken in (not counting redelivered frames)
+        self.late_rows = 0  # partial rows for ticks already evaluated (dropped)
+        self.duplicate_frames = 0
+
+    @property
+    def watermark(self) -> int:
+        """Every tick up to here is complete upstream (EMPTY until every upstream has reported)."""
+        return int(self.watermarks.min())
+
+    def receive(self, data: bytes) -> EngineOutput:
+        """Take one frame; evaluate every tick that all upstream partitions have now passed.
+
+        Raises :class:`~detector.stages.frames.FrameFormatError` for a frame that
+        is not one, or not for this rule set; nothing of it is kept then.
+        """
+        frame = decode_frame(data)
+        if frame.fingerprint != self.plan.fingerprint:
+            raise FrameFormatError(
+                f"partials frame for another rule set (fingerprint {frame.fingerprint:#x}, this partition runs "
+                f"{self.plan.fingerprint:#x}): the stages must run the same rule files"
+            )
+        if frame.sources != self.sources:
+            raise FrameFormatError(f"partials frame from {frame.sources} upstream partitions, this partition expects {self.sources}")
+        for block in frame.blocks:
+            if block.slot >= len(self.plan.slots):
+                raise FrameFormatError(f"partials frame names slot {block.slot}, the rule set has {len(self.plan.slots)}")
+            want = COLUMNS[self.plan.slots[block.slot].kind]
+            if block.values.shape[1] != want:
+                raise FrameFormatError(f"slot {block.slot} needs {want} value columns, the frame has {block.values.shape[1]}")
+        if frame.seq <= self.seqs[frame.source]:
+            self.duplicate_frames += 1  # a redelivery, or a replay after the sender restored a snapshot
+            return EngineOutput()
+        self.seqs[frame.source] = frame.seq
+        self.rows_received += sum(len(b.labels) for b in frame.blocks)
+        done = self.engine.watermark
+        for block in frame.blocks:
+            if block.tick <= done:
+                self.late_rows += len(block.labels)
+                continue
+            self.pending.setdefault((block.slot, block.tick), {})[frame.source] = Partial(block.labels, block.values)
+        for failure in frame.failures:
+            if failure.tick > done:
+                self.failures.setdefault((failure.slot, failure.tick), failure.message)
+        self.watermarks[frame.source] = max(int(self.watermarks[frame.source]), frame.watermark)
+        return self._advance()
+
+    def _advance(self) -> EngineOutput:
+        ready = self.watermark
+        if ready == EMPTY:
+            return EngineOutput()
+        out = self.engine.advance_to(ready)
+        for key in [k for k in self.pending if k[1] <= ready]:
+            del self.pending[key]
+        for key in [k for k in self.failures if k[1] <= ready]:
+            del self.failures[key]
+        return out
+
+    def combined(self, slot: int, t_ms: int) -> InstantVector:
+        """The merged partials of ``slot`` at ``t_ms`` (called by the rules, through StagedInput)."""
+        message = self.failures.get((slot, t_ms))
+        if message is not None:
+            raise EvaluationError(message)
+        parts = self.pending.get((slot, t_ms), {})
+        return merge(self.plan.slots[slot].kind, [parts[s] for s in sorted(parts)])
+
+    # --- Snapshots. ----------------------------------------------------------------------
+
+    def snapshot_state(self) -> dict:
+        """Everything a restarted partition needs (see :meth:`restore_state`); encode with detector.snapshot."""
+        pending = [(slot, tick, source, p.labels, p.values) for (slot, tick), parts in self.pending.items()
+                   for source, p in parts.items()]
+        return {
+            "fingerprint": self.plan.fingerprint,
+            "engine": self.engine.snapshot_state(),
+            "watermarks": self.watermarks.copy(),
+            "seqs": self.seqs.copy(),
+            "pending": pending,
+            "failures": [(slot, tick, message) for (slot, tick), message in self.failures.items()],
+            "rows_received": self.rows_received,
+            "late_rows": self.late_rows,
+            "duplicate_frames": self.duplicate_frames,
+        }
+
+    def restore_state(self, state: dict) -> None:
+        if state["fingerprint"] != self.plan.fingerprint:
+            from detector.snapshot import SnapshotError
+
+            raise SnapshotError("combine partition snapshot taken with other rule files: its partials do not apply")
+        self.engine.restore_state(dict(state["engine"]))
+        register_feed(self.engine.store, self)
+        self.watermarks = np.asarray(state["watermarks"], dtype=np.int64)
+        self.seqs = np.asarray(state["seqs"], dtype=np.int64)
+        self.pending = {}
+        for slot, tick, source, labels, values in state["pending"]:
+            self.pending.setdefault((slot, tick), {})[source] = Partial(list(labels), np.asarray(values, dtype=np.float64))
+        self.failures = {(slot, tick): message for slot, tick, message in state["failures"]}
+        self.rows_received = state["rows_received"]
+        self.late_rows, self.duplicate_frames = state["late_rows"], state["duplicate_frames"]
+
+
+__all__ = ["CombinePartition"]

@@ -1,0 +1,257 @@
+"""Which stage evaluates each rule, and what every partition of each stage runs.
+
+Every rule gets one of four classes:
+
+``local``
+    combines no series across scrape targets: evaluated in every stage-1
+    partition, next to its inputs (as :mod:`detector.rules.placement` does).
+``staged``
+    split (:mod:`detector.stages.split`) into stage-1 partials and a
+    remainder that the combine partitions evaluate, with its partials spread
+    over them by a non-empty routing key (or, for a rule that only reads
+    series other staged rules recorded, evaluated by each combine partition
+    over the share it holds).
+``one-partition``
+    split too, but the remainder needs everything in one place (``absent()``,
+    ``scalar()``, ``vector()``, an aggregation without ``by``): all its
+    partials go to one combine partition. They are bounded (counts, per-group
+    partials, top-k candidates), not raw series.
+``still-global``
+    either its partials are unbounded and all go to one combine partition
+    (``quantile`` without ``by``, a join ``on()`` of raw series), or the
+    stages cannot separate it (it mixes series recorded in stage 2 with other
+    series, or reads a series a global group records): the whole group is
+    then evaluated by one engine over the raw series its selectors match, and
+    so is every group recording a series it reads, as the global lane does
+    today.
+
+A group's class is its worst rule's. Rules of a group keep their order:
+stage 1 evaluates a group's local rules and the stage-1 slots of its staged
+rules in rule order; the combine partitions evaluate the staged rules' remainders
+in rule order, after every stage-1 partition finished the tick.
+
+>>> from detector.promql import compile_expr
+>>> from detector.rules import AlertingRule, RecordingRule, RuleGroup
+>>> rules = (
+...     RecordingRule("ns:cpu:sum", compile_expr("sum by (ns) (rate(cpu[5m]))"), "..."),
+...     AlertingRule("Busy", compile_expr("ns:cpu:sum > 4"), "ns:cpu:sum > 4"),
+...     AlertingRule("Down", compile_expr("up == 0"), "up == 0"),
+...     AlertingRule("NoUp", compile_expr("absent(up)"), "absent(up)"),
+... )
+>>> plan = StagePlan([RuleGroup("k8s", "f.yml", 15_000, rules)])
+>>> [(r.rule.name, r.cls) for r in plan.groups[0].rules]
+[('ns:cpu:sum', 'staged'), ('Busy', 'staged'), ('Down', 'local'), ('NoUp', 'one-partition')]
+>>> plan.groups[0].cls
+'one-partition'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+
+from detector.labels import DEFAULT_PARTITION_BY, METRIC_NAME, Labels, canonical_bytes, stable_hash
+from detector.promql.plan import Node, SelectorNode
+from detector.rules.group import Rule, RuleGroup
+from detector.rules.placement import needs_global_lane
+from detector.rules.recording import RecordingRule
+from detector.stages.inputs import StagedInput
+from detector.stages.split import ONE_PLACE, CannotSplit, Slot, Split, split_expression, walk
+
+LOCAL, STAGED, ONE_PARTITION, STILL_GLOBAL = "local", "staged", "one-partition", "still-global"
+CLASSES = (LOCAL, STAGED, ONE_PARTITION, STILL_GLOBAL)
+_SINGLE_OWNER_KEY: Labels = ()
+
+
+@dataclass(eq=False)
+class RulePlan:
+    """Where one rule runs: ``where`` is ``"local"``, ``"stage2"`` or ``"global"``."""
+
+    rule: Rule
+    where: str
+    split: Split | None = None
+    stage2_rule: Rule | None = None  # the rule with its remainder as expression
+
+    @property
+    def cls(self) -> str:
+        if self.where == "local":
+            return LOCAL
+        if self.where == "global":
+            return STILL_GLOBAL
+        assert self.split is not None
+        route = self.split.slots[0].route if self.split.slots else self.split.route
+        if self.split.reads_stage2 or not route.single:
+            return STAGED
+        return ONE_PARTITION if self.split.bounded else STILL_GLOBAL
+
+
+@dataclass(eq=False)
+class GroupPlan:
+    group: RuleGroup
+    rules: list[RulePlan]
+
+    @property
+    def cls(self) -> str:
+        return max((r.cls for r in self.rules), key=CLASSES.index, default=LOCAL)
+
+    @property
+    def is_global(self) -> bool:
+        return any(r.where == "global" for r in self.rules)
+
+
+class StagePlan:
+    """The stages of a rule set; see the module docstring."""
+
+    def __init__(self, groups: list[RuleGroup], partition_by: tuple[str, ...] = DEFAULT_PARTITION_BY) -> None:
+        self.partition_by = partition_by
+        self.groups = self._place(groups)
+        self.slots: list[Slot] = []
+        for g in self.groups:
+            for r in g.rules:
+                if r.split is None:
+                    continue
+                for s in r.split.slots:
+                    s.id = len(self.slots)
+                    if g.group.limit:  # the alert limit counts a rule's alerts in one place
+                        s.route = ONE_PLACE
+                    self.slots.append(s)
+                for node in walk(r.split.remainder):  # from the split's numbering to the plan's
+                    if isinstance(node, StagedInput):
+                        node.slot = r.split.slots[node.slot].id
+                r.stage2_rule = dataclasses.replace(r.rule, expr=r.split.remainder)
+        self.fingerprint = _fingerprint(groups, partition_by)
+        self._global_selectors = tuple(
+            n.matchers for g in self.groups if g.is_global for r in g.rules for n in walk(r.rule.expr)
+            if isinstance(n, SelectorNode)
+        )
+
+    # --- What each partition runs. -------------------------------------------------------
+
+    def stage1_parts(self) -> list[tuple[RuleGroup, list[Rule | Slot]]]:
+        """Per group evaluated in stage 1: its local rules and its staged rules' slots, in rule order."""
+        parts = []
+        for g in self.groups:
+            if g.is_global:
+                continue
+            items: list[Rule | Slot] = []
+            for r in g.rules:
+                if r.where == "local":
+                    items.append(r.rule)
+                elif r.split is not None:
+                    items += r.split.slots
+            if items:
+                parts.append((g.group, items))
+        return parts
+
+    def combine_groups(self, index: int, count: int) -> list[RuleGroup]:
+        """The groups combine partition ``index`` of ``count`` evaluates (rules routed to one place: only its owner)."""
+        owner = self.owner(count)
+        out = []
+        for g in self.groups:
+            if g.is_global:
+                continue
+            rules = [
+                r.stage2_rule for r in g.rules
+                if r.where == "stage2" and (index == owner or not self._single(r, g))
+            ]
+            if rules:
+                out.append(dataclasses.replace(g.group, rules=tuple(rules)))
+        return out
+
+    def global_groups(self) -> list[RuleGroup]:
+        return [g.group for g in self.groups if g.is_global]
+
+    def feeds_global(self, labels: Labels) -> bool:
+        """Whether a raw series is an input of a still-global group."""
+        values = dict(labels)
+        return any(all(m.matches(values.get(m.name, "")) for m in ms) for ms in self._global_selectors)
+
+    def owner(self, count: int) -> int:
+        """The combine partition that evaluates rules whose partials all go to one place."""
+        return stable_hash(canonical_bytes(_SINGLE_OWNER_KEY)) % count
+
+    def destination(self, slot: Slot, labels: Labels, count: int) -> int:
+        """The combine partition a partial row of ``slot`` goes to."""
+        return stable_hash(canonical_bytes(slot.route.key(labels))) % count
+
+    def rule_classes(self) -> Counter[str]:
+        return Counter(r.cls for g in self.groups for r in g.rules)
+
+    # --- Placement. ----------------------------------------------------------------------
+
+    def _single(self, r: RulePlan, g: GroupPlan) -> bool:
+        assert r.split is not None
+        return bool(g.group.limit) or (not r.split.reads_stage2 and r.split.route.single)
+
+    def _place(self, groups: list[RuleGroup]) -> list[GroupPlan]:
+        """Place every rule; repeated until where each recorded series lives stops changing."""
+        recorded_where: dict[str, str] = {}
+        forced: set[int] = set()
+        for _ in range(len(groups) + 2):
+            plans = [
+                GroupPlan(g, [self._place_rule(rule, g, recorded_where, i in forced) for rule in g.rules])
+                for i, g in enumerate(groups)
+            ]
+            new_forced = {i for i, p in enumerate(plans) if p.is_global} | forced
+            recorders: dict[str, set[int]] = {}
+            for i, g in enumerate(groups):
+                for rule in g.rules:
+                    if isinstance(rule, RecordingRule):
+                        recorders.setdefault(rule.name, set()).add(i)
+            changed = True
+            while changed:  # a group recording what a global group reads is global too
+                changed = False
+                for i in list(new_forced):
+                    for name in _names_read(groups[i]):
+                        for j in recorders.get(name, ()):
+                            if j not in new_forced:
+                                new_forced.add(j)
+                                changed = True
+            new_where: dict[str, str] = {}
+            order = ("local", "stage2", "global")
+            for i, p in enumerate(plans):
+                for r in p.rules:
+                    if isinstance(r.rule, RecordingRule):
+                        where = "global" if i in new_forced else r.where
+                        previous = new_where.get(r.rule.name, "local")
+                        new_where[r.rule.name] = max(previous, where, key=order.index)
+            if new_where == recorded_where and new_forced == forced:
+                return plans
+            recorded_where, forced = new_where, new_forced
+        raise AssertionError("rule placement did not settle")  # each round only moves rules later in `order`
+
+    def _place_rule(self, rule: Rule, group: RuleGroup, recorded_where: dict[str, str], forced: bool) -> RulePlan:
+        if forced:
+            return RulePlan(rule, "global")
+        names = _names_in(rule.expr)
+        if any(recorded_where.get(n) == "global" for n in names):
+            return RulePlan(rule, "global")
+        stage2 = frozenset(n for n, w in recorded_where.items() if w == "stage2")
+        if not (names & stage2) and not needs_global_lane(rule.expr, self.partition_by):
+            return RulePlan(rule, "local")
+        try:
+            split = split_expression(rule.expr, self.partition_by, stage2)
+        except CannotSplit:
+            return RulePlan(rule, "global")
+        if group.limit and split.reads_stage2:
+            return RulePlan(rule, "global")
+        return RulePlan(rule, "stage2", split)
+
+
+def _names_in(expr: Node) -> set[str]:
+    return {m.value for n in walk(expr) if isinstance(n, SelectorNode) for m in n.matchers if m.name == METRIC_NAME and m.op == "="}
+
+
+def _names_read(group: RuleGroup) -> set[str]:
+    return set().union(*(_names_in(rule.expr) for rule in group.rules))
+
+
+def _fingerprint(groups: list[RuleGroup], partition_by: tuple[str, ...]) -> int:
+    """Identifies the rule set and partitioning a frame's slot numbers refer to."""
+    text = repr((partition_by, [(g.name, g.interval_ms, g.limit, [(type(r).__name__, r.name, r.expr_text) for r in g.rules]) for g in groups]))
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+__all__ = ["CLASSES", "GroupPlan", "LOCAL", "ONE_PARTITION", "RulePlan", "STAGED", "STILL_GLOBAL", "StagePlan"]

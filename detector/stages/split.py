@@ -1,0 +1,290 @@
+"""Splitting one rule expression into stage-1 slots and the stage-2 remainder.
+
+A *local* subtree combines no series across scrape targets (the placement
+test of :mod:`detector.rules.placement`), so each stage-1 partition can
+evaluate it over its own series. Walking a rule's expression from the top,
+the first nodes that do combine across targets become *slots*:
+
+* an aggregation of a local subtree: its partial (``sum``, ``count``,
+  ``min``, ``max``, ``group``, ``avg``, ``stddev``, ``stdvar``,
+  ``count_values``); ``topk``/``bottomk`` send each partition's own top k per
+  group (the global top k is among them) and apply the aggregation again;
+  ``quantile`` has no exact bounded partial, so it falls back to sending the
+  input samples, routed by its groups;
+* ``absent(v)`` / ``absent_over_time(x[r])`` of a local subtree: a count;
+* ``scalar(v)`` of a local subtree: at most two samples per partition (one in
+  all is the value, any other number NaN);
+* any other local vector under a combining node (the sides of an
+  ``on(...)``/``ignoring(...)`` join, an argument of a combining function):
+  the subtree's samples themselves, repartitioned.
+
+The remainder is the expression with those subtrees replaced by
+:class:`~detector.stages.inputs.StagedInput` leaves; a combine partition
+evaluates it as any rule. Its :class:`Route` says which partials must meet in
+one combine partition: every combining node left in the remainder constrains
+it (``by (ns)``: same ``ns``; ``on(q)``: same ``q``; ``ignoring(i)``: same
+labels but ``i``; ``histogram_quantile``: same labels but ``le``;
+``absent``/``scalar``/``vector``: everything in one place) and the route is
+the finest key all of them allow.
+
+>>> from detector.promql import compile_expr
+>>> s = split_expression(compile_expr("sum by (ns) (rate(x[5m])) > 10"))
+>>> [slot.kind for slot in s.slots], s.route
+(['sum'], Route(on=False, labels=frozenset()))
+>>> s = split_expression(compile_expr("depth / on(queue) group_left limit > 0.8"))
+>>> [slot.kind for slot in s.slots], s.route.labels, s.bounded
+(['vector', 'vector'], frozenset({'queue'}), False)
+>>> split_expression(compile_expr('absent(up{job="api"})')).route.single
+True
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from detector.labels import DEFAULT_PARTITION_BY, METRIC_NAME, Labels
+from detector.promql.aggregations import AggregateNode
+from detector.promql.functions import (
+    AbsentNode,
+    HistogramQuantileNode,
+    RangeFunctionNode,
+    RelabelNode,
+    ScalarNode,
+    VectorNode,
+)
+from detector.promql.plan import BinaryNode, Node, SelectorNode
+from detector.stages.inputs import StagedInput
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which labels of a partial row choose its combine partition: ``on`` these, or all but these.
+
+    >>> Route(on=True, labels=frozenset({"ns", "pod"})).meet(Route(on=False, labels=frozenset({"pod"})))
+    Route(on=True, labels=frozenset({'ns'}))
+    >>> Route(on=True, labels=frozenset({"ns"})).key((("__name__", "x"), ("ns", "a"), ("pod", "p")))
+    (('ns', 'a'),)
+    """
+
+    on: bool = False
+    labels: frozenset[str] = frozenset()
+
+    @property
+    def single(self) -> bool:
+        """Every row goes to one combine partition."""
+        return self.on and not self.labels
+
+    def key(self, labels: Labels) -> Labels:
+        # The metric name never routes: nodes between a slot and the
+        # combining node may drop it.
+        if self.on:
+            return tuple(p for p in labels if p[0] in self.labels and p[0] != METRIC_NAME)
+        return tuple(p for p in labels if p[0] not in self.labels and p[0] != METRIC_NAME)
+
+    def meet(self, other: Route) -> Route:
+        """The finest route under which rows that either route keeps together stay together."""
+        if self.on and other.on:
+            return Route(True, self.labels & other.labels)
+        if not self.on and not other.on:
+            return Route(False, self.labels | other.labels)
+        on, ignoring = (self, other) if self.on else (other, self)
+        return Route(True, on.labels - ignoring.labels)
+
+
+EVERYTHING = Route(False, frozenset())
+ONE_PLACE = Route(True, frozenset())
+
+
+@dataclass(eq=False)
+class Slot:
+    """A piece of a rule stage 1 evaluates: ``nodes`` give its partial of ``kind`` (see :mod:`.partials`)."""
+
+    kind: str
+    nodes: tuple[Node, ...]
+    bounded: bool  # rows bounded by the result's groups (or k), not by the input series
+    limit: int = 0  # keep at most this many rows per partition (0: all)
+    id: int = -1  # set by the plan
+    route: Route = field(default=EVERYTHING)  # set with the rule's route
+
+
+@dataclass(eq=False)
+class Split:
+    remainder: Node
+    slots: list[Slot]
+    route: Route
+    reads_stage2: bool  # the remainder reads series recorded by stage-2 rules (no slots then)
+
+    @property
+    def bounded(self) -> bool:
+        return all(s.bounded for s in self.slots)
+
+
+class CannotSplit(Exception):
+    """The expression mixes what the stages cannot separate; it stays in the global engine."""
+
+
+def walk(node: Node) -> Iterator[Node]:
+    yield node
+    for child in node.children():
+        yield from walk(child)
+
+
+def _names(selector: SelectorNode) -> set[str]:
+    return {m.value for m in selector.matchers if m.name == METRIC_NAME and m.op == "="}
+
+
+def split_expression(
+    expr: Node,
+    partition_by: tuple[str, ...] = DEFAULT_PARTITION_BY,
+    stage2_names: frozenset[str] = frozenset(),
+) -> Split:
+    """Split ``expr`` (see the module docstring); ``stage2_names`` are metrics recorded by stage-2 rules.
+
+    Raises :class:`CannotSplit` when the remainder would have to read both
+    stage-2 series and partials, or combine stage-2 series.
+    """
+    keep = frozenset(partition_by)
+    slots: list[Slot] = []
+
+    def combining(node: Node) -> bool:
+        return any(n.combines_series(keep) for n in walk(node))
+
+    def selectors(node: Node) -> list[SelectorNode]:
+        return [n for n in walk(node) if isinstance(n, SelectorNode)]
+
+    def stage2(sel: SelectorNode) -> bool:
+        return bool(_names(sel) & stage2_names)
+
+    def local(node: Node) -> bool:
+        sels = selectors(node)
+        return bool(sels) and not combining(node) and not any(stage2(s) for s in sels)
+
+    def slot(kind: str, nodes: tuple[Node, ...], bounded: bool, limit: int = 0) -> StagedInput:
+        slots.append(Slot(kind, nodes, bounded, limit))
+        return StagedInput(len(slots) - 1)
+
+    def rewrite(node: Node) -> Node:
+        sels = selectors(node)
+        if not sels:
+            return node  # constants and time(): the combine partition evaluates them as well
+        if all(stage2(s) for s in sels) and not combining(node):
+            return node  # stage-2 series, read where they are recorded
+        if local(node):
+            if node.kind != "vector":
+                raise CannotSplit("a scalar subtree reading series")
+            return slot("vector", (node,), bounded=False)
+        if isinstance(node, AggregateNode) and local(node.expr) and (node.param is None or not selectors(node.param)):
+            return _aggregation(node, slot)
+        if isinstance(node, AbsentNode) and not any(stage2(s) for s in sels):
+            inner = node.expr if node.expr is not None else RangeFunctionNode("present_over_time", node.selector, node.range_ms)
+            if local(inner):
+                counted = slot("sum", (AggregateNode("count", inner),), bounded=True)
+                return _rebuild(node, lambda child: child, expr=counted, selector=None, range_ms=0)
+        if isinstance(node, ScalarNode) and local(node.expr):
+            return _rebuild(node, lambda child: child, expr=slot("vector", (node.expr,), bounded=True, limit=2))
+        return _rebuild(node, rewrite)
+
+    remainder = rewrite(expr)
+    reads_stage2 = any(isinstance(n, SelectorNode) for n in walk(remainder))
+    if reads_stage2 and (slots or _constraint(remainder, walk_all=True) is not None):
+        raise CannotSplit("reads series recorded by stage-2 rules together with other series")
+    if reads_stage2:
+        route = EVERYTHING  # elementwise over what each combine partition holds
+    elif not slots:
+        route = ONE_PLACE  # reads no series (vector(1), time()): one answer, in one place
+    else:
+        route = _route(remainder, above=False)
+    for s in slots:
+        s.route = route
+    return Split(remainder, slots, route, reads_stage2)
+
+
+def _aggregation(node: AggregateNode, slot: Callable[..., StagedInput]) -> Node:
+    def sibling(op: str) -> AggregateNode:
+        return AggregateNode(op, node.expr, node.grouping, node.without)
+
+    op = node.op
+    if op in ("sum", "count"):
+        return slot("sum", (node,), bounded=True)
+    if op in ("min", "max", "group"):
+        return slot(op, (node,), bounded=True)
+    if op == "count_values":
+        return slot("sum", (node,), bounded=True)
+    if op == "avg":
+        return slot("avg", (node, sibling("count")), bounded=True)
+    if op in ("stddev", "stdvar"):
+        return slot(op, (sibling("count"), sibling("avg"), sibling("stdvar")), bounded=True)
+    if op in ("topk", "bottomk"):
+        return _rebuild(node, lambda child: child, expr=slot("vector", (node,), bounded=True))
+    # quantile: no exact partial of bounded size; the input samples go to the group's partition.
+    return _rebuild(node, lambda child: child, expr=slot("vector", (node.expr,), bounded=False))
+
+
+def _constraint(node: Node, walk_all: bool = False) -> Route | None:
+    """What ``node`` needs kept together (None: nothing); with ``walk_all``, of any node below."""
+    if walk_all:
+        found = [c for c in (_constraint(n) for n in walk(node)) if c is not None]
+        return found[0] if found else None
+    if isinstance(node, AggregateNode):
+        return Route(not node.without, frozenset(node.grouping))
+    if isinstance(node, BinaryNode) and node.lhs.kind == node.rhs.kind == "vector":
+        return Route(node.matching.on, frozenset(node.matching.labels))
+    if isinstance(node, (AbsentNode, ScalarNode, VectorNode)):
+        return ONE_PLACE
+    if isinstance(node, HistogramQuantileNode):
+        return Route(False, frozenset({"le"}))
+    return None
+
+
+def _changes_labels(node: Node) -> bool:
+    """Nodes that make labels a combining node above could group by, which routing cannot foresee."""
+    if isinstance(node, RelabelNode):
+        return True
+    if isinstance(node, BinaryNode) and node.matching.include:
+        return True
+    return isinstance(node, AggregateNode) and node.op == "count_values"
+
+
+def _route(node: Node, above: bool) -> Route:
+    if isinstance(node, StagedInput):
+        return EVERYTHING
+    if above and _changes_labels(node):
+        return ONE_PLACE
+    own = _constraint(node)
+    route = own if own is not None else EVERYTHING
+    for child in node.children():
+        route = route.meet(_route(child, above or own is not None))
+    return route
+
+
+def _rebuild(node: Node, fn: Callable[[Node], Node], **changes: object) -> Node:
+    """A copy of ``node`` with ``fn`` applied to its children and ``changes`` set (caches fresh)."""
+    for name, value in vars(node).items():
+        if name in changes:
+            continue
+        if isinstance(value, Node):
+            new = fn(value)
+            if new is not value:
+                changes[name] = new
+        elif isinstance(value, tuple) and any(isinstance(v, Node) for v in value):
+            new_tuple = tuple(fn(v) if isinstance(v, Node) else v for v in value)
+            if any(a is not b for a, b in zip(new_tuple, value)):
+                changes[name] = new_tuple
+    if not changes:
+        return node
+    clone = copy.copy(node)
+    for name, value in vars(clone).items():
+        if isinstance(value, weakref.WeakKeyDictionary):
+            setattr(clone, name, weakref.WeakKeyDictionary())
+    for name, value in changes.items():
+        setattr(clone, name, value)
+    post_init = getattr(clone, "__post_init__", None)
+    if post_init is not None:
+        post_init()
+    return clone
+
+
+__all__ = ["CannotSplit", "EVERYTHING", "ONE_PLACE", "Route", "Slot", "Split", "split_expression", "walk"]
