@@ -33,7 +33,13 @@ from detector.stages.frames import FrameFormatError, decode_frame
 from detector.stages.inputs import register_feed
 from detector.stages.partials import COLUMNS, Partial, merge
 from detector.stages.plan import StagePlan
+from detector.rules.alerting import Alert
+from detector.rules.engine import EngineStats
+from detector.snapshot import SnapshotError, decode, encode
 from detector.store import EMPTY
+
+SNAPSHOT_RECORDS = {"Alert": Alert, "EngineStats": EngineStats}
+"""The dataclasses a stage snapshot may hold (the loader builds nothing else)."""
 
 
 class CombinePartition:
@@ -55,13 +61,11 @@ class CombinePartition:
                                  resend_delay_ms=resend_delay_ms, start_ms=start_ms)
         register_feed(self.engine.store, self)
         self.watermarks = np.full(sources, EMPTY, dtype=np.int64)  # per upstream partition
-        self.seqs = np.zeros(sources, dtype=np.int64)  # last frame number seen per upstream
         # Partials of ticks not evaluated yet: (slot, tick) -> {source: Partial}.
         self.pending: dict[tuple[int, int], dict[int, Partial]] = {}
         self.failures: dict[tuple[int, int], str] = {}
-        self.rows_received = 0  # partial rows taken in (not counting redelivered frames)
-        self.late_rows = 0  # partial rows for ticks already evaluated (dropped)
-        self.duplicate_frames = 0
+        self.rows_received = 0  # partial rows taken in
+        self.duplicate_rows = 0  # partial rows received again (dropped)
 
     @property
     def watermark(self) -> int:
@@ -88,19 +92,20 @@ class CombinePartition:
             want = COLUMNS[self.plan.slots[block.slot].kind]
             if block.values.shape[1] != want:
                 raise FrameFormatError(f"slot {block.slot} needs {want} value columns, the frame has {block.values.shape[1]}")
-        if frame.seq <= self.seqs[frame.source]:
-            self.duplicate_frames += 1  # a redelivery, or a replay after the sender restored a snapshot
-            return EngineOutput()
-        self.seqs[frame.source] = frame.seq
-        self.rows_received += sum(len(b.labels) for b in frame.blocks)
-        done = self.engine.watermark
+        for failure in frame.failures:
+            if failure.slot >= len(self.plan.slots):
+                raise FrameFormatError(f"partials frame names slot {failure.slot}, the rule set has {len(self.plan.slots)}")
+        # A source has sent every partial of the ticks up to its watermark; rows for those
+        # ticks again are a redelivery, or a replay after the source restored a snapshot.
+        seen = int(self.watermarks[frame.source])
         for block in frame.blocks:
-            if block.tick <= done:
-                self.late_rows += len(block.labels)
+            if block.tick <= seen:
+                self.duplicate_rows += len(block.labels)
                 continue
+            self.rows_received += len(block.labels)
             self.pending.setdefault((block.slot, block.tick), {})[frame.source] = Partial(block.labels, block.values)
         for failure in frame.failures:
-            if failure.tick > done:
+            if failure.tick > seen:
                 self.failures.setdefault((failure.slot, failure.tick), failure.message)
         self.watermarks[frame.source] = max(int(self.watermarks[frame.source]), frame.watermark)
         return self._advance()
@@ -134,29 +139,32 @@ class CombinePartition:
             "fingerprint": self.plan.fingerprint,
             "engine": self.engine.snapshot_state(),
             "watermarks": self.watermarks.copy(),
-            "seqs": self.seqs.copy(),
             "pending": pending,
             "failures": [(slot, tick, message) for (slot, tick), message in self.failures.items()],
             "rows_received": self.rows_received,
-            "late_rows": self.late_rows,
-            "duplicate_frames": self.duplicate_frames,
+            "duplicate_rows": self.duplicate_rows,
         }
 
-    def restore_state(self, state: dict) -> None:
-        if state["fingerprint"] != self.plan.fingerprint:
-            from detector.snapshot import SnapshotError
+    def snapshot(self) -> bytes:
+        """:meth:`snapshot_state` as :mod:`detector.snapshot` bytes (data only, safe to load)."""
+        return encode(self.snapshot_state(), SNAPSHOT_RECORDS)
 
-            raise SnapshotError("combine partition snapshot taken with other rule files: its partials do not apply")
+    def restore(self, data: bytes) -> None:
+        """Load :meth:`snapshot` bytes; :class:`~detector.snapshot.SnapshotError` if they do not fit."""
+        self.restore_state(decode(data, SNAPSHOT_RECORDS))
+
+    def restore_state(self, state: dict) -> None:
+        if state.get("fingerprint") != self.plan.fingerprint:
+            raise SnapshotError("combine partition snapshot taken with other rule files or partitioning: "
+                                "its partials and slot numbers do not apply")
         self.engine.restore_state(dict(state["engine"]))
         register_feed(self.engine.store, self)
         self.watermarks = np.asarray(state["watermarks"], dtype=np.int64)
-        self.seqs = np.asarray(state["seqs"], dtype=np.int64)
         self.pending = {}
         for slot, tick, source, labels, values in state["pending"]:
             self.pending.setdefault((slot, tick), {})[source] = Partial(list(labels), np.asarray(values, dtype=np.float64))
         self.failures = {(slot, tick): message for slot, tick, message in state["failures"]}
-        self.rows_received = state["rows_received"]
-        self.late_rows, self.duplicate_frames = state["late_rows"], state["duplicate_frames"]
+        self.rows_received, self.duplicate_rows = state["rows_received"], state["duplicate_rows"]
 
 
 __all__ = ["CombinePartition"]

@@ -2,8 +2,10 @@
 
 One frame per (upstream, combine partition) per step; it says "here are my
 partial rows for you for these ticks, these slots failed at these ticks, and
-I have evaluated every tick up to my watermark". Frames of one upstream are
-numbered (``seq``), so a redelivered frame is recognised and dropped.
+I have evaluated every tick up to my watermark". So a receiver recognises
+rows for ticks at or before a sender's last watermark as sent before (a
+redelivery, or a replay after the sender restored a snapshot) and drops them.
+``seq`` numbers a sender's frames, for diagnostics.
 
 Wire format, version 1 (all integers little-endian)::
 

@@ -30,7 +30,7 @@ the finest key all of them allow.
 >>> from detector.promql import compile_expr
 >>> s = split_expression(compile_expr("sum by (ns) (rate(x[5m])) > 10"))
 >>> [slot.kind for slot in s.slots], s.route
-(['sum'], Route(on=False, labels=frozenset()))
+(['sum'], Route(on=True, labels=frozenset({'ns'})))
 >>> s = split_expression(compile_expr("depth / on(queue) group_left limit > 0.8"))
 >>> [slot.kind for slot in s.slots], s.route.labels, s.bounded
 (['vector', 'vector'], frozenset({'queue'}), False)
@@ -197,6 +197,9 @@ def split_expression(
         route = ONE_PLACE  # reads no series (vector(1), time()): one answer, in one place
     else:
         route = _route(remainder, above=False)
+        for s in slots:  # an aggregation's rows carry only its grouping labels: route on no more
+            if s.kind != "vector":
+                route = route.meet(_constraint(s.nodes[0]) or EVERYTHING)
     for s in slots:
         s.route = route
     return Split(remainder, slots, route, reads_stage2)

@@ -28,6 +28,7 @@ from detector.stages.frames import Block, Failure, Frame, encode_frame
 from detector.stages.partials import Partial, from_vectors
 from detector.stages.plan import StagePlan
 from detector.stages.split import Slot
+from detector.snapshot import decode, encode
 from detector.store import EMPTY
 from detector.wire.batch import SampleBatch
 
@@ -139,6 +140,22 @@ class Stage1Partition:
         return by_dest
 
     # --- Snapshots. ----------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The engine's state and the frame count, as :mod:`detector.snapshot` bytes.
+
+        Replaying the samples after the snapshot's offsets regenerates the
+        partials of ticks the combine partitions may already have; they drop
+        those by this partition's watermark (:mod:`detector.stages.frames`).
+        """
+        from detector.stages.combine import SNAPSHOT_RECORDS
+
+        return encode(self.snapshot_state(), SNAPSHOT_RECORDS)
+
+    def restore(self, data: bytes) -> None:
+        from detector.stages.combine import SNAPSHOT_RECORDS
+
+        self.restore_state(decode(data, SNAPSHOT_RECORDS))
 
     def snapshot_state(self) -> dict:
         return {"engine": self.engine.snapshot_state(), "seq": self.seq, "sent_watermark": self._sent_watermark}
