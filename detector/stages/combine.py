@@ -65,6 +65,7 @@ class CombinePartition:
         self.pending: dict[tuple[int, int], dict[int, Partial]] = {}
         self.failures: dict[tuple[int, int], str] = {}
         self.rows_received = 0  # partial rows taken in
+        self.rows_by_slot: dict[int, int] = {}  # the same, by slot: which rules make this partition busy
         self.duplicate_rows = 0  # partial rows received again (dropped)
 
     @property
@@ -103,6 +104,7 @@ class CombinePartition:
                 self.duplicate_rows += len(block.labels)
                 continue
             self.rows_received += len(block.labels)
+            self.rows_by_slot[block.slot] = self.rows_by_slot.get(block.slot, 0) + len(block.labels)
             self.pending.setdefault((block.slot, block.tick), {})[frame.source] = Partial(block.labels, block.values)
         for failure in frame.failures:
             if failure.tick > seen:
@@ -142,6 +144,7 @@ class CombinePartition:
             "pending": pending,
             "failures": [(slot, tick, message) for (slot, tick), message in self.failures.items()],
             "rows_received": self.rows_received,
+            "rows_by_slot": dict(self.rows_by_slot),
             "duplicate_rows": self.duplicate_rows,
         }
 
@@ -165,6 +168,7 @@ class CombinePartition:
             self.pending.setdefault((slot, tick), {})[source] = Partial(list(labels), np.asarray(values, dtype=np.float64))
         self.failures = {(slot, tick): message for slot, tick, message in state["failures"]}
         self.rows_received, self.duplicate_rows = state["rows_received"], state["duplicate_rows"]
+        self.rows_by_slot = dict(state["rows_by_slot"])
 
 
 __all__ = ["CombinePartition"]

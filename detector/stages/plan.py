@@ -53,12 +53,13 @@ from collections import Counter
 from dataclasses import dataclass
 
 from detector.labels import DEFAULT_PARTITION_BY, METRIC_NAME, Labels, canonical_bytes, stable_hash
-from detector.promql.plan import Node, SelectorNode
+from detector.promql.aggregations import AggregateNode
+from detector.promql.plan import DROPS_METRIC_NAME, BinaryNode, Node, SelectorNode
 from detector.rules.group import Rule, RuleGroup
 from detector.rules.placement import needs_global_lane
 from detector.rules.recording import RecordingRule
 from detector.stages.inputs import StagedInput
-from detector.stages.split import ONE_PLACE, CannotSplit, Slot, Split, split_expression, walk
+from detector.stages.split import ONE_PLACE, CannotSplit, Slot, Split, _rebuild, split_expression, walk
 
 LOCAL, STAGED, ONE_PARTITION, STILL_GLOBAL = "local", "staged", "one-partition", "still-global"
 CLASSES = (LOCAL, STAGED, ONE_PARTITION, STILL_GLOBAL)
@@ -182,7 +183,8 @@ class StagePlan:
     # --- Placement. ----------------------------------------------------------------------
 
     def _single(self, r: RulePlan, g: GroupPlan) -> bool:
-        assert r.split is not None
+        if r.split is None:
+            return False
         return bool(g.group.limit) or (not r.split.reads_stage2 and r.split.route.single)
 
     def _place(self, groups: list[RuleGroup]) -> list[GroupPlan]:
@@ -191,7 +193,10 @@ class StagePlan:
         forced: set[int] = set()
         for _ in range(len(groups) + 2):
             plans = [
-                GroupPlan(g, [self._place_rule(rule, g, recorded_where, i in forced) for rule in g.rules])
+                GroupPlan(g, [
+                    self._place_rule(rule, g, recorded_where, i in forced, _inlinable(groups, i, k, recorded_where))
+                    for k, rule in enumerate(g.rules)
+                ])
                 for i, g in enumerate(groups)
             ]
             new_forced = {i for i, p in enumerate(plans) if p.is_global} | forced
@@ -210,11 +215,13 @@ class StagePlan:
                                 new_forced.add(j)
                                 changed = True
             new_where: dict[str, str] = {}
-            order = ("local", "stage2", "global")
+            order = ("local", "stage2", "owner", "global")
             for i, p in enumerate(plans):
                 for r in p.rules:
                     if isinstance(r.rule, RecordingRule):
                         where = "global" if i in new_forced else r.where
+                        if where == "stage2" and self._single(r, p):
+                            where = "owner"  # all its series in the owner combine partition
                         previous = new_where.get(r.rule.name, "local")
                         new_where[r.rule.name] = max(previous, where, key=order.index)
             if new_where == recorded_where and new_forced == forced:
@@ -222,22 +229,81 @@ class StagePlan:
             recorded_where, forced = new_where, new_forced
         raise AssertionError("rule placement did not settle")  # each round only moves rules later in `order`
 
-    def _place_rule(self, rule: Rule, group: RuleGroup, recorded_where: dict[str, str], forced: bool) -> RulePlan:
+    def _place_rule(
+        self, rule: Rule, group: RuleGroup, recorded_where: dict[str, str], forced: bool, inlinable: dict[str, Node]
+    ) -> RulePlan:
         if forced:
             return RulePlan(rule, "global")
-        names = _names_in(rule.expr)
+        expr = _inline(rule.expr, inlinable) if inlinable else rule.expr
+        names = _names_in(expr)
         if any(recorded_where.get(n) == "global" for n in names):
             return RulePlan(rule, "global")
         stage2 = frozenset(n for n, w in recorded_where.items() if w == "stage2")
-        if not (names & stage2) and not needs_global_lane(rule.expr, self.partition_by):
+        owner = frozenset(n for n, w in recorded_where.items() if w == "owner")
+        if expr is rule.expr and not (names & (stage2 | owner)) and not needs_global_lane(expr, self.partition_by):
             return RulePlan(rule, "local")
         try:
-            split = split_expression(rule.expr, self.partition_by, stage2)
+            split = split_expression(expr, self.partition_by, stage2, owner)
         except CannotSplit:
             return RulePlan(rule, "global")
         if group.limit and split.reads_stage2:
             return RulePlan(rule, "global")
         return RulePlan(rule, "stage2", split)
+
+
+def _inlinable(groups: list[RuleGroup], gi: int, ri: int, recorded_where: dict[str, str]) -> dict[str, Node]:
+    """Stage-2 recorded series the rule at (gi, ri) may read as the expression that records them.
+
+    Such a series is written by one recording rule without extra labels, in a
+    group of the same interval evaluated before the reader at every tick (an
+    earlier group, or earlier in the same group): at tick t the reader sees
+    exactly what that expression gives at t, or nothing where it gave nothing
+    (a staleness marker). Reading the expression instead lets an aggregation
+    of a staged recording rule (``sum(namespace:cpu:sum)``) be staged too,
+    instead of a third stage or the global lane.
+    """
+    found: dict[str, list[tuple[int, int, RecordingRule]]] = {}
+    for i, g in enumerate(groups):
+        for k, rule in enumerate(g.rules):
+            if isinstance(rule, RecordingRule):
+                found.setdefault(rule.name, []).append((i, k, rule))
+    out = {}
+    for name, recorders in found.items():
+        if recorded_where.get(name) != "stage2" or len(recorders) != 1:
+            continue
+        i, k, rule = recorders[0]
+        if not rule.labels and groups[i].interval_ms == groups[gi].interval_ms and (i, k) < (gi, ri):
+            out[name] = rule.expr
+    return out
+
+
+def _inline(expr: Node, inlinable: dict[str, Node]) -> Node:
+    """``expr`` with bare selectors of ``inlinable`` series replaced by their expressions.
+
+    Only where the metric name is dropped anyway (an aggregation's argument
+    not grouped by ``__name__``, an arithmetic operand), since the expression
+    has no ``__name__`` where the recorded series has one.
+    """
+
+    def bare(node: Node) -> Node | None:
+        if isinstance(node, SelectorNode) and node.offset_ms == 0 and len(node.matchers) == 1:
+            m = node.matchers[0]
+            if m.name == METRIC_NAME and m.op == "=" and m.value in inlinable:
+                return inlinable[m.value]
+        return None
+
+    def visit(node: Node) -> Node:
+        if isinstance(node, AggregateNode) and METRIC_NAME not in node.grouping:
+            replacement = bare(node.expr)
+            if replacement is not None:
+                return _rebuild(node, visit, expr=replacement)
+        if isinstance(node, BinaryNode) and node.op in DROPS_METRIC_NAME:
+            changes = {side: r for side in ("lhs", "rhs") if (r := bare(getattr(node, side))) is not None}
+            if changes:
+                return _rebuild(node, visit, **changes)
+        return _rebuild(node, visit)
+
+    return visit(expr)
 
 
 def _names_in(expr: Node) -> set[str]:

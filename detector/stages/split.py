@@ -140,12 +140,18 @@ def split_expression(
     expr: Node,
     partition_by: tuple[str, ...] = DEFAULT_PARTITION_BY,
     stage2_names: frozenset[str] = frozenset(),
+    owner_names: frozenset[str] = frozenset(),
 ) -> Split:
-    """Split ``expr`` (see the module docstring); ``stage2_names`` are metrics recorded by stage-2 rules.
+    """Split ``expr`` (see the module docstring).
 
-    Raises :class:`CannotSplit` when the remainder would have to read both
-    stage-2 series and partials, or combine stage-2 series.
+    ``stage2_names`` are metrics recorded by stage-2 rules, spread over the
+    combine partitions; ``owner_names`` those recorded by stage-2 rules whose
+    results all live in the one combine partition that owns rules routed to
+    one place (so a rule reading them in any way runs there too). Raises
+    :class:`CannotSplit` when the remainder would have to read spread stage-2
+    series together with partials or owner series, or combine them.
     """
+    stage2_names = stage2_names | owner_names
     keep = frozenset(partition_by)
     slots: list[Slot] = []
 
@@ -157,6 +163,9 @@ def split_expression(
 
     def stage2(sel: SelectorNode) -> bool:
         return bool(_names(sel) & stage2_names)
+
+    def owner(sel: SelectorNode) -> bool:
+        return bool(_names(sel) & owner_names)
 
     def local(node: Node) -> bool:
         sels = selectors(node)
@@ -170,7 +179,7 @@ def split_expression(
         sels = selectors(node)
         if not sels:
             return node  # constants and time(): the combine partition evaluates them as well
-        if all(stage2(s) for s in sels) and not combining(node):
+        if all(owner(s) for s in sels) or (all(stage2(s) for s in sels) and not combining(node)):
             return node  # stage-2 series, read where they are recorded
         if local(node):
             if node.kind != "vector":
@@ -188,11 +197,15 @@ def split_expression(
         return _rebuild(node, rewrite)
 
     remainder = rewrite(expr)
-    reads_stage2 = any(isinstance(n, SelectorNode) for n in walk(remainder))
-    if reads_stage2 and (slots or _constraint(remainder, walk_all=True) is not None):
+    read = [n for n in walk(remainder) if isinstance(n, SelectorNode)]
+    reads_owner = any(owner(n) for n in read)
+    reads_stage2 = any(not owner(n) for n in read)
+    if reads_stage2 and (slots or reads_owner or _constraint(remainder, walk_all=True) is not None):
         raise CannotSplit("reads series recorded by stage-2 rules together with other series")
     if reads_stage2:
         route = EVERYTHING  # elementwise over what each combine partition holds
+    elif reads_owner:
+        route = ONE_PLACE  # where those series are
     elif not slots:
         route = ONE_PLACE  # reads no series (vector(1), time()): one answer, in one place
     else:

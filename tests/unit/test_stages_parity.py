@@ -255,3 +255,41 @@ def test_random_rules_alert_and_record_as_one_engine(exprs, seed, partitions, co
     assert not [e for o in out for e in o.errors]
     assert_same(transitions(out), transitions(ref_out))
     assert_same(rec, ref_rec)
+
+
+def test_an_aggregation_of_a_staged_recording_reads_its_expression_and_stays_staged():
+    groups = [
+        RuleGroup("rec", "t.yml", INTERVAL, (record("ns:x:sum", "sum by (ns) (x)"), record("cluster:x:max", "max(x)"))),
+        RuleGroup("use", "t.yml", INTERVAL, (
+            alert("Total", "sum(ns:x:sum) > 10.37"),  # same interval, later group: read as sum(sum by (ns) (x))
+            # Joins with a series living in the owner combine partition: evaluated there, on ns:x:sum's partials.
+            alert("MaxShare", "ns:x:sum / on() group_left cluster:x:max > 0.37"),
+        )),
+    ]
+    staged, transitions_, rec = assert_parity(groups, fleet(7), 16)
+    classes = {r.rule.name: r.cls for g in staged.plan.groups for r in g.rules}
+    assert classes == {"ns:x:sum": "staged", "cluster:x:max": "one-partition", "Total": "one-partition",
+                       "MaxShare": "one-partition"}
+    assert not staged.plan.global_groups()
+    assert {k[0] for k, _ in transitions_} == {"Total", "MaxShare"}
+
+
+def test_the_kubernetes_rule_set_matches_one_engine():
+    from bench.stages import RULES, kubernetes_fleet
+    from detector.rules import load_rule_files
+
+    groups = load_rule_files([str(RULES)])
+    batches, _ = kubernetes_fleet(nodes=6, pods_per_node=5, steps=10, seed=3)
+    reference = RuleEngine(groups)
+    expected = [reference.ingest(b) for b in batches]
+    staged = StagedEngine(groups, partitions=4, combiners=5)
+    got = [staged.ingest(b) for b in batches]
+    assert not [e for o in expected for e in o.errors]
+    assert_same(transitions(got), transitions(expected))
+    names = {r.name for g in groups for r in g.rules if isinstance(r, RecordingRule)}
+    stores = [p.engine.store for p in staged.stage1] + [c.engine.store for c in staged.combine] + [staged.global_engine.store]
+    end = 10 * INTERVAL
+    assert_same(recorded(stores, names, end), recorded([reference.store], names, end))
+    assert {k[0] for k, _ in transitions(expected)} >= {
+        "Watchdog", "KubeletDown", "KubePodRestartsTop", "ServiceLatencyHigh", "KubeCPUOvercommit", "NodeCPUSaturatedByPods"}
+    assert staged.plan.rule_classes()["staged"] >= 20
