@@ -56,6 +56,31 @@ _FAILURE = struct.Struct("<IqI")
 _LENGTH = struct.Struct("<I")
 
 
+# The same label sets travel at every tick: their encoding both ways is memoised
+# (bounded, so series churn cannot grow it for ever).
+_MEMO_LIMIT = 1 << 20
+_KEYS: dict[Labels, bytes] = {}
+_LABELS: dict[bytes, Labels] = {}
+
+
+def _key(labels: Labels) -> bytes:
+    key = _KEYS.get(labels)
+    if key is None:
+        if len(_KEYS) >= _MEMO_LIMIT:
+            _KEYS.clear()
+        key = _KEYS[labels] = canonical_bytes(labels)
+    return key
+
+
+def _labels(key: bytes) -> Labels:
+    labels = _LABELS.get(key)
+    if labels is None:
+        if len(_LABELS) >= _MEMO_LIMIT:
+            _LABELS.clear()
+        labels = _LABELS[key] = labels_from_canonical(key)
+    return labels
+
+
 class FrameFormatError(HeadroomError):
     """Bytes that are not a partials frame this code can read (or not for this rule set)."""
 
@@ -101,7 +126,7 @@ def encode_frame(frame: Frame) -> bytes:
             raise ValueError(f"block of slot {block.slot}: values must be (rows, 1..255 columns), got {values.shape}")
         out += _BLOCK.pack(block.slot, block.tick, len(block.labels), values.shape[1])
         for labels in block.labels:
-            key = canonical_bytes(labels)
+            key = _key(labels)
             out += _LENGTH.pack(len(key)) + key
         out += values.tobytes()
     for failure in frame.failures:
@@ -136,7 +161,7 @@ def decode_frame(data: bytes) -> Frame:
                 pos += _LENGTH.size
                 if pos + length > len(view):
                     raise FrameFormatError(f"truncated labels in block of slot {slot} at {tick}")
-                labels.append(labels_from_canonical(bytes(view[pos : pos + length])))
+                labels.append(_labels(bytes(view[pos : pos + length])))
                 pos += length
             size = 8 * n_rows * n_cols
             if pos + size > len(view):
