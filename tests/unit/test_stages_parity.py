@@ -31,7 +31,7 @@ STEPS = 14
 STALE = float(np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.float64)[0])
 
 
-def fleet(seed: int, targets: int = 12) -> list[SampleBatch]:
+def fleet(seed: int, targets: int = 12, chunks: int = 1) -> list[SampleBatch]:
     """One batch per scrape round: x, y, u, c (a counter), h_bucket, ns_team and up for every target."""
     rng = random.Random(seed)
     series = []
@@ -69,7 +69,9 @@ def fleet(seed: int, targets: int = 12) -> list[SampleBatch]:
                 value = float(rng.randrange(-3, 10))
             rows.append((s, [(ts, value)]))
         rng.shuffle(rows)
-        batches.append(SampleBatch.from_series(rows))
+        cut = sorted(rng.sample(range(1, len(rows)), chunks - 1)) if chunks > 1 else []
+        for a, b in zip([0, *cut], [*cut, len(rows)]):  # one remote-write request per chunk
+            batches.append(SampleBatch.from_series(rows[a:b]))
     return batches
 
 
@@ -111,11 +113,11 @@ def recorded(stores, names: set[str], end: int) -> dict:
     return sorted(out.items())
 
 
-def run_both(groups: list[RuleGroup], batches: list[SampleBatch], partitions: int, combiners: int):
+def run_both(groups: list[RuleGroup], batches: list[SampleBatch], partitions: int, combiners: int, lateness_ms: int = 0):
     end = STEPS * INTERVAL + 60_000
-    reference = RuleEngine(groups, lookback_ms=120_000)
+    reference = RuleEngine(groups, lookback_ms=120_000, lateness_ms=lateness_ms)
     ref_out = [reference.ingest(b) for b in batches] + [reference.advance_to(end)]
-    staged = StagedEngine(groups, partitions=partitions, combiners=combiners, lookback_ms=120_000)
+    staged = StagedEngine(groups, partitions=partitions, combiners=combiners, lookback_ms=120_000, lateness_ms=lateness_ms)
     staged_out = [staged.ingest(b) for b in batches] + [staged.advance_to(end)]
     names = {r.name for g in groups for r in g.rules if isinstance(r, RecordingRule)}
     stores = [p.engine.store for p in staged.stage1] + [c.engine.store for c in staged.combine] + [staged.global_engine.store]
@@ -293,3 +295,22 @@ def test_the_kubernetes_rule_set_matches_one_engine():
     assert {k[0] for k, _ in transitions(expected)} >= {
         "Watchdog", "KubeletDown", "KubePodRestartsTop", "ServiceLatencyHigh", "KubeCPUOvercommit", "NodeCPUSaturatedByPods"}
     assert staged.plan.rule_classes()["staged"] >= 20
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(exprs=st.lists(expression(), min_size=1, max_size=2), seed=st.integers(0, 10_000),
+       partitions=st.sampled_from([1, 4, 16]), lateness_ms=st.sampled_from([0, 10_000, 20_000]))
+def test_out_of_order_requests_and_late_samples_give_what_one_engine_gives(exprs, seed, partitions, lateness_ms):
+    """Requests of a scrape round arrive in pieces and out of order; samples later than the bound are late in both."""
+    batches = fleet(seed, targets=8, chunks=3)
+    rng = random.Random(seed)
+    for i in range(len(batches) - 1):  # swap neighbours: a request overtakes another one
+        if rng.random() < 0.5:
+            batches[i], batches[i + 1] = batches[i + 1], batches[i]
+    rules = tuple(alert(f"A{i}", expr, for_ms=15_000) for i, expr in enumerate(exprs))
+    groups = [RuleGroup("g", "t.yml", INTERVAL, rules)]
+    (reference, ref_out, _), (staged, out, _) = run_both(groups, batches, partitions, partitions, lateness_ms)
+    if [e for o in ref_out for e in o.errors]:
+        return
+    assert_same(transitions(out), transitions(ref_out))
+    assert sum(p.engine.stats.late for p in staged.stage1) == reference.stats.late
