@@ -33,9 +33,11 @@ exactly as today: the remainder reads the merged partials through
 staged recording rules wrote run there too, over the share each combine
 partition holds.
 
-**Only what must be global stays in one place.** ``absent()``, ``scalar()``,
-``vector()`` and aggregations without ``by`` go to one combine partition, but
-receive counts and partials, not raw series. What the stages cannot separate
+**Only what must be global stays in one place.** ``absent()``, ``vector()``
+and aggregations without ``by`` go to one combine partition, but receive
+counts and partials, not raw series; the few partial rows of a ``scalar()``
+are broadcast to every combine partition, so ``x > scalar(max(y))`` keeps x
+spread. What the stages cannot separate
 (see :mod:`detector.stages.plan`) stays *still-global*: one engine over the
 raw series its selectors match, as the global lane today.
 
@@ -57,4 +59,24 @@ watermarks and the partials of ticks not evaluated yet.
 partitions (and the still-global engine) in one process; it is the parity
 oracle for the tests and the model for the Kafka wiring: every method it
 calls takes batches or frame bytes and returns outputs and frame bytes.
+
+**Known limits** (each exact, but not spread, or differing from one engine
+only where noted):
+
+* an aggregation over a cross-target join that copies labels
+  (``sum by (node) (x * on(pod) group_left(node) kube_pod_info)``) or over
+  relabelled labels sends the join's raw sides to one combine partition: a
+  third stage would spread it;
+* a rule combining series a staged recording rule writes at another
+  interval, or with extra labels, stays in the global engine (same interval,
+  evaluated before it: the recording's expression is read instead);
+* an evaluation error in a combine partition (a join whose "one" side is
+  not unique) fails that partition's share of the rule; one engine fails
+  the whole rule. Two samples with the same labels after a recording rule's
+  labels, in different combine partitions, are not detected;
+* ``topk``/``bottomk`` break ties by partition order, Prometheus by series
+  order; float sums, means and moments differ in the last bits (so does
+  Prometheus between runs); a sum of only ``-0`` is ``0``;
+* rules reading ``ALERTS`` see the alerts of their own partition only (as
+  local rules do today).
 """

@@ -13,7 +13,9 @@ the first nodes that do combine across targets become *slots*:
   input samples, routed by its groups;
 * ``absent(v)`` / ``absent_over_time(x[r])`` of a local subtree: a count;
 * ``scalar(v)`` of a local subtree: at most two samples per partition (one in
-  all is the value, any other number NaN);
+  all is the value, any other number NaN); these rows, and any other bounded
+  partials under ``scalar()``, are *broadcast* to every combine partition,
+  which all compute the scalar, so what it is compared with stays spread;
 * any other local vector under a combining node (the sides of an
   ``on(...)``/``ignoring(...)`` join, an argument of a combining function):
   the subtree's samples themselves, repartitioned.
@@ -106,6 +108,7 @@ class Slot:
     nodes: tuple[Node, ...]
     bounded: bool  # rows bounded by the result's groups (or k), not by the input series
     limit: int = 0  # keep at most this many rows per partition (0: all)
+    broadcast: bool = False  # rows go to every combine partition (a scalar()'s partials)
     id: int = -1  # set by the plan
     route: Route = field(default=EVERYTHING)  # set with the rule's route
 
@@ -192,8 +195,18 @@ def split_expression(
             if local(inner):
                 counted = slot("sum", (AggregateNode("count", inner),), bounded=True)
                 return _rebuild(node, lambda child: child, expr=counted, selector=None, range_ms=0)
-        if isinstance(node, ScalarNode) and local(node.expr):
-            return _rebuild(node, lambda child: child, expr=slot("vector", (node.expr,), bounded=True, limit=2))
+        if isinstance(node, ScalarNode) and not any(stage2(s) for s in sels):
+            before = len(slots)
+            if local(node.expr):
+                scalar = _rebuild(node, lambda child: child, expr=slot("vector", (node.expr,), bounded=True, limit=2))
+            else:
+                scalar = _rebuild(node, rewrite)
+            if all(s.bounded for s in slots[before:]):
+                # Few rows: every combine partition gets them all and computes the scalar
+                # itself, so the vector it is compared with can stay spread.
+                for s in slots[before:]:
+                    s.broadcast = True
+            return scalar
         return _rebuild(node, rewrite)
 
     remainder = rewrite(expr)
@@ -209,9 +222,9 @@ def split_expression(
     elif not slots:
         route = ONE_PLACE  # reads no series (vector(1), time()): one answer, in one place
     else:
-        route = _route(remainder, above=False)
+        route = _route(remainder, False, slots)
         for s in slots:  # an aggregation's rows carry only its grouping labels: route on no more
-            if s.kind != "vector":
+            if s.kind != "vector" and not s.broadcast:
                 route = route.meet(_constraint(s.nodes[0]) or EVERYTHING)
     for s in slots:
         s.route = route
@@ -264,15 +277,19 @@ def _changes_labels(node: Node) -> bool:
     return isinstance(node, AggregateNode) and node.op == "count_values"
 
 
-def _route(node: Node, above: bool) -> Route:
+def _route(node: Node, above: bool, slots: list[Slot]) -> Route:
     if isinstance(node, StagedInput):
         return EVERYTHING
+    if isinstance(node, ScalarNode):
+        inputs = [n for n in walk(node) if isinstance(n, StagedInput)]
+        if inputs and all(slots[n.slot].broadcast for n in inputs):
+            return EVERYTHING  # every combine partition has all it needs
     if above and _changes_labels(node):
         return ONE_PLACE
     own = _constraint(node)
     route = own if own is not None else EVERYTHING
     for child in node.children():
-        route = route.meet(_route(child, above or own is not None))
+        route = route.meet(_route(child, above or own is not None, slots))
     return route
 
 

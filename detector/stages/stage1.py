@@ -128,6 +128,8 @@ class Stage1Partition:
         }
 
     def _route(self, slot: Slot, partial: Partial) -> dict[int, list[int]]:
+        if slot.broadcast:
+            return {dest: list(range(len(partial))) for dest in range(self.combiners)} if len(partial) else {}
         by_dest: dict[int, list[int]] = {}
         for i, labels in enumerate(partial.labels):
             key = (slot.id, labels)

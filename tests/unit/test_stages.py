@@ -225,7 +225,9 @@ def test_stage1_partition_emits_its_watermark_to_every_combine_partition():
         ("topk(3, x)", "one-partition"),
         ('absent(up{job="api"})', "one-partition"),
         ("sum(x) > scalar(max(y))", "one-partition"),
-        ("x > scalar(max(y))", "still-global"),  # x's samples meet the scalar in one place
+        ("x > on() group_left vector(scalar(max(y)))", "still-global"),  # x's samples meet the vector in one place
+        ("sum by (ns) (x) > scalar(max(y))", "staged"),  # max(y)'s rows go to every combine partition
+        ("x > scalar(max(y))", "staged"),
         ("vector(1)", "one-partition"),
         ("quantile(0.9, x)", "still-global"),  # raw samples into one place
         ("a / on() group_left b", "still-global"),
@@ -240,3 +242,17 @@ def test_a_group_limit_keeps_a_rule_in_one_combine_partition():
     plan = StagePlan([RuleGroup("g", "f.yml", 15_000, (alert("A", "sum by (ns) (x) > 1"),), limit=3)])
     assert plan.slots[0].route.single
     assert [len(plan.combine_groups(i, 4)) for i in range(4)].count(1) == 1
+
+
+def test_the_partials_of_a_scalar_go_to_every_combine_partition_and_the_vector_stays_spread():
+    plan = StagePlan([RuleGroup("g", "f.yml", 15_000, (alert("Above", "x > scalar(max(y))"),))])
+    raw, scalar = plan.slots
+    assert scalar.broadcast and not raw.broadcast and not raw.route.single
+    part = Stage1Partition(plan, index=0, sources=1, combiners=3, start_ms=0)
+    series = [((("__name__", "y"), ("instance", "a")), [(0, 5.0)])] + [
+        ((("__name__", "x"), ("instance", "a"), ("pod", str(i))), [(0, float(i))]) for i in range(12)]
+    _, frames = part.ingest(SampleBatch.from_series(series))
+    blocks = {dest: decode_frame(f).blocks for dest, f in frames.items()}
+    assert all([b.values.tolist() for b in bs if b.slot == scalar.id] == [[[5.0]]] for bs in blocks.values())
+    x_rows = [len(b.labels) for bs in blocks.values() for b in bs if b.slot == raw.id]
+    assert sum(x_rows) == 12 and len(x_rows) == 3  # each x sample once, spread over the three
