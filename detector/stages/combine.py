@@ -123,6 +123,10 @@ class CombinePartition:
             del self.failures[key]
         return out
 
+    def free_expired(self) -> list[bytes]:
+        """Free the rows of recorded series no evaluation can read any more."""
+        return self.engine.free_expired()
+
     def combined(self, slot: int, t_ms: int) -> InstantVector:
         """The merged partials of ``slot`` at ``t_ms`` (called by the rules, through StagedInput)."""
         message = self.failures.get((slot, t_ms))

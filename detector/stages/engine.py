@@ -110,7 +110,7 @@ class StagedEngine:
         newest = int(batch.timestamps.max())
         self.newest = newest if self.newest is None else max(self.newest, newest)
         frames: list[dict[int, bytes]] = []
-        for p, part in enumerate(self._split(batch)):
+        for p, part in enumerate(self.split_batch(batch)):
             if part is not None:
                 self.load.samples[p] += len(part)
                 result, sent = self.stage1[p].ingest(part)
@@ -147,7 +147,8 @@ class StagedEngine:
 
     # --- Where samples go. -----------------------------------------------------------------
 
-    def _split(self, batch: SampleBatch) -> list[SampleBatch | None]:
+    def split_batch(self, batch: SampleBatch) -> list[SampleBatch | None]:
+        """A batch cut by stage-1 partition (None where a partition gets nothing), as the receiver cuts it."""
         dest = np.fromiter((self._partition(k) for k in batch.series_keys), dtype=np.int64, count=len(batch.series_keys))
         return [_take(batch, dest == p) for p in range(self.partitions)]
 

@@ -59,7 +59,7 @@ from detector.rules.group import Rule, RuleGroup
 from detector.rules.placement import needs_global_lane
 from detector.rules.recording import RecordingRule
 from detector.stages.inputs import StagedInput
-from detector.stages.split import ONE_PLACE, CannotSplit, Slot, Split, _rebuild, split_expression, walk
+from detector.stages.split import ONE_PLACE, CannotSplit, Slot, Split, rebuild, split_expression, walk
 
 LOCAL, STAGED, ONE_PARTITION, STILL_GLOBAL = "local", "staged", "one-partition", "still-global"
 CLASSES = (LOCAL, STAGED, ONE_PARTITION, STILL_GLOBAL)
@@ -296,12 +296,12 @@ def _inline(expr: Node, inlinable: dict[str, Node]) -> Node:
         if isinstance(node, AggregateNode) and METRIC_NAME not in node.grouping:
             replacement = bare(node.expr)
             if replacement is not None:
-                return _rebuild(node, visit, expr=replacement)
+                return rebuild(node, visit, expr=replacement)
         if isinstance(node, BinaryNode) and node.op in DROPS_METRIC_NAME:
             changes = {side: r for side in ("lhs", "rhs") if (r := bare(getattr(node, side))) is not None}
             if changes:
-                return _rebuild(node, visit, **changes)
-        return _rebuild(node, visit)
+                return rebuild(node, visit, **changes)
+        return rebuild(node, visit)
 
     return visit(expr)
 

@@ -194,20 +194,20 @@ def split_expression(
             inner = node.expr if node.expr is not None else RangeFunctionNode("present_over_time", node.selector, node.range_ms)
             if local(inner):
                 counted = slot("sum", (AggregateNode("count", inner),), bounded=True)
-                return _rebuild(node, lambda child: child, expr=counted, selector=None, range_ms=0)
+                return rebuild(node, lambda child: child, expr=counted, selector=None, range_ms=0)
         if isinstance(node, ScalarNode) and not any(stage2(s) for s in sels):
             before = len(slots)
             if local(node.expr):
-                scalar = _rebuild(node, lambda child: child, expr=slot("vector", (node.expr,), bounded=True, limit=2))
+                scalar = rebuild(node, lambda child: child, expr=slot("vector", (node.expr,), bounded=True, limit=2))
             else:
-                scalar = _rebuild(node, rewrite)
+                scalar = rebuild(node, rewrite)
             if all(s.bounded for s in slots[before:]):
                 # Few rows: every combine partition gets them all and computes the scalar
                 # itself, so the vector it is compared with can stay spread.
                 for s in slots[before:]:
                     s.broadcast = True
             return scalar
-        return _rebuild(node, rewrite)
+        return rebuild(node, rewrite)
 
     remainder = rewrite(expr)
     read = [n for n in walk(remainder) if isinstance(n, SelectorNode)]
@@ -247,9 +247,9 @@ def _aggregation(node: AggregateNode, slot: Callable[..., StagedInput]) -> Node:
     if op in ("stddev", "stdvar"):
         return slot(op, (sibling("count"), sibling("avg"), sibling("stdvar")), bounded=True)
     if op in ("topk", "bottomk"):
-        return _rebuild(node, lambda child: child, expr=slot("vector", (node,), bounded=True))
+        return rebuild(node, lambda child: child, expr=slot("vector", (node,), bounded=True))
     # quantile: no exact partial of bounded size; the input samples go to the group's partition.
-    return _rebuild(node, lambda child: child, expr=slot("vector", (node.expr,), bounded=False))
+    return rebuild(node, lambda child: child, expr=slot("vector", (node.expr,), bounded=False))
 
 
 def _constraint(node: Node, walk_all: bool = False) -> Route | None:
@@ -293,7 +293,7 @@ def _route(node: Node, above: bool, slots: list[Slot]) -> Route:
     return route
 
 
-def _rebuild(node: Node, fn: Callable[[Node], Node], **changes: object) -> Node:
+def rebuild(node: Node, fn: Callable[[Node], Node], **changes: object) -> Node:
     """A copy of ``node`` with ``fn`` applied to its children and ``changes`` set (caches fresh)."""
     for name, value in vars(node).items():
         if name in changes:
@@ -320,4 +320,4 @@ def _rebuild(node: Node, fn: Callable[[Node], Node], **changes: object) -> Node:
     return clone
 
 
-__all__ = ["CannotSplit", "EVERYTHING", "ONE_PLACE", "Route", "Slot", "Split", "split_expression", "walk"]
+__all__ = ["CannotSplit", "EVERYTHING", "ONE_PLACE", "Route", "Slot", "Split", "rebuild", "split_expression", "walk"]

@@ -106,6 +106,10 @@ class Stage1Partition:
         out = self.engine.advance_to(watermark_ms)
         return out, self._frames()
 
+    def free_expired(self) -> list[bytes]:
+        """Free the store rows no evaluation can read any more (see :meth:`RuleEngine.free_expired`)."""
+        return self.engine.free_expired()
+
     def _frames(self) -> dict[int, bytes]:
         """Route the outbox's rows; every combine partition hears of a new watermark and of every failure."""
         if not self._outbox and self.engine.watermark == self._sent_watermark:

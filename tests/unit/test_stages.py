@@ -256,3 +256,34 @@ def test_the_partials_of_a_scalar_go_to_every_combine_partition_and_the_vector_s
     assert all([b.values.tolist() for b in bs if b.slot == scalar.id] == [[[5.0]]] for bs in blocks.values())
     x_rows = [len(b.labels) for bs in blocks.values() for b in bs if b.slot == raw.id]
     assert sum(x_rows) == 12 and len(x_rows) == 3  # each x sample once, spread over the three
+
+
+def test_a_stage1_partition_restored_from_a_snapshot_replays_without_counting_anything_twice():
+    groups = [RuleGroup("g", "f.yml", 15_000, (
+        alert("Busy", "sum by (ns) (cpu) > 5", for_ms=30_000),
+        alert("Few", "count(cpu) < 9"),
+    ))]
+    data = batches(10)
+    straight = StagedEngine(groups, partitions=3, combiners=2, start_ms=0)
+    expected = [straight.ingest(b) for b in data]
+
+    engine = StagedEngine(groups, partitions=3, combiners=2, start_ms=0)
+    got = [engine.ingest(b) for b in data[:4]]
+    snapshot = engine.stage1[1].snapshot()
+    got += [engine.ingest(b) for b in data[4:7]]
+    # Partition 1's worker dies; its successor restores the snapshot and replays
+    # the samples after it, in one batch (a consumer batches as it likes).
+    successor = Stage1Partition(engine.plan, 1, 3, 2, start_ms=0)
+    successor.restore(snapshot)
+    engine.stage1[1] = successor
+    replay = [engine.split_batch(b)[1] for b in data[4:7]]
+    _, frames = successor.ingest(SampleBatch(
+        [k for b in replay for k in b.series_keys],
+        np.concatenate([b.series_index + sum(len(x.series_keys) for x in replay[:i]) for i, b in enumerate(replay)]).astype(np.uint32),
+        np.concatenate([b.timestamps for b in replay]), np.concatenate([b.values for b in replay])))
+    for dest, frame in frames.items():
+        got.append(engine.combine[dest].receive(frame))
+    assert sum(c.duplicate_rows for c in engine.combine) > 0
+    got += [engine.ingest(b) for b in data[7:]]
+    assert summary(got) == summary(expected)
+    assert {(t[0], t[2]) for t in summary(expected)} >= {("Busy", "firing"), ("Few", "firing")}
