@@ -133,16 +133,20 @@ def busiest_share(per_partition: np.ndarray, workers: int) -> float:
     return float(max(per_worker) / total) if total else 0.0
 
 
-def today_shares(groups, batches: list[SampleBatch], workers: int) -> float:
-    """Busiest worker's share of samples with today's placement (the global lane on worker 0)."""
+def today_load(groups, batches: list[SampleBatch]) -> np.ndarray:
+    """Samples per partition with today's placement; the last entry is the global lane."""
     placement = place_groups(groups)
-    per_partition = np.zeros(PARTITIONS + 1, dtype=np.int64)  # the last one is the global lane
-    batch = batches[0]
-    for key in batch.series_keys:
+    per_partition = np.zeros(PARTITIONS + 1, dtype=np.int64)
+    for key in batches[0].series_keys:  # every round scrapes the same series
         labels = labels_from_canonical(key)
         per_partition[partition_for(labels, PARTITIONS)] += len(batches)
         if placement.feeds_global_lane(labels):
             per_partition[PARTITIONS] += len(batches)
+    return per_partition
+
+
+def today_shares(per_partition: np.ndarray, workers: int) -> float:
+    """Busiest worker's share of samples with today's placement (the global lane on worker 0)."""
     per_worker = [per_partition[w:PARTITIONS:workers].sum() for w in range(workers)]
     per_worker[0] += per_partition[PARTITIONS]
     return float(max(per_worker) / sum(per_worker))
@@ -181,11 +185,13 @@ def measure(steps: int, log=print) -> dict:
         "workers": {},
         "cpu": (staged_cpu, single_cpu),
     }
+    today = today_load(groups, batches)
+    out["today_lane"] = float(today[PARTITIONS] / today.sum())
     for w in (1, 2, 4):
         out["workers"][w] = {
             "stage1": busiest_share(samples, w),
             "stage2": busiest_share(rows, w),
-            "today": today_shares(groups, batches, w),
+            "today": today_shares(today, w),
         }
     return out
 
@@ -206,6 +212,8 @@ def run(ctx) -> list[Table]:
         load.row(f"stage 2: partial rows, busiest of {PARTITIONS} partitions", "%", ratio=False,
                  note=f"{m['rows_per_sample']:.3f} rows per stage-1 sample").add(100 * m["stage2_rows_busiest"])
         load.row(f"stage 2: frame bytes, busiest of {PARTITIONS} partitions", "%", ratio=False).add(100 * m["stage2_bytes_busiest"])
+        load.row("today: the global lane (one partition), share of all samples", "%", ratio=False,
+                 note="the lane gets a copy of every series a global group selects").add(100 * m["today_lane"])
         for w, shares in m["workers"].items():
             fair = 100 / w
             load.row(f"{w} worker(s): stage-1 samples, busiest worker", "%", ratio=False, target=2 * fair,

@@ -13,17 +13,24 @@ Every rule gets one of four classes:
     over the share it holds).
 ``one-partition``
     split too, but the remainder needs everything in one place (``absent()``,
-    ``scalar()``, ``vector()``, an aggregation without ``by``): all its
-    partials go to one combine partition. They are bounded (counts, per-group
-    partials, top-k candidates), not raw series.
+    ``vector()``, an aggregation without ``by``): all its partials go to the
+    combine partition that owns such rules. They are bounded (counts,
+    per-group partials, top-k candidates), not raw series.
 ``still-global``
-    either its partials are unbounded and all go to one combine partition
-    (``quantile`` without ``by``, a join ``on()`` of raw series), or the
-    stages cannot separate it (it mixes series recorded in stage 2 with other
-    series, or reads a series a global group records): the whole group is
-    then evaluated by one engine over the raw series its selectors match, and
-    so is every group recording a series it reads, as the global lane does
-    today.
+    either its partials are unbounded and all go to that one combine
+    partition (``quantile`` without ``by``, a join ``on()`` of raw series, an
+    aggregation over a join that copies labels), or the stages cannot
+    separate it (it combines series spread over the combine partitions by a
+    staged recording rule with other series, or reads a series a global group
+    records): the whole group is then evaluated by one engine over the raw
+    series its selectors match, and so is every group recording a series it
+    reads, as the global lane does today.
+
+Series recorded by staged rules are read where they are: elementwise by
+every combine partition over its share; in any way by the owner partition
+if they all live there. A rule that aggregates a staged recording rule's
+series (``sum(namespace:cpu:sum)``) reads the recording's expression instead,
+when that is exactly what it would read (see :func:`_inlinable`).
 
 A group's class is its worst rule's. Rules of a group keep their order:
 stage 1 evaluates a group's local rules and the stage-1 slots of its staged
