@@ -191,7 +191,9 @@ def split_expression(
         if isinstance(node, AggregateNode) and local(node.expr) and (node.param is None or not selectors(node.param)):
             return _aggregation(node, slot)
         if isinstance(node, AbsentNode) and not any(stage2(s) for s in sels):
-            inner = node.expr if node.expr is not None else RangeFunctionNode("present_over_time", node.selector, node.range_ms)
+            # absent_over_time(x[r]): whether any series has a sample in the range. last_over_time
+            # keeps the metric name, so series differing only by name cannot collide.
+            inner = node.expr if node.expr is not None else RangeFunctionNode("last_over_time", node.selector, node.range_ms)
             if local(inner):
                 counted = slot("sum", (AggregateNode("count", inner),), bounded=True)
                 return rebuild(node, lambda child: child, expr=counted, selector=None, range_ms=0)

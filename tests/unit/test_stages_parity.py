@@ -163,6 +163,7 @@ SHAPES = [
     'absent(x{ns="a", pod="p9"})',
     "absent(nothing_here)",
     'absent_over_time(up{job="db"}[30s])',
+    'absent_over_time({__name__=~"x|y", pod="p1"}[30s])',  # x and y of one target share their other labels
     "x > scalar(max(y))",
     "vector(scalar(sum(up))) > 5.37",
     "vector(1)",
