@@ -315,3 +315,22 @@ def test_out_of_order_requests_and_late_samples_give_what_one_engine_gives(exprs
         return
     assert_same(transitions(out), transitions(ref_out))
     assert sum(p.engine.stats.late for p in staged.stage1) == reference.stats.late
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(recorded_expr=aggregation(), reader=st.sampled_from([
+           "rec > 3.37", "sum(rec) > 5.37", "max by (ns) (rec) > 2.37", "rec / on() group_left count(up) > 0.37",
+           "count(rec) > 1", "rec * on(ns) group_left(team) ns_team", "absent(rec)"]),  # (topk: ties, see SHAPES)
+       slow=st.booleans(), seed=st.integers(0, 10_000), partitions=st.sampled_from([1, 4, 16]))
+def test_rules_reading_recorded_series_across_groups_match_one_engine(recorded_expr, reader, slow, seed, partitions):
+    """Readers of a recording rule's series, in a later group of the same or a longer interval."""
+    groups = [
+        RuleGroup("rec", "t.yml", INTERVAL, (record("rec", recorded_expr),)),
+        RuleGroup("read", "t.yml", INTERVAL * (2 if slow else 1), (alert("R", reader, for_ms=15_000),)),
+    ]
+    (_, ref_out, ref_rec), (staged, out, rec) = run_both(groups, fleet(seed, targets=8), partitions, partitions)
+    if [e for o in ref_out for e in o.errors]:
+        return
+    assert not [e for o in out for e in o.errors]
+    assert_same(transitions(out), transitions(ref_out))
+    assert_same(rec, ref_rec)
