@@ -26,7 +26,7 @@ import zlib
 import numpy as np
 
 from bench.common import REPO, Table
-from detector.labels import METRIC_NAME, labels_from_canonical, partition_for
+from detector.labels import labels_from_canonical, partition_for
 from detector.rules import load_rule_files
 from detector.rules.engine import RuleEngine
 from detector.rules.placement import place_groups
