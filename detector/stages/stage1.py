@@ -139,7 +139,7 @@ class Stage1Partition:
             key = (slot.id, labels)
             dest = self._routes.get(key)
             if dest is None:
-                if len(self._routes) > 1_000_000:  # series churn: start the memo again
+                if len(self._routes) > 1 << 18:  # series churn: start the memo again
                     self._routes.clear()
                 dest = self._routes[key] = self.plan.destination(slot, labels, self.combiners)
             by_dest.setdefault(dest, []).append(i)
