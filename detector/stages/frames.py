@@ -58,7 +58,7 @@ _LENGTH = struct.Struct("<I")
 
 # The same label sets travel at every tick: their encoding both ways is memoised
 # (bounded, so series churn cannot grow it for ever).
-_MEMO_LIMIT = 1 << 18  # label sets; cleared when full (about 100 MB at most)
+_MEMO_LIMIT = 1 << 18  # label sets per memo; cleared when full
 _KEYS: dict[Labels, bytes] = {}
 _LABELS: dict[bytes, Labels] = {}
 
