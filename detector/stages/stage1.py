@@ -61,6 +61,74 @@ class PartialRule:
         return _NO_ROWS
 
 
+class Outbox:
+    """The partials :class:`PartialRule` s put out, routed into one frame per downstream partition.
+
+    ``source`` is the sender's number among ``sources`` senders; ``dests`` the
+    number of downstream (combine) partitions.
+    """
+
+    def __init__(self, plan: StagePlan, source: int, sources: int, dests: int) -> None:
+        self.plan, self.source, self.sources, self.dests = plan, source, sources, dests
+        self.items: list = []  # (slot, tick, Partial or an error message)
+        self.seq = 0  # frames sent to each downstream partition so far
+        self.sent_watermark = EMPTY
+        self._routes: dict[tuple[int, tuple], int] = {}
+
+    def frames(self, watermark: int) -> dict[int, bytes]:
+        """Route what was put out; every downstream partition hears of a new watermark and of every failure."""
+        if not self.items and watermark == self.sent_watermark:
+            return {}
+        blocks: dict[int, list[Block]] = {}
+        failures: list[Failure] = []
+        for slot, tick, result in self.items:
+            if isinstance(result, str):
+                failures.append(Failure(slot.id, tick, result))
+                continue
+            for dest, rows in self._route(slot, result).items():
+                blocks.setdefault(dest, []).append(Block(slot.id, tick, [result.labels[i] for i in rows], result.values[rows]))
+        self.items.clear()
+        self.sent_watermark = watermark
+        self.seq += 1
+        return {
+            dest: encode_frame(Frame(self.plan.fingerprint, self.source, self.sources, self.seq, watermark,
+                                     blocks.get(dest, []), failures))
+            for dest in range(self.dests)
+        }
+
+    def _route(self, slot: Slot, partial: Partial) -> dict[int, list[int]]:
+        if slot.broadcast:
+            return {dest: list(range(len(partial))) for dest in range(self.dests)} if len(partial) else {}
+        by_dest: dict[int, list[int]] = {}
+        for i, labels in enumerate(partial.labels):
+            key = (slot.id, labels)
+            dest = self._routes.get(key)
+            if dest is None:
+                if len(self._routes) > 1 << 18:  # series churn: start the memo again
+                    self._routes.clear()
+                dest = self._routes[key] = self.plan.destination(slot, labels, self.dests)
+            by_dest.setdefault(dest, []).append(i)
+        return by_dest
+
+    def state(self) -> dict:
+        return {"seq": self.seq, "sent_watermark": self.sent_watermark}
+
+    def load(self, state: dict) -> None:
+        self.seq, self.sent_watermark = state["seq"], state["sent_watermark"]
+
+
+def partial_groups(plan: StagePlan, parts: list[tuple[RuleGroup, list]], outbox: Outbox) -> list[RuleGroup]:
+    """Rule groups for an engine: slots become :class:`PartialRule` s writing to ``outbox``."""
+    groups = []
+    for group, items in parts:
+        rules = tuple(
+            PartialRule(item, outbox.items, f"{_rule_name(plan, item)}#slot{item.id}") if isinstance(item, Slot) else item
+            for item in items
+        )
+        groups.append(RuleGroup(group.name, group.source, group.interval_ms, rules, group.limit))
+    return groups
+
+
 class Stage1Partition:
     """Local rules and stage-1 slots of one samples partition; :meth:`ingest` returns frames by combine partition.
 
@@ -82,68 +150,23 @@ class Stage1Partition:
         resend_delay_ms: int = DEFAULT_RESEND_DELAY_MS,
     ) -> None:
         self.plan, self.index, self.sources, self.combiners = plan, index, sources, combiners
-        self._outbox: list = []
-        groups = []
-        for group, items in plan.stage1_parts():
-            rules = tuple(
-                PartialRule(item, self._outbox, f"{_rule_name(plan, item)}#slot{item.id}") if isinstance(item, Slot) else item
-                for item in items
-            )
-            groups.append(RuleGroup(group.name, group.source, group.interval_ms, rules, group.limit))
-        self.engine = RuleEngine(groups, lookback_ms=lookback_ms, lateness_ms=lateness_ms,
-                                 resend_delay_ms=resend_delay_ms, start_ms=start_ms)
-        self.seq = 0  # frames sent to each combine partition so far
-        self._sent_watermark = EMPTY
-        self._routes: dict[tuple[int, tuple], int] = {}
+        self.outbox = Outbox(plan, index, sources, combiners)
+        self.engine = RuleEngine(partial_groups(plan, plan.stage1_parts(), self.outbox), lookback_ms=lookback_ms,
+                                 lateness_ms=lateness_ms, resend_delay_ms=resend_delay_ms, start_ms=start_ms)
 
     def ingest(self, batch: SampleBatch) -> tuple[EngineOutput, dict[int, bytes]]:
         """Store a batch and evaluate what became due; the frames to send, by combine partition."""
         out = self.engine.ingest(batch)
-        return out, self._frames()
+        return out, self.outbox.frames(self.engine.watermark)
 
     def advance_to(self, watermark_ms: int) -> tuple[EngineOutput, dict[int, bytes]]:
         """Move the watermark (a clock from the sender, or an idle timer) and evaluate what became due."""
         out = self.engine.advance_to(watermark_ms)
-        return out, self._frames()
+        return out, self.outbox.frames(self.engine.watermark)
 
     def free_expired(self) -> list[bytes]:
         """Free the store rows no evaluation can read any more (see :meth:`RuleEngine.free_expired`)."""
         return self.engine.free_expired()
-
-    def _frames(self) -> dict[int, bytes]:
-        """Route the outbox's rows; every combine partition hears of a new watermark and of every failure."""
-        if not self._outbox and self.engine.watermark == self._sent_watermark:
-            return {}
-        blocks: dict[int, list[Block]] = {}
-        failures: list[Failure] = []
-        for slot, tick, result in self._outbox:
-            if isinstance(result, str):
-                failures.append(Failure(slot.id, tick, result))
-                continue
-            for dest, rows in self._route(slot, result).items():
-                blocks.setdefault(dest, []).append(Block(slot.id, tick, [result.labels[i] for i in rows], result.values[rows]))
-        self._outbox.clear()
-        self._sent_watermark = self.engine.watermark
-        self.seq += 1
-        return {
-            dest: encode_frame(Frame(self.plan.fingerprint, self.index, self.sources, self.seq,
-                                     self.engine.watermark, blocks.get(dest, []), failures))
-            for dest in range(self.combiners)
-        }
-
-    def _route(self, slot: Slot, partial: Partial) -> dict[int, list[int]]:
-        if slot.broadcast:
-            return {dest: list(range(len(partial))) for dest in range(self.combiners)} if len(partial) else {}
-        by_dest: dict[int, list[int]] = {}
-        for i, labels in enumerate(partial.labels):
-            key = (slot.id, labels)
-            dest = self._routes.get(key)
-            if dest is None:
-                if len(self._routes) > 1 << 18:  # series churn: start the memo again
-                    self._routes.clear()
-                dest = self._routes[key] = self.plan.destination(slot, labels, self.combiners)
-            by_dest.setdefault(dest, []).append(i)
-        return by_dest
 
     # --- Snapshots. ----------------------------------------------------------------------
 
@@ -164,11 +187,11 @@ class Stage1Partition:
         self.restore_state(decode(data, SNAPSHOT_RECORDS))
 
     def snapshot_state(self) -> dict:
-        return {"engine": self.engine.snapshot_state(), "seq": self.seq, "sent_watermark": self._sent_watermark}
+        return {"engine": self.engine.snapshot_state(), "outbox": self.outbox.state()}
 
     def restore_state(self, state: dict) -> None:
         self.engine.restore_state(dict(state["engine"]))
-        self.seq, self._sent_watermark = state["seq"], state["sent_watermark"]
+        self.outbox.load(state["outbox"])
 
 
 def _rule_name(plan: StagePlan, slot: Slot) -> str:
@@ -179,4 +202,4 @@ def _rule_name(plan: StagePlan, slot: Slot) -> str:
     return "?"
 
 
-__all__ = ["PartialRule", "Stage1Partition"]
+__all__ = ["Outbox", "PartialRule", "Stage1Partition", "partial_groups"]
