@@ -33,6 +33,7 @@ from detector.stages.frames import FrameFormatError, decode_frame
 from detector.stages.inputs import register_feed
 from detector.stages.partials import COLUMNS, Partial, merge
 from detector.stages.plan import StagePlan
+from detector.stages.stage1 import Outbox, partial_groups
 from detector.rules.alerting import Alert
 from detector.rules.engine import EngineStats
 from detector.snapshot import SnapshotError, decode, encode
@@ -53,12 +54,17 @@ class CombinePartition:
         sources: int,
         *,
         start_ms: int,
+        level: int = 1,
+        next_count: int = 0,
         lookback_ms: int = DEFAULT_LOOKBACK_MS,
         resend_delay_ms: int = DEFAULT_RESEND_DELAY_MS,
     ) -> None:
         self.plan, self.index, self.count, self.sources = plan, index, count, sources
-        self.engine = RuleEngine(plan.combine_groups(index, count), lookback_ms=lookback_ms,
-                                 resend_delay_ms=resend_delay_ms, start_ms=start_ms)
+        self.level, self.next_count = level, next_count
+        # Partials for a second combine level (next_count partitions), if the plan has one.
+        self.outbox = Outbox(plan, index, count, max(next_count, 1))
+        groups = partial_groups(plan, plan.combine_parts(index, count, level), self.outbox)
+        self.engine = RuleEngine(groups, lookback_ms=lookback_ms, resend_delay_ms=resend_delay_ms, start_ms=start_ms)
         register_feed(self.engine.store, self)
         self.watermarks = np.full(sources, EMPTY, dtype=np.int64)  # per upstream partition
         # Partials of ticks not evaluated yet: (slot, tick) -> {source: Partial}.
@@ -123,6 +129,12 @@ class CombinePartition:
             del self.failures[key]
         return out
 
+    def take_frames(self) -> dict[int, bytes]:
+        """Frames for the second combine level, by partition (after :meth:`receive`); empty without one."""
+        if not self.next_count:
+            return {}
+        return self.outbox.frames(self.engine.watermark)
+
     def free_expired(self) -> list[bytes]:
         """Free the rows of recorded series no evaluation can read any more."""
         return self.engine.free_expired()
@@ -144,6 +156,7 @@ class CombinePartition:
         return {
             "fingerprint": self.plan.fingerprint,
             "engine": self.engine.snapshot_state(),
+            "outbox": self.outbox.state(),
             "watermarks": self.watermarks.copy(),
             "pending": pending,
             "failures": [(slot, tick, message) for (slot, tick), message in self.failures.items()],
@@ -165,6 +178,7 @@ class CombinePartition:
             raise SnapshotError("combine partition snapshot taken with other rule files or partitioning: "
                                 "its partials and slot numbers do not apply")
         self.engine.restore_state(dict(state["engine"]))
+        self.outbox.load(state["outbox"])
         register_feed(self.engine.store, self)
         self.watermarks = np.asarray(state["watermarks"], dtype=np.int64)
         self.pending = {}

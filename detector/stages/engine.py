@@ -81,6 +81,7 @@ class StagedEngine:
         self._options = {"lookback_ms": lookback_ms, "resend_delay_ms": resend_delay_ms}
         self.stage1: list[Stage1Partition] = []
         self.combine: list[CombinePartition] = []
+        self.combine2: list[CombinePartition] = []  # the second combine level, if the plan has one
         self.global_engine: RuleEngine | None = None
         self.newest: int | None = None
         self._partition_of: dict[bytes, int] = {}
@@ -95,10 +96,17 @@ class StagedEngine:
             Stage1Partition(self.plan, p, self.partitions, self.combiners, start_ms=origin, **self._options, **lateness)
             for p in range(self.partitions)
         ]
+        deep = self.plan.levels == 2
         self.combine = [
-            CombinePartition(self.plan, c, self.combiners, self.partitions, start_ms=origin, **self._options)
+            CombinePartition(self.plan, c, self.combiners, self.partitions, start_ms=origin,
+                             next_count=self.combiners if deep else 0, **self._options)
             for c in range(self.combiners)
         ]
+        if deep:
+            self.combine2 = [
+                CombinePartition(self.plan, c, self.combiners, self.combiners, start_ms=origin, level=2, **self._options)
+                for c in range(self.combiners)
+            ]
         self.global_engine = RuleEngine(self.plan.global_groups(), start_ms=origin, **self._options, **lateness)
 
     def ingest(self, batch: SampleBatch) -> StagedOutput:
@@ -144,6 +152,16 @@ class StagedEngine:
             for dest, data in sent.items():
                 self.load.frame_bytes[dest] += len(data)
                 out.add(self.combine[dest].receive(data))
+        if self.combine2:
+            for sent in [c.take_frames() for c in self.combine]:
+                for dest, data in sent.items():
+                    self.load.frame_bytes[dest] += len(data)  # level 2's partition c sits with level 1's
+                    out.add(self.combine2[dest].receive(data))
+
+    def stores(self) -> list:
+        """Every store of every partition (recorded series live where their rule runs)."""
+        stores = [p.engine.store for p in self.stage1] + [c.engine.store for c in self.combine + self.combine2]
+        return stores + ([self.global_engine.store] if self.global_engine is not None else [])
 
     # --- Where samples go. -----------------------------------------------------------------
 
@@ -172,7 +190,10 @@ class StagedEngine:
 
     def partial_rows(self) -> np.ndarray:
         """Partial rows received so far by each combine partition."""
-        return np.array([c.rows_received for c in self.combine], dtype=np.int64)
+        rows = np.array([c.rows_received for c in self.combine], dtype=np.int64)
+        if self.combine2:  # level 2's partition c sits with level 1's
+            rows += np.array([c.rows_received for c in self.combine2], dtype=np.int64)
+        return rows
 
 
 def _take(batch: SampleBatch, series_mask: np.ndarray) -> SampleBatch | None:

@@ -65,8 +65,7 @@ from detector.promql.plan import DROPS_METRIC_NAME, BinaryNode, Node, SelectorNo
 from detector.rules.group import Rule, RuleGroup
 from detector.rules.placement import needs_global_lane
 from detector.rules.recording import RecordingRule
-from detector.stages.inputs import StagedInput
-from detector.stages.split import ONE_PLACE, CannotSplit, Slot, Split, rebuild, split_expression, walk
+from detector.stages.split import ONE_PLACE, CannotSplit, Route, Slot, Split, deepen, rebuild, split_expression, walk
 
 LOCAL, STAGED, ONE_PARTITION, STILL_GLOBAL = "local", "staged", "one-partition", "still-global"
 CLASSES = (LOCAL, STAGED, ONE_PARTITION, STILL_GLOBAL)
@@ -80,7 +79,10 @@ class RulePlan:
     rule: Rule
     where: str
     split: Split | None = None
-    stage2_rule: Rule | None = None  # the rule with its remainder as expression
+    # A second combine level (split.deepen): the first level's route, and the split of the remainder.
+    deep: tuple[Route, Split] | None = None
+    level2: bool = False  # reads series a second-level rule records, elementwise: runs on that level too
+    stage2_rule: Rule | None = None  # the rule with its (last) remainder as expression
 
     @property
     def cls(self) -> str:
@@ -89,10 +91,11 @@ class RulePlan:
         if self.where == "global":
             return STILL_GLOBAL
         assert self.split is not None
-        route = self.split.slots[0].route if self.split.slots else self.split.route
-        if self.split.reads_stage2 or not route.single:
+        last = self.deep[1] if self.deep is not None else self.split
+        route = last.slots[0].route if last.slots else last.route
+        if last.reads_stage2 or not route.single:
             return STAGED
-        return ONE_PARTITION if self.split.bounded else STILL_GLOBAL
+        return ONE_PARTITION if last.bounded else STILL_GLOBAL
 
 
 @dataclass(eq=False)
@@ -120,15 +123,21 @@ class StagePlan:
             for r in g.rules:
                 if r.split is None:
                     continue
-                for s in r.split.slots:
-                    s.id = len(self.slots)
-                    if g.group.limit:  # the alert limit counts a rule's alerts in one place
-                        s.route = ONE_PLACE
-                    self.slots.append(s)
-                for node in walk(r.split.remainder):  # from the split's numbering to the plan's
-                    if isinstance(node, StagedInput):
-                        node.slot = r.split.slots[node.slot].id
-                r.stage2_rule = dataclasses.replace(r.rule, expr=r.split.remainder)
+                for split in (r.split, r.deep[1] if r.deep is not None else None):
+                    if split is None:
+                        continue
+                    for s in split.slots:
+                        s.id = len(self.slots)
+                        if g.group.limit:  # the alert limit counts a rule's alerts in one place
+                            s.route = ONE_PLACE
+                        if r.deep is not None and split is r.split:
+                            s.route = r.deep[0]  # to the first combine level, by the join's labels
+                        self.slots.append(s)
+                    for node in split.inputs:  # from the split's numbering to the plan's
+                        node.slot = split.slots[node.slot].id
+                last = r.deep[1] if r.deep is not None else r.split
+                r.stage2_rule = dataclasses.replace(r.rule, expr=last.remainder)
+        self.levels = 2 if any(r.deep is not None for g in self.groups for r in g.rules) else 1
         self.fingerprint = _fingerprint(groups, partition_by)
         self._global_selectors = tuple(
             n.matchers for g in self.groups if g.is_global for r in g.rules for n in walk(r.rule.expr)
@@ -153,20 +162,30 @@ class StagePlan:
                 parts.append((g.group, items))
         return parts
 
-    def combine_groups(self, index: int, count: int) -> list[RuleGroup]:
-        """The groups combine partition ``index`` of ``count`` evaluates (rules routed to one place: only its owner)."""
+    def combine_parts(self, index: int, count: int, level: int = 1) -> list[tuple[RuleGroup, list[Rule | Slot]]]:
+        """What combine partition ``index`` of ``count`` at ``level`` evaluates, per group in rule order.
+
+        Rules whose partials all go to one place run only in the owner
+        partition. At level 1, a rule with a second level contributes its
+        second-level slots; at level 2 only such rules run.
+        """
         owner = self.owner(count)
-        out = []
+        parts = []
         for g in self.groups:
             if g.is_global:
                 continue
-            rules = [
-                r.stage2_rule for r in g.rules
-                if r.where == "stage2" and (index == owner or not self._single(r, g))
-            ]
-            if rules:
-                out.append(dataclasses.replace(g.group, rules=tuple(rules)))
-        return out
+            items: list[Rule | Slot] = []
+            for r in g.rules:
+                if r.where != "stage2":
+                    continue
+                on_level2 = r.deep is not None or r.level2
+                if level == 1 and r.deep is not None:
+                    items += r.deep[1].slots
+                elif (level == 2) == on_level2 and (index == owner or not self._single(r, g)):
+                    items.append(r.stage2_rule)  # type: ignore[arg-type]
+            if items:
+                parts.append((g.group, items))
+        return parts
 
     def global_groups(self) -> list[RuleGroup]:
         return [g.group for g in self.groups if g.is_global]
@@ -192,7 +211,8 @@ class StagePlan:
     def _single(self, r: RulePlan, g: GroupPlan) -> bool:
         if r.split is None:
             return False
-        return bool(g.group.limit) or (not r.split.reads_stage2 and r.split.route.single)
+        last = r.deep[1] if r.deep is not None else r.split
+        return bool(g.group.limit) or (not last.reads_stage2 and last.route.single)
 
     def _place(self, groups: list[RuleGroup]) -> list[GroupPlan]:
         """Place every rule; repeated until where each recorded series lives stops changing."""
@@ -222,12 +242,14 @@ class StagePlan:
                                 new_forced.add(j)
                                 changed = True
             new_where: dict[str, str] = {}
-            order = ("local", "stage2", "owner", "global")
+            order = ("local", "stage2", "owner", "deep", "global")
             for i, p in enumerate(plans):
                 for r in p.rules:
                     if isinstance(r.rule, RecordingRule):
                         where = "global" if i in new_forced else r.where
-                        if where == "stage2" and self._single(r, p):
+                        if where == "stage2" and (r.deep is not None or r.level2):
+                            where = "deep"  # in the second combine level: read only as its expression
+                        elif where == "stage2" and self._single(r, p):
                             where = "owner"  # all its series in the owner combine partition
                         previous = new_where.get(r.rule.name, "local")
                         new_where[r.rule.name] = max(previous, where, key=order.index)
@@ -245,6 +267,15 @@ class StagePlan:
         names = _names_in(expr)
         if any(recorded_where.get(n) == "global" for n in names):
             return RulePlan(rule, "global")
+        deep = frozenset(n for n in names if recorded_where.get(n) == "deep")
+        if deep:  # only elementwise over those series, on the level where they are
+            try:
+                split = split_expression(expr, self.partition_by, deep)
+            except CannotSplit:
+                return RulePlan(rule, "global")
+            if split.slots or not split.reads_stage2 or group.limit:
+                return RulePlan(rule, "global")
+            return RulePlan(rule, "stage2", split, level2=True)
         stage2 = frozenset(n for n, w in recorded_where.items() if w == "stage2")
         owner = frozenset(n for n, w in recorded_where.items() if w == "owner")
         if expr is rule.expr and not (names & (stage2 | owner)) and not needs_global_lane(expr, self.partition_by):
@@ -255,7 +286,7 @@ class StagePlan:
             return RulePlan(rule, "global")
         if group.limit and split.reads_stage2:
             return RulePlan(rule, "global")
-        return RulePlan(rule, "stage2", split)
+        return RulePlan(rule, "stage2", split, None if group.limit else deepen(split))
 
 
 def _inlinable(groups: list[RuleGroup], gi: int, ri: int, recorded_where: dict[str, str]) -> dict[str, Node]:
@@ -276,7 +307,7 @@ def _inlinable(groups: list[RuleGroup], gi: int, ri: int, recorded_where: dict[s
                 found.setdefault(rule.name, []).append((i, k, rule))
     out = {}
     for name, recorders in found.items():
-        if recorded_where.get(name) != "stage2" or len(recorders) != 1:
+        if recorded_where.get(name) not in ("stage2", "deep") or len(recorders) != 1:
             continue
         i, k, rule = recorders[0]
         if not rule.labels and groups[i].interval_ms == groups[gi].interval_ms and (i, k) < (gi, ri):

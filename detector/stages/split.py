@@ -119,6 +119,7 @@ class Split:
     slots: list[Slot]
     route: Route
     reads_stage2: bool  # the remainder reads series recorded by stage-2 rules (no slots then)
+    inputs: list[StagedInput] = field(default_factory=list)  # the remainder's leaves, numbered by slot position
 
     @property
     def bounded(self) -> bool:
@@ -135,7 +136,9 @@ def walk(node: Node) -> Iterator[Node]:
         yield from walk(child)
 
 
-def _names(selector: SelectorNode) -> set[str]:
+def _names(selector: Node) -> set[str]:
+    if not isinstance(selector, SelectorNode):
+        return set()
     return {m.value for m in selector.matchers if m.name == METRIC_NAME and m.op == "="}
 
 
@@ -144,6 +147,8 @@ def split_expression(
     partition_by: tuple[str, ...] = DEFAULT_PARTITION_BY,
     stage2_names: frozenset[str] = frozenset(),
     owner_names: frozenset[str] = frozenset(),
+    leaf: type[Node] = SelectorNode,
+    bounded_leaves: frozenset[int] = frozenset(),
 ) -> Split:
     """Split ``expr`` (see the module docstring).
 
@@ -153,21 +158,26 @@ def split_expression(
     one place (so a rule reading them in any way runs there too). Raises
     :class:`CannotSplit` when the remainder would have to read spread stage-2
     series together with partials or owner series, or combine them.
+
+    With ``leaf=StagedInput`` it splits a remainder again (see :func:`deepen`):
+    its inputs are then what a combine partition holds, keyed by ``partition_by``;
+    passing on one of ``bounded_leaves`` as it is stays bounded.
     """
     stage2_names = stage2_names | owner_names
     keep = frozenset(partition_by)
     slots: list[Slot] = []
+    inputs: list[StagedInput] = []
 
     def combining(node: Node) -> bool:
         return any(n.combines_series(keep) for n in walk(node))
 
-    def selectors(node: Node) -> list[SelectorNode]:
-        return [n for n in walk(node) if isinstance(n, SelectorNode)]
+    def selectors(node: Node) -> list[Node]:
+        return [n for n in walk(node) if isinstance(n, leaf)]
 
-    def stage2(sel: SelectorNode) -> bool:
+    def stage2(sel: Node) -> bool:
         return bool(_names(sel) & stage2_names)
 
-    def owner(sel: SelectorNode) -> bool:
+    def owner(sel: Node) -> bool:
         return bool(_names(sel) & owner_names)
 
     def local(node: Node) -> bool:
@@ -176,7 +186,8 @@ def split_expression(
 
     def slot(kind: str, nodes: tuple[Node, ...], bounded: bool, limit: int = 0) -> StagedInput:
         slots.append(Slot(kind, nodes, bounded, limit))
-        return StagedInput(len(slots) - 1)
+        inputs.append(StagedInput(len(slots) - 1))
+        return inputs[-1]
 
     def rewrite(node: Node) -> Node:
         sels = selectors(node)
@@ -187,7 +198,7 @@ def split_expression(
         if local(node):
             if node.kind != "vector":
                 raise CannotSplit("a scalar subtree reading series")
-            return slot("vector", (node,), bounded=False)
+            return slot("vector", (node,), bounded=isinstance(node, StagedInput) and node.slot in bounded_leaves)
         if isinstance(node, AggregateNode) and local(node.expr) and (node.param is None or not selectors(node.param)):
             return _aggregation(node, slot)
         if isinstance(node, AbsentNode) and not any(stage2(s) for s in sels):
@@ -230,7 +241,45 @@ def split_expression(
                 route = route.meet(_constraint(s.nodes[0]) or EVERYTHING)
     for s in slots:
         s.route = route
-    return Split(remainder, slots, route, reads_stage2)
+    return Split(remainder, slots, route, reads_stage2, inputs)
+
+
+def deepen(split: Split) -> tuple[Route, Split] | None:
+    """A second combine level for a split whose remainder needs everything in one place.
+
+    ``sum by (node) (cpu * on(namespace, pod) group_left(node) kube_pod_info)``
+    cannot be routed by ``node`` (the cpu rows do not carry it) nor by
+    ``(namespace, pod)`` (the sum crosses pods). Routed by the join's labels,
+    a first combine level evaluates the join and the partial sums by node;
+    a second level, routed by ``node``, merges them. Returns the first level's
+    route and the split of the remainder into what it evaluates (slots) and
+    what the second level evaluates; None if no join gives a better split.
+
+    >>> from detector.promql import compile_expr
+    >>> first = split_expression(compile_expr("sum by (node) (a * on(ns, pod) group_left(node) b)"))
+    >>> first.route.single, first.bounded
+    (True, False)
+    >>> route, second = deepen(first)
+    >>> sorted(route.labels), [s.kind for s in second.slots], sorted(second.route.labels)
+    (['ns', 'pod'], ['sum'], ['node'])
+    """
+    if not split.route.single or split.bounded or split.reads_stage2:
+        return None
+    if any(isinstance(n, SelectorNode) for n in walk(split.remainder)):
+        return None  # reads series recorded in the owner partition: it must run there
+    joins = [n for n in walk(split.remainder) if isinstance(n, BinaryNode) and n.matching.on and n.matching.labels]
+    for join in joins:
+        keys = tuple(sorted(set(join.matching.labels) - {METRIC_NAME}))
+        if not keys:
+            continue
+        try:
+            bounded = frozenset(i for i, s in enumerate(split.slots) if s.bounded)
+            second = split_expression(split.remainder, keys, leaf=StagedInput, bounded_leaves=bounded)
+        except CannotSplit:
+            continue
+        if second.slots and (second.bounded or not second.route.single):
+            return Route(True, frozenset(keys)), second
+    return None
 
 
 def _aggregation(node: AggregateNode, slot: Callable[..., StagedInput]) -> Node:
@@ -322,4 +371,4 @@ def rebuild(node: Node, fn: Callable[[Node], Node], **changes: object) -> Node:
     return clone
 
 
-__all__ = ["CannotSplit", "EVERYTHING", "ONE_PLACE", "Route", "Slot", "Split", "rebuild", "split_expression", "walk"]
+__all__ = ["CannotSplit", "EVERYTHING", "ONE_PLACE", "Route", "Slot", "Split", "deepen", "rebuild", "split_expression", "walk"]

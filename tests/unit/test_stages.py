@@ -241,7 +241,7 @@ def test_each_rule_gets_its_class(expr, cls):
 def test_a_group_limit_keeps_a_rule_in_one_combine_partition():
     plan = StagePlan([RuleGroup("g", "f.yml", 15_000, (alert("A", "sum by (ns) (x) > 1"),), limit=3)])
     assert plan.slots[0].route.single
-    assert [len(plan.combine_groups(i, 4)) for i in range(4)].count(1) == 1
+    assert [len(plan.combine_parts(i, 4)) for i in range(4)].count(1) == 1
 
 
 def test_the_partials_of_a_scalar_go_to_every_combine_partition_and_the_vector_stays_spread():

@@ -120,7 +120,7 @@ def run_both(groups: list[RuleGroup], batches: list[SampleBatch], partitions: in
     staged = StagedEngine(groups, partitions=partitions, combiners=combiners, lookback_ms=120_000, lateness_ms=lateness_ms)
     staged_out = [staged.ingest(b) for b in batches] + [staged.advance_to(end)]
     names = {r.name for g in groups for r in g.rules if isinstance(r, RecordingRule)}
-    stores = [p.engine.store for p in staged.stage1] + [c.engine.store for c in staged.combine] + [staged.global_engine.store]
+    stores = staged.stores()
     return (reference, ref_out, recorded([reference.store], names, end)), (staged, staged_out, recorded(stores, names, end))
 
 
@@ -171,6 +171,11 @@ SHAPES = [
     "sum by (ns) (x) and on(ns) max by (ns) (y) > 4",
     "sum by (ns) (x) unless on(ns) ns_team",
     "count(x > 5.5) > 2.37",
+    # Aggregations over a join that copies labels: a second combine level.
+    "sum by (team) (x * on(ns) group_left(team) ns_team) > 5.37",
+    "max(u * on(ns) group_left(team) ns_team)",
+    "count by (team, job) (up * on(ns) group_left(team) ns_team) > 1.37",
+    "sum by (team) (x * on(ns) group_left(team) ns_team) / on(team) group_left count by (team) (ns_team) > 1.37",
 ]
 
 
@@ -290,7 +295,7 @@ def test_the_kubernetes_rule_set_matches_one_engine():
     assert not [e for o in expected for e in o.errors]
     assert_same(transitions(got), transitions(expected))
     names = {r.name for g in groups for r in g.rules if isinstance(r, RecordingRule)}
-    stores = [p.engine.store for p in staged.stage1] + [c.engine.store for c in staged.combine] + [staged.global_engine.store]
+    stores = staged.stores()
     end = 10 * INTERVAL
     assert_same(recorded(stores, names, end), recorded([reference.store], names, end))
     assert {k[0] for k, _ in transitions(expected)} >= {
@@ -334,3 +339,24 @@ def test_rules_reading_recorded_series_across_groups_match_one_engine(recorded_e
     assert not [e for o in out for e in o.errors]
     assert_same(transitions(out), transitions(ref_out))
     assert_same(rec, ref_rec)
+
+
+def test_a_recording_over_a_join_runs_on_two_combine_levels_and_its_readers_read_its_expression():
+    groups = [
+        RuleGroup("rec", "t.yml", INTERVAL, (record("team:x:sum", "sum by (team) (x * on(ns) group_left(team) ns_team)"),)),
+        RuleGroup("use", "t.yml", INTERVAL, (
+            alert("TeamHigh", "team:x:sum > 6.37", for_ms=15_000),  # inlined: a second level too
+            alert("TeamShare", "team:x:sum / on() group_left sum(x) > 0.37"),
+        )),
+    ]
+    staged, transitions_, rec = assert_parity(groups, fleet(11), 16, 4)
+    plan = staged.plan
+    assert plan.levels == 2 and not plan.global_groups()
+    assert {r.rule.name: (r.deep is not None, r.level2) for g in plan.groups for r in g.rules} == {
+        "team:x:sum": (True, False),  # two levels
+        "TeamHigh": (False, True),  # reads team:x:sum where it is, on the second level
+        "TeamShare": (True, False),  # reads its expression (inlined): two levels too
+    }
+    assert {r.cls for g in plan.groups for r in g.rules} == {"staged", "one-partition"}
+    assert {k[0] for k, _ in transitions_} == {"TeamHigh", "TeamShare"} and rec
+    assert sum(c.rows_received for c in staged.combine2) > 0
