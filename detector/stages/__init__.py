@@ -33,6 +33,14 @@ exactly as today: the remainder reads the merged partials through
 staged recording rules wrote run there too, over the share each combine
 partition holds.
 
+**A second combine level** serves an aggregation over a cross-target join
+that copies labels (``sum by (node) (cpu * on(namespace, pod)
+group_left(node) kube_pod_info)``): routed by the join's labels, the first
+level evaluates the join and the partial sums by node, and sends them, in
+frames again, to the second level, routed by node
+(:func:`~detector.stages.split.deepen`). It gates on the first level's
+watermarks as the first level gates on stage 1's.
+
 **Only what must be global stays in one place.** ``absent()``, ``vector()``
 and aggregations without ``by`` go to one combine partition, but receive
 counts and partials, not raw series; the few partial rows of a ``scalar()``
@@ -63,10 +71,9 @@ calls takes batches or frame bytes and returns outputs and frame bytes.
 **Known limits** (each exact, but not spread, or differing from one engine
 only where noted):
 
-* an aggregation over a cross-target join that copies labels
-  (``sum by (node) (x * on(pod) group_left(node) kube_pod_info)``) or over
-  relabelled labels sends the join's raw sides to one combine partition: a
-  third stage would spread it;
+* an aggregation over relabelled labels (``label_replace`` above a
+  combining node), or over a join ``on()`` nothing, sends its raw inputs to
+  one combine partition; a third level is not built;
 * a rule combining series a staged recording rule writes at another
   interval, or with extra labels, stays in the global engine (same interval,
   evaluated before it: the recording's expression is read instead);

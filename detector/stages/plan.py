@@ -18,19 +18,23 @@ Every rule gets one of four classes:
     per-group partials, top-k candidates), not raw series.
 ``still-global``
     either its partials are unbounded and all go to that one combine
-    partition (``quantile`` without ``by``, a join ``on()`` of raw series, an
-    aggregation over a join that copies labels), or the stages cannot
-    separate it (it combines series spread over the combine partitions by a
-    staged recording rule with other series, or reads a series a global group
-    records): the whole group is then evaluated by one engine over the raw
-    series its selectors match, and so is every group recording a series it
-    reads, as the global lane does today.
+    partition (``quantile`` without ``by``, a join ``on()`` of raw series), or
+    the stages cannot separate it (it combines series spread over the combine
+    partitions by a staged recording rule with other series, or reads a
+    series a global group records): the whole group is then evaluated by one
+    engine over the raw series its selectors match, and so is every group
+    recording a series it reads, as the global lane does today.
 
 Series recorded by staged rules are read where they are: elementwise by
 every combine partition over its share; in any way by the owner partition
 if they all live there. A rule that aggregates a staged recording rule's
 series (``sum(namespace:cpu:sum)``) reads the recording's expression instead,
 when that is exactly what it would read (see :func:`_inlinable`).
+
+An aggregation over a cross-target join that copies labels runs on two
+combine levels (:func:`~detector.stages.split.deepen`); its class is that of
+its last level. Series it records live on the second level: rules read them
+there elementwise, or read its expression.
 
 A group's class is its worst rule's. Rules of a group keep their order:
 stage 1 evaluates a group's local rules and the stage-1 slots of its staged

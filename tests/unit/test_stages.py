@@ -287,3 +287,28 @@ def test_a_stage1_partition_restored_from_a_snapshot_replays_without_counting_an
     got += [engine.ingest(b) for b in data[7:]]
     assert summary(got) == summary(expected)
     assert {(t[0], t[2]) for t in summary(expected)} >= {("Busy", "firing"), ("Few", "firing")}
+
+
+def test_both_combine_levels_restored_from_snapshots_carry_on_as_if_never_stopped():
+    groups = [RuleGroup("g", "f.yml", 15_000, (
+        RecordingRule("team:x:sum", compile_expr("sum by (team) (x * on(ns) group_left(team) ns_team)"), "..."),
+        alert("TeamHigh", "team:x:sum > 10", for_ms=15_000),
+    ))]
+    teams = [((("__name__", "ns_team"), ("instance", "cfg"), ("ns", ns), ("team", f"t{ns}")), 1.0) for ns in "ab"]
+
+    def data(step: int) -> SampleBatch:
+        xs = [((("__name__", "x"), ("instance", f"i{i}"), ("ns", "ab"[i % 2])), float((i * step) % 7)) for i in range(9)]
+        return SampleBatch.from_series([(labels, [(step * 15_000, v)]) for labels, v in xs + teams])
+
+    straight = StagedEngine(groups, partitions=3, combiners=2, start_ms=0)
+    expected = [straight.ingest(data(s)) for s in range(10)]
+    assert straight.plan.levels == 2 and straight.combine2
+
+    engine = StagedEngine(groups, partitions=3, combiners=2, start_ms=0)
+    got = [engine.ingest(data(s)) for s in range(5)]
+    restarted = StagedEngine(groups, partitions=3, combiners=2, start_ms=0)
+    for old, new in zip(engine.stage1 + engine.combine + engine.combine2, restarted.stage1 + restarted.combine + restarted.combine2):
+        new.restore(old.snapshot())
+    got += [restarted.ingest(data(s)) for s in range(5, 10)]
+    assert summary(got) == summary(expected)
+    assert ("TeamHigh", "firing") in {(t[0], t[2]) for t in summary(expected)}
