@@ -7,7 +7,9 @@ every 15 s) and reports:
 
 * the share of rules in each class of :mod:`detector.stages.plan`;
 * the busiest partition's share of what each stage receives (stage 1:
-  samples; stage 2: partial rows and frame bytes), 16 partitions each;
+  samples; stage 2: partial rows and frame bytes, a second-level partition
+  counted with the first-level partition of the same number, as they would
+  share a worker), 16 partitions each;
 * for 1, 2 and 4 simulated workers (a worker owns every W-th partition of
   both stages), the busiest worker's share of stage-1 samples and of stage-2
   rows against the fair share 1/W, next to today's placement, where one
