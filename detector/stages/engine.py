@@ -1,9 +1,10 @@
-"""N stage-1 partitions, M combine partitions and the still-global engine, in one process.
+"""N stage-1 partitions, M combine partitions (two levels of M if the plan needs them) and the still-global engine, in one process.
 
 The parity oracle of the tests and the model of the Kafka wiring: each step
 only calls :meth:`Stage1Partition.ingest`/``advance_to`` (batches in, frame
-bytes out) and :meth:`CombinePartition.receive` (frame bytes in, outputs
-out). Like the receiver, it sends every stage-1 partition the newest sample
+bytes out), :meth:`CombinePartition.receive` (frame bytes in, outputs
+out) and :meth:`CombinePartition.take_frames` (a first combine level's frames
+for the second). Like the receiver, it sends every stage-1 partition the newest sample
 time seen (minus the lateness bound) after each batch, so every partition
 and the combine stage evaluate the same ticks as one engine over all series.
 
