@@ -138,6 +138,10 @@ class PartitionDetectors:
         """Event time (ms) the rules have been evaluated up to; ``EMPTY`` before the first evaluation."""
         return self.rules.watermark
 
+    def complete_until(self, now_ms: int | None = None) -> int:
+        """The instant this partition's samples are complete up to (:mod:`detector.completeness`)."""
+        return self.rules.complete_until(now_ms)
+
     def ingest(self, batch: SampleBatch, arrival_ms: int | None = None) -> PartitionOutput:
         """Score, forecast and evaluate one batch; ``arrival_ms`` is the caller's clock
         (see :meth:`detector.rules.engine.RuleEngine.ingest`)."""

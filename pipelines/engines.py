@@ -26,6 +26,7 @@ from detector.partition import PartitionDetectors, PartitionOutput
 from detector.rules import RuleGroup
 from detector.rules.engine import idle_watermark, is_live
 from detector.snapshot import SnapshotError
+from detector.store import EMPTY
 from detector.wire.batch import SampleBatch
 from detector.wire.metadata import MetricTypes
 from pipelines.settings import Settings
@@ -61,6 +62,9 @@ class PartitionEngines:
             "lateness_ms": self.settings.lateness_ms,
             "resend_delay_ms": self.settings.resend_delay_ms,
         }
+        if self.settings.max_lateness_ms > 0:
+            options["max_lateness_ms"] = self.settings.max_lateness_ms
+            options["silence_ms"] = self.settings.series_silence_ms
         return {
             "engine_options": options,
             "scores": self.detectors and self.settings.anomaly_scores,
@@ -108,8 +112,8 @@ class PartitionEngines:
         engine = self.engines.get(partition)
         if engine is None:
             engine = self.start_empty(partition)
-        self._last_ingest_ms[partition] = int(self.clock() * 1000)
-        out = engine.ingest(batch)
+        now_ms = self._last_ingest_ms[partition] = int(self.clock() * 1000)
+        out = engine.ingest(batch, arrival_ms=now_ms)
         if offset is not None:
             # Set before any await: a snapshot taken meanwhile (revoke, shutdown) pairs
             # this state with this offset.
@@ -117,12 +121,15 @@ class PartitionEngines:
         return out
 
     def advance_idle(self) -> dict[int, PartitionOutput]:
-        """Evaluate quiet partitions on wall-clock time (see :func:`idle_watermark`)."""
+        """Evaluate what became due without a message: instants that became complete as
+        silent series stopped holding them, and quiet partitions on wall-clock time
+        (see :func:`idle_watermark`)."""
         now_ms = int(self.clock() * 1000)
         outputs = {}
         for partition, engine in self.engines.items():
-            watermark = idle_watermark(engine.newest, self._last_ingest_ms[partition], now_ms, self.settings.idle_advance_ms)
-            if watermark is not None:
+            idle = idle_watermark(engine.newest, self._last_ingest_ms[partition], now_ms, self.settings.idle_advance_ms)
+            watermark = max(engine.complete_until(now_ms), idle if idle is not None else EMPTY)
+            if watermark > engine.watermark:
                 outputs[partition] = engine.advance_to(watermark)
         return outputs
 

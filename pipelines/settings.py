@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     evaluation_interval: str = "15s"
     lookback_delta: str = "5m"
     lateness: str = "0s"
+    # The completeness watermark (detector.completeness): an instant is evaluated once
+    # every live series has sent it, but never more than max_lateness behind the
+    # newest sample ("0s": evaluate at the newest sample, as before); a series nothing
+    # arrived for in series_silence while others did stops holding it back.
+    max_lateness: str = "10m"
+    series_silence: str = "30s"
     resend_delay: str = "1m"
     # A partition without samples for this long (wall clock) evaluates on wall
     # time, this far behind it, while its data is live; "0s" turns it off.
@@ -77,7 +83,7 @@ class Settings(BaseSettings):
     worker_web_port: int = 6066
     data_dir: Path = Path("var/worker")
 
-    @field_validator("evaluation_interval", "lookback_delta", "lateness", "resend_delay", "idle_advance", "produce_timeout",
+    @field_validator("evaluation_interval", "lookback_delta", "lateness", "max_lateness", "series_silence", "resend_delay", "idle_advance", "produce_timeout",
                      "snapshot_interval")
     @classmethod
     def _is_duration(cls, value: str) -> str:
@@ -108,6 +114,14 @@ class Settings(BaseSettings):
     @property
     def lateness_ms(self) -> int:
         return parse_duration(self.lateness)
+
+    @property
+    def max_lateness_ms(self) -> int:
+        return parse_duration(self.max_lateness)
+
+    @property
+    def series_silence_ms(self) -> int:
+        return parse_duration(self.series_silence)
 
     @property
     def resend_delay_ms(self) -> int:

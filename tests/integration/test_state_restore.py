@@ -13,7 +13,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from detector.wire.batch import SampleBatch
-from detector.partition import PartitionDetectors
 from detector.wire.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
 from pipelines.engines import PartitionEngines
 from pipelines.local import LocalPipeline
@@ -140,7 +139,7 @@ async def test_recover_restores_the_snapshot_and_catches_up_to_the_resume_offset
     finally:
         await producer.stop()
 
-    uninterrupted = PartitionDetectors([])
+    uninterrupted = PartitionEngines([], settings).start_empty(0)  # the worker's detectors, same options
     for batch in batches[:40]:
         uninterrupted.ingest(batch)
     topic = SnapshotTopic(kafka.bootstrap, settings.state_topic, settings.samples_topic, 1, settings.snapshot_max_bytes)
