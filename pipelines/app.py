@@ -20,11 +20,15 @@ still resolve when a sender dies.
 
 Engine state (store, alert states and ``for`` clocks, anomaly models,
 forecasts) lives with its partition: it is snapshotted to a compacted Kafka
-topic every ``HEADROOM_SNAPSHOT_INTERVAL`` and on revoke and shutdown, and
-after a worker restart or a rebalance it is restored, then caught up from the
-samples topic, before the partition's next message is ingested
-(:mod:`pipelines.state`). With ``HEADROOM_SNAPSHOT_INTERVAL=0s`` a partition
-starts empty from the committed offset, as a Prometheus without state restore.
+topic after a partition's first message, then every ``HEADROOM_SNAPSHOT_INTERVAL``
+and on revoke and shutdown; the group's offsets are committed only up to what a
+snapshot covers. After a worker restart, a crash or a rebalance the partition is
+restored before its next message is ingested, and the alert transitions the
+previous owner wrote since the snapshot are not written again
+(:mod:`pipelines.state`). A dead worker's partitions move after
+``HEADROOM_SESSION_TIMEOUT`` (10 s). With ``HEADROOM_SNAPSHOT_INTERVAL=0s`` Faust
+commits offsets itself and a partition starts empty from the committed offset,
+as a Prometheus without state restore.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from detector.rules import RuleGroup
 from detector.wire.metadata import MetricTypes
 from pipelines import faust_transport
+from pipelines.faust_commit import commit_offset
 from pipelines.metadata_feed import MetadataFeed
 from pipelines.settings import Settings
 from pipelines.sinks import Notifier
@@ -60,6 +65,8 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
         web_port=settings.worker_web_port,
         web_host="127.0.0.1",
         web_bind="127.0.0.1",
@@ -76,8 +83,9 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
     keeper = None
     if settings.snapshot_interval_s > 0:
         state_topic = SnapshotTopic(settings.kafka_bootstrap, settings.state_topic, settings.samples_topic,
-                                    settings.partitions, settings.snapshot_max_bytes, settings.app_id)
-        keeper = StateKeeper(state_topic, worker.lanes, worker.decode, flush=lambda: app.producer.flush())
+                                    settings.partitions, settings.snapshot_max_bytes, settings.app_id, settings.alerts_topic)
+        keeper = StateKeeper(state_topic, worker.lanes, worker.decode, flush=lambda: app.producer.flush(),
+                             commit=lambda lane, partition, offset: commit_offset(app, lane, partition, offset))
 
     async def send(out: Outgoing) -> None:
         for topic, records in out.records.items():
@@ -93,14 +101,21 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
         async for event in stream.events():
             topic, partition, offset = event.message.topic, event.message.partition, event.message.offset
             if keeper is not None and not worker.assigned(topic, partition):
-                await keeper.recover(topic, partition, offset)  # before this message is ingested
+                sent = await keeper.recover(topic, partition, offset)  # before this message is ingested
+                worker.already_sent(topic, partition, sent)
             await send(worker.handle(topic, partition, offset, event.value))
 
     # One agent per lane: target partitions, and the one-partition global lane
     # for groups that combine series across targets (detector.rules.placement).
-    app.agent(app.topic(settings.samples_topic, partitions=settings.partitions, value_serializer="raw"), name="headroom.rules")(evaluate)
+    # With snapshots, Faust commits nothing of these topics (acks off): the keeper
+    # commits after each snapshot, so the committed offset never passes the state
+    # a successor can restore (pipelines.state).
+    acks = keeper is None
+    app.agent(app.topic(settings.samples_topic, partitions=settings.partitions, value_serializer="raw", acks=acks),
+              name="headroom.rules")(evaluate)
     if worker.has_global_lane:
-        app.agent(app.topic(settings.global_samples_topic, partitions=1, value_serializer="raw"), name="headroom.global-rules")(evaluate)
+        app.agent(app.topic(settings.global_samples_topic, partitions=1, value_serializer="raw", acks=acks),
+                  name="headroom.global-rules")(evaluate)
 
     @app.timer(interval=1.0)
     async def evaluate_quiet_partitions() -> None:

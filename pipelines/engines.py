@@ -69,9 +69,13 @@ class PartitionEngines:
             "models": self.models,
         }
 
-    def start_empty(self, partition: int) -> PartitionDetectors:
+    def start_empty(self, partition: int, offset: int | None = None) -> PartitionDetectors:
+        """Fresh detectors for a partition; with ``offset``, as having folded in everything up to it
+        (what a first snapshot of the empty state says)."""
         self._last_ingest_ms[partition] = int(self.clock() * 1000)
         engine = self.engines[partition] = PartitionDetectors(self.groups, **self._options())
+        if offset is not None:
+            self.offsets[partition] = offset
         return engine
 
     def restore(self, partition: int, snapshot: bytes, offset: int) -> bool:

@@ -74,11 +74,18 @@ class Settings(BaseSettings):
     snapshot_interval: str = "30s"
     snapshot_max_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
 
+    # How fast the group notices a dead worker and hands its partitions over: a
+    # worker that sends no heartbeat for the session timeout is dropped from the
+    # group (Faust's default is 60 s). The broker accepts 6 s at the least
+    # (group.min.session.timeout.ms); heartbeats at a third of it or less.
+    session_timeout: str = "10s"
+    heartbeat_interval: str = "3s"
+
     worker_web_port: int = 6066
     data_dir: Path = Path("var/worker")
 
     @field_validator("evaluation_interval", "lookback_delta", "lateness", "resend_delay", "idle_advance", "produce_timeout",
-                     "snapshot_interval")
+                     "snapshot_interval", "session_timeout", "heartbeat_interval")
     @classmethod
     def _is_duration(cls, value: str) -> str:
         parse_duration(value)
@@ -120,6 +127,14 @@ class Settings(BaseSettings):
     @property
     def snapshot_interval_s(self) -> float:
         return parse_duration(self.snapshot_interval) / 1000
+
+    @property
+    def session_timeout_s(self) -> float:
+        return parse_duration(self.session_timeout) / 1000
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        return parse_duration(self.heartbeat_interval) / 1000
 
     @property
     def produce_timeout_s(self) -> float:
