@@ -33,6 +33,7 @@ as a Prometheus without state restore.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import faust
@@ -85,7 +86,14 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
         state_topic = SnapshotTopic(settings.kafka_bootstrap, settings.state_topic, settings.samples_topic,
                                     settings.partitions, settings.snapshot_max_bytes, settings.app_id, settings.alerts_topic)
         keeper = StateKeeper(state_topic, worker.lanes, worker.decode, flush=lambda: app.producer.flush(),
-                             commit=lambda lane, partition, offset: commit_offset(app, lane, partition, offset))
+                             commit=lambda lane, partition, offset: commit_offset(app, lane, partition, offset),
+                             holding_back=worker.holding_back)
+    restoring: dict[tuple[str, int], asyncio.Task] = {}  # restores started at assignment, by (lane, partition)
+
+    async def restore(lane: str, partition: int) -> None:
+        sent = await keeper.restore(lane, partition)
+        if sent is not None:
+            worker.already_sent(lane, partition, sent)
 
     async def send(out: Outgoing) -> None:
         for topic, records in out.records.items():
@@ -100,9 +108,15 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
     async def evaluate(stream: faust.StreamT) -> None:
         async for event in stream.events():
             topic, partition, offset = event.message.topic, event.message.partition, event.message.offset
-            if keeper is not None and not worker.assigned(topic, partition):
-                sent = await keeper.recover(topic, partition, offset)  # before this message is ingested
-                worker.already_sent(topic, partition, sent)
+            if keeper is not None:
+                started = restoring.pop((topic, partition), None)
+                if started is not None:
+                    await asyncio.gather(started, return_exceptions=True)  # its failure was logged; recover below
+                if not worker.assigned(topic, partition):
+                    sent = await keeper.recover(topic, partition, offset)  # before this message is ingested
+                    worker.already_sent(topic, partition, sent)
+                elif worker.gap_before(topic, partition, offset):
+                    await keeper.catch_up(topic, partition, offset)  # committed past the snapshot (e.g. by an older version)
             await send(worker.handle(topic, partition, offset, event.value))
 
     # One agent per lane: target partitions, and the one-partition global lane
@@ -146,12 +160,33 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
             await keeper.save_all()
             await keeper.topic.stop()
 
+    @app.on_partitions_assigned.connect
+    async def restore_assigned(app: faust.App, assigned: set, **_: object) -> None:
+        # Restored now, not at the partition's next message: a partition whose
+        # sender died is evaluated by the idle timer and its alerts resolve.
+        if keeper is None:
+            return
+        for tp in sorted(assigned):
+            key = (tp.topic, tp.partition)
+            if tp.topic in worker.lanes and not worker.assigned(*key) and key not in restoring:
+                restoring[key] = asyncio.create_task(restore(*key), name=f"restore {tp.topic}[{tp.partition}]")
+
     @app.on_partitions_revoked.connect
     async def drop_revoked(app: faust.App, revoked: set, **_: object) -> None:
         for topic in worker.lanes:
             partitions = {tp.partition for tp in revoked if tp.topic == topic}
-            if keeper is not None and partitions:
-                await keeper.save(topic, partitions)  # so the next owner resumes from here
+            unfinished = set()
+            for partition in partitions:
+                started = restoring.pop((topic, partition), None)
+                if started is not None and not started.done():
+                    started.cancel()  # half restored: nothing to save, the next owner starts from the same snapshot
+                    unfinished.add(partition)
+                if started is not None:
+                    await asyncio.gather(started, return_exceptions=True)
+            if keeper is not None and partitions - unfinished:
+                await keeper.save(topic, partitions - unfinished)  # so the next owner resumes from here
+            if keeper is not None:
+                keeper.forget(topic, partitions)
             worker.forget(topic, partitions)
 
     @app.page("/metrics")

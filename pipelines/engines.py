@@ -120,6 +120,17 @@ class PartitionEngines:
             self.offsets[partition] = offset
         return out
 
+    def skip(self, partition: int, offset: int) -> None:
+        """Count the message at ``offset`` as done though it added nothing (unreadable): a snapshot
+        may cover it, and the next message is not taken for a gap to catch up."""
+        if partition in self.engines:
+            self.offsets[partition] = offset
+
+    def gap_before(self, partition: int, offset: int) -> bool:
+        """Whether messages between the partition's state and ``offset`` were never folded in here."""
+        last = self.offsets.get(partition)
+        return last is not None and offset > last + 1
+
     def advance_idle(self) -> dict[int, PartitionOutput]:
         """Evaluate quiet partitions on wall-clock time (see :func:`idle_watermark`)."""
         now_ms = int(self.clock() * 1000)

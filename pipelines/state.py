@@ -25,16 +25,18 @@ again (same fingerprint, state and evaluation time; :meth:`StateKeeper.recover`,
 :meth:`pipelines.worker.Worker.already_sent`). Scores and forecasts are not
 deduplicated: after a takeover those of the last interval may appear twice.
 
-When a partition's first message reaches the agent after an assignment, and
-before it is ingested, the worker loads that snapshot and catches up: it
-re-reads the samples partition from the snapshot's offset + 1 up to the
-message, folding those samples in with their outputs dropped (this range is
-empty unless a commit failed after its snapshot was written, or offsets were
-committed by an older version). Messages at or below the snapshot's offset are
-skipped: they are in the state already. Doing this lazily, on the first
-message, gives the exact resume offset and guarantees the order; the cost is
-that a partition with no new samples stays unrestored (and unevaluated by the
-idle timer) until one arrives.
+When a partition is assigned, the worker loads its snapshot at once (so the
+idle timer evaluates it even if no sample comes). Before its first message is
+ingested, the worker catches up if the message is not the one after the
+snapshot: it re-reads the samples partition from the snapshot's offset + 1 up
+to the message, folding those samples in with their outputs dropped (this
+range is empty unless a commit failed after its snapshot was written, or
+offsets were committed by an older version). Messages at or below the
+snapshot's offset are skipped: they are in the state already. A partition
+without a snapshot starts empty at its first message, and that empty state is
+snapshotted at once. While transitions of the previous owner are still held
+back, a new snapshot keeps the restored one's alerts offset, so that a third
+owner still holds them back too.
 
 Why snapshots and not a changelog (``python -m bench.run state``, bench/README.md,
 10k series in one partition): with live data both cost about 0.25 s of CPU per
@@ -271,47 +273,37 @@ class StateKeeper:
     ``decode`` turns a message value into a batch (None for an unreadable one);
     ``flush`` waits until the outputs already sent (alerts, scores) are acknowledged;
     ``commit(lane, partition, next_offset)`` commits the consumer group's offset once a
-    snapshot covers everything before it. When to snapshot is the worker's call
-    (:class:`pipelines.worker.Worker`).
+    snapshot covers everything before it; ``holding_back(lane, partition)`` says whether
+    the worker still holds back transitions the previous owner wrote (then a new
+    snapshot keeps the restored one's alerts offset, so a successor still knows them).
+    When to snapshot is the worker's call (:class:`pipelines.worker.Worker`).
     """
 
     def __init__(self, topic: SnapshotTopic, lanes: dict, decode: Callable,
                  flush: Callable[[], Awaitable] | None = None,
-                 commit: Callable[[str, int, int], Awaitable[bool]] | None = None) -> None:
+                 commit: Callable[[str, int, int], Awaitable[bool]] | None = None,
+                 holding_back: Callable[[str, int], bool] | None = None) -> None:
         self.topic = topic
         self.lanes = lanes
         self.decode = decode
         self.flush = flush
         self.commit = commit
+        self.holding_back = holding_back
+        self._alerts_marks: dict[tuple[str, int], int] = {}  # alerts offset of the snapshot restored from
 
-    async def recover(self, lane: str, partition: int, resume_offset: int) -> set[SentKey]:
-        """Before ``lane[partition]``'s message at ``resume_offset`` is ingested: restore its
-        newest snapshot and fold in the messages between the two, outputs dropped; or start it
-        empty and snapshot that at once. Returns the alert transitions written since the
-        snapshot (by the previous owner), which the worker must not write again."""
+    async def restore(self, lane: str, partition: int) -> set[SentKey] | None:
+        """Restore a partition from its newest snapshot (at assignment, before any message): the
+        alert transitions written since it, which the worker must not write again; None when
+        there is no snapshot that loads (the partition is then left to :meth:`recover`)."""
         engines = self.lanes[lane]
         started = time.monotonic()
         try:
             found = await self.topic.load_snapshot(lane, partition)
         except KafkaError as exc:
             log.error("cannot read the snapshot of %s[%d] (%s); starting it empty", lane, partition, exc)
-            found = None
+            return None
         if found is None:
-            engines.start_empty(partition, offset=resume_offset - 1)
-            log.info("%s[%d]: no snapshot, starting empty at offset %d", lane, partition, resume_offset)
-            # A first snapshot at once: it marks where the alerts topic stood, so a successor
-            # that takes over before the next one knows what this worker wrote meanwhile.
-            await self.save(lane, {partition})
-            return set()
-        if not engines.restore(partition, found.data, found.offset):
-            await self.save(lane, {partition})
-            return set()
-        caught_up = 0
-        async for at, value in self.topic.replay(lane, partition, found.offset + 1, resume_offset):
-            batch = self.decode(lane, partition, at, value)
-            if batch is not None:
-                engines.ingest(partition, batch, offset=at)  # outputs were emitted before the restart
-                caught_up += 1
+            return None
         sent: set[SentKey] = set()
         if found.alerts_offset is not None:
             try:
@@ -319,10 +311,59 @@ class StateKeeper:
             except KafkaError as exc:
                 log.error("%s[%d]: cannot read the alerts written since its snapshot (%s); some may be written twice",
                           lane, partition, exc)
-        log.info("%s[%d]: restored the snapshot at offset %d (%d bytes), caught up %d message(s), read %d alert "
-                 "transition(s) written since, in %.2fs; the agent resumes at offset %d", lane, partition, found.offset,
-                 len(found.data), caught_up, len(sent), time.monotonic() - started, resume_offset)
+        # No await from here to the caller's already_sent: the idle timer never sees the
+        # restored partition without the transitions to hold back.
+        if not engines.restore(partition, found.data, found.offset):
+            engines.forget({partition})
+            return None
+        if found.alerts_offset is not None:
+            self._alerts_marks[(lane, partition)] = found.alerts_offset
+        log.info("%s[%d]: restored the snapshot at offset %d (%d bytes) and read %d alert transition(s) written "
+                 "since, in %.2fs", lane, partition, found.offset, len(found.data), len(sent), time.monotonic() - started)
         return sent
+
+    async def catch_up(self, lane: str, partition: int, resume_offset: int) -> int:
+        """Fold in the messages between the partition's state and ``resume_offset``, outputs dropped:
+        the previous owner processed them and committed past them. Returns how many."""
+        engines = self.lanes[lane]
+        caught_up = 0
+        start = engines.offsets.get(partition, resume_offset - 1) + 1
+        async for at, value in self.topic.replay(lane, partition, start, resume_offset):
+            batch = self.decode(lane, partition, at, value)
+            if batch is not None:
+                engines.ingest(partition, batch, offset=at)
+                caught_up += 1
+        if caught_up:
+            log.info("%s[%d]: caught up %d message(s) from offset %d; the agent resumes at offset %d",
+                     lane, partition, caught_up, start, resume_offset)
+        return caught_up
+
+    async def recover(self, lane: str, partition: int, resume_offset: int) -> set[SentKey]:
+        """Before ``lane[partition]``'s message at ``resume_offset`` is ingested, if not restored yet:
+        restore its newest snapshot and catch up to the message; or start it empty and snapshot that
+        at once. Returns what :meth:`restore` does (an empty set when starting empty)."""
+        sent = await self.restore(lane, partition)
+        if sent is None:
+            self.lanes[lane].start_empty(partition, offset=resume_offset - 1)
+            log.info("%s[%d]: no snapshot, starting empty at offset %d", lane, partition, resume_offset)
+            # A first snapshot at once: it marks where the alerts topic stood, so a successor
+            # that takes over before the next one knows what this worker wrote meanwhile.
+            await self.save(lane, {partition})
+            return set()
+        await self.catch_up(lane, partition, resume_offset)
+        return sent
+
+    def forget(self, lane: str, partitions: set[int]) -> None:
+        for partition in partitions:
+            self._alerts_marks.pop((lane, partition), None)
+
+    async def _alerts_mark(self, lane: str, partition: int) -> int | None:
+        """The alerts offset a new snapshot records: the restored one's while transitions are held back."""
+        mark = self._alerts_marks.get((lane, partition))
+        if mark is not None and self.holding_back is not None and self.holding_back(lane, partition):
+            return mark
+        self._alerts_marks.pop((lane, partition), None)
+        return await self.topic.alerts_end()
 
     async def save(self, lane: str, partitions: set[int]) -> None:
         """Snapshot partitions (after flushing the outputs sent so far), then commit the offset after each."""
@@ -341,7 +382,7 @@ class StateKeeper:
                     # A snapshot says "the messages up to here are done": their outputs must
                     # be in Kafka first, or a crash right after would lose them for good.
                     await self.flush()
-                await self.topic.save(lane, partition, offset, snapshot, await self.topic.alerts_end())
+                await self.topic.save(lane, partition, offset, snapshot, await self._alerts_mark(lane, partition))
             except KafkaError as exc:
                 log.error("%s[%d]: cannot write its snapshot (%s); the next one will try again", lane, partition, exc)
                 continue

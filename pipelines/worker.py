@@ -132,6 +132,14 @@ class Worker:
         """Whether the partition has detectors here (restored or started); else restore it before :meth:`handle`."""
         return partition in self.lanes[lane].engines
 
+    def gap_before(self, lane: str, partition: int, offset: int) -> bool:
+        """Whether messages before ``offset`` are missing from the partition's state (to catch up first)."""
+        return self.lanes[lane].gap_before(partition, offset)
+
+    def holding_back(self, lane: str, partition: int) -> bool:
+        """Whether transitions the partition's previous owner wrote are still expected again (see :meth:`already_sent`)."""
+        return (lane, partition) in self._sent_before
+
     def decode(self, lane: str, partition: int, offset: int, value: bytes) -> SampleBatch | None:
         """The batch in a message; an unreadable one is logged and counted, and gives None."""
         try:
@@ -148,6 +156,7 @@ class Worker:
             return Outgoing()  # delivered again after a restart, already in the restored state
         batch = value if isinstance(value, SampleBatch) else self.decode(lane, partition, offset, value)
         if batch is None:
+            engines.skip(partition, offset)
             return Outgoing()
         out = engines.ingest(partition, batch, offset=offset)
         self.metrics.messages.inc()
