@@ -27,7 +27,6 @@ import sys
 import time
 import urllib.request
 from collections import defaultdict
-from pathlib import Path
 
 from bench.common import REPO, BenchContext, Table
 
