@@ -8,13 +8,18 @@ the setting, before anything connects anywhere.
 ('headroom-samples', 15000)
 >>> s.topics()["headroom-forecasts"]
 1
+>>> try:
+...     Settings(session_timeout="6s", heartbeat_interval="6s")
+... except ValueError as exc:
+...     print("heartbeat_interval (6s) must be shorter than session_timeout (6s)" in str(exc))
+True
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detector.anomaly.catalog import ModelCatalog, ModelCatalogError
@@ -90,6 +95,13 @@ class Settings(BaseSettings):
     def _is_duration(cls, value: str) -> str:
         parse_duration(value)
         return value
+
+    @model_validator(mode="after")
+    def _heartbeats_within_the_session(self) -> Settings:
+        if self.heartbeat_interval_s >= self.session_timeout_s:
+            raise ValueError(f"heartbeat_interval ({self.heartbeat_interval}) must be shorter than session_timeout "
+                             f"({self.session_timeout}), a third of it or less")
+        return self
 
     @field_validator("models_file")
     @classmethod
