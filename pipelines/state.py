@@ -23,7 +23,9 @@ topic ended when it was taken (after the producer's flush), and the new owner
 reads the transitions written since then and suppresses the ones it would write
 again (same fingerprint, state and evaluation time; :meth:`StateKeeper.recover`,
 :meth:`pipelines.worker.Worker.already_sent`). Scores and forecasts are not
-deduplicated: after a takeover those of the last interval may appear twice.
+held back: after a takeover those since the snapshot may appear twice, the same
+(each carries its series' labels and event time ``t``, so a consumer that needs
+them once keeps the first of each).
 
 When a partition is assigned, the worker loads its snapshot at once (so the
 idle timer evaluates it even if no sample comes). Before its first message is
