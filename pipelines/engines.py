@@ -73,9 +73,13 @@ class PartitionEngines:
             "models": self.models,
         }
 
-    def start_empty(self, partition: int) -> PartitionDetectors:
+    def start_empty(self, partition: int, offset: int | None = None) -> PartitionDetectors:
+        """Fresh detectors for a partition; with ``offset``, as having folded in everything up to it
+        (what a first snapshot of the empty state says)."""
         self._last_ingest_ms[partition] = int(self.clock() * 1000)
         engine = self.engines[partition] = PartitionDetectors(self.groups, **self._options())
+        if offset is not None:
+            self.offsets[partition] = offset
         return engine
 
     def restore(self, partition: int, snapshot: bytes, offset: int) -> bool:
@@ -119,6 +123,17 @@ class PartitionEngines:
             # this state with this offset.
             self.offsets[partition] = offset
         return out
+
+    def skip(self, partition: int, offset: int) -> None:
+        """Count the message at ``offset`` as done though it added nothing (unreadable): a snapshot
+        may cover it, and the next message is not taken for a gap to catch up."""
+        if partition in self.engines:
+            self.offsets[partition] = offset
+
+    def gap_before(self, partition: int, offset: int) -> bool:
+        """Whether messages between the partition's state and ``offset`` were never folded in here."""
+        last = self.offsets.get(partition)
+        return last is not None and offset > last + 1
 
     def advance_idle(self) -> dict[int, PartitionOutput]:
         """Evaluate what became due without a message: instants that became complete as
