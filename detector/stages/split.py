@@ -57,8 +57,14 @@ from detector.promql.functions import (
     ScalarNode,
     VectorNode,
 )
+from detector.promql.functions.ranges import RangeFunction, last_over_time
 from detector.promql.plan import BinaryNode, Node, SelectorNode
 from detector.stages.inputs import StagedInput
+
+# absent_over_time(x[r]) is whether any series has a sample in the range: what
+# count(last_over_time(x[r])) tells. last_over_time keeps the metric name, so
+# series differing only by name cannot collide.
+_LAST_OVER_TIME = RangeFunction(last_over_time, min_samples=1, keeps_name=True)
 
 
 @dataclass(frozen=True)
@@ -202,9 +208,9 @@ def split_expression(
         if isinstance(node, AggregateNode) and local(node.expr) and (node.param is None or not selectors(node.param)):
             return _aggregation(node, slot)
         if isinstance(node, AbsentNode) and not any(stage2(s) for s in sels):
-            # absent_over_time(x[r]): whether any series has a sample in the range. last_over_time
-            # keeps the metric name, so series differing only by name cannot collide.
-            inner = node.expr if node.expr is not None else RangeFunctionNode("last_over_time", node.selector, node.range_ms)
+            inner = node.expr
+            if inner is None:
+                inner = RangeFunctionNode("last_over_time", _LAST_OVER_TIME, node.selector, node.range_ms)
             if local(inner):
                 counted = slot("sum", (AggregateNode("count", inner),), bounded=True)
                 return rebuild(node, lambda child: child, expr=counted, selector=None, range_ms=0)
