@@ -138,6 +138,10 @@ class PartitionDetectors:
         """Event time (ms) the rules have been evaluated up to; ``EMPTY`` before the first evaluation."""
         return self.rules.watermark
 
+    def complete_until(self, now_ms: int | None = None) -> int:
+        """The instant this partition's samples are complete up to (:mod:`detector.completeness`)."""
+        return self.rules.complete_until(now_ms)
+
     @property
     def pending(self) -> bool:
         """Whether rule evaluations are still due: call :meth:`catch_up` (see :class:`RuleEngine`)."""

@@ -20,15 +20,20 @@ still resolve when a sender dies.
 
 Engine state (store, alert states and ``for`` clocks, anomaly models,
 forecasts) lives with its partition: it is snapshotted to a compacted Kafka
-topic every ``HEADROOM_SNAPSHOT_INTERVAL`` and on revoke and shutdown, and
-after a worker restart or a rebalance it is restored, then caught up from the
-samples topic, before the partition's next message is ingested
-(:mod:`pipelines.state`). With ``HEADROOM_SNAPSHOT_INTERVAL=0s`` a partition
-starts empty from the committed offset, as a Prometheus without state restore.
+topic after a partition's first message, then every ``HEADROOM_SNAPSHOT_INTERVAL``
+and on revoke and shutdown; the group's offsets are committed only up to what a
+snapshot covers. After a worker restart, a crash or a rebalance the partition is
+restored before its next message is ingested, and the alert transitions the
+previous owner wrote since the snapshot are not written again
+(:mod:`pipelines.state`). A dead worker's partitions move after
+``HEADROOM_SESSION_TIMEOUT`` (10 s). With ``HEADROOM_SNAPSHOT_INTERVAL=0s`` Faust
+commits offsets itself and a partition starts empty from the committed offset,
+as a Prometheus without state restore.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import faust
@@ -38,6 +43,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from detector.rules import RuleGroup
 from detector.wire.metadata import MetricTypes
 from pipelines import faust_transport
+from pipelines.faust_commit import commit_offset
 from pipelines.metadata_feed import MetadataFeed
 from pipelines.settings import Settings
 from pipelines.sinks import Notifier
@@ -60,6 +66,8 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
         web_port=settings.worker_web_port,
         web_host="127.0.0.1",
         web_bind="127.0.0.1",
@@ -76,8 +84,16 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
     keeper = None
     if settings.snapshot_interval_s > 0:
         state_topic = SnapshotTopic(settings.kafka_bootstrap, settings.state_topic, settings.samples_topic,
-                                    settings.partitions, settings.snapshot_max_bytes, settings.app_id)
-        keeper = StateKeeper(state_topic, worker.lanes, worker.decode, flush=lambda: app.producer.flush())
+                                    settings.partitions, settings.snapshot_max_bytes, settings.app_id, settings.alerts_topic)
+        keeper = StateKeeper(state_topic, worker.lanes, worker.decode, flush=lambda: app.producer.flush(),
+                             commit=lambda lane, partition, offset: commit_offset(app, lane, partition, offset),
+                             holding_back=worker.holding_back)
+    restoring: dict[tuple[str, int], asyncio.Task] = {}  # restores started at assignment, by (lane, partition)
+
+    async def restore(lane: str, partition: int) -> None:
+        sent = await keeper.restore(lane, partition)
+        if sent is not None:
+            worker.already_sent(lane, partition, sent)
 
     async def send(out: Outgoing) -> None:
         for topic, records in out.records.items():
@@ -92,16 +108,29 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
     async def evaluate(stream: faust.StreamT) -> None:
         async for event in stream.events():
             topic, partition, offset = event.message.topic, event.message.partition, event.message.offset
-            if keeper is not None and not worker.assigned(topic, partition):
-                await keeper.recover(topic, partition, offset)  # before this message is ingested
+            if keeper is not None:
+                started = restoring.pop((topic, partition), None)
+                if started is not None:
+                    await asyncio.gather(started, return_exceptions=True)  # its failure was logged; recover below
+                if not worker.assigned(topic, partition):
+                    sent = await keeper.recover(topic, partition, offset)  # before this message is ingested
+                    worker.already_sent(topic, partition, sent)
+                elif worker.gap_before(topic, partition, offset):
+                    await keeper.catch_up(topic, partition, offset)  # committed past the snapshot (e.g. by an older version)
             await send(worker.handle(topic, partition, offset, event.value))
             await worker.catch_up(topic, partition, send)  # what the message left due, in steps that yield
 
     # One agent per lane: target partitions, and the one-partition global lane
     # for groups that combine series across targets (detector.rules.placement).
-    app.agent(app.topic(settings.samples_topic, partitions=settings.partitions, value_serializer="raw"), name="headroom.rules")(evaluate)
+    # With snapshots, Faust commits nothing of these topics (acks off): the keeper
+    # commits after each snapshot, so the committed offset never passes the state
+    # a successor can restore (pipelines.state).
+    acks = keeper is None
+    app.agent(app.topic(settings.samples_topic, partitions=settings.partitions, value_serializer="raw", acks=acks),
+              name="headroom.rules")(evaluate)
     if worker.has_global_lane:
-        app.agent(app.topic(settings.global_samples_topic, partitions=1, value_serializer="raw"), name="headroom.global-rules")(evaluate)
+        app.agent(app.topic(settings.global_samples_topic, partitions=1, value_serializer="raw", acks=acks),
+                  name="headroom.global-rules")(evaluate)
 
     @app.timer(interval=1.0)
     async def evaluate_quiet_partitions() -> None:
@@ -132,12 +161,33 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
             await keeper.save_all()
             await keeper.topic.stop()
 
+    @app.on_partitions_assigned.connect
+    async def restore_assigned(app: faust.App, assigned: set, **_: object) -> None:
+        # Restored now, not at the partition's next message: a partition whose
+        # sender died is evaluated by the idle timer and its alerts resolve.
+        if keeper is None:
+            return
+        for tp in sorted(assigned):
+            key = (tp.topic, tp.partition)
+            if tp.topic in worker.lanes and not worker.assigned(*key) and key not in restoring:
+                restoring[key] = asyncio.create_task(restore(*key), name=f"restore {tp.topic}[{tp.partition}]")
+
     @app.on_partitions_revoked.connect
     async def drop_revoked(app: faust.App, revoked: set, **_: object) -> None:
         for topic in worker.lanes:
             partitions = {tp.partition for tp in revoked if tp.topic == topic}
-            if keeper is not None and partitions:
-                await keeper.save(topic, partitions)  # so the next owner resumes from here
+            unfinished = set()
+            for partition in partitions:
+                started = restoring.pop((topic, partition), None)
+                if started is not None and not started.done():
+                    started.cancel()  # half restored: nothing to save, the next owner starts from the same snapshot
+                    unfinished.add(partition)
+                if started is not None:
+                    await asyncio.gather(started, return_exceptions=True)
+            if keeper is not None and partitions - unfinished:
+                await keeper.save(topic, partitions - unfinished)  # so the next owner resumes from here
+            if keeper is not None:
+                keeper.forget(topic, partitions)
             worker.forget(topic, partitions)
 
     @app.page("/metrics")

@@ -26,6 +26,7 @@ from detector.partition import PartitionDetectors, PartitionOutput
 from detector.rules import RuleGroup
 from detector.rules.engine import idle_watermark, is_live
 from detector.snapshot import SnapshotError
+from detector.store import EMPTY
 from detector.wire.batch import SampleBatch
 from detector.wire.metadata import MetricTypes
 from pipelines.settings import Settings
@@ -62,6 +63,9 @@ class PartitionEngines:
             "resend_delay_ms": self.settings.resend_delay_ms,
             **self.settings.engine_limits(),  # see pipelines/limits.py
         }
+        if self.settings.max_lateness_ms > 0:
+            options["max_lateness_ms"] = self.settings.max_lateness_ms
+            options["silence_ms"] = self.settings.series_silence_ms
         return {
             "engine_options": options,
             "scores": self.detectors and self.settings.anomaly_scores,
@@ -70,9 +74,13 @@ class PartitionEngines:
             "models": self.models,
         }
 
-    def start_empty(self, partition: int) -> PartitionDetectors:
+    def start_empty(self, partition: int, offset: int | None = None) -> PartitionDetectors:
+        """Fresh detectors for a partition; with ``offset``, as having folded in everything up to it
+        (what a first snapshot of the empty state says)."""
         self._last_ingest_ms[partition] = int(self.clock() * 1000)
         engine = self.engines[partition] = PartitionDetectors(self.groups, **self._options())
+        if offset is not None:
+            self.offsets[partition] = offset
         return engine
 
     def restore(self, partition: int, snapshot: bytes, offset: int) -> bool:
@@ -109,13 +117,24 @@ class PartitionEngines:
         engine = self.engines.get(partition)
         if engine is None:
             engine = self.start_empty(partition)
-        self._last_ingest_ms[partition] = int(self.clock() * 1000)
-        out = engine.ingest(batch)
+        now_ms = self._last_ingest_ms[partition] = int(self.clock() * 1000)
+        out = engine.ingest(batch, arrival_ms=now_ms)
         if offset is not None:
             # Set before any await: a snapshot taken meanwhile (revoke, shutdown) pairs
             # this state with this offset.
             self.offsets[partition] = offset
         return out
+
+    def skip(self, partition: int, offset: int) -> None:
+        """Count the message at ``offset`` as done though it added nothing (unreadable): a snapshot
+        may cover it, and the next message is not taken for a gap to catch up."""
+        if partition in self.engines:
+            self.offsets[partition] = offset
+
+    def gap_before(self, partition: int, offset: int) -> bool:
+        """Whether messages between the partition's state and ``offset`` were never folded in here."""
+        last = self.offsets.get(partition)
+        return last is not None and offset > last + 1
 
     def catch_up(self, partition: int) -> None:
         """Run every evaluation still due in a partition, outputs dropped (for a catch-up after a
@@ -125,12 +144,15 @@ class PartitionEngines:
             engine.catch_up()
 
     def advance_idle(self) -> dict[int, PartitionOutput]:
-        """Evaluate quiet partitions on wall-clock time (see :func:`idle_watermark`)."""
+        """Evaluate what became due without a message: instants that became complete as
+        silent series stopped holding them, and quiet partitions on wall-clock time
+        (see :func:`idle_watermark`)."""
         now_ms = int(self.clock() * 1000)
         outputs = {}
         for partition, engine in self.engines.items():
-            watermark = idle_watermark(engine.newest, self._last_ingest_ms[partition], now_ms, self.settings.idle_advance_ms)
-            if watermark is not None:
+            idle = idle_watermark(engine.newest, self._last_ingest_ms[partition], now_ms, self.settings.idle_advance_ms)
+            watermark = max(engine.complete_until(now_ms), idle if idle is not None else EMPTY)
+            if watermark > engine.watermark:
                 outputs[partition] = engine.advance_to(watermark)
         return outputs
 

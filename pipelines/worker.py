@@ -65,6 +65,9 @@ class WorkerMetrics:
         self.reclassified = Counter("headroom_series_reclassified", "Scored series whose counter-ness changed with new metadata", registry=registry)
         self.retired = Counter("headroom_retired_series", "Stale series whose anomaly and forecast state was freed", registry=registry)
         self.event_time = Gauge("headroom_worker_watermark_seconds", "Newest evaluated event time", ["lane"], registry=registry)
+        self.duplicates = Counter("headroom_worker_duplicate_transitions_suppressed",
+                                  "Alert transitions not written again after a takeover: the previous owner wrote them",
+                                  registry=registry)
 
 
 @dataclass
@@ -122,6 +125,7 @@ class Worker:
         }
         self.monotonic = monotonic
         self._last_snapshot: dict[tuple[str, int], float] = {}
+        self._sent_before: dict[tuple[str, int], set[tuple[str, str, int]]] = {}  # see already_sent
 
     @property
     def has_global_lane(self) -> bool:
@@ -130,6 +134,14 @@ class Worker:
     def assigned(self, lane: str, partition: int) -> bool:
         """Whether the partition has detectors here (restored or started); else restore it before :meth:`handle`."""
         return partition in self.lanes[lane].engines
+
+    def gap_before(self, lane: str, partition: int, offset: int) -> bool:
+        """Whether messages before ``offset`` are missing from the partition's state (to catch up first)."""
+        return self.lanes[lane].gap_before(partition, offset)
+
+    def holding_back(self, lane: str, partition: int) -> bool:
+        """Whether transitions the partition's previous owner wrote are still expected again (see :meth:`already_sent`)."""
+        return (lane, partition) in self._sent_before
 
     def decode(self, lane: str, partition: int, offset: int, value: bytes) -> SampleBatch | None:
         """The batch in a message; an unreadable one is logged and counted, and gives None."""
@@ -147,6 +159,7 @@ class Worker:
             return Outgoing()  # delivered again after a restart, already in the restored state
         batch = value if isinstance(value, SampleBatch) else self.decode(lane, partition, offset, value)
         if batch is None:
+            engines.skip(partition, offset)
             return Outgoing()
         out = engines.ingest(partition, batch, offset=offset)
         self.metrics.messages.inc()
@@ -191,6 +204,16 @@ class Worker:
         self.metrics.reclassified.inc(self.lanes[self.settings.samples_topic].reclassify())
         log.info("learned the types of %d metric families (%d known)", len(families), len(self.metric_types))
 
+    def already_sent(self, lane: str, partition: int, sent: Iterable[tuple[str, str, int]]) -> None:
+        """Alert transitions, as (fingerprint, state, evaluation time), that a partition's previous owner
+        wrote after the snapshot it was restored from: re-ingesting the same messages from the same
+        state makes them again, and they are not written twice (:mod:`pipelines.state`)."""
+        sent = set(sent)
+        if sent:
+            self._sent_before[(lane, partition)] = sent
+        else:
+            self._sent_before.pop((lane, partition), None)
+
     def forget(self, lane: str, partitions: Iterable[int]) -> None:
         """Drop partitions this worker no longer owns (after their last snapshot)."""
         partitions = set(partitions)
@@ -198,15 +221,17 @@ class Worker:
         self.gauges.forget(lane, partitions)
         for partition in partitions:
             self._last_snapshot.pop((lane, partition), None)
+            self._sent_before.pop((lane, partition), None)
 
     def _snapshot_due(self, lane: str, partition: int) -> bool:
-        """Every ``HEADROOM_SNAPSHOT_INTERVAL`` per partition, counted from its first message here."""
+        """After a partition's first message here, then every ``HEADROOM_SNAPSHOT_INTERVAL``: offsets are
+        committed only up to a snapshot, so the first one should not wait for the interval."""
         interval = self.settings.snapshot_interval_s
         if interval <= 0:
             return False
         now = self.monotonic()
-        last = self._last_snapshot.setdefault((lane, partition), now)
-        if now - last < interval:
+        last = self._last_snapshot.get((lane, partition))
+        if last is not None and now - last < interval:
             return False
         self._last_snapshot[(lane, partition)] = now
         return True
@@ -222,10 +247,16 @@ class Worker:
         for error in out.engine.errors:
             metrics.eval_errors.inc()
             log.warning("rule evaluation failed: %s", error)
+        sent = self._sent_before.get((lane, partition))
         for transition in out.transitions:
+            if sent and (transition.fingerprint, transition.state, transition.eval_time) in sent:
+                metrics.duplicates.inc()
+                continue
             metrics.transitions.labels(transition.state).inc()
             log.warning("alert %s", transition.describe())
             outgoing.add(settings.alerts_topic, transition.fingerprint.encode(), transition.to_json())
+        if sent and engine is not None and not engine.pending and engine.watermark > max(t for _, _, t in sent):
+            del self._sent_before[(lane, partition)]  # evaluated past them all (no step left due): none can come again
         for score in out.scores:
             metrics.anomalies.inc()
             outgoing.add(settings.scores_topic, None, _json(score.to_dict()))

@@ -57,13 +57,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from detector.output.alerts import AlertNotification
 from detector.output.notify import DEFAULT_MAX_BATCH, DEFAULT_QUEUE_CAPACITY, DropOldestQueue, alertmanager_alert, backoff_delay
+
+if TYPE_CHECKING:
+    from pipelines.settings import Settings
 
 log = logging.getLogger("headroom.notifier")
 
@@ -219,8 +222,8 @@ class Notifier:
         return cls(sinks, timeout=timeout, on_stop=on_stop, **options)
 
     @classmethod
-    def from_settings(cls, settings: Any, registry: CollectorRegistry | None, **options: Any) -> Notifier:
-        """A notifier for every registered kind of sink whose setting lists URLs (:class:`pipelines.settings.Settings`)."""
+    def from_settings(cls, settings: Settings, registry: CollectorRegistry | None, **options: Any) -> Notifier:
+        """A notifier for every registered kind of sink, to the URLs its setting lists."""
         from pipelines.sinks.registry import sink_types
 
         urls = {kind: getattr(settings, t.setting) for kind, t in sink_types().items()}

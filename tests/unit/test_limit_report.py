@@ -122,8 +122,11 @@ async def test_a_year_jump_runs_in_steps_that_yield_and_skips_the_rest():
     assert seen == sorted(seen) and len(set(seen)) == len(seen)  # the other task ran between every two steps
     registry = w.metrics.registry
     assert registry.get_sample_value("headroom_worker_catch_up_steps_total") == 5
-    assert registry.get_sample_value("headroom_worker_skipped_evaluations_total") == (ahead - 600_000 - T0) // 15_000 - 1
-    assert not w.lanes[LANE].engines[0].pending and stats.skipped_evaluations > 2_000_000
+    # At least the year minus the last 10 minutes (the completeness watermark may reach further: it
+    # expects the series' next sample a year after this one), all of it counted.
+    assert registry.get_sample_value("headroom_worker_skipped_evaluations_total") == stats.skipped_evaluations
+    assert stats.skipped_evaluations >= (ahead - 600_000 - T0) // 15_000 - 1
+    assert not w.lanes[LANE].engines[0].pending
 
 
 async def test_catch_up_stops_when_the_partition_is_revoked_between_steps():

@@ -63,7 +63,9 @@ def test_alert_goes_pending_then_fires_at_event_time_not_message_count() -> None
     assert fired.notifications[0].starts_at == T0 + 120_000  # Prometheus's startsAt: when it fired
     assert worker.metrics.messages._value.get() == 2 and worker.metrics.samples._value.get() == 10
     assert worker.metrics.registry.get_sample_value("headroom_alert_transitions_total", {"state": "firing"}) == 1
-    assert worker.metrics.registry.get_sample_value("headroom_worker_watermark_seconds", {"lane": f"{SAMPLES}/0"}) == (T0 + 135_000) / 1000
+    # Complete up to the newest sample plus 0.9 of the series' 15 s spacing (detector.completeness).
+    complete_until = T0 + 135_000 + STEP - STEP // 10
+    assert worker.metrics.registry.get_sample_value("headroom_worker_watermark_seconds", {"lane": f"{SAMPLES}/0"}) == complete_until / 1000
 
 
 def test_partitions_are_independent() -> None:
@@ -114,21 +116,48 @@ def test_idle_advance_resolves_a_quiet_live_partition_on_wall_clock() -> None:
     assert out.snapshots == []
 
 
-def test_snapshots_are_requested_every_interval_per_partition() -> None:
+def test_snapshots_are_requested_after_the_first_message_then_every_interval() -> None:
     clock = FakeClock(T0)
     worker = make_worker(clock, snapshot_interval="30s")
-    assert worker.handle(SAMPLES, 0, 0, message([(up("a:1"), [(T0, 1.0)])])).snapshots == []
+    # at once: offsets are committed only up to a snapshot, the first must not wait
+    assert worker.handle(SAMPLES, 0, 0, message([(up("a:1"), [(T0, 1.0)])])).snapshots == [(SAMPLES, 0)]
     clock.ms += 29_000
     assert worker.handle(SAMPLES, 0, 1, message([(up("a:1"), [(T0 + STEP, 1.0)])])).snapshots == []
-    assert worker.handle(SAMPLES, 1, 0, message([(up("b:1"), [(T0 + STEP, 1.0)])])).snapshots == []
+    assert worker.handle(SAMPLES, 1, 0, message([(up("b:1"), [(T0 + STEP, 1.0)])])).snapshots == [(SAMPLES, 1)]
     clock.ms += 1_000
     assert worker.handle(SAMPLES, 0, 2, message([(up("a:1"), [(T0 + 2 * STEP, 1.0)])])).snapshots == [(SAMPLES, 0)]
     assert worker.handle(SAMPLES, 0, 3, message([(up("a:1"), [(T0 + 3 * STEP, 1.0)])])).snapshots == []
+    assert worker.handle(SAMPLES, 1, 1, message([(up("b:1"), [(T0 + 2 * STEP, 1.0)])])).snapshots == []
+    worker.forget(SAMPLES, {0})  # revoked, assigned again later: its first message snapshots at once again
+    assert worker.handle(SAMPLES, 0, 4, message([(up("a:1"), [(T0 + 4 * STEP, 1.0)])])).snapshots == [(SAMPLES, 0)]
     off = make_worker(clock, snapshot_interval="0s")
     clock.ms += 3_600_000
     assert off.handle(SAMPLES, 0, 0, message([(up("a:1"), [(T0, 1.0)])])).snapshots == []
     clock.ms += 3_600_000
     assert off.handle(SAMPLES, 0, 1, message([(up("a:1"), [(T0 + STEP, 1.0)])])).snapshots == []
+
+
+def test_after_a_takeover_transitions_the_previous_owner_wrote_are_not_written_again() -> None:
+    clock = FakeClock(T0)
+    first = make_worker(clock)
+    batches = [message([(up("a:1"), [(T0 + i * STEP, 0.0)]), (up("b:1"), [(T0 + i * STEP, 1.0 if i < 4 else 0.0)])])
+               for i in range(14)]
+    first.handle(SAMPLES, 0, 0, batches[0])
+    offset, snapshot = first.lanes[SAMPLES].snapshot(0)
+    written = []
+    for i in range(1, 10):  # after the snapshot, then killed
+        written += alert_records(first.handle(SAMPLES, 0, i, batches[i]))
+    assert [(a["labels"]["instance"], a["state"]) for a in written] == [("b:1", "pending"), ("a:1", "firing")]
+    sent = {(a["fingerprint"], a["state"], a["eval_time"]) for a in written}
+
+    successor = make_worker(clock)
+    assert successor.lanes[SAMPLES].restore(0, snapshot, offset)
+    successor.already_sent(SAMPLES, 0, sent | {("other-partition", "firing", T0 + 10**9)})
+    again = []
+    for i in range(1, 14):  # from the snapshot on: the same messages, then new ones
+        again += alert_records(successor.handle(SAMPLES, 0, i, batches[i]))
+    assert [(a["labels"]["instance"], a["state"], a["eval_time"]) for a in again] == [("b:1", "firing", T0 + 12 * STEP)]
+    assert successor.metrics.duplicates._value.get() == 2
 
 
 def test_unreadable_message_is_counted_and_skipped_and_the_next_one_is_handled() -> None:
