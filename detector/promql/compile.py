@@ -6,6 +6,7 @@ Prometheus 2.x does, or refused here, at load time, with a message naming it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -33,6 +34,10 @@ class UnsupportedExpression(HeadroomError):
     """PromQL that does not parse, or that Headroom does not evaluate (yet)."""
 
 
+class InvalidExpression(UnsupportedExpression):
+    """PromQL that does not parse: Prometheus refuses it too (the other refusals are Headroom's own)."""
+
+
 # promql-parser's enums are not hashable: key by their names.
 _MATCH_OPS = {"Equal": "=", "NotEqual": "!=", "Re": "=~", "NotRe": "!~"}
 _CARDINALITY = {
@@ -41,6 +46,11 @@ _CARDINALITY = {
     "OneToMany": "one-to-many",
     "ManyToMany": "many-to-many",
 }
+
+
+# Functions of Prometheus 2.42 that promql-parser (which follows Prometheus 3) does not know.
+_PROMETHEUS_2_ONLY = frozenset({"holt_winters"})
+_UNKNOWN_FUNCTION = re.compile(r"unknown function with name '(\w+)'")
 
 
 def _enum_name(value: object) -> str:
@@ -60,7 +70,10 @@ def compile_expr(text: str) -> Node:
     try:
         tree = pp.parse(text)
     except (ValueError, TypeError) as exc:
-        raise UnsupportedExpression(f"cannot parse PromQL {text!r}: {exc}") from None
+        unknown = _UNKNOWN_FUNCTION.search(str(exc))
+        if unknown and unknown[1] in _PROMETHEUS_2_ONLY:
+            raise UnsupportedExpression(f"function {unknown[1]}() is not supported, in: {text}") from None
+        raise InvalidExpression(f"cannot parse PromQL {text!r}: {exc}") from None
     try:
         return _compile(tree)
     except UnsupportedExpression as exc:

@@ -8,7 +8,7 @@ import yaml
 
 from detector.labels import Labels
 from detector.rule_tests.errors import UnitTestFormatError
-from detector.rule_tests.go_yaml import Decoder
+from detector.go_yaml import Decoder
 
 DEFAULT_EVALUATION_INTERVAL_MS = 60_000
 

@@ -47,7 +47,7 @@ from detector.rule_tests import (
     parse_test_file,
     run_test_file,
 )
-from detector.rule_tests.go_yaml import go_yaml_float
+from detector.go_yaml import go_yaml_float
 from pipelines.test_rules_cli import test_rules as cli_test_rules
 from tests.promtool_oracle import promtool_results, same_result
 

@@ -1,4 +1,10 @@
-"""Typed reading of a composed YAML tree as go-yaml v2 (which promtool uses) reads it, strictly."""
+"""Typed reading of a composed YAML tree as Go's YAML libraries read it, strictly.
+
+promtool reads rule unit-test files with go-yaml v2 (``UnmarshalStrict``) and
+rule files with go-yaml v3 (``KnownFields``); both resolve anchors, aliases and
+``<<`` merge keys (a mapping's own keys win over merged ones, and of a list of
+merged mappings the first that has a key wins), and refuse repeated keys.
+"""
 
 from __future__ import annotations
 
