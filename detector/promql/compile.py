@@ -7,6 +7,7 @@ Prometheus 2.x does, or refused here, at load time, with a message naming it.
 from __future__ import annotations
 
 import re
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -28,6 +29,7 @@ from detector.promql.plan import (
     SelectorNode,
     VectorMatching,
 )
+from detector.promql.subquery import SubqueryNode
 
 
 class UnsupportedExpression(HeadroomError):
@@ -48,6 +50,13 @@ _CARDINALITY = {
 }
 
 
+# Whether selectors keep their matchers in Prometheus's printed order (a rule's expression) or as written.
+_PRINTED_ORDER: ContextVar[bool] = ContextVar("printed_order", default=False)
+DEFAULT_SUBQUERY_STEP_MS = 60_000
+"""Resolution of ``x[5m:]`` when no other is given: Prometheus's default evaluation interval, and promtool's."""
+_SUBQUERY_STEP: ContextVar[int] = ContextVar("subquery_step", default=DEFAULT_SUBQUERY_STEP_MS)
+_PRINTED_OP = {"=": '="', "!=": '!="', "=~": '=~"', "!~": '!~"'}
+
 # Functions of Prometheus 2.42 that promql-parser (which follows Prometheus 3) does not know.
 _PROMETHEUS_2_ONLY = frozenset({"holt_winters"})
 _UNKNOWN_FUNCTION = re.compile(r"unknown function with name '(\w+)'")
@@ -57,8 +66,20 @@ def _enum_name(value: object) -> str:
     return str(value).rsplit(".", 1)[-1]
 
 
-def compile_expr(text: str) -> Node:
+def compile_expr(text: str, *, as_rule: bool = False, subquery_step_ms: int = DEFAULT_SUBQUERY_STEP_MS) -> Node:
     """Parse and compile one expression.
+
+    ``subquery_step_ms``: the resolution of a subquery that gives none
+    (``x[5m:]``); Prometheus uses the global evaluation interval.
+
+    ``as_rule``: compile it as Prometheus runs a rule's expression, from its
+    printed form (``rules/manager.go`` queries ``expr.String()``), whose label
+    matchers are sorted. Only ``absent()``'s labels depend on that order:
+
+    >>> def labels(expr, as_rule):
+    ...     return compile_expr(expr, as_rule=as_rule).labels
+    >>> labels('absent(m{job="x", job!~"b"})', False), labels('absent(m{job="x", job!~"b"})', True)
+    ((), (('job', 'x'),))
 
     >>> compile_expr("up == 0").kind
     'vector'
@@ -74,10 +95,15 @@ def compile_expr(text: str) -> Node:
         if unknown and unknown[1] in _PROMETHEUS_2_ONLY:
             raise UnsupportedExpression(f"function {unknown[1]}() is not supported, in: {text}") from None
         raise InvalidExpression(f"cannot parse PromQL {text!r}: {exc}") from None
+    token = _PRINTED_ORDER.set(as_rule)
+    step_token = _SUBQUERY_STEP.set(subquery_step_ms)
     try:
         return _compile(tree)
     except UnsupportedExpression as exc:
         raise UnsupportedExpression(f"{exc}, in: {text}") from None
+    finally:
+        _PRINTED_ORDER.reset(token)
+        _SUBQUERY_STEP.reset(step_token)
 
 
 def _compile(node: object) -> Node:
@@ -98,7 +124,7 @@ def _compile(node: object) -> Node:
     if isinstance(node, pp.MatrixSelector):
         raise UnsupportedExpression("a range vector selector (x[5m]) can only be the argument of a range function")
     if isinstance(node, pp.SubqueryExpr):
-        raise UnsupportedExpression("subqueries are not supported")
+        raise UnsupportedExpression("a subquery (x[5m:1m]) can only be the argument of a range function")
     if isinstance(node, pp.StringLiteral):
         raise UnsupportedExpression("a string literal cannot be a rule's result")
     raise UnsupportedExpression(f"{type(node).__name__} is not supported")
@@ -114,7 +140,7 @@ def _range_selector(name: str, arg: object) -> tuple[SelectorNode, int]:
     """The selector and range (ms) of a range function's ``x[5m]`` argument."""
     arg = _unparen(arg)
     if not isinstance(arg, pp.MatrixSelector):
-        raise UnsupportedExpression(f"{name}() of a subquery is not supported")
+        raise UnsupportedExpression(f"{name}() needs a range selector (x[5m])")
     return _selector(arg.vector_selector), arg.range // timedelta(milliseconds=1)
 
 
@@ -153,11 +179,31 @@ class _CallArgs:
     def range_selector(self, i: int) -> tuple[SelectorNode, int]:
         return _range_selector(self.name, self.args[i])
 
+    def subquery(self, i: int) -> SubqueryNode | None:
+        arg = _unparen(self.args[i])
+        return _subquery(arg) if isinstance(arg, pp.SubqueryExpr) else None
+
     def string(self, i: int) -> str:
         return _string(self.name, self.args[i])
 
     def is_selector(self, i: int) -> bool:
         return isinstance(_unparen(self.args[i]), pp.VectorSelector)
+
+
+def _subquery(node: pp.SubqueryExpr) -> SubqueryNode:
+    if node.at is not None:
+        raise UnsupportedExpression("the @ modifier on a subquery is not supported")
+    inner = _compile(node.expr)
+    if inner.kind != "vector":  # the parser checks this too
+        raise UnsupportedExpression("a subquery needs an instant vector expression")
+    step_ms = _SUBQUERY_STEP.get() if node.step is None else node.step // timedelta(milliseconds=1)
+    offset_ms = 0 if node.offset is None else round(node.offset.total_seconds() * 1000)
+    if offset_ms < 0:
+        raise UnsupportedExpression("a negative offset reads the future, which a stream does not have")
+    range_ms = node.range // timedelta(milliseconds=1)
+    if step_ms <= 0 or range_ms <= 0:
+        raise UnsupportedExpression("a subquery needs a positive range and resolution")
+    return SubqueryNode(inner, range_ms, step_ms, offset_ms)
 
 
 def _selector(node: pp.VectorSelector) -> SelectorNode:
@@ -170,6 +216,10 @@ def _selector(node: pp.VectorSelector) -> SelectorNode:
         raise UnsupportedExpression("'or' inside label matchers is not supported")
     for m in node.matchers.matchers:
         matchers.append(Matcher.create(m.name, _MATCH_OPS[_enum_name(m.op)], m.value))
+    if _PRINTED_ORDER.get():
+        # VectorSelector.String() sorts the printed matchers: `name op "value"` compared as
+        # strings, so a label's != and !~ come before its =, and =~ after it.
+        matchers.sort(key=lambda m: m.name + _PRINTED_OP[m.op])
     offset = node.offset
     offset_ms = 0 if offset is None else round(offset.total_seconds() * 1000)
     if offset_ms < 0:

@@ -91,7 +91,7 @@ def parse_test_file(text: str, path: str = "<test>") -> TestFile:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         raise UnitTestFormatError(f"not valid YAML: {exc}") from None
-    d = Decoder()
+    d = Decoder(version=2)  # promtool reads test files with go-yaml v2
 
     def sample(node: yaml.Node) -> ExpectedSample:
         s = d.struct(node, {"labels": d.string, "value": d.number}, "an exp_samples item")

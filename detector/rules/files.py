@@ -319,7 +319,7 @@ def _load_rule(
         problems.add(f"{where}: field 'expr': missing or empty")
     else:
         try:
-            expr = compile_expr(expr_text)
+            expr = compile_expr(expr_text, as_rule=True)  # as Prometheus runs it: from its printed form
         except UnsupportedExpression as exc:
             # Only a parse error is Prometheus's refusal too; the rest is what Headroom does not evaluate.
             problems.add(f"{where}, field 'expr': {exc}", invalid=isinstance(exc, InvalidExpression))

@@ -224,3 +224,47 @@ def test_repeated_keys_are_refused_naming_the_line(rule_files: dict[str, Path]) 
     with pytest.raises(RuleError) as err:
         load_rule_files([rule_files["repeated_key"]])
     assert "mapping key 'expr' already defined at line 5" in str(err.value)
+
+
+# Test files are read by go-yaml v2: merged fields are set where the << is, and a
+# map key set twice (merged or not) is an error.
+TEST_FILE = """\
+rule_files: [r.yml]
+evaluation_interval: 1m
+tests:
+  - &group
+    interval: 1m
+    input_series:
+      - &s {{series: 'x{{job="a"}}', values: '2x5'}}
+      - {series_b}
+    alert_rule_test:
+      - &check
+        eval_time: 2m
+        alertname: A
+        exp_alerts:
+          - exp_labels: &l {{job: a, severity: page}}
+          - exp_labels: {labels_b}
+  - <<: *group
+    name: again
+    alert_rule_test:
+      - <<: *check
+        eval_time: 3m
+"""
+
+
+@pytest.mark.parametrize("series_b, labels_b, passes", [
+    ("{<<: *s, series: 'x{job=\"b\"}'}", "{job: b, severity: page}", True),
+    ("{series: 'x{job=\"b\"}', <<: *s}", "{job: b, severity: page}", False),  # the merged series overrides
+    ("{<<: *s, series: 'x{job=\"b\"}'}", "{<<: *l, job: b}", False),  # job set twice in a map
+])
+def test_merge_keys_in_test_files_as_promtool_reads_them(series_b: str, labels_b: str, passes: bool, tmp_path: Path,
+                                                         promtool: str) -> None:
+    write(tmp_path, "r.yml", GROUP + rule("alert", "A", "x > 1", "labels: {severity: page}\n"))
+    test = tmp_path / "m.test.yml"
+    test.write_text(TEST_FILE.format(series_b=series_b, labels_b=labels_b))
+    run = subprocess.run([promtool, "test", "rules", test.name], cwd=tmp_path, capture_output=True, text=True)
+    assert (run.returncode == 0) == passes, run.stdout + run.stderr
+    result = run_test_file(test)
+    assert result.ok == passes, [f.message for f in result.failures]
+    if "already set in map" in run.stderr:
+        assert ["key 'job' already set in map" in f.message for f in result.failures] == [True]
