@@ -241,7 +241,9 @@ def _load_file(path: Path, default_interval_ms: int, external: dict[str, str], e
             problems.rule = []
             rule_name = ""
             try:
-                rule, rule_name = _load_rule(decoder, spec, f"{where}, rule {i}", name, str(path), external, external_url, problems)
+                rule, rule_name = _load_rule(
+                    decoder, spec, f"{where}, rule {i}", name, str(path), external, external_url, default_interval_ms, problems
+                )
             finally:
                 found, problems.rule = problems.rule, None
             if found:
@@ -295,7 +297,7 @@ def _node_text(node: yaml.Node | None) -> str | None:
 
 def _load_rule(
     decoder: Decoder, node: yaml.Node, where: str, group: str, source: str, external: dict[str, str], external_url: str,
-    problems: _Problems,
+    default_interval_ms: int, problems: _Problems,
 ) -> tuple[Rule | None, str]:
     spec = _fields(decoder, node, where, problems) if isinstance(node, yaml.MappingNode) else None
     if spec is None:
@@ -319,7 +321,8 @@ def _load_rule(
         problems.add(f"{where}: field 'expr': missing or empty")
     else:
         try:
-            expr = compile_expr(expr_text, as_rule=True)  # as Prometheus runs it: from its printed form
+            # As Prometheus runs it: from its printed form, x[5m:] at the global evaluation interval.
+            expr = compile_expr(expr_text, as_rule=True, subquery_step_ms=default_interval_ms)
         except UnsupportedExpression as exc:
             # Only a parse error is Prometheus's refusal too; the rest is what Headroom does not evaluate.
             problems.add(f"{where}, field 'expr': {exc}", invalid=isinstance(exc, InvalidExpression))
