@@ -20,6 +20,7 @@ from detector.promql.functions import FUNCTIONS
 from detector.promql.plan import (
     ARITHMETIC,
     COMPARISON,
+    At,
     SET_OPERATORS,
     BinaryNode,
     Matcher,
@@ -190,25 +191,41 @@ class _CallArgs:
         return isinstance(_unparen(self.args[i]), pp.VectorSelector)
 
 
+def _offset_ms(offset: timedelta | None) -> int:
+    """An offset in ms; a negative one reads after the evaluation time, which delays the group (see Node.lead_ms)."""
+    return 0 if offset is None else round(offset.total_seconds() * 1000)
+
+
+def _at(node: object) -> At | None:
+    """The @ modifier: start() and end() are the rule's evaluation time, a number a fixed time (in seconds)."""
+    modifier = node.at  # type: ignore[attr-defined]
+    if modifier is None:
+        return None
+    if _enum_name(modifier.type) in ("Start", "End"):
+        return At()
+    # promql-parser prints the time in ms ("@ 100.500"), but prints a time before 1970 as 0,
+    # and panics (a Rust panic) when asked for it: ask only when the printed time is 0.
+    seconds = float(str(modifier).split()[-1])
+    if seconds == 0:
+        try:
+            modifier.at  # noqa: B018 - raises for a time before 1970
+        except BaseException:  # noqa: BLE001 - the panic is a BaseException
+            raise UnsupportedExpression("an @ time before 1970 is not supported") from None
+    return At(round(seconds * 1000))
+
+
 def _subquery(node: pp.SubqueryExpr) -> SubqueryNode:
-    if node.at is not None:
-        raise UnsupportedExpression("the @ modifier on a subquery is not supported")
     inner = _compile(node.expr)
     if inner.kind != "vector":  # the parser checks this too
         raise UnsupportedExpression("a subquery needs an instant vector expression")
     step_ms = _SUBQUERY_STEP.get() if node.step is None else node.step // timedelta(milliseconds=1)
-    offset_ms = 0 if node.offset is None else round(node.offset.total_seconds() * 1000)
-    if offset_ms < 0:
-        raise UnsupportedExpression("a negative offset reads the future, which a stream does not have")
     range_ms = node.range // timedelta(milliseconds=1)
     if step_ms <= 0 or range_ms <= 0:
         raise UnsupportedExpression("a subquery needs a positive range and resolution")
-    return SubqueryNode(inner, range_ms, step_ms, offset_ms)
+    return SubqueryNode(inner, range_ms, step_ms, _offset_ms(node.offset), _at(node))
 
 
 def _selector(node: pp.VectorSelector) -> SelectorNode:
-    if node.at is not None:
-        raise UnsupportedExpression("the @ modifier is not supported on the stream")
     matchers = []
     if node.name:
         matchers.append(Matcher.create(METRIC_NAME, "=", node.name))
@@ -220,11 +237,7 @@ def _selector(node: pp.VectorSelector) -> SelectorNode:
         # VectorSelector.String() sorts the printed matchers: `name op "value"` compared as
         # strings, so a label's != and !~ come before its =, and =~ after it.
         matchers.sort(key=lambda m: m.name + _PRINTED_OP[m.op])
-    offset = node.offset
-    offset_ms = 0 if offset is None else round(offset.total_seconds() * 1000)
-    if offset_ms < 0:
-        raise UnsupportedExpression("a negative offset reads the future, which a stream does not have")
-    return SelectorNode(tuple(matchers), offset_ms)
+    return SelectorNode(tuple(matchers), _offset_ms(node.offset), _at(node))
 
 
 def _binary(node: pp.BinaryExpr) -> BinaryNode:

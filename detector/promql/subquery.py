@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.labels import Labels
-from detector.promql.plan import EvalContext, EvaluationError, Node
+from detector.promql.plan import At, EvalContext, EvaluationError, Node
 from detector.promql.values import InstantVector, Value
 
 
@@ -43,25 +43,36 @@ class SubqueryNode(Node):
     range_ms: int
     step_ms: int
     offset_ms: int = 0
+    at: At | None = None
     kind = "matrix"
 
     def reach_ms(self) -> int:
         return self.offset_ms + self.range_ms + self.expr.reach_ms()
 
+    def lead_ms(self) -> int:
+        return max(0, self.expr.lead_ms() - self.offset_ms)
+
+    def end(self, ctx: EvalContext) -> int:
+        """Where the range ends: the evaluation time (or the @ time) minus the offset."""
+        base = ctx.t_ms if self.at is None else self.at.time(ctx, self.reach_ms())
+        return base - self.offset_ms
+
     def evaluate(self, ctx: EvalContext) -> Value:
         raise EvaluationError("a subquery is a range vector: only a range function can evaluate it")
 
     def steps(self, t_ms: int) -> list[int]:
-        """The evaluation times of the inner expression for an evaluation at ``t_ms``."""
-        end = t_ms - self.offset_ms
+        """The evaluation times of the inner expression for an evaluation at ``t_ms`` (its @ time, if any)."""
+        return self._steps(t_ms - self.offset_ms)
+
+    def _steps(self, end: int) -> list[int]:
         first = -(-(end - self.range_ms) // self.step_ms) * self.step_ms  # the first multiple at or after the start
         return list(range(first, end + 1, self.step_ms))
 
     def matrix(self, ctx: EvalContext) -> tuple[list[Labels], np.ndarray, np.ndarray, np.ndarray]:
         """(labels, stamps, values, counts): row i holds the ``counts[i]`` samples of ``labels[i]``, oldest first."""
         rows: dict[Labels, list[tuple[int, float]]] = {}
-        for step in self.steps(ctx.t_ms):
-            result = self.expr.evaluate(EvalContext(ctx.store, step, ctx.lookback_ms))
+        for step in self._steps(self.end(ctx)):
+            result = self.expr.evaluate(EvalContext(ctx.store, step, ctx.lookback_ms, ctx.evaluation_ms))
             if not isinstance(result, InstantVector):  # the parser allows only instant vectors here
                 raise EvaluationError("a subquery needs an instant vector expression")
             for labels, value in result.samples():

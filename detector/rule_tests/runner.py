@@ -150,7 +150,8 @@ def _run_group(tg: TestGroup, rule_files: list[str], eval_ms: int, order: Mappin
             note = f"{g.source}: group {g.name!r} (interval {format_duration(g.interval_ms)}) is evaluated every {format_duration(eval_ms)} (evaluation_interval), as promtool does"
             if note not in notes:
                 notes.append(note)
-    groups = sorted((dataclasses.replace(g, interval_ms=eval_ms) for g in groups), key=lambda g: order.get(g.name, 0))
+    # promtool evaluates each time with the samples up to it: a negative offset does not delay a group.
+    groups = sorted((dataclasses.replace(g, interval_ms=eval_ms, delay_ms=0) for g in groups), key=lambda g: order.get(g.name, 0))
     max_t = tg.max_eval_ms()
     # The lateness covers the whole test: the store keeps every sample for the
     # expression tests, and nothing is evaluated but at the explicit ticks below.

@@ -75,6 +75,6 @@ class AbsentNode(Node):
         else:
             assert self.selector is not None
             rows = self.selector.rows(ctx.store)
-            _, _, counts = ctx.store.window(rows, ctx.t_ms - self.selector.offset_ms, self.range_ms)
+            _, _, counts = ctx.store.window(rows, self.selector.read_time(ctx, self.range_ms), self.range_ms)
             present = bool(np.any(counts > 0))
         return InstantVector.empty() if present else InstantVector([self.labels], np.ones(1))

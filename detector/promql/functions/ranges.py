@@ -331,7 +331,7 @@ class RangeFunctionNode(Node):
             return self._evaluate_subquery(ctx, self.subquery)
         assert self.selector is not None
         rows = self.selector.rows(ctx.store)
-        end = ctx.t_ms - self.selector.offset_ms
+        end = self.selector.read_time(ctx, self.range_ms)
         stamps, values, counts = ctx.store.window(rows, end, self.range_ms)
         keep = np.flatnonzero(counts >= self.function.min_samples)  # too few samples: no result
         if len(keep) == 0:
@@ -350,7 +350,7 @@ class RangeFunctionNode(Node):
         keep = np.flatnonzero(counts >= self.function.min_samples)
         if len(keep) == 0:
             return InstantVector.empty()
-        result = self._kernel(ctx, stamps, values, counts, ctx.t_ms - subquery.offset_ms, keep)
+        result = self._kernel(ctx, stamps, values, counts, subquery.end(ctx), keep)
         name = (lambda l: l) if self.function.keeps_name else drop_name
         return unique([name(labels[i]) for i in keep], result)
 
