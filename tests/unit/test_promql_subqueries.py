@@ -9,6 +9,7 @@ evaluation interval as the step). Also what a subquery makes the store keep.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from detector.promql import EvalContext, EvaluationError, compile_expr
@@ -111,3 +112,63 @@ def test_a_bare_subquery_is_refused() -> None:
 
     with pytest.raises(UnsupportedExpression, match="subquery"):
         compile_expr("x[5m:1m]")
+
+
+# --- Random expressions: subqueries of random ranges, steps, offsets (negative too) and @ times. -------
+
+RANDOM_FUNCTIONS = [
+    "rate", "increase", "delta", "irate", "idelta", "deriv", "changes", "resets", "avg_over_time", "min_over_time",
+    "max_over_time", "sum_over_time", "count_over_time", "stddev_over_time", "last_over_time", "present_over_time",
+]
+RANDOM_INNER = ["m", "m{{kind=\"gauge\"}} * 2", "sum by (kind) (m)", "rate(m[{r}ms])", "max_over_time(m[{r}ms:{s}ms])", "m offset {o}ms"]
+
+
+def _random_case(seed: int) -> tuple[list[tuple[str, str]], list[tuple[str, int]], int]:
+    rng = np.random.default_rng(seed)
+    interval_ms = int(rng.choice([5_000, 15_000, 60_000]))
+    steps = 40
+    series = []
+    for i in range(12):
+        counter = i % 3 != 0
+        values = np.cumsum(rng.integers(0, 20, steps)) if counter else rng.integers(-50, 50, steps)
+        tokens = []
+        for value in values:
+            roll = rng.random()
+            if counter and roll < 0.05:
+                tokens.append(repr(float(rng.integers(0, 10))))  # a reset
+            tokens.append("_" if roll > 0.92 else "stale" if roll > 0.88 else repr(float(value)))
+        series.append((f'm{{kind="{"counter" if counter else "gauge"}", i="{i}"}}', " ".join(tokens)))
+    end = steps * interval_ms
+    queries = []
+    for _ in range(60):
+        t = int(rng.integers(0, end + 5 * interval_ms))
+        ms = lambda low, high: int(rng.integers(low, high))  # noqa: E731
+        inner = RANDOM_INNER[rng.integers(len(RANDOM_INNER))].format(
+            r=ms(interval_ms, 6 * interval_ms), s=ms(interval_ms // 2, 3 * interval_ms), o=ms(-3 * interval_ms, 3 * interval_ms))
+        step = "" if rng.random() < 0.25 else f"{ms(interval_ms // 3, 4 * interval_ms)}ms"
+        modifiers = ""
+        roll = rng.random()
+        if roll < 0.3:
+            modifiers = f" offset {ms(-4 * interval_ms, 4 * interval_ms)}ms"
+        elif roll < 0.45:
+            modifiers = f" @ {ms(0, t + 1) / 1000}"
+        elif roll < 0.55:
+            modifiers = " @ end()"
+        fn = RANDOM_FUNCTIONS[rng.integers(len(RANDOM_FUNCTIONS))]
+        queries.append((f"{fn}(({inner})[{ms(interval_ms, 10 * interval_ms)}ms:{step}]{modifiers})", t))
+    return series, queries, interval_ms
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_subqueries_agree_with_promtool(seed: int, promtool: str) -> None:
+    series, cases, interval_ms = _random_case(seed)
+    store = load_store(series, interval_ms)
+    ours: list[Result] = []
+    for expr, t in cases:
+        try:
+            ours.append(dict(compile_expr(expr, subquery_step_ms=interval_ms).evaluate(EvalContext(store, t)).samples()))
+        except EvaluationError as exc:
+            ours.append(str(exc))
+    theirs = promtool_results(series, cases, interval_ms)
+    wrong = [f"{e} @ {t}ms:\n  headroom: {a}\n  promtool: {b}" for (e, t), a, b in zip(cases, ours, theirs) if not same_result(a, b)]
+    assert wrong == [], "\n".join(wrong[:5]) + f"\n({len(wrong)} of {len(cases)})"
