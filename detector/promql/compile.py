@@ -101,7 +101,7 @@ def compile_expr(text: str, *, as_rule: bool = False, subquery_step_ms: int = DE
     try:
         return _compile(tree)
     except UnsupportedExpression as exc:
-        raise UnsupportedExpression(f"{exc}, in: {text}") from None
+        raise type(exc)(f"{exc}, in: {text}") from None
     finally:
         _PRINTED_ORDER.reset(token)
         _SUBQUERY_STEP.reset(step_token)
@@ -272,7 +272,7 @@ def _aggregate(node: pp.AggregateExpr) -> AggregateNode:
         grouping = tuple(node.modifier.labels)
     for name in grouping:  # promql-parser also takes quoted UTF-8 names, which Prometheus 2.x refuses
         if not LABEL_NAME.fullmatch(name):
-            raise UnsupportedExpression(f"{name!r} is not a label name in Prometheus 2.x")
+            raise InvalidExpression(f"{name!r} is not a label name in Prometheus 2.x")
     param = node.param
     while isinstance(param, pp.ParenExpr):
         param = param.expr

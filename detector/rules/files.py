@@ -232,8 +232,8 @@ def _load_file(path: Path, default_interval_ms: int, external: dict[str, str], e
         if not decoder.is_null(raw.get("interval")):
             interval = _duration(decoder, raw["interval"], f"{where}, field 'interval'", problems) or default_interval_ms
         limit = _text(decoder, raw.get("limit")) or "0"
-        if not limit.isdigit():
-            problems.add(f"{where}, field 'limit': must be a non-negative integer, got {limit}")
+        if not re.fullmatch(r"[-+]?[0-9]+", limit):
+            problems.add(f"{where}, field 'limit': must be an integer, got {limit}")
             limit = "0"
         rules = []
         for i, spec in enumerate(_items(decoder, raw.get("rules"), f"{where}, field 'rules'", problems), start=1):
@@ -251,7 +251,8 @@ def _load_file(path: Path, default_interval_ms: int, external: dict[str, str], e
                 report.refused.append(RefusedRule(str(path), name, i, rule_name, messages, any(bad for _, bad in found)))
             elif rule is not None:
                 rules.append(rule)
-        report.groups.append(RuleGroup(name, str(path), interval, tuple(rules), int(limit)))
+        # Prometheus takes a limit of 0 or less as none.
+        report.groups.append(RuleGroup(name, str(path), interval, tuple(rules), max(0, int(limit))))
     return report
 
 

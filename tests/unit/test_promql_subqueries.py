@@ -172,3 +172,15 @@ def test_random_subqueries_agree_with_promtool(seed: int, promtool: str) -> None
     theirs = promtool_results(series, cases, interval_ms)
     wrong = [f"{e} @ {t}ms:\n  headroom: {a}\n  promtool: {b}" for (e, t), a, b in zip(cases, ours, theirs) if not same_result(a, b)]
     assert wrong == [], "\n".join(wrong[:5]) + f"\n({len(wrong)} of {len(cases)})"
+
+
+def test_placement_sees_inside_subqueries() -> None:
+    from detector.rules.placement import needs_global_lane, place_groups
+
+    assert not needs_global_lane(compile_expr("max_over_time(rate(x[1m])[5m:1m])"))
+    assert needs_global_lane(compile_expr("max_over_time(sum(rate(x[1m]))[5m:1m])"))
+    expr = "max_over_time(sum by (queue) (depth)[10m:1m] offset 5m) > 3"
+    group = RuleGroup("g", "inline", 60_000, (AlertingRule("A", compile_expr(expr), expr),))
+    placement = place_groups([group])
+    assert placement.global_ == [group]
+    assert placement.feeds_global_lane((("__name__", "depth"), ("queue", "q"))) and group.reach_ms() == 900_000

@@ -132,7 +132,7 @@ groups:
         expr: up
         for: 1m
   - name: g1
-    limit: -1
+    limit: lots
     rules: []
 """
 
@@ -152,7 +152,7 @@ EXPECTED_PROBLEMS = [
     "group 'g1', rule 11 'bad-metric-name': field 'record': 'bad-metric-name' is not a valid metric name",
     "group 'g1', rule 12 'WithFor': field 'for' is not allowed in a recording rule",
     "group 'g1': the group name is repeated in the same file",
-    "group 'g1', field 'limit': must be a non-negative integer, got -1",
+    "group 'g1', field 'limit': must be an integer, got lots",
 ]
 
 

@@ -74,6 +74,7 @@ FILES = {
     "no_groups": "groups: []\n",
     "null_rules": "groups:\n  - name: g\n    rules:\n",
     "second_document_ignored": GROUP + rule("alert", "A", "x > 1") + "---\ngroups: oops\n",
+    "negative_limit_and_zero_interval": "groups:\n  - name: g\n    limit: -1\n    interval: 0s\n    rules:\n" + rule("alert", "A", "x > 1"),
     "scalars_as_text": GROUP + rule("record", "r", "1", "labels: {a: 1, b: true, c: null}\n"),
     # promtool refuses these files.
     "repeated_key": GROUP + rule("alert", "A", "x > 1", "expr: x > 2\n"),
@@ -90,6 +91,9 @@ FILES = {
     "parse_error": GROUP + rule("alert", "A", "x >") + rule("alert", "B", "sin(x) > 1"),
     "bad_duration": GROUP + rule("alert", "A", "x > 1", "for: 300\n"),
     "empty_duration": GROUP + rule("alert", "A", "x > 1", "for: ''\n"),
+    "limit_not_a_number": "groups:\n  - name: g\n    limit: lots\n    rules: []\n",
+    "utf8_label_name": GROUP + rule("record", "r", 'sum by ("a.b") (x)'),
+    "bad_matcher_regex": GROUP + rule("record", "r", 'x{a=~"("}'),
     "bad_template": GROUP + rule("alert", "A", "x > 1", "annotations:\n  s: '{{ $labels.x '\n"),
     "unknown_anchor": GROUP + rule("alert", "A", "x > 1", "labels: *nowhere\n"),
     "unknown_top_field": "x-defaults: &d {for: 5m}\n" + GROUP + rule("alert", "A", "x > 1"),
