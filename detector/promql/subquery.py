@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.labels import Labels
-from detector.promql.plan import At, EvalContext, EvaluationError, Node
+from detector.promql.plan import At, EvalContext, EvaluationError, Node, SelectorNode
 from detector.promql.values import InstantVector, Value
 
 
@@ -70,19 +70,41 @@ class SubqueryNode(Node):
 
     def matrix(self, ctx: EvalContext) -> tuple[list[Labels], np.ndarray, np.ndarray, np.ndarray]:
         """(labels, stamps, values, counts): row i holds the ``counts[i]`` samples of ``labels[i]``, oldest first."""
-        rows: dict[Labels, list[tuple[int, float]]] = {}
-        for step in self._steps(self.end(ctx)):
+        steps = self._steps(self.end(ctx))
+        if isinstance(self.expr, SelectorNode):
+            labels, present, values = self._selector_grid(ctx, self.expr, steps)
+        else:
+            labels, present, values = self._grid(ctx, steps)
+        # Pack each row's samples to the left, in time order, as a range function's window holds them.
+        order = np.argsort(~present, axis=1, kind="stable")
+        stamps = np.take_along_axis(np.broadcast_to(np.asarray(steps, dtype=np.int64), present.shape), order, axis=1)
+        return labels, stamps, np.take_along_axis(values, order, axis=1), present.sum(axis=1)
+
+    def _grid(self, ctx: EvalContext, steps: list[int]) -> tuple[list[Labels], np.ndarray, np.ndarray]:
+        """Each label set's value at each step (``present`` where it has one): the inner expression evaluated per step."""
+        index: dict[Labels, int] = {}
+        columns = []
+        for step in steps:
             result = self.expr.evaluate(EvalContext(ctx.store, step, ctx.lookback_ms, ctx.evaluation_ms))
             if not isinstance(result, InstantVector):  # the parser allows only instant vectors here
                 raise EvaluationError("a subquery needs an instant vector expression")
-            for labels, value in result.samples():
-                rows.setdefault(labels, []).append((step, value))
-        width = max((len(points) for points in rows.values()), default=0)
-        stamps = np.zeros((len(rows), width), dtype=np.int64)
-        values = np.full((len(rows), width), np.nan)
-        counts = np.zeros(len(rows), dtype=np.int64)
-        for i, points in enumerate(rows.values()):
-            counts[i] = len(points)
-            stamps[i, : len(points)] = [t for t, _ in points]
-            values[i, : len(points)] = [v for _, v in points]
-        return list(rows), stamps, values, counts
+            rows = np.fromiter((index.setdefault(labels, len(index)) for labels in result.labels), dtype=np.int64,
+                               count=len(result))
+            columns.append((rows, result.values))
+        present = np.zeros((len(index), len(steps)), dtype=bool)
+        values = np.full((len(index), len(steps)), np.nan)
+        for j, (rows, column) in enumerate(columns):
+            present[rows, j] = True
+            values[rows, j] = column
+        return list(index), present, values
+
+    def _selector_grid(self, ctx: EvalContext, selector: SelectorNode, steps: list[int]) -> tuple[list[Labels], np.ndarray, np.ndarray]:
+        """:meth:`_grid` of a plain selector (``x[30m:1m]``), read from the store a step at a time for all series at once."""
+        rows = selector.rows(ctx.store)
+        present = np.zeros((len(rows), len(steps)), dtype=bool)
+        values = np.full((len(rows), len(steps)), np.nan)
+        for j, step in enumerate(steps):
+            at = EvalContext(ctx.store, step, ctx.lookback_ms, ctx.evaluation_ms)
+            present[:, j], values[:, j] = ctx.store.instant(rows, selector.read_time(at), ctx.lookback_ms)
+        seen = present.any(axis=1)
+        return [ctx.store.labels[r] for r in rows[seen]], present[seen], values[seen]
