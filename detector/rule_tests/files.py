@@ -88,7 +88,7 @@ def parse_test_file(text: str, path: str = "<test>") -> TestFile:
     detector.rule_tests.errors.UnitTestFormatError: line 1: field intervall not found in a test group (known: ...)
     """
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = next(yaml.compose_all(text, Loader=yaml.SafeLoader), None)  # go-yaml reads the first document only
     except yaml.YAMLError as exc:
         raise UnitTestFormatError(f"not valid YAML: {exc}") from None
     d = Decoder(version=2)  # promtool reads test files with go-yaml v2

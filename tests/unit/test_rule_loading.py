@@ -272,3 +272,14 @@ def test_merge_keys_in_test_files_as_promtool_reads_them(series_b: str, labels_b
     assert result.ok == passes, [f.message for f in result.failures]
     if "already set in map" in run.stderr:
         assert ["key 'job' already set in map" in f.message for f in result.failures] == [True]
+
+
+def test_a_test_file_is_read_up_to_its_first_document(rule_files: dict[str, Path], tmp_path: Path, promtool: str) -> None:
+    test = write(tmp_path, "two.test.yml", f"""\
+        rule_files: [{rule_files['unsupported_only'].name}]
+        tests: []
+        ---
+        not: [a test file
+        """)
+    assert subprocess.run([promtool, "test", "rules", str(test)], capture_output=True).returncode == 0
+    assert run_test_file(test).ok
