@@ -283,3 +283,17 @@ def test_a_test_file_is_read_up_to_its_first_document(rule_files: dict[str, Path
         """)
     assert subprocess.run([promtool, "test", "rules", str(test)], capture_output=True).returncode == 0
     assert run_test_file(test).ok
+
+
+def test_the_worker_logs_each_refused_rule_and_strict_stops_it(rule_files: dict[str, Path], caplog) -> None:
+    from pipelines.cli import _load_rules
+    from pipelines.settings import Settings
+
+    path = rule_files["unsupported_function"]
+    with caplog.at_level("WARNING", logger="headroom.rules"):
+        rules = _load_rules(Settings(rule_files=(path,)))
+    assert [r.name for g in rules.groups for r in g.rules] == ["Up"]
+    assert [m for m in caplog.messages if "'Sine'" in m and "rule refused" in m]
+    with pytest.raises(SystemExit) as stopped:
+        _load_rules(Settings(rule_files=(path,), strict_rules=True))
+    assert stopped.value.code == 2
