@@ -184,3 +184,23 @@ def test_placement_sees_inside_subqueries() -> None:
     placement = place_groups([group])
     assert placement.global_ == [group]
     assert placement.feeds_global_lane((("__name__", "depth"), ("queue", "q"))) and group.reach_ms() == 900_000
+
+
+@pytest.mark.parametrize(
+    ("expr", "splits"),
+    [
+        ("sum by (job) (max_over_time(x[5m:1m]))", True),  # the subquery runs in stage 1, over raw series
+        ("max_over_time(sum by (job) (x)[5m:1m]) > 1", False),  # merged partials exist for the tick only
+        ("absent_over_time(x[5m:1m])", False),
+        ("sum by (job) (x offset -1m)", False),  # the group waits past its ticks: one engine does that
+    ],
+)
+def test_two_stage_evaluation_leaves_what_reads_past_steps_or_ahead_to_one_engine(expr: str, splits: bool) -> None:
+    from detector.stages.split import CannotSplit, split_expression
+
+    try:
+        split_expression(compile_expr(expr))
+    except CannotSplit:
+        assert not splits
+    else:
+        assert splits
