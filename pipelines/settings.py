@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     partition_by: tuple[str, ...] = ("job", "instance")
 
     rule_files: tuple[Path, ...] = ()
+    # A rule Headroom cannot run is left out (and reported, and counted in
+    # headroom_rules_refused) while the rest of its file runs; strict refuses
+    # the whole file instead, as Prometheus does with a file it cannot load.
+    strict_rules: bool = False
     evaluation_interval: str = "15s"
     lookback_delta: str = "5m"
     lateness: str = "0s"

@@ -112,7 +112,8 @@ class RuleEngine:
         self.lookback_ms = lookback_ms
         self.lateness_ms = lateness_ms
         self.resend_delay_ms = resend_delay_ms
-        reach = max((g.reach_ms() for g in groups), default=0)
+        # A group delayed for a negative offset evaluates that much behind the watermark: keep that much more.
+        reach = max((g.reach_ms() + g.evaluation_delay_ms for g in groups), default=0)
         self.reach_ms = reach  # how far before an evaluation any rule reads, beyond the lookback
         longest = max((g.interval_ms for g in groups), default=0)
         # A late sample can still change evaluations up to the watermark's lag behind the
@@ -196,7 +197,7 @@ class RuleEngine:
             due = [
                 (tick, i)
                 for i, tick in enumerate(self._next_tick)
-                if tick is not None and tick <= self.watermark
+                if tick is not None and tick + self.groups[i].evaluation_delay_ms <= self.watermark
             ]
             if not due:
                 break
