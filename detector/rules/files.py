@@ -159,8 +159,8 @@ def _load_rule(
         return RecordingRule(name, expr, expr_text, tuple(sorted(labels.items())), group, source)
     annotations = _mapping(spec.get("annotations"), f"{where}, field 'annotations'", problems)
     _check_names(annotations, f"{where}, field 'annotations'", problems)
-    label_templates = _templates(labels, f"{where}, field 'labels'", problems)
-    annotation_templates = _templates(annotations, f"{where}, field 'annotations'", problems)
+    label_templates = _templates(labels, f"{where}, field 'labels'", problems, name)
+    annotation_templates = _templates(annotations, f"{where}, field 'annotations'", problems, name)
     for_ms = _duration(spec.get("for", "0s"), f"{where}, field 'for'", problems)
     keep_ms = _duration(spec.get("keep_firing_for", "0s"), f"{where}, field 'keep_firing_for'", problems)
     if len(problems) > start or expr is None:
@@ -205,11 +205,11 @@ def _mapping(value: object, where: str, problems: list[str]) -> dict[str, str]:
     return {str(k): "" if v is None else str(v) for k, v in value.items()}
 
 
-def _templates(mapping: dict[str, str], where: str, problems: list[str]) -> tuple[tuple[str, Template], ...]:
+def _templates(mapping: dict[str, str], where: str, problems: list[str], rule: str) -> tuple[tuple[str, Template], ...]:
     out = []
     for name, text in sorted(mapping.items()):
         try:
-            out.append((name, Template.parse(text)))
+            out.append((name, Template.parse(text, f"__alert_{rule}")))  # Prometheus's template name
         except TemplateError as exc:
             problems.append(f"{where} {name!r}: {exc}")
     return tuple(out)

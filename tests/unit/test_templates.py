@@ -220,36 +220,37 @@ def test_go_float_prints_shortest_round_trip_digits():
         assert float(go_float(value)) == value
 
 
-@pytest.mark.parametrize(
-    "template",
-    [
-        "{{ if gt $value 1.0 }}high{{ end }}",
-        "{{ range $labels }}x{{ end }}",
-        "{{ with $labels.job }}{{ . }}{{ end }}",
-        '{{ define "x" }}y{{ end }}',
-        '{{ template "x" }}',
-        "{{ else }}",
-        '{{ query "up" }}',
-        '{{ query "up" | first | value }}',
-        "{{ $value | humanize | first }}",
-        "{{ unknownFunction $value }}",
-        "{{ len $labels }}",
-        "{{ $labels }}",
-        "{{ $undefined }}",
-        "{{ $x := 1 }}",
-        "{{ }}",
-        "{{ $value }",
-        "{{ $value",
-    ],
-)
-def test_unsupported_constructs_are_refused_at_parse_time(template):
-    with pytest.raises(TemplateError):
-        Template.parse(template)
+# (template, Go's parse error as promtool check rules reports it for a rule named A)
+PARSE_ERRORS = [
+    ("{{ if }}x{{ end }}", "template: __alert_A:1: missing value for if"),
+    ("{{ else }}", "template: __alert_A:1: unexpected {{else}}"),
+    ("{{ range $labels }}", "template: __alert_A:1: unexpected EOF"),
+    ("{{ $undefined }}", 'template: __alert_A:1: undefined variable "$undefined"'),
+    ('{{ tmpl "x" . }}', 'template: __alert_A:1: function "tmpl" not defined'),
+    ("{{ unknownFunction $value }}", 'template: __alert_A:1: function "unknownFunction" not defined'),
+    ("{{ $x := 1 }}{{ if true }}{{ $y := 2 }}{{ end }}{{ $y }}", 'template: __alert_A:1: undefined variable "$y"'),
+    ("{{ $value | 1 }}", "template: __alert_A:1: non executable command in pipeline stage 2"),
+    ("{{ break }}", "template: __alert_A:1: {{break}} outside {{range}}"),
+    ("{{ $value }", 'template: __alert_A:1: unexpected "}" in operand'),
+    ("{{ $value", "template: __alert_A:1: unclosed action"),
+    ("{{ }}", "template: __alert_A:1: missing value for command"),
+    ("{{ ) }}", 'template: __alert_A:1: unexpected ")" in command'),
+    ('{{ "abc }}', "template: __alert_A:1: unterminated quoted string"),
+    ("{{ 0x }}", 'template: __alert_A:1: illegal number syntax: "0x"'),
+    ("{{ if 1 }}{{ else with 2 }}{{ end }}", "template: __alert_A:1: unexpected <with> in else"),
+    ('{{ define "x" }}a{{ end }}{{ define "x" }}b{{ end }}', 'template: __alert_A:1: template: multiple definition of template "x"'),
+    ("{{ /* bad */ }}", 'template: __alert_A:1: unexpected "/" in command'),
+    ('{{ "a".x }}', 'template: __alert_A:1: unexpected . after term "\\"a\\""'),
+    ("{{ range . }}{{ break 1 }}{{ end }}", 'template: __alert_A:1: unexpected "1" in {{break}}'),
+    ("{{ 99999999999999999999 }}", 'template: __alert_A:1: integer overflow: "99999999999999999999"'),
+]
 
 
-def test_parse_error_names_the_unsupported_function():
-    with pytest.raises(TemplateError, match="'query'"):
-        Template.parse('{{ query "up" }}')
+@pytest.mark.parametrize(("template", "message"), PARSE_ERRORS)
+def test_templates_go_refuses_are_refused_at_parse_time_with_gos_message(template, message):
+    with pytest.raises(TemplateError) as caught:
+        Template.parse(template, "__alert_A")
+    assert str(caught.value) == message
 
 
 # --- the oracle ------------------------------------------------------------------------
@@ -288,3 +289,18 @@ def test_promtool_still_renders_every_recorded_case(tmp_path):
     cases = CONFIRMED + [tuple(p.values) for p in DIFFERENT]
     rendered = promtool_renders([(v, t) for v, t, _ in cases], tmp_path)
     assert [(t, r) for (_, t, _), r in zip(cases, rendered)] == [(t, e) for _, t, e in cases]
+
+
+def promtool_parse_error(template: str, tmp_path) -> str:
+    """What ``promtool check rules`` says of an alerting rule ``A`` with the template as an annotation."""
+    path = tmp_path / "rules.yml"
+    rule = {"alert": "A", "expr": "up", "annotations": {"a": template}}
+    path.write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [rule]}]}))
+    run = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True)
+    found = re.search(r'annotation "a": (.*)', run.stdout + run.stderr)
+    return found.group(1) if found else run.stdout + run.stderr
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian package prometheus) is not installed")
+def test_promtool_still_refuses_every_recorded_template_with_the_same_message(tmp_path):
+    assert [(t, promtool_parse_error(t, tmp_path)) for t, _ in PARSE_ERRORS] == PARSE_ERRORS
