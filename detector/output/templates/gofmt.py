@@ -48,7 +48,7 @@ def _go_g4(v: float) -> str:
     return "%.4g" % v
 
 
-_PRINTF_VERB = re.compile(r"%([-+# 0]*)(\d+)?(?:\.(\d*))?(?:\[(\d+)\])?(.?)", re.DOTALL)
+_PRINTF_VERB = re.compile(r"%([-+# 0]*)(?:\[(\d+)\])?(\d+)?(?:\.(\d*))?(?:\[(\d+)\])?(.?)", re.DOTALL)
 
 
 def go_printf(fmt: str, *args: object) -> str:
@@ -65,7 +65,12 @@ def go_printf(fmt: str, *args: object) -> str:
     for m in _PRINTF_VERB.finditer(fmt):
         out.append(fmt[pos : m.start()])
         pos = m.end()
-        flags, width, prec, index, verb = m.groups()
+        flags, early_index, width, prec, index, verb = m.groups()
+        if early_index is not None and prec is not None:  # Go refuses "%[3].2d": an index before a precision
+            out.append(f"%!{verb}(BADINDEX)")
+            reordered = True
+            continue
+        index = index if index is not None else early_index
         if index is not None:
             reordered = True
             if not 1 <= int(index) <= len(args):
