@@ -38,13 +38,15 @@ class FuncError(Exception):
 class Function:
     """A template function: Go parameter types (``variadic``: the last repeats) and the Python body.
 
-    ``lazy`` functions (``and``, ``or``) get a thunk per argument, as Go 1.18+ evaluates them lazily.
+    ``lazy`` functions (``and``, ``or``) get a thunk per argument, as Go 1.18+ evaluates them lazily;
+    ``contextual`` ones get the expansion's context (query function, external URL) first.
     """
 
     params: tuple[str, ...]
     body: Callable[..., object]
     variadic: bool = False
     lazy: bool = False
+    contextual: bool = False
 
 
 class _Break(Exception):
@@ -59,19 +61,18 @@ _MISSING = object()
 
 
 class _State:
-    def __init__(self, name: str, text: str, trees: dict[str, ListNode], functions: dict[str, Function]) -> None:
-        self.name, self.text, self.trees, self.functions = name, text, trees, functions
+    def __init__(self, name: str, text: str, trees: dict[str, ListNode], functions: dict[str, Function], context: object) -> None:
+        self.name, self.text, self.trees, self.functions, self.context = name, text, trees, functions, context
         self.vars: list[tuple[str, object]] = []
         self.node: Node | None = None
         self.depth = 0
         self.out: list[str] = []
-        self.encoded = text.encode()
 
     # errors
     def error(self, message: str) -> ExecError:
         if self.node is None:
             return ExecError(f"template: {self.name}: {message}")
-        before = self.encoded[: self.node.pos]
+        before = self.text.encode()[: self.node.pos]
         line = 1 + before.count(b"\n")
         newline = before.rfind(b"\n")
         col = self.node.pos if newline < 0 else self.node.pos - newline - 1
@@ -336,6 +337,8 @@ class _State:
             values = [self.arg(dot, param(i), a) for i, a in enumerate(args[1:])]
             if final is not _MISSING:
                 values.append(self.validate(final, param(len(values))))
+        if fn.contextual:
+            values.insert(0, self.context)
         try:
             return fn.body(*values) if receiver is _MISSING else fn.body(receiver, *values)
         except FuncError as exc:
@@ -411,9 +414,12 @@ _METHODS: dict[tuple[type, str], Callable[..., object]] = {
 
 
 def execute(trees: dict[str, ListNode], name: str, data: object, functions: dict[str, Function],
-            variables: Sequence[tuple[str, object]] = (), text: str = "") -> str:
-    """Run template ``name`` over ``data``; ExecError as Go words it."""
-    state = _State(name, text, trees, functions)
+            variables: Sequence[tuple[str, object]] = (), text: str = "", context: object = None) -> str:
+    """Run template ``name`` over ``data`` (``text`` is its source, for error positions); ExecError as Go words it.
+
+    ``context`` goes to the contextual functions (Prometheus's query and external URL).
+    """
+    state = _State(name, text, trees, functions, context)
     state.vars = [("$", data), *variables]
     try:
         state.walk(data, trees[name])

@@ -15,6 +15,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import quote_plus, urlsplit
 
 from detector.output.templates.execute import FuncError, Function
@@ -517,43 +518,51 @@ def table_link(expr: str) -> str:
     return f"/graph?g0.expr={url_query_escape(expr)}&g0.tab=1"
 
 
-def _external(url: str) -> str:
-    if not url:  # Prometheus's *url.URL is nil then (promtool without external_url)
+@dataclass(frozen=True)
+class Expansion:
+    """What the contextual functions need from one expansion: the query function and the external URL."""
+
+    query: Callable[[str], QueryResult]
+    external_url: str
+
+
+def _external(expansion: Expansion) -> str:
+    if not expansion.external_url:  # Prometheus's *url.URL is nil then (promtool without external_url)
         raise FuncError("runtime error: invalid memory address or nil pointer dereference")
-    return url
+    return expansion.external_url
 
 
-def prometheus_functions(query: Callable[[str], QueryResult], external_url: str) -> dict[str, Function]:
-    """The functions Prometheus 2.42 adds for one expansion: ``query`` runs at the alert's evaluation time."""
-    return {
-        "query": Function(("string",), query),
-        "first": Function((RESULT,), _first),
-        "label": Function(("string", SAMPLE), lambda name, s: _deref(s).Labels.get(name, "")),
-        "value": Function((SAMPLE,), lambda s: _deref(s).Value),
-        "strvalue": Function((SAMPLE,), lambda s: _deref(s).Labels.get("__value__", "")),
-        "args": Function((ANY,), _args, variadic=True),
-        "reReplaceAll": Function(("string", "string", "string"), re_replace_all),
-        "safeHtml": Function(("string",), HTML),
-        "match": Function(("string", "string"), match),
-        "title": Function(("string",), _title),
-        "toUpper": Function(("string",), _to_upper),
-        "toLower": Function(("string",), _to_lower),
-        "graphLink": Function(("string",), graph_link),
-        "tableLink": Function(("string",), table_link),
-        "sortByLabel": Function(("string", RESULT), _sort_by_label),
-        "stripPort": Function(("string",), strip_port),
-        "stripDomain": Function(("string",), strip_domain),
-        "humanize": Function((ANY,), humanize),
-        "humanize1024": Function((ANY,), humanize1024),
-        "humanizeDuration": Function((ANY,), humanize_duration),
-        "humanizePercentage": Function((ANY,), humanize_percentage),
-        "humanizeTimestamp": Function((ANY,), humanize_timestamp),
-        "toTime": Function((ANY,), to_time),
-        "pathPrefix": Function((), lambda: urlsplit(_external(external_url)).path),
-        "externalURL": Function((), lambda: _external(external_url)),
-        "parseDuration": Function(("string",), parse_duration),
-    }
+PROMETHEUS: dict[str, Function] = {
+    "query": Function(("string",), lambda expansion, expr: expansion.query(expr), contextual=True),
+    "first": Function((RESULT,), _first),
+    "label": Function(("string", SAMPLE), lambda name, s: _deref(s).Labels.get(name, "")),
+    "value": Function((SAMPLE,), lambda s: _deref(s).Value),
+    "strvalue": Function((SAMPLE,), lambda s: _deref(s).Labels.get("__value__", "")),
+    "args": Function((ANY,), _args, variadic=True),
+    "reReplaceAll": Function(("string", "string", "string"), re_replace_all),
+    "safeHtml": Function(("string",), HTML),
+    "match": Function(("string", "string"), match),
+    "title": Function(("string",), _title),
+    "toUpper": Function(("string",), _to_upper),
+    "toLower": Function(("string",), _to_lower),
+    "graphLink": Function(("string",), graph_link),
+    "tableLink": Function(("string",), table_link),
+    "sortByLabel": Function(("string", RESULT), _sort_by_label),
+    "stripPort": Function(("string",), strip_port),
+    "stripDomain": Function(("string",), strip_domain),
+    "humanize": Function((ANY,), humanize),
+    "humanize1024": Function((ANY,), humanize1024),
+    "humanizeDuration": Function((ANY,), humanize_duration),
+    "humanizePercentage": Function((ANY,), humanize_percentage),
+    "humanizeTimestamp": Function((ANY,), humanize_timestamp),
+    "toTime": Function((ANY,), to_time),
+    "pathPrefix": Function((), lambda expansion: urlsplit(_external(expansion)).path, contextual=True),
+    "externalURL": Function((), _external, contextual=True),
+    "parseDuration": Function(("string",), parse_duration),
+}
+"""The functions Prometheus 2.42 adds (``query`` runs at the alert's evaluation time, given by the Expansion)."""
 
+ALL_FUNCTIONS: dict[str, Function] = {**BUILTINS, **PROMETHEUS}
 
-FUNCTIONS = frozenset(BUILTINS) | frozenset(prometheus_functions(lambda q: QueryResult(), ""))
+FUNCTIONS = frozenset(ALL_FUNCTIONS)
 """Every function name a Prometheus 2.42 alert template may use (``tmpl`` is for console templates only)."""

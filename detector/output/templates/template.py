@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from detector.output.templates.execute import ExecError, FuncError, Function, execute
-from detector.output.templates.functions import BUILTINS, FUNCTIONS, prometheus_functions
+from detector.output.templates.functions import ALL_FUNCTIONS, FUNCTIONS, Expansion
 from detector.output.templates.parse import (
     CommandNode, IdentifierNode, ListNode, Node, ParseError, StringNode, TextNode, parse,
 )
@@ -70,6 +70,7 @@ class Template:
     source: str
     name: str = "__alert_"
     trees: dict[str, ListNode] = field(default_factory=dict, repr=False)
+    text: str = field(default="", repr=False)  # what Go parses: Prometheus's definitions, then the source
 
     @classmethod
     def parse(cls, source: str, name: str = "__alert_") -> Template:
@@ -81,7 +82,7 @@ class Template:
         main = trees[name]
         # The definitions parse to the first four actions; rendering binds their variables directly.
         trees[name] = ListNode(main.pos, main.nodes[len(DEFINITIONS):])
-        return cls(source, name, trees)
+        return cls(source, name, trees, _PREFIX + source)
 
     @property
     def parts(self) -> tuple[object, ...]:
@@ -118,10 +119,10 @@ class Template:
         label_map = GoMap(labels)
         external = GoMap(external_labels or {})
         data = AlertData(label_map, external, external_url, value)
-        functions = {**BUILTINS, **prometheus_functions(_query_function(query), external_url)}
         variables = (("$labels", label_map), ("$externalLabels", external), ("$externalURL", external_url), ("$value", value))
+        expansion = Expansion(_query_function(query), external_url)
         try:
-            return execute(self.trees, self.name, data, functions, variables, _PREFIX + self.source)
+            return execute(self.trees, self.name, data, ALL_FUNCTIONS, variables, self.text, expansion)
         except ExecError as exc:
             return f"<error expanding template: error executing template {self.name}: {exc}>"
         except Exception as exc:  # a case Headroom does not model: say so in the text, never fail the rule
