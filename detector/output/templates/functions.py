@@ -286,6 +286,10 @@ def _kind(v: object) -> str | None:
 _BAD_TYPE, _BAD_COMPARISON = "invalid type for comparison", "incompatible types for comparison"
 
 
+def _reflect_kind(v: object) -> str:
+    return "map" if isinstance(v, GoMap) else "slice" if isinstance(v, QueryResult) else "ptr" if isinstance(v, (Sample, GoTime)) else "struct"
+
+
 def _comparable(v: object) -> bool:
     return not isinstance(v, (GoMap, QueryResult))
 
@@ -305,13 +309,14 @@ def eq(arg1: object, *others: object) -> bool:
                 truth = False
         elif k1 is not None:
             truth = arg1 == arg
-        else:  # pointers, maps, slices, nil
-            if arg1 is not None and arg is not None and type_name(arg1) != type_name(arg):
-                raise FuncError(f"non-comparable types {printable(arg1)}: {type_name(arg1)}, {type_name(arg)}: {printable(arg)}")
+        else:  # pointers, maps, slices, structs, nil: Go compares same kinds, and nil with anything
+            if arg1 is not None and arg is not None and _reflect_kind(arg1) != _reflect_kind(arg):
+                raise FuncError(f"non-comparable types {go_printf('%s', arg1)}: {type_name(arg1)}, "
+                                f"{type_name(arg)}: {go_printf('%v', arg)}")
             if arg1 is None or arg is None:
                 truth = arg1 is None and arg is None
             elif not _comparable(arg):
-                raise FuncError(f"non-comparable type {printable(arg)}: {type_name(arg)}")
+                raise FuncError(f"non-comparable type {go_printf('%s', arg)}: {type_name(arg)}")
             else:
                 truth = arg1 is arg
         if truth:
@@ -355,8 +360,8 @@ def _or(*thunks: Callable[[], object]) -> object:
 
 
 def length(item: object) -> int:
-    if item is None:
-        raise FuncError("len of nil pointer")
+    if item is None:  # Go's reflect panics on the zero Value
+        raise FuncError("reflect: call of reflect.Value.Type on zero Value")
     if isinstance(item, str):
         return len(item.encode())
     if isinstance(item, (GoMap, QueryResult)):
@@ -407,7 +412,7 @@ def slice_(item: object, *indexes: object) -> object:
     elif isinstance(item, QueryResult):
         data, cap = item, len(item)
     else:
-        raise FuncError(f"can't slice item of type {type_name(item).lstrip('*')}")
+        raise FuncError(f"can't slice item of type {type_name(item)}")  # slice does not dereference
     bounds = [0, len(data)]
     for j, x in enumerate(indexes):
         bounds[j if j < 2 else 1] = _index_arg(x, cap + 1) if j < 2 else _index_arg(x, cap + 1)

@@ -93,7 +93,8 @@ def go_printf(fmt: str, *args: object) -> str:
     out.append(fmt[pos:])
     if not reordered and next_arg < len(args):
         extra = args[next_arg:]
-        out.append("%!(EXTRA " + ", ".join(f"{_go_type(a)}={_format_one(a, '', 0, None, 'v')}" for a in extra) + ")")
+        shown = ("<nil>" if a is None else f"{_go_type(a)}={_format_one(a, '', 0, None, 'v')}" for a in extra)
+        out.append("%!(EXTRA " + ", ".join(shown) + ")")
     return "".join(out)
 
 
@@ -107,7 +108,7 @@ def _format_one(arg: object, flags: str, width: int, prec: int | None, verb: str
     if verb == "T":
         return _pad(_go_type(arg), flags, width)
     if arg is None:
-        return "<nil>" if verb == "v" else f"%!{verb}(<nil>)"
+        return _pad("<nil>", flags, width) if verb == "v" else f"%!{verb}(<nil>)"
     if isinstance(arg, bool):
         text = _pad("true" if arg else "false", flags, width) if verb in "tv" else None
     elif isinstance(arg, float):
@@ -117,11 +118,16 @@ def _format_one(arg: object, flags: str, width: int, prec: int | None, verb: str
     elif isinstance(arg, str):
         text = _format_str(arg, flags, width, prec, verb)
     else:
-        from detector.output.templates.values import GoMap, go_value
+        from detector.output.templates.values import AlertData, GoMap, Sample, go_value
 
-        if isinstance(arg, GoMap):  # Go applies the verb to each key and value
+        # Go applies the verb to each key and value of a map, each field of a struct
+        if isinstance(arg, GoMap):
             parts = (f"{_format_one(k, flags, width, prec, verb)}:{_format_one(arg[k], flags, width, prec, verb)}" for k in sorted(arg))
             return "map[" + " ".join(parts) + "]"
+        if isinstance(arg, (AlertData, Sample)):
+            fields = AlertData.FIELDS if isinstance(arg, AlertData) else ("Labels", "Value")
+            inner = " ".join(_format_one(getattr(arg, f), flags, width, prec, verb) for f in fields)
+            return ("&{" if isinstance(arg, Sample) else "{") + inner + "}"
         text = _pad(go_value(arg), flags, width) if verb in "vs" else None  # samples, times: their %v
     if text is None:
         # A verb that does not fit the type: Go prints the value with %v, keeping width and precision.

@@ -83,7 +83,7 @@ class AlertData:
     TYPE = "struct { Labels map[string]string; ExternalLabels map[string]string; ExternalURL string; Value float64 }"
 
 
-NILABLE = ("*", "map[", "[]", "template.queryResult", "interface {}")
+NILABLE = ("*", "map[", "[]", "template.queryResult", "interface {}", "reflect.Value")  # Go's canBeNil
 
 
 def type_name(v: object) -> str:
@@ -153,7 +153,7 @@ def go_sprint(*args: object, deref: bool = False) -> str:
     for i, a in enumerate(args):
         if i > 0 and not isinstance(a, str) and not isinstance(args[i - 1], str):
             out.append(" ")
-        out.append(printable(a) if deref and a is not None else go_value(a))
+        out.append(printable(a) if deref else go_value(a))
     return "".join(out)
 
 
@@ -167,9 +167,9 @@ def printable(v: object) -> str:
 
 
 def is_true(v: object) -> tuple[bool, bool]:
-    """Go's template truth of a value, and whether it has one (no value has none)."""
-    if v is None:
-        return False, False
+    """Go's template truth of a value, and whether it has one (every value Headroom handles has one)."""
+    if v is None:  # no value, a form of nil: false
+        return False, True
     if isinstance(v, (str, list, dict)):
         return len(v) > 0, True
     if isinstance(v, (bool, int, float)):
