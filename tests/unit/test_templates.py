@@ -341,6 +341,14 @@ GO_TEMPLATES = [
     ('1', '{{ $x := nil }}', '<error expanding template: error executing template __alert_T: template: __alert_T:1:121: executing "__alert_T" at <nil>: nil is not a command>'),
     ('1', '{{ index (args 1) "nope" | printf "%v" }}', '<nil>'),
     ('1', '{{ eq (index (args 1) "nope") nil }}', 'true'),
+    # define, template, block
+    ('1', '{{ define "a" }}{{ template "a" . }}{{ end }}{{ template "a" . }}', '<error expanding template: error executing template __alert_T: template: __alert_T:1:140: executing "a" at <{{template "a" .}}>: exceeded maximum template depth (100000)>'),
+    ('1', '{{ define "b" }}{{ .Nope }}{{ end }}{{ template "b" . }}', '<error expanding template: error executing template __alert_T: template: __alert_T:1:131: executing "b" at <.Nope>: can\'t evaluate field Nope in type struct { Labels map[string]string; ExternalLabels map[string]string; ExternalURL string; Value float64 }>'),
+    ('1', '{{ template "missing" }}', '<error expanding template: error executing template __alert_T: template: __alert_T:1:124: executing "__alert_T" at <{{template "missing"}}>: template "missing" not defined>'),
+    ('1', '{{ define "c" }}[{{ . }}]{{ end }}{{ template "c" }}{{ template "c" 1 }}{{ template "c" $labels.job }}', '[<no value>][1][api]'),
+    ('1', '{{ define "d" }}{{ $ }}{{ end }}{{ template "d" "x" }}', 'x'),
+    ('1', '{{ block "e" . }}{{ .Value }}{{ end }}', '1'),
+    ('1', '{{ define "f" }}{{ humanize "x" }}{{ end }}{{ template "f" }}', '<error expanding template: error executing template __alert_T: template: __alert_T:1:131: executing "f" at <humanize "x">: error calling humanize: strconv.ParseFloat: parsing "x": invalid syntax>'),
 ]
 
 # Known differences (promtool's answer shown): the text of a PromQL parse error inside query is

@@ -63,6 +63,7 @@ _MISSING = object()
 class _State:
     def __init__(self, name: str, text: str, trees: dict[str, ListNode], functions: dict[str, Function], context: object) -> None:
         self.name, self.text, self.trees, self.functions, self.context = name, text, trees, functions, context
+        self.executing = name  # the template being run: the main one, or a {{define}}d one it calls
         self.vars: list[tuple[str, object]] = []
         self.node: Node | None = None
         self.depth = 0
@@ -76,7 +77,7 @@ class _State:
         line = 1 + before.count(b"\n")
         newline = before.rfind(b"\n")
         col = self.node.pos if newline < 0 else self.node.pos - newline - 1
-        return ExecError(f'template: {self.name}:{line}:{col}: executing "{self.name}" at <{self.node}>: {message}')
+        return ExecError(f'template: {self.name}:{line}:{col}: executing "{self.executing}" at <{self.node}>: {message}')
 
     # variables
     def mark(self) -> int:
@@ -190,19 +191,23 @@ class _State:
             self.pop(mark)
 
     def walk_template(self, dot: object, node: TemplateNode) -> None:
+        self.node = node
         tree = self.trees.get(node.name)
         if tree is None:
-            raise self.error(f'template: no template "{node.name}" associated with template "{self.name}"')
-        value = self.pipeline(dot, node.pipe) if node.pipe is not None else None
+            raise self.error(f'template "{node.name}" not defined')
         if self.depth >= MAX_DEPTH:
             raise self.error(f"exceeded maximum template depth ({MAX_DEPTH})")
-        saved_vars, saved_name = self.vars, self.name
-        self.vars = [("$", value)]
+        value = self.pipeline(dot, node.pipe)  # variables it declares stay, as in Go
+        saved_vars, saved_executing = self.vars, self.executing
+        self.vars, self.executing = [("$", value)], node.name
         self.depth += 1
         try:
             self.walk(value, tree)
+        except RecursionError:  # Python's stack ends before Go's 100,000 calls: report Go's error
+            self.node = node
+            raise self.error(f"exceeded maximum template depth ({MAX_DEPTH})") from None
         finally:
-            self.vars, self.depth = saved_vars, self.depth - 1
+            self.vars, self.executing, self.depth = saved_vars, saved_executing, self.depth - 1
 
     # evaluation
     def pipeline(self, dot: object, pipe: PipeNode | None) -> object:
@@ -421,8 +426,5 @@ def execute(trees: dict[str, ListNode], name: str, data: object, functions: dict
     """
     state = _State(name, text, trees, functions, context)
     state.vars = [("$", data), *variables]
-    try:
-        state.walk(data, trees[name])
-    except RecursionError:
-        raise state.error(f"exceeded maximum template depth ({MAX_DEPTH})") from None
+    state.walk(data, trees[name])
     return "".join(state.out)

@@ -476,7 +476,7 @@ class _Parser:
             raise self.error("unexpected {{else}} in block clause")
         self.vars = saved
         self.add_tree(name, body)
-        return TemplateNode(t.pos, name, pipe)
+        return TemplateNode(t.pos, name, pipe)  # Go places it at the name
 
     def template_control(self, start: Token) -> Node:
         t = self.next_non_space()
@@ -485,7 +485,7 @@ class _Parser:
         if self.next_non_space().kind != "}}":
             self.backup()
             pipe = self.pipeline("template clause", "}}")
-        return TemplateNode(start.pos, name, pipe)
+        return TemplateNode(t.pos, name, pipe)  # Go places it at the name
 
     def pipeline(self, context: str, end: str) -> PipeNode:
         pipe = PipeNode(self.peek_non_space().pos)

@@ -79,6 +79,8 @@ class Template:
             trees = parse(name, _PREFIX + source, FUNCTIONS)
         except ParseError as exc:
             raise TemplateError(str(exc)) from None
+        except RecursionError:  # Go parses any depth; Python's stack does not
+            raise TemplateError(f"template: {name}: nested too deeply for Headroom to parse") from None
         main = trees[name]
         # The definitions parse to the first four actions; rendering binds their variables directly.
         trees[name] = ListNode(main.pos, main.nodes[len(DEFINITIONS):])
