@@ -349,6 +349,16 @@ GO_TEMPLATES = [
     ('1', '{{ define "d" }}{{ $ }}{{ end }}{{ template "d" "x" }}', 'x'),
     ('1', '{{ block "e" . }}{{ .Value }}{{ end }}', '1'),
     ('1', '{{ define "f" }}{{ humanize "x" }}{{ end }}{{ template "f" }}', '<error expanding template: error executing template __alert_T: template: __alert_T:1:131: executing "f" at <humanize "x">: error calling humanize: strconv.ParseFloat: parsing "x": invalid syntax>'),
+    # methods of the *time.Time toTime returns
+    ('1', '{{ (toTime 1700000123.456).Format "2006-01-02T15:04:05Z07:00 Mon Jan _2 3:4:5 PM pm MST -0700 .000 .999 ,00" }}', '2023-11-14T22:15:23Z Tue Nov 14 10:15:23 PM pm UTC +0000 .456 .456 ,45'),
+    ('1', '{{ (toTime 0).Format "January Monday 06 01 02 03 04 05 1 2 3 4 5 -07:00 Z0700 2006.000000000" }}', 'January Thursday 70 01 01 12 00 00 1 1 12 0 0 +00:00 Z 1970.000000000'),
+    ('1', '{{ (toTime 1700000123).Unix }} {{ (toTime 1700000123.5).UnixMilli }} {{ (toTime 1.5).UnixNano }} {{ (toTime 1700000123).Year }} {{ (toTime 1700000123).Hour }}', '1700000123 1700000123500 1500000000 2023 22'),
+    ('1', '{{ (toTime 1700000123).UTC }}', '2023-11-14 22:15:23 +0000 UTC'),
+    ('1', '{{ (toTime 1700000123).Format }}', '<error expanding template: error executing template __alert_T: template: __alert_T:1:123: executing "__alert_T" at <1700000123>: wrong number of args for Format: want 1 got 0>'),
+    ('1', '{{ (toTime 1700000123).Nope }}', '<error expanding template: error executing template __alert_T: template: __alert_T:1:123: executing "__alert_T" at <1700000123>: can\'t evaluate field Nope in type *time.Time>'),
+    ('1', '{{ toTime "NaN" }}', '<error expanding template: error executing template __alert_T: template: __alert_T:1:115: executing "__alert_T" at <toTime "NaN">: error calling toTime: value is NaN or Inf>'),
+    ('1', '{{ printf "%T" (toTime 1) }}', '*time.Time'),
+    ('1', '{{ (toTime 1700000123).Format "Jan 2, 2006 at 3:04pm (MST)" }}', 'Nov 14, 2023 at 10:15pm (UTC)'),
 ]
 
 # Known differences (promtool's answer shown): the text of a PromQL parse error inside query is

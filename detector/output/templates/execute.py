@@ -21,7 +21,9 @@ from detector.output.templates.parse import (
     ActionNode, BoolNode, BranchNode, BreakNode, ChainNode, CommandNode, ContinueNode, DotNode, FieldNode,
     IdentifierNode, ListNode, NilNode, Node, NumberNode, PipeNode, StringNode, TemplateNode, TextNode, VariableNode,
 )
-from detector.output.templates.values import AlertData, GoMap, GoTime, Sample, can_be_nil, is_true, printable, type_name
+from detector.output.templates.values import (
+    AlertData, GoMap, GoTime, Sample, can_be_nil, go_time_format, is_true, printable, type_name,
+)
 
 MAX_DEPTH = 100_000  # Go's maxExecDepth
 
@@ -299,7 +301,7 @@ class _State:
         has_args = len(args) > 1 or final is not _MISSING
         method = _METHODS.get((type(receiver), name))
         if method is not None:
-            return self.call(dot, Function((), method), False, node, name, args or [node], final, receiver)
+            return self.call(dot, method, False, node, name, args or [node], final, receiver)
         if isinstance(receiver, GoMap):
             if has_args:
                 raise self.error(f"{name} is not a method but has arguments")
@@ -408,13 +410,21 @@ class _State:
         raise self.error(f"wrong type for value; expected {typ}; got {got}")
 
 
-# Methods Prometheus users call on what toTime returns (a *time.Time).
-_METHODS: dict[tuple[type, str], Callable[..., object]] = {
-    (GoTime, "Unix"): lambda t: t.unix_ns // 1_000_000_000,
-    (GoTime, "UnixMilli"): lambda t: t.unix_ns // 1_000_000,
-    (GoTime, "UnixNano"): lambda t: t.unix_ns,
-    (GoTime, "String"): lambda t: str(t),
-    (GoTime, "UTC"): lambda t: t,
+# Methods templates call on what toTime returns (a *time.Time, always UTC here).
+_METHODS: dict[tuple[type, str], Function] = {
+    (GoTime, "Format"): Function(("string",), go_time_format),
+    (GoTime, "Unix"): Function((), lambda t: t.unix_ns // 1_000_000_000),
+    (GoTime, "UnixMilli"): Function((), lambda t: t.unix_ns // 1_000_000),
+    (GoTime, "UnixMicro"): Function((), lambda t: t.unix_ns // 1_000),
+    (GoTime, "UnixNano"): Function((), lambda t: t.unix_ns),
+    (GoTime, "String"): Function((), str),
+    (GoTime, "UTC"): Function((), lambda t: t),
+    (GoTime, "Year"): Function((), lambda t: int(go_time_format(t, "2006"))),
+    (GoTime, "Day"): Function((), lambda t: int(go_time_format(t, "2"))),
+    (GoTime, "Hour"): Function((), lambda t: int(go_time_format(t, "15"))),
+    (GoTime, "Minute"): Function((), lambda t: int(go_time_format(t, "4"))),
+    (GoTime, "Second"): Function((), lambda t: int(go_time_format(t, "5"))),
+    (GoTime, "Nanosecond"): Function((), lambda t: t.unix_ns % 1_000_000_000),
 }
 
 

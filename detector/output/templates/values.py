@@ -16,6 +16,7 @@ types a rule template can meet get a class here, so that Go's type names
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -175,3 +176,50 @@ def is_true(v: object) -> tuple[bool, bool]:
     if isinstance(v, (bool, int, float)):
         return v != 0, True
     return True, True  # a non-nil pointer or a struct
+
+
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December")
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+# Go's layout elements, longest first where one is the prefix of another (time.Format's nextStdChunk).
+_LAYOUT = (
+    "January", "Jan", "Monday", "Mon", "MST", "2006", "15", "01", "02", "03", "04", "05", "06", "_2", "1", "2", "3",
+    "4", "5", "PM", "pm", "-07:00:00", "-070000", "-07:00", "-0700", "-07", "Z07:00:00", "Z070000", "Z07:00",
+    "Z0700", "Z07",
+)
+
+
+def go_time_format(t: GoTime, layout: str) -> str:
+    """``time.Time.Format`` of a UTC time (Go's reference layout ``Mon Jan 2 15:04:05 MST 2006``)."""
+    seconds, ns = divmod(t.unix_ns, 1_000_000_000)
+    d = datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=seconds)
+    hour12 = d.hour % 12 or 12
+    values = {
+        "January": _MONTHS[d.month - 1], "Jan": _MONTHS[d.month - 1][:3], "Monday": _DAYS[d.weekday()],
+        "Mon": _DAYS[d.weekday()][:3], "MST": "UTC", "2006": f"{d.year:04d}", "15": f"{d.hour:02d}",
+        "01": f"{d.month:02d}", "02": f"{d.day:02d}", "03": f"{hour12:02d}", "04": f"{d.minute:02d}",
+        "05": f"{d.second:02d}", "06": f"{d.year % 100:02d}", "_2": f"{d.day:2d}", "1": str(d.month),
+        "2": str(d.day), "3": str(hour12), "4": str(d.minute), "5": str(d.second),
+        "PM": "PM" if d.hour >= 12 else "AM", "pm": "pm" if d.hour >= 12 else "am",
+        "-07:00:00": "+00:00:00", "-070000": "+000000", "-07:00": "+00:00", "-0700": "+0000", "-07": "+00",
+        "Z07:00:00": "Z", "Z070000": "Z", "Z07:00": "Z", "Z0700": "Z", "Z07": "Z",
+    }
+    out, i = [], 0
+    while i < len(layout):
+        frac = re.match(r"[.,](0+|9+)(?![0-9])", layout[i:])
+        if frac:
+            digits = len(frac.group(1))
+            text = f"{ns:09d}"[:digits]
+            if frac.group(1)[0] == "9":
+                text = text.rstrip("0")
+            out.append(layout[i] + text if text else "")
+            i += frac.end()
+            continue
+        element = next((e for e in _LAYOUT if layout.startswith(e, i)), None)
+        if element is None:
+            out.append(layout[i])
+            i += 1
+            continue
+        out.append(values[element])
+        i += len(element)
+    return "".join(out)
