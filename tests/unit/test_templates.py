@@ -370,7 +370,7 @@ QUERY_DIFFERENCES = [
 ]
 
 
-# Cases where Headroom renders something else than Prometheus (promtool's answer shown).
+# Cases where Headroom once rendered something else than Prometheus (promtool's answer shown).
 DIFFERENT = [
     pytest.param("1", '{{ "café" }}', "café", id="non-ASCII string literal"),
     pytest.param("21.5", '{{ printf "%.1f °C" $value }}', "21.5 °C", id="non-ASCII printf format"),
@@ -426,7 +426,7 @@ def test_a_promql_error_in_query_renders_as_a_template_error_naming_the_call():
 
 @pytest.mark.parametrize(("value", "template", "expected"), DIFFERENT)
 def test_renders_as_prometheus_where_headroom_differed(value, template, expected):
-    """BUGS: each case is what promtool 2.42 renders; see the ids for what differs."""
+    """Each case is what promtool 2.42 renders; the ids say what Headroom once got wrong."""
     assert render(value, template) == expected
 
 
