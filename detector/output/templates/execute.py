@@ -110,27 +110,32 @@ class _State:
     # walking
     def walk(self, dot: object, node: Node) -> None:
         self.node = node
-        if isinstance(node, TextNode):
-            self.out.append(node.text)
-        elif isinstance(node, ActionNode):
-            value = self.pipeline(dot, node.pipe)
-            if not node.pipe.decl:
+        kind = type(node)  # exact types, most frequent first: rendering is on the evaluation path
+        if kind is TextNode:
+            self.out.append(node.text)  # type: ignore[attr-defined]
+        elif kind is ActionNode:
+            value = self.pipeline(dot, node.pipe)  # type: ignore[attr-defined]
+            if not node.pipe.decl:  # type: ignore[attr-defined]
                 self.node = node
-                self.print_value(value)
-        elif isinstance(node, ListNode):
-            for n in node.nodes:
-                self.walk(dot, n)
-        elif isinstance(node, BranchNode):
-            if node.keyword == "range":
-                self.walk_range(dot, node)
+                self.out.append(value if type(value) is str else printable(value))
+        elif kind is ListNode:
+            out = self.out
+            for n in node.nodes:  # type: ignore[attr-defined]
+                if type(n) is TextNode:
+                    out.append(n.text)  # type: ignore[attr-defined]
+                else:
+                    self.walk(dot, n)
+        elif kind is BranchNode:
+            if node.keyword == "range":  # type: ignore[attr-defined]
+                self.walk_range(dot, node)  # type: ignore[arg-type]
             else:
-                self.walk_if_or_with(dot, node)
-        elif isinstance(node, BreakNode):
+                self.walk_if_or_with(dot, node)  # type: ignore[arg-type]
+        elif kind is BreakNode:
             raise _Break
-        elif isinstance(node, ContinueNode):
+        elif kind is ContinueNode:
             raise _Continue
-        elif isinstance(node, TemplateNode):
-            self.walk_template(dot, node)
+        elif kind is TemplateNode:
+            self.walk_template(dot, node)  # type: ignore[arg-type]
         else:
             raise self.error(f"unknown node: {node}")
 
@@ -232,17 +237,18 @@ class _State:
 
     def command(self, dot: object, cmd: CommandNode, final: object) -> object:
         first = cmd.args[0]
-        if isinstance(first, FieldNode):
-            return self.field_node(dot, first, cmd.args, final)
-        if isinstance(first, ChainNode):
-            return self.chain_node(dot, first, cmd.args, final)
-        if isinstance(first, IdentifierNode):
-            return self.function(dot, first, cmd, cmd.args, final)
-        if isinstance(first, PipeNode):
+        kind = type(first)
+        if kind is VariableNode:
+            return self.variable_node(dot, first, cmd.args, final)  # type: ignore[arg-type]
+        if kind is IdentifierNode:
+            return self.function(dot, first, cmd, cmd.args, final)  # type: ignore[arg-type]
+        if kind is FieldNode:
+            return self.field_node(dot, first, cmd.args, final)  # type: ignore[arg-type]
+        if kind is ChainNode:
+            return self.chain_node(dot, first, cmd.args, final)  # type: ignore[arg-type]
+        if kind is PipeNode:
             self.not_a_function(cmd.args, final)
-            return self.pipeline(dot, first)
-        if isinstance(first, VariableNode):
-            return self.variable_node(dot, first, cmd.args, final)
+            return self.pipeline(dot, first)  # type: ignore[arg-type]
         self.node = first
         self.not_a_function(cmd.args, final)
         if isinstance(first, BoolNode):
@@ -299,13 +305,13 @@ class _State:
         if receiver is None:
             return None  # Go: a field of nothing is nothing (nil data) with missingkey=zero
         has_args = len(args) > 1 or final is not _MISSING
-        method = _METHODS.get((type(receiver), name))
-        if method is not None:
-            return self.call(dot, method, False, node, name, args or [node], final, receiver)
-        if isinstance(receiver, GoMap):
+        if isinstance(receiver, GoMap):  # maps have no methods; the common case ($labels.x) first
             if has_args:
                 raise self.error(f"{name} is not a method but has arguments")
             return receiver.get(name, receiver.zero())
+        method = _METHODS.get((type(receiver), name))
+        if method is not None:
+            return self.call(dot, method, False, node, name, args or [node], final, receiver)
         if isinstance(receiver, (AlertData, Sample)):
             fields = AlertData.FIELDS if isinstance(receiver, AlertData) else ("Labels", "Value")
             if name in fields:
@@ -332,18 +338,18 @@ class _State:
         if not fn.variadic and given != fixed:
             raise self.error(f"wrong number of args for {name}: want {fixed} got {given}")
 
-        def param(i: int) -> str:
-            return fn.params[min(i, len(fn.params) - 1)]
-
+        params, last = fn.params, len(fn.params) - 1
         if fn.lazy:
-            thunks: list[Callable[[], object]] = [lambda a=a, i=i: self.arg(dot, param(i), a) for i, a in enumerate(args[1:])]
+            thunks: list[Callable[[], object]] = [
+                lambda a=a, i=i: self.arg(dot, params[min(i, last)], a) for i, a in enumerate(args[1:])
+            ]
             if final is not _MISSING:
                 thunks.append(lambda: final)
             values = thunks
         else:
-            values = [self.arg(dot, param(i), a) for i, a in enumerate(args[1:])]
+            values = [self.arg(dot, params[min(i, last)], a) for i, a in enumerate(args[1:])]
             if final is not _MISSING:
-                values.append(self.validate(final, param(len(values))))
+                values.append(self.validate(final, params[min(len(values), last)]))
         if fn.contextual:
             values.insert(0, self.context)
         try:
@@ -354,6 +360,11 @@ class _State:
 
     def arg(self, dot: object, typ: str, n: Node) -> object:
         self.node = n
+        kind = type(n)
+        if kind is VariableNode:
+            return self.validate(self.variable_node(dot, n, [], _MISSING), typ)  # type: ignore[arg-type]
+        if kind is StringNode and typ in ("string", "interface {}", "reflect.Value"):
+            return n.value  # type: ignore[attr-defined]
         if isinstance(n, DotNode):
             return self.validate(dot, typ)
         if isinstance(n, NilNode):

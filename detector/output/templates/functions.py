@@ -14,13 +14,12 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from urllib.parse import quote_plus, urlsplit
 
 from detector.output.templates.execute import FuncError, Function
 from detector.output.templates.gofmt import _go_g4, go_float, go_printf
-from detector.output.templates.values import GoByte, GoMap, GoTime, HTML, QueryResult, Sample, go_sprint, is_true, printable, type_name
+from detector.output.templates.values import GoAnyMap, GoByte, GoMap, GoTime, HTML, QueryResult, Sample, go_sprint, is_true, printable, type_name
 
 
 def to_float(v: object) -> float:
@@ -506,7 +505,7 @@ def _deref(s: Sample | None) -> Sample:
 
 
 def _args(*values: object) -> GoMap:
-    return GoMap({f"arg{i}": v for i, v in enumerate(values)}, elem="interface {}")
+    return GoAnyMap({f"arg{i}": v for i, v in enumerate(values)})
 
 
 def _sort_by_label(label: str, v: QueryResult | None) -> QueryResult | None:
@@ -523,12 +522,24 @@ def table_link(expr: str) -> str:
     return f"/graph?g0.expr={url_query_escape(expr)}&g0.tab=1"
 
 
-@dataclass(frozen=True)
 class Expansion:
-    """What the contextual functions need from one expansion: the query function and the external URL."""
+    """What the contextual functions need from one expansion: the engine's query function and the external URL."""
 
-    query: Callable[[str], QueryResult]
-    external_url: str
+    __slots__ = ("query", "external_url")
+
+    def __init__(self, query: Callable[[str], Iterable[tuple[Iterable[tuple[str, str]], float]]] | None, external_url: str) -> None:
+        self.query, self.external_url = query, external_url
+
+
+def _query(expansion: Expansion, expr: str) -> QueryResult:
+    """Prometheus's ``query``: the engine's samples as ``*sample`` values."""
+    if expansion.query is None:
+        raise FuncError("query is not available when rendering outside a rule evaluation")
+    try:
+        samples = expansion.query(expr)
+    except Exception as exc:  # the engine's parse or evaluation error, as Prometheus reports its own
+        raise FuncError(str(exc)) from None
+    return QueryResult(Sample(GoMap(labels), float(v)) for labels, v in samples)
 
 
 def _external(expansion: Expansion) -> str:
@@ -538,7 +549,7 @@ def _external(expansion: Expansion) -> str:
 
 
 PROMETHEUS: dict[str, Function] = {
-    "query": Function(("string",), lambda expansion, expr: expansion.query(expr), contextual=True),
+    "query": Function(("string",), _query, contextual=True),
     "first": Function((RESULT,), _first),
     "label": Function(("string", SAMPLE), lambda name, s: _deref(s).Labels.get(name, "")),
     "value": Function((SAMPLE,), lambda s: _deref(s).Value),

@@ -37,12 +37,12 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from detector.output.templates.execute import ExecError, FuncError, Function, execute
+from detector.output.templates.execute import ExecError, execute
 from detector.output.templates.functions import ALL_FUNCTIONS, FUNCTIONS, Expansion
 from detector.output.templates.parse import (
     CommandNode, IdentifierNode, ListNode, Node, ParseError, StringNode, TextNode, parse,
 )
-from detector.output.templates.values import AlertData, GoMap, QueryResult, Sample
+from detector.output.templates.values import AlertData, GoMap
 
 
 class TemplateError(ValueError):
@@ -122,26 +122,13 @@ class Template:
         external = GoMap(external_labels or {})
         data = AlertData(label_map, external, external_url, value)
         variables = (("$labels", label_map), ("$externalLabels", external), ("$externalURL", external_url), ("$value", value))
-        expansion = Expansion(_query_function(query), external_url)
+        expansion = Expansion(query, external_url)
         try:
             return execute(self.trees, self.name, data, ALL_FUNCTIONS, variables, self.text, expansion)
         except ExecError as exc:
             return f"<error expanding template: error executing template {self.name}: {exc}>"
         except Exception as exc:  # a case Headroom does not model: say so in the text, never fail the rule
             return f"<error expanding template: error executing template {self.name}: {type(exc).__name__}: {exc}>"
-
-
-def _query_function(query: QueryFunc | None) -> Callable[[str], QueryResult]:
-    def run(expr: str) -> QueryResult:
-        if query is None:
-            raise FuncError("query is not available when rendering outside a rule evaluation")
-        try:
-            samples = query(expr)
-        except Exception as exc:  # the engine's parse or evaluation error, as Prometheus reports its own
-            raise FuncError(str(exc)) from None
-        return QueryResult(Sample(GoMap(dict(labels)), float(v)) for labels, v in samples)
-
-    return run
 
 
 def _walk(node: Node) -> Iterable[Node]:

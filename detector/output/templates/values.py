@@ -24,17 +24,19 @@ from detector.output.templates.gofmt import go_float
 
 
 class GoMap(dict):
-    """A Go map with string keys: ``map[string]string`` (labels) or ``map[string]interface {}`` (``args``)."""
+    """A Go ``map[string]string`` (labels); :class:`GoAnyMap` is a ``map[string]interface {}``."""
 
-    elem = "string"
-
-    def __init__(self, items: Mapping[str, object] = (), elem: str = "string") -> None:  # type: ignore[assignment]
-        super().__init__(items)
-        self.elem = elem
+    elem = "string"  # the Go type of the values (a class attribute: building one is dict's own, fast, init)
 
     def zero(self) -> object:
         """The value of a missing key (Prometheus runs templates with ``missingkey=zero``)."""
         return "" if self.elem == "string" else None
+
+
+class GoAnyMap(GoMap):
+    """A Go ``map[string]interface {}``: what ``args`` returns."""
+
+    elem = "interface {}"
 
 
 class HTML(str):
@@ -71,17 +73,15 @@ class GoTime:
         return f"{moment:%Y-%m-%d %H:%M:%S}{fraction} +0000 UTC"
 
 
-@dataclass(frozen=True)
 class AlertData:
     """The data (``.``) of an alert template: Prometheus 2.42's ``AlertTemplateData``."""
 
-    Labels: GoMap
-    ExternalLabels: GoMap
-    ExternalURL: str
-    Value: float
-
-    FIELDS = ("Labels", "ExternalLabels", "ExternalURL", "Value")
+    __slots__ = ("Labels", "ExternalLabels", "ExternalURL", "Value")
+    FIELDS = __slots__
     TYPE = "struct { Labels map[string]string; ExternalLabels map[string]string; ExternalURL string; Value float64 }"
+
+    def __init__(self, labels: GoMap, external_labels: GoMap, external_url: str, value: float) -> None:
+        self.Labels, self.ExternalLabels, self.ExternalURL, self.Value = labels, external_labels, external_url, value
 
 
 NILABLE = ("*", "map[", "[]", "template.queryResult", "interface {}", "reflect.Value")  # Go's canBeNil
