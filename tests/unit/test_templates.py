@@ -359,6 +359,10 @@ GO_TEMPLATES = [
     ('1', '{{ toTime "NaN" }}', '<error expanding template: error executing template __alert_T: template: __alert_T:1:115: executing "__alert_T" at <toTime "NaN">: error calling toTime: value is NaN or Inf>'),
     ('1', '{{ printf "%T" (toTime 1) }}', '*time.Time'),
     ('1', '{{ (toTime 1700000123).Format "Jan 2, 2006 at 3:04pm (MST)" }}', 'Nov 14, 2023 at 10:15pm (UTC)'),
+    # the shape of the most common community annotation (VALUE and LABELS on lines of their own)
+    ("0.93", "VALUE = {{ $value }}\n  LABELS = {{ $labels }}",
+     "VALUE = 0.93\n  LABELS = map[__name__:m instance:host:9090 job:api text:a\u2013b \u00dfx]"),
+    ("1", "{{ $labels.job }}/{{ $labels.instance }}{{ if $labels.device }} {{ $labels.device }}{{ end }}\n", "api/host:9090\n"),
 ]
 
 # Known differences (promtool's answer shown): the text of a PromQL parse error inside query is
