@@ -19,7 +19,7 @@ from urllib.parse import quote_plus, urlsplit
 
 from detector.output.templates.execute import FuncError, Function
 from detector.output.templates.gofmt import _go_g4, go_float, go_printf
-from detector.output.templates.values import GoAnyMap, GoByte, GoMap, GoTime, HTML, QueryResult, Sample, go_sprint, is_true, printable, type_name
+from detector.output.templates.values import GoAnyMap, GoByte, GoMap, GoTime, HTML, QueryResult, Sample, go_sprint, is_true, type_name
 
 
 def to_float(v: object) -> float:

@@ -33,7 +33,6 @@ in advance and sees only what its engine holds.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from detector.output.templates.gofmt import go_float
