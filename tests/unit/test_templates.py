@@ -363,6 +363,23 @@ GO_TEMPLATES = [
     ("0.93", "VALUE = {{ $value }}\n  LABELS = {{ $labels }}",
      "VALUE = 0.93\n  LABELS = map[__name__:m instance:host:9090 job:api text:a\u2013b \u00dfx]"),
     ("1", "{{ $labels.job }}/{{ $labels.instance }}{{ if $labels.device }} {{ $labels.device }}{{ end }}\n", "api/host:9090\n"),
+    # numbers, times, durations, hosts, case, regexps and escapes at their edges
+    ('1', '{{ humanizeTimestamp 1e300 }}', '<error expanding template: error executing template __alert_T: template: __alert_T:1:115: executing "__alert_T" at <humanizeTimestamp 1e300>: error calling humanizeTimestamp: 1e+300 cannot be represented as a nanoseconds timestamp since it overflows int64>'),
+    ('1', '{{ toTime 1e300 }}', '<error expanding template: error executing template __alert_T: template: __alert_T:1:115: executing "__alert_T" at <toTime 1e300>: error calling toTime: 1e+300 cannot be represented as a nanoseconds timestamp since it overflows int64>'),
+    ('1', '{{ humanizeTimestamp -1.5 }}', '1969-12-31 23:59:58.5 +0000 UTC'),
+    ('1', '{{ toTime -0.0015 }}', '1969-12-31 23:59:59.999 +0000 UTC'),
+    ('1', '{{ humanizeTimestamp "1700000000" }}', '2023-11-14 22:13:20 +0000 UTC'),
+    ('1', '{{ humanizeTimestamp 253402300800 }}', '<error expanding template: error executing template __alert_T: template: __alert_T:1:115: executing "__alert_T" at <humanizeTimestamp 253402300800>: error calling humanizeTimestamp: 2.534023008e+11 cannot be represented as a nanoseconds timestamp since it overflows int64>'),
+    ('1', '{{ parseDuration "1y2w3d4h5m6s7ms" }}', '3.3019506007e+07'),
+    ('1', '{{ parseDuration "" }}', '<error expanding template: error executing template __alert_T: template: __alert_T:1:115: executing "__alert_T" at <parseDuration "">: error calling parseDuration: empty duration string>'),
+    ('1', '{{ parseDuration "5m1h" }}', '<error expanding template: error executing template __alert_T: template: __alert_T:1:115: executing "__alert_T" at <parseDuration "5m1h">: error calling parseDuration: not a valid duration string: "5m1h">'),
+    ('1', '{{ humanize "1e3" }} {{ humanize "0x10" }} {{ humanize "1_000" }} {{ humanize " 1" }} {{ humanize "inf" }} {{ humanize "+Inf" }}', '<error expanding template: error executing template __alert_T: template: __alert_T:1:136: executing "__alert_T" at <humanize "0x10">: error calling humanize: strconv.ParseFloat: parsing "0x10": invalid syntax>'),
+    ('1', '{{ humanize "1e400" }}', '<error expanding template: error executing template __alert_T: template: __alert_T:1:115: executing "__alert_T" at <humanize "1e400">: error calling humanize: strconv.ParseFloat: parsing "1e400": value out of range>'),
+    ('1', '{{ stripPort "a:" }} {{ stripPort "[::1]" }} {{ stripPort "::1" }} {{ stripDomain "[fe80::1]:80" }} {{ stripDomain "host.example.com" }} {{ stripDomain "a.b:c:d" }}', 'a [::1] ::1 [fe80::1]:80 host a'),
+    ('1', '{{ title "héllo wörld_x-y" }} {{ toUpper "straße ǆ" }} {{ toLower "İSTANBUL" }}', 'Héllo Wörld_x-Y STRAßE Ǆ istanbul'),
+    ('1', '{{ reReplaceAll "(?i)API" "X" $labels.job }} {{ reReplaceAll "a|" "-" "banana" }} {{ reReplaceAll "" "-" "abc" }}', 'X -b-n-n- -a-b-c-'),
+    ('1', '{{ match "[" "x" }}', '<error expanding template: error executing template __alert_T: template: __alert_T:1:115: executing "__alert_T" at <match "[" "x">: error calling match: error parsing regexp: missing closing ]: `[`>'),
+    ('1', '{{ js "é\\u2028\\x01<>" }} {{ html "é\'\\x00" }} {{ urlquery "~-_. é" }}', 'é\\u2028\\u0001\\u003C\\u003E é&#39;� ~-_.+%C3%A9'),
 ]
 
 # Known differences (promtool's answer shown): the text of a PromQL parse error inside query is

@@ -29,11 +29,12 @@ def to_float(v: object) -> float:
     if isinstance(v, int) and not isinstance(v, bool):
         return float(v)
     if isinstance(v, str) and not isinstance(v, HTML):
-        from detector.promql.functions import _go_float  # strconv.ParseFloat's syntax (PromQL shares it)
+        from detector.promql.functions import _GO_FLOAT, _go_float  # strconv.ParseFloat's syntax (PromQL shares it)
 
         parsed = _go_float(v)
         if parsed is None:
-            raise FuncError(f'strconv.ParseFloat: parsing {_quote(v)}: invalid syntax')
+            why = "value out of range" if _GO_FLOAT.fullmatch(v) else "invalid syntax"
+            raise FuncError(f"strconv.ParseFloat: parsing {_quote(v)}: {why}")
         return parsed
     raise FuncError(f"can't convert {type_name(v)} to float")
 
