@@ -182,18 +182,19 @@ class _Lexer:
                     j += 1
                 yield self.tok("char", i, j + 1)
                 i = j + 1
-            elif c == "." and not (i + 1 < n and text[i + 1].isdigit()):
+            elif c == "." and i + 1 < n and not text[i + 1].isdigit():  # at the end, Go lexes "." as a number
                 j = i + 1
                 while j < n and _alnum(text[j]):
                     j += 1
-                if j == i + 1:
-                    yield self.tok("dot", i, j)
-                else:
-                    self.check_terminator(j)
-                    yield self.tok("field", i, j)
+                self.check_terminator(j)
+                yield self.tok("dot" if j == i + 1 else "field", i, j)
                 i = j
             elif c in "+-." or c.isdigit():
-                j = self.scan_number(i)
+                j = self.scan_number(i, i)
+                if j < n and text[j] in "+-":  # a complex constant, 1+2i: no spaces, ends in i
+                    j = self.scan_number(j, i)
+                    if text[j - 1] != "i":
+                        raise self.error(f'bad number syntax: "{text[i:j]}"', j)
                 yield self.tok("number", i, j)
                 i = j
             elif _alnum(c):
@@ -223,11 +224,11 @@ class _Lexer:
 
     def check_terminator(self, j: int) -> None:
         text = self.text
-        if j >= len(text) or text[j] in _SPACE + ".,|:)(}":  # } starts the closing delimiter
+        if j >= len(text) or text[j] in _SPACE + ".,|:)(" or text.startswith("}}", j):
             return
         raise self.error(f"bad character {_rune(text[j])}", j)
 
-    def scan_number(self, i: int) -> int:
+    def scan_number(self, i: int, start: int) -> int:
         """Go's scanNumber: sign, base prefix, digits with _, fraction, exponent, imaginary i."""
         text, n = self.text, len(self.text)
         j = i
@@ -246,7 +247,7 @@ class _Lexer:
             j += 1
             while j < n and text[j] in digits:
                 j += 1
-        exponent = "pP" if digits.startswith("0123456789a") else "eEpP" if len(digits) == 11 else ""
+        exponent = "pP" if digits.startswith("0123456789a") else "eE" if len(digits) == 11 else ""
         if exponent and j < n and text[j] in exponent:
             j += 1
             if j < n and text[j] in "+-":
@@ -256,7 +257,7 @@ class _Lexer:
         if j < n and text[j] == "i":
             j += 1
         if j < n and _alnum(text[j]):
-            raise self.error(f'bad number syntax: "{text[i:j + 1]}"', j)
+            raise self.error(f'bad number syntax: "{text[start:j + 1]}"', j)
         return j
 
 

@@ -310,7 +310,11 @@ class _Parser:
         self.name, self.text = name, text
         self.functions = set(functions)
         self.tokens = list(lex(text))
-        self.i = 0
+        # A lexical error is a token like the others: Go's parser reports it only where it reaches it
+        # unexpectedly, so an earlier parse error wins. It stays the last token however far one reads.
+        self.tokens += [self.tokens[-1]] * 16
+        self.i = self.furthest = 0
+        self.action_line = 0
         self.vars = ["$", *variables]
         self.range_depth = 0
         self.trees: dict[str, ListNode] = {}
@@ -318,9 +322,9 @@ class _Parser:
     # tokens
     def next(self) -> Token:
         t = self.tokens[self.i]
-        if t.kind == "error":
-            raise ParseError(f"template: {self.name}:{t.line}: {t.text}")
         self.i += 1
+        if self.i > self.furthest:
+            self.furthest = self.i
         return t
 
     def backup(self, n: int = 1) -> None:
@@ -343,7 +347,8 @@ class _Parser:
         return t
 
     def error(self, message: str, token: Token | None = None) -> ParseError:
-        line = (token or self.tokens[max(self.i - 1, 0)]).line
+        # Go reports the line of the last token it has lexed, look-ahead included, whatever the error is about.
+        line = self.tokens[max(self.furthest - 1, 0)].line
         return ParseError(f"template: {self.name}:{line}: {message}")
 
     def expect(self, kind: str, context: str) -> Token:
@@ -353,8 +358,13 @@ class _Parser:
         return t
 
     def unexpected(self, t: Token, context: str) -> ParseError:
-        if t.kind == "eof":
-            return self.error(f"unexpected EOF in {context}" if False else "unexpected EOF", t)
+        if t.kind == "error":
+            extra = ""
+            if self.action_line and self.action_line != t.line:
+                extra = f" in action started at {self.name}:{self.action_line}"
+                if t.text.endswith(" action"):
+                    extra = extra[len(" in action"):]  # no "action in action"
+            return self.error(t.text + extra, t)
         return self.error(f"unexpected {_describe(t)} in {context}", t)
 
     # structure
@@ -362,11 +372,12 @@ class _Parser:
         root = ListNode(0)
         while self.peek().kind != "eof":
             if self.peek().kind == "{{":
-                delim = self.next()
-                if self.next_non_space().kind == "define":
+                at = self.i
+                self.next()
+                if self.next_non_space().kind == "define":  # (Go tracks no action line here)
                     self.parse_definition()
                     continue
-                self.i = self.tokens.index(delim)
+                self.i = at
             node = self.text_or_action()
             if isinstance(node, (_End, _Else)):
                 raise self.error(f"unexpected {node}")
@@ -418,7 +429,11 @@ class _Parser:
         if t.kind == "text":
             return TextNode(t.pos, t.text)
         if t.kind == "{{":
-            return self.action()
+            self.action_line = t.line
+            try:
+                return self.action()
+            finally:
+                self.action_line = 0
         raise self.unexpected(t, "input")
 
     def action(self) -> Node:
@@ -427,9 +442,9 @@ class _Parser:
         if kind == "block":
             return self.block_control()
         if kind in ("break", "continue"):
-            if self.range_depth == 0:
-                raise self.error(f"{{{{{kind}}}}} outside {{{{range}}}}", t)
             self.expect("}}", "{{" + kind + "}}")
+            if self.range_depth == 0:
+                raise self.error(f"{{{{{kind}}}}} outside {{{{range}}}}")
             return BreakNode(t.pos) if kind == "break" else ContinueNode(t.pos)
         if kind == "else":
             if self.peek_non_space().kind == "if":  # "else if": the if stays for the caller
@@ -492,6 +507,7 @@ class _Parser:
         v = self.peek_non_space()
         while v.kind == "variable":  # declarations: $x :=, $x =, range $i, $e :=
             self.next_non_space()
+            at = self.i - 1
             after = self.peek()
             nxt = self.peek_non_space()
             if nxt.kind in (":=", "="):
@@ -510,7 +526,7 @@ class _Parser:
                         continue
                     raise self.error("range can only initialize variables")
                 raise self.error(f"too many declarations in {context}")
-            self.i = self.tokens.index(v)
+            self.i = at
             break
         while True:
             t = self.next_non_space()
