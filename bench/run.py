@@ -1,4 +1,4 @@
-"""Entry point: ``python -m bench.run [ingest|engine|pipeline|latency|scoring|state|all] [--runs N] [--quick]``.
+"""Entry point: ``python -m bench.run [ingest|engine|pipeline|latency|scoring|state|completeness|worker_faults|stages|all] [--runs N] [--quick]``.
 
 Prints one rich table per bench: the median over the runs, min and max, the
 median of the per-run ratios to the baseline measured in the same run, and
@@ -22,7 +22,7 @@ from rich.console import Console
 
 from bench.common import Table, bench_context
 
-BENCHES = ("ingest", "engine", "pipeline", "latency", "scoring", "state")
+BENCHES = ("ingest", "engine", "pipeline", "latency", "scoring", "state", "completeness", "worker_faults", "stages")
 
 
 def _run_one(name: str, ctx) -> list[Table]:
@@ -42,10 +42,22 @@ def _run_one(name: str, ctx) -> list[Table]:
         from bench import scoring
 
         return scoring.run(ctx)
+    if name == "completeness":
+        from bench import completeness
+
+        return completeness.run(ctx)
     if name == "state":
         from bench import state
 
         return [state.run(ctx)]
+    if name == "worker_faults":
+        from bench import worker_faults
+
+        return [worker_faults.run(ctx)]
+    if name == "stages":
+        from bench import stages
+
+        return stages.run(ctx)
     from bench import latency
 
     return latency.run(ctx)

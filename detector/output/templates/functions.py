@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable
 from urllib.parse import quote_plus, urlsplit
 
 from detector.output.templates.execute import FuncError, Function
+
+# detector.promql imports this package (go_quote, format_labels): its Go helpers are imported where used.
 from detector.output.templates.gofmt import _go_g4, go_float, go_printf
 from detector.output.templates.values import GoAnyMap, GoByte, GoMap, GoTime, HTML, QueryResult, Sample, go_sprint, is_true, type_name
 
@@ -29,9 +31,9 @@ def to_float(v: object) -> float:
     if isinstance(v, int) and not isinstance(v, bool):
         return float(v)
     if isinstance(v, str) and not isinstance(v, HTML):
-        from detector.promql.functions import _GO_FLOAT, _go_float  # strconv.ParseFloat's syntax (PromQL shares it)
+        from detector.promql.go_compat import _GO_FLOAT, go_parse_float  # strconv.ParseFloat, as PromQL reads numbers
 
-        parsed = _go_float(v)
+        parsed = go_parse_float(v)
         if parsed is None:
             why = "value out of range" if _GO_FLOAT.fullmatch(v) else "invalid syntax"
             raise FuncError(f"strconv.ParseFloat: parsing {_quote(v)}: {why}")
@@ -192,9 +194,9 @@ def strip_domain(hostport: str) -> str:
 
 
 def _regexp(pattern: str) -> re.Pattern[str]:
-    from detector.promql.functions import go_regexp  # RE2 syntax as Python's re (PromQL shares it)
-
     try:
+        from detector.promql.go_regexp import go_regexp  # RE2 syntax, as label_replace reads it
+
         return go_regexp(pattern)
     except ValueError as exc:
         raise FuncError(f"error parsing regexp: {exc}: `{pattern}`") from None
@@ -219,7 +221,7 @@ def _backquote(s: str) -> str:
 
 def re_replace_all(pattern: str, repl: str, text: str) -> str:
     """Go's Regexp.ReplaceAllString: ``$1``/``${name}`` expansion, and no empty match right after a match."""
-    from detector.promql.functions import go_expand
+    from detector.promql.go_regexp import go_expand  # $1 / ${name}, as label_replace expands them
 
     compiled = _must_compile(pattern)
     out, last_end = [], 0

@@ -289,9 +289,9 @@ def number(pos: int, text: str, kind: str) -> NumberNode:
         n.is_uint = value >= 0
         n.int_value, n.is_float, n.float_value = value, True, float(value)
         return n
-    from detector.promql.functions import _go_float  # Go's strconv.ParseFloat syntax, shared with PromQL
+    from detector.promql.go_compat import go_parse_float  # strconv.ParseFloat (detector.promql imports this package)
 
-    f = None if re.fullmatch(r"[+-]?(inf|infinity|nan)", text, re.IGNORECASE) else _go_float(text)
+    f = None if re.fullmatch(r"[+-]?(inf|infinity|nan)", text, re.IGNORECASE) else go_parse_float(text)
     if f is None:
         raise ValueError(f'illegal number syntax: "{text}"')
     if not any(c in text for c in ".eEpP"):
