@@ -1,4 +1,4 @@
-"""Entry point: ``python -m bench.run [ingest|engine|pipeline|latency|scoring|state|all] [--runs N] [--quick]``.
+"""Entry point: ``python -m bench.run [ingest|engine|pipeline|latency|scoring|state|receiver-faults|all] [--runs N] [--quick]``.
 
 Prints one rich table per bench: the median over the runs, min and max, the
 median of the per-run ratios to the baseline measured in the same run, and
@@ -22,7 +22,7 @@ from rich.console import Console
 
 from bench.common import Table, bench_context
 
-BENCHES = ("ingest", "engine", "pipeline", "latency", "scoring", "state")
+BENCHES = ("ingest", "engine", "pipeline", "latency", "scoring", "state", "receiver-faults")
 
 
 def _run_one(name: str, ctx) -> list[Table]:
@@ -46,6 +46,10 @@ def _run_one(name: str, ctx) -> list[Table]:
         from bench import state
 
         return [state.run(ctx)]
+    if name == "receiver-faults":
+        from bench import receiver_faults
+
+        return receiver_faults.run(ctx)
     from bench import latency
 
     return latency.run(ctx)

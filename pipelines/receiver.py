@@ -347,6 +347,7 @@ def create_receiver_app(
     in_flight = InFlight(max_requests=settings.max_requests_in_flight, max_bytes=settings.max_bytes_in_flight)
     # One thread for big bodies: they wait for each other, not small requests for them.
     big_lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="receiver-decode")
+    big_lane_load = [0]  # big requests being served: read, waiting for the thread, decoding or producing
     client_mistake = RateLimitedLog(log.warning)
     dropped_note = RateLimitedLog(log.warning)
     sent_types: dict[str, str] = {}  # metric family -> type this receiver has produced
@@ -364,14 +365,20 @@ def create_receiver_app(
         if size > settings.max_body_bytes:  # refused before it counts against what is in flight
             return refuse(request, InvalidRequest(413, f"body of {size} bytes is over the limit of {settings.max_body_bytes}"))
         bound = in_flight.admit(size)
+        big = size > settings.inline_decode_max_bytes
+        if bound is None and big and big_lane_load[0] >= settings.big_decodes_queued:
+            in_flight.release(size)
+            bound = "big decodes"
         if bound is not None:
             metrics.shed.labels(bound).inc()
             return answer(503, f"receiver busy: too many {bound} in flight; retry", **{"Retry-After": RETRY_AFTER_SECONDS})
         metrics.in_flight_requests.set(in_flight.requests)
         metrics.in_flight_bytes.set(in_flight.bytes)
+        big_lane_load[0] += big
         try:
             response = await serve_write(request)
         finally:
+            big_lane_load[0] -= big
             in_flight.release(size)
             metrics.in_flight_requests.set(in_flight.requests)
             metrics.in_flight_bytes.set(in_flight.bytes)

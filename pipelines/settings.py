@@ -83,8 +83,11 @@ class Settings(BaseSettings):
     max_requests_in_flight: int = Field(256, ge=1)
     max_bytes_in_flight: int = Field(128 * 1024 * 1024, ge=1024)
     # Bodies over this many bytes are decoded on a worker thread, one at a
-    # time, so small requests and /metrics are not held behind them.
+    # time, so small requests and /metrics are not held behind them; at most
+    # big_decodes_queued of them wait or decode there, more are shed (503):
+    # waiting behind several big decodes would outlast a sender's timeout.
     inline_decode_max_bytes: int = Field(256 * 1024, ge=0)
+    big_decodes_queued: int = Field(2, ge=1)
     # HTTPS for the receiver: certificate and key (PEM); with a client CA,
     # senders must present a certificate it signed (mutual TLS).
     receiver_tls_cert_file: Path | None = None

@@ -89,11 +89,12 @@ async def test_samples_outside_the_window_are_refused_alone_or_dropped_beside_go
     assert 'headroom_receiver_dropped_samples_total{reason="too_new"} 2.0' in page
 
 
-async def test_overload_is_shed_at_once_with_503_and_retry_after_and_nothing_acknowledged_is_lost(kafka, topic):
+@pytest.mark.parametrize("bound", ["bytes", "big decodes"])
+async def test_overload_is_shed_at_once_with_503_and_retry_after_and_nothing_acknowledged_is_lost(kafka, topic, bound):
     now = now_ms()
     big = [encode_write_request(fleet(30_000, now, name=f"flood_{k}")) for k in range(6)]
-    settings = Settings(kafka_bootstrap=kafka.bootstrap, samples_topic=topic, partitions=4,
-                        max_bytes_in_flight=int(len(big[0]) * 1.5))
+    limit = {"max_bytes_in_flight": int(len(big[0]) * 1.5)} if bound == "bytes" else {"big_decodes_queued": 1}
+    settings = Settings(kafka_bootstrap=kafka.bootstrap, samples_topic=topic, partitions=4, **limit)
     client, gate = await start(settings)
     try:
         answers = await asyncio.gather(*(post(client, body) for body in big))
@@ -103,7 +104,7 @@ async def test_overload_is_shed_at_once_with_503_and_retry_after_and_nothing_ack
     shed = [a for a in answers if a[0] == 503]
     accepted = [k for k, a in enumerate(answers) if a[0] == 204]
     assert shed and accepted and len(shed) + len(accepted) == len(big), [a[:2] for a in answers]
-    assert all("too many bytes in flight" in text and seconds < 1.0 for _, text, seconds in shed), shed
+    assert all(f"too many {bound} in flight" in text and seconds < 1.0 for _, text, seconds in shed), shed
     # Every acknowledged request is in Kafka, whole.
     batches = await consume_batches(kafka.bootstrap, topic, 30_000 * len(accepted))
     names = {batch.series_labels(0)[0][1] for batch in batches}

@@ -1,0 +1,177 @@
+"""Receiver under a flood of big requests: how long do small ones wait? (issue 9)
+
+Stack: a real Kafka broker and ``headroom receiver`` as a subprocess, once from
+a baseline source tree (``git archive`` of ``BENCH_BASELINE_REF``, default
+``main``) and once from this checkout, one after the other in the same run, so
+a ratio compares the two under the same machine load.
+
+Per variant and run: ``FLOODERS`` clients post big remote-write requests
+back to back (``BIG_SERIES`` series each, every body of fresh series, so the
+first decode is the expensive one), while a probe posts a 1-series request
+every ``PROBE_EVERY_S`` and times each answer. Rows: the probe's p50/p99/max
+and the big requests' answers. On main a big body is decoded on the event
+loop, so a probe waits behind every big request queued before it; with
+issue 9's receiver big bodies are decoded on a thread of their own and what
+is over the in-flight bounds is answered 503 at once.
+
+Run: ``python -m bench.run receiver-faults [--quick] [--runs N]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from io import BytesIO
+from pathlib import Path
+
+from bench.common import REPO, BenchContext, Table
+
+PARTITIONS = 4
+FLOODERS = 4
+PROBE_EVERY_S = 0.05
+PROBE_TIMEOUT_S = 60.0
+
+
+def _baseline_tree(ctx: BenchContext) -> tuple[Path, str]:
+    """The baseline's source, extracted once per bench run."""
+    ref = os.environ.get("BENCH_BASELINE_REF", "main")
+    target = ctx.tmp / f"baseline-{ref.replace('/', '_')}"
+    if not target.exists():
+        archive = subprocess.run(["git", "archive", ref], cwd=REPO, check=True, capture_output=True).stdout
+        with tarfile.open(fileobj=BytesIO(archive)) as tar:
+            tar.extractall(target, filter="data")
+    commit = subprocess.run(["git", "rev-parse", "--short", ref], cwd=REPO, check=True, capture_output=True, text=True).stdout.strip()
+    return target, f"{ref} ({commit})"
+
+
+def _bodies(count: int, series: int, stamp: int, prefix: str) -> list[bytes]:
+    from detector.wire.remote_write import encode_write_request
+
+    return [
+        encode_write_request(
+            ((("__name__", f"{prefix}_{b}"), ("instance", f"i{i % 1000}"), ("job", "flood"), ("n", str(i))), [(stamp, float(i))])
+            for i in range(series))
+        for b in range(count)
+    ]
+
+
+async def _run_variant(ctx: BenchContext, tree: Path, topic: str, big: list[bytes], small: bytes) -> dict[str, object]:
+    import aiohttp
+
+    from pipelines.stack.process import free_port, log_tail, start_process, stop_pid
+    from detector.wire.remote_write import REMOTE_WRITE_HEADERS
+
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(tree), HEADROOM_KAFKA_BOOTSTRAP=ctx.broker().bootstrap,
+               HEADROOM_SAMPLES_TOPIC=topic, HEADROOM_PARTITIONS=str(PARTITIONS), HEADROOM_RECEIVER_PORT=str(port),
+               HEADROOM_METADATA_TOPIC=f"{topic}-metadata",
+               HEADROOM_MAX_SERIES_PER_REQUEST="1000000")  # the flood's bodies are over the default; ignored by main
+    log = ctx.tmp / f"{topic}-{tree.name}.log"
+    proc = start_process([sys.executable, "-m", "pipelines.cli", "receiver"], log, cwd=tree, env=env)
+    url = f"http://127.0.0.1:{port}"
+    timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as probe_session, aiohttp.ClientSession(timeout=timeout) as flood_session:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    async with probe_session.post(f"{url}/api/v1/write", data=small, headers=REMOTE_WRITE_HEADERS) as a:
+                        if a.status == 204:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"receiver at {url} not accepting; log ends:\n{log_tail(log)}")
+                await asyncio.sleep(0.2)
+
+            queue = list(big)
+            big_status: dict[str, int] = {}
+
+            async def flood() -> None:
+                while queue:
+                    body = queue.pop()
+                    try:
+                        async with flood_session.post(f"{url}/api/v1/write", data=body, headers=REMOTE_WRITE_HEADERS) as a:
+                            await a.read()
+                            key = str(a.status)
+                    except (aiohttp.ClientError, TimeoutError) as exc:
+                        key = type(exc).__name__
+                    big_status[key] = big_status.get(key, 0) + 1
+
+            latencies: list[float] = []
+            failures = 0
+            flooders = [asyncio.create_task(flood()) for _ in range(FLOODERS)]
+            await asyncio.sleep(0.2)  # the first big bodies are in
+            while not all(f.done() for f in flooders):
+                t = time.perf_counter()
+                try:
+                    async with probe_session.post(f"{url}/api/v1/write", data=small, headers=REMOTE_WRITE_HEADERS) as a:
+                        await a.read()
+                        failures += a.status != 204
+                except (aiohttp.ClientError, TimeoutError):
+                    failures += 1
+                latencies.append(time.perf_counter() - t)
+                await asyncio.sleep(PROBE_EVERY_S)
+            await asyncio.gather(*flooders)
+    finally:
+        stop_pid(proc.pid, grace=10.0)
+    latencies.sort()
+    return {"latencies": latencies, "failures": failures, "big": big_status}
+
+
+def _pct(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+def run(ctx: BenchContext) -> list[Table]:
+    return asyncio.run(_measure(ctx))
+
+
+async def _measure(ctx: BenchContext) -> list[Table]:
+    from pipelines.stack.kafka import create_topics
+    from detector.wire.remote_write import encode_write_request
+
+    baseline, baseline_name = _baseline_tree(ctx)
+    big_series = 50_000 if ctx.quick else 100_000
+    big_count = 8 if ctx.quick else 12
+    table = Table(
+        f"receiver under a flood: {FLOODERS} clients posting {big_count} requests of {big_series:,} new series each, "
+        f"a 1-series probe every {PROBE_EVERY_S * 1000:.0f} ms",
+        caption=f"baseline: the receiver of {baseline_name}; 'this tree': {REPO.name}. Probe latency is from POST "
+                "to answer; a probe answered 503 counts as answered (it is retried by Prometheus) and is counted "
+                "apart. Lower is better.",
+    )
+    for run in range(ctx.runs):
+        now = time.time_ns() // 1_000_000
+        big = await asyncio.to_thread(_bodies, big_count, big_series, now, f"flood_r{run}")
+        small = encode_write_request([((("__name__", "probe"), ("job", "probe")), [(now, 1.0)])])
+        results = {}
+        for name, tree in (("baseline", baseline), ("this tree", REPO)):
+            topic = f"bench-rf-{run}-{'b' if name == 'baseline' else 't'}-{now}"
+            await create_topics(ctx.broker().bootstrap, {topic: PARTITIONS, f"{topic}-metadata": 1},
+                                config={"retention.ms": 120_000})
+            results[name] = await _run_variant(ctx, tree, topic, big, small)
+            lat = results[name]["latencies"]
+            ctx.log(f"receiver-faults run {run + 1} {name}: {len(lat)} probes, p50 {_pct(lat, 0.5) * 1000:.0f} ms, "
+                    f"p99 {_pct(lat, 0.99) * 1000:.0f} ms, max {lat[-1] * 1000:.0f} ms, probe failures "
+                    f"{results[name]['failures']}, big answers {results[name]['big']}")
+        for name, result in results.items():
+            lat = result["latencies"]
+            base = name == "baseline"
+            label = f"{'main' if base else 'this tree'}"
+            table.row(f"{label}: small request p99 during the flood", "ms", baseline=base, lower_is_better=True).add(
+                _pct(lat, 0.99) * 1000)
+        for name, result in results.items():
+            lat = result["latencies"]
+            label = "main" if name == "baseline" else "this tree"
+            table.row(f"{label}: small request p50 during the flood", "ms", lower_is_better=True, ratio=False).add(
+                _pct(lat, 0.5) * 1000)
+            table.row(f"{label}: small request max", "ms", lower_is_better=True, ratio=False).add(lat[-1] * 1000)
+            table.row(f"{label}: probes answered during the flood", "probes", ratio=False).add(len(lat))
+            table.row(f"{label}: probes not answered 204", "probes", ratio=False).add(result["failures"])
+            table.row(f"{label}: big requests answered 503 (shed)", "requests", ratio=False).add(result["big"].get("503", 0))
+    return [table]
