@@ -486,7 +486,7 @@ class _PartitionColumns:
         values = np.frombuffer(b"".join(self.values), dtype="<f8")
         keys, counts = self.keys, self.counts
         out = _Cut()
-        if bounds is not None:
+        if bounds is not None and (stamps.min() < bounds[0] or stamps.max() > bounds[1]):  # the usual case skips this
             too_old, too_new = stamps < bounds[0], stamps > bounds[1]
             out.too_old, out.too_new = int(too_old.sum()), int(too_new.sum())
             if out.too_old or out.too_new:
