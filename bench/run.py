@@ -1,4 +1,4 @@
-"""Entry point: ``python -m bench.run [ingest|engine|pipeline|latency|scoring|state|receiver-faults|all] [--runs N] [--quick]``.
+"""Entry point: ``python -m bench.run [ingest|engine|pipeline|latency|scoring|state|completeness|receiver-faults|all] [--runs N] [--quick]``.
 
 Prints one rich table per bench: the median over the runs, min and max, the
 median of the per-run ratios to the baseline measured in the same run, and
@@ -22,7 +22,7 @@ from rich.console import Console
 
 from bench.common import Table, bench_context
 
-BENCHES = ("ingest", "engine", "pipeline", "latency", "scoring", "state", "receiver-faults")
+BENCHES = ("ingest", "engine", "pipeline", "latency", "scoring", "state", "completeness", "receiver-faults")
 
 
 def _run_one(name: str, ctx) -> list[Table]:
@@ -42,6 +42,10 @@ def _run_one(name: str, ctx) -> list[Table]:
         from bench import scoring
 
         return scoring.run(ctx)
+    if name == "completeness":
+        from bench import completeness
+
+        return completeness.run(ctx)
     if name == "state":
         from bench import state
 

@@ -128,11 +128,13 @@ class PartitionDetectors:
     def store(self):  # noqa: ANN201 - the rule engine's SeriesStore
         return self.rules.store
 
-    def ingest(self, batch: SampleBatch) -> PartitionOutput:
+    def ingest(self, batch: SampleBatch, arrival_ms: int | None = None) -> PartitionOutput:
+        """Score, forecast and evaluate one batch; ``arrival_ms`` is the caller's clock
+        (see :meth:`detector.rules.engine.RuleEngine.ingest`)."""
         forecasts: list[Forecast] = []
         warnings = self.forecaster.ingest_batch(batch, forecasts) if self.forecaster is not None else []
         derived, scores = self._score(batch)
-        out = self.rules.ingest(_concat(batch, derived) if derived is not None else batch)
+        out = self.rules.ingest(_concat(batch, derived) if derived is not None else batch, arrival_ms)
         result = PartitionOutput(out, list(out.transitions), scores, forecasts, list(out.notifications),
                                  _latest(derived) if derived is not None else {})
         warned = [w.to_alert() for w in warnings]

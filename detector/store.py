@@ -76,6 +76,7 @@ class AppendStats:
     out_of_order: int = 0
     new_series: int = 0
     max_timestamp: int = EMPTY
+    rows: np.ndarray | None = None  # by :meth:`SeriesStore.append`: the row of each of the batch's series
 
 
 class SeriesStore:
@@ -137,6 +138,7 @@ class SeriesStore:
         before = len(self)
         rows = self.series_ids(batch.series_keys)
         stats.new_series = len(self) - before
+        stats.rows = rows
         self._store(rows[batch.series_index], batch.timestamps, batch.values, stats)
         return stats
 

@@ -14,7 +14,7 @@ import traceback
 import click
 from rich.console import Console
 
-from detector.rules.unittest import Failure, FileResult, run_test_file
+from detector.rule_tests import Failure, FileResult, run_test_file
 
 
 def _print_result(out: Console, err: Console, result: FileResult, verbose: bool) -> None:

@@ -41,7 +41,7 @@ import yaml
 from detector.wire.batch import SampleBatch
 from detector.labels import Labels
 from detector.promql import EvalContext, EvaluationError, InstantVector, Scalar, UnsupportedExpression, compile_expr
-from detector.rules.unittest import parse_series, parse_series_values
+from detector.rule_tests import parse_series, parse_series_values
 from detector.store import STALE_NAN_BITS, SeriesStore
 
 Result = dict[Labels, float] | str
@@ -74,7 +74,7 @@ def promtool_binary() -> str:
 
 
 def series_labels(selector: str) -> Labels:
-    """Label set of a series written as promtool writes it, e.g. ``x{a="1"}`` (see detector.rules.unittest)."""
+    """Label set of a series written as promtool writes it, e.g. ``x{a="1"}`` (see detector.rule_tests.series)."""
     return parse_series(selector)
 
 

@@ -41,6 +41,7 @@ from detector.wire.batch import SampleBatch
 from detector.errors import HeadroomError
 from detector.labels import Labels, labels_from_canonical
 from detector.promql.plan import Matcher
+from detector.promql.selectors import SelectorError, parse_selector
 from detector.yaml_files import YamlFileError, read_mapping
 
 
@@ -84,8 +85,6 @@ class ModelCatalog:
     @classmethod
     def from_dict(cls, raw: Mapping | None, source: str = "") -> ModelCatalog:
         """A catalog from its dict form; :class:`ModelCatalogError` lists every problem at once."""
-        from detector.forecast.spec import ForecastSpecError, parse_selector
-
         prefix = f"{source}: " if source else ""
         raw = dict(raw or {})
         problems: list[str] = []
@@ -110,8 +109,8 @@ class ModelCatalog:
                 problems.append(f"{where}: unknown field(s) {sorted(extra)} (known: selector, model)")
             try:
                 matchers = parse_selector(entry.get("selector"))
-            except ForecastSpecError as exc:
-                problems += [f"{where}: selector: {p}" for p in exc.problems]
+            except SelectorError as exc:
+                problems.append(f"{where}: selector: {exc}")
                 matchers = ()
             if (problem := _model_problem(entry.get("model"))) is not None:
                 problems.append(f"{where}: model: {problem}")

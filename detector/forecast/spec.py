@@ -51,6 +51,7 @@ from detector.durations import parse_duration
 from detector.errors import HeadroomError
 from detector.labels import METRIC_NAME, Labels, metric_name
 from detector.promql.plan import Matcher
+from detector.promql.selectors import SelectorError, parse_selector
 from detector.yaml_files import YamlFileError, read_mapping
 
 
@@ -152,8 +153,8 @@ class BoundSpec:
         selector: tuple[Matcher, ...] = ()
         try:
             selector = parse_selector(entry.get("selector"))
-        except ForecastSpecError as exc:
-            problems += [f"{where}: selector: {p}" for p in exc.problems]
+        except SelectorError as exc:
+            problems.append(f"{where}: selector: {exc}")
         direction = entry.get("direction", "up")
         if direction not in ("up", "down"):
             problems.append(f"{where}: direction: must be 'up' or 'down', got {direction!r}")
@@ -199,23 +200,6 @@ class BoundSpec:
         if problems:
             raise ForecastSpecError(problems)
         return cls(selector, direction, bound, pair, horizon_s, str(entry.get("name", "")))
-
-
-def parse_selector(text: object) -> tuple[Matcher, ...]:
-    """Matchers of a PromQL instant selector (``name{label="v", ...}``), no offset or range."""
-    from detector.promql.compile import UnsupportedExpression, compile_expr
-    from detector.promql.plan import SelectorNode
-
-    if not isinstance(text, str) or not text.strip():
-        example = 'pgmq_queue_depth{queue_name="orders"}'
-        raise ForecastSpecError([f"expected a PromQL selector such as {example!r}, got {text!r}"])
-    try:
-        node = compile_expr(text)
-    except (UnsupportedExpression, re.error) as exc:
-        raise ForecastSpecError([f"{text!r}: {exc}"]) from None
-    if not isinstance(node, SelectorNode) or node.offset_ms:
-        raise ForecastSpecError([f"{text!r} is not a plain series selector (no functions, operators or offset)"])
-    return node.matchers
 
 
 def _expand(template: str, groups: Mapping[str, str]) -> str:

@@ -6,6 +6,7 @@ Prometheus 2.x does, or refused here, at load time, with a message naming it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 import promql_parser as pp
@@ -13,25 +14,7 @@ import promql_parser as pp
 from detector.errors import HeadroomError
 from detector.labels import METRIC_NAME
 from detector.promql.aggregations import AGGREGATIONS, LABEL_NAME, AggregateNode
-from detector.promql.functions import (
-    DATE_FUNCTIONS,
-    RANGE_SPECS,
-    VECTOR_FUNCTIONS,
-    AbsentNode,
-    DateNode,
-    HistogramQuantileNode,
-    PiNode,
-    RangeFunctionNode,
-    RelabelNode,
-    ScalarNode,
-    TimeNode,
-    TimestampNode,
-    VectorFunctionNode,
-    VectorNode,
-    absent_labels,
-    label_joiner,
-    label_replacer,
-)
+from detector.promql.functions import FUNCTIONS
 from detector.promql.plan import (
     ARITHMETIC,
     COMPARISON,
@@ -130,55 +113,38 @@ def _string(name: str, arg: object) -> str:
 
 
 def _call(node: pp.Call) -> Node:
-    """A function call; any function not compiled here is refused, by name."""
+    """A function call, compiled by its entry in FUNCTIONS; any other function is refused, by name."""
     name = node.func.name
-    args = list(node.args)
-    spec = RANGE_SPECS.get(name)
-    if spec is not None:
-        selector, range_ms = _range_selector(name, args[spec.matrix_arg])
-        params = [_compile(a) for i, a in enumerate(args) if i != spec.matrix_arg]
-        return RangeFunctionNode(name, selector, range_ms, params[0] if params else None)
-    if name == "absent_over_time":
-        selector, range_ms = _range_selector(name, args[0])
-        return AbsentNode(None, absent_labels(selector.matchers), selector, range_ms)
-    if name == "absent":
-        expr = _compile(args[0])
-        # Labels come from the matchers of a selector argument only, not of one deeper inside.
-        labels = absent_labels(expr.matchers) if isinstance(_unparen(args[0]), pp.VectorSelector) else ()
-        return AbsentNode(expr, labels)  # type: ignore[union-attr]
-    if name in VECTOR_FUNCTIONS:
-        return VectorFunctionNode(name, _compile(args[0]), tuple(_compile(a) for a in args[1:]))
-    if name in DATE_FUNCTIONS:
-        return DateNode(name, _compile(args[0]) if args else None)
-    if name == "timestamp":  # of a selector: the selected samples' own timestamps
-        return TimestampNode(_compile(args[0]), of_selector=isinstance(_unparen(args[0]), pp.VectorSelector))
-    if name in ("sort", "sort_desc"):
-        return _compile(args[0])  # order means nothing to a rule
-    if name == "scalar":
-        return ScalarNode(_compile(args[0]))
-    if name == "vector":
-        return VectorNode(_compile(args[0]))
-    if name == "time":
-        return TimeNode()
-    if name == "pi":
-        return PiNode()
-    if name == "label_replace":
-        dst, replacement, src, regex = (_string(name, a) for a in args[1:5])
-        try:
-            relabel = label_replacer(dst, replacement, src, regex)
-        except ValueError as exc:
-            raise UnsupportedExpression(str(exc)) from None
-        return RelabelNode(_compile(args[0]), relabel)
-    if name == "label_join":
-        dst, separator, *sources = (_string(name, a) for a in args[1:])
-        try:
-            relabel = label_joiner(dst, separator, sources)
-        except ValueError as exc:
-            raise UnsupportedExpression(str(exc)) from None
-        return RelabelNode(_compile(args[0]), relabel)
-    if name == "histogram_quantile":
-        return HistogramQuantileNode(_compile(args[0]), _compile(args[1]))
-    raise UnsupportedExpression(f"function {name}() is not supported yet")
+    build = FUNCTIONS.get(name)
+    if build is None:
+        raise UnsupportedExpression(f"function {name}() is not supported yet")
+    try:
+        return build(_CallArgs(name, list(node.args)))
+    except ValueError as exc:  # arguments Prometheus refuses too (a bad regex, label name...)
+        raise UnsupportedExpression(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class _CallArgs:
+    """A call's arguments, compiled on demand (see :class:`detector.promql.functions.CallArgs`)."""
+
+    name: str
+    args: list[object]
+
+    def __len__(self) -> int:
+        return len(self.args)
+
+    def expr(self, i: int) -> Node:
+        return _compile(self.args[i])
+
+    def range_selector(self, i: int) -> tuple[SelectorNode, int]:
+        return _range_selector(self.name, self.args[i])
+
+    def string(self, i: int) -> str:
+        return _string(self.name, self.args[i])
+
+    def is_selector(self, i: int) -> bool:
+        return isinstance(_unparen(self.args[i]), pp.VectorSelector)
 
 
 def _selector(node: pp.VectorSelector) -> SelectorNode:

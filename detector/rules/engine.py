@@ -2,12 +2,14 @@
 
 Each group is evaluated at every multiple of its interval (epoch-aligned, as
 ``promtool test rules`` evaluates from time 0), once the partition's
-*watermark* has passed that time. The watermark is the newest sample
-timestamp seen minus ``lateness_ms``: samples may arrive that much out of
-order across series (Prometheus's remote-write shards send concurrently) and
-still be counted in the evaluation they belong to. A sample older than an
-evaluation already made is stored but that evaluation is not redone; it is
-counted as late.
+*watermark* has passed that time. By default the watermark is the newest
+sample timestamp seen minus ``lateness_ms``. With ``max_lateness_ms``
+(a :mod:`detector.completeness` tracker, what the worker uses) it is the instant
+up to which every live series of the partition has sent its samples, so
+samples that Prometheus's concurrent remote-write shards deliver a little
+apart still count in the evaluation they belong to. A sample older than an
+evaluation already made is stored, read by every later evaluation, but that
+evaluation is not redone; it is counted as late.
 
 Same input, same output: nothing here reads the wall clock.
 
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from detector.completeness import CompletenessTracker
 from detector.output.alerts import AlertNotification, AlertTransition
 from detector.wire.batch import SampleBatch
 from detector.promql import EvalContext
@@ -36,9 +39,10 @@ from detector.promql.plan import DEFAULT_LOOKBACK_MS, EvaluationError
 from detector.rules.alerting import Alert, AlertingRule, fingerprint
 from detector.rules.group import RuleGroup
 from detector.rules.recording import write_series
-from detector.store import EMPTY, SeriesStore
+from detector.store import EMPTY, SeriesStore, is_stale
 
 DEFAULT_RESEND_DELAY_MS = 60_000
+DEFAULT_SILENCE_MS = 30_000
 _NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
@@ -75,15 +79,26 @@ class RuleEngine:
         lateness_ms: int = 0,
         resend_delay_ms: int = DEFAULT_RESEND_DELAY_MS,
         start_ms: int | None = None,
+        max_lateness_ms: int | None = None,
+        silence_ms: int = DEFAULT_SILENCE_MS,
     ) -> None:
         self.groups = groups
+        # With max_lateness_ms, the watermark waits for every live series (detector.completeness).
+        self.completeness = (
+            None if max_lateness_ms is None
+            else CompletenessTracker(max_lateness_ms=max_lateness_ms, silence_ms=silence_ms)
+        )
+        completeness = self.completeness
         self.lookback_ms = lookback_ms
         self.lateness_ms = lateness_ms
         self.resend_delay_ms = resend_delay_ms
         reach = max((g.reach_ms() for g in groups), default=0)
         self.reach_ms = reach  # how far before an evaluation any rule reads, beyond the lookback
         longest = max((g.interval_ms for g in groups), default=0)
-        self.store = SeriesStore(retention_ms=lookback_ms + reach + lateness_ms + longest)
+        # A late sample can still change evaluations up to the watermark's lag behind the
+        # newest sample: the store keeps that much more while the watermark lags (see ingest).
+        self._retention_ms = lookback_ms + reach + lateness_ms + longest
+        self.store = SeriesStore(retention_ms=self._retention_ms)
         self.watermark = EMPTY
         self.newest = EMPTY  # newest sample timestamp ingested
         self.stats = EngineStats()
@@ -97,11 +112,19 @@ class RuleEngine:
         self._alerts: dict[int, dict[int, Alert]] = {}
         self._written: dict[int, np.ndarray] = {}  # rows each rule wrote at its last evaluation
 
-    def ingest(self, batch: SampleBatch) -> EngineOutput:
-        """Store a batch, then run every evaluation its samples made due."""
+    def ingest(self, batch: SampleBatch, arrival_ms: int | None = None) -> EngineOutput:
+        """Store a batch, then run every evaluation its samples made due.
+
+        ``arrival_ms`` is the caller's clock when the batch arrived; with a
+        completeness tracker, series nothing arrived for in a while stop
+        holding the watermark back (None: in replay, never).
+        """
         if len(batch) == 0:
             return EngineOutput()
         late = int(np.count_nonzero(batch.timestamps <= self._evaluated_until))
+        if self.completeness is not None and self.watermark != EMPTY:
+            lag = max(self.newest, int(batch.timestamps.max())) - self.watermark
+            self.store.retention_ms = self._retention_ms + min(max(lag, 0), self.completeness.max_lateness_ms)
         appended = self.store.append(batch)
         self.stats.samples += appended.accepted
         self.stats.duplicates += appended.duplicates
@@ -112,9 +135,20 @@ class RuleEngine:
             if self._next_tick[i] is None:
                 self._next_tick[i] = -(-first // group.interval_ms) * group.interval_ms
         self.newest = max(self.newest, int(batch.timestamps.max()))
-        out = self.advance_to(self.newest - self.lateness_ms)
+        if self.completeness is not None:
+            rows = appended.rows[batch.series_index]
+            self.completeness.observe(rows, batch.timestamps, stale=is_stale(batch.values), arrival_ms=arrival_ms)
+        out = self.advance_to(self.complete_until(arrival_ms))
         out.duplicates, out.out_of_order, out.late = appended.duplicates, appended.out_of_order, late
         return out
+
+    def complete_until(self, now_ms: int | None = None) -> int:
+        """The instant this partition's samples are complete up to, minus the fixed lateness."""
+        if self.newest == EMPTY:
+            return EMPTY
+        if self.completeness is None:
+            return self.newest - self.lateness_ms
+        return self.completeness.watermark(self.newest, now_ms) - self.lateness_ms
 
     def advance_to(self, watermark_ms: int) -> EngineOutput:
         """Move the watermark forward (never back) and evaluate what became due.
@@ -160,7 +194,11 @@ class RuleEngine:
         expired = rows[newest < horizon - self.lookback_ms - self.reach_ms]
         if len(expired) and self._written:
             expired = np.setdiff1d(expired, np.concatenate(list(self._written.values())))
-        return self.store.retire(expired) if len(expired) else []
+        if not len(expired):
+            return []
+        if self.completeness is not None:
+            self.completeness.forget(expired)
+        return self.store.retire(expired)
 
     def active_alerts(self) -> list[Alert]:
         return [a for alerts in self._alerts.values() for a in alerts.values()]
@@ -192,7 +230,7 @@ class RuleEngine:
     # Snapshots (detector.snapshot) carry every other attribute (store, watermark,
     # stats). Rules come from the current rule files, so the state kept per rule
     # position is saved by group and rule name instead (see snapshot_state).
-    SNAPSHOT_SKIP = frozenset({"groups", "lookback_ms", "lateness_ms", "resend_delay_ms", "_alerts", "_written", "_next_tick"})
+    SNAPSHOT_SKIP = frozenset({"groups", "lookback_ms", "lateness_ms", "resend_delay_ms", "_retention_ms", "_alerts", "_written", "_next_tick"})
 
     def snapshot_state(self) -> dict:
         """This engine's state for :mod:`detector.snapshot`, rule state keyed by names, not positions."""

@@ -678,4 +678,4 @@ def test_fold_paths_agree() -> None:
 
 
 # The checked-in promtool rule tests (tests/promtool/) run through promtool and
-# `headroom test-rules` in tests/unit/test_rule_unittest.py.
+# `headroom test-rules` in tests/unit/test_rule_tests.py.

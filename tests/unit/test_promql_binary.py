@@ -523,4 +523,4 @@ def test_modifiers_compile(expr: str, matching: tuple) -> None:
 
 
 # The checked-in promtool rule tests (tests/promtool/) run through promtool and
-# `headroom test-rules` in tests/unit/test_rule_unittest.py.
+# `headroom test-rules` in tests/unit/test_rule_tests.py.

@@ -297,7 +297,7 @@ def test_fast_case_answers_are_promtools(promtool: str) -> None:
 
 
 # The checked-in promtool rule tests (tests/promtool/) run through promtool and
-# `headroom test-rules` in tests/unit/test_rule_unittest.py.
+# `headroom test-rules` in tests/unit/test_rule_tests.py.
 
 
 # --- Compilation. ----------------------------------------------------------------------------

@@ -35,7 +35,8 @@ from hypothesis import strategies as st
 
 from detector.labels import Labels
 from detector.promql import UnsupportedExpression, compile_expr
-from detector.promql.functions import go_expand, go_max, go_min, go_regexp
+from detector.promql.go_compat import go_max, go_min
+from detector.promql.go_regexp import go_expand, go_regexp
 from tests.promtool_oracle import (
     Result,
     Series,
@@ -701,4 +702,4 @@ def test_reach_is_range_plus_offset(expr: str, reach_ms: int) -> None:
 
 
 # The checked-in promtool rule tests (tests/promtool/) run through promtool and
-# `headroom test-rules` in tests/unit/test_rule_unittest.py.
+# `headroom test-rules` in tests/unit/test_rule_tests.py.

@@ -35,7 +35,7 @@ import yaml
 from click.testing import CliRunner
 
 from detector.promql import UnsupportedExpression, compile_expr
-from detector.rules.unittest import (
+from detector.rule_tests import (
     UnitTestFormatError,
     format_duration,
     format_float_e,
@@ -47,7 +47,7 @@ from detector.rules.unittest import (
     parse_test_file,
     run_test_file,
 )
-from detector.rules.unittest import _go_yaml_float as go_yaml_float
+from detector.rule_tests.go_yaml import go_yaml_float
 from pipelines.test_rules_cli import test_rules as cli_test_rules
 from tests.promtool_oracle import promtool_results, same_result
 
