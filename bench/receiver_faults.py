@@ -15,6 +15,12 @@ loop, so a probe waits behind every big request queued before it; with
 issue 9's receiver big bodies are decoded on a thread of their own and what
 is over the in-flight bounds is answered 503 at once.
 
+Second table: the broker is killed (SIGKILL) under load and started again;
+senders post small requests throughout, sending a 503 again as Prometheus
+would, and every sample acknowledged with 204 is looked for in the topic
+afterwards. Rows: samples acknowledged, acknowledged samples missing (must be
+0), 503 answers during the outage, seconds from the restart to the first 204.
+
 Run: ``python -m bench.run receiver-faults [--quick] [--runs N]``.
 """
 
@@ -136,7 +142,128 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def run(ctx: BenchContext) -> list[Table]:
-    return asyncio.run(_measure(ctx))
+    return [*asyncio.run(_measure(ctx)), asyncio.run(_broker_kill(ctx))]
+
+
+KILL_SENDERS = 8
+KILL_SERIES_PER_REQUEST = 50
+
+
+async def _broker_kill(ctx: BenchContext) -> Table:
+    """Acknowledged samples vs samples present after a SIGKILL of the broker under load."""
+    import signal
+
+    import aiohttp
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from detector.wire.batch import SampleBatch
+    from detector.wire.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
+    from pipelines.stack.kafka import KafkaBroker, create_topics
+    from pipelines.stack.process import free_port, log_tail, start_process, stop_pid
+
+    before, down, after = (3.0, 5.0, 8.0) if ctx.quick else (5.0, 10.0, 15.0)
+    table = Table(
+        f"broker killed under load: {KILL_SENDERS} senders of {KILL_SERIES_PER_REQUEST}-series requests, "
+        f"SIGKILL after {before:.0f} s, down {down:.0f} s, then {after:.0f} s more",
+        caption="this tree's receiver (produce timeout 3 s) and its own broker; a 503 is sent again after Retry-After; "
+                "'missing' = acknowledged (204) samples not in the topic afterwards.")
+    for run in range(ctx.runs):
+        broker = KafkaBroker(ctx.tmp / f"kill-broker-{run}")
+        broker.start()
+        topic = "kill-samples"
+        await create_topics(broker.bootstrap, {topic: PARTITIONS, f"{topic}-metadata": 1})
+        port = free_port()
+        env = dict(os.environ, HEADROOM_KAFKA_BOOTSTRAP=broker.bootstrap, HEADROOM_SAMPLES_TOPIC=topic,
+                   HEADROOM_METADATA_TOPIC=f"{topic}-metadata", HEADROOM_PARTITIONS=str(PARTITIONS),
+                   HEADROOM_RECEIVER_PORT=str(port), HEADROOM_PRODUCE_TIMEOUT="3s")
+        log = ctx.tmp / f"kill-receiver-{run}.log"
+        proc = start_process([sys.executable, "-m", "pipelines.cli", "receiver"], log, cwd=REPO, env=env)
+        url = f"http://127.0.0.1:{port}/api/v1/write"
+        acked: set[tuple[str, int]] = set()
+        statuses: dict[str, int] = {}
+        first_204_after_restart: list[float] = []
+        restarted_at = [float("inf")]
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+                deadline = time.monotonic() + 60
+                while True:  # receiver up and connected
+                    try:
+                        async with session.get(url.replace("/api/v1/write", "/-/ready")) as ready:
+                            if ready.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"receiver not ready; log ends:\n{log_tail(log)}")
+                    await asyncio.sleep(0.2)
+                stop_at = [float("inf")]
+
+                async def send(sender: int) -> None:
+                    k = 0
+                    while time.monotonic() < stop_at[0]:
+                        k += 1
+                        stamp = time.time_ns() // 1_000_000
+                        names = [f"s{sender}_{i}" for i in range(KILL_SERIES_PER_REQUEST)]
+                        body = encode_write_request(
+                            ((("__name__", "kill_probe"), ("job", "bench"), ("series", name)), [(stamp, float(k))]) for name in names)
+                        while time.monotonic() < stop_at[0]:
+                            try:
+                                async with session.post(url, data=body, headers=REMOTE_WRITE_HEADERS) as answer:
+                                    await answer.read()
+                                    key = str(answer.status)
+                            except (aiohttp.ClientError, TimeoutError) as exc:
+                                key = type(exc).__name__
+                            statuses[key] = statuses.get(key, 0) + 1
+                            if key == "204":
+                                acked.update((name, stamp) for name in names)
+                                if time.monotonic() > restarted_at[0] and not first_204_after_restart:
+                                    first_204_after_restart.append(time.monotonic() - restarted_at[0])
+                                break
+                            await asyncio.sleep(1.0)
+                        await asyncio.sleep(0.02)
+
+                senders = [asyncio.create_task(send(i)) for i in range(KILL_SENDERS)]
+                await asyncio.sleep(before)
+                os.kill(broker.pid(), signal.SIGKILL)
+                await asyncio.sleep(down)
+                await asyncio.to_thread(broker.stop)  # clears the pid file of the killed broker
+                await asyncio.to_thread(broker.start)
+                restarted_at[0] = time.monotonic()
+                await asyncio.sleep(after)
+                stop_at[0] = time.monotonic()
+                await asyncio.gather(*senders)
+            present: set[tuple[str, int]] = set()
+            consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
+                                        enable_auto_commit=False)
+            await consumer.start()
+            try:
+                parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+                consumer.assign(parts)
+                end = await consumer.end_offsets(parts)
+                async with asyncio.timeout(120):
+                    while [p for p in parts if await consumer.position(p) < end[p]]:
+                        for records in (await consumer.getmany(timeout_ms=500)).values():
+                            for record in records:
+                                batch = SampleBatch.decode(record.value)
+                                for i, t in zip(batch.series_index.tolist(), batch.timestamps.tolist()):
+                                    present.add((dict(batch.series_labels(i))["series"], t))
+            finally:
+                await consumer.stop()
+        finally:
+            stop_pid(proc.pid, grace=10.0)
+            await asyncio.to_thread(broker.stop)
+        missing = len(acked - present)
+        ctx.log(f"broker kill run {run + 1}: {len(acked)} acknowledged, {missing} missing, answers {statuses}, "
+                f"first 204 {first_204_after_restart[0] if first_204_after_restart else float('nan'):.1f} s after restart")
+        table.row("samples acknowledged (204)", "samples", ratio=False).add(len(acked))
+        table.row("acknowledged samples missing from the topic", "samples", ratio=False, target=0,
+                  lower_is_better=True).add(missing)
+        table.row("503 answers while the broker was down or reconnecting", "answers", ratio=False).add(statuses.get("503", 0))
+        table.row("other answers or client errors (not 204/503)", "answers", ratio=False).add(
+            sum(n for k, n in statuses.items() if k not in ("204", "503")))
+        table.row("restart to first 204", "s", ratio=False, lower_is_better=True).add(
+            first_204_after_restart[0] if first_204_after_restart else float("nan"))
+    return table
 
 
 async def _measure(ctx: BenchContext) -> list[Table]:
