@@ -47,7 +47,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from detector.wire.batch import SampleBatch
-from detector.errors import InvalidRequest
+from detector.errors import HeadroomError, InvalidRequest
 from detector.wire.metadata import encode_type
 from detector.wire.remote_write import DecodedWrite, RemoteWriteDecoder
 from detector.rules.placement import Placement
@@ -459,9 +459,16 @@ def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     if settings.receiver_tls_cert_file is None or settings.receiver_tls_key_file is None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(settings.receiver_tls_cert_file, settings.receiver_tls_key_file)
+    try:
+        context.load_cert_chain(settings.receiver_tls_cert_file, settings.receiver_tls_key_file)
+    except (ssl.SSLError, OSError) as exc:
+        raise HeadroomError(f"cannot load the receiver's TLS certificate {settings.receiver_tls_cert_file} with key "
+                            f"{settings.receiver_tls_key_file}: {exc}") from None
     if settings.receiver_tls_client_ca_file is not None:
-        context.load_verify_locations(settings.receiver_tls_client_ca_file)
+        try:
+            context.load_verify_locations(settings.receiver_tls_client_ca_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise HeadroomError(f"cannot load the client CA {settings.receiver_tls_client_ca_file}: {exc}") from None
         context.verify_mode = ssl.CERT_REQUIRED
     return context
 
@@ -478,12 +485,12 @@ async def run_receiver(
     settings: Settings, *, bearer_token: str | None = None, placement: Placement | None = None, stop: asyncio.Event | None = None
 ) -> None:
     """Serve until ``stop`` is set (or forever)."""
+    tls = server_ssl_context(settings)  # a bad certificate stops the start, before anything connects
     gate = KafkaGate(settings.kafka_bootstrap, timeout_s=settings.produce_timeout_s)
     gate.start()
     app = create_receiver_app(settings, gate, credentials=credentials_from(settings, bearer_token), placement=placement)
     runner = web.AppRunner(app, **SERVER_OPTIONS)
     await runner.setup()
-    tls = server_ssl_context(settings)
     site = web.TCPSite(runner, settings.receiver_host, settings.receiver_port, ssl_context=tls)
     await site.start()
     log.info("receiver listening on %s://%s:%d/api/v1/write", "https" if tls else "http", settings.receiver_host,

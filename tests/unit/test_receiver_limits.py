@@ -120,3 +120,15 @@ async def test_the_receiver_window_is_the_catch_up_window_plus_the_rules_reach(t
     statuses = await _statuses(tmp_path, [oldest, oldest - 1, NOW + 5 * 60_000, NOW + 5 * 60_000 + 1, 0])
     assert statuses == [503, 400, 503, 400, 400]
 
+
+
+def test_a_certificate_that_does_not_load_is_a_clear_error_at_start(tmp_path):
+    from detector.errors import HeadroomError
+    from pipelines.receiver import server_ssl_context
+
+    bad = tmp_path / "server.pem"
+    bad.write_text("not a certificate")
+    settings = Settings(receiver_tls_cert_file=bad, receiver_tls_key_file=bad)
+    with pytest.raises(HeadroomError, match=f"cannot load the receiver's TLS certificate {bad}"):
+        server_ssl_context(settings)
+    assert server_ssl_context(Settings()) is None
