@@ -361,9 +361,17 @@ def create_receiver_app(
 
     async def write(request: web.Request) -> web.Response:
         started = time.perf_counter()
+        # A client's mistake is told as such even when the receiver is busy:
+        # these checks cost nothing and come before the body is read.
         size = request.content_length if request.content_length is not None else settings.max_body_bytes
-        if size > settings.max_body_bytes:  # refused before it counts against what is in flight
-            return refuse(request, InvalidRequest(413, f"body of {size} bytes is over the limit of {settings.max_body_bytes}"))
+        try:
+            if credentials.required:
+                credentials.check(request.headers.get("Authorization", ""))
+            decoder.check_headers(request.headers)
+            if size > settings.max_body_bytes:
+                raise InvalidRequest(413, f"body of {size} bytes is over the limit of {settings.max_body_bytes}")
+        except InvalidRequest as exc:
+            return refuse(request, exc)
         bound = in_flight.admit(size)
         big = size > settings.inline_decode_max_bytes
         if bound is None and big and big_lane_load[0] >= settings.big_decodes_queued:
@@ -387,9 +395,6 @@ def create_receiver_app(
 
     async def serve_write(request: web.Request) -> web.Response:
         try:
-            if credentials.required:
-                credentials.check(request.headers.get("Authorization", ""))
-            decoder.check_headers(request.headers)
             body = await request.read()
             if len(body) > settings.inline_decode_max_bytes:
                 decoded, records = await asyncio.get_running_loop().run_in_executor(big_lane, _prepare, decoder, body, settings)
