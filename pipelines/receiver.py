@@ -18,8 +18,8 @@ Answers (Prometheus retries 5xx forever and drops 4xx):
 * 413: body, its snappy header or its series count over the limit;
   415: wrong encoding or type;
 * 503 + Retry-After: Kafka did not acknowledge in time, or more requests or
-  bytes are in flight than the receiver's bounds (answered at once, before
-  the body is read); nothing is lost, since Prometheus sends it again and the
+  bytes are in flight than the receiver's bounds, or its event loop runs
+  late (answered at once, before the body is read); nothing is lost, since Prometheus sends it again and the
   engine drops the duplicates. 503 and not 429: Prometheus 2.42 retries every
   5xx but drops a 429 unless ``retry_on_http_429`` is set.
 
@@ -37,6 +37,7 @@ import hmac
 import logging
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -265,6 +266,42 @@ class RateLimitedLog:
         self._next, self._held = now + self.interval_s, 0
 
 
+class LoopLag:
+    """How late the event loop runs what is due: what a request arriving now waits before any of its code runs.
+
+    A task sleeps ``interval_s`` again and again and keeps how much later than
+    that it woke up; :attr:`worst_recent_s` is the worst of the last
+    ``memory_s``, so one quick wake-up between two stalls does not hide them.
+
+    >>> async def demo():
+    ...     lag = LoopLag(interval_s=0.01, memory_s=1.0)
+    ...     task = asyncio.create_task(lag.watch())
+    ...     await asyncio.sleep(0.05)
+    ...     calm = lag.worst_recent_s
+    ...     time.sleep(0.3)  # the loop blocked, as by a long decode
+    ...     await asyncio.sleep(0.05)
+    ...     task.cancel()
+    ...     return calm < 0.2 <= lag.worst_recent_s
+    >>> asyncio.run(demo())
+    True
+    """
+
+    def __init__(self, interval_s: float = 0.05, memory_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self._recent: deque[float] = deque(maxlen=max(1, round(memory_s / interval_s)))
+
+    @property
+    def worst_recent_s(self) -> float:
+        return max(self._recent, default=0.0)
+
+    async def watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.interval_s
+            await asyncio.sleep(self.interval_s)
+            self._recent.append(max(0.0, loop.time() - due))
+
+
 @dataclass(frozen=True)
 class Credentials:
     """What a request must present when auth is on: a bearer token, or basic auth, either accepted.
@@ -348,6 +385,8 @@ def create_receiver_app(
     # One thread for big bodies: they wait for each other, not small requests for them.
     big_lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="receiver-decode")
     big_lane_load = [0]  # big requests being served: read, waiting for the thread, decoding or producing
+    loop_lag = LoopLag()
+    max_lag_s = settings.max_event_loop_lag_s
     client_mistake = RateLimitedLog(log.warning)
     dropped_note = RateLimitedLog(log.warning)
     sent_types: dict[str, str] = {}  # metric family -> type this receiver has produced
@@ -373,13 +412,18 @@ def create_receiver_app(
         except InvalidRequest as exc:
             return refuse(request, exc)
         bound = in_flight.admit(size)
+        if bound is None and max_lag_s and loop_lag.worst_recent_s > max_lag_s:
+            in_flight.release(size)
+            bound = "event loop lag"
         big = size > settings.inline_decode_max_bytes
         if bound is None and big and big_lane_load[0] >= settings.big_decodes_queued:
             in_flight.release(size)
             bound = "big decodes"
         if bound is not None:
             metrics.shed.labels(bound).inc()
-            return answer(503, f"receiver busy: too many {bound} in flight; retry", **{"Retry-After": RETRY_AFTER_SECONDS})
+            busy = (f"event loop {loop_lag.worst_recent_s:.1f}s behind" if bound == "event loop lag"
+                    else f"too many {bound} in flight")
+            return answer(503, f"receiver busy: {busy}; retry", **{"Retry-After": RETRY_AFTER_SECONDS})
         metrics.in_flight_requests.set(in_flight.requests)
         metrics.in_flight_bytes.set(in_flight.bytes)
         big_lane_load[0] += big
@@ -442,7 +486,10 @@ def create_receiver_app(
     async def metrics_page(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def stop_big_lane(_: web.Application) -> None:
+    async def watch_loop(_: web.Application):
+        watcher = asyncio.get_running_loop().create_task(loop_lag.watch())
+        yield
+        watcher.cancel()
         big_lane.shutdown(wait=False, cancel_futures=True)
 
     app = web.Application(client_max_size=settings.max_body_bytes)
@@ -450,7 +497,7 @@ def create_receiver_app(
     app.router.add_get("/-/ready", ready)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/metrics", metrics_page)
-    app.on_cleanup.append(stop_big_lane)
+    app.cleanup_ctx.append(watch_loop)
     return app
 
 

@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     # waiting behind several big decodes would outlast a sender's timeout.
     inline_decode_max_bytes: int = Field(256 * 1024, ge=0)
     big_decodes_queued: int = Field(2, ge=1)
+    # When the event loop runs this late (many requests of new series decoding
+    # inline), new requests are shed at once too: the bounds above count
+    # requests and bytes, this one the CPU behind them. "0s" turns it off.
+    max_event_loop_lag: str = "1s"
     # HTTPS for the receiver: certificate and key (PEM); with a client CA,
     # senders must present a certificate it signed (mutual TLS).
     receiver_tls_cert_file: Path | None = None
@@ -108,7 +112,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var/worker")
 
     @field_validator("evaluation_interval", "lookback_delta", "lateness", "resend_delay", "idle_advance", "produce_timeout",
-                     "snapshot_interval", "catch_up_window", "max_sample_ahead")
+                     "snapshot_interval", "catch_up_window", "max_sample_ahead", "max_event_loop_lag")
     @classmethod
     def _is_duration(cls, value: str) -> str:
         parse_duration(value)
@@ -168,6 +172,10 @@ class Settings(BaseSettings):
     @property
     def snapshot_interval_s(self) -> float:
         return parse_duration(self.snapshot_interval) / 1000
+
+    @property
+    def max_event_loop_lag_s(self) -> float:
+        return parse_duration(self.max_event_loop_lag) / 1000
 
     @property
     def produce_timeout_s(self) -> float:

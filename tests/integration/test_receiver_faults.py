@@ -112,6 +112,35 @@ async def test_overload_is_shed_at_once_with_503_and_retry_after_and_nothing_ack
     assert sum(len(b) for b in batches) == 30_000 * len(accepted)
 
 
+async def test_a_sustained_flood_of_new_series_is_shed_when_the_event_loop_falls_behind(kafka, topic):
+    # Each body is small (decoded inline) but all its series are new: the
+    # cost is CPU, which the request and byte bounds do not see.
+    now = now_ms()
+    bodies = [encode_write_request(fleet(3000, now, name=f"fresh_{k}")) for k in range(60)]
+    assert max(map(len, bodies)) < Settings().inline_decode_max_bytes
+    settings = Settings(kafka_bootstrap=kafka.bootstrap, samples_topic=topic, partitions=4, max_event_loop_lag="300ms")
+    client, gate = await start(settings)
+    answers: dict[int, tuple[int, str, float]] = {}
+
+    async def sender() -> None:
+        while bodies:
+            k = len(bodies) - 1
+            answers[k] = await post(client, bodies.pop())
+
+    try:
+        await asyncio.gather(*(sender() for _ in range(16)))
+    finally:
+        await client.close()
+        await gate.close()
+    shed = [a for a in answers.values() if a[0] == 503]
+    accepted = [k for k, a in answers.items() if a[0] == 204]
+    assert shed and len(shed) + len(accepted) == 60, sorted({a[0] for a in answers.values()})
+    assert all("receiver busy: event loop" in text for _, text, _ in shed), shed[:3]
+    batches = await consume_batches(kafka.bootstrap, topic, 3000 * len(accepted))
+    assert {batch.series_labels(0)[0][1] for batch in batches} == {f"fresh_{k}" for k in accepted}
+    assert sum(len(b) for b in batches) == 3000 * len(accepted)
+
+
 async def test_a_big_decode_does_not_hold_small_requests_or_metrics_behind_it(kafka, topic):
     now = now_ms()
     big = encode_write_request(fleet(200_000, now))
