@@ -15,7 +15,12 @@ loop, so a probe waits behind every big request queued before it; with
 issue 9's receiver big bodies are decoded on a thread of their own and what
 is over the in-flight bounds is answered 503 at once.
 
-Second table: the broker is killed (SIGKILL) under load and started again;
+Second table: the issue's flood of new series, 64 connections posting
+requests of 2000 series never seen before (the expensive first-sight
+decode), main vs this tree: latency of every answer, requests acknowledged,
+receiver RSS when the flood stops.
+
+Third table: the broker is killed (SIGKILL) under load and started again;
 senders post small requests throughout, sending a 503 again as Prometheus
 would, and every sample acknowledged with 204 is looked for in the topic
 afterwards. Rows: samples acknowledged, acknowledged samples missing (must be
@@ -142,7 +147,120 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def run(ctx: BenchContext) -> list[Table]:
-    return [*asyncio.run(_measure(ctx)), asyncio.run(_broker_kill(ctx))]
+    return [*asyncio.run(_measure(ctx)), asyncio.run(_new_series_flood(ctx)), asyncio.run(_broker_kill(ctx))]
+
+
+NEW_SERIES_CONNECTIONS = 64
+NEW_SERIES_PER_REQUEST = 2000
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _new_series_flood(ctx: BenchContext) -> Table:
+    """The issue's flood: many connections, each request 2000 series never seen before."""
+    import aiohttp
+
+    from detector.wire.remote_write import REMOTE_WRITE_HEADERS
+    from pipelines.stack.kafka import create_topics
+    from pipelines.stack.process import free_port, log_tail, start_process, stop_pid
+
+    baseline, baseline_name = _baseline_tree(ctx)
+    flood_s = 15.0 if ctx.quick else 30.0
+    pool = 300 if ctx.quick else 600
+    table = Table(
+        f"{NEW_SERIES_CONNECTIONS} connections sending requests of {NEW_SERIES_PER_REQUEST} new series each for "
+        f"{flood_s:.0f} s (a 503 sent again after Retry-After)",
+        caption=f"baseline: the receiver of {baseline_name}. Latency from POST to answer, every answer; "
+                "RSS of the receiver when the flood stops.")
+    for run in range(ctx.runs):
+        now = time.time_ns() // 1_000_000
+        bodies = await asyncio.to_thread(lambda: _bodies_of(pool, NEW_SERIES_PER_REQUEST, now, f"new_r{run}"))
+        for name, tree in (("main", baseline), ("this tree", REPO)):
+            topic = f"bench-ns-{run}-{'b' if name == 'main' else 't'}-{now}"
+            await create_topics(ctx.broker().bootstrap, {topic: PARTITIONS, f"{topic}-metadata": 1},
+                                config={"retention.ms": 120_000})
+            port = free_port()
+            env = dict(os.environ, PYTHONPATH=str(tree), HEADROOM_KAFKA_BOOTSTRAP=ctx.broker().bootstrap,
+                       HEADROOM_SAMPLES_TOPIC=topic, HEADROOM_METADATA_TOPIC=f"{topic}-metadata",
+                       HEADROOM_PARTITIONS=str(PARTITIONS), HEADROOM_RECEIVER_PORT=str(port))
+            log = ctx.tmp / f"{topic}.log"
+            proc = start_process([sys.executable, "-m", "pipelines.cli", "receiver"], log, cwd=tree, env=env)
+            url = f"http://127.0.0.1:{port}"
+            latencies: list[float] = []
+            accepted_latencies: list[float] = []
+            statuses: dict[str, int] = {}
+            queue = list(bodies)
+            try:
+                connector = aiohttp.TCPConnector(limit=NEW_SERIES_CONNECTIONS)
+                async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+                    deadline = time.monotonic() + 60
+                    while True:
+                        try:
+                            async with session.get(f"{url}/-/ready") as ready:
+                                if ready.status == 200:
+                                    break
+                        except aiohttp.ClientError:
+                            pass
+                        if time.monotonic() > deadline:
+                            raise RuntimeError(f"receiver not ready; log ends:\n{log_tail(log)}")
+                        await asyncio.sleep(0.2)
+                    ends = time.monotonic() + flood_s
+
+                    async def connection() -> None:
+                        body = None
+                        while time.monotonic() < ends:
+                            if body is None:
+                                if not queue:
+                                    return
+                                body = queue.pop()
+                            t = time.perf_counter()
+                            try:
+                                async with session.post(f"{url}/api/v1/write", data=body, headers=REMOTE_WRITE_HEADERS) as a:
+                                    await a.read()
+                                    key, retry_after = str(a.status), float(a.headers.get("Retry-After", "1"))
+                            except (aiohttp.ClientError, TimeoutError) as exc:
+                                key, retry_after = type(exc).__name__, 1.0
+                            latencies.append(time.perf_counter() - t)
+                            statuses[key] = statuses.get(key, 0) + 1
+                            if key == "204":
+                                accepted_latencies.append(latencies[-1])
+                                body = None
+                            else:
+                                await asyncio.sleep(retry_after)
+
+                    await asyncio.gather(*(connection() for _ in range(NEW_SERIES_CONNECTIONS)))
+                    rss = _rss_mib(proc.pid)
+            finally:
+                stop_pid(proc.pid, grace=10.0)
+            latencies.sort()
+            accepted_latencies.sort()
+            ctx.log(f"new-series flood run {run + 1} {name}: answers {statuses}, p50 {_pct(latencies, 0.5):.2f} s, "
+                    f"p99 {_pct(latencies, 0.99):.2f} s, 204 p99 {_pct(accepted_latencies, 0.99):.2f} s, RSS {rss:.0f} MiB")
+            base = name == "main"
+            table.row(f"{name}: p99 of every answer", "s", baseline=base, lower_is_better=True).add(_pct(latencies, 0.99))
+            table.row(f"{name}: p50 of every answer", "s", ratio=False, lower_is_better=True).add(_pct(latencies, 0.5))
+            table.row(f"{name}: p99 of 204 answers", "s", ratio=False, lower_is_better=True).add(_pct(accepted_latencies, 0.99))
+            table.row(f"{name}: requests acknowledged", "requests", ratio=False).add(statuses.get("204", 0))
+            table.row(f"{name}: answers 503", "answers", ratio=False).add(statuses.get("503", 0))
+            table.row(f"{name}: receiver RSS when the flood stops", "MiB", ratio=False, lower_is_better=True).add(rss)
+    return table
+
+
+def _bodies_of(count: int, series: int, stamp: int, prefix: str) -> list[bytes]:
+    from detector.wire.remote_write import encode_write_request
+
+    return [
+        encode_write_request(
+            ((("__name__", "fresh"), ("instance", f"{prefix}_{b}"), ("job", "flood"), ("n", str(i))), [(stamp, float(i))])
+            for i in range(series))
+        for b in range(count)
+    ]
 
 
 KILL_SENDERS = 8

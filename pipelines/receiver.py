@@ -194,6 +194,12 @@ class ReceiverMetrics:
         self.in_flight_bytes = Gauge("headroom_receiver_in_flight_bytes", "Body bytes of the requests being served",
                                      registry=registry)
         self.new_series = Counter("headroom_receiver_new_series", "Series decoded for the first time", registry=registry)
+        self.produce_latency = Histogram(
+            "headroom_receiver_produce_seconds", "Time from a request's produce to Kafka's acknowledgement of all of it",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=registry)
+        self.decode_latency = Histogram(
+            "headroom_receiver_decode_seconds", "Time from a request's body read to its records ready (waiting and decoding)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=registry)
         self.latency = Histogram(
             "headroom_receiver_request_seconds",
             "Time from request to answer",
@@ -440,14 +446,27 @@ def create_receiver_app(
     async def serve_write(request: web.Request) -> web.Response:
         try:
             body = await request.read()
+            read = time.perf_counter()
             if len(body) > settings.inline_decode_max_bytes:
                 decoded, records = await asyncio.get_running_loop().run_in_executor(big_lane, _prepare, decoder, body, settings)
             else:
+                # Yield once before decoding: the requests whose bodies came in
+                # together all note their time first, then decode one after
+                # the other, so each sees how long the decodes before it took.
+                # One that waited too long (a burst of requests full of new
+                # series) is shed rather than answered after its sender gave up.
+                await asyncio.sleep(0)
+                waited = time.perf_counter() - read
+                if max_lag_s and waited > max_lag_s:
+                    metrics.shed.labels("decode wait").inc()
+                    return answer(503, f"receiver busy: waited {waited:.1f}s behind other decodes; retry",
+                                  **{"Retry-After": RETRY_AFTER_SECONDS})
                 decoded, records = _prepare(decoder, body, settings)
         except InvalidRequest as exc:
             return refuse(request, exc)
         except web.HTTPRequestEntityTooLarge:
             return refuse(request, InvalidRequest(413, f"body over the limit of {settings.max_body_bytes} bytes"))
+        metrics.decode_latency.observe(time.perf_counter() - read)
         metrics.new_series.inc(decoded.new_series)
         for reason, count in decoded.out_of_window.items():
             metrics.dropped_samples.labels(reason).inc(count)
@@ -456,10 +475,12 @@ def create_receiver_app(
         news = {family: kind for family, kind in decoded.metadata.items() if sent_types.get(family) != kind}
         records += [(settings.metadata_topic, 0, family.encode(), encode_type(kind)) for family, kind in news.items()]
         if records:
+            producing = time.perf_counter()
             try:
                 await gate.send_records(records)
             except KafkaUnavailable as exc:
                 return answer(503, f"{exc}; retry", **{"Retry-After": RETRY_AFTER_SECONDS})
+            metrics.produce_latency.observe(time.perf_counter() - producing)
         sent_types.update(news)
         metrics.samples.inc(decoded.samples)
         if decoded.problems:

@@ -88,9 +88,10 @@ class Settings(BaseSettings):
     # waiting behind several big decodes would outlast a sender's timeout.
     inline_decode_max_bytes: int = Field(256 * 1024, ge=0)
     big_decodes_queued: int = Field(2, ge=1)
-    # When the event loop runs this late (many requests of new series decoding
-    # inline), new requests are shed at once too: the bounds above count
-    # requests and bytes, this one the CPU behind them. "0s" turns it off.
+    # When the event loop runs this late, or a request has waited this long
+    # for its turn to decode (a flood of requests full of new series), it is
+    # shed too: the bounds above count requests and bytes, this one the CPU
+    # behind them. "0s" turns it off.
     max_event_loop_lag: str = "1s"
     # HTTPS for the receiver: certificate and key (PEM); with a client CA,
     # senders must present a certificate it signed (mutual TLS).

@@ -9,6 +9,7 @@ and no stand-in for it, is needed to tell the two apart.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import pytest
@@ -132,3 +133,27 @@ def test_a_certificate_that_does_not_load_is_a_clear_error_at_start(tmp_path):
     with pytest.raises(HeadroomError, match=f"cannot load the receiver's TLS certificate {bad}"):
         server_ssl_context(settings)
     assert server_ssl_context(Settings()) is None
+
+
+async def test_inline_decodes_that_waited_too_long_for_their_turn_are_shed():
+    # 30 requests of 3000 new series at once: each decode takes a while, so the
+    # later ones wait for their turn longer than the bound and are answered
+    # 503 without being decoded. The gate is never started: a request that was
+    # decoded is then 503 "not connected", which tells the two apart.
+    bodies = [encode_write_request([((("__name__", "fresh"), ("instance", f"b{b}"), ("n", str(i))), [(NOW, 1.0)])
+                                    for i in range(3000)]) for b in range(30)]
+    gate = KafkaGate("127.0.0.1:1", timeout_s=1.0)
+    app = create_receiver_app(Settings(partitions=2, max_event_loop_lag="50ms"), gate, CollectorRegistry(),
+                              clock=lambda: NOW)
+    client = TestClient(TestServer(app, **SERVER_OPTIONS))
+    await client.start_server()
+    try:
+        answers = await asyncio.gather(*(client.post("/api/v1/write", data=body, headers=REMOTE_WRITE_HEADERS)
+                                         for body in bodies))
+        texts = [await answer.text() for answer in answers]
+    finally:
+        await client.close()
+    assert {answer.status for answer in answers} == {503}
+    decoded = [t for t in texts if t.startswith("not connected to Kafka")]
+    waited = [t for t in texts if "behind other decodes" in t]
+    assert decoded and waited and len(decoded) + len(waited) + sum("event loop" in t for t in texts) == 30, texts[:5]
