@@ -1,4 +1,4 @@
-"""Entry point: ``python -m bench.run [ingest|engine|pipeline|latency|scoring|state|completeness|receiver-faults|all] [--runs N] [--quick]``.
+"""Entry point: ``python -m bench.run [ingest|engine|pipeline|latency|scoring|state|completeness|worker_faults|stages|receiver-faults|all] [--runs N] [--quick]``.
 
 Prints one rich table per bench: the median over the runs, min and max, the
 median of the per-run ratios to the baseline measured in the same run, and
@@ -22,7 +22,8 @@ from rich.console import Console
 
 from bench.common import Table, bench_context
 
-BENCHES = ("ingest", "engine", "pipeline", "latency", "scoring", "state", "completeness", "receiver-faults")
+BENCHES = ("ingest", "engine", "pipeline", "latency", "scoring", "state", "completeness", "worker_faults", "stages",
+           "receiver-faults")
 
 
 def _run_one(name: str, ctx) -> list[Table]:
@@ -50,6 +51,14 @@ def _run_one(name: str, ctx) -> list[Table]:
         from bench import state
 
         return [state.run(ctx)]
+    if name == "worker_faults":
+        from bench import worker_faults
+
+        return [worker_faults.run(ctx)]
+    if name == "stages":
+        from bench import stages
+
+        return stages.run(ctx)
     if name == "receiver-faults":
         from bench import receiver_faults
 

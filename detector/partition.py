@@ -128,6 +128,20 @@ class PartitionDetectors:
     def store(self):  # noqa: ANN201 - the rule engine's SeriesStore
         return self.rules.store
 
+    @property
+    def newest(self) -> int:
+        """Timestamp (ms) of the newest sample ingested; ``EMPTY`` before the first."""
+        return self.rules.newest
+
+    @property
+    def watermark(self) -> int:
+        """Event time (ms) the rules have been evaluated up to; ``EMPTY`` before the first evaluation."""
+        return self.rules.watermark
+
+    def complete_until(self, now_ms: int | None = None) -> int:
+        """The instant this partition's samples are complete up to (:mod:`detector.completeness`)."""
+        return self.rules.complete_until(now_ms)
+
     def ingest(self, batch: SampleBatch, arrival_ms: int | None = None) -> PartitionOutput:
         """Score, forecast and evaluate one batch; ``arrival_ms`` is the caller's clock
         (see :meth:`detector.rules.engine.RuleEngine.ingest`)."""

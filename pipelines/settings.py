@@ -8,6 +8,11 @@ the setting, before anything connects anywhere.
 ('headroom-samples', 15000)
 >>> s.topics()["headroom-forecasts"]
 1
+>>> try:
+...     Settings(session_timeout="6s", heartbeat_interval="6s")
+... except ValueError as exc:
+...     print("heartbeat_interval (6s) must be shorter than session_timeout (6s)" in str(exc))
+True
 """
 
 from __future__ import annotations
@@ -51,6 +56,12 @@ class Settings(BaseSettings):
     evaluation_interval: str = "15s"
     lookback_delta: str = "5m"
     lateness: str = "0s"
+    # The completeness watermark (detector.completeness): an instant is evaluated once
+    # every live series has sent it, but never more than max_lateness behind the
+    # newest sample ("0s": evaluate at the newest sample, as before); a series nothing
+    # arrived for in series_silence while others did stops holding it back.
+    max_lateness: str = "10m"
+    series_silence: str = "30s"
     resend_delay: str = "1m"
     # A partition without samples for this long (wall clock) evaluates on wall
     # time, this far behind it, while its data is live; "0s" turns it off.
@@ -109,15 +120,30 @@ class Settings(BaseSettings):
     snapshot_interval: str = "30s"
     snapshot_max_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
 
+    # How fast the group notices a dead worker and hands its partitions over: a
+    # worker that sends no heartbeat for the session timeout is dropped from the
+    # group (Faust's default is 60 s). The broker accepts 6 s at the least
+    # (group.min.session.timeout.ms); heartbeats at a third of it or less.
+    session_timeout: str = "10s"
+    heartbeat_interval: str = "3s"
+
     worker_web_port: int = 6066
     data_dir: Path = Path("var/worker")
 
-    @field_validator("evaluation_interval", "lookback_delta", "lateness", "resend_delay", "idle_advance", "produce_timeout",
-                     "snapshot_interval", "catch_up_window", "max_sample_ahead", "max_event_loop_lag")
+    @field_validator("evaluation_interval", "lookback_delta", "lateness", "max_lateness", "series_silence", "resend_delay",
+                     "idle_advance", "produce_timeout", "snapshot_interval", "session_timeout", "heartbeat_interval",
+                     "catch_up_window", "max_sample_ahead", "max_event_loop_lag")
     @classmethod
     def _is_duration(cls, value: str) -> str:
         parse_duration(value)
         return value
+
+    @model_validator(mode="after")
+    def _heartbeats_within_the_session(self) -> Settings:
+        if self.heartbeat_interval_s >= self.session_timeout_s:
+            raise ValueError(f"heartbeat_interval ({self.heartbeat_interval}) must be shorter than session_timeout "
+                             f"({self.session_timeout}), a third of it or less")
+        return self
 
     @field_validator("models_file")
     @classmethod
@@ -163,6 +189,14 @@ class Settings(BaseSettings):
         return parse_duration(self.lateness)
 
     @property
+    def max_lateness_ms(self) -> int:
+        return parse_duration(self.max_lateness)
+
+    @property
+    def series_silence_ms(self) -> int:
+        return parse_duration(self.series_silence)
+
+    @property
     def resend_delay_ms(self) -> int:
         return parse_duration(self.resend_delay)
 
@@ -177,6 +211,14 @@ class Settings(BaseSettings):
     @property
     def max_event_loop_lag_s(self) -> float:
         return parse_duration(self.max_event_loop_lag) / 1000
+
+    @property
+    def session_timeout_s(self) -> float:
+        return parse_duration(self.session_timeout) / 1000
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        return parse_duration(self.heartbeat_interval) / 1000
 
     @property
     def produce_timeout_s(self) -> float:

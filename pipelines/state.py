@@ -9,15 +9,36 @@ of samples partition ``p``; the last one holds the global lane's. So the newest
 snapshot of a partition is simply the last record of its state partition, and
 compaction (one key per state partition) keeps the topic at one snapshot each.
 
-When a partition's first message reaches the agent after an assignment, and
-before it is ingested, the worker loads that snapshot and catches up: it
-re-reads the samples partition from the snapshot's offset + 1 up to the
-message, folding those samples in with their outputs dropped, since they were
-emitted before the restart. Messages at or below the snapshot's offset (not yet
-committed when the worker stopped) are skipped: they are in the state already.
-Doing this lazily, on the first message, gives the exact resume offset and
-guarantees the order; the cost is that a partition with no new samples stays
-unrestored (and unevaluated by the idle timer) until one arrives.
+**Offsets are committed only up to what a snapshot covers**, so no kill at any
+moment loses alert state: Faust commits nothing of the samples topics (their
+acks are off), and after a snapshot at offset ``o`` is acknowledged the worker
+commits ``o + 1`` (:mod:`pipelines.faust_commit`). A partition's first snapshot
+is taken at once: when it starts empty (no snapshot yet), before its first
+message is ingested, and again right after that message; then every interval.
+A new owner therefore resumes at the message after the newest snapshot, and
+re-ingests what the old owner had done since, from the same state, on event
+time: the same alert transitions, at the same evaluation times. So that
+these reach the alerts topic once, every snapshot also records where the alerts
+topic ended when it was taken (after the producer's flush), and the new owner
+reads the transitions written since then and suppresses the ones it would write
+again (same fingerprint, state and evaluation time; :meth:`StateKeeper.recover`,
+:meth:`pipelines.worker.Worker.already_sent`). Scores and forecasts are not
+held back: after a takeover those since the snapshot may appear twice, the same
+(each carries its series' labels and event time ``t``, so a consumer that needs
+them once keeps the first of each).
+
+When a partition is assigned, the worker loads its snapshot at once (so the
+idle timer evaluates it even if no sample comes). Before its first message is
+ingested, the worker catches up if the message is not the one after the
+snapshot: it re-reads the samples partition from the snapshot's offset + 1 up
+to the message, folding those samples in with their outputs dropped (this
+range is empty unless a commit failed after its snapshot was written, or
+offsets were committed by an older version). Messages at or below the
+snapshot's offset are skipped: they are in the state already. A partition
+without a snapshot starts empty at its first message, and that empty state is
+snapshotted at once. While transitions of the previous owner are still held
+back, a new snapshot keeps the restored one's alerts offset, so that a third
+owner still holds them back too.
 
 Why snapshots and not a changelog (``python -m bench.run state``, bench/README.md,
 10k series in one partition): with live data both cost about 0.25 s of CPU per
@@ -33,9 +54,11 @@ partition, outside the consumer group.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -43,6 +66,16 @@ from aiokafka.errors import KafkaError
 log = logging.getLogger("headroom.state")
 
 OFFSET_HEADER = "samples-offset"
+OUTPUTS_HEADER = "alerts-offset"  # where the alerts topic ended when the snapshot was taken
+
+SentKey = tuple[str, str, int]
+"""An alert transition's identity on the alerts topic: (fingerprint, state, evaluation time)."""
+
+
+class StoredSnapshot(NamedTuple):
+    offset: int  # the last samples offset folded in
+    data: bytes
+    alerts_offset: int | None  # the alerts topic's end when it was taken; None from older versions
 
 STATE_TOPIC_CONFIG = {
     "cleanup.policy": "compact",
@@ -78,14 +111,16 @@ class SnapshotTopic:
     """
 
     def __init__(self, bootstrap: str, topic: str, samples_topic: str, partitions: int, max_bytes: int,
-                 app_id: str = "headroom") -> None:
+                 app_id: str = "headroom", alerts_topic: str | None = None) -> None:
         self.app_id = app_id
         self.bootstrap = bootstrap
         self.topic = topic
         self.samples_topic = samples_topic
         self.partitions = partitions
         self.max_bytes = max_bytes
+        self.alerts_topic = alerts_topic  # one partition (Settings.topics)
         self._producer: AIOKafkaProducer | None = None
+        self._offsets: AIOKafkaConsumer | None = None  # asks where the alerts topic ends
 
     def state_partition(self, lane: str, partition: int) -> int:
         return partition if lane == self.samples_topic else self.partitions
@@ -99,22 +134,58 @@ class SnapshotTopic:
             bootstrap_servers=self.bootstrap, acks="all", max_request_size=self.max_bytes, compression_type=None
         )
         await self._producer.start()
+        if self.alerts_topic is not None:
+            self._offsets = self._consumer()
+            await self._offsets.start()
 
     async def stop(self) -> None:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+        if self._offsets is not None:
+            await self._offsets.stop()
+            self._offsets = None
 
-    async def save(self, lane: str, partition: int, offset: int, snapshot: bytes) -> None:
+    async def alerts_end(self) -> int | None:
+        """The offset the next alert transition will get (None without an alerts topic)."""
+        if self._offsets is None:
+            return None
+        tp = TopicPartition(self.alerts_topic, 0)
+        return (await self._offsets.end_offsets([tp]))[tp]
+
+    async def alerts_since(self, offset: int) -> set[SentKey]:
+        """The transitions on the alerts topic from ``offset`` to its current end."""
+        if self.alerts_topic is None:
+            return set()
+        sent: set[SentKey] = set()
+        tp = TopicPartition(self.alerts_topic, 0)
+        consumer = self._consumer()
+        await consumer.start()
+        try:
+            end = (await consumer.end_offsets([tp]))[tp]
+            async for _, value in self._read(consumer, tp, offset, end):
+                try:
+                    event = json.loads(value)
+                    sent.add((event["fingerprint"], event["state"], int(event["eval_time"])))
+                except (ValueError, KeyError, TypeError):
+                    continue  # not a transition of ours: nothing to suppress
+        finally:
+            await consumer.stop()
+        return sent
+
+    async def save(self, lane: str, partition: int, offset: int, snapshot: bytes, alerts_offset: int | None = None) -> None:
         """Write a snapshot taken after folding in ``lane[partition]`` up to ``offset``; waits for the ack."""
         if self._producer is None:  # e.g. a revoke after shutdown stopped it: the shutdown snapshot is written
             raise KafkaError("the state topic's producer is not running")
+        headers = [(OFFSET_HEADER, str(offset).encode())]
+        if alerts_offset is not None:
+            headers.append((OUTPUTS_HEADER, str(alerts_offset).encode()))
         await self._producer.send_and_wait(
             self.topic,
             snapshot,
             key=self.key(lane, partition),
             partition=self.state_partition(lane, partition),
-            headers=[(OFFSET_HEADER, str(offset).encode())],
+            headers=headers,
         )
 
     def _consumer(self) -> AIOKafkaConsumer:
@@ -129,6 +200,11 @@ class SnapshotTopic:
 
     async def load(self, lane: str, partition: int) -> tuple[int, bytes] | None:
         """The newest snapshot of a partition, with its samples offset; None if there is none."""
+        found = await self.load_snapshot(lane, partition)
+        return None if found is None else (found.offset, found.data)
+
+    async def load_snapshot(self, lane: str, partition: int) -> StoredSnapshot | None:
+        """The newest snapshot of a partition, with its offsets; None if there is none."""
         tp = TopicPartition(self.topic, self.state_partition(lane, partition))
         consumer = self._consumer()
         await consumer.start()
@@ -147,102 +223,158 @@ class SnapshotTopic:
             log.error("state record at %s[%d]@%d is not a snapshot of %s[%d]; starting it empty",
                       self.topic, tp.partition, record.offset, lane, partition)
             return None
-        return int(headers[OFFSET_HEADER]), record.value
+        alerts_offset = headers.get(OUTPUTS_HEADER)
+        return StoredSnapshot(int(headers[OFFSET_HEADER]), record.value,
+                              int(alerts_offset) if alerts_offset is not None else None)
 
     async def replay(self, lane: str, partition: int, start: int, end: int) -> AsyncIterator[tuple[int, bytes]]:
         """``(offset, value)`` of the messages of ``lane[partition]`` from ``start`` up to, not including, ``end``."""
         if start >= end:
             return
-        tp = TopicPartition(lane, partition)
         consumer = self._consumer()
         await consumer.start()
         try:
-            consumer.assign([tp])
-            first = (await consumer.beginning_offsets([tp]))[tp]
-            if first > start:
-                log.warning("%s[%d]: offsets %d-%d are gone (retention); catching up from %d", lane, partition, start, first - 1, first)
-            position = max(start, first)
-            consumer.seek(tp, position)
-            idle = 0
-            while position < end:
-                records = (await consumer.getmany(tp, timeout_ms=1000)).get(tp, [])
-                if not records:
-                    idle += 1
-                    if idle >= 30:  # the range was readable a moment ago: do not wait forever
-                        log.error("%s[%d]: catch-up stalled at offset %d of %d; going on without the rest",
-                                  lane, partition, position, end)
-                        return
-                    continue
-                idle = 0
-                for record in records:
-                    if record.offset >= end:
-                        return
-                    yield record.offset, record.value
-                    position = record.offset + 1
+            async for item in self._read(consumer, TopicPartition(lane, partition), start, end):
+                yield item
         finally:
             await consumer.stop()
+
+    async def _read(self, consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int
+                    ) -> AsyncIterator[tuple[int, bytes]]:
+        if start >= end:
+            return
+        consumer.assign([tp])
+        first = (await consumer.beginning_offsets([tp]))[tp]
+        if first > start:
+            log.warning("%s[%d]: offsets %d-%d are gone (retention); reading from %d", tp.topic, tp.partition,
+                        start, first - 1, first)
+        position = max(start, first)
+        consumer.seek(tp, position)
+        idle = 0
+        while position < end:
+            records = (await consumer.getmany(tp, timeout_ms=1000)).get(tp, [])
+            if not records:
+                idle += 1
+                if idle >= 30:  # the range was readable a moment ago: do not wait forever
+                    log.error("%s[%d]: read stalled at offset %d of %d; going on without the rest",
+                              tp.topic, tp.partition, position, end)
+                    return
+                continue
+            idle = 0
+            for record in records:
+                if record.offset >= end:
+                    return
+                yield record.offset, record.value
+                position = record.offset + 1
 
 
 class StateKeeper:
     """Restores, catches up and snapshots the partitions of the worker's lanes.
 
-    ``lanes`` maps a samples topic to its :class:`~pipelines.app.PartitionEngines`;
+    ``lanes`` maps a samples topic to its :class:`~pipelines.engines.PartitionEngines`;
     ``decode`` turns a message value into a batch (None for an unreadable one);
-    ``flush`` waits until the outputs already sent (alerts, scores) are acknowledged.
+    ``flush`` waits until the outputs already sent (alerts, scores) are acknowledged;
+    ``commit(lane, partition, next_offset)`` commits the consumer group's offset once a
+    snapshot covers everything before it; ``holding_back(lane, partition)`` says whether
+    the worker still holds back transitions the previous owner wrote (then a new
+    snapshot keeps the restored one's alerts offset, so a successor still knows them).
+    When to snapshot is the worker's call (:class:`pipelines.worker.Worker`).
     """
 
-    def __init__(self, topic: SnapshotTopic, lanes: dict, decode: Callable, interval_s: float,
-                 clock: Callable[[], float] = time.monotonic, flush: Callable[[], Awaitable] | None = None) -> None:
+    def __init__(self, topic: SnapshotTopic, lanes: dict, decode: Callable,
+                 flush: Callable[[], Awaitable] | None = None,
+                 commit: Callable[[str, int, int], Awaitable[bool]] | None = None,
+                 holding_back: Callable[[str, int], bool] | None = None) -> None:
         self.topic = topic
         self.lanes = lanes
         self.decode = decode
-        self.interval_s = interval_s
-        self.clock = clock
         self.flush = flush
-        self._saved_at: dict[tuple[str, int], float] = {}
+        self.commit = commit
+        self.holding_back = holding_back
+        self._alerts_marks: dict[tuple[str, int], int] = {}  # alerts offset of the snapshot restored from
 
-    async def recover(self, lane: str, partition: int, resume_offset: int) -> None:
-        """Before ``lane[partition]``'s message at ``resume_offset`` is ingested: restore its
-        newest snapshot and fold in the messages between the two, outputs dropped."""
+    async def restore(self, lane: str, partition: int) -> set[SentKey] | None:
+        """Restore a partition from its newest snapshot (at assignment, before any message): the
+        alert transitions written since it, which the worker must not write again; None when
+        there is no snapshot that loads (the partition is then left to :meth:`recover`)."""
         engines = self.lanes[lane]
         started = time.monotonic()
         try:
-            found = await self.topic.load(lane, partition)
+            found = await self.topic.load_snapshot(lane, partition)
         except KafkaError as exc:
             log.error("cannot read the snapshot of %s[%d] (%s); starting it empty", lane, partition, exc)
-            found = None
+            return None
         if found is None:
-            engines.start_empty(partition)
-            log.info("%s[%d]: no snapshot, starting empty at offset %d", lane, partition, resume_offset)
-            return
-        offset, snapshot = found
-        if not engines.restore(partition, snapshot, offset):
-            return
+            return None
+        sent: set[SentKey] = set()
+        if found.alerts_offset is not None:
+            try:
+                sent = await self.topic.alerts_since(found.alerts_offset)
+            except KafkaError as exc:
+                log.error("%s[%d]: cannot read the alerts written since its snapshot (%s); some may be written twice",
+                          lane, partition, exc)
+        # No await from here to the caller's already_sent: the idle timer never sees the
+        # restored partition without the transitions to hold back.
+        if not engines.restore(partition, found.data, found.offset):
+            engines.forget({partition})
+            return None
+        if found.alerts_offset is not None:
+            self._alerts_marks[(lane, partition)] = found.alerts_offset
+        log.info("%s[%d]: restored the snapshot at offset %d (%d bytes) and read %d alert transition(s) written "
+                 "since, in %.2fs", lane, partition, found.offset, len(found.data), len(sent), time.monotonic() - started)
+        return sent
+
+    async def catch_up(self, lane: str, partition: int, resume_offset: int) -> int:
+        """Fold in the messages between the partition's state and ``resume_offset``, outputs dropped:
+        the previous owner processed them and committed past them. Returns how many."""
+        engines = self.lanes[lane]
         caught_up = 0
-        async for at, value in self.topic.replay(lane, partition, offset + 1, resume_offset):
+        start = engines.offsets.get(partition, resume_offset - 1) + 1
+        async for at, value in self.topic.replay(lane, partition, start, resume_offset):
             batch = self.decode(lane, partition, at, value)
             if batch is not None:
-                engines.ingest(partition, batch, offset=at)  # outputs were emitted before the restart
+                engines.ingest(partition, batch, offset=at)
                 caught_up += 1
-        self._saved_at[(lane, partition)] = self.clock()
-        log.info("%s[%d]: restored the snapshot at offset %d (%d bytes), caught up %d message(s) in %.2fs; "
-                 "the agent resumes at offset %d", lane, partition, offset, len(snapshot), caught_up,
-                 time.monotonic() - started, resume_offset)
+        if caught_up:
+            log.info("%s[%d]: caught up %d message(s) from offset %d; the agent resumes at offset %d",
+                     lane, partition, caught_up, start, resume_offset)
+        return caught_up
 
-    async def maybe_save(self, lane: str, partition: int) -> None:
-        """Snapshot a partition if ``interval_s`` has passed since its last one."""
-        last = self._saved_at.setdefault((lane, partition), self.clock())
-        if self.clock() - last >= self.interval_s:
+    async def recover(self, lane: str, partition: int, resume_offset: int) -> set[SentKey]:
+        """Before ``lane[partition]``'s message at ``resume_offset`` is ingested, if not restored yet:
+        restore its newest snapshot and catch up to the message; or start it empty and snapshot that
+        at once. Returns what :meth:`restore` does (an empty set when starting empty)."""
+        sent = await self.restore(lane, partition)
+        if sent is None:
+            self.lanes[lane].start_empty(partition, offset=resume_offset - 1)
+            log.info("%s[%d]: no snapshot, starting empty at offset %d", lane, partition, resume_offset)
+            # A first snapshot at once: it marks where the alerts topic stood, so a successor
+            # that takes over before the next one knows what this worker wrote meanwhile.
             await self.save(lane, {partition})
+            return set()
+        await self.catch_up(lane, partition, resume_offset)
+        return sent
+
+    def forget(self, lane: str, partitions: set[int]) -> None:
+        for partition in partitions:
+            self._alerts_marks.pop((lane, partition), None)
+
+    async def _alerts_mark(self, lane: str, partition: int) -> int | None:
+        """The alerts offset a new snapshot records: the restored one's while transitions are held back."""
+        mark = self._alerts_marks.get((lane, partition))
+        if mark is not None and self.holding_back is not None and self.holding_back(lane, partition):
+            return mark
+        self._alerts_marks.pop((lane, partition), None)
+        return await self.topic.alerts_end()
 
     async def save(self, lane: str, partitions: set[int]) -> None:
+        """Snapshot partitions (after flushing the outputs sent so far), then commit the offset after each."""
         engines = self.lanes[lane]
         for partition in sorted(partitions):
             taken = engines.snapshot(partition)
             if taken is None:
                 continue
             offset, snapshot = taken
-            self._saved_at[(lane, partition)] = self.clock()
             if len(snapshot) > self.topic.max_bytes:
                 log.error("%s[%d]: snapshot of %d bytes exceeds HEADROOM_SNAPSHOT_MAX_BYTES (%d); not saved",
                           lane, partition, len(snapshot), self.topic.max_bytes)
@@ -252,9 +384,15 @@ class StateKeeper:
                     # A snapshot says "the messages up to here are done": their outputs must
                     # be in Kafka first, or a crash right after would lose them for good.
                     await self.flush()
-                await self.topic.save(lane, partition, offset, snapshot)
+                await self.topic.save(lane, partition, offset, snapshot, await self._alerts_mark(lane, partition))
             except KafkaError as exc:
                 log.error("%s[%d]: cannot write its snapshot (%s); the next one will try again", lane, partition, exc)
+                continue
+            if self.commit is not None and offset >= 0:
+                try:
+                    await self.commit(lane, partition, offset + 1)
+                except Exception as exc:  # noqa: BLE001 - an uncommitted offset only means more to re-read
+                    log.error("%s[%d]: cannot commit offset %d after its snapshot (%s)", lane, partition, offset + 1, exc)
 
     async def save_all(self) -> None:
         for lane, engines in self.lanes.items():

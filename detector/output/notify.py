@@ -1,7 +1,7 @@
 """Alert delivery, the pure part: payloads, the bounded queue, batching, backoff.
 
 Delivery copies Prometheus's notifier (``notifier/notifier.go``); the I/O
-(HTTP, tasks, metrics) is in :mod:`pipelines.notifier`. What is decided here:
+(HTTP, tasks, metrics) is in :mod:`pipelines.sinks`. What is decided here:
 
 * **One alert object** per :class:`~detector.output.alerts.AlertNotification`, as
   Alertmanager's ``POST /api/v2/alerts`` takes it: ``labels``, ``annotations``,

@@ -33,7 +33,7 @@ from detector.rules.alerting import AlertingRule
 from detector.rules.engine import RuleEngine
 from detector.rules.group import RuleGroup
 from detector.output.templates import Template
-from pipelines.notifier import Notifier
+from pipelines.sinks import Notifier
 from pipelines.stack.alertmanager import AlertmanagerServer
 from pipelines.stack.process import LOCALHOST, free_port
 
@@ -111,8 +111,9 @@ async def alertmanagers(tmp_path: Path) -> AsyncIterator[list[AlertmanagerServer
 async def test_alert_fires_and_resolves_on_two_real_alertmanagers(alertmanagers: list[AlertmanagerServer]) -> None:
     dead = f"http://{LOCALHOST}:{free_port()}"  # nothing listens: must not hold up the others
     registry = CollectorRegistry()
-    notifier = Notifier.from_settings(
-        [am.url for am in alertmanagers] + [dead], [], EXTERNAL_URL, EXTERNAL_LABELS, registry, backoff_initial=0.2
+    notifier = Notifier.from_urls(
+        {"alertmanager": [am.url for am in alertmanagers] + [dead]}, external_url=EXTERNAL_URL,
+        external_labels=EXTERNAL_LABELS, registry=registry, backoff_initial=0.2
     )
     rules = engine()
     t0 = event_time_base()
@@ -161,7 +162,8 @@ async def test_alertmanager_restart_is_retried(tmp_path: Path) -> None:
     """An Alertmanager that is down when the alert fires gets it once it is back."""
     am = AlertmanagerServer(tmp_path / "am")
     registry = CollectorRegistry()
-    notifier = Notifier.from_settings([am.url], [], EXTERNAL_URL, EXTERNAL_LABELS, registry, backoff_initial=0.2, backoff_max=0.5)
+    notifier = Notifier.from_urls({"alertmanager": [am.url]}, external_url=EXTERNAL_URL, external_labels=EXTERNAL_LABELS,
+                                  registry=registry, backoff_initial=0.2, backoff_max=0.5)
     rules = engine()
     t0 = event_time_base()
     await notifier.start()
@@ -193,7 +195,8 @@ async def test_webhook_receives_the_documented_envelope() -> None:
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, LOCALHOST, port).start()
-    notifier = Notifier.from_settings([], f"http://{LOCALHOST}:{port}/hook", EXTERNAL_URL, EXTERNAL_LABELS, CollectorRegistry())
+    notifier = Notifier.from_urls({"webhook": f"http://{LOCALHOST}:{port}/hook"}, external_url=EXTERNAL_URL,
+                                  external_labels=EXTERNAL_LABELS, registry=CollectorRegistry())
     rules = engine()
     t0 = event_time_base()
     await notifier.start()

@@ -13,9 +13,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from detector.wire.batch import SampleBatch
-from detector.partition import PartitionDetectors
 from detector.wire.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
-from pipelines.app import PartitionEngines
+from pipelines.engines import PartitionEngines
 from pipelines.local import LocalPipeline
 from pipelines.settings import Settings
 from pipelines.stack.process import is_alive
@@ -105,7 +104,7 @@ async def test_worker_restart_keeps_the_models_and_the_for_clock(kafka, tmp_path
             await post_steps(session, pipeline.write_url, range(110, 130))  # while the worker is down
             await asyncio.to_thread(pipeline.start_one, "worker")
             await post_steps(session, pipeline.write_url, range(130, 140))
-        # After a crash the group waits for the dead member's session to time out (Faust: 60 s).
+        # After a crash the group waits for the dead member's session to time out (HEADROOM_SESSION_TIMEOUT, 10 s).
         alerts = await read_alerts(kafka.bootstrap, pipeline.alerts_topic, lambda ev: len(ev) >= 2, timeout=150)
         scores = await read_alerts(kafka.bootstrap, f"{app_id}-scores", lambda ev: len(ev) >= 2, timeout=30)
         await asyncio.sleep(3)  # anything more would be a duplicate: let it arrive
@@ -140,7 +139,7 @@ async def test_recover_restores_the_snapshot_and_catches_up_to_the_resume_offset
     finally:
         await producer.stop()
 
-    uninterrupted = PartitionDetectors([])
+    uninterrupted = PartitionEngines([], settings).start_empty(0)  # the worker's detectors, same options
     for batch in batches[:40]:
         uninterrupted.ingest(batch)
     topic = SnapshotTopic(kafka.bootstrap, settings.state_topic, settings.samples_topic, 1, settings.snapshot_max_bytes)
@@ -149,7 +148,7 @@ async def test_recover_restores_the_snapshot_and_catches_up_to_the_resume_offset
         await topic.save(settings.samples_topic, 0, 39, b"an older, unreadable snapshot")
         await topic.save(settings.samples_topic, 0, 39, uninterrupted.snapshot())
         engines = PartitionEngines([], settings)
-        keeper = StateKeeper(topic, {settings.samples_topic: engines}, lambda lane, p, at, value: SampleBatch.decode(value), 30.0)
+        keeper = StateKeeper(topic, {settings.samples_topic: engines}, lambda lane, p, at, value: SampleBatch.decode(value))
         await keeper.recover(settings.samples_topic, 0, resume_offset=60)
     finally:
         await topic.stop()

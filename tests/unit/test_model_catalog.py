@@ -119,7 +119,7 @@ def test_replay_takes_a_models_file(tmp_path):
 
 
 def test_the_worker_takes_the_catalog_from_its_settings(tmp_path):
-    from pipelines.app import PartitionEngines
+    from pipelines.engines import PartitionEngines
 
     path = tmp_path / "models.yml"
     path.write_text(json.dumps(CATALOG))

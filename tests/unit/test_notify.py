@@ -1,4 +1,4 @@
-"""Alert delivery: payloads and queue (detector.output.notify), the Notifier over httpx.MockTransport."""
+"""Alert delivery: payloads and queue (detector.output.notify), the Notifier (pipelines.sinks) over httpx.MockTransport."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from detector.output.notify import (
     generator_url,
     webhook_payload,
 )
-from pipelines.notifier import Notifier
+from pipelines.settings import Settings
+from pipelines.sinks import Notifier
 
 AM1, AM2 = "http://am1:9093", "http://am2:9093"
 AM1_POST, AM2_POST = f"{AM1}/api/v2/alerts", f"{AM2}/api/v2/alerts"
@@ -81,7 +82,8 @@ async def hang(request: httpx.Request) -> httpx.Response:
 
 def make_notifier(endpoints: Endpoints, ams=(AM1,), hooks=(), **options) -> tuple[Notifier, CollectorRegistry]:
     registry = CollectorRegistry()
-    notifier = Notifier(list(ams), list(hooks), registry=registry, transport=httpx.MockTransport(endpoints), **options)
+    notifier = Notifier.from_urls({"alertmanager": list(ams), "webhook": list(hooks)}, registry=registry,
+                                  transport=httpx.MockTransport(endpoints), **options)
     return notifier, registry
 
 
@@ -195,7 +197,7 @@ async def test_request_is_json_post() -> None:
         seen.append(request)
         return httpx.Response(200)
 
-    notifier = Notifier([AM1], [], transport=httpx.MockTransport(record))
+    notifier = Notifier.from_urls({"alertmanager": [AM1]}, transport=httpx.MockTransport(record))
     await notifier.start()
     notifier.enqueue([notification()])
     await eventually(lambda: len(seen) == 1)
@@ -343,7 +345,8 @@ async def test_connection_errors_are_retried() -> None:
         return httpx.Response(200)
 
     registry = CollectorRegistry()
-    notifier = Notifier([AM1], [], registry=registry, transport=httpx.MockTransport(refuse_once), backoff_initial=0.01)
+    notifier = Notifier.from_urls({"alertmanager": [AM1]}, registry=registry, transport=httpx.MockTransport(refuse_once),
+                                  backoff_initial=0.01)
     await notifier.start()
     notifier.enqueue([notification()])
     await eventually(lambda: attempts == 2)
@@ -352,10 +355,11 @@ async def test_connection_errors_are_retried() -> None:
     assert metric(registry, "headroom_notifications_dropped_total", AM1_POST) == 0
 
 
-def test_from_settings_accepts_lists_or_comma_strings_and_checks_urls() -> None:
+def test_from_urls_accepts_lists_or_comma_strings_and_checks_urls() -> None:
     registry = CollectorRegistry()
-    notifier = Notifier.from_settings(
-        f" {AM1}, {AM2}/ ,", [HOOK, "https://user:pw@hooks.example/x"], "http://headroom:6066", {"dc": "x"}, registry
+    notifier = Notifier.from_urls(
+        {"alertmanager": f" {AM1}, {AM2}/ ,", "webhook": [HOOK, "https://user:pw@hooks.example/x"]},
+        external_url="http://headroom:6066", external_labels={"dc": "x"}, registry=registry,
     )
     assert [(t.kind, t.url) for t in notifier.targets] == [
         ("alertmanager", AM1_POST),
@@ -366,5 +370,15 @@ def test_from_settings_accepts_lists_or_comma_strings_and_checks_urls() -> None:
     assert notifier.targets[3].name == "https://hooks.example/x"  # no password in metric labels
     assert registry.get_sample_value("headroom_notifications_sent_total", {"target": "https://hooks.example/x"}) == 0
     with pytest.raises(ValueError, match="alertmanager_urls"):
-        Notifier.from_settings("am1:9093", [], "", {}, CollectorRegistry())
-    assert Notifier.from_settings("", "", "", {}, None).targets == []
+        Notifier.from_urls({"alertmanager": "am1:9093"}, registry=CollectorRegistry())
+    with pytest.raises(ValueError, match="unknown sink"):
+        Notifier.from_urls({"pager": "http://x"})
+    assert Notifier.from_urls({"alertmanager": "", "webhook": ""}).targets == []
+
+
+def test_from_settings_reads_every_sinks_setting() -> None:
+    settings = Settings(alertmanager_urls=f"{AM1},{AM1}/", webhook_urls=HOOK, external_url=" http://headroom:6066 ")
+    notifier = Notifier.from_settings(settings, CollectorRegistry())
+    assert [(t.kind, t.url) for t in notifier.targets] == [("alertmanager", AM1_POST), ("webhook", HOOK)]
+    assert notifier.external_url == "http://headroom:6066"
+    assert Notifier.from_settings(Settings(), None).targets == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from detector.wire.batch import SampleBatch
 from detector.rules import AlertingRule, RuleGroup
 from detector.promql import compile_expr
-from pipelines.app import PartitionEngines
+from pipelines.engines import PartitionEngines
 from pipelines.settings import Settings
 
 UP = (("__name__", "up"), ("instance", "a:1"), ("job", "api"))

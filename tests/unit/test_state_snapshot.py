@@ -15,7 +15,7 @@ from detector.rules import AlertingRule, RuleGroup, load_rule_files
 from simulator.runbook import RunbookSimulator
 from detector.snapshot import SnapshotError, decode, encode
 from detector.output.templates import Template
-from pipelines.app import PartitionEngines
+from pipelines.engines import PartitionEngines
 from pipelines.settings import Settings
 
 T0 = 1_700_000_000_000 // 15_000 * 15_000

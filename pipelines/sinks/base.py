@@ -1,8 +1,12 @@
-"""Sending alert notifications to Alertmanagers and webhooks, as Prometheus's notifier does.
+"""Delivering alert notifications to sinks, as Prometheus's notifier does: the part every sink shares.
 
-The rule engines produce :class:`~detector.output.alerts.AlertNotification` objects on
-Prometheus's send/resend schedule; :meth:`Notifier.enqueue` hands them over
-without ever blocking or raising, and one task per target delivers them:
+A sink (:class:`Sink`) only knows how to send one batch of alert objects
+somewhere, once; it says what went wrong by raising :class:`DeliveryError`
+(with whether a retry may help). The :class:`Notifier` does the rest for every
+sink alike. The rule engines produce
+:class:`~detector.output.alerts.AlertNotification` objects on Prometheus's
+send/resend schedule; :meth:`Notifier.enqueue` hands them over without ever
+blocking or raising, and one task per target (a sink with its queue) delivers them:
 
 * Alertmanager targets get ``POST <url>/api/v2/alerts`` with a JSON list of
   alerts; webhook targets get ``POST <url>`` with
@@ -46,62 +50,78 @@ Metrics (each by ``target``, the URL posted to, without any user info):
 All of the notifier runs on the event loop it was started on; call
 :meth:`~Notifier.enqueue` from that loop.
 """
-
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from detector.output.alerts import AlertNotification
-from detector.output.notify import (
-    DEFAULT_MAX_BATCH,
-    DEFAULT_QUEUE_CAPACITY,
-    DropOldestQueue,
-    alertmanager_alert,
-    alertmanager_payload,
-    backoff_delay,
-    encode,
-    retryable_status,
-    webhook_payload,
-)
+from detector.output.notify import DEFAULT_MAX_BATCH, DEFAULT_QUEUE_CAPACITY, DropOldestQueue, alertmanager_alert, backoff_delay
+
+if TYPE_CHECKING:
+    from pipelines.settings import Settings
 
 log = logging.getLogger("headroom.notifier")
 
-ALERTMANAGER_PATH = "/api/v2/alerts"
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_RETRY_FOR = 240.0
 DEFAULT_STOP_TIMEOUT = 10.0
-HEADERS = {"Content-Type": "application/json", "User-Agent": "Headroom"}
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _LOG_EVERY = 10.0  # seconds between two "queue full" warnings of one target
 
 
+class DeliveryError(Exception):
+    """A batch was not delivered: why, and whether sending it again may succeed.
+
+    >>> str(DeliveryError("HTTP 503: busy", retry=True)), DeliveryError("HTTP 400", retry=False).retry
+    ('HTTP 503: busy', False)
+    """
+
+    def __init__(self, reason: str, *, retry: bool) -> None:
+        super().__init__(reason)
+        self.retry = retry
+
+
+class Sink(Protocol):
+    """Somewhere alerts go. ``send`` delivers one batch once, or raises :class:`DeliveryError`;
+    queueing, batching, timeout, retry and metrics are the :class:`Notifier`'s."""
+
+    kind: str  # the name it is registered under (pipelines.sinks.registry)
+    url: str  # where it sends, as used (may hold user info)
+    name: str  # for logs and metric labels: no secrets
+
+    async def send(self, batch: Sequence[Mapping[str, Any]]) -> None: ...
+
+
 @dataclass(eq=False)
 class Target:
-    """One place alerts are posted to, with its own queue and sender task."""
+    """One sink with its own queue and sender task."""
 
-    url: str
-    kind: str  # "alertmanager" | "webhook"
+    sink: Sink
     queue: DropOldestQueue[dict[str, Any]]
-    name: str = ""
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     inflight: list[dict[str, Any]] = field(default_factory=list)
     last_overflow_log: float = float("-inf")
 
-    def __post_init__(self) -> None:
-        self.name = self.name or redact(self.url)
+    @property
+    def kind(self) -> str:
+        return self.sink.kind
 
-    def body(self, alerts: list[dict[str, Any]]) -> bytes:
-        return encode(alertmanager_payload(alerts) if self.kind == "alertmanager" else webhook_payload(alerts))
+    @property
+    def url(self) -> str:
+        return self.sink.url
+
+    @property
+    def name(self) -> str:
+        return self.sink.name
 
 
 class NotifierMetrics:
@@ -128,24 +148,25 @@ class NotifierMetrics:
 
 
 class Notifier:
-    """Delivers alert notifications to Alertmanagers and webhooks (see the module doc)."""
+    """Delivers alert notifications to sinks (see the module doc); a sink given twice (same URL) gets them once.
+
+    ``on_stop`` is awaited last in :meth:`stop` (closing what the sinks share).
+    """
 
     def __init__(
         self,
-        alertmanager_urls: Iterable[str] = (),
-        webhook_urls: Iterable[str] = (),
+        sinks: Sequence[Sink] = (),
         *,
         external_url: str = "",
         external_labels: Mapping[str, str] | None = None,
         registry: CollectorRegistry | None = None,
-        client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
         queue_capacity: int = DEFAULT_QUEUE_CAPACITY,
         max_batch: int = DEFAULT_MAX_BATCH,
         timeout: float = DEFAULT_TIMEOUT,
         retry_for: float = DEFAULT_RETRY_FOR,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
+        on_stop: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
@@ -159,42 +180,55 @@ class Notifier:
         self.metrics = NotifierMetrics(registry if registry is not None else CollectorRegistry(), queue_capacity)
         self.targets: list[Target] = []
         seen: set[str] = set()
-        for kind, urls in (("alertmanager", alertmanager_urls), ("webhook", webhook_urls)):
-            for url in urls:
-                post_url = alertmanager_post_url(url) if kind == "alertmanager" else url
-                if post_url in seen:
-                    continue
-                seen.add(post_url)
-                target = Target(post_url, kind, DropOldestQueue(queue_capacity))
-                self.targets.append(target)
-                self.metrics.add_target(target)
-        self._owns_client = client is None
-        self.client = client or httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(timeout), headers=HEADERS)
+        for sink in sinks:
+            if sink.url in seen:
+                continue
+            seen.add(sink.url)
+            target = Target(sink, DropOldestQueue(queue_capacity))
+            self.targets.append(target)
+            self.metrics.add_target(target)
+        self._on_stop = on_stop
         self._started = False
         self._closing = False
 
     @classmethod
-    def from_settings(
+    def from_urls(
         cls,
-        alertmanager_urls: Sequence[str] | str,
-        webhook_urls: Sequence[str] | str,
-        external_url: str,
-        external_labels: Mapping[str, str],
-        registry: CollectorRegistry | None,
+        urls: Mapping[str, Sequence[str] | str],
+        *,
+        client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
         **options: Any,
     ) -> Notifier:
-        """A notifier from configuration values; URL lists may also be comma-separated strings.
+        """A notifier for URLs by kind of sink (``{"alertmanager": "http://am:9093", ...}``); URL lists may
+        also be comma-separated strings. The HTTP sinks share ``client`` (or one made here, with ``transport``).
 
-        Raises :class:`ValueError` for a URL that is not absolute ``http(s)://host...``.
+        Raises :class:`ValueError` for an unknown kind, or a URL that is not absolute ``http(s)://host...``
+        (naming its setting).
         """
-        return cls(
-            parse_urls(alertmanager_urls, "alertmanager_urls"),
-            parse_urls(webhook_urls, "webhook_urls"),
-            external_url=external_url.strip(),
-            external_labels=external_labels,
-            registry=registry,
-            **options,
-        )
+        from pipelines.sinks.registry import parse_urls, sink_types
+
+        types = sink_types()
+        unknown = set(urls) - set(types)
+        if unknown:
+            raise ValueError(f"unknown sink kind(s) {sorted(unknown)}; known: {sorted(types)}")
+        parsed = {kind: parse_urls(value, types[kind].setting) for kind, value in urls.items()}
+        on_stop = None
+        if client is None:
+            client = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(timeout))
+            on_stop = client.aclose
+        sinks = [types[kind].build(url, client) for kind, kind_urls in parsed.items() for url in kind_urls]
+        return cls(sinks, timeout=timeout, on_stop=on_stop, **options)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, registry: CollectorRegistry | None, **options: Any) -> Notifier:
+        """A notifier for every registered kind of sink, to the URLs its setting lists."""
+        from pipelines.sinks.registry import sink_types
+
+        urls = {kind: getattr(settings, t.setting) for kind, t in sink_types().items()}
+        return cls.from_urls(urls, external_url=settings.external_url.strip(), external_labels=settings.external_labels,
+                             registry=registry, **options)
 
     async def start(self) -> None:
         """Start one sender task per target (on the running loop)."""
@@ -225,8 +259,8 @@ class Notifier:
             if left:
                 self.metrics.dropped.labels(target.name).inc(left)
                 log.warning("notifier stopped with %d alert(s) not delivered to %s", left, target.name)
-        if self._owns_client:
-            await self.client.aclose()
+        if self._on_stop is not None:
+            await self._on_stop()
 
     def enqueue(self, notifications: Sequence[AlertNotification]) -> None:
         """Queue notifications for every target; never blocks, never raises."""
@@ -270,11 +304,10 @@ class Notifier:
     async def _deliver(self, target: Target, batch: list[dict[str, Any]]) -> None:
         """Send one batch, retrying with backoff; returns when delivered or given up."""
         loop = asyncio.get_running_loop()
-        body = target.body(batch)
         first = loop.time()
         attempt = 0
         while True:
-            error, retry = await self._send_once(target, body, len(batch))
+            error, retry = await self._send_once(target, batch)
             if error is None:
                 if attempt:
                     log.info("delivered %d alert(s) to %s after %d retr%s", len(batch), target.name, attempt, "y" if attempt == 1 else "ies")
@@ -289,68 +322,21 @@ class Notifier:
             log.warning("sending %d alert(s) to %s failed (%s); retry %d in %.1fs", len(batch), target.name, error, attempt, delay)
             await asyncio.sleep(delay)
 
-    async def _send_once(self, target: Target, body: bytes, count: int) -> tuple[str | None, bool]:
-        """One POST: (None, _) when delivered, else (what went wrong, whether to retry)."""
+    async def _send_once(self, target: Target, batch: list[dict[str, Any]]) -> tuple[str | None, bool]:
+        """One send: (None, _) when delivered, else (what went wrong, whether to retry)."""
         loop = asyncio.get_running_loop()
         began = loop.time()
-        error: str | None
+        error: str | None = None
+        retry = False
         try:
             async with asyncio.timeout(self.timeout):
-                response = await self.client.post(target.url, content=body, headers=HEADERS)
-            if 200 <= response.status_code < 300:
-                error, retry = None, False
-            else:
-                error = f"HTTP {response.status_code}: {response.text[:300].strip()}"
-                retry = retryable_status(response.status_code)
+                await target.sink.send(batch)
         except TimeoutError:
             error, retry = f"no answer within {self.timeout:g}s", True
-        except httpx.HTTPError as exc:
-            error, retry = f"{type(exc).__name__}: {exc}", True
-        except (httpx.InvalidURL, ValueError) as exc:
-            error, retry = f"{type(exc).__name__}: {exc}", False
+        except DeliveryError as exc:
+            error, retry = str(exc), exc.retry
         self.metrics.latency.labels(target.name).observe(loop.time() - began)
-        self.metrics.sent.labels(target.name).inc(count)
+        self.metrics.sent.labels(target.name).inc(len(batch))
         if error is not None:
-            self.metrics.errors.labels(target.name).inc(count)
+            self.metrics.errors.labels(target.name).inc(len(batch))
         return error, retry
-
-
-def alertmanager_post_url(base: str) -> str:
-    """Where alerts are posted on an Alertmanager given by its base URL (with any path prefix).
-
-    >>> alertmanager_post_url("http://am:9093/"), alertmanager_post_url("http://x/am/api/v2/alerts")
-    ('http://am:9093/api/v2/alerts', 'http://x/am/api/v2/alerts')
-    """
-    base = base.rstrip("/")
-    return base if base.endswith(ALERTMANAGER_PATH) else base + ALERTMANAGER_PATH
-
-
-def redact(url: str) -> str:
-    """The URL without user info (it may hold a password), for logs and metric labels.
-
-    >>> redact("https://user:secret@hooks.example/x?y=1")
-    'https://hooks.example/x?y=1'
-    """
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-
-
-def parse_urls(urls: Sequence[str] | str, setting: str = "urls") -> list[str]:
-    """URLs from a list or a comma-separated string, blanks skipped; :class:`ValueError` names ``setting``.
-
-    >>> parse_urls(" http://am1:9093, ,http://am2:9093/ ")
-    ['http://am1:9093', 'http://am2:9093/']
-    """
-    items = urls.split(",") if isinstance(urls, str) else list(urls)
-    out = []
-    for raw in items:
-        url = raw.strip()
-        if not url:
-            continue
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"{setting}: not an http(s) URL: {url!r}")
-        out.append(url)
-    return out

@@ -1,0 +1,205 @@
+"""Stage 1: one samples partition's rule engine, which also computes the partials of staged rules.
+
+>>> from detector.wire.batch import SampleBatch
+>>> from detector.promql import compile_expr
+>>> from detector.rules import AlertingRule, RuleGroup
+>>> from detector.stages.frames import decode_frame
+>>> from detector.stages.plan import StagePlan
+>>> rule = AlertingRule("Busy", compile_expr("sum by (ns) (cpu) > 4"), "sum by (ns) (cpu) > 4")
+>>> plan = StagePlan([RuleGroup("g", "f.yml", 15_000, (rule,))])
+>>> part = Stage1Partition(plan, index=0, sources=1, combiners=1, start_ms=0)
+>>> cpu = (("__name__", "cpu"), ("instance", "a"), ("ns", "web"))
+>>> out, frames = part.ingest(SampleBatch.from_series([(cpu, [(0, 3.0), (15_000, 5.0)])]))
+>>> frame = decode_frame(frames[0])
+>>> frame.watermark, [(b.tick, b.labels, b.values.tolist()) for b in frame.blocks]
+(15000, [(0, [(('ns', 'web'),)], [[3.0]]), (15000, [(('ns', 'web'),)], [[5.0]])])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from detector.promql.plan import DEFAULT_LOOKBACK_MS, EvalContext, EvaluationError, Node
+from detector.rules.engine import DEFAULT_RESEND_DELAY_MS, EngineOutput, RuleEngine
+from detector.rules.group import RuleGroup
+from detector.stages.frames import Block, Failure, Frame, encode_frame
+from detector.stages.partials import Partial, from_vectors
+from detector.stages.plan import StagePlan
+from detector.stages.split import Slot
+from detector.snapshot import decode, encode
+from detector.store import EMPTY
+from detector.wire.batch import SampleBatch
+
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+
+
+@dataclass(eq=False)
+class PartialRule:
+    """A staged rule's stage-1 slot, evaluated by the rule engine in its group's rule order.
+
+    It writes no series: the partial (or the failure) goes to ``outbox``.
+    """
+
+    slot: Slot
+    outbox: list
+    name: str
+
+    @property
+    def expr(self) -> Node:  # what the engine reads for reach_ms()
+        return self.slot.nodes[0]
+
+    def evaluate(self, ctx: EvalContext, previous: np.ndarray) -> np.ndarray:
+        try:
+            vectors = [node.evaluate(ctx) for node in self.slot.nodes]
+            partial = from_vectors(self.slot.kind, vectors, self.slot.limit)  # type: ignore[arg-type]
+        except EvaluationError as exc:
+            self.outbox.append((self.slot, ctx.t_ms, str(exc)))
+        else:
+            self.outbox.append((self.slot, ctx.t_ms, partial))
+        return _NO_ROWS
+
+
+class Outbox:
+    """The partials :class:`PartialRule` s put out, routed into one frame per downstream partition.
+
+    ``source`` is the sender's number among ``sources`` senders; ``dests`` the
+    number of downstream (combine) partitions.
+    """
+
+    def __init__(self, plan: StagePlan, source: int, sources: int, dests: int) -> None:
+        self.plan, self.source, self.sources, self.dests = plan, source, sources, dests
+        self.items: list = []  # (slot, tick, Partial or an error message)
+        self.seq = 0  # frames sent to each downstream partition so far
+        self.sent_watermark = EMPTY
+        self._routes: dict[tuple[int, tuple], int] = {}
+
+    def frames(self, watermark: int) -> dict[int, bytes]:
+        """Route what was put out; every downstream partition hears of a new watermark and of every failure."""
+        if not self.items and watermark == self.sent_watermark:
+            return {}
+        blocks: dict[int, list[Block]] = {}
+        failures: list[Failure] = []
+        for slot, tick, result in self.items:
+            if isinstance(result, str):
+                failures.append(Failure(slot.id, tick, result))
+                continue
+            for dest, rows in self._route(slot, result).items():
+                blocks.setdefault(dest, []).append(Block(slot.id, tick, [result.labels[i] for i in rows], result.values[rows]))
+        self.items.clear()
+        self.sent_watermark = watermark
+        self.seq += 1
+        return {
+            dest: encode_frame(Frame(self.plan.fingerprint, self.source, self.sources, self.seq, watermark,
+                                     blocks.get(dest, []), failures))
+            for dest in range(self.dests)
+        }
+
+    def _route(self, slot: Slot, partial: Partial) -> dict[int, list[int]]:
+        if slot.broadcast:
+            return {dest: list(range(len(partial))) for dest in range(self.dests)} if len(partial) else {}
+        by_dest: dict[int, list[int]] = {}
+        for i, labels in enumerate(partial.labels):
+            key = (slot.id, labels)
+            dest = self._routes.get(key)
+            if dest is None:
+                if len(self._routes) > 1 << 18:  # series churn: start the memo again
+                    self._routes.clear()
+                dest = self._routes[key] = self.plan.destination(slot, labels, self.dests)
+            by_dest.setdefault(dest, []).append(i)
+        return by_dest
+
+    def state(self) -> dict:
+        return {"seq": self.seq, "sent_watermark": self.sent_watermark}
+
+    def load(self, state: dict) -> None:
+        self.seq, self.sent_watermark = state["seq"], state["sent_watermark"]
+
+
+def partial_groups(plan: StagePlan, parts: list[tuple[RuleGroup, list]], outbox: Outbox) -> list[RuleGroup]:
+    """Rule groups for an engine: slots become :class:`PartialRule` s writing to ``outbox``."""
+    groups = []
+    for group, items in parts:
+        rules = tuple(
+            PartialRule(item, outbox.items, f"{_rule_name(plan, item)}#slot{item.id}") if isinstance(item, Slot) else item
+            for item in items
+        )
+        groups.append(RuleGroup(group.name, group.source, group.interval_ms, rules, group.limit))
+    return groups
+
+
+class Stage1Partition:
+    """Local rules and stage-1 slots of one samples partition; :meth:`ingest` returns frames by combine partition.
+
+    ``index`` is this partition's number among ``sources`` stage-1 partitions;
+    ``combiners`` is the number of combine partitions. ``start_ms`` is the
+    origin of the tick schedule every partition of both stages shares.
+    """
+
+    def __init__(
+        self,
+        plan: StagePlan,
+        index: int,
+        sources: int,
+        combiners: int,
+        *,
+        start_ms: int,
+        lookback_ms: int = DEFAULT_LOOKBACK_MS,
+        lateness_ms: int = 0,
+        resend_delay_ms: int = DEFAULT_RESEND_DELAY_MS,
+    ) -> None:
+        self.plan, self.index, self.sources, self.combiners = plan, index, sources, combiners
+        self.outbox = Outbox(plan, index, sources, combiners)
+        self.engine = RuleEngine(partial_groups(plan, plan.stage1_parts(), self.outbox), lookback_ms=lookback_ms,
+                                 lateness_ms=lateness_ms, resend_delay_ms=resend_delay_ms, start_ms=start_ms)
+
+    def ingest(self, batch: SampleBatch) -> tuple[EngineOutput, dict[int, bytes]]:
+        """Store a batch and evaluate what became due; the frames to send, by combine partition."""
+        out = self.engine.ingest(batch)
+        return out, self.outbox.frames(self.engine.watermark)
+
+    def advance_to(self, watermark_ms: int) -> tuple[EngineOutput, dict[int, bytes]]:
+        """Move the watermark (a clock from the sender, or an idle timer) and evaluate what became due."""
+        out = self.engine.advance_to(watermark_ms)
+        return out, self.outbox.frames(self.engine.watermark)
+
+    def free_expired(self) -> list[bytes]:
+        """Free the store rows no evaluation can read any more (see :meth:`RuleEngine.free_expired`)."""
+        return self.engine.free_expired()
+
+    # --- Snapshots. ----------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The engine's state and the frame count, as :mod:`detector.snapshot` bytes.
+
+        Replaying the samples after the snapshot's offsets regenerates the
+        partials of ticks the combine partitions may already have; they drop
+        those by this partition's watermark (:mod:`detector.stages.frames`).
+        """
+        from detector.stages.combine import SNAPSHOT_RECORDS
+
+        return encode(self.snapshot_state(), SNAPSHOT_RECORDS)
+
+    def restore(self, data: bytes) -> None:
+        from detector.stages.combine import SNAPSHOT_RECORDS
+
+        self.restore_state(decode(data, SNAPSHOT_RECORDS))
+
+    def snapshot_state(self) -> dict:
+        return {"engine": self.engine.snapshot_state(), "outbox": self.outbox.state()}
+
+    def restore_state(self, state: dict) -> None:
+        self.engine.restore_state(dict(state["engine"]))
+        self.outbox.load(state["outbox"])
+
+
+def _rule_name(plan: StagePlan, slot: Slot) -> str:
+    for g in plan.groups:
+        for r in g.rules:
+            if r.split is not None and slot in r.split.slots:
+                return r.rule.name
+    return "?"
+
+
+__all__ = ["Outbox", "PartialRule", "Stage1Partition", "partial_groups"]

@@ -1,0 +1,253 @@
+"""What the worker does with one message, without Kafka: decode, detect, and say what goes out.
+
+:class:`Worker` owns the partitions' detectors of both lanes (target
+partitions and the one-partition global lane, see :mod:`pipelines.app`), the
+worker's metrics and per-series gauges. :meth:`Worker.handle` takes one
+decoded message position (lane, partition, offset) and its value, and returns
+an :class:`Outgoing`: the records to produce per topic, the notifications for
+the sinks, and the partitions whose snapshot is due. The Faust shell
+(:func:`pipelines.app.create_app`) only moves messages in and out; so every
+decision here is unit-tested with a fake clock.
+
+>>> from detector.promql import compile_expr
+>>> from detector.rules import AlertingRule, RuleGroup
+>>> from detector.wire.batch import SampleBatch
+>>> from pipelines.settings import Settings
+>>> t0 = 1_700_000_010_000  # a multiple of the 15 s interval: evaluated at once
+>>> rule = AlertingRule("Down", compile_expr("up == 0"), "up == 0")
+>>> worker = Worker(Settings(), [RuleGroup("g", "inline", 15_000, (rule,))], clock=lambda: t0 / 1000)
+>>> up = (("__name__", "up"), ("job", "api"))
+>>> out = worker.handle("headroom-samples", 0, 0, SampleBatch.from_series([(up, [(t0, 0.0)])]).encode())
+>>> [len(out.records[topic]) for topic in sorted(out.records)], len(out.notifications)
+([1], 1)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from detector.errors import BatchFormatError
+from detector.output.alerts import AlertNotification
+from detector.partition import PartitionOutput
+from detector.rules import RuleGroup
+from detector.rules.placement import place_groups
+from detector.wire.batch import SampleBatch
+from detector.wire.metadata import MetricTypes
+from pipelines.engines import PartitionEngines
+from pipelines.gauges import DetectorGauges
+from pipelines.settings import Settings
+
+log = logging.getLogger("headroom.worker")
+
+Record = tuple[bytes | None, bytes]  # (key, value) of one Kafka record
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.samples = Counter("headroom_worker_samples", "Samples consumed from Kafka", registry=registry)
+        self.messages = Counter("headroom_worker_batches", "Sample batches consumed", registry=registry)
+        self.bad_messages = Counter("headroom_worker_unreadable_batches", "Messages that are not sample batches", registry=registry)
+        self.dropped = Counter("headroom_worker_dropped_samples", "Samples dropped as duplicate or out of order", ["reason"], registry=registry)
+        self.late = Counter("headroom_worker_late_samples", "Samples older than an evaluation already made", registry=registry)
+        self.anomalies = Counter("headroom_anomalous_samples", "Samples scored at or above the anomaly threshold", registry=registry)
+        self.transitions = Counter("headroom_alert_transitions", "Alert state changes", ["state"], registry=registry)
+        self.eval_errors = Counter("headroom_rule_evaluation_failures", "Failed rule evaluations", registry=registry)
+        self.metric_types = Gauge("headroom_metric_types_known", "Metric families with a type from the senders' metadata", registry=registry)
+        self.reclassified = Counter("headroom_series_reclassified", "Scored series whose counter-ness changed with new metadata", registry=registry)
+        self.retired = Counter("headroom_retired_series", "Stale series whose anomaly and forecast state was freed", registry=registry)
+        self.event_time = Gauge("headroom_worker_watermark_seconds", "Newest evaluated event time", ["lane"], registry=registry)
+        self.duplicates = Counter("headroom_worker_duplicate_transitions_suppressed",
+                                  "Alert transitions not written again after a takeover: the previous owner wrote them",
+                                  registry=registry)
+
+
+@dataclass
+class Outgoing:
+    """What one message (or one idle tick) sends on.
+
+    ``records``: Kafka records by topic, in the order to produce them;
+    ``notifications``: for the sinks (live data only); ``snapshots``:
+    ``(lane, partition)`` whose snapshot is due, to take after the records are sent.
+    """
+
+    records: dict[str, list[Record]] = field(default_factory=dict)
+    notifications: list[AlertNotification] = field(default_factory=list)
+    snapshots: list[tuple[str, int]] = field(default_factory=list)
+
+    def add(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self.records.setdefault(topic, []).append((key, value))
+
+    def extend(self, other: Outgoing) -> None:
+        for topic, records in other.records.items():
+            self.records.setdefault(topic, []).extend(records)
+        self.notifications += other.notifications
+        self.snapshots += other.snapshots
+
+    def __bool__(self) -> bool:
+        return bool(self.records or self.notifications or self.snapshots)
+
+
+class Worker:
+    """The detectors of every partition this worker owns, fed one message at a time (see the module doc).
+
+    ``clock``: wall-clock seconds (idle advance, liveness); ``monotonic``:
+    seconds for the snapshot schedule. Both default to the real clocks.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        groups: list[RuleGroup],
+        *,
+        registry: CollectorRegistry | None = None,
+        metric_types: MetricTypes | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.placement = place_groups(groups, settings.partition_by)
+        self.metrics = WorkerMetrics(registry if registry is not None else CollectorRegistry())
+        self.gauges = DetectorGauges()  # latest score and forecast per series, for dashboards (appended to /metrics)
+        self.metric_types = metric_types if metric_types is not None else MetricTypes()
+        self.lanes: dict[str, PartitionEngines] = {
+            settings.samples_topic: PartitionEngines(self.placement.local, settings, clock, metric_types=self.metric_types),
+            settings.global_samples_topic: PartitionEngines(self.placement.global_, settings, clock, detectors=False),
+        }
+        self.monotonic = monotonic
+        self._last_snapshot: dict[tuple[str, int], float] = {}
+        self._sent_before: dict[tuple[str, int], set[tuple[str, str, int]]] = {}  # see already_sent
+
+    @property
+    def has_global_lane(self) -> bool:
+        return bool(self.placement.global_)
+
+    def assigned(self, lane: str, partition: int) -> bool:
+        """Whether the partition has detectors here (restored or started); else restore it before :meth:`handle`."""
+        return partition in self.lanes[lane].engines
+
+    def gap_before(self, lane: str, partition: int, offset: int) -> bool:
+        """Whether messages before ``offset`` are missing from the partition's state (to catch up first)."""
+        return self.lanes[lane].gap_before(partition, offset)
+
+    def holding_back(self, lane: str, partition: int) -> bool:
+        """Whether transitions the partition's previous owner wrote are still expected again (see :meth:`already_sent`)."""
+        return (lane, partition) in self._sent_before
+
+    def decode(self, lane: str, partition: int, offset: int, value: bytes) -> SampleBatch | None:
+        """The batch in a message; an unreadable one is logged and counted, and gives None."""
+        try:
+            return SampleBatch.decode(value)
+        except BatchFormatError as exc:
+            self.metrics.bad_messages.inc()
+            log.error("skipping unreadable message at %s[%d]@%d: %s", lane, partition, offset, exc)
+            return None
+
+    def handle(self, lane: str, partition: int, offset: int, value: bytes | SampleBatch) -> Outgoing:
+        """Fold in the message at ``lane[partition]@offset`` (its bytes, or the batch already decoded)."""
+        engines = self.lanes[lane]
+        if engines.folded(partition, offset):
+            return Outgoing()  # delivered again after a restart, already in the restored state
+        batch = value if isinstance(value, SampleBatch) else self.decode(lane, partition, offset, value)
+        if batch is None:
+            engines.skip(partition, offset)
+            return Outgoing()
+        out = engines.ingest(partition, batch, offset=offset)
+        self.metrics.messages.inc()
+        self.metrics.samples.inc(len(batch))
+        self.metrics.dropped.labels("duplicate").inc(out.engine.duplicates)
+        self.metrics.dropped.labels("out_of_order").inc(out.engine.out_of_order)
+        self.metrics.late.inc(out.engine.late)
+        outgoing = self._outgoing(lane, partition, out)
+        if self._snapshot_due(lane, partition):
+            outgoing.snapshots.append((lane, partition))
+        return outgoing
+
+    def advance_idle(self) -> Outgoing:
+        """Evaluate quiet live partitions on wall-clock time; what that sends (the 1 s timer's work)."""
+        outgoing = Outgoing()
+        for lane, engines in self.lanes.items():
+            for partition, out in engines.advance_idle().items():
+                outgoing.extend(self._outgoing(lane, partition, out))
+        return outgoing
+
+    def learned_types(self, families: set[str]) -> None:
+        """New metric types from the metadata topic: rescore the series whose counter-ness changed."""
+        self.metrics.metric_types.set(len(self.metric_types))
+        self.metrics.reclassified.inc(self.lanes[self.settings.samples_topic].reclassify())
+        log.info("learned the types of %d metric families (%d known)", len(families), len(self.metric_types))
+
+    def already_sent(self, lane: str, partition: int, sent: Iterable[tuple[str, str, int]]) -> None:
+        """Alert transitions, as (fingerprint, state, evaluation time), that a partition's previous owner
+        wrote after the snapshot it was restored from: re-ingesting the same messages from the same
+        state makes them again, and they are not written twice (:mod:`pipelines.state`)."""
+        sent = set(sent)
+        if sent:
+            self._sent_before[(lane, partition)] = sent
+        else:
+            self._sent_before.pop((lane, partition), None)
+
+    def forget(self, lane: str, partitions: Iterable[int]) -> None:
+        """Drop partitions this worker no longer owns (after their last snapshot)."""
+        partitions = set(partitions)
+        self.lanes[lane].forget(partitions)
+        self.gauges.forget(lane, partitions)
+        for partition in partitions:
+            self._last_snapshot.pop((lane, partition), None)
+            self._sent_before.pop((lane, partition), None)
+
+    def _snapshot_due(self, lane: str, partition: int) -> bool:
+        """After a partition's first message here, then every ``HEADROOM_SNAPSHOT_INTERVAL``: offsets are
+        committed only up to a snapshot, so the first one should not wait for the interval."""
+        interval = self.settings.snapshot_interval_s
+        if interval <= 0:
+            return False
+        now = self.monotonic()
+        last = self._last_snapshot.get((lane, partition))
+        if last is not None and now - last < interval:
+            return False
+        self._last_snapshot[(lane, partition)] = now
+        return True
+
+    def _outgoing(self, lane: str, partition: int, out: PartitionOutput) -> Outgoing:
+        settings, metrics = self.settings, self.metrics
+        outgoing = Outgoing()
+        engine = self.lanes[lane].engines.get(partition)
+        if engine is not None:
+            metrics.event_time.labels(f"{lane}/{partition}").set(engine.watermark / 1000)
+        metrics.retired.inc(out.retired)
+        for error in out.engine.errors:
+            metrics.eval_errors.inc()
+            log.warning("rule evaluation failed: %s", error)
+        sent = self._sent_before.get((lane, partition))
+        for transition in out.transitions:
+            if sent and (transition.fingerprint, transition.state, transition.eval_time) in sent:
+                metrics.duplicates.inc()
+                continue
+            metrics.transitions.labels(transition.state).inc()
+            log.warning("alert %s", transition.describe())
+            outgoing.add(settings.alerts_topic, transition.fingerprint.encode(), transition.to_json())
+        if sent and engine is not None and engine.watermark > max(t for _, _, t in sent):
+            del self._sent_before[(lane, partition)]  # evaluated past them all: none can come again
+        for score in out.scores:
+            metrics.anomalies.inc()
+            outgoing.add(settings.scores_topic, None, _json(score.to_dict()))
+        for forecast in out.forecasts:
+            outgoing.add(settings.forecasts_topic, forecast.key, _json(forecast.to_dict()))
+        self.gauges.update(lane, partition, out)
+        # Alertmanager judges endsAt on its own clock: a replay of old data
+        # would arrive already expired, so only live partitions notify
+        # (rule alerts and early warnings alike).
+        if out.notifications and self.lanes[lane].is_live(partition):
+            outgoing.notifications = list(out.notifications)
+        return outgoing
+
+
+def _json(obj: dict) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()

@@ -1,0 +1,314 @@
+"""The stages' parts: frames, bad frames, watermark gating, snapshots, and the plan's classes."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detector.labels import METRIC_NAME
+from detector.promql import compile_expr
+from detector.rules import AlertingRule, RecordingRule, RuleGroup
+from detector.snapshot import SnapshotError
+from detector.stages.combine import CombinePartition
+from detector.stages.engine import StagedEngine
+from detector.stages.frames import Block, Failure, Frame, FrameFormatError, decode_frame, encode_frame
+from detector.stages.plan import StagePlan
+from detector.stages.stage1 import Stage1Partition
+from detector.store import STALE_NAN_BITS
+from detector.wire.batch import SampleBatch
+
+STALE = float(np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.float64)[0])
+
+
+def alert(name: str, expr: str, for_ms: int = 0) -> AlertingRule:
+    return AlertingRule(name, compile_expr(expr), expr, for_ms=for_ms)
+
+
+def busy_plan() -> StagePlan:
+    return StagePlan([RuleGroup("g", "f.yml", 15_000, (alert("Busy", "sum by (ns) (cpu) > 4", for_ms=15_000),))])
+
+
+# --- Frames. --------------------------------------------------------------------------------------
+
+label_sets = st.lists(st.tuples(st.sampled_from(["ns", "pod", "le", METRIC_NAME]), st.text(max_size=8)), max_size=4).map(
+    lambda pairs: tuple(sorted(dict(pairs).items())))
+floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.just(STALE))
+
+
+@st.composite
+def blocks(draw) -> Block:
+    labels = draw(st.lists(label_sets, max_size=5))
+    columns = draw(st.integers(1, 3))
+    values = draw(st.lists(floats, min_size=len(labels) * columns, max_size=len(labels) * columns))
+    return Block(draw(st.integers(0, 2**32 - 1)), draw(st.integers(-(2**63), 2**63 - 1)), labels,
+                 np.array(values, dtype=np.float64).reshape(len(labels), columns))
+
+
+@settings(max_examples=150, deadline=None)
+@given(blocks=st.lists(blocks(), max_size=4),
+       failures=st.lists(st.builds(Failure, st.integers(0, 2**32 - 1), st.integers(-(2**63), 2**63 - 1), st.text()), max_size=2),
+       watermark=st.integers(-(2**63), 2**63 - 1), source=st.integers(0, 15))
+def test_frames_round_trip_bit_exact(blocks, failures, watermark, source):
+    frame = Frame(2**64 - 1, source, 16, 12, watermark, blocks, failures)
+    back = decode_frame(encode_frame(frame))
+    assert (back.fingerprint, back.source, back.sources, back.seq, back.watermark) == (2**64 - 1, source, 16, 12, watermark)
+    assert back.failures == failures
+    assert [(b.slot, b.tick, b.labels) for b in back.blocks] == [(b.slot, b.tick, b.labels) for b in blocks]
+    for got, sent in zip(back.blocks, blocks):  # NaN payloads (the staleness marker) survive
+        assert got.values.shape == sent.values.shape
+        assert got.values.view(np.uint64).tolist() == sent.values.view(np.uint64).tolist()
+
+
+def sample_frame() -> bytes:
+    block = Block(0, 15_000, [(("ns", "web"),), (("ns", "db"),)], np.array([[1.0], [2.0]]))
+    return encode_frame(Frame(busy_plan().fingerprint, 0, 2, 1, 15_000, [block], [Failure(0, 30_000, "boom")]))
+
+
+def test_every_truncation_of_a_frame_is_refused_with_a_frame_error():
+    data = sample_frame()
+    for n in range(len(data)):
+        with pytest.raises(FrameFormatError):
+            decode_frame(data[:n])
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: b"XXXX" + d[4:], "not a partials frame"),
+        (lambda d: d[:4] + b"\x02" + d[5:], "version 2"),
+        (lambda d: d + b"\x00", "1 bytes after its end"),
+        (lambda d: d[:16] + struct.pack("<II", 5, 2) + d[24:], "source 5 of 2 sources"),
+        (lambda d: d[:64] + b"\x00" + d[65:], "no value columns"),
+    ],
+)
+def test_bad_frames_are_refused_saying_what_is_wrong(mutate, message):
+    with pytest.raises(FrameFormatError, match=message):
+        decode_frame(mutate(sample_frame()))
+
+
+def test_a_combine_partition_refuses_frames_of_another_rule_set_or_shape_and_keeps_its_state():
+    plan = busy_plan()
+    combine = CombinePartition(plan, 0, 1, sources=2, start_ms=0)
+    other = StagePlan([RuleGroup("g", "f.yml", 15_000, (alert("Busy", "sum by (ns) (cpu) > 5"),))])
+    good = Block(0, 0, [(("ns", "web"),)], np.array([[3.0]]))
+    bad_frames = {
+        "another rule set": Frame(other.fingerprint, 0, 2, 1, 0, [good]),
+        "from 3 upstream partitions": Frame(plan.fingerprint, 0, 3, 1, 0, [good]),
+        "names slot 7": Frame(plan.fingerprint, 0, 2, 1, 0, [Block(7, 0, [()], np.array([[1.0]]))]),
+        "needs 1 value columns": Frame(plan.fingerprint, 0, 2, 1, 0, [Block(0, 0, [()], np.array([[1.0, 2.0]]))]),
+    }
+    for message, frame in bad_frames.items():
+        with pytest.raises(FrameFormatError, match=message):
+            combine.receive(encode_frame(frame))
+    assert combine.pending == {} and combine.watermark < 0  # nothing of a refused frame was kept
+    combine.receive(encode_frame(Frame(plan.fingerprint, 0, 2, 1, 0, [good])))
+    out = combine.receive(encode_frame(Frame(plan.fingerprint, 1, 2, 1, 0, [Block(0, 0, [(("ns", "web"),)], np.array([[2.0]]))])))
+    assert [(t.value, t.state) for t in out.transitions] == [(5.0, "pending")]
+
+
+# --- Watermark gating. ------------------------------------------------------------------------------
+
+
+def test_a_tick_is_evaluated_only_when_every_upstream_watermark_has_passed_it():
+    plan = busy_plan()
+    combine = CombinePartition(plan, 0, 1, sources=3, start_ms=0)
+
+    def send(source: int, watermark: int, rows: dict[int, float]) -> list:
+        blocks = [Block(0, tick, [(("ns", "web"),)], np.array([[v]])) for tick, v in rows.items()]
+        return combine.receive(encode_frame(Frame(plan.fingerprint, source, 3, 1, watermark, blocks))).transitions
+
+    assert send(0, 15_000, {0: 5.0, 15_000: 5.0}) == []
+    assert send(1, 15_000, {}) == []  # source 2 has not reported: nothing is complete yet
+    assert combine.engine.stats.evaluations == 0
+    states = [(t.eval_time, t.state) for t in send(2, 0, {})]
+    assert states == [(0, "pending")]  # tick 0 complete everywhere; 15 s not yet (source 2 is at 0)
+    assert [(t.eval_time, t.state) for t in send(2, 30_000, {})] == [(15_000, "firing")]
+    # A partial for a tick its source already passed is a redelivery: dropped and counted.
+    send(0, 15_000, {15_000: 100.0})
+    assert combine.duplicate_rows == 1
+
+
+def test_a_stage1_failure_fails_the_rule_in_every_combine_partition_as_in_one_engine():
+    # The join is inside one target (on instance): stage 1 evaluates it, and fails.
+    groups = [RuleGroup("g", "f.yml", 15_000, (alert("Join", "sum by (ns) (a / on(instance, job) b)"),))]
+    series = [((("__name__", "a"), ("instance", "i1"), ("job", "j"), ("ns", "x")), [(0, 1.0)]),
+              ((("__name__", "b"), ("instance", "i1"), ("job", "j"), ("ns", "x"), ("pod", "1")), [(0, 1.0)]),
+              ((("__name__", "b"), ("instance", "i1"), ("job", "j"), ("ns", "x"), ("pod", "2")), [(0, 1.0)])]
+    staged = StagedEngine(groups, partitions=2, combiners=3)
+    out = staged.ingest(SampleBatch.from_series(series))
+    assert len(out.errors) == 3 and all("many-to-many" in e for e in out.errors)
+    assert out.transitions == []
+
+
+# --- Snapshots. --------------------------------------------------------------------------------------
+
+
+def batches(steps: int) -> list[SampleBatch]:
+    out = []
+    for step in range(steps):
+        rows = [((("__name__", "cpu"), ("instance", f"i{i}"), ("ns", "web" if i % 2 else "db")), [(step * 15_000, float(i % 4))])
+                for i in range(8)]
+        out.append(SampleBatch.from_series(rows))
+    return out
+
+
+def summary(outputs) -> list:
+    return sorted((t.rule, t.labels, t.state, t.eval_time, t.value) for o in outputs for t in o.transitions)
+
+
+def test_combine_partitions_restored_from_snapshots_carry_on_as_if_never_stopped():
+    groups = [RuleGroup("g", "f.yml", 15_000, (
+        alert("Busy", "sum by (ns) (cpu) > 5", for_ms=30_000),
+        RecordingRule("ns:cpu:max", compile_expr("max by (ns) (cpu)"), "max by (ns) (cpu)"),
+        alert("Max", "ns:cpu:max > 2", for_ms=15_000),
+    ))]
+    data = batches(10)
+    straight = StagedEngine(groups, partitions=3, combiners=2, start_ms=0)
+    expected = [straight.ingest(b) for b in data]
+
+    first = StagedEngine(groups, partitions=3, combiners=2, start_ms=0)
+    got = [first.ingest(b) for b in data[:4]]
+    # Frames in flight: stage 1 has evaluated tick 60 s, the combine stage not yet (one upstream is behind).
+    held = first.stage1[0].advance_to(75_000)[1]
+    snapshots = [c.snapshot() for c in first.combine]
+    stage1 = [p.snapshot() for p in first.stage1]
+    restarted = StagedEngine(groups, partitions=3, combiners=2, start_ms=0)
+    for c, snap in zip(restarted.combine, snapshots):
+        c.restore(snap)
+    for p, snap in zip(restarted.stage1, stage1):
+        p.restore(snap)
+    for dest, frame in held.items():  # redelivered after the restart: the rows count once
+        restarted.combine[dest].receive(frame)
+        restarted.combine[dest].receive(frame)
+    got += [restarted.ingest(b) for b in data[4:]]
+    assert summary(got) == summary(expected)
+    assert any(t[2] == "firing" for t in summary(got))
+    assert sum(c.duplicate_rows for c in restarted.combine) > 0
+
+
+def test_a_combine_snapshot_of_other_rules_is_refused():
+    combine = CombinePartition(busy_plan(), 0, 1, sources=1, start_ms=0)
+    other = CombinePartition(StagePlan([RuleGroup("g", "f.yml", 15_000, (alert("X", "count(up) > 1"),))]), 0, 1, 1, start_ms=0)
+    with pytest.raises(SnapshotError, match="other rule files"):
+        combine.restore(other.snapshot())
+    with pytest.raises(SnapshotError):
+        combine.restore(b"garbage")
+
+
+def test_stage1_partition_emits_its_watermark_to_every_combine_partition():
+    part = Stage1Partition(busy_plan(), index=1, sources=2, combiners=3, start_ms=0)
+    _, frames = part.advance_to(30_000)
+    assert sorted(frames) == [0, 1, 2]
+    assert {decode_frame(f).watermark for f in frames.values()} == {30_000}
+    assert part.advance_to(30_000)[1] == {}  # nothing new: nothing sent
+
+
+# --- The plan. ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expr", "cls"),
+    [
+        ("up == 0", "local"),
+        ("sum by (job, instance) (rate(x[5m])) > 1", "local"),
+        ("sum by (namespace) (rate(container_cpu_usage_seconds_total[5m])) > 4", "staged"),
+        ("sum without (instance) (x) > 1", "staged"),
+        ("count by (job) (up == 0) > 1", "staged"),
+        ("topk by (namespace) (3, x)", "staged"),
+        ("a / on(queue) group_left limit > 0.8", "staged"),
+        ("histogram_quantile(0.99, sum by (le, service) (rate(h_bucket[5m]))) > 1", "staged"),
+        ("sum(x) > 1", "one-partition"),
+        ("topk(3, x)", "one-partition"),
+        ('absent(up{job="api"})', "one-partition"),
+        ("sum(x) > scalar(max(y))", "one-partition"),
+        ("x > on() group_left vector(scalar(max(y)))", "still-global"),  # x's samples meet the vector in one place
+        ("sum by (ns) (x) > scalar(max(y))", "staged"),  # max(y)'s rows go to every combine partition
+        ("x > scalar(max(y))", "staged"),
+        ("vector(1)", "one-partition"),
+        ("quantile(0.9, x)", "still-global"),  # raw samples into one place
+        ("a / on() group_left b", "still-global"),
+    ],
+)
+def test_each_rule_gets_its_class(expr, cls):
+    plan = StagePlan([RuleGroup("g", "f.yml", 15_000, (alert("A", expr),))])
+    assert plan.groups[0].rules[0].cls == cls
+
+
+def test_a_group_limit_keeps_a_rule_in_one_combine_partition():
+    plan = StagePlan([RuleGroup("g", "f.yml", 15_000, (alert("A", "sum by (ns) (x) > 1"),), limit=3)])
+    assert plan.slots[0].route.single
+    assert [len(plan.combine_parts(i, 4)) for i in range(4)].count(1) == 1
+
+
+def test_the_partials_of_a_scalar_go_to_every_combine_partition_and_the_vector_stays_spread():
+    plan = StagePlan([RuleGroup("g", "f.yml", 15_000, (alert("Above", "x > scalar(max(y))"),))])
+    raw, scalar = plan.slots
+    assert scalar.broadcast and not raw.broadcast and not raw.route.single
+    part = Stage1Partition(plan, index=0, sources=1, combiners=3, start_ms=0)
+    series = [((("__name__", "y"), ("instance", "a")), [(0, 5.0)])] + [
+        ((("__name__", "x"), ("instance", "a"), ("pod", str(i))), [(0, float(i))]) for i in range(12)]
+    _, frames = part.ingest(SampleBatch.from_series(series))
+    blocks = {dest: decode_frame(f).blocks for dest, f in frames.items()}
+    assert all([b.values.tolist() for b in bs if b.slot == scalar.id] == [[[5.0]]] for bs in blocks.values())
+    x_rows = [len(b.labels) for bs in blocks.values() for b in bs if b.slot == raw.id]
+    assert sum(x_rows) == 12 and len(x_rows) == 3  # each x sample once, spread over the three
+
+
+def test_a_stage1_partition_restored_from_a_snapshot_replays_without_counting_anything_twice():
+    groups = [RuleGroup("g", "f.yml", 15_000, (
+        alert("Busy", "sum by (ns) (cpu) > 5", for_ms=30_000),
+        alert("Few", "count(cpu) < 9"),
+    ))]
+    data = batches(10)
+    straight = StagedEngine(groups, partitions=3, combiners=2, start_ms=0)
+    expected = [straight.ingest(b) for b in data]
+
+    engine = StagedEngine(groups, partitions=3, combiners=2, start_ms=0)
+    got = [engine.ingest(b) for b in data[:4]]
+    snapshot = engine.stage1[1].snapshot()
+    got += [engine.ingest(b) for b in data[4:7]]
+    # Partition 1's worker dies; its successor restores the snapshot and replays
+    # the samples after it, in one batch (a consumer batches as it likes).
+    successor = Stage1Partition(engine.plan, 1, 3, 2, start_ms=0)
+    successor.restore(snapshot)
+    engine.stage1[1] = successor
+    replay = [engine.split_batch(b)[1] for b in data[4:7]]
+    _, frames = successor.ingest(SampleBatch(
+        [k for b in replay for k in b.series_keys],
+        np.concatenate([b.series_index + sum(len(x.series_keys) for x in replay[:i]) for i, b in enumerate(replay)]).astype(np.uint32),
+        np.concatenate([b.timestamps for b in replay]), np.concatenate([b.values for b in replay])))
+    for dest, frame in frames.items():
+        got.append(engine.combine[dest].receive(frame))
+    assert sum(c.duplicate_rows for c in engine.combine) > 0
+    got += [engine.ingest(b) for b in data[7:]]
+    assert summary(got) == summary(expected)
+    assert {(t[0], t[2]) for t in summary(expected)} >= {("Busy", "firing"), ("Few", "firing")}
+
+
+def test_both_combine_levels_restored_from_snapshots_carry_on_as_if_never_stopped():
+    groups = [RuleGroup("g", "f.yml", 15_000, (
+        RecordingRule("team:x:sum", compile_expr("sum by (team) (x * on(ns) group_left(team) ns_team)"), "..."),
+        alert("TeamHigh", "team:x:sum > 10", for_ms=15_000),
+    ))]
+    teams = [((("__name__", "ns_team"), ("instance", "cfg"), ("ns", ns), ("team", f"t{ns}")), 1.0) for ns in "ab"]
+
+    def data(step: int) -> SampleBatch:
+        xs = [((("__name__", "x"), ("instance", f"i{i}"), ("ns", "ab"[i % 2])), float((i * step) % 7)) for i in range(9)]
+        return SampleBatch.from_series([(labels, [(step * 15_000, v)]) for labels, v in xs + teams])
+
+    straight = StagedEngine(groups, partitions=3, combiners=2, start_ms=0)
+    expected = [straight.ingest(data(s)) for s in range(10)]
+    assert straight.plan.levels == 2 and straight.combine2
+
+    engine = StagedEngine(groups, partitions=3, combiners=2, start_ms=0)
+    got = [engine.ingest(data(s)) for s in range(5)]
+    restarted = StagedEngine(groups, partitions=3, combiners=2, start_ms=0)
+    for old, new in zip(engine.stage1 + engine.combine + engine.combine2, restarted.stage1 + restarted.combine + restarted.combine2):
+        new.restore(old.snapshot())
+    got += [restarted.ingest(data(s)) for s in range(5, 10)]
+    assert summary(got) == summary(expected)
+    assert ("TeamHigh", "firing") in {(t[0], t[2]) for t in summary(expected)}

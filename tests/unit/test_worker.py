@@ -1,0 +1,200 @@
+"""The worker's message handling (pipelines.worker), without Kafka: a fake clock, messages in, Outgoing out."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from detector.promql import compile_expr
+from detector.rules import AlertingRule, RuleGroup
+from detector.wire.batch import SampleBatch
+from pipelines.settings import Settings
+from pipelines.worker import Worker
+
+SAMPLES, GLOBAL = "headroom-samples", "headroom-samples-global"
+ALERTS, SCORES = "headroom-alerts", "headroom-scores"
+T0 = 1_700_000_000_000 // 15_000 * 15_000
+STEP = 15_000
+
+
+def up(instance: str, job: str = "api") -> tuple:
+    return (("__name__", "up"), ("instance", instance), ("job", job))
+
+
+class FakeClock:
+    """Wall-clock seconds, set by the test."""
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def __call__(self) -> float:
+        return self.ms / 1000
+
+
+def down_rule(for_ms: int = 2 * 60_000) -> RuleGroup:
+    return RuleGroup("g", "inline", STEP, (AlertingRule("Down", compile_expr("up == 0"), "up == 0", for_ms=for_ms),))
+
+
+def make_worker(clock: FakeClock, groups=None, **settings) -> Worker:
+    return Worker(Settings(**settings), [down_rule()] if groups is None else groups, clock=clock, monotonic=clock)
+
+
+def message(series: list[tuple[tuple, list[tuple[int, float]]]]) -> bytes:
+    return SampleBatch.from_series(series).encode()
+
+
+def alert_records(out) -> list[dict]:
+    return [json.loads(value) for _, value in out.records.get(ALERTS, [])]
+
+
+def test_alert_goes_pending_then_fires_at_event_time_not_message_count() -> None:
+    clock = FakeClock(T0)
+    worker = make_worker(clock)
+    pending = worker.handle(SAMPLES, 0, 0, message([(up("a:1"), [(T0, 0.0)])]))
+    assert [(a["state"], a["eval_time"]) for a in alert_records(pending)] == [("pending", T0)]
+    key, _ = pending.records[ALERTS][0]
+    assert key == json.loads(pending.records[ALERTS][0][1])["fingerprint"].encode()  # keyed by the alert's fingerprint
+    # one message with the next 2m of samples: the rule fires at T0 + 2m exactly, in the same Outgoing
+    clock.ms = T0 + 3 * 60_000
+    fired = worker.handle(SAMPLES, 0, 1, message([(up("a:1"), [(T0 + i * STEP, 0.0) for i in range(1, 10)])]))
+    assert [(a["state"], a["eval_time"], a["active_at"]) for a in alert_records(fired)] == [("firing", T0 + 120_000, T0)]
+    assert [dict(n.labels)["alertname"] for n in fired.notifications] == ["Down"]
+    assert fired.notifications[0].starts_at == T0 + 120_000  # Prometheus's startsAt: when it fired
+    assert worker.metrics.messages._value.get() == 2 and worker.metrics.samples._value.get() == 10
+    assert worker.metrics.registry.get_sample_value("headroom_alert_transitions_total", {"state": "firing"}) == 1
+    # Complete up to the newest sample plus 0.9 of the series' 15 s spacing (detector.completeness).
+    complete_until = T0 + 135_000 + STEP - STEP // 10
+    assert worker.metrics.registry.get_sample_value("headroom_worker_watermark_seconds", {"lane": f"{SAMPLES}/0"}) == complete_until / 1000
+
+
+def test_partitions_are_independent() -> None:
+    clock = FakeClock(T0)
+    worker = make_worker(clock)
+    worker.handle(SAMPLES, 0, 0, message([(up("a:1"), [(T0 + i * STEP, 0.0) for i in range(3)])]))
+    out = worker.handle(SAMPLES, 1, 0, message([(up("b:1"), [(T0, 1.0)])]))
+    assert alert_records(out) == []
+    assert sorted(worker.lanes[SAMPLES].engines) == [0, 1]
+    assert worker.assigned(SAMPLES, 0) and not worker.assigned(SAMPLES, 2)
+
+
+def test_outputs_by_topic_scores_and_alerts() -> None:
+    clock = FakeClock(T0)
+    worker = make_worker(clock)
+    x = (("__name__", "x"), ("job", "api"))
+    rng = np.random.default_rng(1)
+    calm = [(T0 + i * STEP, float(rng.normal(10, 1))) for i in range(150)]
+    assert SCORES not in worker.handle(SAMPLES, 0, 0, message([(x, calm)])).records
+    out = worker.handle(SAMPLES, 0, 1, message([(x, [(T0 + 150 * STEP, 400.0)]), (up("a:1"), [(T0 + 150 * STEP, 0.0)])]))
+    assert set(out.records) == {ALERTS, SCORES}
+    (score,) = [json.loads(v) for k, v in out.records[SCORES]]
+    assert out.records[SCORES][0][0] is None
+    assert score["labels"] == dict(x) and score["t"] == T0 + 150 * STEP and score["score"] >= 0.296
+    assert worker.metrics.anomalies._value.get() == 1
+    assert 'headroom_anomaly_score{job="api",metric="x"}' in worker.gauges.exposition()
+
+
+def test_replayed_old_data_goes_to_topics_but_never_to_sinks() -> None:
+    clock = FakeClock(T0 + 24 * 3_600_000)  # a day after the samples
+    worker = make_worker(clock, groups=[down_rule(for_ms=0)])
+    out = worker.handle(SAMPLES, 0, 0, message([(up("a:1"), [(T0, 0.0)])]))
+    assert [a["state"] for a in alert_records(out)] == ["firing"]
+    assert out.notifications == []
+
+
+def test_idle_advance_resolves_a_quiet_live_partition_on_wall_clock() -> None:
+    clock = FakeClock(T0)
+    worker = make_worker(clock, groups=[down_rule(for_ms=0)], idle_advance="30s")
+    assert [a["state"] for a in alert_records(worker.handle(SAMPLES, 3, 0, message([(up("a:1"), [(T0, 0.0)])])))] == ["firing"]
+    clock.ms = T0 + 20_000
+    assert not worker.advance_idle()  # quiet, but not for 30 s yet
+    clock.ms = T0 + 5 * 60_000 + 30_000 + 15_000  # the sample is out of the 5m lookback
+    out = worker.advance_idle()
+    assert [(a["previous"], a["state"], a["eval_time"]) for a in alert_records(out)] == [("firing", "inactive", T0 + 315_000)]
+    assert out.notifications and out.notifications[-1].ends_at == T0 + 315_000  # the last one says resolved
+    assert out.snapshots == []
+
+
+def test_snapshots_are_requested_after_the_first_message_then_every_interval() -> None:
+    clock = FakeClock(T0)
+    worker = make_worker(clock, snapshot_interval="30s")
+    # at once: offsets are committed only up to a snapshot, the first must not wait
+    assert worker.handle(SAMPLES, 0, 0, message([(up("a:1"), [(T0, 1.0)])])).snapshots == [(SAMPLES, 0)]
+    clock.ms += 29_000
+    assert worker.handle(SAMPLES, 0, 1, message([(up("a:1"), [(T0 + STEP, 1.0)])])).snapshots == []
+    assert worker.handle(SAMPLES, 1, 0, message([(up("b:1"), [(T0 + STEP, 1.0)])])).snapshots == [(SAMPLES, 1)]
+    clock.ms += 1_000
+    assert worker.handle(SAMPLES, 0, 2, message([(up("a:1"), [(T0 + 2 * STEP, 1.0)])])).snapshots == [(SAMPLES, 0)]
+    assert worker.handle(SAMPLES, 0, 3, message([(up("a:1"), [(T0 + 3 * STEP, 1.0)])])).snapshots == []
+    assert worker.handle(SAMPLES, 1, 1, message([(up("b:1"), [(T0 + 2 * STEP, 1.0)])])).snapshots == []
+    worker.forget(SAMPLES, {0})  # revoked, assigned again later: its first message snapshots at once again
+    assert worker.handle(SAMPLES, 0, 4, message([(up("a:1"), [(T0 + 4 * STEP, 1.0)])])).snapshots == [(SAMPLES, 0)]
+    off = make_worker(clock, snapshot_interval="0s")
+    clock.ms += 3_600_000
+    assert off.handle(SAMPLES, 0, 0, message([(up("a:1"), [(T0, 1.0)])])).snapshots == []
+    clock.ms += 3_600_000
+    assert off.handle(SAMPLES, 0, 1, message([(up("a:1"), [(T0 + STEP, 1.0)])])).snapshots == []
+
+
+def test_after_a_takeover_transitions_the_previous_owner_wrote_are_not_written_again() -> None:
+    clock = FakeClock(T0)
+    first = make_worker(clock)
+    batches = [message([(up("a:1"), [(T0 + i * STEP, 0.0)]), (up("b:1"), [(T0 + i * STEP, 1.0 if i < 4 else 0.0)])])
+               for i in range(14)]
+    first.handle(SAMPLES, 0, 0, batches[0])
+    offset, snapshot = first.lanes[SAMPLES].snapshot(0)
+    written = []
+    for i in range(1, 10):  # after the snapshot, then killed
+        written += alert_records(first.handle(SAMPLES, 0, i, batches[i]))
+    assert [(a["labels"]["instance"], a["state"]) for a in written] == [("b:1", "pending"), ("a:1", "firing")]
+    sent = {(a["fingerprint"], a["state"], a["eval_time"]) for a in written}
+
+    successor = make_worker(clock)
+    assert successor.lanes[SAMPLES].restore(0, snapshot, offset)
+    successor.already_sent(SAMPLES, 0, sent | {("other-partition", "firing", T0 + 10**9)})
+    again = []
+    for i in range(1, 14):  # from the snapshot on: the same messages, then new ones
+        again += alert_records(successor.handle(SAMPLES, 0, i, batches[i]))
+    assert [(a["labels"]["instance"], a["state"], a["eval_time"]) for a in again] == [("b:1", "firing", T0 + 12 * STEP)]
+    assert successor.metrics.duplicates._value.get() == 2
+
+
+def test_unreadable_message_is_counted_and_skipped_and_the_next_one_is_handled() -> None:
+    clock = FakeClock(T0)
+    worker = make_worker(clock, groups=[down_rule(for_ms=0)])
+    assert not worker.handle(SAMPLES, 0, 0, b"\x00not a batch")
+    assert worker.metrics.bad_messages._value.get() == 1 and worker.metrics.messages._value.get() == 0
+    out = worker.handle(SAMPLES, 0, 1, message([(up("a:1"), [(T0, 0.0)])]))
+    assert [a["state"] for a in alert_records(out)] == ["firing"]
+
+
+def test_messages_already_in_a_restored_snapshot_are_skipped() -> None:
+    clock = FakeClock(T0)
+    worker = make_worker(clock, groups=[down_rule(for_ms=0)])
+    worker.handle(SAMPLES, 0, 5, message([(up("a:1"), [(T0, 0.0)])]))
+    offset, snapshot = worker.lanes[SAMPLES].snapshot(0)
+    later = make_worker(clock, groups=[down_rule(for_ms=0)])
+    assert later.lanes[SAMPLES].restore(0, snapshot, offset)
+    assert not later.handle(SAMPLES, 0, 5, message([(up("a:1"), [(T0, 0.0)])]))  # redelivered: already folded in
+    assert later.metrics.messages._value.get() == 0
+    out = later.handle(SAMPLES, 0, 6, message([(up("a:1"), [(T0 + STEP, 1.0)])]))
+    assert [a["state"] for a in alert_records(out)] == ["inactive"]  # the restored alert resolves, not re-fires
+
+
+def test_cross_target_groups_run_in_the_global_lane() -> None:
+    clock = FakeClock(T0)
+    total = RuleGroup("total", "inline", STEP, (AlertingRule("FewUp", compile_expr("sum(up) < 2"), "sum(up) < 2"),))
+    worker = make_worker(clock, groups=[down_rule(for_ms=0), total])
+    assert worker.has_global_lane
+    local = worker.handle(SAMPLES, 0, 0, message([(up("a:1"), [(T0, 1.0)])]))
+    assert alert_records(local) == []  # the local lane does not run the global group
+    out = worker.handle(GLOBAL, 0, 0, message([(up("a:1"), [(T0, 1.0)])]))
+    assert [(a["rule"], a["state"]) for a in alert_records(out)] == [("FewUp", "firing")]
+
+
+def test_forget_drops_partitions_and_their_gauges() -> None:
+    clock = FakeClock(T0)
+    worker = make_worker(clock)
+    worker.handle(SAMPLES, 0, 0, message([(up("a:1"), [(T0, 1.0)])]))
+    worker.forget(SAMPLES, {0})
+    assert not worker.assigned(SAMPLES, 0) and worker.lanes[SAMPLES].offsets == {}
