@@ -221,13 +221,42 @@ def measure_cost(console: Console, n_series: int = 10_000, seconds: float = 3.0)
     return out
 
 
+def param_changes(params: list[str]) -> tuple[tuple[str, object], ...]:
+    """``--param NAME=VALUE`` items as (name, typed value) pairs, typed by the Params field."""
+    import dataclasses
+
+    from detector.anomaly import Params
+
+    base = Params()
+    fields = {f.name for f in dataclasses.fields(Params)}
+    out = []
+    for item in params:
+        name, _, text = item.partition("=")
+        if name not in fields:
+            raise SystemExit(f"--param {item}: unknown parameter; known: {sorted(fields)}")
+        kind = type(getattr(base, name))
+        out.append((name, (text.lower() in ("1", "true", "yes")) if kind is bool else kind(text)))
+    return tuple(out)
+
+
+def candidates(a) -> tuple:
+    """The headroom candidates LOCO chooses among, with ``--param`` changes applied to each (a trial)."""
+    from bench import nab_loco
+
+    changes = param_changes(a.param)
+    if not changes:
+        return nab_loco.CANDIDATES
+    tag = "+" + "-".join(f"{k}{v}" for k, v in changes)
+    return tuple(nab_loco.Candidate(c.label + tag, c.model, c.params + changes) for c in nab_loco.CANDIDATES)
+
+
 def run_loco(console: Console, a) -> dict:
     """``--loco``: the default detector and the river baseline, in-sample against held-out per category."""
     from bench import nab_loco
 
     windows = a.nab / "labels" / "windows_dev.json"
     summary = {}
-    for title, cands in (("headroom (knobs: threshold, model default/weekly)", nab_loco.CANDIDATES),
+    for title, cands in (("headroom (knobs: threshold, model default/weekly)", candidates(a)),
                          ("river GaussianScorer (knob: threshold)", nab_loco.BASELINES)):
         if a.no_baseline and cands is nab_loco.BASELINES:
             continue
@@ -245,9 +274,10 @@ def run_machine(console: Console, a) -> dict:
 
     dev = [int(x) for x in a.dev_seeds.split(",")]
     held = [int(x) for x in a.held_out_seeds.split(",")]
-    nab_thr = nab_loco.run(a.nab, a.nab / "labels" / "windows_dev.json", nab_loco.CANDIDATES[:1],
+    ours = candidates(a)[:1]
+    nab_thr = nab_loco.run(a.nab, a.nab / "labels" / "windows_dev.json", ours,
                            progress=console.print)["in_sample"]["threshold"]
-    models = nab_corpus.MODELS[:1] if a.no_baseline else nab_corpus.MODELS
+    models = ours + ((), nab_corpus.MODELS[1:])[not a.no_baseline]
     result = nab_corpus.evaluate(dev, held, models, nab_threshold=nab_thr, progress=console.print)
     for t in nab_corpus.tables(result, dev, held):
         console.print(t)

@@ -69,3 +69,19 @@ def test_raw_scores_are_cached_and_match_score_csv(tmp_path):
         expected = [float(r["anomaly_score"]) for r in csv.DictReader(f)]
     np.testing.assert_array_equal(first, expected)
     assert first[300] > 0.3
+
+
+def test_param_trials_apply_to_every_loco_candidate():
+    import argparse
+
+    import pytest
+
+    from bench import nab
+
+    assert nab.param_changes(["warmup=288", "protect_hold=yes"]) == (("warmup", 288), ("protect_hold", True))
+    with pytest.raises(SystemExit, match="unknown parameter"):
+        nab.param_changes(["warm_up=1"])
+    cands = nab.candidates(argparse.Namespace(param=["warmup=288"]))
+    assert [c.model for c in cands] == ["default", "weekly"]
+    assert all(c.params == (("warmup", 288),) for c in cands)
+    assert nab.candidates(argparse.Namespace(param=[])) == nab_loco.CANDIDATES
