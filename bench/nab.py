@@ -244,10 +244,18 @@ def candidates(a) -> tuple:
     from bench import nab_loco
 
     changes = param_changes(a.param)
-    if not changes:
-        return nab_loco.CANDIDATES
-    tag = "+" + "-".join(f"{k}{v}" for k, v in changes)
-    return tuple(nab_loco.Candidate(c.label + tag, c.model, c.params + changes) for c in nab_loco.CANDIDATES)
+    base = nab_loco.CANDIDATES
+    if changes:
+        tag = "+" + "-".join(f"{k}{v}" for k, v in changes)
+        base = tuple(nab_loco.Candidate(c.label + tag, c.model, c.params + changes) for c in base)
+    extra = []
+    for item in getattr(a, "choose", None) or []:  # more values of one knob, for LOCO to choose among
+        name, _, values = item.partition("=")
+        for value in values.split(","):
+            (change,) = param_changes([f"{name}={value}"])
+            cand = base[0]
+            extra.append(nab_loco.Candidate(f"{cand.label}+{name}{change[1]}", cand.model, cand.params + (change,)))
+    return base + tuple(extra)
 
 
 def run_loco(console: Console, a) -> dict:
@@ -256,7 +264,8 @@ def run_loco(console: Console, a) -> dict:
 
     windows = a.nab / "labels" / "windows_dev.json"
     summary = {}
-    for title, cands in (("headroom (knobs: threshold, model default/weekly)", candidates(a)),
+    ours = candidates(a)
+    for title, cands in ((f"headroom (knobs: threshold, model among {', '.join(c.label for c in ours)})", ours),
                          ("river GaussianScorer (knob: threshold)", nab_loco.BASELINES)):
         if a.no_baseline and cands is nab_loco.BASELINES:
             continue
@@ -274,7 +283,7 @@ def run_machine(console: Console, a) -> dict:
 
     dev = [int(x) for x in a.dev_seeds.split(",")]
     held = [int(x) for x in a.held_out_seeds.split(",")]
-    ours = candidates(a)[:1]
+    ours = candidates(argparse.Namespace(param=a.param))[:1]
     nab_thr = nab_loco.run(a.nab, a.nab / "labels" / "windows_dev.json", ours,
                            progress=console.print)["in_sample"]["threshold"]
     models = ours + ((), nab_corpus.MODELS[1:])[not a.no_baseline]
@@ -302,6 +311,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--cost", action="store_true", help="only measure samples/s and state bytes (no NAB)")
     ap.add_argument("--loco", action="store_true",
                     help="nested leave-one-category-out: knobs chosen on the other categories (bench/nab_loco.py)")
+    ap.add_argument("--choose", action="append", default=[], metavar="NAME=V1,V2",
+                    help="--loco: also let each fold choose among these values of a Params field (default model)")
     ap.add_argument("--corpus", choices=["nab", "machine"], default="nab",
                     help="machine: the generated machine-metrics corpus (bench/machine_corpus.py) instead of NAB's split")
     ap.add_argument("--dev-seeds", default="1,2,3", help="--corpus machine: development seeds")

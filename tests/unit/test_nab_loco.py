@@ -85,3 +85,7 @@ def test_param_trials_apply_to_every_loco_candidate():
     assert [c.model for c in cands] == ["default", "weekly"]
     assert all(c.params == (("warmup", 288),) for c in cands)
     assert nab.candidates(argparse.Namespace(param=[])) == nab_loco.CANDIDATES
+    chosen = nab.candidates(argparse.Namespace(param=[], choose=["shape_max=0.1,0.2"]))
+    assert chosen[:2] == nab_loco.CANDIDATES
+    assert [(c.model, c.params) for c in chosen[2:]] == [("default", (("shape_max", 0.1),)),
+                                                         ("default", (("shape_max", 0.2),))]
