@@ -55,6 +55,8 @@ log = logging.getLogger("headroom.worker")
 
 def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorRegistry | None = None) -> faust.App:
     """The Faust wiring around a :class:`~pipelines.worker.Worker`: topics in and out, timers, rebalances."""
+    # Faust creates its data dir without parents: a worker started where var/ does not exist would die.
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=f"{faust_transport.SCHEME}://{settings.kafka_bootstrap}",
