@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     # shed too: the bounds above count requests and bytes, this one the CPU
     # behind them. "0s" turns it off.
     max_event_loop_lag: str = "1s"
+    # Batches of concurrent requests for one partition wait up to this long to
+    # go to Kafka as one message (pipelines/coalescer.py), or until they hold
+    # coalesce_max_samples; each request is still answered only once Kafka has
+    # its samples. "0s": one message per partition per request.
+    coalesce_linger: str = "25ms"
+    coalesce_max_samples: int = Field(20_000, ge=1)
     # HTTPS for the receiver: certificate and key (PEM); with a client CA,
     # senders must present a certificate it signed (mutual TLS).
     receiver_tls_cert_file: Path | None = None
@@ -147,7 +153,8 @@ class Settings(BaseSettings):
 
     @field_validator("evaluation_interval", "lookback_delta", "lateness", "max_lateness", "series_silence", "resend_delay",
                      "idle_advance", "produce_timeout", "snapshot_interval", "session_timeout", "heartbeat_interval",
-                     "series_min_interval", "max_catch_up", "catch_up_window", "max_sample_ahead", "max_event_loop_lag")
+                     "series_min_interval", "max_catch_up", "catch_up_window", "max_sample_ahead", "max_event_loop_lag",
+                     "coalesce_linger")
     @classmethod
     def _is_duration(cls, value: str) -> str:
         parse_duration(value)
@@ -202,6 +209,10 @@ class Settings(BaseSettings):
     @property
     def lateness_ms(self) -> int:
         return parse_duration(self.lateness)
+
+    @property
+    def coalesce_linger_ms(self) -> int:
+        return parse_duration(self.coalesce_linger)
 
     @property
     def max_lateness_ms(self) -> int:

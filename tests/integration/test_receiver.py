@@ -79,6 +79,30 @@ async def test_samples_reach_kafka_bit_exact_including_the_stale_marker(kafka, t
     assert int(batch.values.view(np.uint64)[4]) == 0x7FF0000000000002
 
 
+async def test_concurrent_requests_share_messages_and_every_acknowledged_sample_is_there(kafka, topic):
+    """Like Prometheus's shards: 20 requests at once, 50 targets each, over 4 partitions."""
+    client, gate = await receiver_client(kafka.bootstrap, topic)
+
+    def request(shard: int) -> bytes:
+        return encode_write_request([
+            ((("__name__", "up"), ("instance", f"i-{shard}-{i}:1"), ("job", "api")), [(1000 * shard + 1, 1.0)])
+            for i in range(50)
+        ])
+
+    try:
+        answers = await asyncio.gather(*(client.post("/api/v1/write", data=request(s), headers=REMOTE_WRITE_HEADERS)
+                                         for s in range(20)))
+        assert [a.status for a in answers] == [204] * 20
+    finally:
+        await client.close()
+        await gate.close()
+    batches = await consume_batches(kafka.bootstrap, topic, 1000)
+    assert sum(len(b) for b in batches) == 1000
+    assert len({b.series_labels(i) for b in batches for i in range(len(b.series_keys))}) == 1000
+    # Without coalescing, 20 requests x 4 partitions would be about 80 messages.
+    assert len(batches) < 40
+
+
 async def test_invalid_series_get_400_naming_them_while_valid_ones_are_delivered(kafka, topic):
     client, gate = await receiver_client(kafka.bootstrap, topic)
     unsorted = (("__name__", "bad"), ("zone", "z"), ("job", "x"))
