@@ -229,7 +229,7 @@ def topic_bytes(log_dir: Path, topic: str) -> int:
 
 def _services():
     """Service classes, defined on first use (they build on pipelines.stack, imported lazily like the other benches)."""
-    from pipelines.stack.process import LOCALHOST, BackgroundService, free_port, http_ready
+    from pipelines.stack.process import LOCALHOST, BackgroundService, ensure_debian_package, free_port, http_ready
     from pipelines.stack.prometheus import PROMETHEUS_BINARY, PrometheusServer
 
     class RemoteWritePrometheus(PrometheusServer):
@@ -241,9 +241,10 @@ def _services():
             deadline = time.monotonic() + timeout
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self.config_file.write_text(yaml.safe_dump(self.config(), sort_keys=False))
-            self._launch([PROMETHEUS_BINARY, f"--config.file={self.config_file}",
-                          f"--storage.tsdb.path={self.data_dir / 'tsdb'}", f"--web.listen-address={LOCALHOST}:{self.port}",
-                          "--web.enable-remote-write-receiver"], ports=[self.port])
+            binary = ensure_debian_package(PROMETHEUS_BINARY, "prometheus")
+            self._launch([str(binary), f"--config.file={self.config_file}", f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
+                          f"--web.listen-address={LOCALHOST}:{self.port}", "--web.enable-remote-write-receiver"],
+                         ports=[self.port])
             self._wait_until(lambda: http_ready(f"{self.url}/-/ready"), deadline, f"ready on {self.url}")
 
     class VictoriaMetrics(BackgroundService):
@@ -260,8 +261,9 @@ def _services():
             return f"http://{LOCALHOST}:{self.port}"
 
         def start(self, timeout: float = 30.0) -> None:
+            binary = ensure_debian_package("/usr/bin/victoria-metrics", "victoria-metrics")
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            self._launch(["/usr/bin/victoria-metrics", f"-storageDataPath={self.data_dir / 'data'}",
+            self._launch([str(binary), f"-storageDataPath={self.data_dir / 'data'}",
                           f"-httpListenAddr={LOCALHOST}:{self.port}"], ports=[self.port])
             self._wait_until(lambda: http_ready(f"{self.url}/health"), time.monotonic() + timeout, "healthy")
 
@@ -279,7 +281,8 @@ def _services():
             self.data_dir.mkdir(parents=True, exist_ok=True)
             rules = self.data_dir / "rules.yml"  # in data_dir: how the pid file recognises this process
             rules.write_text(self.rule_file.read_text())
-            self._launch(["/usr/bin/vmalert", f"-rule={rules}", f"-datasource.url={self.datasource}",
+            binary = ensure_debian_package("/usr/bin/vmalert", "victoria-metrics")
+            self._launch([str(binary), f"-rule={rules}", f"-datasource.url={self.datasource}",
                           f"-remoteWrite.url={self.datasource}", f"-notifier.url={self.notifier}",
                           "-evaluationInterval=15s", f"-httpListenAddr={LOCALHOST}:{self.port}"], ports=[self.port])
             self._wait_until(lambda: http_ready(f"http://{LOCALHOST}:{self.port}/-/healthy"),
@@ -440,7 +443,8 @@ def wait_consumed(peers: Iterable[Peer], timeout: float) -> float:
         if waiting:
             time.sleep(0.5)
     if waiting:
-        raise RuntimeError("not consumed in time: " + ", ".join(f"{p.key} {_consumed(p):.0f}/{p.acked}" for p in waiting))
+        behind = ", ".join(f"{p.key} {_consumed(p):.0f}/{p.acked}" for p in waiting)
+        raise RuntimeError(f"not consumed in time: {behind}")
     return time.monotonic() - started
 
 
@@ -542,7 +546,8 @@ def _record(table: Table, result: RunResult) -> None:
                 table.row(f"  {key}: {role}", CPU_UNIT, lower_is_better=True).add(value)
     vm = total["victoriametrics"]
     for key in ("headroom-rules", "headroom-defaults"):
-        table.row(f"{key} CPU / VictoriaMetrics + vmalert CPU", "x", ratio=False, lower_is_better=True).add(total[key] / vm)
+        table.row(f"{key} CPU / VictoriaMetrics + vmalert CPU", "x", ratio=False,
+                  lower_is_better=True).add(total[key] / vm)
     for key, roles in result.marginal.items():
         table.row(f"{key}: CPU less its idle rate ({' + '.join(roles)})", MARGINAL_UNIT, baseline=key == "prometheus",
                   lower_is_better=True, note="the per-sample part: window CPU - idle CPU/s x window" if

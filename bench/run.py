@@ -23,7 +23,8 @@ from rich.console import Console
 from bench.common import Table, bench_context
 
 BENCHES = ("ingest", "engine", "pipeline", "latency", "scoring", "state", "completeness")
-# Run only by name, not by "all": it plays live for about 45 minutes (3 runs of each shape; 1 run of one shape, about 3 minutes, with --quick).
+# Run only by name, not by "all": it plays live, about 45 minutes for 3 runs of each shape
+# (--quick: 1 run of one shape, about 3 minutes).
 SLOW_BENCHES = ("peers",)
 
 
