@@ -32,8 +32,11 @@ worker has consumed them. CPU is ``utime + stime`` from ``/proc/<pid>/stat`` of 
 children) over the window: from the first live request's due time to 15 s after the last answer (one
 more rule evaluation), extended until every Headroom worker has consumed every sample. Idle work
 (timers, GC, the brokers' housekeeping, Prometheus's head maintenance) in that window counts: this is
-the cost per sample at the runbook's rate, not at saturation. Memory is RSS at the end of the window
-divided by the series count (fixed overhead included). Kafka bytes per sample: the samples topics'
+the cost per sample at the runbook's rate, not at saturation. To tell the per-sample part from the fixed
+part, each process's idle rate is measured over 30 s without traffic right after the window, and the
+"less idle" rows subtract it over the window's length (derived, so noisy: it can dip below 0 for a
+process that does almost nothing per sample). Memory is RSS at the end of the window
+divided by the series count (fixed overhead included), read after the idle period. Kafka bytes per sample: the samples topics'
 ``.log`` segment sizes on disk divided by every sample the receiver accepted (history included).
 """
 
@@ -483,13 +486,6 @@ def one_run(ctx: BenchContext, stream: Stream, shape: tuple[int, int, int], run:
                 raise RuntimeError(f"{peer.key} refused history requests: {peer.failures}")
             peer.sent = peer.acked = 0
             peer.latencies.clear()
-        # Idle: no traffic; what each system spends per second anyway (timers, housekeeping, wall-clock rules).
-        idle_before = {p.key: {role: cpu_seconds(pid) for role, pid in p.pids.items()} for p in peers}
-        t = time.monotonic()
-        time.sleep(idle_s)
-        idle_s = time.monotonic() - t
-        idle = {p.key: {role: (cpu_seconds(pid) - idle_before[p.key][role]) / idle_s for role, pid in p.pids.items()}
-                for p in peers}
         # Live: scrape k of the window is stamped base + k * 15 s + offset; k counts on from the history.
         live = plan_requests(stream.offsets, SHARDS, n_series, n_samples, history_scrapes, live_scrapes)
         window_start_ms = math.ceil((time.time() * 1000 + 3000) / SCRAPE_MS) * SCRAPE_MS
@@ -503,6 +499,13 @@ def one_run(ctx: BenchContext, stream: Stream, shape: tuple[int, int, int], run:
         extra = wait_consumed(peers, CAUGHT_UP_TIMEOUT_S)
         after = {p.key: {role: cpu_seconds(pid) for role, pid in p.pids.items()} for p in peers}
         window = time.monotonic() - t0
+        # Idle, after the live window (the history burst's aftermath, flushes and GC, would inflate it before):
+        # what each system spends per second without traffic (timers, housekeeping, wall-clock rules).
+        t = time.monotonic()
+        time.sleep(idle_s)
+        idle_s = time.monotonic() - t
+        idle = {p.key: {role: (cpu_seconds(pid) - after[p.key][role]) / idle_s for role, pid in p.pids.items()}
+                for p in peers}
         notes = []
         if extra > 1:
             notes.append(f"window extended {extra:.1f}s until the Headroom workers consumed everything")
@@ -587,7 +590,7 @@ def run(ctx: BenchContext) -> list[Table]:
             f"live at one sample per series per {SCRAPE_MS // 1000}s, the runbook's 7 rules every 15s",
             f"per run: {live_scrapes} live scrapes ({live_scrapes * SERIES:,} samples, "
             f"{live_scrapes * SCRAPE_MS // 1000}s) after {history_scrapes} scrapes of history; CPU = utime+stime from "
-            f"/proc over the window (idle work included) per 1M live samples; RSS at the window's end / series; "
+            f"/proc over the window (idle work included) per 1M live samples; RSS at the end / series; "
             f"x baseline = median of per-run ratios to Prometheus in the same run",
         )
         for i in range(ctx.runs):
