@@ -35,7 +35,7 @@ more rule evaluation), extended until every Headroom worker has consumed every s
 the cost per sample at the runbook's rate, not at saturation. To tell the per-sample part from the fixed
 part, each process's idle rate is measured over 30 s without traffic right after the window, and the
 "less idle" rows subtract it over the window's length (derived, so noisy: it can dip below 0 for a
-process that does almost nothing per sample). Memory is RSS at the end of the window
+process that does almost nothing per sample). Memory is RSS at the end of the run
 divided by the series count (fixed overhead included), read after the idle period. Kafka bytes per sample: the samples topics'
 ``.log`` segment sizes on disk divided by every sample the receiver accepted (history included).
 """
