@@ -1,4 +1,4 @@
-"""Entry point: ``python -m bench.run [ingest|engine|pipeline|latency|scoring|state|completeness|worker_faults|stages|memory_faults|receiver-faults|all] [--runs N] [--quick]``.
+"""Entry point: ``python -m bench.run [ingest|engine|pipeline|latency|scoring|state|completeness|worker_faults|stages|memory_faults|receiver-faults|peers|all] [--runs N] [--quick]``.
 
 Prints one rich table per bench: the median over the runs, min and max, the
 median of the per-run ratios to the baseline measured in the same run, and
@@ -24,6 +24,9 @@ from bench.common import Table, bench_context
 
 BENCHES = ("ingest", "engine", "pipeline", "latency", "scoring", "state", "completeness", "worker_faults", "stages",
            "memory_faults", "receiver-faults")
+# Run only by name, not by "all": it plays live, about 45 minutes for 3 runs of each shape
+# (--quick: 1 run of one shape, about 3 minutes).
+SLOW_BENCHES = ("peers",)
 
 
 def _run_one(name: str, ctx) -> list[Table]:
@@ -47,6 +50,10 @@ def _run_one(name: str, ctx) -> list[Table]:
         from bench import completeness
 
         return completeness.run(ctx)
+    if name == "peers":
+        from bench import peers
+
+        return peers.run(ctx)
     if name == "state":
         from bench import state
 
@@ -74,13 +81,15 @@ def _run_one(name: str, ctx) -> list[Table]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("bench", nargs="?", default="all", choices=(*BENCHES, "all"))
+    parser.add_argument("bench", nargs="?", default="all", choices=(*BENCHES, *SLOW_BENCHES, "all"))
     parser.add_argument("--runs", type=int, default=None, help="runs per measurement (default 5; 3 with --quick)")
     parser.add_argument("--quick", action="store_true", help="less data per run and 3 runs: 'all' in about 2 minutes")
     parser.add_argument("--profile", action="store_true", help="cProfile the hot paths (decoder, engine, one extra worker run)")
     parser.add_argument("--save", type=Path, default=None, help="also write the tables as Markdown here (+ .json)")
     args = parser.parse_args(argv)
     runs = args.runs or (3 if args.quick else 5)
+    if args.bench in SLOW_BENCHES and args.runs is None:
+        runs = 1 if args.quick else 3
     console = Console(width=max(140, Console().width))
     command = "python -m bench.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     console.print(f"[bold]{command}[/bold]  ({runs} runs{', quick' if args.quick else ''}; "
