@@ -213,7 +213,10 @@ class RuleEngine:
     @property
     def pending(self) -> bool:
         """Whether some evaluation is due (at or before the watermark) but not run yet."""
-        return any(tick is not None and tick <= self.watermark for tick in self._next_tick)
+        return any(
+            tick is not None and tick + group.evaluation_delay_ms <= self.watermark
+            for tick, group in zip(self._next_tick, self.groups)
+        )
 
     def _skip_unreachable(self, out: EngineOutput) -> None:
         """Move ticks more than ``max_catch_up_ms`` behind the watermark up to that bound, counted."""

@@ -142,3 +142,22 @@ def test_replay_runs_all_steps_and_skips_what_a_bogus_sample_would_cost():
     assert runs["bogus"][0] == runs["clean"][0] == [(T0 + 60_000, "pending"), (T0 + 90_000, "firing")]
     # The bogus sample, alone in the first slice, was evaluated at 0; then every tick up to an hour before T0 skipped.
     assert runs["clean"][1] == 0 and runs["bogus"][1] == (T0 - HOUR) // 15_000 - 1
+
+
+def test_a_group_delayed_by_a_negative_offset_is_not_pending_before_its_delay():
+    """`pending` agrees with what advance_to would run: the worker's catch-up loop must end."""
+    from detector.promql import compile_expr
+    from detector.rules.alerting import AlertingRule
+    from detector.rules.engine import RuleEngine
+    from detector.rules.group import RuleGroup
+    from detector.wire.batch import SampleBatch
+
+    rule = AlertingRule("Ahead", compile_expr("x offset -1m > 1"), "x offset -1m > 1")
+    engine = RuleEngine([RuleGroup("g", "inline", 15_000, (rule,))], max_evaluations_per_step=4)
+    out = engine.ingest(SampleBatch.from_series([((("__name__", "x"),), [(t, 2.0) for t in range(0, 300_001, 15_000)])]))
+    steps = 0
+    while out.pending and steps < 100:
+        out = engine.advance_to(engine.watermark)
+        steps += 1
+    assert not engine.pending and steps < 100
+    assert engine._next_tick[0] + 60_000 > engine.watermark  # every tick the delay allows was evaluated
