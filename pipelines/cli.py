@@ -77,11 +77,12 @@ def receiver(host: str | None, port: int | None, bootstrap: str | None, rule_fil
     """Serve Prometheus remote-write on /api/v1/write and produce to Kafka."""
     from pipelines.receiver import run_receiver
 
-    from detector.rules.placement import place_groups
+    from pipelines.stages import global_lane_placement
 
     settings = _settings(receiver_host=host, receiver_port=port, kafka_bootstrap=bootstrap, rule_files=rule_files)
-    # The same rule files as the worker's: they say which series the global lane needs.
-    placement = place_groups(_load_groups(settings), settings.partition_by)
+    # The same rule files as the worker's: they say which series the global lane needs
+    # (with staged rules, only the inputs of what the stages cannot separate).
+    placement = global_lane_placement(settings, _load_groups(settings))
     token = bearer_token_file.read_text().strip() if bearer_token_file else None
     try:
         asyncio.run(run_receiver(settings, bearer_token=token, placement=placement))

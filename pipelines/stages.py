@@ -48,7 +48,7 @@ from collections.abc import Callable
 from detector.partition import PartitionOutput
 from detector.rules import RuleGroup
 from detector.rules.engine import EngineOutput, is_live
-from detector.rules.placement import Placement
+from detector.rules.placement import Placement, place_groups
 from detector.snapshot import SnapshotError, decode, encode
 from detector.stages.combine import SNAPSHOT_RECORDS, CombinePartition
 from detector.stages.frames import FrameFormatError, decode_frame
@@ -78,6 +78,13 @@ class StagedRules:
     def level_of(self, lane: str) -> int | None:
         """1 or 2 for a partials topic, None for another lane."""
         return self.topics.index(lane) + 1 if lane in self.topics else None
+
+
+def global_lane_placement(settings: Settings, groups: list[RuleGroup]) -> Placement:
+    """Which groups the global lane evaluates and which series the receiver copies there."""
+    if settings.staged_rules:
+        return StagedRules(settings, groups).placement()
+    return place_groups(groups, settings.partition_by)
 
 
 class Stage1Engines(PartitionEngines):
@@ -191,6 +198,7 @@ class CombineEngines:
         self.staged, self.level, self.clock = staged, level, clock
         self.engines: dict[int, Combiner] = {}
         self.offsets: dict[int, int] = {}
+        self.unreadable = 0  # frames skipped as unreadable, since start
 
     def start_empty(self, partition: int, offset: int | None = None) -> Combiner:
         combiner = self.engines[partition] = Combiner(self.staged, partition, self.level)
@@ -232,11 +240,18 @@ class CombineEngines:
             self.offsets[partition] = offset
 
     def ingest(self, partition: int, frame: bytes, offset: int | None = None) -> PartitionOutput:
-        """Fold in one frame; raises :class:`FrameFormatError` for one that is not (nothing is kept)."""
+        """Fold in one frame. One that is not a frame of this rule set is logged, counted in
+        ``unreadable`` and skipped (nothing of it kept), never a crash: also in a catch-up."""
         combiner = self.engines.get(partition)
         if combiner is None:
             combiner = self.start_empty(partition)
-        out = combiner.receive(frame)
+        try:
+            out = combiner.receive(frame)
+        except FrameFormatError as exc:
+            self.unreadable += 1
+            log.error("combine level %d partition %d: skipping unreadable partials frame at offset %s: %s",
+                      self.level, partition, offset, exc)
+            out = EngineOutput()
         if offset is not None:
             self.offsets[partition] = offset
         return PartitionOutput(out, list(out.transitions), notifications=list(out.notifications))
@@ -262,4 +277,4 @@ class CombineEngines:
             self.offsets.pop(partition, None)
 
 
-__all__ = ["CombineEngines", "Combiner", "Stage1Engines", "StagedRules"]
+__all__ = ["CombineEngines", "Combiner", "Stage1Engines", "StagedRules", "global_lane_placement"]

@@ -33,17 +33,15 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from detector.errors import BatchFormatError
-from detector.stages.frames import FrameFormatError
 from detector.output.alerts import AlertNotification
 from detector.partition import PartitionOutput
 from detector.rules import RuleGroup
-from detector.rules.placement import place_groups
 from detector.wire.batch import SampleBatch
 from detector.wire.metadata import MetricTypes
 from pipelines.engines import PartitionEngines
 from pipelines.gauges import DetectorGauges
 from pipelines.settings import Settings
-from pipelines.stages import CombineEngines, Stage1Engines, StagedRules
+from pipelines.stages import CombineEngines, Stage1Engines, StagedRules, global_lane_placement
 
 log = logging.getLogger("headroom.worker")
 
@@ -134,7 +132,7 @@ class Worker:
         # With staged rules the samples partitions are stage 1 and each combine level is a lane
         # of its own (pipelines.stages); only what the stages cannot separate stays global.
         self.staged = StagedRules(settings, groups) if settings.staged_rules else None
-        self.placement = self.staged.placement() if self.staged is not None else place_groups(groups, settings.partition_by)
+        self.placement = global_lane_placement(settings, groups)
         samples = (
             Stage1Engines(self.staged, settings, clock, metric_types=self.metric_types) if self.staged is not None
             else PartitionEngines(self.placement.local, settings, clock, metric_types=self.metric_types)
@@ -210,12 +208,10 @@ class Worker:
     def _combine(self, lane: str, partition: int, offset: int, value: bytes) -> Outgoing:
         """Fold a partials frame into a combine partition; its alerts go out as a samples lane's do."""
         engines = self.lanes[lane]
-        try:
-            out = engines.ingest(partition, value, offset=offset)
-        except FrameFormatError as exc:
+        unreadable = engines.unreadable
+        out = engines.ingest(partition, value, offset=offset)
+        if engines.unreadable > unreadable:
             self.metrics.bad_messages.inc()
-            log.error("skipping unreadable partials frame at %s[%d]@%d: %s", lane, partition, offset, exc)
-            engines.skip(partition, offset)
             return Outgoing()
         self.metrics.messages.inc()
         outgoing = self._outgoing(lane, partition, out)
