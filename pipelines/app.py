@@ -173,6 +173,8 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
     async def restore_assigned(app: faust.App, assigned: set, **_: object) -> None:
         # Restored now, not at the partition's next message: a partition whose
         # sender died is evaluated by the idle timer and its alerts resolve.
+        for topic in worker.lanes:
+            worker.assign(topic, {tp.partition for tp in assigned if tp.topic == topic})
         if keeper is None:
             return
         for tp in sorted(assigned):

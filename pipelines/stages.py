@@ -94,6 +94,33 @@ class Stage1Engines(PartitionEngines):
         super().__init__([], settings, clock, **options)
         self.staged = staged
         self.outboxes: dict[int, Outbox] = {}
+        self.assigned_at: dict[int, int] = {}  # wall-clock ms each assigned partition was assigned here
+
+    def assign(self, partitions: set[int]) -> None:
+        """Partitions the group gave this worker: one that never gets a sample still advances (see advance_idle)."""
+        now_ms = int(self.clock() * 1000)
+        for partition in partitions:
+            self.assigned_at.setdefault(partition, now_ms)
+
+    def advance_idle(self) -> dict[int, PartitionOutput]:
+        """As for any samples lane; besides, a partition that has had no sample at all for
+        ``HEADROOM_IDLE_ADVANCE`` since it was assigned follows the wall clock that far behind, so
+        the combine partitions, which wait for every stage-1 partition's watermark, never wait
+        for it for ever (samples it gets later, older than that, are late, as after any idle advance)."""
+        outputs = super().advance_idle()
+        idle_ms = self.settings.idle_advance_ms
+        if idle_ms <= 0:
+            return outputs
+        now_ms = int(self.clock() * 1000)
+        for partition, since in self.assigned_at.items():
+            engine = self.engines.get(partition)
+            if engine is None:
+                if now_ms - since < idle_ms:
+                    continue
+                engine = self.start_empty(partition)
+            if engine.newest == EMPTY and now_ms - idle_ms > engine.watermark:
+                outputs[partition] = engine.advance_to(now_ms - idle_ms)
+        return outputs
 
     def groups_for(self, partition: int) -> list[RuleGroup]:
         # Each partition's partial rules write to its own outbox: groups per partition.
@@ -113,6 +140,7 @@ class Stage1Engines(PartitionEngines):
         super().forget(partitions)
         for partition in partitions:
             self.outboxes.pop(partition, None)
+            self.assigned_at.pop(partition, None)
 
 
 class Combiner:

@@ -132,7 +132,7 @@ class Worker:
         # With staged rules the samples partitions are stage 1 and each combine level is a lane
         # of its own (pipelines.stages); only what the stages cannot separate stays global.
         self.staged = StagedRules(settings, groups) if settings.staged_rules else None
-        self.placement = global_lane_placement(settings, groups)
+        self.placement = self.staged.placement() if self.staged is not None else global_lane_placement(settings, groups)
         samples = (
             Stage1Engines(self.staged, settings, clock, metric_types=self.metric_types) if self.staged is not None
             else PartitionEngines(self.placement.local, settings, clock, metric_types=self.metric_types)
@@ -151,6 +151,12 @@ class Worker:
     @property
     def has_global_lane(self) -> bool:
         return bool(self.placement.global_)
+
+    def assign(self, lane: str, partitions: Iterable[int]) -> None:
+        """Partitions the consumer group assigned here (staged rules: quiet ones still send watermarks)."""
+        engines = self.lanes.get(lane)
+        if isinstance(engines, Stage1Engines):
+            engines.assign(set(partitions))
 
     def assigned(self, lane: str, partition: int) -> bool:
         """Whether the partition has detectors here (restored or started); else restore it before :meth:`handle`."""

@@ -124,3 +124,33 @@ def test_an_unreadable_partials_frame_is_skipped_not_a_crash() -> None:
     assert not worker.handle(PARTIALS, 0, 0, b"not a frame")
     assert worker.metrics.bad_messages._value.get() == 1
     assert worker.lanes[PARTIALS].folded(0, 0)  # counted as done (a snapshot may cover it), as an unreadable batch
+
+
+def test_a_samples_partition_without_any_sample_still_lets_the_combine_stage_evaluate() -> None:
+    """Live data in three of four partitions: the fourth, assigned and empty, follows the wall clock after
+    HEADROOM_IDLE_ADVANCE, so the combine partitions (which wait for every upstream) evaluate."""
+    now = {"ms": T0}
+    settings = Settings(partitions=PARTITIONS, staged_rules=True, anomaly_scores=False, forecasts=False,
+                        max_lateness="0s", idle_advance="5s")
+    worker = Worker(settings, groups(), clock=lambda: now["ms"] / 1000, monotonic=lambda: now["ms"] / 1000)
+    worker.assign(SAMPLES, range(PARTITIONS))
+    kafka, alerts = Kafka(), []
+    quiet = PARTITIONS - 1
+    used = [(i, s) for i, s in enumerate(TARGETS) if partition_for(s, PARTITIONS) != quiet]
+    steps = 9
+    for k in range(steps):
+        now["ms"] = T0 + k * STEP + 1000
+        for p in range(quiet):
+            batch = SampleBatch.from_series([(s, [(T0 + k * STEP, value(i, k))]) for i, s in used
+                                             if partition_for(s, PARTITIONS) == p])
+            kafka.produce(worker.handle(SAMPLES, p, k, batch.encode()))
+        kafka.drain(worker, alerts)
+    assert alerts == []  # the combine stage waits for partition 3
+    now["ms"] = T0 + (steps - 1) * STEP + 6000  # quiet for more than 5 s
+    kafka.produce(worker.advance_idle())
+    kafka.drain(worker, alerts)
+    engine = RuleEngine(groups())
+    out = engine.ingest(SampleBatch.from_series([(s, [(T0 + k * STEP, value(i, k)) for k in range(steps)]) for i, s in used]))
+    want = sorted((t.labels, t.state, t.eval_time, t.value) for t in out.transitions)
+    assert {s for _, s, _, _ in want} == {"pending", "firing"}
+    assert got(alerts) == want
