@@ -128,11 +128,17 @@ class Stage1Engines(PartitionEngines):
         outbox = self.outboxes[partition] = Outbox(staged.plan, partition, staged.sources, staged.combiners)
         return partial_groups(staged.plan, staged.plan.stage1_parts(), outbox)
 
-    def frames(self, partition: int) -> dict[int, bytes]:
+    def frames(self, partition: int, with_partials_only: bool = False) -> dict[int, bytes]:
         """The frames to send now, by combine partition: the partials put out since the last call and the
-        partition's watermark (empty if neither changed)."""
+        partition's watermark (empty if neither changed).
+
+        ``with_partials_only``: none if no tick was evaluated since, only the watermark moved. After a
+        message the worker sends only those: a frame with a tick's partials carries a watermark past
+        that tick, which is all the combine stage waits for; the 1 s timer sends the rest. Otherwise
+        every message would send a frame to every combine partition.
+        """
         engine, outbox = self.engines.get(partition), self.outboxes.get(partition)
-        if engine is None or outbox is None or engine.watermark == EMPTY:
+        if engine is None or outbox is None or engine.watermark == EMPTY or (with_partials_only and not outbox.items):
             return {}
         return outbox.frames(engine.watermark)
 

@@ -206,7 +206,8 @@ class Worker:
         self.metrics.late.inc(out.engine.late)
         outgoing = self._outgoing(lane, partition, out)
         if isinstance(engines, Stage1Engines):
-            self._send_frames(self.staged.topics[0], engines.frames(partition), outgoing)  # type: ignore[union-attr]
+            frames = engines.frames(partition, with_partials_only=True)
+            self._send_frames(self.staged.topics[0], frames, outgoing)  # type: ignore[union-attr]
         if self._snapshot_due(lane, partition):
             outgoing.snapshots.append((lane, partition))
         return outgoing

@@ -55,12 +55,18 @@ class Kafka:
             self.log[(topic, partition)].append(frame)
 
     def drain(self, worker: Worker, alerts: list[dict]) -> None:
-        for (topic, partition), frames in sorted(self.log.items()):
-            while self.read[(topic, partition)] < len(frames):
-                offset = self.read[(topic, partition)]
-                self.read[(topic, partition)] += 1
-                out = worker.handle(topic, partition, offset, frames[offset])
-                alerts += [json.loads(v) for _, v in out.records.get(ALERTS, [])]
+        """Deliver every frame not read yet (the first level's frames send more to the second)."""
+        progress = True
+        while progress:
+            progress = False
+            for (topic, partition), frames in sorted(self.log.items()):
+                while self.read[(topic, partition)] < len(frames):
+                    offset = self.read[(topic, partition)]
+                    self.read[(topic, partition)] += 1
+                    out = worker.handle(topic, partition, offset, frames[offset])
+                    self.produce(out)
+                    alerts += [json.loads(v) for _, v in out.records.get(ALERTS, [])]
+                    progress = True
 
 
 def staged_worker() -> Worker:
@@ -154,3 +160,32 @@ def test_a_samples_partition_without_any_sample_still_lets_the_combine_stage_eva
     want = sorted((t.labels, t.state, t.eval_time, t.value) for t in out.transitions)
     assert {s for _, s, _, _ in want} == {"pending", "firing"}
     assert got(alerts) == want
+
+
+def test_a_second_combine_level_over_a_join_that_copies_labels() -> None:
+    """sum by (team) over a join on ns: the first level joins and sums by team, the second level
+    (the "-2" partials topic) adds those up; the alerts are one engine's."""
+    expr = "sum by (team) (x * on(ns) group_left(team) ns_team) > 5"
+    rule_groups = [RuleGroup("g", "inline", STEP, (AlertingRule("TeamBusy", compile_expr(expr), expr),))]
+    settings = Settings(partitions=PARTITIONS, staged_rules=True, combine_partitions=3, anomaly_scores=False,
+                        forecasts=False, max_lateness="0s")
+    worker = Worker(settings, rule_groups, clock=lambda: T0 / 1000 + 10 * 365 * 86400)
+    assert worker.combine_lanes == (PARTIALS, PARTIALS + "-2")
+    xs = [(("__name__", "x"), ("instance", f"i{i}"), ("job", "app"), ("ns", f"ns-{i % 3}")) for i in range(9)]
+    teams = [(("__name__", "ns_team"), ("instance", "ksm"), ("job", "kube"), ("ns", f"ns-{k}"), ("team", f"t{k % 2}"))
+             for k in range(3)]
+    data = [(s, [(T0 + k * STEP, float((i + k) % 4)) for k in range(12)]) for i, s in enumerate(xs)]
+    data += [(s, [(T0 + k * STEP, 1.0) for k in range(12)]) for s in teams]
+    kafka, alerts = Kafka(), []
+    for k in range(12):
+        for p in range(PARTITIONS):
+            batch = SampleBatch.from_series([(s, [pt for pt in points if pt[0] == T0 + k * STEP]) for s, points in data
+                                             if partition_for(s, PARTITIONS) == p])
+            if len(batch):
+                kafka.produce(worker.handle(SAMPLES, p, k, batch.encode()))
+        kafka.drain(worker, alerts)
+    engine = RuleEngine(rule_groups)
+    want = sorted((t.labels, t.state, t.eval_time, t.value) for t in engine.ingest(SampleBatch.from_series(data)).transitions)
+    assert {s for _, s, _, _ in want} >= {"firing", "inactive"}
+    assert got(alerts) == want
+    assert any(topic == PARTIALS + "-2" for topic, _ in kafka.log)
