@@ -14,6 +14,13 @@ Groups with expressions across targets run in the global lane: a
 one-partition topic that receives a copy of their input series
 (:mod:`detector.rules.placement`).
 
+With ``HEADROOM_STAGED_RULES`` (off by default) such groups are evaluated in two
+stages instead (:mod:`detector.stages`, :mod:`pipelines.stages`): each samples
+partition sends partial aggregates to a partials topic of
+``HEADROOM_COMBINE_PARTITIONS`` partitions, whose combine partitions, spread over
+the workers like the samples partitions, evaluate the rest of the rules; only
+what the stages cannot separate stays in the global lane.
+
 A partition that stops receiving samples evaluates on wall-clock time once it
 has been quiet for ``HEADROOM_IDLE_ADVANCE`` (live data only), so its alerts
 still resolve when a sender dies.

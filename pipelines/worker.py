@@ -279,6 +279,12 @@ class Worker:
         for partition in partitions:
             self._last_snapshot.pop((lane, partition), None)
             self._sent_before.pop((lane, partition), None)
+            if lane in self.combine_lanes:  # another worker reports it now
+                for gauge in (self.metrics.partial_rows, self.metrics.duplicate_rows, self.metrics.pending_rows):
+                    try:
+                        gauge.remove(lane, str(partition))
+                    except KeyError:
+                        pass
 
     def _snapshot_due(self, lane: str, partition: int) -> bool:
         """After a partition's first message here, then every ``HEADROOM_SNAPSHOT_INTERVAL``: offsets are

@@ -189,3 +189,24 @@ def test_a_second_combine_level_over_a_join_that_copies_labels() -> None:
     assert {s for _, s, _, _ in want} >= {"firing", "inactive"}
     assert got(alerts) == want
     assert any(topic == PARTIALS + "-2" for topic, _ in kafka.log)
+
+
+def test_the_receiver_copies_to_the_global_lane_only_what_the_stages_cannot_separate() -> None:
+    from detector.rules import RecordingRule
+    from pipelines.stages import global_lane_placement
+
+    def rule(cls, name, expr):
+        return cls(name, compile_expr(expr), expr)
+
+    rule_groups = [
+        RuleGroup("up", "inline", STEP, (rule(AlertingRule, "FewUp", EXPR),)),  # staged
+        # A staged recording read at another interval: the stages cannot separate them, both stay global.
+        RuleGroup("rec", "inline", STEP, (rule(RecordingRule, "ns:x:sum", "sum by (ns) (x)"),)),
+        RuleGroup("all", "inline", 2 * STEP, (rule(AlertingRule, "Total", "sum(ns:x:sum) > 1"),)),
+    ]
+    x = (("__name__", "x"), ("instance", "a"), ("job", "api"), ("ns", "n"))
+    today = global_lane_placement(Settings(), rule_groups)
+    staged = global_lane_placement(Settings(staged_rules=True), rule_groups)
+    assert [g.name for g in today.global_] == ["up", "rec", "all"] and today.feeds_global_lane(TARGETS[0])
+    assert [g.name for g in staged.global_] == ["rec", "all"]
+    assert not staged.feeds_global_lane(TARGETS[0]) and staged.feeds_global_lane(x)
