@@ -135,7 +135,7 @@ class Table:
 def fmt(value: float, unit: str) -> str:
     if value != value:  # NaN
         return "-"
-    if unit.endswith("/s") or unit.endswith("/CPU-s") or unit in ("samples", "series"):
+    if unit.endswith("/s") or unit.endswith("/CPU-s") or unit in ("samples", "series", "count"):
         for div, suffix in ((1e6, "M"), (1e3, "k")):
             if abs(value) >= div:
                 return f"{value / div:.3g}{suffix}"

@@ -1,4 +1,4 @@
-"""Entry point: ``python -m bench.run [ingest|engine|pipeline|latency|scoring|state|completeness|worker_faults|stages|all] [--runs N] [--quick]``.
+"""Entry point: ``python -m bench.run [ingest|engine|pipeline|latency|scoring|state|completeness|worker_faults|stages|memory_faults|all] [--runs N] [--quick]``.
 
 Prints one rich table per bench: the median over the runs, min and max, the
 median of the per-run ratios to the baseline measured in the same run, and
@@ -22,7 +22,7 @@ from rich.console import Console
 
 from bench.common import Table, bench_context
 
-BENCHES = ("ingest", "engine", "pipeline", "latency", "scoring", "state", "completeness", "worker_faults", "stages")
+BENCHES = ("ingest", "engine", "pipeline", "latency", "scoring", "state", "completeness", "worker_faults", "stages", "memory_faults")
 
 
 def _run_one(name: str, ctx) -> list[Table]:
@@ -58,6 +58,10 @@ def _run_one(name: str, ctx) -> list[Table]:
         from bench import stages
 
         return stages.run(ctx)
+    if name == "memory_faults":
+        from bench import memory_faults
+
+        return memory_faults.run(ctx)
     from bench import latency
 
     return latency.run(ctx)

@@ -63,7 +63,7 @@ def _state_rows(detectors, keys: list[bytes]) -> list[bytes]:
     sids = np.fromiter((store._ids[k] for k in keys), dtype=np.intp, count=len(keys))
     rows = scorer.rows_for(keys)
     fc = np.fromiter((forecaster._keys.get(k, -1) for k in keys), dtype=np.intp, count=len(keys))
-    ts, vals = store._ts[sids], store._vals[sids]
+    ts, vals = store.rings(sids, width=store.capacity)
     model = scorer.model
     scalars, profiles, visits = model.scalars[rows], model.profiles[rows], model.visits[rows]
     last_t, last_v = scorer.counters.last_t[rows], scorer.counters.last_v[rows]
@@ -212,7 +212,7 @@ async def _changelog_restore(bootstrap: str, detectors, n: int) -> float:
         end = (await consumer.end_offsets([tp]))[tp]
         consumer.seek(tp, max(end - n, 0))
         store, scorer = detectors.rules.store, detectors.scorer.scorer("default")
-        cap = store._ts.shape[1]
+        cap = store.capacity
         ring = cap * 8
         model = scorer.model
         n_scalars, bins = model.scalars.shape[1], model.profiles.shape[1]

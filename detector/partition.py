@@ -142,13 +142,27 @@ class PartitionDetectors:
         """The instant this partition's samples are complete up to (:mod:`detector.completeness`)."""
         return self.rules.complete_until(now_ms)
 
+    @property
+    def pending(self) -> bool:
+        """Whether rule evaluations are still due: call :meth:`catch_up` (see :class:`RuleEngine`)."""
+        return self.rules.pending
+
+    def catch_up(self) -> PartitionOutput:
+        """The next step of the evaluations still due, at most ``max_evaluations_per_step``."""
+        return self.advance_to(self.rules.watermark)
+
     def ingest(self, batch: SampleBatch, arrival_ms: int | None = None) -> PartitionOutput:
         """Score, forecast and evaluate one batch; ``arrival_ms`` is the caller's clock
         (see :meth:`detector.rules.engine.RuleEngine.ingest`)."""
+        # New series beyond the store's limit are left out before scores and forecasts
+        # keep state for them; the store applies its other limits as it appends.
+        batch, refused = self.store.admit(batch)
         forecasts: list[Forecast] = []
         warnings = self.forecaster.ingest_batch(batch, forecasts) if self.forecaster is not None else []
         derived, scores = self._score(batch)
-        out = self.rules.ingest(_concat(batch, derived) if derived is not None else batch, arrival_ms)
+        # Score series are not held to the limit: there is one per admitted series at most.
+        out = self.rules.ingest(_concat(batch, derived) if derived is not None else batch, arrival_ms, admitted=True)
+        out.refused.add(refused)
         result = PartitionOutput(out, list(out.transitions), scores, forecasts, list(out.notifications),
                                  _latest(derived) if derived is not None else {})
         warned = [w.to_alert() for w in warnings]

@@ -35,12 +35,14 @@ import numpy as np
 
 from detector.anomaly.catalog import ModelCatalog
 from detector.wire.batch import SampleBatch
-from detector.labels import DEFAULT_PARTITION_BY, LANE_CLOCK, Labels, canonical_bytes, partition_for
+from detector.labels import DEFAULT_PARTITION_BY, LANE_CLOCK, Labels, canonical_bytes, labels_from_canonical, partition_for
 from detector.wire.metadata import MetricTypes
 from detector.wire.openmetrics import read_samples
 from detector.partition import DEFAULT_SCORE_THRESHOLD, PartitionDetectors, PartitionOutput
 from detector.rules.group import RuleGroup
+from detector.output.templates import format_labels
 from detector.rules.placement import place_groups
+from detector.store import Refused
 
 
 @dataclass
@@ -116,6 +118,7 @@ class Replay:
             )
             for _ in range(partitions)
         ]
+        self.limits = ReplayLimits()
         self.global_engine = (
             PartitionDetectors(self.placement.global_, engine_options=options, scores=False, forecasts=False)
             if self.placement.global_
@@ -149,15 +152,59 @@ class Replay:
         owner = partition[index]
         for p in np.unique(owner).tolist():
             pick = owner == p
-            outputs.append(self.engines[p].ingest(_batch(rec.keys, index[pick], stamps[pick], values[pick])))
+            outputs += self._ingest(self.engines[p], _batch(rec.keys, index[pick], stamps[pick], values[pick]))
         if self.global_engine is not None:
             pick = to_global[index]
             sub = _batch(rec.keys, index[pick], stamps[pick], values[pick])
             clock = SampleBatch([canonical_bytes(LANE_CLOCK)], np.zeros(1, dtype=np.uint32), stamps[-1:], np.ones(1))
             if len(sub):
-                outputs.append(self.global_engine.ingest(sub))
-            outputs.append(self.global_engine.ingest(clock))
+                outputs += self._ingest(self.global_engine, sub)
+            outputs += self._ingest(self.global_engine, clock)
         return outputs
+
+    def _ingest(self, engine: PartitionDetectors, batch: SampleBatch) -> list[PartitionOutput]:
+        """One batch, then every evaluation it made due: offline, the steps a worker
+        spreads over its event loop (``max_evaluations_per_step``) run back to back."""
+        outputs = [engine.ingest(batch)]
+        while engine.pending:
+            outputs.append(engine.catch_up())
+        self.limits.record(outputs)
+        return outputs
+
+
+@dataclass
+class ReplayLimits:
+    """What the engines' limits did during a replay (the worker counts the same in its metrics)."""
+
+    refused: Refused = field(default_factory=Refused)
+    skipped_evaluations: int = 0
+
+    def record(self, outputs: list[PartitionOutput]) -> None:
+        for out in outputs:
+            self.refused.add(out.engine.refused)
+            self.skipped_evaluations += out.engine.skipped
+
+    def describe(self) -> list[str]:
+        """One line per limit that bit, naming a series it bit on."""
+        lines = []
+        if self.refused.too_dense:
+            lines.append(f"{self.refused.too_dense} samples dropped as closer than the minimum interval to the previous "
+                         f"one of their series, e.g. {format_series(self.refused.dense_series)}")
+        if self.refused.new_series:
+            lines.append(f"{self.refused.new_series} new series dropped ({self.refused.new_series_samples} samples) beyond "
+                         f"the series limit per partition, e.g. {format_series(self.refused.new_series_example)}")
+        if self.skipped_evaluations:
+            lines.append(f"{self.skipped_evaluations} evaluations skipped: more than the maximum catch-up behind the newest sample")
+        return lines
+
+
+def format_series(key: bytes | None) -> str:
+    """A series' canonical key as Prometheus prints a label set, quotes escaped (safe in a log line).
+
+    >>> print(format_series(canonical_bytes((("__name__", "up"), ("job", 'a"b')))))
+    {__name__="up", job="a\\"b"}
+    """
+    return "(unknown)" if key is None else format_labels(labels_from_canonical(key))
 
 
 def _batch(keys: list[bytes], index: np.ndarray, stamps: np.ndarray, values: np.ndarray) -> SampleBatch:

@@ -2,9 +2,17 @@
 
 The rule engine asks "what was the value of these series at time t" once per
 evaluation, for thousands of series at a time; the store answers with whole
-arrays instead of a Python loop per series. Each series owns one row of two
-ring buffers (timestamps, values); rows grow, doubling, only when a series
-holds more samples inside the retention window than its row has room for.
+arrays instead of a Python loop per series.
+
+Each series owns one ring buffer (timestamps, values) in a *size class*: class
+``k`` holds rings of ``initial_capacity * 2**k`` samples, as rows of two numpy
+arrays. A series starts in class 0 and moves up, doubling, only when it holds
+more samples inside the retention window than its ring has room for; it moves
+back down (:meth:`SeriesStore.compact`) when at most a quarter of its ring is
+still readable. So a series' memory depends on its own density only: one
+series with 20,000 samples in range costs its own 20,000 slots, not 20,000 for
+every series of the partition. Queries work class by class, each one a plain
+columnar computation (in the usual case, one class for all).
 
 A series that no query can read any more is retired (:meth:`SeriesStore.retire`)
 and its row reused by the next new series. Each row records which assignment
@@ -15,7 +23,11 @@ Appends follow Prometheus's storage rules: per series, a sample whose
 timestamp is not newer than the newest one stored is dropped and counted
 (a duplicate when it repeats the newest timestamp, out-of-order otherwise).
 That makes ingest idempotent: a remote-write request retried after a timeout
-changes nothing.
+changes nothing. Two limits keep one sender from exhausting memory, both
+counted in :class:`Refused`: with ``min_interval_ms``, a series keeps at most
+one ingested sample per interval (epoch-aligned, the first one wins), and
+with ``max_series``, new series beyond that many are dropped (the ones already
+held keep going).
 
 >>> from detector.wire.batch import SampleBatch
 >>> store = SeriesStore(retention_ms=300_000)
@@ -32,7 +44,8 @@ changes nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -70,35 +83,87 @@ def is_stale(values: np.ndarray) -> np.ndarray:
 
 
 @dataclass(slots=True)
+class Refused:
+    """What the store's limits kept out, with one series of each kind to name in a log line.
+
+    >>> a, b = Refused(too_dense=2, dense_series=b"x"), Refused(too_dense=1, dense_series=b"y", new_series=1)
+    >>> a.add(b)
+    >>> a.too_dense, a.dense_series, a.new_series, bool(Refused())
+    (3, b'x', 1, False)
+    """
+
+    too_dense: int = 0  # samples closer than min_interval_ms to the previous one of their series
+    dense_series: bytes | None = None
+    new_series: int = 0  # new series dropped: the partition holds max_series already
+    new_series_samples: int = 0
+    new_series_example: bytes | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.too_dense or self.new_series)
+
+    def add(self, other: Refused) -> None:
+        self.too_dense += other.too_dense
+        self.dense_series = self.dense_series or other.dense_series
+        self.new_series += other.new_series
+        self.new_series_samples += other.new_series_samples
+        self.new_series_example = self.new_series_example or other.new_series_example
+
+
+@dataclass(slots=True)
 class AppendStats:
     accepted: int = 0
     duplicates: int = 0
     out_of_order: int = 0
     new_series: int = 0
     max_timestamp: int = EMPTY
+    refused: Refused = field(default_factory=Refused)
     rows: np.ndarray | None = None  # by :meth:`SeriesStore.append`: the row of each of the batch's series
 
 
+def _size_class(needed: np.ndarray, base: int) -> np.ndarray:
+    """Smallest class whose rings (``base * 2**k`` samples) hold ``needed`` samples.
+
+    >>> _size_class(np.array([0, 1, 16, 17, 32, 33, 20_000]), 16).tolist()
+    [0, 0, 0, 1, 1, 2, 11]
+    """
+    blocks = np.maximum(-(-np.asarray(needed, dtype=np.int64) // base), 1)
+    return np.ceil(np.log2(blocks.astype(np.float64))).astype(np.int64)
+
+
 class SeriesStore:
-    """Ring buffers of recent samples, one row per series, for one partition.
+    """Ring buffers of recent samples, one per series, for one partition.
 
     ``retention_ms`` is how far back any query reaches (lookback plus the
     longest range plus the allowed lateness); older samples may be overwritten.
+    ``min_interval_ms`` (0: off) and ``max_series`` (None: no limit) are the
+    limits of the module docstring.
     """
 
-    def __init__(self, retention_ms: int, initial_capacity: int = 16, initial_rows: int = 1024) -> None:
+    def __init__(self, retention_ms: int, initial_capacity: int = 16, initial_rows: int = 1024, *,
+                 min_interval_ms: int = 0, max_series: int | None = None) -> None:
         self.retention_ms = retention_ms
+        self.min_interval_ms = min_interval_ms
+        self.max_series = max_series
+        self.initial_rows = initial_rows
         self.labels: list[Labels | None] = []  # per row; None for a free row
         self._keys: list[bytes | None] = []  # per row; None for a free row
         self._ids: dict[bytes, int] = {}
         self._free: list[int] = []
         self.seq = 0  # assignments of a series to a row, ever
         self.retired = 0  # series retired, ever
-        self._ts = np.full((initial_rows, initial_capacity), EMPTY, dtype=np.int64)
-        self._vals = np.zeros((initial_rows, initial_capacity), dtype=np.float64)
-        self._written = np.zeros(initial_rows, dtype=np.int64)  # samples ever written per row
+        self.base_capacity = initial_capacity  # ring size of class 0
+        # Per row (series): its ring's size class and slot in that class, and its ring's counters.
+        self._class = np.zeros(initial_rows, dtype=np.int8)
+        self._slot = np.full(initial_rows, -1, dtype=np.int64)
+        self._written = np.zeros(initial_rows, dtype=np.int64)  # samples ever written to the ring
         self._newest = np.full(initial_rows, EMPTY, dtype=np.int64)
         self._born = np.zeros(initial_rows, dtype=np.int64)  # per row: its assignment's seq, 0 when free
+        # Per size class: the rings (one per slot), free slots, slots handed out.
+        self._ring_ts: list[np.ndarray] = []
+        self._ring_vals: list[np.ndarray] = []
+        self._ring_free: list[list[int]] = []
+        self._ring_used: list[int] = []
+        self._add_class()
 
     def __len__(self) -> int:
         """Series held now (retired ones not counted)."""
@@ -106,15 +171,27 @@ class SeriesStore:
 
     @property
     def rows_in_use(self) -> int:
-        """Rows ever handed out (live or free for reuse): what the arrays hold."""
+        """Rows ever handed out (live or free for reuse): what the per-series arrays hold."""
         return len(self.labels)
 
     @property
     def capacity(self) -> int:
-        return self._ts.shape[1]
+        """The largest ring any series holds now (``initial_capacity`` when none)."""
+        used = [k for k in range(len(self._ring_ts)) if self._ring_used[k] > len(self._ring_free[k])]
+        return self._cap(max(used, default=0))
+
+    def capacity_of(self, row: int) -> int:
+        """How many samples the ring of this row's series holds."""
+        return self._cap(int(self._class[row]))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of every numpy array the store holds (rings and per-series columns)."""
+        arrays = [self._class, self._slot, self._written, self._newest, self._born, *self._ring_ts, *self._ring_vals]
+        return sum(a.nbytes for a in arrays)
 
     def series_id(self, key: bytes) -> int:
-        """Row of the series with these canonical label bytes, created if new."""
+        """Row of the series with these canonical label bytes, created if new (no limit applies)."""
         sid = self._ids.get(key)
         if sid is None:
             sid = self._add_series(key, labels_from_canonical(key))
@@ -130,8 +207,34 @@ class SeriesStore:
     def newest_timestamp(self, sid: int) -> int:
         return int(self._newest[sid])
 
+    def admit(self, batch: SampleBatch) -> tuple[SampleBatch, Refused]:
+        """The batch without the samples of new series beyond ``max_series``; the series it
+        keeps are created, so they count at once. Callers that keep per-series state
+        elsewhere (scores, forecasts) admit first and keep that state for admitted series only.
+
+        >>> store = SeriesStore(retention_ms=60_000, max_series=1)
+        >>> batch = SampleBatch.from_series([((("__name__", "a"),), [(0, 1.0)]), ((("__name__", "b"),), [(0, 1.0)])])
+        >>> kept, refused = store.admit(batch)
+        >>> kept.series_keys == batch.series_keys[:1], refused.new_series, len(store)
+        (True, 1, 1)
+        """
+        refused = Refused()
+        if self.max_series is None or len(self) + len(batch.series_keys) <= self.max_series:
+            return batch, refused  # the batch cannot reach the limit: no per-key look-up here
+        rows = self._rows_within_limit(batch.series_keys, refused)
+        if not refused.new_series:
+            return batch, refused
+        keep = rows[batch.series_index] >= 0
+        refused.new_series_samples = int(np.count_nonzero(~keep))
+        used = np.flatnonzero(rows >= 0)
+        local = np.full(len(rows), -1, dtype=np.int64)
+        local[used] = np.arange(len(used))
+        index = local[batch.series_index[keep]].astype(np.uint32)
+        return SampleBatch([batch.series_keys[i] for i in used.tolist()], index, batch.timestamps[keep], batch.values[keep]), refused
+
     def append(self, batch: SampleBatch) -> AppendStats:
-        """Store a batch's samples; see the module docstring for what is dropped."""
+        """Store a batch's samples; see the module docstring for what is dropped (the series
+        limit applies in :meth:`admit`, which the engine calls first)."""
         stats = AppendStats()
         if len(batch) == 0:
             return stats
@@ -139,17 +242,33 @@ class SeriesStore:
         rows = self.series_ids(batch.series_keys)
         stats.new_series = len(self) - before
         stats.rows = rows
-        self._store(rows[batch.series_index], batch.timestamps, batch.values, stats)
+        self._store(rows[batch.series_index], batch.timestamps, batch.values, stats, thin=self.min_interval_ms > 0)
         return stats
 
     def append_rows(self, rows: np.ndarray, t_ms: int, values: np.ndarray) -> AppendStats:
-        """Store one sample at ``t_ms`` for each given row (recording rules' output)."""
+        """Store one sample at ``t_ms`` for each given row (recording rules' output; no limit applies)."""
         stats = AppendStats()
         if len(rows):
             self._store(np.asarray(rows, dtype=np.int64), np.full(len(rows), t_ms, dtype=np.int64), values, stats)
         return stats
 
-    def _store(self, rows: np.ndarray, stamps: np.ndarray, values: np.ndarray, stats: AppendStats) -> None:
+    def _rows_within_limit(self, keys: list[bytes], refused: Refused) -> np.ndarray:
+        """Each key's row; -1 for a new series beyond ``max_series`` (counted in ``refused``)."""
+        rows = []
+        for key in keys:
+            sid = self._ids.get(key)
+            if sid is None:
+                if len(self) < self.max_series:
+                    sid = self.series_id(key)
+                else:
+                    sid = -1
+                    refused.new_series += 1
+                    refused.new_series_example = refused.new_series_example or key
+            rows.append(sid)
+        return np.array(rows, dtype=np.int64)
+
+    def _store(self, rows: np.ndarray, stamps: np.ndarray, values: np.ndarray, stats: AppendStats,
+               thin: bool = False) -> None:
         # Grouped by series, each series' samples still in the order sent: like
         # Prometheus's appender, a sample must be newer than every sample of its
         # series appended before it, in earlier batches or earlier in this one.
@@ -164,10 +283,22 @@ class SeriesStore:
             repeat[1:] = same_series & (stamps[1:] == stamps[:-1])
             old = stamps < newest
             dup = repeat | (stamps == newest)
-        keep = ~(old | dup)
+        drop = old | dup
         stats.duplicates += int(np.count_nonzero(dup & ~old))
         stats.out_of_order += int(np.count_nonzero(old))
-        if not keep.all():
+        if thin:
+            # At most one sample per series per epoch-aligned min_interval: a sample
+            # newer than the previous one of its series, in the same interval, is too dense.
+            bucket = stamps // self.min_interval_ms
+            dense = (bucket == newest // self.min_interval_ms) & (stamps > newest)
+            dense[1:] |= same_series & (bucket[1:] == bucket[:-1]) & (stamps[1:] > stamps[:-1])
+            dense &= ~drop
+            if dense.any():
+                stats.refused.too_dense += int(np.count_nonzero(dense))
+                stats.refused.dense_series = self._keys[int(rows[np.argmax(dense)])]
+                drop |= dense
+        if drop.any():
+            keep = ~drop
             rows, stamps, values = rows[keep], stamps[keep], values[keep]
         if len(rows) == 0:
             return
@@ -175,20 +306,41 @@ class SeriesStore:
         counts = np.diff(np.r_[starts, len(rows)])
         rank = np.arange(len(rows)) - np.repeat(starts, counts)
         while True:
-            slot = (self._written[rows] + rank) % self.capacity
-            overwritten = self._ts[rows, slot]
-            # Room is short if a sample still inside the retention window would
-            # be overwritten, or one batch brings more samples than a row holds.
-            if counts.max() <= self.capacity and not np.any(overwritten >= stamps - self.retention_ms):
-                break
-            self._grow_capacity()
-        self._ts[rows, slot] = stamps
-        self._vals[rows, slot] = values
+            parts = self._by_class(rows)
+            if len(parts) == 1 and parts[0][1] is None:  # the usual case: every ring in one class
+                k = parts[0][0]
+                cap = self._cap(k)
+                slot = (self._written[rows] + rank) % cap
+                where = (self._slot[rows], slot)
+                # Room is short if a sample still inside the retention window would
+                # be overwritten, or one batch brings more samples than a ring holds.
+                if counts.max() <= cap and not np.any(self._ring_ts[k][where] >= stamps - self.retention_ms):
+                    self._ring_ts[k][where] = stamps
+                    self._ring_vals[k][where] = values
+                    break
+                caps = np.full(len(rows), cap, dtype=np.int64)
+            else:
+                caps = self.base_capacity << self._class[rows].astype(np.int64)
+                slot = (self._written[rows] + rank) % caps
+            short = np.logical_or.reduceat(self._gather(self._ring_ts, rows, slot) >= stamps - self.retention_ms, starts)
+            short |= counts > caps[starts]
+            if short.any():
+                grow = rows[starts][short]
+                self._resize(grow, _size_class(np.maximum(counts[short], 2 * caps[starts][short]), self.base_capacity))
+                continue
+            for k, idx in parts:
+                at = slice(None) if idx is None else idx
+                where = (self._slot[rows[at]], slot[at])
+                self._ring_ts[k][where] = stamps[at]
+                self._ring_vals[k][where] = values[at]
+            break
         group_rows = rows[starts]
         self._written[group_rows] += counts
         self._newest[group_rows] = stamps[starts + counts - 1]
         stats.accepted += len(rows)
         stats.max_timestamp = max(stats.max_timestamp, int(stamps.max()))
+
+    # --- Queries. --------------------------------------------------------------------------
 
     def instant(self, rows: np.ndarray, t_ms: int, lookback_ms: int) -> tuple[np.ndarray, np.ndarray]:
         """For each row, the newest sample in [t - lookback, t] (Prometheus 2.x: both ends closed).
@@ -196,16 +348,7 @@ class SeriesStore:
         Returns ``(found, values)``; a series whose newest sample there is a
         staleness marker is not found, exactly as Prometheus ends it at once.
         """
-        if len(rows) == 0:
-            return np.zeros(0, dtype=bool), np.zeros(0)
-        stamps = self._ts[rows]
-        inside = (stamps <= t_ms) & (stamps >= t_ms - lookback_ms)
-        masked = np.where(inside, stamps, EMPTY)
-        slot = masked.argmax(axis=1)
-        pick = np.arange(len(rows))
-        found = masked[pick, slot] != EMPTY
-        values = self._vals[rows, slot]
-        found &= ~is_stale(values)
+        found, _, values = self.latest(rows, t_ms, lookback_ms)
         return found, values
 
     def latest(self, rows: np.ndarray, t_ms: int, lookback_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -221,15 +364,24 @@ class SeriesStore:
         >>> found.tolist(), stamps.tolist(), values.tolist()
         ([True], [2000], [5.0])
         """
-        if len(rows) == 0:
-            return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64), np.zeros(0)
-        stamps = self._ts[rows]
+        rows = np.asarray(rows, dtype=np.int64)
+        parts = self._by_class(rows)
+        if len(parts) == 1 and parts[0][1] is None:
+            return self._latest_in(parts[0][0], rows, t_ms, lookback_ms)
+        found, newest, values = np.zeros(len(rows), dtype=bool), np.zeros(len(rows), dtype=np.int64), np.zeros(len(rows))
+        for k, idx in parts:
+            found[idx], newest[idx], values[idx] = self._latest_in(k, rows[idx], t_ms, lookback_ms)
+        return found, newest, values
+
+    def _latest_in(self, k: int, rows: np.ndarray, t_ms: int, lookback_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        slots = self._slot[rows]
+        stamps = self._ring_ts[k][slots]
         inside = (stamps <= t_ms) & (stamps >= t_ms - lookback_ms)
         masked = np.where(inside, stamps, EMPTY)
         slot = masked.argmax(axis=1)
         pick = np.arange(len(rows))
         newest = masked[pick, slot]
-        values = self._vals[rows, slot]
+        values = self._ring_vals[k][slots, slot]
         found = (newest != EMPTY) & ~is_stale(values)
         return found, newest, values
 
@@ -239,7 +391,9 @@ class SeriesStore:
         Returns ``(stamps, values, counts)``: row i's samples fill the first
         ``counts[i]`` columns of ``stamps[i]`` and ``values[i]``; the columns
         after them hold ``EMPTY`` and NaN. Staleness markers are left out, as
-        Prometheus leaves them out of range vectors.
+        Prometheus leaves them out of range vectors. The arrays are as wide as
+        the row with the most samples: :meth:`windows` gives them per size
+        class, so one dense series does not widen the others'.
 
         >>> from detector.wire.batch import SampleBatch
         >>> store = SeriesStore(retention_ms=300_000)
@@ -250,8 +404,32 @@ class SeriesStore:
         >>> stamps.tolist(), values.tolist(), counts.tolist()
         ([[10, 30]], [[2.0, 4.0]], [2])
         """
+        parts = list(self.windows(rows, t_ms, range_ms))
+        if len(parts) == 1 and parts[0][0] is None:
+            return parts[0][1:]
+        n = len(rows)
+        width = max((p[1].shape[1] for p in parts), default=0)
+        stamps, values, counts = np.full((n, width), EMPTY, dtype=np.int64), np.full((n, width), np.nan), np.zeros(n, dtype=np.int64)
+        for idx, s, v, c in parts:
+            stamps[idx, : s.shape[1]], values[idx, : s.shape[1]], counts[idx] = s, v, c
+        return stamps, values, counts
+
+    def windows(self, rows: np.ndarray, t_ms: int, range_ms: int) -> Iterator[tuple[np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]]:
+        """:meth:`window` in parts, one per size class: ``(index, stamps, values, counts)``, where
+        ``index`` says which of ``rows`` the part covers (None: all of them)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            yield None, np.zeros((0, 0), dtype=np.int64), np.zeros((0, 0)), np.zeros(0, dtype=np.int64)
+            return
+        for k, idx in self._by_class(rows):
+            yield (idx, *self._window_in(k, rows if idx is None else rows[idx], t_ms, range_ms))
+
+    def _window_in(self, k: int, rows: np.ndarray, t_ms: int, range_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         start = t_ms - range_ms
-        stamps = self._ts[rows]
+        cap = self._cap(k)
+        ring_ts, ring_vals = self._ring_ts[k], self._ring_vals[k]
+        slots = self._slot[rows]
+        stamps = ring_ts[slots]
         # A ring is in time order, rotated: its oldest sample sits at slot
         # written % capacity once it has wrapped, at slot 0 before. So the
         # window's samples are a run of consecutive (rotated) slots, found by
@@ -260,11 +438,10 @@ class SeriesStore:
         counts = np.count_nonzero((stamps >= start) & (stamps <= t_ms), axis=1)
         width = int(counts.max()) if len(rows) else 0
         written = self._written[rows]
-        first = older + np.where(written >= self.capacity, written, 0)
-        slots = (first[:, None] + np.arange(width)) % self.capacity
-        flat = rows[:, None] * self.capacity + slots
+        first = older + np.where(written >= cap, written, 0)
+        flat = slots[:, None] * cap + (first[:, None] + np.arange(width)) % cap
         filled = np.arange(width) < counts[:, None]
-        values = np.take(self._vals, flat)
+        values = np.take(ring_vals, flat)
         stale = filled & is_stale(values)
         if stale.any():
             # Drop the staleness markers and close the gaps they leave, keeping time order.
@@ -275,9 +452,11 @@ class SeriesStore:
             flat = np.take_along_axis(flat, keep, axis=1)
             values = np.take_along_axis(values, keep, axis=1)
             filled = np.arange(width) < counts[:, None]
-        stamps = np.where(filled, np.take(self._ts, flat), EMPTY)
+        stamps = np.where(filled, np.take(ring_ts, flat), EMPTY)
         values = np.where(filled, values, np.nan)
         return stamps, values, counts
+
+    # --- Rows and rings. -------------------------------------------------------------------
 
     def _add_series(self, key: bytes, labels: Labels) -> int:
         if self._free:
@@ -286,14 +465,176 @@ class SeriesStore:
             self._keys[sid] = key
         else:
             sid = len(self.labels)
-            if sid == self._ts.shape[0]:
+            if sid == self._born.shape[0]:
                 self._grow_rows()
             self.labels.append(labels)
             self._keys.append(key)
         self.seq += 1
         self._born[sid] = self.seq
         self._ids[key] = sid
+        self._class[sid] = 0
+        self._slot[sid] = self._take_slot(0)
         return sid
+
+    def _cap(self, k: int) -> int:
+        return self.base_capacity << k
+
+    def _add_class(self) -> None:
+        cap = self._cap(len(self._ring_ts))
+        self._ring_ts.append(np.full((0, cap), EMPTY, dtype=np.int64))
+        self._ring_vals.append(np.zeros((0, cap)))
+        self._ring_free.append([])
+        self._ring_used.append(0)
+
+    def _take_slot(self, k: int) -> int:
+        """One free ring of class ``k`` (the per-new-series path: plain Python)."""
+        free = self._ring_free[k]
+        if free:
+            return free.pop()
+        slot = self._ring_used[k]
+        if slot == self._ring_ts[k].shape[0]:
+            self._reserve(k, slot + 1)
+        self._ring_used[k] = slot + 1
+        return slot
+
+    def _take_slots(self, k: int, n: int) -> np.ndarray:
+        """``n`` free rings of class ``k``, created if needed."""
+        while len(self._ring_ts) <= k:
+            self._add_class()
+        free = self._ring_free[k]
+        reused = free[len(free) - min(n, len(free)) :]
+        del free[len(free) - len(reused) :]
+        start = self._ring_used[k]
+        end = start + n - len(reused)
+        if end > self._ring_ts[k].shape[0]:
+            self._reserve(k, end)
+        self._ring_used[k] = end
+        return np.concatenate([np.array(reused, dtype=np.int64), np.arange(start, end, dtype=np.int64)])
+
+    def _reserve(self, k: int, rings: int) -> None:
+        """Room for at least ``rings`` rings in class ``k`` (doubling, so adding one is amortised O(1))."""
+        have = self._ring_ts[k].shape[0]
+        size = max(rings, 2 * have, self.initial_rows if k == 0 else 1)
+        cap = self._cap(k)
+        self._ring_ts[k] = np.concatenate([self._ring_ts[k], np.full((size - have, cap), EMPTY, dtype=np.int64)])
+        self._ring_vals[k] = np.concatenate([self._ring_vals[k], np.zeros((size - have, cap))])
+
+    def _release(self, k: int, slots: np.ndarray) -> None:
+        if k > 0 and self._ring_used[k] == len(self._ring_free[k]) + len(slots):
+            # The class's last rings: give its memory back at once (a burst that passed
+            # through a class on its way up leaves nothing behind).
+            cap = self._cap(k)
+            self._ring_ts[k], self._ring_vals[k] = np.full((0, cap), EMPTY, dtype=np.int64), np.zeros((0, cap))
+            self._ring_free[k], self._ring_used[k] = [], 0
+            return
+        self._ring_ts[k][slots] = EMPTY
+        self._ring_vals[k][slots] = 0.0
+        self._ring_free[k] += slots.tolist()
+
+    def _by_class(self, rows: np.ndarray) -> list[tuple[int, np.ndarray | None]]:
+        """``rows`` split by size class: ``(class, index into rows)``, index None when all share one."""
+        if len(rows) == 0:
+            return []
+        classes = self._class[rows]
+        lo, hi = int(classes.min()), int(classes.max())
+        if lo == hi:
+            return [(lo, None)]
+        return [(k, np.flatnonzero(classes == k)) for k in np.flatnonzero(np.bincount(classes)).tolist()]
+
+    def _gather(self, arrays: list[np.ndarray], rows: np.ndarray, slot: np.ndarray) -> np.ndarray:
+        """``arrays[class][ring slot, slot]`` for each row."""
+        parts = self._by_class(rows)
+        if len(parts) == 1 and parts[0][1] is None:
+            return arrays[parts[0][0]][self._slot[rows], slot]
+        out = np.empty(len(rows), dtype=arrays[0].dtype)
+        for k, idx in parts:
+            out[idx] = arrays[k][self._slot[rows[idx]], slot[idx]]
+        return out
+
+    def _resize(self, rows: np.ndarray, classes: np.ndarray) -> None:
+        """Move each row's ring to the given size class, keeping its newest samples in time order."""
+        for k in np.unique(self._class[rows]).tolist():
+            for j in np.unique(classes[self._class[rows] == k]).tolist():
+                if j != k:
+                    self._move(rows[(self._class[rows] == k) & (classes == j)], k, j)
+
+    def _move(self, rows: np.ndarray, k: int, j: int) -> None:
+        cap_k, cap_j = self._cap(k), self._cap(j)
+        slots = self._slot[rows]
+        written = self._written[rows]
+        held = np.minimum(written, cap_k)
+        # Unrolled, a ring's oldest sample comes first; keep the newest cap_j of those held.
+        oldest = np.where(written >= cap_k, written % cap_k, 0)
+        skip = np.maximum(held - cap_j, 0)
+        width = min(cap_k, cap_j)
+        cols = (oldest[:, None] + skip[:, None] + np.arange(width)) % cap_k
+        ts = self._ring_ts[k][slots[:, None], cols]
+        vals = self._ring_vals[k][slots[:, None], cols]
+        new = self._take_slots(j, len(rows))
+        self._ring_ts[j][new, :width] = ts
+        self._ring_vals[j][new, :width] = vals
+        self._release(k, slots)
+        self._class[rows] = j
+        self._slot[rows] = new
+        self._written[rows] = held - skip  # the ring now holds these from slot 0 on
+
+    def compact(self, keep_from_ms: int) -> None:
+        """Give memory back: a ring at most a quarter full of samples still needed moves to a
+        class half as full, and a class whose rings are mostly free is packed.
+
+        A sample is needed if no later than ``keep_from_ms`` (the oldest time a
+        query still to come reads) or inside the retention window of its
+        series' newest sample (what :meth:`append` would grow the ring for).
+
+        >>> from detector.wire.batch import SampleBatch
+        >>> store = SeriesStore(retention_ms=10_000, initial_capacity=4)
+        >>> x = (("__name__", "x"),)
+        >>> _ = store.append(SampleBatch.from_series([(x, [(t, 1.0) for t in range(0, 64_000, 1000)])]))
+        >>> store.capacity_of(0)
+        64
+        >>> store.compact(keep_from_ms=60_000)
+        >>> store.capacity_of(0), store.window(np.array([0]), 63_000, 3000)[0].tolist()
+        (32, [[60000, 61000, 62000, 63000]])
+        """
+        n = len(self.labels)
+        live = self._born[:n] > 0
+        for k in range(1, len(self._ring_ts)):
+            rows = np.flatnonzero(live & (self._class[:n] == k))
+            if len(rows) == 0:
+                continue
+            cap, quarter = self._cap(k), self._cap(k) // 4
+            slots, written = self._slot[rows], self._written[rows]
+            held = np.minimum(written, cap)
+            bound = np.minimum(keep_from_ms, self._newest[rows] - self.retention_ms)
+            # One probe per ring first: the (quarter + 1)-th newest sample. Only if it is
+            # no longer needed can the ring shrink; only those rings are counted in full.
+            oldest = np.where(written >= cap, written % cap, 0)
+            probe = self._ring_ts[k][slots, (oldest + np.maximum(held - quarter - 1, 0)) % cap]
+            candidates = (held <= quarter) | (probe < bound)
+            if not candidates.any():
+                continue
+            rows, bound = rows[candidates], bound[candidates]
+            needed = np.count_nonzero(self._ring_ts[k][self._slot[rows]] >= bound[:, None], axis=1)
+            self._resize(rows, np.minimum(_size_class(2 * needed, self.base_capacity), k - 1))
+        self._pack()
+
+    def _pack(self) -> None:
+        """Repack each class whose rings are at most a quarter in use (an emptied class frees all)."""
+        n = len(self.labels)
+        for k in range(len(self._ring_ts)):
+            size, live = self._ring_ts[k].shape[0], self._ring_used[k] - len(self._ring_free[k])
+            floor = self.initial_rows if k == 0 else 1
+            if size <= floor or live > size // 4:
+                continue
+            rows = np.flatnonzero((self._born[:n] > 0) & (self._class[:n] == k) & (self._slot[:n] >= 0))
+            keep = max(1 << int(live).bit_length(), floor) if live else (floor if k == 0 else 0)
+            cap = self._cap(k)
+            ts, vals = np.full((keep, cap), EMPTY, dtype=np.int64), np.zeros((keep, cap))
+            ts[: len(rows)] = self._ring_ts[k][self._slot[rows]]
+            vals[: len(rows)] = self._ring_vals[k][self._slot[rows]]
+            self._ring_ts[k], self._ring_vals[k] = ts, vals
+            self._slot[rows] = np.arange(len(rows))
+            self._ring_free[k], self._ring_used[k] = [], len(rows)
 
     # --- Retirement. ----------------------------------------------------------------------
 
@@ -306,8 +647,10 @@ class SeriesStore:
     def newest(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each row's newest timestamp, and whether that sample is a staleness marker."""
         rows = np.asarray(rows, dtype=np.int64)
-        slot = (self._written[rows] - 1) % self.capacity
-        return self._newest[rows], (self._written[rows] > 0) & is_stale(self._vals[rows, slot])
+        written = self._written[rows]
+        caps = self.base_capacity << self._class[rows].astype(np.int64)
+        last = self._gather(self._ring_vals, rows, (written - 1) % caps)
+        return self._newest[rows], (written > 0) & is_stale(last)
 
     def retire(self, rows: np.ndarray) -> list[bytes]:
         """Forget these rows' series and free the rows for reuse; returns the series keys.
@@ -332,8 +675,10 @@ class SeriesStore:
             del self._ids[key]
             self.labels[r] = None
             self._keys[r] = None
-        self._ts[rows] = EMPTY
-        self._vals[rows] = 0.0
+        for k, idx in self._by_class(rows):
+            self._release(k, self._slot[rows if idx is None else rows[idx]])
+        self._slot[rows] = -1
+        self._class[rows] = 0
         self._written[rows] = 0
         self._newest[rows] = EMPTY
         self._born[rows] = 0
@@ -355,27 +700,66 @@ class SeriesStore:
         """Mask of rows that still hold the series they held when ``births`` was taken."""
         return self._born[rows] == births
 
+    def rings(self, rows: np.ndarray, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The rows' rings as ``(stamps, values)``, in slot order, ``width`` wide (default: the
+        widest; padded with ``EMPTY`` and 0): raw state, for tools that copy it (bench/state.py)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if width is None:
+            width = max((self._cap(k) for k, _ in self._by_class(rows)), default=self.base_capacity)
+        ts, vals = np.full((len(rows), width), EMPTY, dtype=np.int64), np.zeros((len(rows), width))
+        for k, idx in self._by_class(rows):
+            at = slice(None) if idx is None else idx
+            slots = self._slot[rows[at]]
+            ts[at, : self._cap(k)] = self._ring_ts[k][slots]
+            vals[at, : self._cap(k)] = self._ring_vals[k][slots]
+        return ts, vals
+
     def _grow_rows(self) -> None:
-        n, cap = self._ts.shape
-        self._ts = np.vstack([self._ts, np.full((n, cap), EMPTY, dtype=np.int64)])
-        self._vals = np.vstack([self._vals, np.zeros((n, cap))])
+        n = self._born.shape[0]
+        self._class = np.concatenate([self._class, np.zeros(n, dtype=np.int8)])
+        self._slot = np.concatenate([self._slot, np.full(n, -1, dtype=np.int64)])
         self._written = np.concatenate([self._written, np.zeros(n, dtype=np.int64)])
         self._newest = np.concatenate([self._newest, np.full(n, EMPTY, dtype=np.int64)])
         self._born = np.concatenate([self._born, np.zeros(n, dtype=np.int64)])
 
-    def _grow_capacity(self) -> None:
-        """Double every row, keeping each ring's samples in their slot order."""
-        n, cap = self._ts.shape
-        # Unroll each ring so its oldest sample sits at slot 0, then widen.
-        full = self._written >= cap
-        shift = np.where(full, self._written % cap, 0)[:, None]
-        order = (np.arange(cap)[None, :] + shift) % cap
-        ts = np.take_along_axis(self._ts, order, axis=1)
-        vals = np.take_along_axis(self._vals, order, axis=1)
-        self._ts = np.hstack([ts, np.full((n, cap), EMPTY, dtype=np.int64)])
-        self._vals = np.hstack([vals, np.zeros((n, cap))])
-        # Rows now hold min(written, cap) samples from slot 0 on.
-        self._written = np.minimum(self._written, cap)
+    # --- Snapshots. ------------------------------------------------------------------------
 
-    # Snapshots (detector.snapshot) carry every other attribute; retention is configuration.
-    SNAPSHOT_SKIP = frozenset({"retention_ms"})
+    # Snapshots (detector.snapshot) carry every other attribute; retention and limits are configuration.
+    SNAPSHOT_SKIP = frozenset({"retention_ms", "min_interval_ms", "max_series", "initial_rows"})
+
+    def restore_state(self, state: dict) -> None:
+        """Load a snapshot's state; one taken before size classes (one ring width, ``_ts``/``_vals``,
+        for every series) is converted: every ring goes to the class that holds it, and
+        :meth:`compact` later moves the sparse ones down."""
+        from detector.snapshot import SnapshotError, apply_attributes
+
+        if "_ts" in state and "_ring_ts" not in state:
+            try:
+                state = self._from_one_width(dict(state))
+            except (KeyError, ValueError, TypeError) as exc:
+                raise SnapshotError(f"SeriesStore: cannot convert a snapshot of the one-width layout: {exc}") from None
+        apply_attributes(self, state)
+
+    def _from_one_width(self, state: dict) -> dict:
+        ts, vals, written, born = state.pop("_ts"), state.pop("_vals"), state["_written"], state["_born"]
+        n, cap = ts.shape
+        k = int(_size_class(np.array([cap]), self.base_capacity)[0])
+        # Unroll each ring (oldest sample at slot 0), as the class's wider rings expect.
+        order = (np.arange(cap)[None, :] + np.where(written >= cap, written % cap, 0)[:, None]) % cap
+        rings_ts = np.full((n, self._cap(k)), EMPTY, dtype=np.int64)
+        rings_vals = np.zeros((n, self._cap(k)))
+        rings_ts[:, :cap] = np.take_along_axis(ts, order, axis=1)
+        rings_vals[:, :cap] = np.take_along_axis(vals, order, axis=1)
+        live = born > 0
+        empty = [np.full((0, self._cap(i)), EMPTY, dtype=np.int64) for i in range(k)]
+        state.update({
+            "base_capacity": self.base_capacity,
+            "_written": np.minimum(written, cap),
+            "_class": np.where(live, k, 0).astype(np.int8),
+            "_slot": np.where(live, np.arange(n), -1).astype(np.int64),
+            "_ring_ts": [*empty, rings_ts],
+            "_ring_vals": [*(np.zeros(e.shape) for e in empty), rings_vals],
+            "_ring_free": [[] for _ in range(k)] + [np.flatnonzero(~live).tolist()],
+            "_ring_used": [0] * k + [n],
+        })
+        return state

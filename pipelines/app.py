@@ -130,6 +130,7 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
                 elif worker.gap_before(topic, partition, offset):
                     await keeper.catch_up(topic, partition, offset)  # committed past the snapshot (e.g. by an older version)
             await send(worker.handle(topic, partition, offset, event.value))
+            await worker.catch_up(topic, partition, send)  # what the message left due, in steps that yield
 
     # One agent per lane: target partitions, and the one-partition global lane
     # for groups that combine series across targets (detector.rules.placement).

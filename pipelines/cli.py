@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 
 import click
+from prometheus_client import CollectorRegistry, Gauge
 from rich.console import Console
 
-from detector.errors import HeadroomError
-from detector.rules import load_rule_files
+from detector.errors import HeadroomError, RuleError
+from detector.rules.files import RuleFiles, load_rules
 from pipelines.settings import Settings
 from pipelines.stack.cli import kafka
 from pipelines.replay_cli import record, replay
@@ -23,23 +24,49 @@ from pipelines.score_csv_cli import score_csv
 from pipelines.test_rules_cli import test_rules
 
 console = Console(stderr=True)
+log = logging.getLogger("headroom.rules")
 
 
 def _settings(**overrides: object) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v not in (None, ())})
 
 
-def _load_groups(settings: Settings):
+def _read_rules(settings: Settings) -> RuleFiles:
+    return load_rules(
+        settings.rule_files,
+        default_interval_ms=settings.evaluation_interval_ms,
+        external_labels=settings.external_labels,
+        external_url=settings.external_url,
+        strict=settings.strict_rules,
+    )
+
+
+def _load_rules(settings: Settings) -> RuleFiles:
+    """The rule files, or exit 2 naming every problem; each rule left out is logged (HEADROOM_STRICT_RULES: none is)."""
     try:
-        return load_rule_files(
-            settings.rule_files,
-            default_interval_ms=settings.evaluation_interval_ms,
-            external_labels=settings.external_labels,
-            external_url=settings.external_url,
-        )
+        rules = _read_rules(settings)
+        errors = rules.errors()
+        if errors:
+            raise RuleError(errors)
     except HeadroomError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{exc}[/red]", markup=True, highlight=False)
         sys.exit(2)
+    for refused in rules.refused:
+        for problem in refused.problems:
+            log.warning("rule refused, the rest of its file runs: %s", problem)
+    return rules
+
+
+def refused_rules_registry(rules: RuleFiles) -> CollectorRegistry:
+    """A registry for the worker's /metrics holding ``headroom_rules_refused``: the rules left out."""
+    registry = CollectorRegistry()
+    Gauge("headroom_rules_refused", "Rules of the rule files left out because Headroom cannot run them (see the log)",
+          registry=registry).set(len(rules.refused))
+    return registry
+
+
+def _load_groups(settings: Settings):
+    return _load_rules(settings).groups
 
 
 @click.group()
@@ -58,12 +85,34 @@ cli.add_command(score_csv)
 
 @cli.command("check-rules")
 @click.argument("files", nargs=-1, required=True)
-def check_rules(files: tuple[str, ...]) -> None:
-    """Validate rule files (or packs, by name) the way the worker loads them."""
-    settings = _settings(rule_files=files)
-    groups = _load_groups(settings)
-    rules = sum(len(g.rules) for g in groups)
-    console.print(f"[green]OK[/green]: {len(groups)} group(s), {rules} rule(s)")
+@click.option("--strict", is_flag=True, default=None, help="A rule Headroom cannot run fails its file (HEADROOM_STRICT_RULES).")
+def check_rules(files: tuple[str, ...], strict: bool | None) -> None:
+    """Check rule files (or packs, by name) the way the worker loads them, in promtool check rules' words.
+
+    Per file: "SUCCESS: N rules found", then the rules Headroom leaves out and
+    why (the others run), or "FAILED:" and every problem. The exit code is 1
+    if a file fails: one Prometheus refuses too, or under --strict one with a
+    rule Headroom cannot run.
+    """
+    settings = _settings(rule_files=files, strict_rules=strict)
+    rules = _read_rules(settings)
+    failed = False
+    for name, report in zip(files, rules.files):
+        click.echo(f"Checking {name}")
+        if report.invalid or (rules.strict and report.refused):
+            failed = True
+            click.echo("  FAILED:", err=True)
+            for problem in report.all_problems:
+                click.echo(problem, err=True)
+        else:
+            click.echo(f"  SUCCESS: {report.rules_found} rules found")
+            if report.refused:
+                click.echo(f"  REFUSED: {len(report.refused)} of them cannot run in Headroom and are left out; the others run:")
+                for refused in report.refused:
+                    for problem in refused.problems:
+                        click.echo(f"    {problem}")
+        click.echo()
+    sys.exit(1 if failed else 0)
 
 
 @cli.command()
@@ -103,12 +152,13 @@ def worker(rule_files: tuple[str, ...], bootstrap: str | None, web_port: int | N
     from pipelines.state import state_topic_config
 
     settings = _settings(rule_files=rule_files, kafka_bootstrap=bootstrap, worker_web_port=web_port)
-    groups = _load_groups(settings)
+    rules = _load_rules(settings)
+    registry = refused_rules_registry(rules)
     asyncio.run(create_topics(settings.kafka_bootstrap, settings.topics()))
     asyncio.run(create_topics(settings.kafka_bootstrap, settings.compacted_topics(), {"cleanup.policy": "compact"}))
     asyncio.run(create_topics(settings.kafka_bootstrap, settings.state_topics(),
                               config=state_topic_config(settings.snapshot_max_bytes)))
-    app = create_app(settings, groups)
+    app = create_app(settings, rules.groups, registry)
     Worker(app, loglevel="info").execute_from_commandline()
 
 

@@ -61,6 +61,7 @@ class PartitionEngines:
             "lookback_ms": self.settings.lookback_ms,
             "lateness_ms": self.settings.lateness_ms,
             "resend_delay_ms": self.settings.resend_delay_ms,
+            **self.settings.engine_limits(),  # see pipelines/limits.py
         }
         if self.settings.max_lateness_ms > 0:
             options["max_lateness_ms"] = self.settings.max_lateness_ms
@@ -138,6 +139,13 @@ class PartitionEngines:
         """Whether messages between the partition's state and ``offset`` were never folded in here."""
         last = self.offsets.get(partition)
         return last is not None and offset > last + 1
+
+    def catch_up(self, partition: int) -> None:
+        """Run every evaluation still due in a partition, outputs dropped (for a catch-up after a
+        restore: the worker ran and sent them, in steps, before the restart)."""
+        engine = self.engines.get(partition)
+        while engine is not None and engine.pending:
+            engine.catch_up()
 
     def advance_idle(self) -> dict[int, PartitionOutput]:
         """Evaluate what became due without a message: instants that became complete as

@@ -54,7 +54,8 @@ def replay(recording: Path, rule_files: tuple[str, ...], out_path: Path, partiti
     except (HeadroomError, OpenMetricsError) as exc:
         console.print(f"[red]{exc}[/red]")
         sys.exit(2)
-    engine_options = {"lookback_ms": settings.lookback_ms, "resend_delay_ms": settings.resend_delay_ms}
+    engine_options = {"lookback_ms": settings.lookback_ms, "resend_delay_ms": settings.resend_delay_ms,
+                      **settings.engine_limits()}
     runner = Replay(
         groups,
         partitions=settings.partitions,
@@ -73,6 +74,8 @@ def replay(recording: Path, rule_files: tuple[str, ...], out_path: Path, partiti
             out.write(json.dumps(event, separators=(",", ":")) + "\n")
             written += 1
     console.print(f"{len(samples)} samples of {len(samples.labels)} series, {written} events -> {out_path}")
+    for line in runner.limits.describe():
+        console.print(f"[yellow]limit: {line}[/yellow]")
 
 
 @click.command("record")

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     partition_by: tuple[str, ...] = ("job", "instance")
 
     rule_files: tuple[Path, ...] = ()
+    # A rule Headroom cannot run is left out (and reported, and counted in
+    # headroom_rules_refused) while the rest of its file runs; strict refuses
+    # the whole file instead, as Prometheus does with a file it cannot load.
+    strict_rules: bool = False
     evaluation_interval: str = "15s"
     lookback_delta: str = "5m"
     lateness: str = "0s"
@@ -92,6 +96,17 @@ class Settings(BaseSettings):
     snapshot_interval: str = "30s"
     snapshot_max_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
 
+    # Limits that keep one sender from exhausting a worker's memory or event loop.
+    # A series keeps at most one sample per this interval (epoch-aligned, the first
+    # wins; finer than any scrape interval alerting needs); "0s" keeps every sample.
+    series_min_interval: str = "1s"
+    # New series beyond this many in one partition are dropped and counted.
+    max_series_per_partition: int = Field(500_000, ge=1)
+    # Rule group evaluations per step: a partition with more due yields to the event loop between steps.
+    max_evaluations_per_step: int = Field(32, ge=1)
+    # Evaluations more than this far behind the newest sample are skipped and counted.
+    max_catch_up: str = "1h"
+
     # How fast the group notices a dead worker and hands its partitions over: a
     # worker that sends no heartbeat for the session timeout is dropped from the
     # group (Faust's default is 60 s). The broker accepts 6 s at the least
@@ -103,7 +118,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var/worker")
 
     @field_validator("evaluation_interval", "lookback_delta", "lateness", "max_lateness", "series_silence", "resend_delay",
-                     "idle_advance", "produce_timeout", "snapshot_interval", "session_timeout", "heartbeat_interval")
+                     "idle_advance", "produce_timeout", "snapshot_interval", "session_timeout", "heartbeat_interval",
+                     "series_min_interval", "max_catch_up")
     @classmethod
     def _is_duration(cls, value: str) -> str:
         parse_duration(value)
@@ -182,6 +198,19 @@ class Settings(BaseSettings):
     @property
     def produce_timeout_s(self) -> float:
         return parse_duration(self.produce_timeout) / 1000
+
+    def engine_limits(self) -> dict[str, int]:
+        """The limits above as :class:`~detector.rules.engine.RuleEngine` options (worker and replay alike).
+
+        >>> Settings(series_min_interval="0s").engine_limits()["min_interval_ms"]
+        0
+        """
+        return {
+            "min_interval_ms": parse_duration(self.series_min_interval),
+            "max_series": self.max_series_per_partition,
+            "max_evaluations_per_step": self.max_evaluations_per_step,
+            "max_catch_up_ms": parse_duration(self.max_catch_up),
+        }
 
     def topics(self) -> dict[str, int]:
         """Every topic Headroom uses, with its partition count, but the compacted ones (:meth:`compacted_topics`,

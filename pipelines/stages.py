@@ -47,7 +47,7 @@ from collections.abc import Callable
 
 from detector.partition import PartitionOutput
 from detector.rules import RuleGroup
-from detector.rules.engine import EngineOutput, is_live
+from detector.rules.engine import EngineOutput, RuleEngine, is_live
 from detector.rules.placement import Placement, place_groups
 from detector.snapshot import SnapshotError, decode, encode
 from detector.stages.combine import SNAPSHOT_RECORDS, CombinePartition
@@ -140,13 +140,30 @@ class Stage1Engines(PartitionEngines):
         engine, outbox = self.engines.get(partition), self.outboxes.get(partition)
         if engine is None or outbox is None or engine.watermark == EMPTY or (with_partials_only and not outbox.items):
             return {}
-        return outbox.frames(engine.watermark)
+        return outbox.frames(evaluated_through(engine.rules))
 
     def forget(self, partitions: set[int]) -> None:
         super().forget(partitions)
         for partition in partitions:
             self.outboxes.pop(partition, None)
             self.assigned_at.pop(partition, None)
+
+
+def evaluated_through(engine: RuleEngine) -> int:
+    """The instant every tick up to which a stage-1 engine has evaluated: the watermark a frame may carry.
+
+    The engine's watermark, or just before the first tick still due where some are left for later
+    steps (``HEADROOM_MAX_EVALUATIONS_PER_STEP``) or wait for a group's evaluation delay: a combine
+    partition evaluates a tick once every frame's watermark passed it, and drops partials for it
+    that come later. (``_next_tick`` is read here because the engine has no public form of it.)
+
+    >>> engine = RuleEngine([])
+    >>> engine.watermark, engine._next_tick = 60_000, [30_000, 75_000]
+    >>> evaluated_through(engine)
+    29999
+    """
+    due = [tick - 1 for tick in engine._next_tick if tick is not None and tick <= engine.watermark]
+    return min(due, default=engine.watermark)
 
 
 class Combiner:
@@ -162,6 +179,8 @@ class Combiner:
     @property
     def watermark(self) -> int:
         return self.partition.watermark if self.partition is not None else EMPTY
+
+    pending = False  # evaluations left due (as PartitionDetectors.pending): a frame runs all it made due
 
     def receive(self, data: bytes) -> EngineOutput:
         """Take one frame (:class:`FrameFormatError` if it is not one for this rule set; nothing kept then)."""
@@ -294,6 +313,9 @@ class CombineEngines:
         """Frames for the second combine level, by partition (empty without one)."""
         combiner = self.engines.get(partition)
         return combiner.take_frames() if combiner is not None else {}
+
+    def catch_up(self, partition: int) -> None:
+        pass  # nothing is ever left due (Combiner.pending)
 
     def advance_idle(self) -> dict[int, PartitionOutput]:
         return {}  # a combine partition follows its upstream partitions' watermarks, never the wall clock

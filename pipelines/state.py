@@ -338,6 +338,7 @@ class StateKeeper:
             batch = self.decode(lane, partition, at, value)
             if batch is not None:
                 engines.ingest(partition, batch, offset=at)
+                engines.catch_up(partition)  # the steps the worker ran after it: outputs dropped too
                 caught_up += 1
         if caught_up:
             log.info("%s[%d]: caught up %d message(s) from offset %d; the agent resumes at offset %d",

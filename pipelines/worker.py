@@ -24,10 +24,11 @@ decision here is unit-tested with a fake clock.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -40,6 +41,7 @@ from detector.wire.batch import SampleBatch
 from detector.wire.metadata import MetricTypes
 from pipelines.engines import PartitionEngines
 from pipelines.gauges import DetectorGauges
+from pipelines.limits import LimitReport
 from pipelines.settings import Settings
 from pipelines.stages import CombineEngines, Stage1Engines, StagedRules, global_lane_placement
 
@@ -127,6 +129,7 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.metrics = WorkerMetrics(registry if registry is not None else CollectorRegistry())
+        self.limits = LimitReport(self.metrics.registry, settings)  # counters and log lines of pipelines/limits.py
         self.gauges = DetectorGauges()  # latest score and forecast per series, for dashboards (appended to /metrics)
         self.metric_types = metric_types if metric_types is not None else MetricTypes()
         # With staged rules the samples partitions are stage 1 and each combine level is a lane
@@ -241,6 +244,28 @@ class Worker:
         if frames:
             self.metrics.frames.labels(topic).inc(len(frames))
 
+    async def catch_up(self, lane: str, partition: int, send: Callable[[Outgoing], Awaitable[None]]) -> int:
+        """Run the evaluations a message left due (``HEADROOM_MAX_EVALUATIONS_PER_STEP`` per step),
+        yielding to the event loop before each step so ``/metrics``, timers, snapshots and other
+        partitions go on; each step's output goes to ``send``. Returns the steps run.
+
+        Stops when the partition is revoked (or restored anew) during a yield: no longer ours."""
+        engine = self.lanes[lane].engines.get(partition)
+        steps = 0
+        while engine is not None and engine.pending:
+            await asyncio.sleep(0)
+            if self.lanes[lane].engines.get(partition) is not engine:
+                break
+            out = engine.catch_up()
+            steps += 1
+            self.limits.steps.inc()
+            outgoing = self._outgoing(lane, partition, out)
+            engines = self.lanes[lane]
+            if isinstance(engines, Stage1Engines):  # each step's partials, as after a message
+                self._send_frames(self.staged.topics[0], engines.frames(partition, with_partials_only=True), outgoing)  # type: ignore[union-attr]
+            await send(outgoing)
+        return steps
+
     def advance_idle(self) -> Outgoing:
         """Evaluate quiet live partitions on wall-clock time; what that sends (the 1 s timer's work).
 
@@ -306,6 +331,7 @@ class Worker:
         if engine is not None:
             metrics.event_time.labels(f"{lane}/{partition}").set(engine.watermark / 1000)
         metrics.retired.inc(out.retired)
+        self.limits.record(lane, partition, out)
         for error in out.engine.errors:
             metrics.eval_errors.inc()
             log.warning("rule evaluation failed: %s", error)
@@ -317,8 +343,8 @@ class Worker:
             metrics.transitions.labels(transition.state).inc()
             log.warning("alert %s", transition.describe())
             outgoing.add(settings.alerts_topic, transition.fingerprint.encode(), transition.to_json())
-        if sent and engine is not None and engine.watermark > max(t for _, _, t in sent):
-            del self._sent_before[(lane, partition)]  # evaluated past them all: none can come again
+        if sent and engine is not None and not engine.pending and engine.watermark > max(t for _, _, t in sent):
+            del self._sent_before[(lane, partition)]  # evaluated past them all (no step left due): none can come again
         for score in out.scores:
             metrics.anomalies.inc()
             outgoing.add(settings.scores_topic, None, _json(score.to_dict()))

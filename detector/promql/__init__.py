@@ -17,7 +17,7 @@ refused at compile time with :class:`UnsupportedExpression`, naming them.
 [((('__name__', 'sat'), ('job', 'b')), 0.9)]
 """
 
-from detector.promql.compile import UnsupportedExpression, compile_expr
+from detector.promql.compile import InvalidExpression, UnsupportedExpression, compile_expr
 from detector.promql.plan import EvalContext, EvaluationError, Node
 from detector.promql.values import InstantVector, Scalar
 
@@ -25,6 +25,7 @@ __all__ = [
     "EvalContext",
     "EvaluationError",
     "InstantVector",
+    "InvalidExpression",
     "Node",
     "Scalar",
     "UnsupportedExpression",

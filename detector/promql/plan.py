@@ -35,6 +35,12 @@ class EvalContext:
     store: SeriesStore
     t_ms: int
     lookback_ms: int = DEFAULT_LOOKBACK_MS
+    # The rule's evaluation time, when t_ms is a subquery's step: what @ start() and @ end() mean.
+    query_ms: int | None = None
+
+    @property
+    def evaluation_ms(self) -> int:
+        return self.t_ms if self.query_ms is None else self.query_ms
 
 
 class Node(ABC):
@@ -48,6 +54,10 @@ class Node(ABC):
     def reach_ms(self) -> int:
         """How far before the evaluation time this expression reads samples (beyond lookback)."""
         return 0
+
+    def lead_ms(self) -> int:
+        """How far after the evaluation time this expression reads samples (a negative offset)."""
+        return max((child.lead_ms() for child in self.children()), default=0)
 
     def children(self) -> tuple[Node, ...]:
         """The sub-expressions this node evaluates."""
@@ -101,12 +111,39 @@ class Matcher:
         return hit if self.op == "=~" else not hit
 
 
+@dataclass(frozen=True)
+class At:
+    """The ``@`` modifier: a fixed time (``@ 1700000000``), or the rule's evaluation time (``@ start()``, ``@ end()``).
+
+    A rule is an instant query, so start() and end() are both its evaluation
+    time, also inside a subquery (as Prometheus 2.42 preprocesses them). A
+    fixed time is read as long as it is not after the evaluation time (a stream
+    has not seen it yet) and what it reads is still in the store; otherwise the
+    evaluation fails, naming the rule.
+    """
+
+    fixed_ms: int | None = None  # None: the evaluation time
+
+    def time(self, ctx: EvalContext, reach_ms: int) -> int:
+        if self.fixed_ms is None:
+            return ctx.evaluation_ms
+        now = ctx.evaluation_ms
+        if self.fixed_ms > now:
+            raise EvaluationError(f"@ {self.fixed_ms / 1000:g} is after the evaluation time: the stream has not seen it yet")
+        if self.fixed_ms - reach_ms - ctx.lookback_ms < now - ctx.store.retention_ms:
+            raise EvaluationError(
+                f"@ {self.fixed_ms / 1000:g} reads samples older than the stream keeps ({ctx.store.retention_ms // 1000}s)"
+            )
+        return self.fixed_ms
+
+
 @dataclass(eq=False)
 class SelectorNode(Node):
     """An instant-vector selector such as ``pgmq_queue_depth{queue_name=~"o.*"} offset 1m``."""
 
     matchers: tuple[Matcher, ...]
-    offset_ms: int = 0
+    offset_ms: int = 0  # negative: reads after the evaluation time (see lead_ms)
+    at: At | None = None  # the @ modifier
     kind = "vector"
     # Per store: rows already known to match, the assignment numbers they held
     # then, the store's assignment and retirement counts when last checked.
@@ -114,6 +151,13 @@ class SelectorNode(Node):
 
     def reach_ms(self) -> int:
         return self.offset_ms
+
+    def lead_ms(self) -> int:
+        return max(0, -self.offset_ms)
+
+    def read_time(self, ctx: EvalContext, range_ms: int = 0) -> int:
+        """The time this selector reads at (the end of its range): the evaluation time, or its @ time, minus the offset."""
+        return (ctx.t_ms if self.at is None else self.at.time(ctx, self.offset_ms + range_ms)) - self.offset_ms
 
     def rows(self, store: SeriesStore) -> np.ndarray:
         """Rows of ``store`` whose labels satisfy every matcher (new series checked once).
@@ -147,7 +191,7 @@ class SelectorNode(Node):
 
     def evaluate(self, ctx: EvalContext) -> Value:
         rows = self.rows(ctx.store)
-        found, values = ctx.store.instant(rows, ctx.t_ms - self.offset_ms, ctx.lookback_ms)
+        found, values = ctx.store.instant(rows, self.read_time(ctx), ctx.lookback_ms)
         hits = rows[found]
         return InstantVector([ctx.store.labels[r] for r in hits], values[found])
 
@@ -389,6 +433,7 @@ def _unique(vec: InstantVector) -> InstantVector:
 
 __all__ = [
     "ARITHMETIC",
+    "At",
     "BinaryNode",
     "COMPARISON",
     "DROPS_METRIC_NAME",

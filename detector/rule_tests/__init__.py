@@ -42,8 +42,8 @@ engine renders it empty), and native-histogram series notation.
 
 The entry point is :func:`run_test_file`; ``headroom test-rules`` prints its results.
 
-Modules: :mod:`.series` (the series and label-set notation), :mod:`.go_yaml`
-(reading YAML as go-yaml v2's UnmarshalStrict does), :mod:`.files` (the
+Modules: :mod:`.series` (the series and label-set notation), :mod:`detector.go_yaml`
+(reading YAML as go-yaml v2's UnmarshalStrict does, shared with the rule file loader), :mod:`.files` (the
 test file model and its loader), :mod:`.runner` (running a file through the
 engine), :mod:`.report` (failures and promtool's wording), :mod:`.errors`.
 """

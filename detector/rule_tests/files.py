@@ -8,7 +8,7 @@ import yaml
 
 from detector.labels import Labels
 from detector.rule_tests.errors import UnitTestFormatError
-from detector.rule_tests.go_yaml import Decoder
+from detector.go_yaml import Decoder
 
 DEFAULT_EVALUATION_INTERVAL_MS = 60_000
 
@@ -88,10 +88,10 @@ def parse_test_file(text: str, path: str = "<test>") -> TestFile:
     detector.rule_tests.errors.UnitTestFormatError: line 1: field intervall not found in a test group (known: ...)
     """
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = next(yaml.compose_all(text, Loader=yaml.SafeLoader), None)  # go-yaml reads the first document only
     except yaml.YAMLError as exc:
         raise UnitTestFormatError(f"not valid YAML: {exc}") from None
-    d = Decoder()
+    d = Decoder(version=2)  # promtool reads test files with go-yaml v2
 
     def sample(node: yaml.Node) -> ExpectedSample:
         s = d.struct(node, {"labels": d.string, "value": d.number}, "an exp_samples item")

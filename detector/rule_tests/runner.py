@@ -150,7 +150,8 @@ def _run_group(tg: TestGroup, rule_files: list[str], eval_ms: int, order: Mappin
             note = f"{g.source}: group {g.name!r} (interval {format_duration(g.interval_ms)}) is evaluated every {format_duration(eval_ms)} (evaluation_interval), as promtool does"
             if note not in notes:
                 notes.append(note)
-    groups = sorted((dataclasses.replace(g, interval_ms=eval_ms) for g in groups), key=lambda g: order.get(g.name, 0))
+    # promtool evaluates each time with the samples up to it: a negative offset does not delay a group.
+    groups = sorted((dataclasses.replace(g, interval_ms=eval_ms, delay_ms=0) for g in groups), key=lambda g: order.get(g.name, 0))
     max_t = tg.max_eval_ms()
     # The lateness covers the whole test: the store keeps every sample for the
     # expression tests, and nothing is evaluated but at the explicit ticks below.
@@ -184,7 +185,7 @@ def _run_group(tg: TestGroup, rule_files: list[str], eval_ms: int, order: Mappin
             next_alert += 1
 
     for test in tg.expr_tests:
-        failures += _check_expr(engine, test, name)
+        failures += _check_expr(engine, test, name, eval_ms)
     return failures
 
 
@@ -223,12 +224,13 @@ def _check_alerts(engine: RuleEngine, test: AlertTest, group: str) -> list[Failu
     return [Failure("alert", message, group, ("alert", test.alertname, when), tuple(expected), tuple(got))]
 
 
-def _check_expr(engine: RuleEngine, test: ExprTest, group: str) -> list[Failure]:
+def _check_expr(engine: RuleEngine, test: ExprTest, group: str, eval_ms: int) -> list[Failure]:
     when = format_duration(test.eval_ms)
     head = f"    expr: {go_quote(test.expr)}, time: {when}"
     key = ("expr", test.expr, when)
     try:
-        result = compile_expr(test.expr).evaluate(EvalContext(engine.store, test.eval_ms, engine.lookback_ms))
+        # promtool's engine gives x[5m:] the evaluation interval as resolution.
+        result = compile_expr(test.expr, subquery_step_ms=eval_ms).evaluate(EvalContext(engine.store, test.eval_ms, engine.lookback_ms))
     except UnsupportedExpression as exc:
         return [Failure("expr", f"{head}, err: not supported by Headroom: {exc}", group, key)]
     except EvaluationError as exc:

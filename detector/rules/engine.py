@@ -13,6 +13,15 @@ evaluation is not redone; it is counted as late.
 
 Same input, same output: nothing here reads the wall clock.
 
+One call never runs more than ``max_evaluations_per_step`` group evaluations:
+a watermark that jumps far (a sample stamped a year ahead, a backlog) leaves
+the rest due, :attr:`RuleEngine.pending`, and the caller runs them in further
+steps (:meth:`RuleEngine.advance_to` with the same watermark), yielding to
+its event loop in between. Ticks more than ``max_catch_up_ms`` behind the
+watermark are skipped, never evaluated, and counted: so neither a jump nor a
+bogus first sample (at 0, as proto3 sends a timestamp left out) can ask for
+millions of evaluations.
+
 >>> from detector.wire.batch import SampleBatch
 >>> from detector.promql import compile_expr
 >>> from detector.rules.alerting import AlertingRule
@@ -39,7 +48,7 @@ from detector.promql.plan import DEFAULT_LOOKBACK_MS, EvaluationError
 from detector.rules.alerting import Alert, AlertingRule, fingerprint
 from detector.rules.group import RuleGroup
 from detector.rules.recording import write_series
-from detector.store import EMPTY, SeriesStore, is_stale
+from detector.store import EMPTY, Refused, SeriesStore, is_stale
 
 DEFAULT_RESEND_DELAY_MS = 60_000
 DEFAULT_SILENCE_MS = 30_000
@@ -56,6 +65,12 @@ class EngineOutput:
     duplicates: int = 0
     out_of_order: int = 0
     late: int = 0
+    refused: Refused = field(default_factory=Refused)  # what the store's limits kept out
+    # Ticks skipped because they were more than max_catch_up_ms behind the watermark,
+    # and the span they covered: (first skipped tick, first tick evaluated after them).
+    skipped: int = 0
+    skipped_span: tuple[int, int] | None = None
+    pending: bool = False  # evaluations still due: call advance_to again
 
 
 @dataclass
@@ -66,6 +81,7 @@ class EngineStats:
     late: int = 0
     evaluations: int = 0
     evaluation_errors: int = 0
+    skipped_evaluations: int = 0
 
 
 class RuleEngine:
@@ -81,6 +97,10 @@ class RuleEngine:
         start_ms: int | None = None,
         max_lateness_ms: int | None = None,
         silence_ms: int = DEFAULT_SILENCE_MS,
+        min_interval_ms: int = 0,
+        max_series: int | None = None,
+        max_evaluations_per_step: int | None = None,
+        max_catch_up_ms: int | None = None,
     ) -> None:
         self.groups = groups
         # With max_lateness_ms, the watermark waits for every live series (detector.completeness).
@@ -92,13 +112,16 @@ class RuleEngine:
         self.lookback_ms = lookback_ms
         self.lateness_ms = lateness_ms
         self.resend_delay_ms = resend_delay_ms
-        reach = max((g.reach_ms() for g in groups), default=0)
+        # A group delayed for a negative offset evaluates that much behind the watermark: keep that much more.
+        reach = max((g.reach_ms() + g.evaluation_delay_ms for g in groups), default=0)
         self.reach_ms = reach  # how far before an evaluation any rule reads, beyond the lookback
         longest = max((g.interval_ms for g in groups), default=0)
         # A late sample can still change evaluations up to the watermark's lag behind the
         # newest sample: the store keeps that much more while the watermark lags (see ingest).
         self._retention_ms = lookback_ms + reach + lateness_ms + longest
-        self.store = SeriesStore(retention_ms=self._retention_ms)
+        self.store = SeriesStore(retention_ms=self._retention_ms, min_interval_ms=min_interval_ms, max_series=max_series)
+        self.max_evaluations_per_step = max_evaluations_per_step  # None: no bound
+        self.max_catch_up_ms = max_catch_up_ms  # None: every tick is evaluated, however far behind
         self.watermark = EMPTY
         self.newest = EMPTY  # newest sample timestamp ingested
         self.stats = EngineStats()
@@ -112,15 +135,21 @@ class RuleEngine:
         self._alerts: dict[int, dict[int, Alert]] = {}
         self._written: dict[int, np.ndarray] = {}  # rows each rule wrote at its last evaluation
 
-    def ingest(self, batch: SampleBatch, arrival_ms: int | None = None) -> EngineOutput:
-        """Store a batch, then run every evaluation its samples made due.
+    def ingest(self, batch: SampleBatch, arrival_ms: int | None = None, *, admitted: bool = False) -> EngineOutput:
+        """Store a batch, then run the evaluations its samples made due (at most
+        ``max_evaluations_per_step``; ``out.pending`` says more are due).
 
         ``arrival_ms`` is the caller's clock when the batch arrived; with a
         completeness tracker, series nothing arrived for in a while stop
-        holding the watermark back (None: in replay, never).
+        holding the watermark back (None: in replay, never). ``admitted``: the
+        caller has already passed the batch through :meth:`SeriesStore.admit`
+        (the series limit).
         """
+        refused = Refused()
+        if not admitted:
+            batch, refused = self.store.admit(batch)
         if len(batch) == 0:
-            return EngineOutput()
+            return EngineOutput(refused=refused)
         late = int(np.count_nonzero(batch.timestamps <= self._evaluated_until))
         if self.completeness is not None and self.watermark != EMPTY:
             lag = max(self.newest, int(batch.timestamps.max())) - self.watermark
@@ -140,6 +169,8 @@ class RuleEngine:
             self.completeness.observe(rows, batch.timestamps, stale=is_stale(batch.values), arrival_ms=arrival_ms)
         out = self.advance_to(self.complete_until(arrival_ms))
         out.duplicates, out.out_of_order, out.late = appended.duplicates, appended.out_of_order, late
+        out.refused = appended.refused
+        out.refused.add(refused)
         return out
 
     def complete_until(self, now_ms: int | None = None) -> int:
@@ -151,20 +182,22 @@ class RuleEngine:
         return self.completeness.watermark(self.newest, now_ms) - self.lateness_ms
 
     def advance_to(self, watermark_ms: int) -> EngineOutput:
-        """Move the watermark forward (never back) and evaluate what became due.
+        """Move the watermark forward (never back) and evaluate what became due, at most
+        ``max_evaluations_per_step`` group evaluations; ``out.pending`` says more are due.
 
         The pipeline may also call this from a timer, so a quiet partition
         still evaluates when its samples are known to be complete.
         """
         out = EngineOutput()
-        if watermark_ms <= self.watermark:
-            return out
-        self.watermark = watermark_ms
-        while True:
+        if watermark_ms > self.watermark:
+            self.watermark = watermark_ms
+            self._skip_unreachable(out)
+        budget = self.max_evaluations_per_step
+        while budget is None or budget > 0:
             due = [
                 (tick, i)
                 for i, tick in enumerate(self._next_tick)
-                if tick is not None and tick <= watermark_ms
+                if tick is not None and tick + self.groups[i].evaluation_delay_ms <= self.watermark
             ]
             if not due:
                 break
@@ -172,7 +205,31 @@ class RuleEngine:
             self._evaluate_group(i, tick, out)
             self._next_tick[i] = tick + self.groups[i].interval_ms
             self._evaluated_until = max(self._evaluated_until, tick)
+            if budget is not None:
+                budget -= 1
+        out.pending = self.pending
         return out
+
+    @property
+    def pending(self) -> bool:
+        """Whether some evaluation is due (at or before the watermark) but not run yet."""
+        return any(tick is not None and tick <= self.watermark for tick in self._next_tick)
+
+    def _skip_unreachable(self, out: EngineOutput) -> None:
+        """Move ticks more than ``max_catch_up_ms`` behind the watermark up to that bound, counted."""
+        if self.max_catch_up_ms is None:
+            return
+        floor = self.watermark - self.max_catch_up_ms
+        for i, group in enumerate(self.groups):
+            tick = self._next_tick[i]
+            if tick is None or tick >= floor:
+                continue
+            resume = -(-floor // group.interval_ms) * group.interval_ms
+            out.skipped += (resume - tick) // group.interval_ms
+            first, last = out.skipped_span or (tick, resume)
+            out.skipped_span = (min(first, tick), max(last, resume))
+            self._next_tick[i] = resume
+        self.stats.skipped_evaluations += out.skipped
 
     def free_expired(self) -> list[bytes]:
         """Free the store rows of series no evaluation still to come can read; returns their keys.
@@ -194,11 +251,14 @@ class RuleEngine:
         expired = rows[newest < horizon - self.lookback_ms - self.reach_ms]
         if len(expired) and self._written:
             expired = np.setdiff1d(expired, np.concatenate(list(self._written.values())))
-        if not len(expired):
-            return []
-        if self.completeness is not None:
-            self.completeness.forget(expired)
-        return self.store.retire(expired)
+        keys: list[bytes] = []
+        if len(expired):
+            if self.completeness is not None:
+                self.completeness.forget(expired)
+            keys = self.store.retire(expired)
+        # Rings that hold far more than the next evaluations can read shrink (a burst passed).
+        self.store.compact(horizon - self.lookback_ms - self.reach_ms)
+        return keys
 
     def active_alerts(self) -> list[Alert]:
         return [a for alerts in self._alerts.values() for a in alerts.values()]
@@ -230,7 +290,8 @@ class RuleEngine:
     # Snapshots (detector.snapshot) carry every other attribute (store, watermark,
     # stats). Rules come from the current rule files, so the state kept per rule
     # position is saved by group and rule name instead (see snapshot_state).
-    SNAPSHOT_SKIP = frozenset({"groups", "lookback_ms", "lateness_ms", "resend_delay_ms", "_retention_ms", "_alerts", "_written", "_next_tick"})
+    SNAPSHOT_SKIP = frozenset({"groups", "lookback_ms", "lateness_ms", "resend_delay_ms", "_retention_ms", "_alerts", "_written",
+                               "_next_tick", "max_evaluations_per_step", "max_catch_up_ms"})
 
     def snapshot_state(self) -> dict:
         """This engine's state for :mod:`detector.snapshot`, rule state keyed by names, not positions."""
@@ -258,11 +319,14 @@ class RuleEngine:
         goes back to the rule with its group's and rule's names whose fixed
         labels it carries; alerts of rules that no longer exist are dropped. A
         group whose interval changed starts at its next tick after the last
-        evaluation made.
+        evaluation made. A snapshot from before the completeness tracker
+        existed loads with a fresh tracker (or none, if none is configured).
         """
-        from detector.snapshot import apply_attributes
+        from detector.snapshot import apply_attributes, capture
 
         rules, ticks = state.pop("_rules"), state.pop("_ticks")
+        if "completeness" not in state:
+            state["completeness"] = None if self.completeness is None else capture(self.completeness)
         apply_attributes(self, state)
         positions: dict[tuple[str, str], list[tuple[int, object]]] = {}
         for index, group in enumerate(self.groups):

@@ -59,6 +59,7 @@ from detector.promql.functions import (
 )
 from detector.promql.functions.ranges import RangeFunction, last_over_time
 from detector.promql.plan import BinaryNode, Node, SelectorNode
+from detector.promql.subquery import SubqueryNode
 from detector.stages.inputs import StagedInput
 
 # absent_over_time(x[r]) is whether any series has a sample in the range: what
@@ -205,6 +206,9 @@ def split_expression(
             if node.kind != "vector":
                 raise CannotSplit("a scalar subtree reading series")
             return slot("vector", (node,), bounded=isinstance(node, StagedInput) and node.slot in bounded_leaves)
+        if isinstance(node, SubqueryNode) or (isinstance(node, AbsentNode) and node.subquery is not None):
+            # Its inner expression runs at past steps; merged partials exist for the tick only.
+            raise CannotSplit("a subquery of an expression that combines series")
         if isinstance(node, AggregateNode) and local(node.expr) and (node.param is None or not selectors(node.param)):
             return _aggregation(node, slot)
         if isinstance(node, AbsentNode) and not any(stage2(s) for s in sels):
@@ -228,6 +232,8 @@ def split_expression(
             return scalar
         return rebuild(node, rewrite)
 
+    if expr.lead_ms() > 0:  # the group waits for the stream past its ticks (a negative offset): one engine does that
+        raise CannotSplit("a negative offset")
     remainder = rewrite(expr)
     read = [n for n in walk(remainder) if isinstance(n, SelectorNode)]
     reads_owner = any(owner(n) for n in read)

@@ -594,8 +594,6 @@ def test_aggregations_compile(expr: str, op: str, grouping: tuple, without: bool
         ("limitk(1, x)", "aggregation limitk() is not supported"),
         ("sum(x[5m])", "cannot parse PromQL"),
         ('sum by ("a.b") (x)', "'a.b' is not a label name in Prometheus 2.x"),
-        ("sum(rate(x[5m:1m]))", "rate() of a subquery is not supported"),
-        ("topk(1, x @ 100)", "the @ modifier is not supported"),
     ],
 )
 def test_unsupported_is_refused_at_compile_time(expr: str, message: str) -> None:

@@ -306,13 +306,7 @@ def test_fast_case_answers_are_promtools(promtool: str) -> None:
 @pytest.mark.parametrize(
     ("expr", "message"),
     [
-        ("rate(x[5m:1m])", "rate() of a subquery is not supported"),
-        ("rate(x[5m:1m])", "rate() of a subquery is not supported"),
         ("x[5m]", "range vector selector"),
-        ("rate(x[5m] offset -1m)", "negative offset"),
-        ("rate(x[5m] @ 100)", "@ modifier"),
-        ("histogram_quantile(0.9, rate(x[5m:1m]))", "rate() of a subquery is not supported"),
-        ("histogram_quantile(0.9, x @ 100)", "the @ modifier is not supported on the stream"),
     ],
 )
 def test_unsupported_is_refused_at_compile_time(expr: str, message: str) -> None:

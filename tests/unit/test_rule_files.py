@@ -122,8 +122,8 @@ groups:
         expr: up
         annotations:
           summary: "{{ if $value }}high{{ end }}"
-      - alert: Subquery
-        expr: max_over_time(up[5m:1m]) > 1
+      - alert: Unsupported
+        expr: sin(up) > 1
       - alert: Unparsable
         expr: up >
       - record: bad-metric-name
@@ -132,7 +132,7 @@ groups:
         expr: up
         for: 1m
   - name: g1
-    limit: -1
+    limit: lots
     rules: []
 """
 
@@ -147,12 +147,12 @@ EXPECTED_PROBLEMS = [
     "group 'g1', rule 6 'BadKeep', field 'keep_firing_for': not a duration: 'soon'",
     "group 'g1', rule 7 'BadLabel', field 'labels': 'bad-name' is not a valid label name",
     "group 'g1', rule 8 'BadTemplate', field 'annotations' 'summary': 'if' actions are not supported",
-    "group 'g1', rule 9 'Subquery', field 'expr': max_over_time() of a subquery is not supported",
+    "group 'g1', rule 9 'Unsupported', field 'expr': function sin() is not supported yet",
     "group 'g1', rule 10 'Unparsable', field 'expr': cannot parse PromQL",
     "group 'g1', rule 11 'bad-metric-name': field 'record': 'bad-metric-name' is not a valid metric name",
     "group 'g1', rule 12 'WithFor': field 'for' is not allowed in a recording rule",
     "group 'g1': the group name is repeated in the same file",
-    "group 'g1', field 'limit': must be a non-negative integer, got -1",
+    "group 'g1', field 'limit': must be an integer, got lots",
 ]
 
 

@@ -80,7 +80,8 @@ def test_partitions_are_independent() -> None:
 
 def test_outputs_by_topic_scores_and_alerts() -> None:
     clock = FakeClock(T0)
-    worker = make_worker(clock)
+    # The first message brings 150 scrapes: all their evaluations in its own call, none left for catch-up steps.
+    worker = make_worker(clock, max_evaluations_per_step=200)
     x = (("__name__", "x"), ("job", "api"))
     rng = np.random.default_rng(1)
     calm = [(T0 + i * STEP, float(rng.normal(10, 1))) for i in range(150)]

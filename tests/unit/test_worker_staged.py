@@ -210,3 +210,27 @@ def test_the_receiver_copies_to_the_global_lane_only_what_the_stages_cannot_sepa
     assert [g.name for g in today.global_] == ["up", "rec", "all"] and today.feeds_global_lane(TARGETS[0])
     assert [g.name for g in staged.global_] == ["rec", "all"]
     assert not staged.feeds_global_lane(TARGETS[0]) and staged.feeds_global_lane(x)
+
+
+def test_evaluations_left_for_later_steps_are_not_claimed_done_by_a_frame() -> None:
+    """A message with every step at once, two evaluations per step (HEADROOM_MAX_EVALUATIONS_PER_STEP):
+    a frame's watermark says only what was evaluated, so the combine stage waits for the rest."""
+    import asyncio
+
+    settings = Settings(partitions=PARTITIONS, staged_rules=True, combine_partitions=3, anomaly_scores=False,
+                        forecasts=False, max_lateness="0s", max_evaluations_per_step=2)
+    worker = Worker(settings, groups(), clock=lambda: T0 / 1000 + 10 * 365 * 86400)
+    kafka, alerts = Kafka(), []
+
+    async def send(out: Outgoing) -> None:
+        kafka.produce(out)
+        kafka.drain(worker, alerts)
+
+    for p in range(PARTITIONS):
+        batch = SampleBatch.from_series([(s, [(T0 + k * STEP, value(i, k)) for k in range(STEPS)])
+                                         for i, s in enumerate(TARGETS) if partition_for(s, PARTITIONS) == p])
+        first = worker.handle(SAMPLES, p, 0, batch.encode())
+        assert worker.lanes[SAMPLES].engines[p].pending  # steps left for catch_up
+        asyncio.run(send(first))
+        assert asyncio.run(worker.catch_up(SAMPLES, p, send)) > 0
+    assert got(alerts) == expected()

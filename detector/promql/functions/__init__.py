@@ -64,6 +64,7 @@ from detector.promql.functions.labels import RelabelNode, label_joiner, label_re
 from detector.promql.functions.ranges import RangeFunction, RangeFunctionNode, RangeKernel
 from detector.promql.functions.scalars import PiNode, ScalarNode, VectorNode
 from detector.promql.plan import Node, SelectorNode
+from detector.promql.subquery import SubqueryNode
 
 
 class CallArgs(Protocol):
@@ -79,6 +80,10 @@ class CallArgs(Protocol):
 
     def range_selector(self, i: int) -> tuple[SelectorNode, int]:
         """Argument ``i``, a range selector ``x[5m] offset 1m``: the selector and the range in ms."""
+        ...
+
+    def subquery(self, i: int) -> SubqueryNode | None:
+        """Argument ``i`` if it is a subquery ``expr[5m:1m]``, compiled; else None (a range selector)."""
         ...
 
     def string(self, i: int) -> str:
@@ -99,9 +104,10 @@ def _over_range(kernel: RangeKernel, min_samples: int = 1, keeps_name: bool = Fa
     function = RangeFunction(kernel, min_samples, keeps_name, matrix_arg)
 
     def build(args: CallArgs) -> Node:
-        selector, range_ms = args.range_selector(matrix_arg)
+        subquery = args.subquery(matrix_arg)
+        selector, range_ms = (None, subquery.range_ms) if subquery is not None else args.range_selector(matrix_arg)
         params = [args.expr(i) for i in range(len(args)) if i != matrix_arg]
-        return RangeFunctionNode(args.name, function, selector, range_ms, params[0] if params else None)
+        return RangeFunctionNode(args.name, function, selector, range_ms, params[0] if params else None, subquery)
 
     return build
 
@@ -119,6 +125,9 @@ def _absent(args: CallArgs) -> Node:
 
 
 def _absent_over_time(args: CallArgs) -> Node:
+    subquery = args.subquery(0)
+    if subquery is not None:  # Prometheus derives no labels from a subquery
+        return AbsentNode(None, (), range_ms=subquery.range_ms, subquery=subquery)
     selector, range_ms = args.range_selector(0)
     return AbsentNode(None, absent_labels(selector.matchers), selector, range_ms)
 

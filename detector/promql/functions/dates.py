@@ -44,7 +44,7 @@ class TimestampNode(Node):
         if self.of_selector:
             assert isinstance(self.expr, SelectorNode)
             rows = self.expr.rows(ctx.store)
-            found, stamps, _ = ctx.store.latest(rows, ctx.t_ms - self.expr.offset_ms, ctx.lookback_ms)
+            found, stamps, _ = ctx.store.latest(rows, self.expr.read_time(ctx), ctx.lookback_ms)
             labels = [drop_name(ctx.store.labels[r]) for r in rows[found]]
             return unique(labels, stamps[found] / 1000)
         vector = self.expr.evaluate(ctx)

@@ -3,7 +3,8 @@ delta, irate, idelta, deriv, predict_linear, changes, resets and the
 *_over_time family (absent_over_time is in :mod:`.absent`).
 
 A range holds the samples in [t - offset - range, t - offset], staleness
-markers excluded; a series with too few samples there (two for rate, deriv and
+markers excluded (of a subquery, ``f(expr[5m:1m])``, the inner expression's
+results at the steps in that range, see :mod:`detector.promql.subquery`); a series with too few samples there (two for rate, deriv and
 the like, one for the others) has no result. All drop the metric name but
 last_over_time.
 
@@ -20,9 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detector.labels import Labels
-from detector.promql.functions.common import drop_name
+from detector.promql.functions.common import drop_name, unique
 from detector.promql.go_compat import duration_seconds
 from detector.promql.plan import EvalContext, EvaluationError, Node, SelectorNode
+from detector.promql.subquery import SubqueryNode
 from detector.promql.values import InstantVector, Scalar, Value
 from detector.store import SeriesStore
 
@@ -296,25 +298,25 @@ class RangeFunctionNode(Node):
 
     name: str
     function: RangeFunction
-    selector: SelectorNode
+    selector: SelectorNode | None  # the range selector's; None for a subquery
     range_ms: int
     param: Node | None = None
+    subquery: SubqueryNode | None = None  # f(expr[5m:1m]) (detector.promql.subquery)
     kind = "vector"
     # Per store: each selected row's labels without the metric name, and
     # whether two of those rows collide (only then must results be checked).
     _unnamed: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary, repr=False)
 
     def reach_ms(self) -> int:
-        own = self.range_ms + self.selector.offset_ms
+        if self.subquery is not None:
+            own = self.subquery.reach_ms()
+        else:
+            assert self.selector is not None
+            own = self.range_ms + self.selector.offset_ms
         return max(own, self.param.reach_ms()) if self.param is not None else own
 
-    def evaluate(self, ctx: EvalContext) -> Value:
-        rows = self.selector.rows(ctx.store)
-        end = ctx.t_ms - self.selector.offset_ms
-        stamps, values, counts = ctx.store.window(rows, end, self.range_ms)
-        keep = np.flatnonzero(counts >= self.function.min_samples)  # too few samples: no result
-        if len(keep) == 0:
-            return InstantVector.empty()
+    def _kernel(self, ctx: EvalContext, stamps: np.ndarray, values: np.ndarray, counts: np.ndarray, end: int,
+                keep: np.ndarray) -> np.ndarray:
         param = np.nan
         if self.param is not None:
             scalar = self.param.evaluate(ctx)
@@ -322,7 +324,30 @@ class RangeFunctionNode(Node):
             param = scalar.value
         window = Window(stamps[keep], values[keep], counts[keep], end, self.range_ms, ctx.t_ms, param)
         with np.errstate(all="ignore"):  # inf and NaN arise as in Go's float arithmetic
-            result = self.function.kernel(window)
+            return self.function.kernel(window)
+
+    def evaluate(self, ctx: EvalContext) -> Value:
+        if self.subquery is not None:
+            return self._evaluate_subquery(ctx, self.subquery)
+        assert self.selector is not None
+        rows = self.selector.rows(ctx.store)
+        end = self.selector.read_time(ctx, self.range_ms)
+        # Per size class of the store's rings: one dense series does not widen every series' window.
+        kept, results = [], []
+        for index, stamps, values, counts in ctx.store.windows(rows, end, self.range_ms):
+            keep = np.flatnonzero(counts >= self.function.min_samples)  # too few samples: no result
+            if len(keep) == 0:
+                continue
+            results.append(self._kernel(ctx, stamps, values, counts, end, keep))
+            kept.append(keep if index is None else index[keep])
+        if not kept:
+            return InstantVector.empty()
+        if len(kept) == 1:
+            keep, result = kept[0], results[0]
+        else:  # back in the selector's row order
+            keep = np.concatenate(kept)
+            order = np.argsort(keep, kind="stable")
+            keep, result = keep[order], np.concatenate(results)[order]
         if self.function.keeps_name:
             return InstantVector([ctx.store.labels[rows[i]] for i in keep], result)
         unnamed, collide = self._labels(ctx.store, rows)
@@ -330,6 +355,15 @@ class RangeFunctionNode(Node):
         if collide and len(set(out.labels)) != len(out):
             raise EvaluationError("vector cannot contain metrics with the same labelset")
         return out
+
+    def _evaluate_subquery(self, ctx: EvalContext, subquery: SubqueryNode) -> Value:
+        labels, stamps, values, counts = subquery.matrix(ctx)
+        keep = np.flatnonzero(counts >= self.function.min_samples)
+        if len(keep) == 0:
+            return InstantVector.empty()
+        result = self._kernel(ctx, stamps, values, counts, subquery.end(ctx), keep)
+        name = (lambda l: l) if self.function.keeps_name else drop_name
+        return unique([name(labels[i]) for i in keep], result)
 
     def _labels(self, store: SeriesStore, rows: np.ndarray) -> tuple[list[Labels], bool]:
         # The selector's matches only grow at the end while no series is retired:

@@ -1,4 +1,16 @@
-"""Typed reading of a composed YAML tree as go-yaml v2 (which promtool uses) reads it, strictly."""
+"""Typed reading of a composed YAML tree as Go's YAML libraries read it, strictly.
+
+promtool reads rule unit-test files with go-yaml v2 (``UnmarshalStrict``) and
+rule files with go-yaml v3 (``KnownFields``); both resolve anchors, aliases and
+``<<`` merge keys, and refuse repeated keys, but merge differently:
+
+* v3: a mapping's own keys win over merged ones, wherever the ``<<`` is; of a
+  list of merged mappings, the first that has a key wins.
+* v2 (strict): fields are set in document order, a merge at its place, so a
+  merged field written after an own one overrides it (of a merge list, the
+  first still wins); in a map (labels, annotations), a key set twice, merged
+  or not, is an error: ``key "job" already set in map``.
+"""
 
 from __future__ import annotations
 
@@ -46,13 +58,24 @@ def go_yaml_float(text: str) -> float | None:
 
 
 class Decoder:
-    """Typed reading of a composed YAML tree, with go-yaml v2's UnmarshalStrict rules.
+    """Typed reading of a composed YAML tree, with go-yaml's strict rules (``version`` 2 or 3, see above).
 
     Unknown and repeated fields are errors; a scalar read as a string is its
     text; a number must be a plain (unquoted) YAML number; null is the zero value.
+
+    >>> node = yaml.compose("{a: &a {x: '1', y: '2'}, b: {<<: *a, x: '3'}, c: {x: '3', <<: *a}}", Loader=yaml.SafeLoader)
+    >>> def decode(version):
+    ...     d = Decoder(version)
+    ...     s = d.struct(node, {k: lambda n: d.struct(n, {"x": d.string, "y": d.string}, "xy") for k in "abc"}, "top")
+    ...     return s["b"], s["c"]
+    >>> decode(3)
+    ({'x': '3', 'y': '2'}, {'x': '3', 'y': '2'})
+    >>> decode(2)
+    ({'x': '3', 'y': '2'}, {'x': '1', 'y': '2'})
     """
 
-    def __init__(self) -> None:
+    def __init__(self, version: int = 3) -> None:
+        self.version = version
         self.errors: list[str] = []
 
     def fail(self, node: yaml.Node, message: str) -> None:
@@ -111,23 +134,28 @@ class Decoder:
         out: dict[str, str] = {}
         for key, value, merged in self.pairs(node):
             name = self.string(key)
-            if name in out and not merged:
+            if name in out and (not merged or self.version == 2):
                 self.fail(key, f"key {name!r} already set in map")
-            if not (merged and name in out):
+            if name not in out:
                 out[name] = self.string(value)
         return out
 
     def pairs(self, node: yaml.MappingNode) -> list[tuple[yaml.Node, yaml.Node, bool]]:
-        """(key, value, merged) of a mapping, with ``<<: *anchor`` merge keys expanded after its own keys."""
+        """(key, value, merged) of a mapping, ``<<: *anchor`` merge keys expanded: in v3 after its own keys,
+        in v2 in place (each merge list in reverse, so that its first mapping is set last)."""
         own, merged = [], []
         for key, value in node.value:
             if key.tag == "tag:yaml.org,2002:merge":
                 sources = value.value if isinstance(value, yaml.SequenceNode) else [value]
+                if self.version == 2:
+                    sources = sources[::-1]
+                expanded = []
                 for source in sources:
                     if isinstance(source, yaml.MappingNode):
-                        merged += [(k, v, True) for k, v, _ in self.pairs(source)]
+                        expanded += [(k, v, True) for k, v, _ in self.pairs(source)]
                     else:
                         self.fail(key, "a merge key (<<) needs a mapping or a list of mappings")
+                (own if self.version == 2 else merged).extend(expanded)
             else:
                 own.append((key, value, False))
         return own + merged
@@ -140,14 +168,18 @@ class Decoder:
             self.fail(node, f"cannot unmarshal {_kind(node)} into {what}")
             return {}
         out: dict[str, object] = {}
+        own: set[str] = set()
         for key, value, merged in self.pairs(node):
             name = self.string(key)
             if name not in fields:
                 self.fail(key, f"field {name} not found in {what} (known: {', '.join(fields)})")
-            elif name in out:
-                if not merged:
-                    self.fail(key, f"field {name} already set in {what}")
-            else:
+                continue
+            if not merged and name in own:
+                self.fail(key, f"field {name} already set in {what}")
+                continue
+            if not merged:
+                own.add(name)
+            if name not in out or self.version == 2:  # v2 sets fields in document order: the last one stays
                 out[name] = fields[name](value)  # type: ignore[operator]
         return out
 
