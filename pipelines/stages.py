@@ -51,7 +51,7 @@ from detector.rules.engine import EngineOutput, RuleEngine, is_live
 from detector.rules.placement import Placement, place_groups
 from detector.snapshot import SnapshotError, decode, encode
 from detector.stages.combine import SNAPSHOT_RECORDS, CombinePartition
-from detector.stages.frames import FrameFormatError, decode_frame
+from detector.stages.frames import Block, Frame, FrameFormatError, decode_frame, encode_frame
 from detector.stages.plan import StagePlan
 from detector.stages.stage1 import Outbox, partial_groups
 from detector.store import EMPTY
@@ -147,6 +147,57 @@ class Stage1Engines(PartitionEngines):
         for partition in partitions:
             self.outboxes.pop(partition, None)
             self.assigned_at.pop(partition, None)
+
+
+FRAME_TARGET_BYTES = 900_000
+"""Frames are cut by tick to stay under this size: Kafka refuses records over 1 MB by default."""
+
+
+def split_frame(data: bytes, max_bytes: int = FRAME_TARGET_BYTES) -> list[bytes]:
+    """A frame cut into frames of whole ticks, each at most ``max_bytes`` where one tick allows.
+
+    Each part but the last carries the watermark just before the next part's
+    first tick, so the combine partition, which drops rows for ticks at or before
+    a source's watermark, keeps every part; the last carries the frame's own.
+    The rows of one tick stay in one part (a second part for a tick would replace
+    the first's partials), so a single tick bigger than ``max_bytes`` is one part.
+
+    >>> import numpy as np
+    >>> from detector.stages.frames import Block, Frame, encode_frame
+    >>> blocks = [Block(0, t, [(("ns", "a"),)], np.array([[1.0]])) for t in (15_000, 30_000, 45_000)]
+    >>> parts = split_frame(encode_frame(Frame(7, 0, 2, 1, 50_000, blocks)), max_bytes=100)
+    >>> [(decode_frame(p).watermark, [b.tick for b in decode_frame(p).blocks]) for p in parts]
+    [(29999, [15000]), (44999, [30000]), (50000, [45000])]
+    """
+    if len(data) <= max_bytes:
+        return [data]
+    frame = decode_frame(data)
+    by_tick: dict[int, list[Block]] = {}
+    for block in frame.blocks:
+        by_tick.setdefault(block.tick, []).append(block)
+    parts: list[list[Block]] = [[]]
+    size = 0
+    for tick in sorted(by_tick):
+        grow = sum(_block_bytes(b) for b in by_tick[tick])
+        if parts[-1] and size + grow > max_bytes:
+            parts.append([])
+            size = 0
+        parts[-1] += by_tick[tick]
+        size += grow
+    if len(parts) == 1:
+        return [data]
+    out = []
+    for i, blocks in enumerate(parts):
+        last = i == len(parts) - 1
+        watermark = frame.watermark if last else min(b.tick for b in parts[i + 1]) - 1
+        failures = [f for f in frame.failures if (last or f.tick <= watermark) and
+                    (i == 0 or f.tick > min(b.tick for b in blocks) - 1)]
+        out.append(encode_frame(Frame(frame.fingerprint, frame.source, frame.sources, frame.seq, watermark, blocks, failures)))
+    return out
+
+
+def _block_bytes(block: Block) -> int:
+    return 24 + sum(16 + 24 * len(labels) for labels in block.labels) + block.values.nbytes  # an estimate
 
 
 def evaluated_through(engine: RuleEngine) -> int:
@@ -333,4 +384,5 @@ class CombineEngines:
             self.offsets.pop(partition, None)
 
 
-__all__ = ["CombineEngines", "Combiner", "Stage1Engines", "StagedRules", "global_lane_placement"]
+__all__ = ["CombineEngines", "Combiner", "Stage1Engines", "StagedRules", "evaluated_through", "global_lane_placement",
+           "split_frame"]

@@ -43,7 +43,7 @@ from pipelines.engines import PartitionEngines
 from pipelines.gauges import DetectorGauges
 from pipelines.limits import LimitReport
 from pipelines.settings import Settings
-from pipelines.stages import CombineEngines, Stage1Engines, StagedRules, global_lane_placement
+from pipelines.stages import FRAME_TARGET_BYTES, CombineEngines, Stage1Engines, StagedRules, global_lane_placement, split_frame
 
 log = logging.getLogger("headroom.worker")
 
@@ -144,6 +144,7 @@ class Worker:
             settings.samples_topic: samples,
             settings.global_samples_topic: PartitionEngines(self.placement.global_, settings, clock, detectors=False),
         }
+        self.frame_max_bytes = FRAME_TARGET_BYTES
         if self.staged is not None:
             for level, topic in enumerate(self.staged.topics, start=1):
                 self.lanes[topic] = CombineEngines(self.staged, level, clock)
@@ -240,9 +241,9 @@ class Worker:
 
     def _send_frames(self, topic: str, frames: dict[int, bytes], outgoing: Outgoing) -> None:
         for dest, frame in sorted(frames.items()):
-            outgoing.to_partitions.append((topic, dest, frame))
-        if frames:
-            self.metrics.frames.labels(topic).inc(len(frames))
+            parts = split_frame(frame, self.frame_max_bytes)  # e.g. many ticks at once in a catch-up
+            outgoing.to_partitions += [(topic, dest, part) for part in parts]
+            self.metrics.frames.labels(topic).inc(len(parts))
 
     async def catch_up(self, lane: str, partition: int, send: Callable[[Outgoing], Awaitable[None]]) -> int:
         """Run the evaluations a message left due (``HEADROOM_MAX_EVALUATIONS_PER_STEP`` per step),

@@ -234,3 +234,18 @@ def test_evaluations_left_for_later_steps_are_not_claimed_done_by_a_frame() -> N
         asyncio.run(send(first))
         assert asyncio.run(worker.catch_up(SAMPLES, p, send)) > 0
     assert got(alerts) == expected()
+
+
+def test_a_frame_too_big_for_one_record_goes_as_several_by_tick() -> None:
+    """Every step in one message: one frame per combine partition with 25 ticks, cut into records of a
+    few ticks each; the alerts are still one engine's."""
+    worker, kafka, alerts = staged_worker(), Kafka(), []
+    worker.frame_max_bytes = 600
+    for p in range(PARTITIONS):
+        batch = SampleBatch.from_series([(s, [(T0 + k * STEP, value(i, k)) for k in range(STEPS)])
+                                         for i, s in enumerate(TARGETS) if partition_for(s, PARTITIONS) == p])
+        out = worker.handle(SAMPLES, p, 0, batch.encode())
+        assert len(out.to_partitions) > 3  # more records than combine partitions
+        kafka.produce(out)
+    kafka.drain(worker, alerts)
+    assert got(alerts) == expected()
