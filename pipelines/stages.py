@@ -95,6 +95,8 @@ class Stage1Engines(PartitionEngines):
         self.staged = staged
         self.outboxes: dict[int, Outbox] = {}
         self.assigned_at: dict[int, int] = {}  # wall-clock ms each assigned partition was assigned here
+        # The combine partitions evaluate at multiples of these: a watermark-only frame matters once it passes one.
+        self.intervals = sorted({g.group.interval_ms for g in staged.plan.groups if not g.is_global}) or [1]
 
     def assign(self, partitions: set[int]) -> None:
         """Partitions the group gave this worker: one that never gets a sample still advances (see advance_idle)."""
@@ -128,19 +130,20 @@ class Stage1Engines(PartitionEngines):
         outbox = self.outboxes[partition] = Outbox(staged.plan, partition, staged.sources, staged.combiners)
         return partial_groups(staged.plan, staged.plan.stage1_parts(), outbox)
 
-    def frames(self, partition: int, with_partials_only: bool = False) -> dict[int, bytes]:
-        """The frames to send now, by combine partition: the partials put out since the last call and the
-        partition's watermark (empty if neither changed).
-
-        ``with_partials_only``: none if no tick was evaluated since, only the watermark moved. After a
-        message the worker sends only those: a frame with a tick's partials carries a watermark past
-        that tick, which is all the combine stage waits for; the 1 s timer sends the rest. Otherwise
-        every message would send a frame to every combine partition.
+    def frames(self, partition: int) -> dict[int, bytes]:
+        """The frames to send now, by combine partition: the partials put out since the last call, with
+        the instant evaluated through; or, without partials, that instant alone once it passed a tick
+        (of any group) the last frame had not. Else none: a combine partition waits only for
+        watermarks to pass ticks, so a frame to every combine partition at every message or
+        timer second would be waste.
         """
         engine, outbox = self.engines.get(partition), self.outboxes.get(partition)
-        if engine is None or outbox is None or engine.watermark == EMPTY or (with_partials_only and not outbox.items):
+        if engine is None or outbox is None or engine.watermark == EMPTY:
             return {}
-        return outbox.frames(evaluated_through(engine.rules))
+        through = evaluated_through(engine.rules)
+        if not outbox.items and not any(through // i > outbox.sent_watermark // i for i in self.intervals):
+            return {}
+        return outbox.frames(through)
 
     def forget(self, partitions: set[int]) -> None:
         super().forget(partitions)

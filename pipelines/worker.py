@@ -210,7 +210,7 @@ class Worker:
         self.metrics.late.inc(out.engine.late)
         outgoing = self._outgoing(lane, partition, out)
         if isinstance(engines, Stage1Engines):
-            frames = engines.frames(partition, with_partials_only=True)
+            frames = engines.frames(partition)
             self._send_frames(self.staged.topics[0], frames, outgoing)  # type: ignore[union-attr]
         if self._snapshot_due(lane, partition):
             outgoing.snapshots.append((lane, partition))
@@ -263,7 +263,7 @@ class Worker:
             outgoing = self._outgoing(lane, partition, out)
             engines = self.lanes[lane]
             if isinstance(engines, Stage1Engines):  # each step's partials, as after a message
-                self._send_frames(self.staged.topics[0], engines.frames(partition, with_partials_only=True), outgoing)  # type: ignore[union-attr]
+                self._send_frames(self.staged.topics[0], engines.frames(partition), outgoing)  # type: ignore[union-attr]
             await send(outgoing)
         return steps
 

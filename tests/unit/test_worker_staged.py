@@ -249,3 +249,17 @@ def test_a_frame_too_big_for_one_record_goes_as_several_by_tick() -> None:
         kafka.produce(out)
     kafka.drain(worker, alerts)
     assert got(alerts) == expected()
+
+
+def test_a_stage1_partition_sends_frames_only_for_partials_or_a_watermark_past_a_tick() -> None:
+    worker = staged_worker()
+    target = next(s for s in TARGETS if partition_for(s, PARTITIONS) == 0)
+
+    def sent(offset: int, t_ms: int) -> int:
+        out = worker.handle(SAMPLES, 0, offset, SampleBatch.from_series([(target, [(t_ms, 1.0)])]).encode())
+        out.extend(worker.advance_idle())
+        return len(out.to_partitions)
+
+    assert sent(0, T0) == 3  # tick T0 evaluated: its partials to each of the 3 combine partitions
+    assert sent(1, T0 + 5_000) == 0  # the watermark moved, but past no tick
+    assert sent(2, T0 + STEP) == 3
