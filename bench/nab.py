@@ -2,6 +2,8 @@
 
     .venv/bin/python -m bench.nab [--model NAME] [--param NAME=VALUE ...] [--runs N]
                                   [--save-thresholds] [--thresholds F]
+    .venv/bin/python -m bench.nab --loco [--json F]
+    .venv/bin/python -m bench.nab --corpus machine [--dev-seeds 1,2,3] [--held-out-seeds 101,102,103]
 
 Every data file of ``../shared/nab/data`` is streamed row by row through
 :func:`pipelines.score_csv_cli.score_file` (one configuration for all files, no
@@ -15,7 +17,12 @@ scorer chose, and per category the windows detected, false-positive rows and
 the category's own normalized standard score (its raw score against its own
 null and perfect detectors). ``--save-thresholds`` keeps the chosen thresholds
 in bench/nab_thresholds.json; ``--thresholds F`` applies frozen ones instead
-of sweeping (the honest protocol for data not tuned on). ``--param`` runs the
+of sweeping (the honest protocol for data not tuned on). ``--loco`` reports
+nested leave-one-category-out figures instead (:mod:`bench.nab_loco`): every
+knob chosen on the other categories, scored on the held-out one.
+``--corpus machine`` scores the generated machine-metrics corpus instead
+(:mod:`bench.nab_corpus`): development seeds, then held-out seeds with the
+threshold frozen. ``--param`` runs the
 default model with some of its :class:`~detector.anomaly.Params` changed (an
 ablation, e.g. ``--param shape_max=0 --param interval_ref=0`` for the detector
 without its generalized Pareto tails and per-time calibration), registered for
@@ -40,7 +47,8 @@ from rich.table import Table
 from pipelines.score_csv_cli import score_file
 
 REPO = Path(__file__).resolve().parent.parent
-NAB = (REPO.parent / "shared" / "nab").resolve()
+# ../shared/nab of the main checkout; a worktree (/work/wt/<name>) finds it further up
+NAB = next((p / "shared" / "nab" for p in REPO.parents if (p / "shared" / "nab").is_dir()), REPO.parent / "shared" / "nab")
 THRESHOLDS = REPO / "bench" / "nab_thresholds.json"
 PROFILES = ["standard", "reward_low_FP_rate", "reward_low_FN_rate"]
 PROFILE_WEIGHTS = {
@@ -213,6 +221,80 @@ def measure_cost(console: Console, n_series: int = 10_000, seconds: float = 3.0)
     return out
 
 
+def param_changes(params: list[str]) -> tuple[tuple[str, object], ...]:
+    """``--param NAME=VALUE`` items as (name, typed value) pairs, typed by the Params field."""
+    import dataclasses
+
+    from detector.anomaly import Params
+
+    base = Params()
+    fields = {f.name for f in dataclasses.fields(Params)}
+    out = []
+    for item in params:
+        name, _, text = item.partition("=")
+        if name not in fields:
+            raise SystemExit(f"--param {item}: unknown parameter; known: {sorted(fields)}")
+        kind = type(getattr(base, name))
+        out.append((name, (text.lower() in ("1", "true", "yes")) if kind is bool else kind(text)))
+    return tuple(out)
+
+
+def candidates(a) -> tuple:
+    """The headroom candidates LOCO chooses among, with ``--param`` changes applied to each (a trial)."""
+    from bench import nab_loco
+
+    changes = param_changes(a.param)
+    base = nab_loco.CANDIDATES
+    if changes:
+        tag = "+" + "-".join(f"{k}{v}" for k, v in changes)
+        base = tuple(nab_loco.Candidate(c.label + tag, c.model, c.params + changes) for c in base)
+    extra = []
+    for item in getattr(a, "choose", None) or []:  # more values of one knob, for LOCO to choose among
+        name, _, values = item.partition("=")
+        for value in values.split(","):
+            (change,) = param_changes([f"{name}={value}"])
+            cand = base[0]
+            extra.append(nab_loco.Candidate(f"{cand.label}+{name}{change[1]}", cand.model, cand.params + (change,)))
+    return base + tuple(extra)
+
+
+def run_loco(console: Console, a) -> dict:
+    """``--loco``: the default detector and the river baseline, in-sample against held-out per category."""
+    from bench import nab_loco
+
+    windows = a.nab / "labels" / "windows_dev.json"
+    summary = {}
+    ours = candidates(a)
+    for title, cands in ((f"headroom (knobs: threshold, model among {', '.join(c.label for c in ours)})", ours),
+                         ("river GaussianScorer (knob: threshold)", nab_loco.BASELINES)):
+        if a.no_baseline and cands is nab_loco.BASELINES:
+            continue
+        result = nab_loco.run(a.nab, windows, cands, progress=console.print)
+        console.print(nab_loco.table(result, f"NAB dev split, {title}, standard profile: in-sample vs LOCO held-out"))
+        summary[cands[0].label] = result
+    if a.json:
+        a.json.write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    return summary
+
+
+def run_machine(console: Console, a) -> dict:
+    """``--corpus machine``: default detector and river baselines on dev and held-out seeds."""
+    from bench import nab_corpus, nab_loco
+
+    dev = [int(x) for x in a.dev_seeds.split(",")]
+    held = [int(x) for x in a.held_out_seeds.split(",")]
+    ours = candidates(argparse.Namespace(param=a.param))[:1]
+    nab_thr = nab_loco.run(a.nab, a.nab / "labels" / "windows_dev.json", ours,
+                           progress=console.print)["in_sample"]["threshold"]
+    models = ours + ((), nab_corpus.MODELS[1:])[not a.no_baseline]
+    result = nab_corpus.evaluate(dev, held, models, nab_threshold=nab_thr, progress=console.print)
+    for t in nab_corpus.tables(result, dev, held):
+        console.print(t)
+    if a.json:
+        a.json.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m bench.nab", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="default", help="anomaly model from the catalog (default: default)")
@@ -227,10 +309,22 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--keep", type=Path, default=None, help="keep the results directory here")
     ap.add_argument("--json", type=Path, default=None, help="write the summary here")
     ap.add_argument("--cost", action="store_true", help="only measure samples/s and state bytes (no NAB)")
+    ap.add_argument("--loco", action="store_true",
+                    help="nested leave-one-category-out: knobs chosen on the other categories (bench/nab_loco.py)")
+    ap.add_argument("--choose", action="append", default=[], metavar="NAME=V1,V2",
+                    help="--loco: also let each fold choose among these values of a Params field (default model)")
+    ap.add_argument("--corpus", choices=["nab", "machine"], default="nab",
+                    help="machine: the generated machine-metrics corpus (bench/machine_corpus.py) instead of NAB's split")
+    ap.add_argument("--dev-seeds", default="1,2,3", help="--corpus machine: development seeds")
+    ap.add_argument("--held-out-seeds", default="101,102,103", help="--corpus machine: seeds scored only at the end")
     a = ap.parse_args(argv)
     console = Console() if sys.stdout.isatty() else Console(width=130)
     if a.cost:
         return measure_cost(console)
+    if a.corpus == "machine":
+        return run_machine(console, a)
+    if a.loco:
+        return run_loco(console, a)
     detector = "headroom" + ("" if a.model == "default" else a.model.replace("_", "").replace("-", ""))
     model = a.model
     if a.param:

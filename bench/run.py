@@ -1,4 +1,4 @@
-"""Entry point: ``python -m bench.run [ingest|engine|pipeline|latency|scoring|state|completeness|worker_faults|stages|memory_faults|all] [--runs N] [--quick]``.
+"""Entry point: ``python -m bench.run [ingest|engine|pipeline|latency|scoring|state|completeness|worker_faults|stages|memory_faults|receiver-faults|all] [--runs N] [--quick]``.
 
 Prints one rich table per bench: the median over the runs, min and max, the
 median of the per-run ratios to the baseline measured in the same run, and
@@ -22,7 +22,8 @@ from rich.console import Console
 
 from bench.common import Table, bench_context
 
-BENCHES = ("ingest", "engine", "pipeline", "latency", "scoring", "state", "completeness", "worker_faults", "stages", "memory_faults")
+BENCHES = ("ingest", "engine", "pipeline", "latency", "scoring", "state", "completeness", "worker_faults", "stages",
+           "memory_faults", "receiver-faults")
 
 
 def _run_one(name: str, ctx) -> list[Table]:
@@ -62,6 +63,10 @@ def _run_one(name: str, ctx) -> list[Table]:
         from bench import memory_faults
 
         return memory_faults.run(ctx)
+    if name == "receiver-faults":
+        from bench import receiver_faults
+
+        return receiver_faults.run(ctx)
     from bench import latency
 
     return latency.run(ctx)

@@ -127,7 +127,9 @@ async def _one_run(ctx: BenchContext, run: int, session: str, heartbeat: str) ->
     app_id = f"bench-faults-{run}-{session}-{os.getpid()}"
     pipeline = LocalPipeline(bootstrap, run_dir, rule_files=(str(rules),), app_id=app_id, partitions=PARTITIONS,
                              extra_env={"HEADROOM_ANOMALY_SCORES": "false", "HEADROOM_FORECASTS": "false",
-                                        "HEADROOM_SESSION_TIMEOUT": session, "HEADROOM_HEARTBEAT_INTERVAL": heartbeat})
+                                        "HEADROOM_SESSION_TIMEOUT": session, "HEADROOM_HEARTBEAT_INTERVAL": heartbeat,
+                                        # event time in 2023: the receiver's accepted window is opened that far back
+                                        "HEADROOM_CATCH_UP_WINDOW": "10y"})
     targets = _targets()
     await asyncio.to_thread(pipeline.start)
     b_pid = None

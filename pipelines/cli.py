@@ -122,13 +122,33 @@ def check_rules(files: tuple[str, ...], strict: bool | None) -> None:
 @click.option("--rules", "rule_files", multiple=True, help="The worker's rule files (HEADROOM_RULE_FILES): they decide the global lane's inputs.")
 @click.option("--bearer-token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Require 'Authorization: Bearer <token>' with the token in this file.")
-def receiver(host: str | None, port: int | None, bootstrap: str | None, rule_files: tuple[str, ...], bearer_token_file: Path | None) -> None:
+@click.option("--tls-cert-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Serve HTTPS with this certificate (PEM; HEADROOM_RECEIVER_TLS_CERT_FILE).")
+@click.option("--tls-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The certificate's key (PEM; HEADROOM_RECEIVER_TLS_KEY_FILE).")
+@click.option("--tls-client-ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Require client certificates signed by this CA (HEADROOM_RECEIVER_TLS_CLIENT_CA_FILE).")
+@click.option("--basic-auth-user", default=None, help="Require basic auth as this user (HEADROOM_RECEIVER_BASIC_AUTH_USER).")
+@click.option("--basic-auth-password-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The basic auth password, in this file (HEADROOM_RECEIVER_BASIC_AUTH_PASSWORD_FILE).")
+def receiver(host: str | None, port: int | None, bootstrap: str | None, rule_files: tuple[str, ...], bearer_token_file: Path | None,
+             tls_cert_file: Path | None, tls_key_file: Path | None, tls_client_ca_file: Path | None,
+             basic_auth_user: str | None, basic_auth_password_file: Path | None) -> None:
     """Serve Prometheus remote-write on /api/v1/write and produce to Kafka."""
+    from pydantic import ValidationError
+
     from pipelines.receiver import run_receiver
 
     from pipelines.stages import global_lane_placement
 
-    settings = _settings(receiver_host=host, receiver_port=port, kafka_bootstrap=bootstrap, rule_files=rule_files)
+    try:
+        settings = _settings(receiver_host=host, receiver_port=port, kafka_bootstrap=bootstrap, rule_files=rule_files,
+                             receiver_tls_cert_file=tls_cert_file, receiver_tls_key_file=tls_key_file,
+                             receiver_tls_client_ca_file=tls_client_ca_file, receiver_basic_auth_user=basic_auth_user,
+                             receiver_basic_auth_password_file=basic_auth_password_file)
+    except ValidationError as exc:  # the settings' own messages name the problem; no traceback
+        console.print(f"[red]{exc}[/red]")
+        sys.exit(2)
     # The same rule files as the worker's: they say which series the global lane needs
     # (with staged rules, only the inputs of what the stages cannot separate).
     placement = global_lane_placement(settings, _load_groups(settings))
@@ -137,6 +157,9 @@ def receiver(host: str | None, port: int | None, bootstrap: str | None, rule_fil
         asyncio.run(run_receiver(settings, bearer_token=token, placement=placement))
     except KeyboardInterrupt:
         pass
+    except HeadroomError as exc:  # e.g. a certificate that does not load
+        console.print(f"[red]{exc}[/red]")
+        sys.exit(2)
 
 
 @cli.command()

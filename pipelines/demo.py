@@ -39,7 +39,10 @@ async def run_demo(*, duration: float, speed: float, scenario: str, rule_files: 
     try:
         with console.status("starting Kafka (first run resolves its jars from Maven Central)..."):
             await asyncio.to_thread(broker.start)
-        pipeline = LocalPipeline(broker.bootstrap, run_dir, rule_files=rule_files, app_id="headroom-demo")
+        # The replay runs event time `speed` times faster than the clock, so
+        # ahead of it: the receiver's window is opened that far for the demo.
+        ahead = {"HEADROOM_MAX_SAMPLE_AHEAD": f"{int(duration * speed) + 300}s"}
+        pipeline = LocalPipeline(broker.bootstrap, run_dir, rule_files=rule_files, app_id="headroom-demo", extra_env=ahead)
         with console.status("starting the worker and the receiver..."):
             await asyncio.to_thread(pipeline.start)
         console.print(f"Kafka {broker.bootstrap}, receiver {pipeline.write_url}, logs in {run_dir}/")

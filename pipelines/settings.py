@@ -18,13 +18,14 @@ True
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detector.anomaly.catalog import ModelCatalog, ModelCatalogError
 from detector.durations import parse_duration
-from detector.wire.remote_write import WriteLimits
+from detector.wire.remote_write import SampleWindow, WriteLimits
 
 
 class Settings(BaseSettings):
@@ -88,6 +89,40 @@ class Settings(BaseSettings):
     max_body_bytes: int = 16 * 1024 * 1024
     max_decompressed_bytes: int = 64 * 1024 * 1024
     produce_timeout: str = "10s"
+    # The accepted time window of a sample, like Prometheus's TSDB: at most
+    # catch_up_window plus what the rules read back (lookback, ranges, offsets,
+    # one interval) old - room for a sender's backlog after an outage - and at
+    # most max_sample_ahead ahead of the receiver's clock. Outside: dropped and
+    # counted, or 400 naming the series when nothing in the request is inside.
+    catch_up_window: str = "2h"
+    max_sample_ahead: str = "5m"
+    # Label and metric names: "legacy" (Prometheus 2.x rules, as the engine
+    # follows 2.42) or "utf8" (Prometheus 3.x: any UTF-8 name, for OpenTelemetry).
+    name_validation: Literal["legacy", "utf8"] = "legacy"
+    max_series_per_request: int = Field(50_000, ge=1)
+    # Load shedding: over either bound a request is answered 503 + Retry-After
+    # at once (Prometheus 2.42 retries 5xx and, by default, drops 429s).
+    max_requests_in_flight: int = Field(256, ge=1)
+    max_bytes_in_flight: int = Field(128 * 1024 * 1024, ge=1024)
+    # Bodies over this many bytes are decoded on a worker thread, one at a
+    # time, so small requests and /metrics are not held behind them; at most
+    # big_decodes_queued of them wait or decode there, more are shed (503):
+    # waiting behind several big decodes would outlast a sender's timeout.
+    inline_decode_max_bytes: int = Field(256 * 1024, ge=0)
+    big_decodes_queued: int = Field(2, ge=1)
+    # When the event loop runs this late, or a request has waited this long
+    # for its turn to decode (a flood of requests full of new series), it is
+    # shed too: the bounds above count requests and bytes, this one the CPU
+    # behind them. "0s" turns it off.
+    max_event_loop_lag: str = "1s"
+    # HTTPS for the receiver: certificate and key (PEM); with a client CA,
+    # senders must present a certificate it signed (mutual TLS).
+    receiver_tls_cert_file: Path | None = None
+    receiver_tls_key_file: Path | None = None
+    receiver_tls_client_ca_file: Path | None = None
+    # Basic auth for the receiver, as Prometheus's remote_write basic_auth sends it.
+    receiver_basic_auth_user: str | None = None
+    receiver_basic_auth_password_file: Path | None = None
 
     # Partition state (rules, models, forecasts) survives restarts and moves as
     # snapshots in a compacted topic, taken this often per partition (wall
@@ -119,7 +154,7 @@ class Settings(BaseSettings):
 
     @field_validator("evaluation_interval", "lookback_delta", "lateness", "max_lateness", "series_silence", "resend_delay",
                      "idle_advance", "produce_timeout", "snapshot_interval", "session_timeout", "heartbeat_interval",
-                     "series_min_interval", "max_catch_up")
+                     "series_min_interval", "max_catch_up", "catch_up_window", "max_sample_ahead", "max_event_loop_lag")
     @classmethod
     def _is_duration(cls, value: str) -> str:
         parse_duration(value)
@@ -141,6 +176,24 @@ class Settings(BaseSettings):
             except ModelCatalogError as exc:
                 raise ValueError(str(exc)) from None
         return value
+
+    @model_validator(mode="after")
+    def _receiver_security_is_complete(self) -> Settings:
+        problems = []
+        if (self.receiver_tls_cert_file is None) != (self.receiver_tls_key_file is None):
+            problems.append("receiver_tls_cert_file and receiver_tls_key_file go together: set both or neither")
+        if self.receiver_tls_client_ca_file is not None and self.receiver_tls_cert_file is None:
+            problems.append("receiver_tls_client_ca_file needs receiver_tls_cert_file and receiver_tls_key_file")
+        if (self.receiver_basic_auth_user is None) != (self.receiver_basic_auth_password_file is None):
+            problems.append("receiver_basic_auth_user and receiver_basic_auth_password_file go together: set both or neither")
+        for name in ("receiver_tls_cert_file", "receiver_tls_key_file", "receiver_tls_client_ca_file",
+                     "receiver_basic_auth_password_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                problems.append(f"{name}: no such file: {path}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     def model_catalog(self) -> ModelCatalog | None:
         return ModelCatalog.load(self.models_file) if self.models_file is not None else None
@@ -186,6 +239,10 @@ class Settings(BaseSettings):
     @property
     def snapshot_interval_s(self) -> float:
         return parse_duration(self.snapshot_interval) / 1000
+
+    @property
+    def max_event_loop_lag_s(self) -> float:
+        return parse_duration(self.max_event_loop_lag) / 1000
 
     @property
     def session_timeout_s(self) -> float:
@@ -240,4 +297,14 @@ class Settings(BaseSettings):
         return lanes
 
     def write_limits(self) -> WriteLimits:
-        return WriteLimits(max_body_bytes=self.max_body_bytes, max_decompressed_bytes=self.max_decompressed_bytes)
+        return WriteLimits(max_body_bytes=self.max_body_bytes, max_decompressed_bytes=self.max_decompressed_bytes,
+                           max_series_per_request=self.max_series_per_request, name_validation=self.name_validation)
+
+    def sample_window(self, rules_reach_ms: int = 0) -> SampleWindow:
+        """The receiver's accepted window; ``rules_reach_ms``: how far back before an evaluation the rules read.
+
+        >>> Settings().sample_window(rules_reach_ms=3_600_000)
+        SampleWindow(max_age_ms=11100000, max_ahead_ms=300000)
+        """
+        return SampleWindow(max_age_ms=parse_duration(self.catch_up_window) + self.lookback_ms + rules_reach_ms,
+                            max_ahead_ms=parse_duration(self.max_sample_ahead))

@@ -9,6 +9,12 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 
 
+# Tests that replay fixed timestamps (2023) through a real receiver open its
+# accepted time window that far back; the default (2 h plus the rules' reach)
+# would refuse them.
+OLD_TIMESTAMPS_ENV = {"HEADROOM_CATCH_UP_WINDOW": "10y"}
+
+
 def write_rules(directory: Path, rules: list[dict], interval: str = "1s", name: str = "rules.yml") -> Path:
     """A rule file with one group holding ``rules``."""
     path = directory / name

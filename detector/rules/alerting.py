@@ -21,14 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
 from detector.output.alerts import AlertNotification, AlertTransition
 from detector.labels import METRIC_NAME, Labels, canonical_bytes, stable_hash
-from detector.promql import EvalContext, InstantVector, Node, Scalar
+from detector.promql import EvalContext, InstantVector, Node, Scalar, compile_expr
 from detector.promql.plan import EvaluationError
-from detector.output.templates import Template
+from detector.output.templates import QueryFunc, Template
 
 RESOLVED_RETENTION_MS = 15 * 60_000
 PENDING, FIRING, INACTIVE = "pending", "firing", "inactive"
@@ -103,8 +104,9 @@ class AlertingRule:
             result = InstantVector([()], np.array([result.value]))
         before = {fp: (a.state, a) for fp, a in active.items()}
         current: dict[int, Alert] = {}
+        query = template_query(ctx)
         for sample_labels, value in result.samples():
-            alert = self._alert_for(sample_labels, value, t)
+            alert = self._alert_for(sample_labels, value, t, query)
             fp = fingerprint(alert.labels)
             if fp in current:
                 raise EvaluationError(
@@ -168,18 +170,19 @@ class AlertingRule:
             values.append(alert.active_at / 1000)
         return keys, values
 
-    def _alert_for(self, sample_labels: Labels, value: float, t: int) -> Alert:
+    def _alert_for(self, sample_labels: Labels, value: float, t: int, query: QueryFunc | None = None) -> Alert:
         label_map = dict(sample_labels)
         out = {k: v for k, v in sample_labels if k != METRIC_NAME}
         for name, template in self.labels:
-            rendered = template.render(label_map, value, self.external_labels, self.external_url)
+            rendered = template.render(label_map, value, self.external_labels, self.external_url, query)
             if rendered:
                 out[name] = rendered
             else:  # an empty label value means no label, as in Prometheus
                 out.pop(name, None)
         out["alertname"] = self.name
         annotations = tuple(
-            (name, template.render(label_map, value, self.external_labels, self.external_url)) for name, template in self.annotations
+            (name, template.render(label_map, value, self.external_labels, self.external_url, query))
+            for name, template in self.annotations
         )
         return Alert(tuple(sorted(out.items())), annotations, value, active_at=t)
 
@@ -215,3 +218,29 @@ class AlertingRule:
 
 def fingerprint(labels: Labels) -> int:
     return stable_hash(canonical_bytes(labels))
+
+
+@lru_cache(maxsize=1024)
+def _compiled_query(expr: str) -> Node:
+    return compile_expr(expr)
+
+
+def template_query(ctx: EvalContext) -> QueryFunc:
+    """The templates' ``query``: PromQL at the rule's evaluation time over what this engine holds.
+
+    A scalar is one sample without labels, as in Prometheus. Samples come
+    sorted by labels (Prometheus's order is its index's, which no rule can rely on).
+    Which series an engine holds: see :mod:`detector.output.templates.template`.
+
+    >>> from detector.store import SeriesStore
+    >>> template_query(EvalContext(SeriesStore(retention_ms=60_000), 0))("1 + 1")
+    [((), 2.0)]
+    """
+
+    def run(expr: str) -> list[tuple[Labels, float]]:
+        result = _compiled_query(expr).evaluate(ctx)
+        if isinstance(result, Scalar):
+            return [((), result.value)]
+        return sorted(result.samples())
+
+    return run

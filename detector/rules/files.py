@@ -335,8 +335,8 @@ def _load_rule(
         return RecordingRule(name, expr, expr_text, tuple(sorted(labels.items())), group, source), name
     annotations = _mapping(decoder, spec.get("annotations"), f"{where}, field 'annotations'", problems)
     _check_names(annotations, f"{where}, field 'annotations'", problems)
-    label_templates = _templates(labels, f"{where}, field 'labels'", problems)
-    annotation_templates = _templates(annotations, f"{where}, field 'annotations'", problems)
+    label_templates = _templates(labels, f"{where}, field 'labels'", problems, name)
+    annotation_templates = _templates(annotations, f"{where}, field 'annotations'", problems, name)
     for_ms = _duration(decoder, spec.get("for"), f"{where}, field 'for'", problems)
     keep_ms = _duration(decoder, spec.get("keep_firing_for"), f"{where}, field 'keep_firing_for'", problems)
     if problems.rule or expr is None or not name:
@@ -394,11 +394,11 @@ def _mapping(decoder: Decoder, node: yaml.Node | None, where: str, problems: _Pr
     return out
 
 
-def _templates(mapping: dict[str, str], where: str, problems: _Problems) -> tuple[tuple[str, Template], ...]:
+def _templates(mapping: dict[str, str], where: str, problems: _Problems, rule: str) -> tuple[tuple[str, Template], ...]:
     out = []
     for name, text in sorted(mapping.items()):
         try:
-            out.append((name, Template.parse(text)))
+            out.append((name, Template.parse(text, f"__alert_{rule}")))  # Prometheus's template name
         except TemplateError as exc:
             # Go's parse errors ("template: NAME:LINE: ...") are Prometheus's refusals too, as are
             # unclosed and empty actions; other template errors are features Headroom lacks.

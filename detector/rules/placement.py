@@ -14,6 +14,12 @@ the lane a clock sample per request (:data:`detector.labels.LANE_CLOCK`), so its
 advance even while none of its input series exist (``absent()`` must fire
 then).
 
+A group whose alert templates call ``query`` goes to the global lane too: a
+query may read any target's series. The selectors of its constant queries
+(``{{ query "up == 0" }}``) join the lane's, so those series reach it; a query
+built while rendering (``{{ printf "up{instance=%q}" $labels.instance | query }}``)
+can only read what the lane holds for its other selectors.
+
 >>> from detector.promql import compile_expr
 >>> needs_global_lane(compile_expr("pgmq_queue_depth / pgmq_queue_max_depth > 0.8"))
 False
@@ -27,7 +33,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from detector.labels import DEFAULT_PARTITION_BY, METRIC_NAME, Labels
+from detector.promql import UnsupportedExpression, compile_expr
 from detector.promql.plan import Matcher, Node, SelectorNode
+from detector.rules.alerting import AlertingRule
 from detector.rules.group import RuleGroup
 from detector.rules.recording import RecordingRule
 
@@ -60,7 +68,9 @@ class Placement:
 
 def place_groups(groups: list[RuleGroup], partition_by: tuple[str, ...] = DEFAULT_PARTITION_BY) -> Placement:
     """Split groups into local and global ones (see the module docstring)."""
-    is_global = [any(needs_global_lane(rule.expr, partition_by) for rule in g.rules) for g in groups]
+    is_global = [
+        any(needs_global_lane(rule.expr, partition_by) or uses_template_query(rule) for rule in g.rules) for g in groups
+    ]
     recorded_by = {
         rule.name: i for i, g in enumerate(groups) for rule in g.rules if isinstance(rule, RecordingRule)
     }
@@ -76,15 +86,38 @@ def place_groups(groups: list[RuleGroup], partition_by: tuple[str, ...] = DEFAUL
                     is_global[j] = changed = True
     global_groups = [g for g, flag in zip(groups, is_global) if flag]
     selectors = tuple(
-        node.matchers for g in global_groups for rule in g.rules for node in walk(rule.expr) if isinstance(node, SelectorNode)
+        node.matchers
+        for g in global_groups
+        for rule in g.rules
+        for expr in expressions_read(rule)
+        for node in walk(expr)
+        if isinstance(node, SelectorNode)
     )
     return Placement([g for g, flag in zip(groups, is_global) if not flag], global_groups, selectors)
+
+
+def uses_template_query(rule: object) -> bool:
+    """Whether an alerting rule's label or annotation templates call ``query``."""
+    return isinstance(rule, AlertingRule) and any(t.uses_query() for _, t in (*rule.labels, *rule.annotations))
+
+
+def expressions_read(rule: object) -> list[Node]:
+    """A rule's expression and the constant expressions its templates ``query``."""
+    nodes = [rule.expr]  # type: ignore[attr-defined]
+    if isinstance(rule, AlertingRule):
+        for _, template in (*rule.labels, *rule.annotations):
+            for text in template.queries():
+                try:
+                    nodes.append(compile_expr(text))
+                except UnsupportedExpression:
+                    pass  # the query then renders as its error; it reads nothing
+    return nodes
 
 
 def _metric_names_read(group: RuleGroup) -> set[str]:
     names = set()
     for rule in group.rules:
-        for node in walk(rule.expr):
+        for node in (n for expr in expressions_read(rule) for n in walk(expr)):
             if isinstance(node, SelectorNode):
                 names |= {m.value for m in node.matchers if m.name == METRIC_NAME and m.op == "="}
     return names

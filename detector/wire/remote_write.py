@@ -22,7 +22,9 @@ lose good samples); the invalid ones are reported, each naming the series.
 
 from __future__ import annotations
 
+import re
 import struct
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -39,6 +41,7 @@ from detector.labels import (
     METRIC_NAME,
     Labels,
     canonical_bytes,
+    labels_from_canonical,
     partition_for,
 )
 from detector.wire.metadata import TYPE_NAMES
@@ -70,6 +73,51 @@ class WriteLimits:
     # A Kafka message holds at most about this many bytes of batch; bigger
     # groups are split (Kafka's default message limit is 1 MiB).
     max_message_bytes: int = 900 * 1024
+    # Prometheus sends at most max_samples_per_send (2000) series per request;
+    # far more is a sender batching without bound, refused before any series
+    # is looked at.
+    max_series_per_request: int = 50_000
+    # Which label and metric names are valid: "legacy" (Prometheus 2.x:
+    # [a-zA-Z_][a-zA-Z0-9_]*, metric names may also hold ':') or "utf8"
+    # (Prometheus 3.x: any non-empty UTF-8 name, as OpenTelemetry needs).
+    name_validation: str = "legacy"
+
+    def __post_init__(self) -> None:
+        if self.name_validation not in NAME_SCHEMES:
+            raise ValueError(f"name_validation must be one of {', '.join(NAME_SCHEMES)}, got {self.name_validation!r}")
+
+
+#: Name validation schemes, see :attr:`WriteLimits.name_validation`.
+NAME_SCHEMES = ("legacy", "utf8")
+
+
+@dataclass(frozen=True)
+class SampleWindow:
+    """The sample timestamps a request may carry, relative to the receiver's clock.
+
+    Like Prometheus's TSDB, a receiver takes samples only in a window around
+    now: older than ``max_age_ms`` no rule can read them any more, and more
+    than ``max_ahead_ms`` ahead they would drag a partition's event time into
+    the future. A timestamp of 0 or less (proto3 sends 0 when the field is
+    left out) is always outside.
+
+    >>> window = SampleWindow(max_age_ms=3_600_000, max_ahead_ms=300_000)
+    >>> window.bounds(now_ms=10_000_000)
+    (6400000, 10300000)
+    >>> SampleWindow(max_age_ms=10**15, max_ahead_ms=0).bounds(now_ms=5)
+    (1, 5)
+    """
+
+    max_age_ms: int
+    max_ahead_ms: int
+
+    def bounds(self, now_ms: int) -> tuple[int, int]:
+        """The oldest and newest timestamp accepted at ``now_ms``, both inclusive."""
+        return max(1, now_ms - self.max_age_ms), now_ms + self.max_ahead_ms
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 @dataclass
@@ -88,6 +136,12 @@ class DecodedWrite:
     problems: list[str] = field(default_factory=list)
     refused_series: int = 0
     refused_samples: int = 0
+    # Samples outside the accepted window, dropped, by reason ("too_old",
+    # "too_new"); when every sample of a request is outside, its series are
+    # also named in ``problems`` (a 400).
+    out_of_window: dict[str, int] = field(default_factory=dict)
+    # One series that lost samples to the window, for a log line.
+    out_of_window_example: str = ""
     # Metric family name -> declared type ("counter", "gauge", ...), from the
     # request's metadata; types the sender calls unknown are left out.
     metadata: dict[str, str] = field(default_factory=dict)
@@ -117,6 +171,19 @@ class RemoteWriteDecoder:
     Keeps a cache from raw label bytes to series identity; it is bounded
     (``cache_size``) and simply emptied when full, which costs one re-validation
     per live series and keeps memory flat under series churn.
+
+    With a ``window``, samples outside it (at ``clock()``, in ms) are dropped
+    and counted; a request with no sample inside is answered 400 naming its
+    series. Without one every timestamp is taken (offline tools).
+
+    >>> window = SampleWindow(max_age_ms=60_000, max_ahead_ms=60_000)
+    >>> decoder = RemoteWriteDecoder(4, window=window, clock=lambda: 1_000_000)
+    >>> up = (("__name__", "up"), ("job", "api"))
+    >>> mixed = decoder.decode(encode_write_request([(up, [(0, 1.0), (990_000, 1.0), (9_000_000, 1.0)])]))
+    >>> mixed.samples, mixed.out_of_window, mixed.problems
+    (1, {'too_old': 1, 'too_new': 1}, [])
+    >>> decoder.decode(encode_write_request([(up, [(0, 1.0)])])).problems
+    ['series {__name__="up", job="api"}: 1 samples outside the accepted window [1970-01-01T00:15:40Z, 1970-01-01T00:17:40Z] (1 too old, oldest 1970-01-01T00:00:00Z)']
     """
 
     def __init__(
@@ -127,8 +194,12 @@ class RemoteWriteDecoder:
         partition_by: tuple[str, ...] = DEFAULT_PARTITION_BY,
         cache_size: int = 1_000_000,
         feeds_global_lane: Callable[[Labels], bool] | None = None,
+        window: SampleWindow | None = None,
+        clock: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.partitions = partitions
+        self.window = window
+        self.clock = clock
         self.feeds_global_lane = feeds_global_lane
         self.limits = limits or WriteLimits()
         self.partition_by = partition_by
@@ -178,13 +249,27 @@ class RemoteWriteDecoder:
                 if lane is None:
                     lane = columns[_GLOBAL_LANE] = _PartitionColumns()
                 lane.add(ref.key, stamps, values)
+        bounds = self.window.bounds(self.clock()) if self.window is not None else None
+        offenders: list[_Offender] = []
         for partition, cols in columns.items():
-            if partition == _GLOBAL_LANE:
-                out.global_batches = cols.batches(self.limits.max_message_bytes)
+            cut = cols.cut(self.limits.max_message_bytes, bounds)
+            if partition == _GLOBAL_LANE:  # a copy: counted where the originals are
+                out.global_batches = cut.batches
                 continue
-            out.series += len(cols.keys)
-            out.samples += len(cols.stamps)
-            out.batches[partition] = cols.batches(self.limits.max_message_bytes)
+            out.series += cut.series
+            out.samples += cut.samples
+            if cut.series:
+                out.batches[partition] = cut.batches
+            for reason, count in (("too_old", cut.too_old), ("too_new", cut.too_new)):
+                if count:
+                    out.out_of_window[reason] = out.out_of_window.get(reason, 0) + count
+            offenders += cut.offenders
+        if offenders:
+            out.out_of_window_example = offenders[0].describe(bounds)
+            if not out.samples:  # nothing in the window: the sender must hear of it
+                out.refused_series += len(offenders)
+                out.refused_samples += sum(out.out_of_window.values())
+                out.problems += [o.describe(bounds) for o in offenders[:_MAX_REPORTED_PROBLEMS]]
         out.metadata = _metadata_types(request.metadata)
         if self.feeds_global_lane is not None and out.batches:
             newest = max(int(b.timestamps.max()) for batches in out.batches.values() for b in batches)
@@ -240,6 +325,12 @@ class RemoteWriteDecoder:
         except DecodeError as exc:
             raise InvalidRequest(400, f"body is not a remote-write WriteRequest protobuf: {exc}") from None
         _refuse_wrong_wire_types(request)
+        if len(request.timeseries) > limits.max_series_per_request:
+            raise InvalidRequest(
+                413,
+                f"{len(request.timeseries)} series in one request, over the limit of "
+                f"{limits.max_series_per_request}; send smaller requests (Prometheus: queue_config.max_samples_per_send)",
+            )
         return request
 
     def _learn(self, raw_key: bytes, raw_labels: Sequence[bytes], out: DecodedWrite) -> _SeriesRef | None:
@@ -389,31 +480,105 @@ class _PartitionColumns:
         self.stamps += stamps
         self.values += values
 
-    def batches(self, max_bytes: int) -> list[SampleBatch]:
+    def cut(self, max_bytes: int, bounds: tuple[int, int] | None) -> _Cut:
+        """Decode the columns, drop samples outside ``bounds``, and cut batches of about ``max_bytes``."""
         stamps = _decode_varints(self.stamps)
         values = np.frombuffer(b"".join(self.values), dtype="<f8")
-        out = []
-        first_series = first_sample = size = 0
-        n_series = len(self.keys)
-        sample_end = 0
-        for i in range(n_series):
-            cost = 4 + len(self.keys[i]) + 20 * self.counts[i]
+        keys, counts = self.keys, self.counts
+        out = _Cut()
+        if bounds is not None and (stamps.min() < bounds[0] or stamps.max() > bounds[1]):  # the usual case skips this
+            too_old, too_new = stamps < bounds[0], stamps > bounds[1]
+            out.too_old, out.too_new = int(too_old.sum()), int(too_new.sum())
+            if out.too_old or out.too_new:
+                keys, counts, stamps, values = self._drop(too_old, too_new, stamps, values, out)
+        out.series, out.samples = len(keys), len(stamps)
+        if not keys:
+            return out
+        first_series = first_sample = size = sample_end = 0
+        for i in range(len(keys)):
+            cost = 4 + len(keys[i]) + 20 * counts[i]
             if size and size + cost > max_bytes:
-                out.append(self._batch(first_series, i, first_sample, sample_end, stamps, values))
+                out.batches.append(_batch(keys, counts, first_series, i, first_sample, sample_end, stamps, values))
                 first_series, first_sample, size = i, sample_end, 0
             size += cost
-            sample_end += self.counts[i]
-        out.append(self._batch(first_series, n_series, first_sample, sample_end, stamps, values))
+            sample_end += counts[i]
+        out.batches.append(_batch(keys, counts, first_series, len(keys), first_sample, sample_end, stamps, values))
         return out
 
-    def _batch(self, s0: int, s1: int, k0: int, k1: int, stamps: np.ndarray, values: np.ndarray) -> SampleBatch:
-        counts = self.counts[s0:s1]
-        index = np.repeat(np.arange(s1 - s0, dtype=np.uint32), counts)
-        return SampleBatch(self.keys[s0:s1], index, stamps[k0:k1], values[k0:k1])
+    def _drop(self, too_old: np.ndarray, too_new: np.ndarray, stamps: np.ndarray, values: np.ndarray,
+              out: _Cut) -> tuple[list[bytes], list[int], np.ndarray, np.ndarray]:
+        """The columns without the out-of-window samples; the series that lost some go to ``out.offenders``."""
+        counts = np.array(self.counts, dtype=np.int64)
+        starts = np.cumsum(counts) - counts
+        old_per_series = np.add.reduceat(too_old, starts)
+        new_per_series = np.add.reduceat(too_new, starts)
+        lost = old_per_series + new_per_series
+        for i in np.flatnonzero(lost).tolist():
+            span = stamps[starts[i] : starts[i] + counts[i]]
+            out.offenders.append(_Offender(self.keys[i], int(old_per_series[i]), int(new_per_series[i]),
+                                           int(span.min()), int(span.max())))
+        keep = ~(too_old | too_new)
+        left = counts - lost
+        keys = [key for key, n in zip(self.keys, left.tolist()) if n]
+        return keys, [n for n in left.tolist() if n], stamps[keep], values[keep]
+
+
+def _batch(keys: list[bytes], counts: list[int], s0: int, s1: int, k0: int, k1: int,
+           stamps: np.ndarray, values: np.ndarray) -> SampleBatch:
+    index = np.repeat(np.arange(s1 - s0, dtype=np.uint32), counts[s0:s1])
+    return SampleBatch(keys[s0:s1], index, stamps[k0:k1], values[k0:k1])
+
+
+@dataclass
+class _Cut:
+    """One partition's share of a request, in the window and cut into batches."""
+
+    batches: list[SampleBatch] = field(default_factory=list)
+    series: int = 0
+    samples: int = 0
+    too_old: int = 0
+    too_new: int = 0
+    offenders: list[_Offender] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Offender:
+    """A series that had samples outside the window."""
+
+    key: bytes  # canonical label bytes
+    too_old: int
+    too_new: int
+    oldest: int
+    newest: int
+
+    def describe(self, bounds: tuple[int, int] | None) -> str:
+        lo, hi = bounds or (0, 0)
+        why = []
+        if self.too_old:
+            why.append(f"{self.too_old} too old, oldest {_iso(self.oldest)}")
+        if self.too_new:
+            why.append(f"{self.too_new} too new, newest {_iso(self.newest)}")
+        labels = ", ".join(f'{name}="{value}"' for name, value in labels_from_canonical(self.key))
+        return (f"series {{{labels}}}: {self.too_old + self.too_new} samples outside the accepted window "
+                f"[{_iso(lo)}, {_iso(hi)}] ({'; '.join(why)})")
+
+
+def _iso(t_ms: int) -> str:
+    """A millisecond timestamp as UTC ISO 8601 (seconds), readable in an error message."""
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_ms / 1000))
+    except (OverflowError, OSError, ValueError):
+        return f"{t_ms} ms"
 
 
 class _InvalidSeries(ValueError):
     pass
+
+
+# Prometheus 2.x's name rules (model.LabelNameRE, model.MetricNameRE).
+_LEGACY_LABEL_NAME = re.compile(rb"[a-zA-Z_][a-zA-Z0-9_]*")
+_LEGACY_METRIC_NAME = re.compile(rb"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_METRIC_NAME_BYTES = METRIC_NAME.encode()
 
 
 def _validated_labels(raw_labels: Sequence[bytes], limits: WriteLimits) -> Labels:
@@ -425,6 +590,7 @@ def _validated_labels(raw_labels: Sequence[bytes], limits: WriteLimits) -> Label
         )
     pairs: list[tuple[str, str]] = []
     previous = b""
+    legacy = limits.name_validation == "legacy"
     for raw in raw_labels:
         try:
             label = remote_pb2.Label.FromString(raw)
@@ -440,6 +606,12 @@ def _validated_labels(raw_labels: Sequence[bytes], limits: WriteLimits) -> Label
             problem = f"label name of {len(name)} bytes, over the limit of {limits.max_label_name_bytes}"
         elif len(value) > limits.max_label_value_bytes:
             problem = f"label {name!r} value of {len(value)} bytes, over the limit of {limits.max_label_value_bytes}"
+        elif legacy and not _LEGACY_LABEL_NAME.fullmatch(name):
+            problem = (f"label name {name.decode(errors='backslashreplace')!r} is not valid under the legacy name "
+                       f"scheme ([a-zA-Z_][a-zA-Z0-9_]*); name_validation=utf8 accepts any UTF-8 name")
+        elif legacy and name == _METRIC_NAME_BYTES and value and not _LEGACY_METRIC_NAME.fullmatch(value):
+            problem = (f"metric name {value.decode(errors='backslashreplace')!r} is not valid under the legacy name "
+                       f"scheme ([a-zA-Z_:][a-zA-Z0-9_:]*); name_validation=utf8 accepts any UTF-8 name")
         if problem:
             raise _InvalidSeries(f"series {_describe(raw_labels)}: {problem}")
         previous = name

@@ -9,7 +9,7 @@ import pytest
 
 from detector.wire.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
 from pipelines.local import LocalPipeline
-from tests.support import read_alerts, write_rules
+from tests.support import OLD_TIMESTAMPS_ENV, read_alerts, write_rules
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,8 @@ async def test_alert_goes_pending_then_fires_on_event_time(kafka, tmp_path, app_
         "labels": {"severity": "critical"},
         "annotations": {"description": "Circuit breaker {{ $labels.instance }} has been open for > 30s"},
     }], interval="15s")
-    pipeline = LocalPipeline(kafka.bootstrap, tmp_path / "run", rule_files=(str(rules),), app_id=app_id, partitions=3)
+    pipeline = LocalPipeline(kafka.bootstrap, tmp_path / "run", rule_files=(str(rules),), app_id=app_id, partitions=3,
+                             extra_env=OLD_TIMESTAMPS_ENV)
     await asyncio.to_thread(pipeline.start)
     try:
         async with aiohttp.ClientSession() as session:
@@ -57,7 +58,8 @@ async def test_ratio_of_two_metrics_of_one_target_is_evaluated_in_one_partition(
         "expr": "pgmq_queue_depth / pgmq_queue_max_depth > 0.8",
         "annotations": {"description": "Queue {{ $labels.queue_name }} at {{ $value | printf \"%.0f\" }}% capacity"},
     }], interval="15s")
-    pipeline = LocalPipeline(kafka.bootstrap, tmp_path / "run", rule_files=(str(rules),), app_id=app_id, partitions=8)
+    pipeline = LocalPipeline(kafka.bootstrap, tmp_path / "run", rule_files=(str(rules),), app_id=app_id, partitions=8,
+                             extra_env=OLD_TIMESTAMPS_ENV)
     await asyncio.to_thread(pipeline.start)
     targets = [f"orch-{i}:9100" for i in range(12)]  # spread over the 8 partitions
     try:
@@ -85,7 +87,8 @@ async def test_rule_across_targets_runs_in_the_global_lane_and_sees_every_partit
         "alert": "QueueNearLimit",
         "expr": "pgmq_queue_depth / on(queue_name) group_left pgmq_queue_limit > 0.8",
     }], interval="15s")
-    pipeline = LocalPipeline(kafka.bootstrap, tmp_path / "run", rule_files=(str(rules),), app_id=app_id, partitions=8)
+    pipeline = LocalPipeline(kafka.bootstrap, tmp_path / "run", rule_files=(str(rules),), app_id=app_id, partitions=8,
+                             extra_env=OLD_TIMESTAMPS_ENV)
     await asyncio.to_thread(pipeline.start)
     queues = [f"q{i}" for i in range(6)]
     try:
@@ -112,7 +115,8 @@ async def test_aggregation_across_targets_and_absent_run_in_the_global_lane(kafk
         {"alert": "RejectionsHigh", "expr": "sum by (reason) (rate(api_requests_rejected_total[5m])) > 0.2"},
         {"alert": "ExporterMissing", "expr": 'absent(pgmq_queue_depth{job="pgmq-exporter"})'},
     ], interval="15s")
-    pipeline = LocalPipeline(kafka.bootstrap, tmp_path / "run", rule_files=(str(rules),), app_id=app_id, partitions=8)
+    pipeline = LocalPipeline(kafka.bootstrap, tmp_path / "run", rule_files=(str(rules),), app_id=app_id, partitions=8,
+                             extra_env=OLD_TIMESTAMPS_ENV)
     await asyncio.to_thread(pipeline.start)
     try:
         async with aiohttp.ClientSession() as session:

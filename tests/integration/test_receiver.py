@@ -26,7 +26,9 @@ UP = (("__name__", "up"), ("instance", "a:1"), ("job", "api"))
 
 
 async def receiver_client(bootstrap: str, topic: str, *, timeout: str = "10s", token: str | None = None) -> tuple[TestClient, KafkaGate]:
-    settings = Settings(kafka_bootstrap=bootstrap, samples_topic=topic, partitions=4, max_body_bytes=1_000_000, produce_timeout=timeout)
+    # These tests send fixed timestamps from 1970: the accepted window is opened wide for them.
+    settings = Settings(kafka_bootstrap=bootstrap, samples_topic=topic, partitions=4, max_body_bytes=1_000_000, produce_timeout=timeout,
+                        catch_up_window="100y")
     gate = KafkaGate(bootstrap, timeout_s=settings.produce_timeout_s)
     gate.start()
     client = TestClient(TestServer(create_receiver_app(settings, gate, CollectorRegistry(), bearer_token=token)))

@@ -20,7 +20,7 @@ from pipelines.settings import Settings
 from pipelines.stack.process import is_alive
 from pipelines.stack.kafka import create_topics
 from pipelines.state import SnapshotTopic, StateKeeper, state_topic_config
-from tests.support import read_alerts, write_rules
+from tests.support import OLD_TIMESTAMPS_ENV, read_alerts, write_rules
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +86,7 @@ def kill_worker(pipeline: LocalPipeline) -> None:
 async def test_worker_restart_keeps_the_models_and_the_for_clock(kafka, tmp_path, app_id, stop):
     rules = write_rules(tmp_path, [{"alert": "Down", "expr": "up == 0", "for": "5m"}], interval="15s")
     pipeline = LocalPipeline(kafka.bootstrap, tmp_path / "run", rule_files=(str(rules),), app_id=app_id, partitions=2,
-                             extra_env={"HEADROOM_SNAPSHOT_INTERVAL": "1s"})
+                             extra_env={"HEADROOM_SNAPSHOT_INTERVAL": "1s", **OLD_TIMESTAMPS_ENV})
     await asyncio.to_thread(pipeline.start)
     try:
         async with aiohttp.ClientSession() as session:

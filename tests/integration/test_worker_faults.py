@@ -29,7 +29,7 @@ from detector.labels import partition_for
 from detector.wire.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
 from pipelines.local import LocalPipeline
 from pipelines.stack.process import free_port, is_alive, start_process
-from tests.support import read_alerts, write_rules
+from tests.support import OLD_TIMESTAMPS_ENV, read_alerts, write_rules
 
 pytestmark = pytest.mark.integration
 
@@ -137,6 +137,7 @@ async def test_a_killed_worker_forgets_no_alert_state(kafka, tmp_path, app_id, m
                                  "HEADROOM_ANOMALY_SCORES": "false", "HEADROOM_FORECASTS": "false",
                                  "HEADROOM_SNAPSHOT_INTERVAL": snapshot_interval,
                                  "HEADROOM_SESSION_TIMEOUT": "6s", "HEADROOM_HEARTBEAT_INTERVAL": "1s",
+                                 **OLD_TIMESTAMPS_ENV,
                              })
     await asyncio.to_thread(pipeline.start)
     b_pid = None

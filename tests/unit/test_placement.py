@@ -66,3 +66,29 @@ def test_only_the_inputs_of_global_groups_feed_the_global_lane():
     assert placement.feeds_global_lane((("__name__", "limit"), ("job", "config")))
     assert not placement.feeds_global_lane((("__name__", "depth"), ("q", "payments")))
     assert not placement.feeds_global_lane((("__name__", "up"), ("job", "api")))
+
+
+def test_a_group_whose_templates_query_goes_global_and_its_constant_queries_feed_the_lane():
+    """query may read any target's series, which only the global lane can see."""
+    from detector.output.templates import Template
+
+    summary = Template.parse('{{ $labels.instance }} down; {{ query "count(up == 1)" | first | value }} up')
+    owner = Template.parse('{{ with printf "owner{instance=%q}" $labels.instance | query }}{{ . | first }}{{ end }}')
+    querying = AlertingRule("Down", compile_expr("up == 0"), "up == 0", annotations=(("summary", summary),))
+    dynamic = AlertingRule("Owned", compile_expr("x > 1"), "x > 1", annotations=(("owner", owner),))
+    feeder = RuleGroup("feeder", "f.yml", 15_000, (record("job:up:sum", "sum by (job) (up)"),))
+    reads_feeder = AlertingRule(
+        "Jobs", compile_expr("y > 0"), "y > 0", annotations=(("n", Template.parse('{{ query "job:up:sum" }}')),)
+    )
+    placement = place_groups([
+        RuleGroup("q", "f.yml", 15_000, (querying,)),
+        RuleGroup("d", "f.yml", 15_000, (dynamic,)),
+        RuleGroup("local", "f.yml", 15_000, (alert("Hot", "temp > 90"),)),
+        feeder,
+        RuleGroup("r", "f.yml", 15_000, (reads_feeder,)),
+    ])
+    assert [g.name for g in placement.global_] == ["q", "d", "feeder", "r"]
+    assert placement.feeds_global_lane((("__name__", "up"), ("instance", "b"), ("job", "api")))  # the query's series
+    assert placement.feeds_global_lane((("__name__", "x"), ("instance", "b")))  # the rule's own
+    assert not placement.feeds_global_lane((("__name__", "owner"), ("instance", "b")))  # built at render time
+    assert not placement.feeds_global_lane((("__name__", "temp"),))

@@ -121,7 +121,7 @@ groups:
       - alert: BadTemplate
         expr: up
         annotations:
-          summary: "{{ if $value }}high{{ end }}"
+          summary: "{{ if $value }}high"
       - alert: Unsupported
         expr: sin(up) > 1
       - alert: Unparsable
@@ -146,7 +146,7 @@ EXPECTED_PROBLEMS = [
     "group 'g1', rule 5 'BadFor', field 'for': not a duration: '5 minutes'",
     "group 'g1', rule 6 'BadKeep', field 'keep_firing_for': not a duration: 'soon'",
     "group 'g1', rule 7 'BadLabel', field 'labels': 'bad-name' is not a valid label name",
-    "group 'g1', rule 8 'BadTemplate', field 'annotations' 'summary': 'if' actions are not supported",
+    "group 'g1', rule 8 'BadTemplate', field 'annotations' 'summary': template: __alert_BadTemplate:1: unexpected EOF",
     "group 'g1', rule 9 'Unsupported', field 'expr': function sin() is not supported yet",
     "group 'g1', rule 10 'Unparsable', field 'expr': cannot parse PromQL",
     "group 'g1', rule 11 'bad-metric-name': field 'record': 'bad-metric-name' is not a valid metric name",

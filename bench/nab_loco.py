@@ -1,0 +1,235 @@
+"""Nested leave-one-category-out (LOCO): NAB figures for data no knob was chosen on.
+
+The in-sample NAB figure chooses the threshold on the very files it scores.
+Here, for each category of a NAB-layout corpus, every knob (the threshold,
+and which model of a small candidate list) is chosen on the *other*
+categories by NAB's own sweep, then applied frozen to the held-out category;
+the held-out figures per category and their mean are reported next to the
+in-sample ones (same profile, same per-category normalization, so the two
+columns compare like for like).
+
+Each file is scored once per model and its raw scores are cached on disk
+(keyed by the model, its parameters, the detector's source and the data file),
+so choosing thresholds never re-scores anything and a second run is instant.
+
+>>> import numpy as np
+>>> nab = load_scorer(NAB)
+>>> geoms = {"a/x.csv": _toy_geom(nab, 100, [(50, 59)]), "b/y.csv": _toy_geom(nab, 100, [(70, 79)])}
+>>> scores = {"a/x.csv": np.r_[np.zeros(52), 0.9, np.zeros(47)],
+...           "b/y.csv": np.r_[np.zeros(30), 0.95, np.zeros(69)]}
+>>> thr, norm = best_threshold(nab, geoms, scores, ["a/x.csv"])
+>>> float(thr), round(norm, 1)
+(0.9, 98.9)
+>>> held = category_figures(nab, geoms, scores, ["b/y.csv"], thr)
+>>> held["detected"], held["fp_rows"]  # the false positive at row 30 passes 0.9, the window is missed
+(0, 1)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import statistics
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+# ../shared/nab of the main checkout; a worktree (/work/wt/<name>) finds it further up
+NAB = next((p / "shared" / "nab" for p in REPO.parents if (p / "shared" / "nab").is_dir()), REPO.parent / "shared" / "nab")
+CACHE = Path(tempfile.gettempdir()) / "headroom-raw-scores"
+PROFILE = "standard"
+
+
+def load_scorer(nab: Path):
+    """NAB's stand-alone scorer (``score.py`` of the split) as a module: sweep, geometry, profiles."""
+    spec = importlib.util.spec_from_file_location("nab_score", nab / "score.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _toy_geom(nab_mod, n: int, windows: list[tuple[int, int]]):
+    """A FileGeom without a data file (for examples and tests): n rows, windows as row ranges."""
+    import datetime as dt
+
+    stamps = [(dt.datetime(2020, 1, 1) + dt.timedelta(minutes=5 * i)).isoformat() for i in range(n)]
+    with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
+        f.write("timestamp,value\n" + "".join(f"{s},0\n" for s in stamps))
+    try:
+        return nab_mod.FileGeom("toy", f.name, [(stamps[a], stamps[b]) for a, b in windows])
+    finally:
+        Path(f.name).unlink()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One model configuration the protocol may choose: a catalog model, optionally with Params changed."""
+
+    label: str
+    model: str
+    params: tuple[tuple[str, object], ...] = ()
+
+    def scorer_model(self) -> str:
+        """The catalog name to score with (registering the Params variant for this process)."""
+        if not self.params:
+            return self.model
+        import dataclasses
+
+        from detector.anomaly import MODELS, ColumnarState
+
+        name = f"{self.model}+" + "-".join(f"{k}{v}" for k, v in self.params)
+        if name not in MODELS:
+            tuned = dataclasses.replace(MODELS[self.model]().params, **dict(self.params))
+            MODELS[name] = lambda: ColumnarState(tuned)
+        return name
+
+
+# the knobs LOCO chooses besides the threshold: which seasonal profile
+CANDIDATES = (Candidate("default", "default"), Candidate("weekly", "weekly"))
+BASELINES = (Candidate("river-gaussian", "river-gaussian"),)
+
+
+def _source_digest() -> str:
+    h = hashlib.sha1()
+    for path in sorted((REPO / "detector" / "anomaly").glob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def raw_scores(data: Path, rel: str, cand: Candidate, cache: Path = CACHE, counter: bool = False) -> np.ndarray:
+    """Scores of every row of ``data/rel`` by ``cand``, streamed as ``headroom score-csv`` does; cached."""
+    from detector.anomaly import AnomalyScorer
+    from pipelines.score_csv_cli import read_chunks
+
+    path = data / rel
+    stat = path.stat()
+    key = hashlib.sha1(
+        json.dumps([cand.model, [list(p) for p in cand.params], _source_digest(), str(path), stat.st_size,
+                    stat.st_mtime_ns, counter], default=str).encode()
+    ).hexdigest()
+    cached = cache / f"{key}.npy"
+    if cached.exists():
+        return np.load(cached)
+    scorer = AnomalyScorer(cand.scorer_model(), counter=lambda key: counter)
+    row = scorer.rows_for([b"loco"])
+    parts = [scorer.score(np.repeat(row, len(vals)), secs, vals) for _, _, secs, vals in read_chunks(str(path))]
+    out = np.concatenate(parts) if parts else np.zeros(0)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache / f"{key}.{id(out)}.npy"
+    np.save(tmp, out)
+    tmp.replace(cached)
+    return out
+
+
+def _bounds(nab_mod, geoms: dict, rels: Sequence[str], profile: str) -> tuple[float, float]:
+    prof = nab_mod.DEFAULT_PROFILES[profile]
+    null = -prof["fnWeight"] * sum(geoms[r].n_scorable_windows for r in rels)
+    perfect = prof["tpWeight"] * sum(geoms[r].n_windows for r in rels)
+    return null, perfect
+
+
+def best_threshold(nab_mod, geoms: dict, scores: dict, rels: Sequence[str], profile: str = PROFILE) -> tuple[float, float]:
+    """NAB's exact sweep over ``rels``: (threshold, normalized score there)."""
+    sub = {r: geoms[r] for r in rels}
+    thr, tot = nab_mod.sweep(sub, {r: scores[r] for r in rels}, nab_mod.DEFAULT_PROFILES[profile])
+    j = int(np.argmax(tot))  # first max: the highest threshold among ties, as the scorer does
+    null, perfect = _bounds(nab_mod, geoms, rels, profile)
+    norm = 100.0 * (tot[j] - null) / (perfect - null) if perfect != null else float("nan")
+    return float(thr[j]), float(norm)
+
+
+def category_figures(nab_mod, geoms: dict, scores: dict, rels: Sequence[str], threshold: float,
+                     profile: str = PROFILE) -> dict:
+    """Raw score, windows detected, false-positive rows and normalized score of ``rels`` at a frozen threshold."""
+    prof = nab_mod.DEFAULT_PROFILES[profile]
+    files = [nab_mod.score_at_threshold(geoms[r], scores[r], threshold, prof) for r in rels]
+    raw = sum(f["score"] for f in files)
+    null, perfect = _bounds(nab_mod, geoms, rels, profile)
+    return {
+        "raw": raw,
+        "windows": sum(f["windows"] for f in files),
+        "detected": sum(f["windows_detected"] for f in files),
+        "fp_rows": sum(f["fp_rows"] for f in files),
+        "normalized": 100.0 * (raw - null) / (perfect - null) if perfect != null else None,
+        "threshold": threshold,
+    }
+
+
+def by_category(rels: Sequence[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in rels:
+        out.setdefault(r.split("/")[0], []).append(r)
+    return dict(sorted(out.items()))
+
+
+def loco(nab_mod, geoms: dict, scores_by: dict[str, dict], candidates: Sequence[str], profile: str = PROFILE) -> dict:
+    """Nested leave-one-category-out over ``geoms``' categories.
+
+    ``scores_by[label][rel]``: raw scores per candidate. For each category,
+    the (candidate, threshold) with the best normalized score on the other
+    categories is chosen, and applied to the held-out one. The in-sample
+    figures use ``candidates[0]`` with the threshold swept on everything.
+    """
+    rels = sorted(geoms)
+    cats = by_category(rels)
+    first = candidates[0]
+    thr_in, norm_in = best_threshold(nab_mod, geoms, scores_by[first], rels, profile)
+    in_sample = {c: category_figures(nab_mod, geoms, scores_by[first], rs, thr_in, profile) for c, rs in cats.items()}
+    held_out = {}
+    for c, rs in cats.items():
+        train = [r for r in rels if r.split("/")[0] != c]
+        trials = [(best_threshold(nab_mod, geoms, scores_by[label], train, profile), -i, label)
+                  for i, label in enumerate(candidates)]
+        (thr, train_norm), _, label = max(trials, key=lambda x: (x[0][1], x[1]))
+        fig = category_figures(nab_mod, geoms, scores_by[label], rs, thr, profile)
+        held_out[c] = fig | {"model": label, "train_normalized": train_norm}
+
+    def mean(figs: dict) -> float | None:
+        vals = [f["normalized"] for f in figs.values() if f["normalized"] is not None]
+        return statistics.fmean(vals) if vals else None
+
+    return {
+        "profile": profile,
+        "in_sample": {"normalized": norm_in, "threshold": thr_in, "model": first,
+                      "categories": in_sample, "category_mean": mean(in_sample)},
+        "held_out": {"categories": held_out, "category_mean": mean(held_out)},
+    }
+
+
+def run(nab: Path, windows: Path, candidates: Sequence[Candidate], cache: Path = CACHE,
+        profile: str = PROFILE, progress=print) -> dict:
+    """Score (or load from the cache) every file with every candidate, then :func:`loco`."""
+    nab_mod = load_scorer(nab)
+    rels = sorted(json.loads(windows.read_text()))
+    geoms = nab_mod.load_geometry(str(nab), str(windows), rels)
+    scores_by = {}
+    for cand in candidates:
+        progress(f"raw scores of {len(rels)} files with {cand.label} (cache {cache}) ...")
+        scores_by[cand.label] = {r: raw_scores(nab / "data", r, cand, cache) for r in rels}
+    return loco(nab_mod, geoms, scores_by, [c.label for c in candidates], profile)
+
+
+def table(result: dict, title: str):
+    """A rich Table: per category, in-sample and held-out normalized, windows, false-positive rows."""
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("category", "in-sample", "held-out", "held-out model", "held-out thr", "windows found", "FP rows"):
+        t.add_column(col, justify="left" if col == "category" else "right")
+
+    def fmt(v):
+        return "-" if v is None else f"{v:.1f}"
+
+    ins, held = result["in_sample"], result["held_out"]
+    for c, h in held["categories"].items():
+        i = ins["categories"][c]
+        t.add_row(c, fmt(i["normalized"]), fmt(h["normalized"]), h["model"], f"{h['threshold']:.4g}",
+                  f"{h['detected']}/{h['windows']}", str(h["fp_rows"]))
+    t.add_row("mean of categories", fmt(ins["category_mean"]), fmt(held["category_mean"]), "", "", "", "")
+    t.add_row("whole split (in-sample sweep)", fmt(ins["normalized"]), "", ins["model"], f"{ins['threshold']:.4g}", "", "")
+    return t
