@@ -35,7 +35,7 @@ from detector.wire.batch import SampleBatch
 from detector.wire.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
 from pipelines.local import LocalPipeline
 from pipelines.stack.process import free_port, is_alive, start_process
-from tests.support import read_alerts, write_rules
+from tests.support import OLD_TIMESTAMPS_ENV, read_alerts, write_rules
 
 pytestmark = pytest.mark.integration
 
@@ -132,6 +132,7 @@ async def test_staged_cross_target_alert_from_three_workers_and_after_a_kill(kaf
     run_dir = tmp_path / "run"
     pipeline = LocalPipeline(kafka.bootstrap, run_dir, rule_files=(str(rules),), app_id=app_id, partitions=PARTITIONS,
                              extra_env={
+                                 **OLD_TIMESTAMPS_ENV,
                                  "HEADROOM_ANOMALY_SCORES": "false", "HEADROOM_FORECASTS": "false",
                                  "HEADROOM_STAGED_RULES": "true", "HEADROOM_PARTIALS_TOPIC": partials,
                                  "HEADROOM_SNAPSHOT_INTERVAL": "10m",
