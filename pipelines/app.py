@@ -14,6 +14,13 @@ Groups with expressions across targets run in the global lane: a
 one-partition topic that receives a copy of their input series
 (:mod:`detector.rules.placement`).
 
+With ``HEADROOM_STAGED_RULES`` (off by default) such groups are evaluated in two
+stages instead (:mod:`detector.stages`, :mod:`pipelines.stages`): each samples
+partition sends partial aggregates to a partials topic of
+``HEADROOM_COMBINE_PARTITIONS`` partitions, whose combine partitions, spread over
+the workers like the samples partitions, evaluate the rest of the rules; only
+what the stages cannot separate stays in the global lane.
+
 A partition that stops receiving samples evaluates on wall-clock time once it
 has been quiet for ``HEADROOM_IDLE_ADVANCE`` (live data only), so its alerts
 still resolve when a sender dies.
@@ -81,12 +88,15 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
     }
     metric_types = MetricTypes()
     worker = Worker(settings, groups, registry=registry, metric_types=metric_types)
+    for topic in worker.combine_lanes:  # partials frames, produced to the combine partition they are for
+        outputs[topic] = app.topic(topic, partitions=settings.combiners, value_serializer="raw", key_serializer="raw")
     notifier = Notifier.from_settings(settings, worker.metrics.registry)
 
     keeper = None
     if settings.snapshot_interval_s > 0:
         state_topic = SnapshotTopic(settings.kafka_bootstrap, settings.state_topic, settings.samples_topic,
-                                    settings.partitions, settings.snapshot_max_bytes, settings.app_id, settings.alerts_topic)
+                                    settings.partitions, settings.snapshot_max_bytes, settings.app_id, settings.alerts_topic,
+                                    lanes=settings.state_lanes())
         keeper = StateKeeper(state_topic, worker.lanes, worker.decode, flush=lambda: app.producer.flush(),
                              commit=lambda lane, partition, offset: commit_offset(app, lane, partition, offset),
                              holding_back=worker.holding_back)
@@ -98,6 +108,8 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
             worker.already_sent(lane, partition, sent)
 
     async def send(out: Outgoing) -> None:
+        for topic, partition, value in out.to_partitions:
+            await outputs[topic].send(value=value, partition=partition)
         for topic, records in out.records.items():
             for key, value in records:
                 await outputs[topic].send(key=key, value=value)
@@ -133,6 +145,10 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
     if worker.has_global_lane:
         app.agent(app.topic(settings.global_samples_topic, partitions=1, value_serializer="raw", acks=acks),
                   name="headroom.global-rules")(evaluate)
+    # Staged rules (pipelines.stages): one agent per combine level, over the partials topics.
+    for level, topic in enumerate(worker.combine_lanes, start=1):
+        app.agent(app.topic(topic, partitions=settings.combiners, value_serializer="raw", acks=acks),
+                  name=f"headroom.combine-{level}")(evaluate)
 
     @app.timer(interval=1.0)
     async def evaluate_quiet_partitions() -> None:
@@ -167,6 +183,8 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
     async def restore_assigned(app: faust.App, assigned: set, **_: object) -> None:
         # Restored now, not at the partition's next message: a partition whose
         # sender died is evaluated by the idle timer and its alerts resolve.
+        for topic in worker.lanes:
+            worker.assign(topic, {tp.partition for tp in assigned if tp.topic == topic})
         if keeper is None:
             return
         for tp in sorted(assigned):

@@ -139,7 +139,7 @@ def receiver(host: str | None, port: int | None, bootstrap: str | None, rule_fil
 
     from pipelines.receiver import run_receiver
 
-    from detector.rules.placement import place_groups
+    from pipelines.stages import global_lane_placement
 
     try:
         settings = _settings(receiver_host=host, receiver_port=port, kafka_bootstrap=bootstrap, rule_files=rule_files,
@@ -149,8 +149,9 @@ def receiver(host: str | None, port: int | None, bootstrap: str | None, rule_fil
     except ValidationError as exc:  # the settings' own messages name the problem; no traceback
         console.print(f"[red]{exc}[/red]")
         sys.exit(2)
-    # The same rule files as the worker's: they say which series the global lane needs.
-    placement = place_groups(_load_groups(settings), settings.partition_by)
+    # The same rule files as the worker's: they say which series the global lane needs
+    # (with staged rules, only the inputs of what the stages cannot separate).
+    placement = global_lane_placement(settings, _load_groups(settings))
     token = bearer_token_file.read_text().strip() if bearer_token_file else None
     try:
         asyncio.run(run_receiver(settings, bearer_token=token, placement=placement))

@@ -74,11 +74,15 @@ class PartitionEngines:
             "models": self.models,
         }
 
+    def groups_for(self, partition: int) -> list[RuleGroup]:
+        """The rule groups a partition's engine evaluates (the same everywhere; staged rules differ)."""
+        return self.groups
+
     def start_empty(self, partition: int, offset: int | None = None) -> PartitionDetectors:
         """Fresh detectors for a partition; with ``offset``, as having folded in everything up to it
         (what a first snapshot of the empty state says)."""
         self._last_ingest_ms[partition] = int(self.clock() * 1000)
-        engine = self.engines[partition] = PartitionDetectors(self.groups, **self._options())
+        engine = self.engines[partition] = PartitionDetectors(self.groups_for(partition), **self._options())
         if offset is not None:
             self.offsets[partition] = offset
         return engine
@@ -87,7 +91,7 @@ class PartitionEngines:
         """Restore a partition from a snapshot taken at ``offset``; one that cannot be
         loaded is logged and the partition starts empty (never a crash)."""
         try:
-            self.engines[partition] = PartitionDetectors.restore(snapshot, self.groups, **self._options())
+            self.engines[partition] = PartitionDetectors.restore(snapshot, self.groups_for(partition), **self._options())
         except SnapshotError as exc:
             log.error("partition %d: cannot load its snapshot at offset %d, starting empty: %s", partition, offset, exc)
             self.start_empty(partition)

@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     # Which anomaly model scores which series (YAML: selector -> model); none: the default model.
     models_file: Path | None = None
     partitions: int = Field(8, ge=1, le=1024)
+    # Two-stage evaluation of rules that combine series across targets (detector.stages,
+    # pipelines.stages): samples partitions send partials to a partials topic of
+    # combine_partitions partitions (0: as many as the samples topic; a second topic,
+    # "<partials_topic>-2", if the rules need a second combine level). Off: the global lane.
+    staged_rules: bool = False
+    partials_topic: str = "headroom-partials"
+    combine_partitions: int = Field(0, ge=0, le=1024)
     partition_by: tuple[str, ...] = ("job", "instance")
 
     rule_files: tuple[Path, ...] = ()
@@ -231,6 +238,16 @@ class Settings(BaseSettings):
         return parse_duration(self.idle_advance)
 
     @property
+    def combiners(self) -> int:
+        """Partitions of each combine level (``combine_partitions``, or as many as the samples topic)."""
+        return self.combine_partitions or self.partitions
+
+    @property
+    def partials_topics(self) -> tuple[str, str]:
+        """The partials topics of the first and second combine levels (the second is used only if needed)."""
+        return self.partials_topic, f"{self.partials_topic}-2"
+
+    @property
     def snapshot_interval_s(self) -> float:
         return parse_duration(self.snapshot_interval) / 1000
 
@@ -266,16 +283,29 @@ class Settings(BaseSettings):
     def topics(self) -> dict[str, int]:
         """Every topic Headroom uses, with its partition count, but the compacted ones (:meth:`compacted_topics`,
         :meth:`state_topics`: they are created with their own configuration)."""
-        return {self.samples_topic: self.partitions, self.global_samples_topic: 1, self.alerts_topic: 1, self.scores_topic: 1,
-                self.forecasts_topic: 1}
+        topics = {self.samples_topic: self.partitions, self.global_samples_topic: 1, self.alerts_topic: 1,
+                  self.scores_topic: 1, self.forecasts_topic: 1}
+        if self.staged_rules:
+            topics.update(dict.fromkeys(self.partials_topics, self.combiners))
+        return topics
 
     def compacted_topics(self) -> dict[str, int]:
         """Topics that keep the latest record per key (created with cleanup.policy=compact)."""
         return {self.metadata_topic: 1}
 
     def state_topics(self) -> dict[str, int]:
-        """The compacted state topic: one partition per samples partition, one for the global lane."""
-        return {self.state_topic: self.partitions + 1}
+        """The compacted state topic: one partition per samples partition, one for the global lane
+        (and, with staged rules, one per partition of each combine level)."""
+        return {self.state_topic: self.partitions + 1 + (2 * self.combiners if self.staged_rules else 0)}
+
+    def state_lanes(self) -> dict[str, int]:
+        """The first state partition of each lane but the samples topic's (which starts at 0)."""
+        lanes = {self.global_samples_topic: self.partitions}
+        if self.staged_rules:
+            first, second = self.partials_topics
+            lanes[first] = self.partitions + 1
+            lanes[second] = self.partitions + 1 + self.combiners
+        return lanes
 
     def write_limits(self) -> WriteLimits:
         return WriteLimits(max_body_bytes=self.max_body_bytes, max_decompressed_bytes=self.max_decompressed_bytes,

@@ -99,7 +99,8 @@ class SnapshotTopic:
     """The state topic and the catch-up reads of the samples topic, over plain aiokafka clients.
 
     Samples partition ``p`` maps to state partition ``p``, the one partition of
-    the global lane to ``partitions``. Records are keyed by app id, lane and
+    the global lane to ``partitions``, and partition ``p`` of another lane (a combine
+    level of staged rules) to ``lanes[lane] + p``. Records are keyed by app id, lane and
     partition, so two apps that share a state topic by mistake never load each
     other's state.
 
@@ -111,8 +112,9 @@ class SnapshotTopic:
     """
 
     def __init__(self, bootstrap: str, topic: str, samples_topic: str, partitions: int, max_bytes: int,
-                 app_id: str = "headroom", alerts_topic: str | None = None) -> None:
+                 app_id: str = "headroom", alerts_topic: str | None = None, lanes: dict[str, int] | None = None) -> None:
         self.app_id = app_id
+        self.lanes = lanes or {}  # first state partition of each lane but the samples topic and the global lane
         self.bootstrap = bootstrap
         self.topic = topic
         self.samples_topic = samples_topic
@@ -123,6 +125,8 @@ class SnapshotTopic:
         self._offsets: AIOKafkaConsumer | None = None  # asks where the alerts topic ends
 
     def state_partition(self, lane: str, partition: int) -> int:
+        if lane in self.lanes:
+            return self.lanes[lane] + partition
         return partition if lane == self.samples_topic else self.partitions
 
     def key(self, lane: str, partition: int) -> bytes:

@@ -37,13 +37,13 @@ from detector.errors import BatchFormatError
 from detector.output.alerts import AlertNotification
 from detector.partition import PartitionOutput
 from detector.rules import RuleGroup
-from detector.rules.placement import place_groups
 from detector.wire.batch import SampleBatch
 from detector.wire.metadata import MetricTypes
 from pipelines.engines import PartitionEngines
 from pipelines.gauges import DetectorGauges
 from pipelines.limits import LimitReport
 from pipelines.settings import Settings
+from pipelines.stages import FRAME_TARGET_BYTES, CombineEngines, Stage1Engines, StagedRules, global_lane_placement, split_frame
 
 log = logging.getLogger("headroom.worker")
 
@@ -68,6 +68,16 @@ class WorkerMetrics:
         self.duplicates = Counter("headroom_worker_duplicate_transitions_suppressed",
                                   "Alert transitions not written again after a takeover: the previous owner wrote them",
                                   registry=registry)
+        # Staged rules (pipelines.stages): what each combine partition this worker owns has taken in.
+        self.partial_rows = Gauge("headroom_combine_partial_rows", "Partial rows a combine partition took in",
+                                  ["lane", "partition"], registry=registry)
+        self.duplicate_rows = Gauge("headroom_combine_duplicate_rows",
+                                    "Partial rows a combine partition received again and dropped (redelivery, replay)",
+                                    ["lane", "partition"], registry=registry)
+        self.pending_rows = Gauge("headroom_combine_pending_rows",
+                                  "Partial rows a combine partition holds for ticks not evaluated yet",
+                                  ["lane", "partition"], registry=registry)
+        self.frames = Counter("headroom_partial_frames", "Partials frames produced, by topic", ["topic"], registry=registry)
 
 
 @dataclass
@@ -76,10 +86,13 @@ class Outgoing:
 
     ``records``: Kafka records by topic, in the order to produce them;
     ``notifications``: for the sinks (live data only); ``snapshots``:
-    ``(lane, partition)`` whose snapshot is due, to take after the records are sent.
+    ``(lane, partition)`` whose snapshot is due, to take after the records are sent;
+    ``to_partitions``: ``(topic, partition, value)`` records for a given partition
+    (partials frames, staged rules), produced before the snapshots too.
     """
 
     records: dict[str, list[Record]] = field(default_factory=dict)
+    to_partitions: list[tuple[str, int, bytes]] = field(default_factory=list)
     notifications: list[AlertNotification] = field(default_factory=list)
     snapshots: list[tuple[str, int]] = field(default_factory=list)
 
@@ -91,9 +104,10 @@ class Outgoing:
             self.records.setdefault(topic, []).extend(records)
         self.notifications += other.notifications
         self.snapshots += other.snapshots
+        self.to_partitions += other.to_partitions
 
     def __bool__(self) -> bool:
-        return bool(self.records or self.notifications or self.snapshots)
+        return bool(self.records or self.notifications or self.snapshots or self.to_partitions)
 
 
 class Worker:
@@ -114,15 +128,26 @@ class Worker:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        self.placement = place_groups(groups, settings.partition_by)
         self.metrics = WorkerMetrics(registry if registry is not None else CollectorRegistry())
         self.limits = LimitReport(self.metrics.registry, settings)  # counters and log lines of pipelines/limits.py
         self.gauges = DetectorGauges()  # latest score and forecast per series, for dashboards (appended to /metrics)
         self.metric_types = metric_types if metric_types is not None else MetricTypes()
-        self.lanes: dict[str, PartitionEngines] = {
-            settings.samples_topic: PartitionEngines(self.placement.local, settings, clock, metric_types=self.metric_types),
+        # With staged rules the samples partitions are stage 1 and each combine level is a lane
+        # of its own (pipelines.stages); only what the stages cannot separate stays global.
+        self.staged = StagedRules(settings, groups) if settings.staged_rules else None
+        self.placement = self.staged.placement() if self.staged is not None else global_lane_placement(settings, groups)
+        samples = (
+            Stage1Engines(self.staged, settings, clock, metric_types=self.metric_types) if self.staged is not None
+            else PartitionEngines(self.placement.local, settings, clock, metric_types=self.metric_types)
+        )
+        self.lanes: dict[str, PartitionEngines | CombineEngines] = {
+            settings.samples_topic: samples,
             settings.global_samples_topic: PartitionEngines(self.placement.global_, settings, clock, detectors=False),
         }
+        self.frame_max_bytes = FRAME_TARGET_BYTES
+        if self.staged is not None:
+            for level, topic in enumerate(self.staged.topics, start=1):
+                self.lanes[topic] = CombineEngines(self.staged, level, clock)
         self.monotonic = monotonic
         self._last_snapshot: dict[tuple[str, int], float] = {}
         self._sent_before: dict[tuple[str, int], set[tuple[str, str, int]]] = {}  # see already_sent
@@ -130,6 +155,12 @@ class Worker:
     @property
     def has_global_lane(self) -> bool:
         return bool(self.placement.global_)
+
+    def assign(self, lane: str, partitions: Iterable[int]) -> None:
+        """Partitions the consumer group assigned here (staged rules: quiet ones still send watermarks)."""
+        engines = self.lanes.get(lane)
+        if isinstance(engines, Stage1Engines):
+            engines.assign(set(partitions))
 
     def assigned(self, lane: str, partition: int) -> bool:
         """Whether the partition has detectors here (restored or started); else restore it before :meth:`handle`."""
@@ -143,8 +174,16 @@ class Worker:
         """Whether transitions the partition's previous owner wrote are still expected again (see :meth:`already_sent`)."""
         return (lane, partition) in self._sent_before
 
-    def decode(self, lane: str, partition: int, offset: int, value: bytes) -> SampleBatch | None:
-        """The batch in a message; an unreadable one is logged and counted, and gives None."""
+    @property
+    def combine_lanes(self) -> tuple[str, ...]:
+        """The partials topics this worker consumes (staged rules), by combine level."""
+        return self.staged.topics if self.staged is not None else ()
+
+    def decode(self, lane: str, partition: int, offset: int, value: bytes) -> SampleBatch | bytes | None:
+        """The batch in a message (a partials frame stays bytes: the combine partition reads it);
+        an unreadable one is logged and counted, and gives None."""
+        if lane in self.combine_lanes:
+            return value
         try:
             return SampleBatch.decode(value)
         except BatchFormatError as exc:
@@ -157,6 +196,8 @@ class Worker:
         engines = self.lanes[lane]
         if engines.folded(partition, offset):
             return Outgoing()  # delivered again after a restart, already in the restored state
+        if lane in self.combine_lanes:
+            return self._combine(lane, partition, offset, value)  # type: ignore[arg-type]
         batch = value if isinstance(value, SampleBatch) else self.decode(lane, partition, offset, value)
         if batch is None:
             engines.skip(partition, offset)
@@ -168,9 +209,41 @@ class Worker:
         self.metrics.dropped.labels("out_of_order").inc(out.engine.out_of_order)
         self.metrics.late.inc(out.engine.late)
         outgoing = self._outgoing(lane, partition, out)
+        if isinstance(engines, Stage1Engines):
+            frames = engines.frames(partition)
+            self._send_frames(self.staged.topics[0], frames, outgoing)  # type: ignore[union-attr]
         if self._snapshot_due(lane, partition):
             outgoing.snapshots.append((lane, partition))
         return outgoing
+
+    def _combine(self, lane: str, partition: int, offset: int, value: bytes) -> Outgoing:
+        """Fold a partials frame into a combine partition; its alerts go out as a samples lane's do."""
+        engines = self.lanes[lane]
+        unreadable = engines.unreadable
+        out = engines.ingest(partition, value, offset=offset)
+        if engines.unreadable > unreadable:
+            self.metrics.bad_messages.inc()
+            return Outgoing()
+        self.metrics.messages.inc()
+        outgoing = self._outgoing(lane, partition, out)
+        level = self.staged.level_of(lane)  # type: ignore[union-attr]
+        if level == 1 and len(self.staged.topics) == 2:  # type: ignore[union-attr]
+            self._send_frames(self.staged.topics[1], engines.take_frames(partition), outgoing)  # type: ignore[union-attr]
+        combiner = engines.engines.get(partition)
+        if combiner is not None and combiner.partition is not None:
+            key = (lane, str(partition))
+            self.metrics.partial_rows.labels(*key).set(combiner.partition.rows_received)
+            self.metrics.duplicate_rows.labels(*key).set(combiner.partition.duplicate_rows)
+            self.metrics.pending_rows.labels(*key).set(combiner.pending_rows())
+        if self._snapshot_due(lane, partition):
+            outgoing.snapshots.append((lane, partition))
+        return outgoing
+
+    def _send_frames(self, topic: str, frames: dict[int, bytes], outgoing: Outgoing) -> None:
+        for dest, frame in sorted(frames.items()):
+            parts = split_frame(frame, self.frame_max_bytes)  # e.g. many ticks at once in a catch-up
+            outgoing.to_partitions += [(topic, dest, part) for part in parts]
+            self.metrics.frames.labels(topic).inc(len(parts))
 
     async def catch_up(self, lane: str, partition: int, send: Callable[[Outgoing], Awaitable[None]]) -> int:
         """Run the evaluations a message left due (``HEADROOM_MAX_EVALUATIONS_PER_STEP`` per step),
@@ -187,21 +260,31 @@ class Worker:
             out = engine.catch_up()
             steps += 1
             self.limits.steps.inc()
-            await send(self._outgoing(lane, partition, out))
+            outgoing = self._outgoing(lane, partition, out)
+            engines = self.lanes[lane]
+            if isinstance(engines, Stage1Engines):  # each step's partials, as after a message
+                self._send_frames(self.staged.topics[0], engines.frames(partition), outgoing)  # type: ignore[union-attr]
+            await send(outgoing)
         return steps
 
     def advance_idle(self) -> Outgoing:
-        """Evaluate quiet live partitions on wall-clock time; what that sends (the 1 s timer's work)."""
+        """Evaluate quiet live partitions on wall-clock time; what that sends (the 1 s timer's work).
+
+        With staged rules every stage-1 partition also sends its new watermark, if it moved
+        (a quiet one too), so the combine partitions never wait for it for ever."""
         outgoing = Outgoing()
         for lane, engines in self.lanes.items():
             for partition, out in engines.advance_idle().items():
                 outgoing.extend(self._outgoing(lane, partition, out))
+            if isinstance(engines, Stage1Engines):
+                for partition in sorted(engines.engines):
+                    self._send_frames(self.staged.topics[0], engines.frames(partition), outgoing)  # type: ignore[union-attr]
         return outgoing
 
     def learned_types(self, families: set[str]) -> None:
         """New metric types from the metadata topic: rescore the series whose counter-ness changed."""
         self.metrics.metric_types.set(len(self.metric_types))
-        self.metrics.reclassified.inc(self.lanes[self.settings.samples_topic].reclassify())
+        self.metrics.reclassified.inc(self.lanes[self.settings.samples_topic].reclassify())  # type: ignore[union-attr]
         log.info("learned the types of %d metric families (%d known)", len(families), len(self.metric_types))
 
     def already_sent(self, lane: str, partition: int, sent: Iterable[tuple[str, str, int]]) -> None:
@@ -222,6 +305,12 @@ class Worker:
         for partition in partitions:
             self._last_snapshot.pop((lane, partition), None)
             self._sent_before.pop((lane, partition), None)
+            if lane in self.combine_lanes:  # another worker reports it now
+                for gauge in (self.metrics.partial_rows, self.metrics.duplicate_rows, self.metrics.pending_rows):
+                    try:
+                        gauge.remove(lane, str(partition))
+                    except KeyError:
+                        pass
 
     def _snapshot_due(self, lane: str, partition: int) -> bool:
         """After a partition's first message here, then every ``HEADROOM_SNAPSHOT_INTERVAL``: offsets are

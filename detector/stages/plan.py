@@ -194,6 +194,11 @@ class StagePlan:
     def global_groups(self) -> list[RuleGroup]:
         return [g.group for g in self.groups if g.is_global]
 
+    @property
+    def global_selectors(self) -> tuple:
+        """The matchers of every selector of the still-global groups (what the receiver copies there)."""
+        return self._global_selectors
+
     def feeds_global(self, labels: Labels) -> bool:
         """Whether a raw series is an input of a still-global group."""
         values = dict(labels)

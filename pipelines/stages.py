@@ -1,0 +1,391 @@
+"""The lanes of staged rules (``HEADROOM_STAGED_RULES``, issue 13): the Kafka side of :mod:`detector.stages`.
+
+With staged rules on, a worker's lanes are:
+
+* the samples topic, where each partition is a stage-1 partition
+  (:class:`Stage1Engines`): its detectors as before, whose rule engine also
+  computes the partials of staged rules; after each message (and each idle
+  advance of the 1 s timer) the partition's frames go to the partials topic,
+  one per combine partition (:meth:`Stage1Engines.frames`);
+* the partials topic (``HEADROOM_PARTIALS_TOPIC``, ``HEADROOM_COMBINE_PARTITIONS``
+  partitions): a :class:`~detector.stages.combine.CombinePartition` per partition
+  (:class:`CombineEngines`), whose alerts go out as the samples lanes' do;
+* ``<partials topic>-2`` when the plan has a second combine level;
+* the global lane, for what the stages cannot separate (:meth:`StagedRules.placement`).
+
+Both kinds keep the interface of :class:`~pipelines.engines.PartitionEngines`
+that :class:`~pipelines.state.StateKeeper` uses, so combine partitions are
+snapshotted with the offset of the last frame folded in, and restored and
+replayed from there; frames seen again are dropped by the core.
+
+A combine partition is created once every upstream partition has sent a frame
+(the frames before are kept, in its snapshot too): the first tick any of them
+carries is the origin of its evaluations, so it starts where the data starts.
+
+>>> from detector.promql import compile_expr
+>>> from detector.rules import AlertingRule, RuleGroup
+>>> from detector.wire.batch import SampleBatch
+>>> from pipelines.settings import Settings
+>>> rule = AlertingRule("Few", compile_expr("sum by (ns) (up) < 3"), "sum by (ns) (up) < 3")
+>>> staged = StagedRules(Settings(partitions=2, staged_rules=True), [RuleGroup("g", "f.yml", 15_000, (rule,))])
+>>> stage1 = Stage1Engines(staged, Settings(partitions=2, anomaly_scores=False, forecasts=False), clock=lambda: 0.0)
+>>> combine = CombineEngines(staged, level=1)
+>>> up = lambda i: (("__name__", "up"), ("instance", f"i{i}"), ("ns", "web"))
+>>> for p in (0, 1):
+...     _ = stage1.ingest(p, SampleBatch.from_series([(up(p), [(0, 1.0)])]), offset=0)
+...     for dest, frame in stage1.frames(p).items():
+...         out = combine.ingest(dest, frame, offset=p)
+>>> [(t.labels, t.value, t.state) for t in out.transitions]
+[((('alertname', 'Few'), ('ns', 'web')), 2.0, 'firing')]
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from detector.partition import PartitionOutput
+from detector.rules import RuleGroup
+from detector.rules.engine import EngineOutput, RuleEngine, is_live
+from detector.rules.placement import Placement, place_groups
+from detector.snapshot import SnapshotError, decode, encode
+from detector.stages.combine import SNAPSHOT_RECORDS, CombinePartition
+from detector.stages.frames import Block, Frame, FrameFormatError, decode_frame, encode_frame
+from detector.stages.plan import StagePlan
+from detector.stages.stage1 import Outbox, partial_groups
+from detector.store import EMPTY
+from pipelines.engines import PartitionEngines
+from pipelines.settings import Settings
+
+log = logging.getLogger("headroom.worker")
+
+
+class StagedRules:
+    """The stage plan of a rule set, and the topics and partition counts of its stages."""
+
+    def __init__(self, settings: Settings, groups: list[RuleGroup]) -> None:
+        self.settings = settings
+        self.plan = StagePlan(groups, settings.partition_by)
+        self.sources = settings.partitions  # stage-1 partitions
+        self.combiners = settings.combiners  # partitions of each combine level
+        self.topics = settings.partials_topics[: self.plan.levels]  # one per combine level
+
+    def placement(self) -> Placement:
+        """What the receiver copies to the global lane: only what the stages cannot separate."""
+        return Placement([], self.plan.global_groups(), self.plan.global_selectors)
+
+    def level_of(self, lane: str) -> int | None:
+        """1 or 2 for a partials topic, None for another lane."""
+        return self.topics.index(lane) + 1 if lane in self.topics else None
+
+
+def global_lane_placement(settings: Settings, groups: list[RuleGroup]) -> Placement:
+    """Which groups the global lane evaluates and which series the receiver copies there."""
+    if settings.staged_rules:
+        return StagedRules(settings, groups).placement()
+    return place_groups(groups, settings.partition_by)
+
+
+class Stage1Engines(PartitionEngines):
+    """The samples lane with staged rules: each partition's engine also puts out partials, as frames."""
+
+    def __init__(self, staged: StagedRules, settings: Settings, clock: Callable[[], float] = time.time, **options) -> None:
+        super().__init__([], settings, clock, **options)
+        self.staged = staged
+        self.outboxes: dict[int, Outbox] = {}
+        self.assigned_at: dict[int, int] = {}  # wall-clock ms each assigned partition was assigned here
+        # The combine partitions evaluate at multiples of these: a watermark-only frame matters once it passes one.
+        self.intervals = sorted({g.group.interval_ms for g in staged.plan.groups if not g.is_global}) or [1]
+
+    def assign(self, partitions: set[int]) -> None:
+        """Partitions the group gave this worker: one that never gets a sample still advances (see advance_idle)."""
+        now_ms = int(self.clock() * 1000)
+        for partition in partitions:
+            self.assigned_at.setdefault(partition, now_ms)
+
+    def advance_idle(self) -> dict[int, PartitionOutput]:
+        """As for any samples lane; besides, a partition that has had no sample at all for
+        ``HEADROOM_IDLE_ADVANCE`` since it was assigned follows the wall clock that far behind, so
+        the combine partitions, which wait for every stage-1 partition's watermark, never wait
+        for it for ever (samples it gets later, older than that, are late, as after any idle advance)."""
+        outputs = super().advance_idle()
+        idle_ms = self.settings.idle_advance_ms
+        if idle_ms <= 0:
+            return outputs
+        now_ms = int(self.clock() * 1000)
+        for partition, since in self.assigned_at.items():
+            engine = self.engines.get(partition)
+            if engine is None:
+                if now_ms - since < idle_ms:
+                    continue
+                engine = self.start_empty(partition)
+            if engine.newest == EMPTY and now_ms - idle_ms > engine.watermark:
+                outputs[partition] = engine.advance_to(now_ms - idle_ms)
+        return outputs
+
+    def groups_for(self, partition: int) -> list[RuleGroup]:
+        # Each partition's partial rules write to its own outbox: groups per partition.
+        staged = self.staged
+        outbox = self.outboxes[partition] = Outbox(staged.plan, partition, staged.sources, staged.combiners)
+        return partial_groups(staged.plan, staged.plan.stage1_parts(), outbox)
+
+    def frames(self, partition: int) -> dict[int, bytes]:
+        """The frames to send now, by combine partition: the partials put out since the last call, with
+        the instant evaluated through; or, without partials, that instant alone once it passed a tick
+        (of any group) the last frame had not. Else none: a combine partition waits only for
+        watermarks to pass ticks, so a frame to every combine partition at every message or
+        timer second would be waste.
+        """
+        engine, outbox = self.engines.get(partition), self.outboxes.get(partition)
+        if engine is None or outbox is None or engine.watermark == EMPTY:
+            return {}
+        through = evaluated_through(engine.rules)
+        if not outbox.items and not any(through // i > outbox.sent_watermark // i for i in self.intervals):
+            return {}
+        return outbox.frames(through)
+
+    def forget(self, partitions: set[int]) -> None:
+        super().forget(partitions)
+        for partition in partitions:
+            self.outboxes.pop(partition, None)
+            self.assigned_at.pop(partition, None)
+
+
+FRAME_TARGET_BYTES = 900_000
+"""Frames are cut by tick to stay under this size: Kafka refuses records over 1 MB by default."""
+
+
+def split_frame(data: bytes, max_bytes: int = FRAME_TARGET_BYTES) -> list[bytes]:
+    """A frame cut into frames of whole ticks, each at most ``max_bytes`` where one tick allows.
+
+    Each part but the last carries the watermark just before the next part's
+    first tick, so the combine partition, which drops rows for ticks at or before
+    a source's watermark, keeps every part; the last carries the frame's own.
+    The rows of one tick stay in one part (a second part for a tick would replace
+    the first's partials), so a single tick bigger than ``max_bytes`` is one part.
+
+    >>> import numpy as np
+    >>> from detector.stages.frames import Block, Frame, encode_frame
+    >>> blocks = [Block(0, t, [(("ns", "a"),)], np.array([[1.0]])) for t in (15_000, 30_000, 45_000)]
+    >>> parts = split_frame(encode_frame(Frame(7, 0, 2, 1, 50_000, blocks)), max_bytes=100)
+    >>> [(decode_frame(p).watermark, [b.tick for b in decode_frame(p).blocks]) for p in parts]
+    [(29999, [15000]), (44999, [30000]), (50000, [45000])]
+    """
+    if len(data) <= max_bytes:
+        return [data]
+    frame = decode_frame(data)
+    by_tick: dict[int, list[Block]] = {}
+    for block in frame.blocks:
+        by_tick.setdefault(block.tick, []).append(block)
+    parts: list[list[Block]] = [[]]
+    size = 0
+    for tick in sorted(by_tick):
+        grow = sum(_block_bytes(b) for b in by_tick[tick])
+        if parts[-1] and size + grow > max_bytes:
+            parts.append([])
+            size = 0
+        parts[-1] += by_tick[tick]
+        size += grow
+    if len(parts) == 1:
+        return [data]
+    out = []
+    for i, blocks in enumerate(parts):
+        last = i == len(parts) - 1
+        watermark = frame.watermark if last else min(b.tick for b in parts[i + 1]) - 1
+        failures = [f for f in frame.failures if (last or f.tick <= watermark) and
+                    (i == 0 or f.tick > min(b.tick for b in blocks) - 1)]
+        out.append(encode_frame(Frame(frame.fingerprint, frame.source, frame.sources, frame.seq, watermark, blocks, failures)))
+    return out
+
+
+def _block_bytes(block: Block) -> int:
+    return 24 + sum(16 + 24 * len(labels) for labels in block.labels) + block.values.nbytes  # an estimate
+
+
+def evaluated_through(engine: RuleEngine) -> int:
+    """The instant every tick up to which a stage-1 engine has evaluated: the watermark a frame may carry.
+
+    The engine's watermark, or just before the first tick still due where some are left for later
+    steps (``HEADROOM_MAX_EVALUATIONS_PER_STEP``) or wait for a group's evaluation delay: a combine
+    partition evaluates a tick once every frame's watermark passed it, and drops partials for it
+    that come later. (``_next_tick`` is read here because the engine has no public form of it.)
+
+    >>> engine = RuleEngine([])
+    >>> engine.watermark, engine._next_tick = 60_000, [30_000, 75_000]
+    >>> evaluated_through(engine)
+    29999
+    """
+    due = [tick - 1 for tick in engine._next_tick if tick is not None and tick <= engine.watermark]
+    return min(due, default=engine.watermark)
+
+
+class Combiner:
+    """One combine partition: the frames kept until every upstream has reported, then the
+    :class:`~detector.stages.combine.CombinePartition` they start (see the module docstring)."""
+
+    def __init__(self, staged: StagedRules, index: int, level: int) -> None:
+        self.staged, self.index, self.level = staged, index, level
+        self.sources = staged.sources if level == 1 else staged.combiners
+        self.early: list[bytes] = []  # frames before every upstream reported
+        self.partition: CombinePartition | None = None
+
+    @property
+    def watermark(self) -> int:
+        return self.partition.watermark if self.partition is not None else EMPTY
+
+    pending = False  # evaluations left due (as PartitionDetectors.pending): a frame runs all it made due
+
+    def receive(self, data: bytes) -> EngineOutput:
+        """Take one frame (:class:`FrameFormatError` if it is not one for this rule set; nothing kept then)."""
+        if self.partition is not None:
+            return self.partition.receive(data)
+        frame = decode_frame(data)
+        if frame.fingerprint != self.staged.plan.fingerprint or frame.sources != self.sources:
+            raise FrameFormatError(f"partials frame for another rule set or partitioning (fingerprint {frame.fingerprint:#x}, "
+                                   f"{frame.sources} sources; this partition runs {self.staged.plan.fingerprint:#x}, "
+                                   f"{self.sources} sources)")
+        self.early.append(data)
+        frames = [decode_frame(f) for f in self.early]
+        if len({f.source for f in frames}) < self.sources:
+            return EngineOutput()
+        ticks = [b.tick for f in frames for b in f.blocks]
+        origin = min(ticks) if ticks else min(f.watermark for f in frames) + 1
+        self.partition = self._create(origin)
+        out = EngineOutput()
+        for early in self.early:
+            step = self.partition.receive(early)
+            out.transitions += step.transitions
+            out.notifications += step.notifications
+            out.errors += step.errors
+        self.early = []
+        return out
+
+    def take_frames(self) -> dict[int, bytes]:
+        return self.partition.take_frames() if self.partition is not None else {}
+
+    def _create(self, origin: int) -> CombinePartition:
+        staged, settings = self.staged, self.staged.settings
+        deep = staged.plan.levels == 2 and self.level == 1
+        return CombinePartition(staged.plan, self.index, staged.combiners, self.sources, start_ms=origin, level=self.level,
+                                next_count=staged.combiners if deep else 0, lookback_ms=settings.lookback_ms,
+                                resend_delay_ms=settings.resend_delay_ms)
+
+    def snapshot(self) -> bytes:
+        state = self.partition.snapshot_state() if self.partition is not None else None
+        return encode({"early": list(self.early), "partition": state}, SNAPSHOT_RECORDS)
+
+    def restore(self, data: bytes) -> None:
+        """Load :meth:`snapshot` bytes; :class:`SnapshotError` if they do not fit."""
+        state = decode(data, SNAPSHOT_RECORDS)
+        if not isinstance(state, dict) or set(state) != {"early", "partition"}:
+            raise SnapshotError("corrupt snapshot: not the state of a combine partition")
+        self.early = list(state["early"])
+        if state["partition"] is None:
+            self.partition = None
+            return
+        partition = self._create(0)  # the restored engine carries its own next ticks
+        partition.restore_state(dict(state["partition"]))
+        self.partition = partition
+
+    def pending_rows(self) -> int:
+        if self.partition is None:
+            return 0
+        return sum(len(p.labels) for parts in self.partition.pending.values() for p in parts.values())
+
+
+class CombineEngines:
+    """The combine partitions of one level a worker owns, with the offset of the last frame each folded in.
+
+    The interface :class:`~pipelines.state.StateKeeper` and :class:`~pipelines.worker.Worker`
+    use of :class:`~pipelines.engines.PartitionEngines`; "batches" here are frame bytes.
+    """
+
+    def __init__(self, staged: StagedRules, level: int, clock: Callable[[], float] = time.time) -> None:
+        self.staged, self.level, self.clock = staged, level, clock
+        self.engines: dict[int, Combiner] = {}
+        self.offsets: dict[int, int] = {}
+        self.unreadable = 0  # frames skipped as unreadable, since start
+
+    def start_empty(self, partition: int, offset: int | None = None) -> Combiner:
+        combiner = self.engines[partition] = Combiner(self.staged, partition, self.level)
+        if offset is not None:
+            self.offsets[partition] = offset
+        return combiner
+
+    def restore(self, partition: int, snapshot: bytes, offset: int) -> bool:
+        combiner = Combiner(self.staged, partition, self.level)
+        try:
+            combiner.restore(snapshot)
+        except SnapshotError as exc:
+            log.error("combine partition %d: cannot load its snapshot at offset %d, starting empty: %s", partition, offset, exc)
+            self.start_empty(partition)
+            return False
+        self.engines[partition] = combiner
+        self.offsets[partition] = offset
+        return True
+
+    def snapshot(self, partition: int) -> tuple[int, bytes] | None:
+        combiner, offset = self.engines.get(partition), self.offsets.get(partition)
+        if combiner is None or offset is None:
+            return None
+        try:
+            return offset, combiner.snapshot()
+        except SnapshotError as exc:
+            log.error("combine partition %d: cannot snapshot its state: %s", partition, exc)
+            return None
+
+    def folded(self, partition: int, offset: int) -> bool:
+        return offset <= self.offsets.get(partition, -1)
+
+    def gap_before(self, partition: int, offset: int) -> bool:
+        last = self.offsets.get(partition)
+        return last is not None and offset > last + 1
+
+    def skip(self, partition: int, offset: int) -> None:
+        if partition in self.engines:
+            self.offsets[partition] = offset
+
+    def ingest(self, partition: int, frame: bytes, offset: int | None = None) -> PartitionOutput:
+        """Fold in one frame. One that is not a frame of this rule set is logged, counted in
+        ``unreadable`` and skipped (nothing of it kept), never a crash: also in a catch-up."""
+        combiner = self.engines.get(partition)
+        if combiner is None:
+            combiner = self.start_empty(partition)
+        try:
+            out = combiner.receive(frame)
+        except FrameFormatError as exc:
+            self.unreadable += 1
+            log.error("combine level %d partition %d: skipping unreadable partials frame at offset %s: %s",
+                      self.level, partition, offset, exc)
+            out = EngineOutput()
+        if offset is not None:
+            self.offsets[partition] = offset
+        return PartitionOutput(out, list(out.transitions), notifications=list(out.notifications))
+
+    def take_frames(self, partition: int) -> dict[int, bytes]:
+        """Frames for the second combine level, by partition (empty without one)."""
+        combiner = self.engines.get(partition)
+        return combiner.take_frames() if combiner is not None else {}
+
+    def catch_up(self, partition: int) -> None:
+        pass  # nothing is ever left due (Combiner.pending)
+
+    def advance_idle(self) -> dict[int, PartitionOutput]:
+        return {}  # a combine partition follows its upstream partitions' watermarks, never the wall clock
+
+    def is_live(self, partition: int) -> bool:
+        combiner = self.engines.get(partition)
+        return combiner is not None and combiner.watermark != EMPTY and is_live(combiner.watermark, int(self.clock() * 1000))
+
+    def reclassify(self) -> int:
+        return 0
+
+    def forget(self, partitions: set[int]) -> None:
+        for partition in partitions:
+            self.engines.pop(partition, None)
+            self.offsets.pop(partition, None)
+
+
+__all__ = ["CombineEngines", "Combiner", "Stage1Engines", "StagedRules", "evaluated_through", "global_lane_placement",
+           "split_frame"]

@@ -1,0 +1,265 @@
+"""Staged rules in the worker (pipelines.stages, pipelines.worker), without Kafka: frames routed by hand.
+
+Stage-1 partitions' frames are fed to the combine lane as Kafka would deliver
+them (per combine partition, in order, with offsets); the alerts must be those
+of one rule engine over all the series, also after a combine partition is
+snapshotted, dropped and restored, and frames after the snapshot re-delivered.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+from detector.labels import partition_for
+from detector.promql import compile_expr
+from detector.rules import AlertingRule, RuleGroup
+from detector.rules.engine import RuleEngine
+from detector.wire.batch import SampleBatch
+from pipelines.settings import Settings
+from pipelines.worker import Outgoing, Worker
+
+SAMPLES, PARTIALS, ALERTS = "headroom-samples", "headroom-partials", "headroom-alerts"
+T0 = 1_700_000_000_000 // 15_000 * 15_000
+STEP = 15_000
+PARTITIONS = 4
+EXPR = "sum by (namespace) (up) < 5"
+
+
+def groups() -> list[RuleGroup]:
+    rule = AlertingRule("FewUp", compile_expr(EXPR), EXPR, for_ms=30_000)
+    return [RuleGroup("g", "inline", STEP, (rule,))]
+
+
+def series(i: int) -> tuple:
+    return (("__name__", "up"), ("instance", f"host-{i}:9100"), ("job", "node"), ("namespace", f"ns-{i % 2}"))
+
+
+def value(i: int, step: int) -> float:
+    return 0.0 if (i % 2 == 0 and 5 <= step < 15 and i < 6) else 1.0  # ns-0 loses 3 of its 5 targets for a while
+
+
+TARGETS = [series(i) for i in range(10)]
+STEPS = 25
+
+
+class Kafka:
+    """Topic partitions as lists: what the worker produced, for the combine lane to consume."""
+
+    def __init__(self) -> None:
+        self.log: dict[tuple[str, int], list[bytes]] = defaultdict(list)
+        self.read: dict[tuple[str, int], int] = defaultdict(int)
+
+    def produce(self, out: Outgoing) -> None:
+        for topic, partition, frame in out.to_partitions:
+            self.log[(topic, partition)].append(frame)
+
+    def drain(self, worker: Worker, alerts: list[dict]) -> None:
+        """Deliver every frame not read yet (the first level's frames send more to the second)."""
+        progress = True
+        while progress:
+            progress = False
+            for (topic, partition), frames in sorted(self.log.items()):
+                while self.read[(topic, partition)] < len(frames):
+                    offset = self.read[(topic, partition)]
+                    self.read[(topic, partition)] += 1
+                    out = worker.handle(topic, partition, offset, frames[offset])
+                    self.produce(out)
+                    alerts += [json.loads(v) for _, v in out.records.get(ALERTS, [])]
+                    progress = True
+
+
+def staged_worker() -> Worker:
+    settings = Settings(partitions=PARTITIONS, staged_rules=True, combine_partitions=3, anomaly_scores=False,
+                        forecasts=False, max_lateness="0s")
+    return Worker(settings, groups(), clock=lambda: T0 / 1000 + 10 * 365 * 86400)
+
+
+def expected() -> list[tuple]:
+    engine = RuleEngine(groups())
+    out = engine.ingest(SampleBatch.from_series([(s, [(T0 + k * STEP, value(i, k)) for k in range(STEPS)])
+                                                for i, s in enumerate(TARGETS)]))
+    return sorted((t.labels, t.state, t.eval_time, t.value) for t in out.transitions)
+
+
+def got(alerts: list[dict]) -> list[tuple]:
+    return sorted((tuple(sorted(a["labels"].items())), a["state"], a["eval_time"], float(a["value"])) for a in alerts)
+
+
+def run(restore_at: int | None = None) -> tuple[Worker, list[dict]]:
+    worker, kafka, alerts = staged_worker(), Kafka(), []
+    by_partition = defaultdict(list)
+    for i, s in enumerate(TARGETS):
+        by_partition[partition_for(s, PARTITIONS)].append(i)
+    assert len(by_partition) == PARTITIONS  # every stage-1 partition has targets
+    for k in range(STEPS):
+        for p in range(PARTITIONS):
+            batch = SampleBatch.from_series([(TARGETS[i], [(T0 + k * STEP, value(i, k))]) for i in by_partition[p]])
+            kafka.produce(worker.handle(SAMPLES, p, k, batch.encode()))
+        kafka.drain(worker, alerts)
+        if k == restore_at:
+            lane = worker.lanes[PARTIALS]
+            saved = {p: lane.snapshot(p) for p in list(lane.engines)}
+            worker.forget(PARTIALS, set(saved))
+            for p, (offset, data) in saved.items():
+                assert lane.restore(p, data, offset - 2)  # as if the snapshot were older: two frames come again
+                kafka.read[(PARTIALS, p)] = offset - 1
+    return worker, alerts
+
+
+def test_staged_alerts_equal_one_engine_over_all_series() -> None:
+    want = expected()
+    assert {s for _, s, _, _ in want} == {"pending", "firing", "inactive"}
+    worker, alerts = run()
+    assert got(alerts) == want
+    rows = [c.partition.rows_received for c in worker.lanes[PARTIALS].engines.values()]
+    assert sum(rows) > 0
+    assert worker.placement.global_ == []  # nothing left for the global lane
+
+
+def test_combine_partitions_restored_from_snapshots_drop_what_comes_again() -> None:
+    worker, alerts = run(restore_at=8)
+    # The transitions made again from the restored state are the same; the worker writes what it makes.
+    assert sorted(set(got(alerts))) == expected()
+    dropped = sum(c.partition.duplicate_rows for c in worker.lanes[PARTIALS].engines.values())
+    assert dropped > 0
+
+
+def test_an_unreadable_partials_frame_is_skipped_not_a_crash() -> None:
+    worker = staged_worker()
+    assert not worker.handle(PARTIALS, 0, 0, b"not a frame")
+    assert worker.metrics.bad_messages._value.get() == 1
+    assert worker.lanes[PARTIALS].folded(0, 0)  # counted as done (a snapshot may cover it), as an unreadable batch
+
+
+def test_a_samples_partition_without_any_sample_still_lets_the_combine_stage_evaluate() -> None:
+    """Live data in three of four partitions: the fourth, assigned and empty, follows the wall clock after
+    HEADROOM_IDLE_ADVANCE, so the combine partitions (which wait for every upstream) evaluate."""
+    now = {"ms": T0}
+    settings = Settings(partitions=PARTITIONS, staged_rules=True, anomaly_scores=False, forecasts=False,
+                        max_lateness="0s", idle_advance="5s")
+    worker = Worker(settings, groups(), clock=lambda: now["ms"] / 1000, monotonic=lambda: now["ms"] / 1000)
+    worker.assign(SAMPLES, range(PARTITIONS))
+    kafka, alerts = Kafka(), []
+    quiet = PARTITIONS - 1
+    used = [(i, s) for i, s in enumerate(TARGETS) if partition_for(s, PARTITIONS) != quiet]
+    steps = 9
+    for k in range(steps):
+        now["ms"] = T0 + k * STEP + 1000
+        for p in range(quiet):
+            batch = SampleBatch.from_series([(s, [(T0 + k * STEP, value(i, k))]) for i, s in used
+                                             if partition_for(s, PARTITIONS) == p])
+            kafka.produce(worker.handle(SAMPLES, p, k, batch.encode()))
+        kafka.drain(worker, alerts)
+    assert alerts == []  # the combine stage waits for partition 3
+    now["ms"] = T0 + (steps - 1) * STEP + 6000  # quiet for more than 5 s
+    kafka.produce(worker.advance_idle())
+    kafka.drain(worker, alerts)
+    engine = RuleEngine(groups())
+    out = engine.ingest(SampleBatch.from_series([(s, [(T0 + k * STEP, value(i, k)) for k in range(steps)]) for i, s in used]))
+    want = sorted((t.labels, t.state, t.eval_time, t.value) for t in out.transitions)
+    assert {s for _, s, _, _ in want} == {"pending", "firing"}
+    assert got(alerts) == want
+
+
+def test_a_second_combine_level_over_a_join_that_copies_labels() -> None:
+    """sum by (team) over a join on ns: the first level joins and sums by team, the second level
+    (the "-2" partials topic) adds those up; the alerts are one engine's."""
+    expr = "sum by (team) (x * on(ns) group_left(team) ns_team) > 5"
+    rule_groups = [RuleGroup("g", "inline", STEP, (AlertingRule("TeamBusy", compile_expr(expr), expr),))]
+    settings = Settings(partitions=PARTITIONS, staged_rules=True, combine_partitions=3, anomaly_scores=False,
+                        forecasts=False, max_lateness="0s")
+    worker = Worker(settings, rule_groups, clock=lambda: T0 / 1000 + 10 * 365 * 86400)
+    assert worker.combine_lanes == (PARTIALS, PARTIALS + "-2")
+    xs = [(("__name__", "x"), ("instance", f"i{i}"), ("job", "app"), ("ns", f"ns-{i % 3}")) for i in range(9)]
+    teams = [(("__name__", "ns_team"), ("instance", "ksm"), ("job", "kube"), ("ns", f"ns-{k}"), ("team", f"t{k % 2}"))
+             for k in range(3)]
+    data = [(s, [(T0 + k * STEP, float((i + k) % 4)) for k in range(12)]) for i, s in enumerate(xs)]
+    data += [(s, [(T0 + k * STEP, 1.0) for k in range(12)]) for s in teams]
+    kafka, alerts = Kafka(), []
+    for k in range(12):
+        for p in range(PARTITIONS):
+            batch = SampleBatch.from_series([(s, [pt for pt in points if pt[0] == T0 + k * STEP]) for s, points in data
+                                             if partition_for(s, PARTITIONS) == p])
+            if len(batch):
+                kafka.produce(worker.handle(SAMPLES, p, k, batch.encode()))
+        kafka.drain(worker, alerts)
+    engine = RuleEngine(rule_groups)
+    want = sorted((t.labels, t.state, t.eval_time, t.value) for t in engine.ingest(SampleBatch.from_series(data)).transitions)
+    assert {s for _, s, _, _ in want} >= {"firing", "inactive"}
+    assert got(alerts) == want
+    assert any(topic == PARTIALS + "-2" for topic, _ in kafka.log)
+
+
+def test_the_receiver_copies_to_the_global_lane_only_what_the_stages_cannot_separate() -> None:
+    from detector.rules import RecordingRule
+    from pipelines.stages import global_lane_placement
+
+    def rule(cls, name, expr):
+        return cls(name, compile_expr(expr), expr)
+
+    rule_groups = [
+        RuleGroup("up", "inline", STEP, (rule(AlertingRule, "FewUp", EXPR),)),  # staged
+        # A staged recording read at another interval: the stages cannot separate them, both stay global.
+        RuleGroup("rec", "inline", STEP, (rule(RecordingRule, "ns:x:sum", "sum by (ns) (x)"),)),
+        RuleGroup("all", "inline", 2 * STEP, (rule(AlertingRule, "Total", "sum(ns:x:sum) > 1"),)),
+    ]
+    x = (("__name__", "x"), ("instance", "a"), ("job", "api"), ("ns", "n"))
+    today = global_lane_placement(Settings(), rule_groups)
+    staged = global_lane_placement(Settings(staged_rules=True), rule_groups)
+    assert [g.name for g in today.global_] == ["up", "rec", "all"] and today.feeds_global_lane(TARGETS[0])
+    assert [g.name for g in staged.global_] == ["rec", "all"]
+    assert not staged.feeds_global_lane(TARGETS[0]) and staged.feeds_global_lane(x)
+
+
+def test_evaluations_left_for_later_steps_are_not_claimed_done_by_a_frame() -> None:
+    """A message with every step at once, two evaluations per step (HEADROOM_MAX_EVALUATIONS_PER_STEP):
+    a frame's watermark says only what was evaluated, so the combine stage waits for the rest."""
+    import asyncio
+
+    settings = Settings(partitions=PARTITIONS, staged_rules=True, combine_partitions=3, anomaly_scores=False,
+                        forecasts=False, max_lateness="0s", max_evaluations_per_step=2)
+    worker = Worker(settings, groups(), clock=lambda: T0 / 1000 + 10 * 365 * 86400)
+    kafka, alerts = Kafka(), []
+
+    async def send(out: Outgoing) -> None:
+        kafka.produce(out)
+        kafka.drain(worker, alerts)
+
+    for p in range(PARTITIONS):
+        batch = SampleBatch.from_series([(s, [(T0 + k * STEP, value(i, k)) for k in range(STEPS)])
+                                         for i, s in enumerate(TARGETS) if partition_for(s, PARTITIONS) == p])
+        first = worker.handle(SAMPLES, p, 0, batch.encode())
+        assert worker.lanes[SAMPLES].engines[p].pending  # steps left for catch_up
+        asyncio.run(send(first))
+        assert asyncio.run(worker.catch_up(SAMPLES, p, send)) > 0
+    assert got(alerts) == expected()
+
+
+def test_a_frame_too_big_for_one_record_goes_as_several_by_tick() -> None:
+    """Every step in one message: one frame per combine partition with 25 ticks, cut into records of a
+    few ticks each; the alerts are still one engine's."""
+    worker, kafka, alerts = staged_worker(), Kafka(), []
+    worker.frame_max_bytes = 600
+    for p in range(PARTITIONS):
+        batch = SampleBatch.from_series([(s, [(T0 + k * STEP, value(i, k)) for k in range(STEPS)])
+                                         for i, s in enumerate(TARGETS) if partition_for(s, PARTITIONS) == p])
+        out = worker.handle(SAMPLES, p, 0, batch.encode())
+        assert len(out.to_partitions) > 3  # more records than combine partitions
+        kafka.produce(out)
+    kafka.drain(worker, alerts)
+    assert got(alerts) == expected()
+
+
+def test_a_stage1_partition_sends_frames_only_for_partials_or_a_watermark_past_a_tick() -> None:
+    worker = staged_worker()
+    target = next(s for s in TARGETS if partition_for(s, PARTITIONS) == 0)
+
+    def sent(offset: int, t_ms: int) -> int:
+        out = worker.handle(SAMPLES, 0, offset, SampleBatch.from_series([(target, [(t_ms, 1.0)])]).encode())
+        out.extend(worker.advance_idle())
+        return len(out.to_partitions)
+
+    assert sent(0, T0) == 3  # tick T0 evaluated: its partials to each of the 3 combine partitions
+    assert sent(1, T0 + 5_000) == 0  # the watermark moved, but past no tick
+    assert sent(2, T0 + STEP) == 3
