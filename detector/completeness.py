@@ -21,12 +21,14 @@ milliseconds; a sample that does arrive early is still stored, read by every
 later evaluation, and counted as late). Not every series may hold the others
 back:
 
-* a series seen once has no gap yet: it does not hold (a new series must not
-  stall a partition);
+* only a *regular* series predicts its next sample: one whose last two gaps
+  agree within the tolerance. A new series, one seen twice, or one sent at
+  irregular times (pushed on events, a probe) does not hold: it must not stall
+  a partition;
 * a series whose newest sample is a staleness marker has ended: it does not hold;
-* a series nothing has arrived for in ``silence_ms`` while the partition kept
-  receiving (a target removed without a staleness marker, a shard that died)
-  does not hold. Silence is counted on an *active* clock that advances with
+* a series nothing has arrived for in ``3 x gap + 5 s`` (its sender's
+  batching), at most ``silence_ms``, while the partition kept receiving (a
+  target removed without a staleness marker, a shard that died) does not hold. Silence is counted on an *active* clock that advances with
   arrivals, by at most ``silence_ms / 2`` between two of them: after an outage
   of the sender, every series is not suddenly silent, so the catch-up that
   follows is evaluated on complete data too;
@@ -40,17 +42,17 @@ in replay, where arrival order is event order).
 >>> import numpy as np
 >>> tracker = CompletenessTracker(max_lateness_ms=120_000, silence_ms=30_000)
 >>> rows = np.array([0, 1])
->>> tracker.observe(rows, np.array([0, 0]), arrival_ms=0)
->>> tracker.observe(rows, np.array([15_000, 15_000]), arrival_ms=15_000)
->>> tracker.watermark(newest_ms=15_000, now_ms=15_000)   # both series: next sample near 30 s
-28500
->>> tracker.observe(np.array([0]), np.array([30_000]), arrival_ms=30_000)  # series 1's shard is slow
->>> tracker.watermark(newest_ms=30_000, now_ms=30_000)
-28500
->>> for t in (45_000, 60_000):  # ... and then silent while series 0 goes on
+>>> for t in (0, 15_000, 30_000):
+...     tracker.observe(rows, np.array([t, t]), arrival_ms=t)
+>>> tracker.watermark(newest_ms=30_000, now_ms=30_000)   # both series: next sample near 45 s
+43500
+>>> tracker.observe(np.array([0]), np.array([45_000]), arrival_ms=45_000)  # series 1's shard is slow
+>>> tracker.watermark(newest_ms=45_000, now_ms=45_000)
+43500
+>>> for t in (60_000, 75_000, 90_000):  # ... and then silent while series 0 goes on
 ...     tracker.observe(np.array([0]), np.array([t]), arrival_ms=t)
->>> tracker.watermark(newest_ms=60_000, now_ms=60_000)
-73500
+>>> tracker.watermark(newest_ms=90_000, now_ms=90_000)
+103500
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from __future__ import annotations
 import numpy as np
 
 EMPTY = np.iinfo(np.int64).min
+SENDER_BATCHING_MS = 5_000  # Prometheus's batch_send_deadline: a live series may arrive this late
 
 
 class CompletenessTracker:
@@ -74,6 +77,7 @@ class CompletenessTracker:
         self.silence_ms = silence_ms
         self._newest = np.full(initial_rows, EMPTY, dtype=np.int64)
         self._gap = np.zeros(initial_rows, dtype=np.int64)  # 0: not known yet
+        self._prev_gap = np.zeros(initial_rows, dtype=np.int64)  # the gap before it
         self._arrived = np.full(initial_rows, EMPTY, dtype=np.int64)  # on the active clock
         self._ended = np.zeros(initial_rows, dtype=bool)
         self._active_ms = 0  # the active clock: arrival time while samples keep arriving
@@ -104,10 +108,18 @@ class CompletenessTracker:
         same_row_before = np.zeros(len(last), dtype=bool)
         has_before = last > 0
         same_row_before[has_before] = rows[last[has_before] - 1] == series[has_before]
-        before = np.where(same_row_before, stamps[np.maximum(last - 1, 0)], self._newest[series])
-        advanced = newest > self._newest[series]
+        stored = self._newest[series]
+        before = np.where(same_row_before, stamps[np.maximum(last - 1, 0)], stored)
+        # And the one before that, for the gap before the newest gap.
+        two_before = np.zeros(len(last), dtype=bool)
+        has_two = same_row_before & (last > 1)
+        two_before[has_two] = rows[last[has_two] - 2] == series[has_two]
+        before2 = np.where(two_before, stamps[np.maximum(last - 2, 0)], np.where(same_row_before, stored, EMPTY))
+        advanced = newest > stored
         gap = newest - before
         known = advanced & (before != EMPTY) & (gap > 0)
+        prev_gap = np.where(before2 != EMPTY, before - before2, self._gap[series])
+        self._prev_gap[series[known]] = prev_gap[known]
         self._gap[series[known]] = gap[known]
         self._newest[series[advanced]] = newest[advanced]
         if stale is not None:
@@ -131,6 +143,7 @@ class CompletenessTracker:
         rows = rows[rows < len(self._newest)]
         self._newest[rows] = EMPTY
         self._gap[rows] = 0
+        self._prev_gap[rows] = 0
         self._arrived[rows] = EMPTY
         self._ended[rows] = False
 
@@ -157,9 +170,12 @@ class CompletenessTracker:
         return np.flatnonzero(holds & (bound <= watermark_ms))
 
     def _holding(self, now_ms: int | None) -> np.ndarray:
-        holds = (self._gap > 0) & ~self._ended & (self._newest != EMPTY)
+        gap = self._gap
+        regular = (gap > 0) & (np.abs(gap - self._prev_gap) <= gap // 10)
+        holds = regular & ~self._ended & (self._newest != EMPTY)
         if now_ms is not None:
-            holds &= self._arrived >= self._active_at(now_ms) - self.silence_ms
+            allowance = np.minimum(3 * gap + SENDER_BATCHING_MS, self.silence_ms)
+            holds &= self._arrived >= self._active_at(now_ms) - allowance
         return holds
 
     def _grow(self, rows: int) -> None:
@@ -169,5 +185,6 @@ class CompletenessTracker:
         extra = max(rows, 2 * size) - size
         self._newest = np.concatenate([self._newest, np.full(extra, EMPTY, dtype=np.int64)])
         self._gap = np.concatenate([self._gap, np.zeros(extra, dtype=np.int64)])
+        self._prev_gap = np.concatenate([self._prev_gap, np.zeros(extra, dtype=np.int64)])
         self._arrived = np.concatenate([self._arrived, np.full(extra, EMPTY, dtype=np.int64)])
         self._ended = np.concatenate([self._ended, np.zeros(extra, dtype=bool)])

@@ -93,8 +93,10 @@ def test_after_a_sender_outage_the_catch_up_is_evaluated_on_complete_data():
 def test_the_watermark_never_trails_the_newest_sample_by_more_than_the_bound():
     e = engine(max_lateness_ms=MINUTE, silence_ms=10 * MINUTE)
     warm(e, 60_000)
-    for t in range(75_000, 300_001, 15_000):
+    for t in range(75_000, 300_001, 15_000):  # b's shard keeps sending, but falls two minutes behind
         send(e, A, t, 1.0, t)
+        if t - 2 * MINUTE > 60_000:
+            send(e, B, t - 2 * MINUTE, 1.0, t)
     assert e.watermark == 300_000 - MINUTE
 
 
@@ -105,6 +107,26 @@ def test_a_new_series_does_not_stall_the_partition():
     e.ingest(SampleBatch.from_series([(A, [(75_000, 1.0)]), (B, [(75_000, 1.0)]), (c, [(75_000, 1.0)])]),
              arrival_ms=75_000)
     assert e.watermark >= 75_000
+
+
+def test_a_series_sent_at_irregular_times_does_not_hold_the_partition():
+    """A series that sends twice and stops (a probe, an event-driven push) predicts nothing."""
+    e = engine(max_lateness_ms=10 * MINUTE)
+    warm(e, 60_000)
+    probe = (("__name__", "ready"), ("instance", "probe"), ("job", "j"))
+    send(e, probe, 61_000, 1.0, 61_000)
+    send(e, probe, 61_200, 1.0, 61_200)  # gap 200 ms, then nothing
+    e.ingest(SampleBatch.from_series([(A, [(75_000, 1.0)]), (B, [(75_000, 1.0)])]), arrival_ms=75_000)
+    assert e.watermark >= 75_000
+
+
+def test_a_silent_fast_series_stops_holding_after_a_few_of_its_gaps():
+    """Silence is three of the series' own gaps plus the sender's batching, at most silence_ms."""
+    tracker = CompletenessTracker(max_lateness_ms=10 * MINUTE, silence_ms=30_000)
+    for t in range(0, 20_001, 1_000):  # both every second; series 0 stops after 10 s
+        rows = np.array([0, 1]) if t <= 10_000 else np.array([1])
+        tracker.observe(rows, np.full(len(rows), t), arrival_ms=t)
+    assert tracker.holding_back(10**12, now_ms=20_000).tolist() == [1]  # 10 s silent > 3 x 1 s + 5 s
 
 
 def test_retired_rows_forget_what_their_series_held():
