@@ -33,11 +33,12 @@ detector.snapshot.SnapshotError: not a Headroom snapshot (bad magic bytes)
 from __future__ import annotations
 
 import base64
+from binascii import b2a_base64
 import dataclasses
 import json
 import struct
 from collections.abc import Mapping
-from itertools import chain
+from itertools import accumulate, chain
 from typing import Any
 
 import cramjam
@@ -52,7 +53,7 @@ VERSION = 1
 _HEADER = struct.Struct("<6sHQ")  # magic, version, header length (after decompression)
 _NUMERIC_KINDS = frozenset("biuf")  # bool, signed, unsigned, float: never object or void
 _SCALARS = frozenset({type(None), bool, int, float, str})  # packed as themselves
-_TUPLE_ONLY, _PAIR_ONLY, _STR_ONLY = frozenset({tuple}), frozenset({2}), frozenset({str})
+_TUPLE_ONLY, _PAIR_ONLY, _STR_ONLY, _BYTES_ONLY = frozenset({tuple}), frozenset({2}), frozenset({str}), frozenset({bytes})
 
 
 class SnapshotError(HeadroomError):
@@ -80,9 +81,28 @@ def encode(tree: Any, records: Mapping[str, type] | None = None) -> bytes:
         # Most lists are all scalars (free rows, per-series numbers): those pass as they are,
         # after one type check in C instead of a call per element.
         items = list(values)
-        if _SCALARS.issuperset(map(type, items)):
+        kinds = set(map(type, items))
+        if _SCALARS.issuperset(kinds):
             return items
+        if kinds == _TUPLE_ONLY:
+            labels = pack_label_sets(items)
+            if labels is not None:
+                return labels
+        elif kinds == _BYTES_ONLY:  # series keys: as pack() writes each
+            return [{"b": b2a_base64(v, newline=False).decode("ascii")} for v in items]
         return [pack(v) for v in items]
+
+    def pack_label_sets(items: list[tuple]) -> list | None:
+        """A list of label sets as pack() writes each, ``{"p": [name, value, ...]}``, with the
+        type checks over the whole list at once; None if any item is not a label set."""
+        pairs = list(chain.from_iterable(items))
+        if not (_TUPLE_ONLY.issuperset(map(type, pairs)) and _PAIR_ONLY.issuperset(map(len, pairs))):
+            return None
+        flat = list(chain.from_iterable(pairs))
+        if not _STR_ONLY.issuperset(map(type, flat)):
+            return None
+        ends = list(accumulate(len(labels) * 2 for labels in items))
+        return [{"p": flat[end - 2 * len(labels) : end]} for labels, end in zip(items, ends)]
 
     def pack(value: Any) -> Any:
         kind = type(value)
@@ -110,7 +130,7 @@ def encode(tree: Any, records: Mapping[str, type] | None = None) -> bytes:
                 return {"k": [array(blob), array(lengths), pack_all(value.values())]}
             return {"m": [[pack(k), pack(v)] for k, v in value.items()]}
         if kind is bytes:
-            return {"b": base64.b64encode(value).decode("ascii")}
+            return {"b": b2a_base64(value, newline=False).decode("ascii")}  # base64.b64encode's text
         if kind is set or kind is frozenset:
             return {"s": [pack(v) for v in sorted(value)]}
         if isinstance(value, np.ndarray):
