@@ -332,6 +332,7 @@ class Peer:
     sent: int = 0
     acked: int = 0
     failures: dict[str, int] = field(default_factory=dict)
+    retried: int = 0  # requests sent again after a 503 (see play)
     latencies: list[float] = field(default_factory=list)
 
 
@@ -398,6 +399,9 @@ class Peers:
 # --------------------------------------------------------------------------- playing
 
 
+RETRIES_503 = 4
+
+
 async def play(peers: list[Peer], requests: list[Request], bodies: list[bytes], base_ms: int, live: bool) -> None:
     """POST every body to every peer: one connection per (peer, shard), each shard's requests in order.
 
@@ -417,12 +421,19 @@ async def play(peers: list[Peer], requests: list[Request], bodies: list[bytes], 
                     await asyncio.sleep(max(0.0, (base_ms + request.due_ms) / 1000 - time.time()))
                 started = time.perf_counter()
                 peer.sent += request.samples
-                try:
-                    async with session.post(peer.write_url, data=body, headers=REMOTE_WRITE_HEADERS) as answer:
-                        await answer.read()
-                        status = str(answer.status)
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                    status = type(exc).__name__
+                for attempt in range(RETRIES_503 + 1):
+                    try:
+                        async with session.post(peer.write_url, data=body, headers=REMOTE_WRITE_HEADERS) as answer:
+                            await answer.read()
+                            status = str(answer.status)
+                    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                        status = type(exc).__name__
+                    # A receiver shedding load answers 503 and Prometheus sends the request again
+                    # (after Retry-After, with backoff): so does this player, and counts it.
+                    if status != "503" or attempt == RETRIES_503:
+                        break
+                    peer.retried += 1
+                    await asyncio.sleep(0.5 * 2**attempt)
                 peer.latencies.append(time.perf_counter() - started)
                 if status.startswith("2"):
                     peer.acked += request.samples
@@ -480,7 +491,8 @@ def one_run(ctx: BenchContext, stream: Stream, shape: tuple[int, int, int], run:
         asyncio.run(play(peers, history, bodies, history_base, live=False))
         waited = wait_consumed(peers, CAUGHT_UP_TIMEOUT_S)
         ctx.log(f"peers: history of {history_scrapes} scrapes ({sum(r.samples for r in history):,} samples) sent in "
-                f"{time.monotonic() - t - waited:.1f}s, consumed by the workers {waited:.1f}s later")
+                f"{time.monotonic() - t - waited:.1f}s, consumed by the workers {waited:.1f}s later; requests sent "
+                f"again after a 503: {', '.join(f'{p.key} {p.retried}' for p in peers)}")
         for peer in peers:
             if peer.failures:
                 raise RuntimeError(f"{peer.key} refused history requests: {peer.failures}")

@@ -33,10 +33,12 @@ detector.snapshot.SnapshotError: not a Headroom snapshot (bad magic bytes)
 from __future__ import annotations
 
 import base64
+from binascii import b2a_base64
 import dataclasses
 import json
 import struct
 from collections.abc import Mapping
+from itertools import accumulate, chain
 from typing import Any
 
 import cramjam
@@ -50,6 +52,8 @@ VERSION = 1
 
 _HEADER = struct.Struct("<6sHQ")  # magic, version, header length (after decompression)
 _NUMERIC_KINDS = frozenset("biuf")  # bool, signed, unsigned, float: never object or void
+_SCALARS = frozenset({type(None), bool, int, float, str})  # packed as themselves
+_TUPLE_ONLY, _PAIR_ONLY, _STR_ONLY, _BYTES_ONLY = frozenset({tuple}), frozenset({2}), frozenset({str}), frozenset({bytes})
 
 
 class SnapshotError(HeadroomError):
@@ -73,28 +77,60 @@ def encode(tree: Any, records: Mapping[str, type] | None = None) -> bytes:
         offset[0] += data.nbytes
         return [value.dtype.str, list(value.shape), offset[0] - data.nbytes]
 
+    def pack_all(values: Any) -> list:
+        # Most lists are all scalars (free rows, per-series numbers): those pass as they are,
+        # after one type check in C instead of a call per element.
+        items = list(values)
+        kinds = set(map(type, items))
+        if _SCALARS.issuperset(kinds):
+            return items
+        if kinds == _TUPLE_ONLY:
+            labels = pack_label_sets(items)
+            if labels is not None:
+                return labels
+        elif kinds == _BYTES_ONLY:  # series keys: as pack() writes each
+            return [{"b": b2a_base64(v, newline=False).decode("ascii")} for v in items]
+        return [pack(v) for v in items]
+
+    def pack_label_sets(items: list[tuple]) -> list | None:
+        """A list of label sets as pack() writes each, ``{"p": [name, value, ...]}``, with the
+        type checks over the whole list at once; None if any item is not a label set."""
+        pairs = list(chain.from_iterable(items))
+        if not (_TUPLE_ONLY.issuperset(map(type, pairs)) and _PAIR_ONLY.issuperset(map(len, pairs))):
+            return None
+        flat = list(chain.from_iterable(pairs))
+        if not _STR_ONLY.issuperset(map(type, flat)):
+            return None
+        ends = list(accumulate(len(labels) * 2 for labels in items))
+        return [{"p": flat[end - 2 * len(labels) : end]} for labels, end in zip(items, ends)]
+
     def pack(value: Any) -> Any:
         kind = type(value)
         if value is None or kind in (bool, int, float, str):
             return value
         if kind is list:
-            return [pack(v) for v in value]
+            return pack_all(value)
         if kind is tuple:
             # Label sets, ((name, value), ...), are most of a partition's state by count:
-            # one flat string list each, not a tree (10x faster both ways).
-            if all(type(p) is tuple and len(p) == 2 and type(p[0]) is str and type(p[1]) is str for p in value):
-                return {"p": [x for p in value for x in p]}
-            return {"t": [pack(v) for v in value]}
+            # one flat string list each, not a tree (10x faster both ways). The checks
+            # run in C (map over the pairs), as the snapshot of 10k series packs 20k of them.
+            if not value:
+                return {"p": []}
+            if _TUPLE_ONLY.issuperset(map(type, value)) and _PAIR_ONLY.issuperset(map(len, value)):
+                flat = list(chain.from_iterable(value))
+                if _STR_ONLY.issuperset(map(type, flat)):
+                    return {"p": flat}
+            return {"t": pack_all(value)}
         if kind is dict:
             if value and all(type(k) is bytes for k in value):
                 # Series-key maps: the keys as one buffer plus their lengths.
                 keys = list(value)
                 lengths = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
                 blob = np.frombuffer(b"".join(keys), dtype=np.uint8)
-                return {"k": [array(blob), array(lengths), [pack(v) for v in value.values()]]}
+                return {"k": [array(blob), array(lengths), pack_all(value.values())]}
             return {"m": [[pack(k), pack(v)] for k, v in value.items()]}
         if kind is bytes:
-            return {"b": base64.b64encode(value).decode("ascii")}
+            return {"b": b2a_base64(value, newline=False).decode("ascii")}  # base64.b64encode's text
         if kind is set or kind is frozenset:
             return {"s": [pack(v) for v in sorted(value)]}
         if isinstance(value, np.ndarray):

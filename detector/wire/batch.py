@@ -109,14 +109,18 @@ class SampleBatch:
             )
         pos = _HEADER.size
         keys = []
+        append, unpack, size = keys.append, _LENGTH.unpack_from, len(data)
+        if type(data) is not bytes:  # slices of bytes are the keys as they are; of anything else, copied
+            data = bytes(data)
         try:
-            for _ in range(n_series):
-                (length,) = _LENGTH.unpack_from(data, pos)
+            for _ in range(n_series):  # one iteration per series: kept to the bare steps
+                (length,) = unpack(data, pos)
                 pos += 4
-                if pos + length > len(data):
-                    raise struct.error(f"series {len(keys)} needs {length} bytes, {len(data) - pos} left")
-                keys.append(bytes(data[pos : pos + length]))
-                pos += length
+                end = pos + length
+                if end > size:
+                    raise struct.error(f"series {len(keys)} needs {length} bytes, {size - pos} left")
+                append(data[pos:end])
+                pos = end
         except struct.error as exc:
             raise BatchFormatError(f"sample batch series table truncated: {exc}") from None
         if len(data) - pos != 20 * n_samples:
