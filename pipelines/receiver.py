@@ -158,8 +158,8 @@ class KafkaGate:
                 max_request_size=8 * 1024 * 1024,
                 request_timeout_ms=max(1000, int(self.timeout_s * 1000)),
                 linger_ms=0,
-                # Label sets repeat from message to message: zstd stores a sample in
-                # 8-12 bytes instead of about 175 (bench/README, "bytes per sample").
+                # Label sets repeat within a message: with coalescing, zstd stores a sample in
+                # about 22 bytes on the broker instead of 263 (bench/README, peers).
                 compression_type="zstd",
             )
             try:
