@@ -64,10 +64,8 @@ async def _read_topic(bootstrap: str, topic: str) -> list[tuple[int, bytes]]:
                                 max_partition_fetch_bytes=16 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
     await consumer.start()
     try:
+        await consumer.topics()  # fetches the metadata
         parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer.client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         if not tps:
             return []
