@@ -19,8 +19,14 @@ snapshotted with the offset of the last frame folded in, and restored and
 replayed from there; frames seen again are dropped by the core.
 
 A combine partition is created once every upstream partition has sent a frame
-(the frames before are kept, in its snapshot too): the first tick any of them
-carries is the origin of its evaluations, so it starts where the data starts.
+(the frames before are kept, in its snapshot too): the earliest origin they
+carry (the first tick each upstream evaluated) is the origin of its
+evaluations, so it starts where the data starts. An upstream that has sent
+no frame for ``HEADROOM_IDLE_ADVANCE`` while others did (a samples partition
+quiet during a replay, or owned by no live worker) stops holding it back: on
+the 1 s timer its watermark follows the others' (:meth:`Combiner.advance_idle`).
+A combine partition runs at most ``HEADROOM_MAX_EVALUATIONS_PER_STEP`` group
+evaluations per frame; the worker runs the rest in steps that yield.
 
 >>> from detector.promql import compile_expr
 >>> from detector.rules import AlertingRule, RuleGroup

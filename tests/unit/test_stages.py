@@ -63,6 +63,12 @@ def test_frames_round_trip_bit_exact(blocks, failures, watermark, source):
         assert got.values.view(np.uint64).tolist() == sent.values.view(np.uint64).tolist()
 
 
+def test_a_frame_carries_its_senders_origin_and_skipped_ticks():
+    frame = Frame(7, 1, 2, 3, 90_000, [], [], origin=15_000, skips=[Skip(15_000, 30_000, 75_000), Skip(60_000, 0, 60_000)])
+    back = decode_frame(encode_frame(frame))
+    assert (back.origin, back.skips) == (15_000, [Skip(15_000, 30_000, 75_000), Skip(60_000, 0, 60_000)])
+
+
 def sample_frame() -> bytes:
     block = Block(0, 15_000, [(("ns", "web"),), (("ns", "db"),)], np.array([[1.0], [2.0]]))
     return encode_frame(Frame(busy_plan().fingerprint, 0, 2, 1, 15_000, [block], [Failure(0, 30_000, "boom")]))
