@@ -22,7 +22,8 @@ A combine partition is created once every upstream partition has sent a frame
 (the frames before are kept, in its snapshot too): the earliest origin they
 carry (the first tick each upstream evaluated) is the origin of its
 evaluations, so it starts where the data starts. An upstream that has sent
-no frame for ``HEADROOM_IDLE_ADVANCE`` while others did (a samples partition
+no frame for ``HEADROOM_IDLE_ADVANCE`` plus the longest staged group interval
+while others did (a samples partition
 quiet during a replay, or owned by no live worker) stops holding it back: on
 the 1 s timer its watermark follows the others' (:meth:`Combiner.advance_idle`).
 A combine partition runs at most ``HEADROOM_MAX_EVALUATIONS_PER_STEP`` group
@@ -456,6 +457,10 @@ class CombineEngines:
         """A combine partition follows its upstreams' watermarks, never the wall clock; but an
         upstream silent for ``HEADROOM_IDLE_ADVANCE`` follows the others (:meth:`Combiner.advance_idle`)."""
         now_ms, idle_ms = int(self.clock() * 1000), self.staged.settings.idle_advance_ms
+        if idle_ms > 0:
+            # A live upstream sends a frame only once its watermark passes a tick: never call it silent
+            # before the longest staged interval has passed as well.
+            idle_ms += max((g.group.interval_ms for g in self.staged.plan.groups if not g.is_global), default=0)
         outputs = {}
         for partition, combiner in self.engines.items():
             out = combiner.advance_idle(now_ms, idle_ms)

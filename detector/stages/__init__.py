@@ -70,7 +70,8 @@ evaluations per frame, like a samples engine; the rest in later steps
 (:meth:`~detector.stages.combine.CombinePartition.step`).
 
 *Silent upstreams.* The worker (:mod:`pipelines.stages`) lets an upstream
-that sent no frame for ``HEADROOM_IDLE_ADVANCE`` (wall clock) stop holding a
+that sent no frame for ``HEADROOM_IDLE_ADVANCE`` plus the longest staged
+interval (wall clock; a live upstream sends one each tick) stop holding a
 combine partition back: its watermark follows the lowest of the upstreams
 that sent frames after its last one
 (:meth:`~detector.stages.combine.CombinePartition.presume`); its partials for

@@ -352,8 +352,8 @@ def test_ticks_an_upstream_skipped_after_a_jump_are_skipped_by_the_combine_stage
 
 def test_an_upstream_silent_during_a_replay_stops_holding_the_combine_stage_back() -> None:
     """Replay (event time years behind the clock): partition 3 sends steps 0..4, its targets' staleness
-    markers at step 5 (they went away), then nothing. After
-    HEADROOM_IDLE_ADVANCE without a frame from it, its watermark follows the others', the combine
+    markers at step 5 (they went away), then nothing. After HEADROOM_IDLE_ADVANCE plus the longest
+    staged interval without a frame from it, its watermark follows the others', the combine
     stage evaluates every tick and frees its pending rows; the alerts are one engine's over the same data."""
     now = {"s": T0 / 1000 + 10 * 365 * 86400}
     settings = Settings(partitions=PARTITIONS, staged_rules=True, combine_partitions=3, anomaly_scores=False,
@@ -377,7 +377,7 @@ def test_an_upstream_silent_during_a_replay_stops_holding_the_combine_stage_back
     lane = worker.lanes[PARTIALS]
     held = sum(c.pending_rows() for c in lane.engines.values())
     assert held > 0 and got(alerts) != _one_engine(groups(), sent)
-    now["s"] += 9  # partition 3 silent for 29 s
+    now["s"] += 24  # partition 3 silent for 43 s: under HEADROOM_IDLE_ADVANCE + the 15 s interval
     idle = worker.advance_idle()
     alerts += [json.loads(v) for _, v in idle.records.get(ALERTS, [])]
     kafka.produce(idle)
