@@ -19,8 +19,15 @@ snapshotted with the offset of the last frame folded in, and restored and
 replayed from there; frames seen again are dropped by the core.
 
 A combine partition is created once every upstream partition has sent a frame
-(the frames before are kept, in its snapshot too): the first tick any of them
-carries is the origin of its evaluations, so it starts where the data starts.
+(the frames before are kept, in its snapshot too): the earliest origin they
+carry (the first tick each upstream evaluated) is the origin of its
+evaluations, so it starts where the data starts. An upstream that has sent
+no frame for ``HEADROOM_IDLE_ADVANCE`` plus the longest staged group interval
+while others did (a samples partition
+quiet during a replay, or owned by no live worker) stops holding it back: on
+the 1 s timer its watermark follows the others' (:meth:`Combiner.advance_idle`).
+A combine partition runs at most ``HEADROOM_MAX_EVALUATIONS_PER_STEP`` group
+evaluations per frame; the worker runs the rest in steps that yield.
 
 >>> from detector.promql import compile_expr
 >>> from detector.rules import AlertingRule, RuleGroup
@@ -51,7 +58,7 @@ from detector.rules.engine import EngineOutput, RuleEngine, is_live
 from detector.rules.placement import Placement, place_groups
 from detector.snapshot import SnapshotError, decode, encode
 from detector.stages.combine import SNAPSHOT_RECORDS, CombinePartition
-from detector.stages.frames import Block, Frame, FrameFormatError, decode_frame, encode_frame
+from detector.stages.frames import NO_ORIGIN, Block, Frame, FrameFormatError, decode_frame, encode_frame
 from detector.stages.plan import StagePlan
 from detector.stages.stage1 import Outbox, partial_groups
 from detector.store import EMPTY
@@ -123,6 +130,16 @@ class Stage1Engines(PartitionEngines):
             if engine.newest == EMPTY and now_ms - idle_ms > engine.watermark:
                 outputs[partition] = engine.advance_to(now_ms - idle_ms)
         return outputs
+
+    def start_empty(self, partition: int, offset: int | None = None):
+        engine = super().start_empty(partition, offset)
+        engine.rules.skip_log = self.outboxes[partition].skips  # ticks it skips, the combine stage skips too
+        return engine
+
+    def restore(self, partition: int, snapshot: bytes, offset: int) -> bool:
+        restored = super().restore(partition, snapshot, offset)
+        self.engines[partition].rules.skip_log = self.outboxes[partition].skips
+        return restored
 
     def groups_for(self, partition: int) -> list[RuleGroup]:
         # Each partition's partial rules write to its own outbox: groups per partition.
@@ -222,35 +239,57 @@ def evaluated_through(engine: RuleEngine) -> int:
 
 class Combiner:
     """One combine partition: the frames kept until every upstream has reported, then the
-    :class:`~detector.stages.combine.CombinePartition` they start (see the module docstring)."""
+    :class:`~detector.stages.combine.CombinePartition` they start (see the module docstring).
+
+    ``now_ms`` (wall clock) of each frame is kept by upstream, for :meth:`advance_idle`.
+    """
 
     def __init__(self, staged: StagedRules, index: int, level: int) -> None:
         self.staged, self.index, self.level = staged, index, level
         self.sources = staged.sources if level == 1 else staged.combiners
         self.early: list[bytes] = []  # frames before every upstream reported
         self.partition: CombinePartition | None = None
+        self.heard: dict[int, int] = {}  # upstream -> wall-clock ms of its last frame (not in snapshots)
 
     @property
     def watermark(self) -> int:
         return self.partition.watermark if self.partition is not None else EMPTY
 
-    pending = False  # evaluations left due (as PartitionDetectors.pending): a frame runs all it made due
+    @property
+    def pending(self) -> bool:
+        """Evaluations left due (``HEADROOM_MAX_EVALUATIONS_PER_STEP``), as PartitionDetectors.pending."""
+        return self.partition is not None and self.partition.evaluations_due
 
-    def receive(self, data: bytes) -> EngineOutput:
+    def catch_up(self) -> PartitionOutput:
+        """The next step of the evaluations still due."""
+        out = self.partition.step() if self.partition is not None else EngineOutput()
+        return PartitionOutput(out, list(out.transitions), notifications=list(out.notifications))
+
+    def receive(self, data: bytes, now_ms: int | None = None) -> EngineOutput:
         """Take one frame (:class:`FrameFormatError` if it is not one for this rule set; nothing kept then)."""
         if self.partition is not None:
-            return self.partition.receive(data)
+            out = self.partition.receive(data)
+            if now_ms is not None:
+                self.heard[decode_source(data)] = now_ms
+            return out
         frame = decode_frame(data)
         if frame.fingerprint != self.staged.plan.fingerprint or frame.sources != self.sources:
             raise FrameFormatError(f"partials frame for another rule set or partitioning (fingerprint {frame.fingerprint:#x}, "
                                    f"{frame.sources} sources; this partition runs {self.staged.plan.fingerprint:#x}, "
                                    f"{self.sources} sources)")
         self.early.append(data)
+        if now_ms is not None:
+            self.heard[frame.source] = now_ms
         frames = [decode_frame(f) for f in self.early]
         if len({f.source for f in frames}) < self.sources:
             return EngineOutput()
-        ticks = [b.tick for f in frames for b in f.blocks]
-        origin = min(ticks) if ticks else min(f.watermark for f in frames) + 1
+        return self._start(frames)
+
+    def _start(self, frames: list[Frame]) -> EngineOutput:
+        # The schedule starts at the first tick any upstream evaluated (a frame's origin), with or
+        # without rows for this partition: one engine over all the data starts there too.
+        origins = [f.origin for f in frames if f.origin != NO_ORIGIN] + [b.tick for f in frames for b in f.blocks]
+        origin = min(origins) if origins else min(f.watermark for f in frames) + 1
         self.partition = self._create(origin)
         out = EngineOutput()
         for early in self.early:
@@ -258,7 +297,41 @@ class Combiner:
             out.transitions += step.transitions
             out.notifications += step.notifications
             out.errors += step.errors
+            out.pending = step.pending
         self.early = []
+        return out
+
+    def advance_idle(self, now_ms: int, idle_ms: int) -> EngineOutput:
+        """An upstream with no frame for ``idle_ms`` (a samples partition quiet in a replay, or owned by
+        no live worker) stops holding this partition back: its watermark follows the lowest of those
+        upstreams' that sent frames after its last one (:meth:`CombinePartition.presume`). One that
+        never reported counts from the first frame here. Its partials for ticks evaluated meanwhile
+        are dropped when they come, as late samples; a frame with a newer watermark makes it count again."""
+        if idle_ms <= 0 or not self.heard:
+            return EngineOutput()
+        first = min(self.heard.values())
+        heard = {s: self.heard.get(s, first) for s in range(self.sources)}
+        silent = [s for s in range(self.sources) if now_ms - heard[s] >= idle_ms]
+        if not silent:
+            return EngineOutput()
+        out = EngineOutput()
+        if self.partition is None:
+            if not self.early:
+                return out
+            out = self._start([decode_frame(f) for f in self.early])
+        partition = self.partition
+        follow = {}
+        for s in silent:
+            later = [o for o in range(self.sources) if heard[o] > heard[s]]
+            if later:
+                follow[s] = int(partition.watermarks[later].min())  # type: ignore[union-attr]
+        if not follow:
+            return out
+        step = partition.presume(follow)  # type: ignore[union-attr]
+        out.transitions += step.transitions
+        out.notifications += step.notifications
+        out.errors += step.errors
+        out.pending = step.pending
         return out
 
     def take_frames(self) -> dict[int, bytes]:
@@ -269,7 +342,8 @@ class Combiner:
         deep = staged.plan.levels == 2 and self.level == 1
         return CombinePartition(staged.plan, self.index, staged.combiners, self.sources, start_ms=origin, level=self.level,
                                 next_count=staged.combiners if deep else 0, lookback_ms=settings.lookback_ms,
-                                resend_delay_ms=settings.resend_delay_ms)
+                                resend_delay_ms=settings.resend_delay_ms,
+                                max_evaluations_per_step=settings.max_evaluations_per_step)
 
     def snapshot(self) -> bytes:
         state = self.partition.snapshot_state() if self.partition is not None else None
@@ -292,6 +366,11 @@ class Combiner:
         if self.partition is None:
             return 0
         return sum(len(p.labels) for parts in self.partition.pending.values() for p in parts.values())
+
+
+def decode_source(data: bytes) -> int:
+    """The upstream partition a frame (already accepted) comes from, read from its header."""
+    return int.from_bytes(data[16:20], "little")
 
 
 class CombineEngines:
@@ -353,7 +432,7 @@ class CombineEngines:
         if combiner is None:
             combiner = self.start_empty(partition)
         try:
-            out = combiner.receive(frame)
+            out = combiner.receive(frame, int(self.clock() * 1000))
         except FrameFormatError as exc:
             self.unreadable += 1
             log.error("combine level %d partition %d: skipping unreadable partials frame at offset %s: %s",
@@ -369,10 +448,25 @@ class CombineEngines:
         return combiner.take_frames() if combiner is not None else {}
 
     def catch_up(self, partition: int) -> None:
-        pass  # nothing is ever left due (Combiner.pending)
+        """Every evaluation left due, at once (the state keeper's replay; the worker runs steps that yield)."""
+        combiner = self.engines.get(partition)
+        while combiner is not None and combiner.pending:
+            combiner.catch_up()
 
     def advance_idle(self) -> dict[int, PartitionOutput]:
-        return {}  # a combine partition follows its upstream partitions' watermarks, never the wall clock
+        """A combine partition follows its upstreams' watermarks, never the wall clock; but an
+        upstream silent for ``HEADROOM_IDLE_ADVANCE`` follows the others (:meth:`Combiner.advance_idle`)."""
+        now_ms, idle_ms = int(self.clock() * 1000), self.staged.settings.idle_advance_ms
+        if idle_ms > 0:
+            # A live upstream sends a frame only once its watermark passes a tick: never call it silent
+            # before the longest staged interval has passed as well.
+            idle_ms += max((g.group.interval_ms for g in self.staged.plan.groups if not g.is_global), default=0)
+        outputs = {}
+        for partition, combiner in self.engines.items():
+            out = combiner.advance_idle(now_ms, idle_ms)
+            if out.transitions or out.notifications or out.errors or out.pending:
+                outputs[partition] = PartitionOutput(out, list(out.transitions), notifications=list(out.notifications))
+        return outputs
 
     def is_live(self, partition: int) -> bool:
         combiner = self.engines.get(partition)

@@ -226,9 +226,7 @@ class Worker:
             return Outgoing()
         self.metrics.messages.inc()
         outgoing = self._outgoing(lane, partition, out)
-        level = self.staged.level_of(lane)  # type: ignore[union-attr]
-        if level == 1 and len(self.staged.topics) == 2:  # type: ignore[union-attr]
-            self._send_frames(self.staged.topics[1], engines.take_frames(partition), outgoing)  # type: ignore[union-attr]
+        self._send_deeper(lane, partition, outgoing)
         combiner = engines.engines.get(partition)
         if combiner is not None and combiner.partition is not None:
             key = (lane, str(partition))
@@ -264,6 +262,7 @@ class Worker:
             engines = self.lanes[lane]
             if isinstance(engines, Stage1Engines):  # each step's partials, as after a message
                 self._send_frames(self.staged.topics[0], engines.frames(partition), outgoing)  # type: ignore[union-attr]
+            self._send_deeper(lane, partition, outgoing)
             await send(outgoing)
         return steps
 
@@ -279,7 +278,15 @@ class Worker:
             if isinstance(engines, Stage1Engines):
                 for partition in sorted(engines.engines):
                     self._send_frames(self.staged.topics[0], engines.frames(partition), outgoing)  # type: ignore[union-attr]
+            if isinstance(engines, CombineEngines):  # an upstream silent for HEADROOM_IDLE_ADVANCE stopped holding it
+                for partition in sorted(engines.engines):
+                    self._send_deeper(lane, partition, outgoing)
         return outgoing
+
+    def _send_deeper(self, lane: str, partition: int, outgoing: Outgoing) -> None:
+        """A first combine level's frames for the second, if the plan has one."""
+        if self.staged is not None and self.staged.level_of(lane) == 1 and len(self.staged.topics) == 2:
+            self._send_frames(self.staged.topics[1], self.lanes[lane].take_frames(partition), outgoing)  # type: ignore[union-attr]
 
     def learned_types(self, families: set[str]) -> None:
         """New metric types from the metadata topic: rescore the series whose counter-ness changed."""

@@ -134,6 +134,9 @@ class RuleEngine:
         self._evaluated_until = EMPTY
         self._alerts: dict[int, dict[int, Alert]] = {}
         self._written: dict[int, np.ndarray] = {}  # rows each rule wrote at its last evaluation
+        # Where ticks skipped by max_catch_up_ms are reported as (interval_ms, first, resume), if a
+        # list: the staged rules' stage 1 tells its combine partitions (detector.stages.frames.Skip).
+        self.skip_log: list[tuple[int, int, int]] | None = None
 
     def ingest(self, batch: SampleBatch, arrival_ms: int | None = None, *, admitted: bool = False) -> EngineOutput:
         """Store a batch, then run the evaluations its samples made due (at most
@@ -232,7 +235,32 @@ class RuleEngine:
             first, last = out.skipped_span or (tick, resume)
             out.skipped_span = (min(first, tick), max(last, resume))
             self._next_tick[i] = resume
+            if self.skip_log is not None:
+                self.skip_log.append((group.interval_ms, tick, resume))
         self.stats.skipped_evaluations += out.skipped
+
+    def skip_ticks(self, interval_ms: int, first: int, resume: int) -> int:
+        """Skip (never evaluate) the next ticks in [first, resume) of the groups of ``interval_ms``,
+        as :meth:`advance_to` skips ticks beyond ``max_catch_up_ms``; returns how many, also counted
+        in ``stats.skipped_evaluations``. A staged rule's combine stage skips the ticks its upstream skipped.
+
+        >>> from detector.rules.group import RuleGroup
+        >>> engine = RuleEngine([RuleGroup("g", "f.yml", 15_000, ())], start_ms=0)
+        >>> engine.skip_ticks(15_000, 0, 60_000), engine.advance_to(60_000).skipped, engine._next_tick
+        (4, 0, [75000])
+        """
+        skipped = 0
+        for i, group in enumerate(self.groups):
+            tick = self._next_tick[i]
+            if group.interval_ms != interval_ms or tick is None or not first <= tick < resume:
+                continue
+            resume_i = -(-resume // interval_ms) * interval_ms
+            skipped += (resume_i - tick) // interval_ms
+            self._next_tick[i] = resume_i
+            if self.skip_log is not None:
+                self.skip_log.append((interval_ms, tick, resume_i))
+        self.stats.skipped_evaluations += skipped
+        return skipped
 
     def free_expired(self) -> list[bytes]:
         """Free the store rows of series no evaluation still to come can read; returns their keys.
@@ -294,7 +322,7 @@ class RuleEngine:
     # stats). Rules come from the current rule files, so the state kept per rule
     # position is saved by group and rule name instead (see snapshot_state).
     SNAPSHOT_SKIP = frozenset({"groups", "lookback_ms", "lateness_ms", "resend_delay_ms", "_retention_ms", "_alerts", "_written",
-                               "_next_tick", "max_evaluations_per_step", "max_catch_up_ms"})
+                               "_next_tick", "max_evaluations_per_step", "max_catch_up_ms", "skip_log"})
 
     def snapshot_state(self) -> dict:
         """This engine's state for :mod:`detector.snapshot`, rule state keyed by names, not positions."""

@@ -55,7 +55,31 @@ carries its sender's watermark: the sender has evaluated, and sent the
 partials of, every tick up to it. A combine partition evaluates tick t once
 every upstream partition's watermark has passed t, so its result is that of
 one engine over all the data; partials for a tick already evaluated are
-counted as late and dropped, like late samples.
+counted as late and dropped, like late samples. Frames (version 2) also carry:
+
+* the sender's *origin*, the first tick it evaluated: a combine partition's
+  schedule starts at the earliest origin of its upstreams, with or without
+  rows for it there (``absent()`` fires from the first tick, as in one engine);
+* the ticks the sender *skipped* (more than ``HEADROOM_MAX_CATCH_UP`` behind its
+  watermark after a jump): the combine partition skips them too
+  (:meth:`~detector.rules.engine.RuleEngine.skip_ticks`) rather than evaluate
+  them with that sender's partials missing.
+
+A combine partition runs at most ``max_evaluations_per_step`` group
+evaluations per frame, like a samples engine; the rest in later steps
+(:meth:`~detector.stages.combine.CombinePartition.step`).
+
+*Silent upstreams.* The worker (:mod:`pipelines.stages`) lets an upstream
+that sent no frame for ``HEADROOM_IDLE_ADVANCE`` plus the longest staged
+interval (wall clock; a live upstream sends one each tick) stop holding a
+combine partition back: its watermark follows the lowest of the upstreams
+that sent frames after its last one
+(:meth:`~detector.stages.combine.CombinePartition.presume`); its partials for
+ticks evaluated meanwhile are dropped when they come (``presumed_rows``).
+Bounded: pending partials never wait longer than that. It differs from one
+engine in that the silent partition's series count as absent at those ticks
+(one engine would still read them through the lookback); a live quiet
+partition never gets there, it advances on the wall clock and keeps sending.
 
 **Recovery.** Stage-1 partitions are rule engines with snapshots as today;
 partials a replay after a restore regenerates are recognised by the combine

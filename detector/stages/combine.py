@@ -58,21 +58,28 @@ class CombinePartition:
         next_count: int = 0,
         lookback_ms: int = DEFAULT_LOOKBACK_MS,
         resend_delay_ms: int = DEFAULT_RESEND_DELAY_MS,
+        max_evaluations_per_step: int | None = None,
     ) -> None:
         self.plan, self.index, self.count, self.sources = plan, index, count, sources
         self.level, self.next_count = level, next_count
         # Partials for a second combine level (next_count partitions), if the plan has one.
         self.outbox = Outbox(plan, index, count, max(next_count, 1))
         groups = partial_groups(plan, plan.combine_parts(index, count, level), self.outbox)
-        self.engine = RuleEngine(groups, lookback_ms=lookback_ms, resend_delay_ms=resend_delay_ms, start_ms=start_ms)
+        self.engine = RuleEngine(groups, lookback_ms=lookback_ms, resend_delay_ms=resend_delay_ms, start_ms=start_ms,
+                                 max_evaluations_per_step=max_evaluations_per_step)
+        self.engine.skip_log = self.outbox.skips  # a second level skips what this one skipped
         register_feed(self.engine.store, self)
         self.watermarks = np.full(sources, EMPTY, dtype=np.int64)  # per upstream partition
         # Partials of ticks not evaluated yet: (slot, tick) -> {source: Partial}.
         self.pending: dict[tuple[int, int], dict[int, Partial]] = {}
         self.failures: dict[tuple[int, int], str] = {}
+        # Ticks an upstream skipped (HEADROOM_MAX_CATCH_UP), to skip here too: (first, resume, interval_ms).
+        self.skips: list[tuple[int, int, int]] = []
         self.rows_received = 0  # partial rows taken in
         self.rows_by_slot: dict[int, int] = {}  # the same, by slot: which rules make this partition busy
         self.duplicate_rows = 0  # partial rows received again (dropped)
+        self.presumed_rows = 0  # partial rows of a silent upstream's ticks already evaluated without them (dropped)
+        self.presumed = np.zeros(sources, dtype=bool)  # upstreams whose watermark presume() moved past what they sent
 
     @property
     def watermark(self) -> int:
@@ -107,7 +114,10 @@ class CombinePartition:
         seen = int(self.watermarks[frame.source])
         for block in frame.blocks:
             if block.tick <= seen:
-                self.duplicate_rows += len(block.labels)
+                if self.presumed[frame.source]:
+                    self.presumed_rows += len(block.labels)
+                else:
+                    self.duplicate_rows += len(block.labels)
                 continue
             self.rows_received += len(block.labels)
             self.rows_by_slot[block.slot] = self.rows_by_slot.get(block.slot, 0) + len(block.labels)
@@ -115,19 +125,62 @@ class CombinePartition:
         for failure in frame.failures:
             if failure.tick > seen:
                 self.failures.setdefault((failure.slot, failure.tick), failure.message)
+        for skip in frame.skips:
+            if skip.resume - 1 > seen:
+                self.skips.append((max(skip.first, seen + 1), skip.resume, skip.interval_ms))
+        self.skips.sort()
+        if frame.watermark > seen:
+            self.presumed[frame.source] = False
         self.watermarks[frame.source] = max(int(self.watermarks[frame.source]), frame.watermark)
+        return self._advance()
+
+    def presume(self, follow: dict[int, int]) -> EngineOutput:
+        """Upstreams that stopped sending (the caller's policy) stop holding ticks back: the watermark
+        of each upstream in ``follow`` moves up to the one given (the others', typically). Its partials
+        for ticks evaluated meanwhile are dropped when they come (``presumed_rows``), as late samples are."""
+        for source, watermark in follow.items():
+            if watermark != EMPTY and watermark > self.watermarks[source]:
+                self.watermarks[source] = watermark
+                self.presumed[source] = True
+        return self._advance()
+
+    @property
+    def evaluations_due(self) -> bool:
+        """Whether evaluations are due but left for later steps (``max_evaluations_per_step``): call :meth:`step`."""
+        return self.engine.pending or (self.watermark != EMPTY and self.engine.watermark < self.watermark)
+
+    def step(self) -> EngineOutput:
+        """The next step of the evaluations still due (at most ``max_evaluations_per_step``)."""
         return self._advance()
 
     def _advance(self) -> EngineOutput:
         ready = self.watermark
         if ready == EMPTY:
             return EngineOutput()
-        out = self.engine.advance_to(ready)
-        for key in [k for k in self.pending if k[1] <= ready]:
+        out = EngineOutput()
+        # Up to each upstream skip first, then past it, so the ticks before it are evaluated and those in it never.
+        while True:
+            target = ready if not self.skips or self.skips[0][0] > ready else self.skips[0][0] - 1
+            step = self.engine.advance_to(max(target, self.engine.watermark))
+            out.transitions += step.transitions
+            out.notifications += step.notifications
+            out.errors += step.errors
+            out.pending = step.pending
+            if step.pending or target == ready:
+                break
+            first, resume, interval_ms = self.skips.pop(0)
+            out.skipped += self.engine.skip_ticks(interval_ms, first, resume)
+        done = self._evaluated_through()
+        for key in [k for k in self.pending if k[1] <= done]:
             del self.pending[key]
-        for key in [k for k in self.failures if k[1] <= ready]:
+        for key in [k for k in self.failures if k[1] <= done]:
             del self.failures[key]
         return out
+
+    def _evaluated_through(self) -> int:
+        """Every tick up to here is evaluated (or skipped): the partials kept for them can go."""
+        due = [t - 1 for t in self.engine._next_tick if t is not None and t <= self.engine.watermark]
+        return min(due, default=self.engine.watermark)
 
     def take_frames(self) -> dict[int, bytes]:
         """Frames for the second combine level, by partition (after :meth:`receive`); empty without one."""
@@ -160,6 +213,9 @@ class CombinePartition:
             "watermarks": self.watermarks.copy(),
             "pending": pending,
             "failures": [(slot, tick, message) for (slot, tick), message in self.failures.items()],
+            "skips": list(self.skips),
+            "presumed": self.presumed.copy(),
+            "presumed_rows": self.presumed_rows,
             "rows_received": self.rows_received,
             "rows_by_slot": dict(self.rows_by_slot),
             "duplicate_rows": self.duplicate_rows,
@@ -185,6 +241,10 @@ class CombinePartition:
         for slot, tick, source, labels, values in state["pending"]:
             self.pending.setdefault((slot, tick), {})[source] = Partial(list(labels), np.asarray(values, dtype=np.float64))
         self.failures = {(slot, tick): message for slot, tick, message in state["failures"]}
+        self.skips = [tuple(skip) for skip in state.get("skips", [])]
+        self.presumed = np.asarray(state.get("presumed", np.zeros(self.sources, dtype=bool)), dtype=bool)
+        self.presumed_rows = state.get("presumed_rows", 0)
+        self.engine.skip_log = self.outbox.skips
         self.rows_received, self.duplicate_rows = state["rows_received"], state["duplicate_rows"]
         self.rows_by_slot = dict(state["rows_by_slot"])
 

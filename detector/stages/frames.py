@@ -24,6 +24,13 @@ Wire format, version 1 (all integers little-endian)::
                                       n_rows x [u32 length, canonical label bytes],
                                       n_rows x n_cols f64 (row-major, IEEE-754 bits as computed)
     ...     ...   n_failures x:       slot u32, tick i64, u32 length, UTF-8 message
+    ...     8     origin (i64): the first tick the sender evaluated (INT64_MIN: none yet)
+    ...     4     n_skips (u32)
+    ...     ...   n_skips x:          interval_ms i64, first i64, resume i64: the sender skipped
+                                      its ticks of that interval from first up to resume
+                                      (HEADROOM_MAX_CATCH_UP); the receiver skips them too
+
+Version 2 added the trailer (origin and skips) after the failures.
 
 >>> import numpy as np
 >>> frame = Frame(fingerprint=7, source=1, sources=4, seq=3, watermark=30_000,
@@ -49,11 +56,15 @@ from detector.errors import HeadroomError
 from detector.labels import Labels, canonical_bytes, labels_from_canonical
 
 MAGIC = b"HRPF"
-VERSION = 1
+VERSION = 2
+NO_ORIGIN = -(2**63)
+"""``Frame.origin`` of a sender that has evaluated no tick yet."""
 _HEADER = struct.Struct("<4sB3xQIIQqII")
 _BLOCK = struct.Struct("<IqIB3x")
 _FAILURE = struct.Struct("<IqI")
 _LENGTH = struct.Struct("<I")
+_TRAILER = struct.Struct("<qI")
+_SKIP = struct.Struct("<qqq")
 
 
 # The same label sets travel at every tick: their encoding both ways is memoised
@@ -105,6 +116,16 @@ class Failure:
 
 
 @dataclass(frozen=True, slots=True)
+class Skip:
+    """Ticks of groups of ``interval_ms`` in [first, resume) the sender skipped (more than
+    ``HEADROOM_MAX_CATCH_UP`` behind its watermark): one engine over all the data skips them too."""
+
+    interval_ms: int
+    first: int
+    resume: int
+
+
+@dataclass(frozen=True, slots=True)
 class Frame:
     fingerprint: int
     source: int
@@ -113,6 +134,8 @@ class Frame:
     watermark: int
     blocks: list[Block] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    origin: int = NO_ORIGIN  # the first tick the sender evaluated: where the receiver's schedule starts
+    skips: list[Skip] = field(default_factory=list)
 
 
 def encode_frame(frame: Frame) -> bytes:
@@ -132,6 +155,9 @@ def encode_frame(frame: Frame) -> bytes:
     for failure in frame.failures:
         message = failure.message.encode()
         out += _FAILURE.pack(failure.slot, failure.tick, len(message)) + message
+    out += _TRAILER.pack(frame.origin, len(frame.skips))
+    for skip in frame.skips:
+        out += _SKIP.pack(skip.interval_ms, skip.first, skip.resume)
     return bytes(out)
 
 
@@ -176,13 +202,19 @@ def decode_frame(data: bytes) -> Frame:
                 raise FrameFormatError(f"truncated failure message of slot {slot} at {tick}")
             failures.append(Failure(slot, tick, bytes(view[pos : pos + length]).decode()))
             pos += length
+        origin, n_skips = _TRAILER.unpack_from(view, pos)
+        pos += _TRAILER.size
+        skips = []
+        for _ in range(n_skips):
+            skips.append(Skip(*_SKIP.unpack_from(view, pos)))
+            pos += _SKIP.size
     except struct.error:
         raise FrameFormatError(f"truncated partials frame (at byte {pos} of {len(view)})") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise FrameFormatError(f"corrupt partials frame (at byte {pos}): {exc}") from None
     if pos != len(view):
         raise FrameFormatError(f"partials frame has {len(view) - pos} bytes after its end")
-    return Frame(fingerprint, source, sources, seq, watermark, blocks, failures)
+    return Frame(fingerprint, source, sources, seq, watermark, blocks, failures, origin, skips)
 
 
-__all__ = ["Block", "Failure", "Frame", "FrameFormatError", "decode_frame", "encode_frame"]
+__all__ = ["NO_ORIGIN", "Block", "Failure", "Frame", "FrameFormatError", "Skip", "decode_frame", "encode_frame"]

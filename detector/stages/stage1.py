@@ -24,7 +24,7 @@ import numpy as np
 from detector.promql.plan import DEFAULT_LOOKBACK_MS, EvalContext, EvaluationError, Node
 from detector.rules.engine import DEFAULT_RESEND_DELAY_MS, EngineOutput, RuleEngine
 from detector.rules.group import RuleGroup
-from detector.stages.frames import Block, Failure, Frame, encode_frame
+from detector.stages.frames import NO_ORIGIN, Block, Failure, Frame, Skip, encode_frame
 from detector.stages.partials import Partial, from_vectors
 from detector.stages.plan import StagePlan
 from detector.stages.split import Slot
@@ -73,12 +73,19 @@ class Outbox:
         self.items: list = []  # (slot, tick, Partial or an error message)
         self.seq = 0  # frames sent to each downstream partition so far
         self.sent_watermark = EMPTY
+        self.origin = NO_ORIGIN  # the first tick a partial was put out for: the receivers' schedule starts there
+        self.skips: list[tuple[int, int, int]] = []  # ticks skipped since the last frame (RuleEngine.skip_log)
         self._routes: dict[tuple[int, tuple], int] = {}
 
     def frames(self, watermark: int) -> dict[int, bytes]:
         """Route what was put out; every downstream partition hears of a new watermark and of every failure."""
-        if not self.items and watermark == self.sent_watermark:
+        if not self.items and not self.skips and watermark == self.sent_watermark:
             return {}
+        ticks = [tick for _, tick, _ in self.items]
+        if ticks and (self.origin == NO_ORIGIN or min(ticks) < self.origin):
+            self.origin = min(ticks)
+        skips = [Skip(*skip) for skip in self.skips]
+        self.skips.clear()
         blocks: dict[int, list[Block]] = {}
         failures: list[Failure] = []
         for slot, tick, result in self.items:
@@ -92,7 +99,7 @@ class Outbox:
         self.seq += 1
         return {
             dest: encode_frame(Frame(self.plan.fingerprint, self.source, self.sources, self.seq, watermark,
-                                     blocks.get(dest, []), failures))
+                                     blocks.get(dest, []), failures, self.origin, skips))
             for dest in range(self.dests)
         }
 
@@ -111,10 +118,11 @@ class Outbox:
         return by_dest
 
     def state(self) -> dict:
-        return {"seq": self.seq, "sent_watermark": self.sent_watermark}
+        return {"seq": self.seq, "sent_watermark": self.sent_watermark, "origin": self.origin}
 
     def load(self, state: dict) -> None:
         self.seq, self.sent_watermark = state["seq"], state["sent_watermark"]
+        self.origin = state.get("origin", NO_ORIGIN)  # snapshots before frame version 2 have none
 
 
 def partial_groups(plan: StagePlan, parts: list[tuple[RuleGroup, list]], outbox: Outbox) -> list[RuleGroup]:
@@ -153,6 +161,7 @@ class Stage1Partition:
         self.outbox = Outbox(plan, index, sources, combiners)
         self.engine = RuleEngine(partial_groups(plan, plan.stage1_parts(), self.outbox), lookback_ms=lookback_ms,
                                  lateness_ms=lateness_ms, resend_delay_ms=resend_delay_ms, start_ms=start_ms)
+        self.engine.skip_log = self.outbox.skips  # the combine partitions skip what this one skipped
 
     def ingest(self, batch: SampleBatch) -> tuple[EngineOutput, dict[int, bytes]]:
         """Store a batch and evaluate what became due; the frames to send, by combine partition."""

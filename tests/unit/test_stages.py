@@ -15,7 +15,7 @@ from detector.rules import AlertingRule, RecordingRule, RuleGroup
 from detector.snapshot import SnapshotError
 from detector.stages.combine import CombinePartition
 from detector.stages.engine import StagedEngine
-from detector.stages.frames import Block, Failure, Frame, FrameFormatError, decode_frame, encode_frame
+from detector.stages.frames import Block, Failure, Frame, FrameFormatError, Skip, decode_frame, encode_frame
 from detector.stages.plan import StagePlan
 from detector.stages.stage1 import Stage1Partition
 from detector.store import STALE_NAN_BITS
@@ -63,6 +63,12 @@ def test_frames_round_trip_bit_exact(blocks, failures, watermark, source):
         assert got.values.view(np.uint64).tolist() == sent.values.view(np.uint64).tolist()
 
 
+def test_a_frame_carries_its_senders_origin_and_skipped_ticks():
+    frame = Frame(7, 1, 2, 3, 90_000, [], [], origin=15_000, skips=[Skip(15_000, 30_000, 75_000), Skip(60_000, 0, 60_000)])
+    back = decode_frame(encode_frame(frame))
+    assert (back.origin, back.skips) == (15_000, [Skip(15_000, 30_000, 75_000), Skip(60_000, 0, 60_000)])
+
+
 def sample_frame() -> bytes:
     block = Block(0, 15_000, [(("ns", "web"),), (("ns", "db"),)], np.array([[1.0], [2.0]]))
     return encode_frame(Frame(busy_plan().fingerprint, 0, 2, 1, 15_000, [block], [Failure(0, 30_000, "boom")]))
@@ -79,7 +85,7 @@ def test_every_truncation_of_a_frame_is_refused_with_a_frame_error():
     ("mutate", "message"),
     [
         (lambda d: b"XXXX" + d[4:], "not a partials frame"),
-        (lambda d: d[:4] + b"\x02" + d[5:], "version 2"),
+        (lambda d: d[:4] + b"\x03" + d[5:], "version 3"),
         (lambda d: d + b"\x00", "1 bytes after its end"),
         (lambda d: d[:16] + struct.pack("<II", 5, 2) + d[24:], "source 5 of 2 sources"),
         (lambda d: d[:64] + b"\x00" + d[65:], "no value columns"),
@@ -312,3 +318,35 @@ def test_both_combine_levels_restored_from_snapshots_carry_on_as_if_never_stoppe
     got += [restarted.ingest(data(s)) for s in range(5, 10)]
     assert summary(got) == summary(expected)
     assert ("TeamHigh", "firing") in {(t[0], t[2]) for t in summary(expected)}
+
+
+def test_a_combine_partition_evaluates_at_most_max_evaluations_per_step_and_the_rest_in_steps():
+    plan = busy_plan()
+    blocks = [Block(0, k * 15_000, [(("ns", "web"),)], np.array([[float(k)]])) for k in range(10)]
+    data = encode_frame(Frame(plan.fingerprint, 0, 1, 1, 9 * 15_000, blocks))
+    whole = CombinePartition(plan, 0, 1, sources=1, start_ms=0).receive(data)
+    bounded = CombinePartition(plan, 0, 1, sources=1, start_ms=0, max_evaluations_per_step=2)
+    out = bounded.receive(data)
+    assert out.pending and bounded.evaluations_due and bounded.engine.stats.evaluations == 2
+    transitions, steps = list(out.transitions), 1
+    while bounded.evaluations_due:
+        transitions += bounded.step().transitions
+        steps += 1
+    assert steps == 5
+    assert [(t.state, t.eval_time) for t in transitions] == [(t.state, t.eval_time) for t in whole.transitions]
+    assert len(whole.transitions) == 2 and not bounded.pending  # pending, firing; every tick's partials freed
+
+
+def test_ticks_an_upstream_skipped_are_skipped_by_the_combine_partition_and_the_ones_before_evaluated():
+    plan = busy_plan()
+    combine = CombinePartition(plan, 0, 1, sources=2, start_ms=0)
+    row = lambda t, v: Block(0, t, [(("ns", "web"),)], np.array([[v]]))  # noqa: E731
+    # Source 1 has every tick; source 0 skipped 30 s..90 s after a jump (HEADROOM_MAX_CATCH_UP).
+    combine.receive(encode_frame(Frame(plan.fingerprint, 1, 2, 1, 120_000, [row(k * 15_000, 1.0) for k in range(9)])))
+    out = combine.receive(encode_frame(Frame(plan.fingerprint, 0, 2, 1, 120_000,
+                                             [row(t, 4.0) for t in (0, 15_000, 90_000, 105_000, 120_000)],
+                                             origin=0, skips=[Skip(15_000, 30_000, 90_000)])))
+    assert out.skipped == 4 and combine.engine.stats.skipped_evaluations == 4
+    # 5.0 > 4 at every tick evaluated; the skipped ones (source 1 alone: 1.0) never evaluated.
+    assert [(t.state, t.eval_time) for t in out.transitions] == [("pending", 0), ("firing", 15_000)]
+    assert not combine.pending

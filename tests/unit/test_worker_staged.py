@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
+import numpy as np
+
 from detector.labels import partition_for
+from detector.store import STALE_NAN_BITS
 from detector.promql import compile_expr
 from detector.rules import AlertingRule, RuleGroup
 from detector.rules.engine import RuleEngine
@@ -263,3 +266,127 @@ def test_a_stage1_partition_sends_frames_only_for_partials_or_a_watermark_past_a
     assert sent(0, T0) == 3  # tick T0 evaluated: its partials to each of the 3 combine partitions
     assert sent(1, T0 + 5_000) == 0  # the watermark moved, but past no tick
     assert sent(2, T0 + STEP) == 3
+
+
+# --- The gaps the first wiring left (issue 13): origin, skipped ticks, silent upstreams, steps. ----
+
+
+STALE = float(np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.float64)[0])
+
+
+def _in_partition(p: int, name: str, **labels: str) -> tuple:
+    """A series of ``name`` that the receiver puts in stage-1 partition ``p``."""
+    for i in range(1000):
+        s = tuple(sorted({"__name__": name, "instance": f"{name}-{i}", "job": "j", **labels}.items()))
+        if partition_for(s, PARTITIONS) == p:
+            return s
+    raise AssertionError("no such series")
+
+
+def _one_engine(rule_groups, batches, **options) -> list[tuple]:
+    engine = RuleEngine(rule_groups, **options)
+    transitions = []
+    for batch in batches:
+        transitions += engine.ingest(batch).transitions
+    return sorted((t.labels, t.state, t.eval_time, t.value) for t in transitions)
+
+
+def test_the_combine_stage_starts_at_the_first_tick_any_upstream_evaluated_even_without_rows_for_it() -> None:
+    """absent() fires where nothing matches: from the first tick of all the data, as one engine, though
+    no upstream has a row for the combine partition before the series appears (step 4)."""
+    expr = 'absent(cpu{ns="web"})'
+    rule_groups = [RuleGroup("g", "inline", STEP, (AlertingRule("NoWebCpu", compile_expr(expr), expr, for_ms=STEP),))]
+    settings = Settings(partitions=PARTITIONS, staged_rules=True, combine_partitions=3, anomaly_scores=False,
+                        forecasts=False, max_lateness="0s")
+    worker = Worker(settings, rule_groups, clock=lambda: T0 / 1000 + 10 * 365 * 86400)
+    others = [_in_partition(p, "other") for p in range(PARTITIONS)]
+    web = _in_partition(1, "cpu", ns="web")
+    kafka, alerts, steps = Kafka(), [], []
+    for k in range(8):
+        everything = []
+        for p in range(PARTITIONS):
+            series = [(others[p], [(T0 + k * STEP, 1.0)])] + ([(web, [(T0 + k * STEP, 1.0)])] if p == 1 and k >= 4 else [])
+            everything += series
+            kafka.produce(worker.handle(SAMPLES, p, k, SampleBatch.from_series(series).encode()))
+        steps.append(SampleBatch.from_series(everything))
+        kafka.drain(worker, alerts)
+    want = _one_engine(rule_groups, steps)  # each step's samples at once
+    assert [s for _, s, _, _ in want] == ["firing", "inactive", "pending"]
+    assert got(alerts) == want
+
+
+def test_ticks_an_upstream_skipped_after_a_jump_are_skipped_by_the_combine_stage_too() -> None:
+    """Partition 0 gets steps 2..24 in one message, 60 s of catch-up allowed (HEADROOM_MAX_CATCH_UP): it
+    skips steps 2..20, as one engine given the same jump; the combine stage must not evaluate them with
+    partition 0's partials missing (ns-0 would look short of targets and FewUp fire)."""
+    settings = Settings(partitions=PARTITIONS, staged_rules=True, combine_partitions=3, anomaly_scores=False,
+                        forecasts=False, max_lateness="0s", max_catch_up="60s")
+    worker = Worker(settings, groups(), clock=lambda: T0 / 1000 + 10 * 365 * 86400)
+    by_partition = defaultdict(list)
+    for i, s in enumerate(TARGETS):
+        by_partition[partition_for(s, PARTITIONS)].append(i)
+    kafka, alerts = Kafka(), []
+
+    def batch(p: int, steps: range) -> SampleBatch:
+        return SampleBatch.from_series([(TARGETS[i], [(T0 + k * STEP, 1.0) for k in steps]) for i in by_partition[p]])
+
+    for k in range(STEPS):
+        for p in range(1, PARTITIONS):
+            kafka.produce(worker.handle(SAMPLES, p, k, batch(p, range(k, k + 1)).encode()))
+        if k < 2:
+            kafka.produce(worker.handle(SAMPLES, 0, k, batch(0, range(k, k + 1)).encode()))
+        kafka.drain(worker, alerts)
+    kafka.produce(worker.handle(SAMPLES, 0, 2, batch(0, range(2, STEPS)).encode()))
+    kafka.drain(worker, alerts)
+    one = RuleEngine(groups(), max_catch_up_ms=60_000)
+    whole = [SampleBatch.from_series([(s, [(T0 + k * STEP, 1.0)]) for s in TARGETS]) for k in range(2)]
+    whole.append(SampleBatch.from_series([(s, [(T0 + k * STEP, 1.0) for k in range(2, STEPS)]) for s in TARGETS]))
+    want = [t for b in whole for t in one.ingest(b).transitions]
+    assert one.stats.skipped_evaluations > 0 and want == []
+    assert alerts == []
+    combine = [c.partition for c in worker.lanes[PARTIALS].engines.values()]
+    assert sum(c.engine.stats.skipped_evaluations for c in combine) > 0
+    assert min(c.engine.watermark for c in combine) == T0 + (STEPS - 1) * STEP  # evaluated up to the end
+    assert all(not c.pending for c in combine)  # and nothing held for the skipped ticks
+
+
+def test_an_upstream_silent_during_a_replay_stops_holding_the_combine_stage_back() -> None:
+    """Replay (event time years behind the clock): partition 3 sends steps 0..4, its targets' staleness
+    markers at step 5 (they went away), then nothing. After HEADROOM_IDLE_ADVANCE plus the longest
+    staged interval without a frame from it, its watermark follows the others', the combine
+    stage evaluates every tick and frees its pending rows; the alerts are one engine's over the same data."""
+    now = {"s": T0 / 1000 + 10 * 365 * 86400}
+    settings = Settings(partitions=PARTITIONS, staged_rules=True, combine_partitions=3, anomaly_scores=False,
+                        forecasts=False, max_lateness="0s", idle_advance="30s")
+    worker = Worker(settings, groups(), clock=lambda: now["s"], monotonic=lambda: now["s"])
+    kafka, alerts, sent = Kafka(), [], []
+    quiet = 3
+    for k in range(STEPS):
+        step = []
+        now["s"] += 1  # a second of wall clock per step
+        for p in range(PARTITIONS):
+            if p == quiet and k > 5:
+                continue
+            stale = p == quiet and k == 5
+            series = [(s, [(T0 + k * STEP, STALE if stale else value(i, k))])
+                      for i, s in enumerate(TARGETS) if partition_for(s, PARTITIONS) == p]
+            step += series
+            kafka.produce(worker.handle(SAMPLES, p, k, SampleBatch.from_series(series).encode()))
+        sent.append(SampleBatch.from_series(step))  # one engine: each step's samples at once
+        kafka.drain(worker, alerts)
+    lane = worker.lanes[PARTIALS]
+    held = sum(c.pending_rows() for c in lane.engines.values())
+    assert held > 0 and got(alerts) != _one_engine(groups(), sent)
+    now["s"] += 24  # partition 3 silent for 43 s: under HEADROOM_IDLE_ADVANCE + the 15 s interval
+    idle = worker.advance_idle()
+    alerts += [json.loads(v) for _, v in idle.records.get(ALERTS, [])]
+    kafka.produce(idle)
+    kafka.drain(worker, alerts)
+    assert sum(c.pending_rows() for c in lane.engines.values()) == held  # not silent for long enough yet
+    now["s"] += 2
+    idle = worker.advance_idle()
+    alerts += [json.loads(v) for _, v in idle.records.get(ALERTS, [])]
+    kafka.produce(idle)
+    kafka.drain(worker, alerts)
+    assert got(alerts) == _one_engine(groups(), sent)
+    assert sum(c.pending_rows() for c in lane.engines.values()) == 0

@@ -1,0 +1,214 @@
+"""Staged rules over real Kafka with 1, 2 and 4 worker processes (issue 13): ``python -m bench.run stages_kafka``.
+
+Not in ``all`` (it starts a broker and up to four workers per run). Per worker
+count W, with ``HEADROOM_STAGED_RULES=true``, 16 samples partitions and 16
+combine partitions, Headroom's Kubernetes rule set
+(``tests/rulesets/kubernetes.yml``) and the simulated cluster of
+:mod:`bench.stages` (about 10k series, 24 scrape rounds, event time two hours
+ago: a replay):
+
+* the samples are produced straight to the samples topic, cut by partition as
+  the receiver cuts them (and to the global lane what the stages cannot
+  separate), so the figures are the workers', not the receiver's;
+* W real ``pipelines.cli worker`` processes in one consumer group consume them;
+  the bench waits until the workers together use under 5% of a core for 3 s;
+* **stage 1**: samples and bytes through the busiest samples partition against
+  the total (fair share 1/16);
+* **stage 2**: partial rows and frame bytes through the busiest partials
+  partition against the total, read back from the partials topic(s) (a
+  second-level partition counted with the first-level one of the same number);
+* **CPU per sample**: user + system CPU seconds of all W workers from the first
+  sample to the end, over the samples produced, and the busiest worker's share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import numpy as np
+
+from bench.common import BenchContext, Table, WorkerProcess
+from bench.stages import RULES, kubernetes_fleet
+
+PARTITIONS = 16
+WORKERS = (1, 2, 4)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its waited-for children (/proc/<pid>/stat)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+async def _produce(bootstrap: str, records: list[tuple[str, int, bytes]]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=16 * 1024 * 1024, linger_ms=5)
+    await producer.start()
+    try:
+        for topic, partition, value in records:
+            await producer.send(topic, value, partition=partition)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _read_topic(bootstrap: str, topic: str) -> list[tuple[int, bytes]]:
+    """Every record of a topic (partition, value), read to its current end."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+                                max_partition_fetch_bytes=16 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]  # the workers create both levels with 16
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: list[tuple[int, bytes]] = []
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+        while await behind():
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                out += [(tp.partition, r.value) for r in records]
+        return out
+    finally:
+        await consumer.stop()
+
+
+def _records(settings, batches) -> tuple[list[tuple[str, int, bytes]], np.ndarray, np.ndarray, int]:
+    """Messages cut as the receiver cuts them; samples and bytes per samples partition; samples to the global lane."""
+    from detector.labels import labels_from_canonical, partition_for
+    from detector.rules import load_rule_files
+    from detector.stages.engine import _take
+    from pipelines.stages import StagedRules
+
+    groups = load_rule_files([str(RULES)])
+    placement = StagedRules(settings, groups).placement()
+    records, samples, sizes, global_samples = [], np.zeros(PARTITIONS, np.int64), np.zeros(PARTITIONS, np.int64), 0
+    dest_of: dict[bytes, int] = {}
+    global_of: dict[bytes, bool] = {}
+    for batch in batches:
+        for key in batch.series_keys:
+            if key not in dest_of:
+                labels = labels_from_canonical(key)
+                dest_of[key] = partition_for(labels, PARTITIONS, settings.partition_by)
+                global_of[key] = placement.feeds_global_lane(labels)
+        dest = np.fromiter((dest_of[k] for k in batch.series_keys), np.int64, len(batch.series_keys))
+        for p in range(PARTITIONS):
+            part = _take(batch, dest == p)
+            if part is not None:
+                data = part.encode()
+                records.append((settings.samples_topic, p, data))
+                samples[p] += len(part)
+                sizes[p] += len(data)
+        wanted = _take(batch, np.fromiter((global_of[k] for k in batch.series_keys), bool, len(batch.series_keys)))
+        if wanted is not None:
+            records.append((settings.global_samples_topic, 0, wanted.encode()))
+            global_samples += len(wanted)
+    return records, samples, sizes, global_samples
+
+
+def _one_run(ctx: BenchContext, workers: int, run: int, batches) -> dict:
+    from detector.stages.frames import decode_frame
+    from pipelines.settings import Settings
+
+    bootstrap = ctx.broker().bootstrap
+    app_id = f"bench-stages-{workers}w-{run}-{os.getpid()}"
+    env = {"HEADROOM_STAGED_RULES": "true", "HEADROOM_COMBINE_PARTITIONS": str(PARTITIONS),
+           "HEADROOM_PARTIALS_TOPIC": f"{app_id}-partials", "HEADROOM_GLOBAL_SAMPLES_TOPIC": f"{app_id}-global",
+           "HEADROOM_METADATA_TOPIC": f"{app_id}-metadata", "HEADROOM_SCORES_TOPIC": f"{app_id}-scores",
+           "HEADROOM_FORECASTS_TOPIC": f"{app_id}-forecasts", "HEADROOM_ANOMALY_SCORES": "false",
+           "HEADROOM_FORECASTS": "false", "HEADROOM_SNAPSHOT_INTERVAL": "1h"}
+    settings = Settings(staged_rules=True, partitions=PARTITIONS, combine_partitions=PARTITIONS,
+                        samples_topic=f"{app_id}-samples", partials_topic=f"{app_id}-partials",
+                        global_samples_topic=f"{app_id}-global")
+    records, samples, sizes, global_samples = _records(settings, batches)
+    procs = [WorkerProcess(bootstrap, ctx.tmp / app_id / f"w{i}", app_id=app_id, samples_topic=settings.samples_topic,
+                           rule_files=[str(RULES)], partitions=PARTITIONS, extra_env=env) for i in range(workers)]
+    try:
+        for proc in procs:
+            proc.start(timeout=120)
+        from bench.worker_faults import _group_size
+
+        deadline = time.monotonic() + 120
+        while asyncio.run(_group_size(bootstrap, app_id)) != workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{workers} workers did not form a stable group within 120 s")
+            time.sleep(0.5)
+        time.sleep(2)
+        before = [_cpu_seconds(p.pid) for p in procs]  # type: ignore[arg-type]
+        asyncio.run(_produce(bootstrap, records))
+        # Done when the workers together use under 5% of a core for 3 s (their timers still tick).
+        last, idle_for = before, 0.0
+        deadline = time.monotonic() + 600
+        while idle_for < 3.0 and time.monotonic() < deadline:
+            time.sleep(1.0)
+            now = [_cpu_seconds(p.pid) for p in procs]  # type: ignore[arg-type]
+            idle_for = idle_for + 1.0 if sum(now) - sum(last) < 0.05 else 0.0
+            last = now
+        cpu = np.array(last) - np.array(before)
+        rows, frame_bytes = np.zeros(PARTITIONS, np.int64), np.zeros(PARTITIONS, np.int64)
+        for topic in settings.partials_topics:
+            for partition, value in asyncio.run(_read_topic(bootstrap, topic)):
+                frame_bytes[partition] += len(value)
+                rows[partition] += sum(len(b.labels) for b in decode_frame(value).blocks)
+        ctx.log(f"stages_kafka {workers} workers run {run}: {samples.sum()} samples, {global_samples} to the global lane, "
+                f"{rows.sum()} partial rows, CPU {cpu.round(2).tolist()} s")
+        return {"samples": samples, "sizes": sizes, "rows": rows, "frame_bytes": frame_bytes, "cpu": cpu,
+                "global": global_samples}
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def run(ctx: BenchContext) -> list[Table]:
+    batches, n_series = kubernetes_fleet(nodes=40, pods_per_node=12, steps=12 if ctx.quick else 24)
+    base = (int(time.time() * 1000) - 2 * 3600 * 1000) // 15_000 * 15_000  # a replay two hours back
+    from detector.wire.batch import SampleBatch
+
+    batches = [SampleBatch(b.series_keys, b.series_index, b.timestamps + base, b.values) for b in batches]
+    table = Table(
+        "staged rules over Kafka: 1, 2 and 4 worker processes",
+        f"HEADROOM_STAGED_RULES on, {PARTITIONS} samples + {PARTITIONS} combine partitions, {RULES.name}, "
+        f"{n_series} series x {len(batches)} rounds produced straight to the samples topic (replay); "
+        f"busiest partition's share of the total (fair share {1 / PARTITIONS:.3f}); CPU of every worker from the first "
+        "sample until they idle (<5% of a core for 3 s)",
+    )
+    rows = {}
+    for w in WORKERS:
+        rows[w] = (
+            table.row(f"{w} workers: stage 1 busiest partition, samples share", "share", lower_is_better=True, ratio=False),
+            table.row(f"{w} workers: stage 1 busiest partition, bytes share", "share", lower_is_better=True, ratio=False),
+            table.row(f"{w} workers: stage 2 busiest partition, partial rows share", "share", lower_is_better=True, ratio=False),
+            table.row(f"{w} workers: stage 2 busiest partition, frame bytes share", "share", lower_is_better=True, ratio=False),
+            table.row(f"{w} workers: stage 2 frame bytes, total", "MB", ratio=False),
+            table.row(f"{w} workers: CPU per sample, all workers", "us", lower_is_better=True, ratio=False),
+            table.row(f"{w} workers: busiest worker's share of CPU", "share", lower_is_better=True, ratio=False),
+        )
+    for i in range(ctx.runs):
+        for w in WORKERS:
+            got = _one_run(ctx, w, i, batches)
+            r = rows[w]
+            r[0].add(got["samples"].max() / got["samples"].sum())
+            r[1].add(got["sizes"].max() / got["sizes"].sum())
+            r[2].add(got["rows"].max() / max(got["rows"].sum(), 1))
+            r[3].add(got["frame_bytes"].max() / max(got["frame_bytes"].sum(), 1))
+            r[4].add(got["frame_bytes"].sum() / 1e6)
+            r[5].add(got["cpu"].sum() / got["samples"].sum() * 1e6)
+            r[6].add(got["cpu"].max() / max(got["cpu"].sum(), 1e-9))
+    return [table]
+
+
+if __name__ == "__main__":
+    from rich.console import Console
+
+    from bench.common import bench_context
+
+    with bench_context(1, True, Console()) as ctx:
+        for t in run(ctx):
+            ctx.console.print(t.render() if hasattr(t, "render") else t)
