@@ -265,7 +265,12 @@ class ForecastSettings:
     * ``min_used``: a warning starts (and stays pending) only while the series has used at least
       this share of its headroom (0 off): the level has to support the trend;
     * ``restart_on_change``: a pending warning goes back to inactive when the trend fit detects
-      that the data fell behind its line (the rise stopped), instead of firing on a stale slope.
+      that the data fell behind its line (the rise stopped), instead of firing on a stale slope;
+    * ``dip_memory_s``, ``dip_margin``, ``dip_recovery`` (the *dip gate*, ``dip_memory`` 0 off): a
+      warning starts (and stays pending) only while the series has used more of its headroom than
+      in the deepest excursion it recovered from within the last ``dip_memory_s``, by
+      ``dip_margin``; an excursion counts as recovered once the used share falls ``dip_recovery``
+      below its deepest point (see :class:`~detector.forecast.engine.ForecastEngine`).
 
     The trend and state-machine defaults were chosen with ``python -m bench.forecast`` (15 s
     scrapes); ``min_used`` and ``restart_on_change`` with ``python -m bench.early_warning`` (the
@@ -291,9 +296,12 @@ class ForecastSettings:
     restart_on_change: bool = True
     confirm_share: float = 0.33
     warn_after_min: int = 6
+    dip_memory_s: float = 0.0  # off until the held-out bench says it helps (bench/README.md)
+    dip_margin: float = 0.05
+    dip_recovery: float = 0.2
 
     _DURATIONS = {"tau": "tau_s", "max_horizon": "max_horizon_s", "horizon": "horizon_s",
-                  "eval_interval": "eval_interval_s"}
+                  "eval_interval": "eval_interval_s", "dip_memory": "dip_memory_s"}
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -325,6 +333,12 @@ class ForecastSettings:
             found.append(f"{where}: min_used: must be at least 0 and below 1 (e.g. 0.5), got {self.min_used!r}")
         if self.eval_interval_s < 0:
             found.append(f"{where}: eval_interval: must be >= 0, got {self.eval_interval_s!r}")
+        if not self.dip_memory_s >= 0:
+            found.append(f"{where}: dip_memory: must be >= 0 (0 turns the dip gate off), got {self.dip_memory_s!r}")
+        if not 0 <= self.dip_margin < 1:
+            found.append(f"{where}: dip_margin: must be at least 0 and below 1, got {self.dip_margin!r}")
+        if not 0 < self.dip_recovery <= 1:
+            found.append(f"{where}: dip_recovery: must be above 0 and at most 1 (e.g. 0.2), got {self.dip_recovery!r}")
         return found
 
     @classmethod
@@ -336,7 +350,8 @@ class ForecastSettings:
         for key, value in raw.items():
             target = cls._DURATIONS.get(key, key)
             if target not in known:
-                names = sorted([*cls._DURATIONS, "adapt_sigmas", "confirm_share", "hysteresis", "level", "min_samples",
+                names = sorted([*cls._DURATIONS, "adapt_sigmas", "confirm_share", "dip_margin", "dip_recovery", "hysteresis",
+                                "level", "min_samples",
                                 "min_used", "restart_on_change", "resolve_after", "warn_after", "warn_after_min", "warn_on"])
                 problems.append(f"{where}: unknown setting {key!r} (known: {', '.join(names)})")
                 continue
