@@ -28,7 +28,7 @@ And one that learns from the series' own history (the *dip gate*, ``dip_memory``
 
 * *deeper than the benign dips it recovered from*: each series remembers the
   deepest excursion (the most headroom used) it came back from within the last
-  ``dip_memory`` (e.g. 6 h; 0, the default, turns the gate off), an excursion counting as recovered once the used share
+  ``dip_memory`` (6 h; 0 turns the gate off), an excursion counting as recovered once the used share
   fell ``dip_recovery`` (0.2) below its deepest point. A warning starts or goes
   on only while the series uses more than that, by ``dip_margin`` (0.05). A
   pool whose bursts dip to 3 permits of 10 and come back is not warned about at
