@@ -1,6 +1,7 @@
 """Early warning, end to end: scenario recordings through ``headroom record`` and ``headroom replay``.
 
-``.venv/bin/python -m bench.early_warning [--split dev|heldout|both] [--quick] [--seeds N] [--days N] [--jobs J] [--save PATH]``
+``.venv/bin/python -m bench.early_warning [--split dev|heldout|both] [--quick] [--seeds N] [--skip-seeds K] [--days N]
+[--no-ramps] [--jobs J] [--save PATH]``
 
 Each scenario of :mod:`simulator.runbook` made for this bench is recorded with
 the load generator by the code of ``headroom record`` (15 s scrapes, the
@@ -271,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one seed and one benign day (default: 3 seeds, every day)")
     parser.add_argument("--seeds", type=int, help="simulator seeds per split, N of them (default 3, 1 with --quick)")
     parser.add_argument("--days", type=int, help="benign days per split, the first N of 3 (default all, 1 with --quick)")
+    parser.add_argument("--skip-seeds", type=int, default=0, help="start after the split's first N seeds (more runs later)")
+    parser.add_argument("--no-ramps", action="store_true", help="benign days only (false warnings, no lead times)")
     parser.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 4), help="worker processes")
     parser.add_argument("--partitions", type=int, default=1, help="partitions each replay emulates")
     parser.add_argument("--save", type=Path, help="also write the tables as Markdown here (and JSON beside it)")
@@ -286,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = []
     for split in splits:
         all_days, first_seed = SPLITS[split]
-        seeds = list(range(first_seed, first_seed + n_seeds))
+        seeds = list(range(first_seed + args.skip_seeds, first_seed + args.skip_seeds + n_seeds))
         days = all_days[: args.days or (1 if args.quick else len(all_days))]
         plan[split] = (seeds, days)
     began = time.perf_counter()
@@ -294,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         for split, (seeds, days) in plan.items():
             specs += [("day", (day, seed), tmp, args.partitions) for day in days for seed in seeds]
             specs += [("ramp", (name, kind, m, seed), tmp, args.partitions) for name, kind, m in ramps
-                      for seed in seeds]
+                      for seed in seeds if not args.no_ramps]
         with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
             results = list(pool.map(_job, specs))
     elapsed = time.perf_counter() - began
@@ -305,15 +308,18 @@ def main(argv: list[str] | None = None) -> int:
         mine = [r for r in results if r.seed in seeds]
         ramp_results = [r for r in mine if isinstance(r, RampResult)]
         day_results = [r for r in mine if isinstance(r, DayResult) and r.scenario in days]
-        lead, false = split_tables(SPLIT_NAMES[split], seeds, days, ramp_results, day_results)
-        tables += [lead, false]
-        for table in (lead, false):
+        if args.no_ramps:
+            shown = [false_table(SPLIT_NAMES[split], seeds, days, day_results)]
+        else:
+            shown = list(split_tables(SPLIT_NAMES[split], seeds, days, ramp_results, day_results))
+        tables += shown
+        for table in shown:
             table.render(console)
         for r in day_results:
             if r.warnings or r.rule_firings:
                 console.print(f"[dim]{r.scenario} seed {r.seed}: {r.warnings} warning(s) {sorted(r.by_series)} "
                               f"rules {r.rule_firings}[/dim]")
-        detail["splits"][split] = {"seeds": seeds, "days": list(days), "tables": [t.to_json() for t in (lead, false)],
+        detail["splits"][split] = {"seeds": seeds, "days": list(days), "tables": [t.to_json() for t in shown],
                                    "ramps": [r.__dict__ for r in ramp_results],
                                    "benign_days": [r.__dict__ for r in day_results]}
     console.print(f"[dim]{len(specs)} recordings replayed in {elapsed:.0f} s with {args.jobs} processes[/dim]")
@@ -368,6 +374,11 @@ def split_tables(split: str, seeds: list[int], days: tuple[str, ...], ramp_resul
         ratio_row.add(statistics.median(ratios) if ratios else float("nan"))
         early_row.add(sum(r.early for r in mine))
 
+    return lead, false_table(split, seeds, days, day_results)
+
+
+def false_table(split: str, seeds: list[int], days: tuple[str, ...], day_results: list[DayResult]) -> Table:
+    """The false-warning table of one split."""
     false = Table(f"Early warning [{split}: {', '.join(days)}]: false SaturationForecast firings on benign days",
                   f"{len(days)} benign day(s) x {len(seeds)} seed(s), 24 h of event time each (daily load cycle, "
                   "bursts, no incident); every SaturationForecast that fires is false; runs = (day, seed) pairs")
@@ -381,8 +392,7 @@ def split_tables(split: str, seeds: list[int], days: tuple[str, ...], ramp_resul
     if day_results:
         false.row("false SaturationForecast firings per benign day (mean)", "per day", ratio=False).add(
             statistics.fmean(r.warnings for r in day_results))
-
-    return lead, false
+    return false
 
 
 if __name__ == "__main__":
