@@ -1,6 +1,7 @@
 """Early warning, end to end: scenario recordings through ``headroom record`` and ``headroom replay``.
 
-``.venv/bin/python -m bench.early_warning [--quick] [--seeds N] [--days N] [--jobs J] [--save PATH]``
+``.venv/bin/python -m bench.early_warning [--split dev|heldout|both] [--quick] [--seeds N] [--skip-seeds K] [--days N]
+[--no-ramps] [--jobs J] [--save PATH]``
 
 Each scenario of :mod:`simulator.runbook` made for this bench is recorded with
 the load generator by the code of ``headroom record`` (15 s scrapes, the
@@ -27,8 +28,19 @@ writes are read back and measured:
    ``SaturationForecast`` that fires, on any series, is false. Target: <= 1 per
    benign day. The runbook's own rules are counted too (they should stay silent).
 
-Figures are medians over the simulator seeds (``--seeds``, 1, 2, ...; one run
-per seed); the benign row's runs are the (day, seed) pairs. Replays use one
+Two splits (``--split``), so that the figures include some on data no knob was
+chosen on:
+
+* **development** (``dev``, the default): simulator seeds 1, 2, ... and the
+  benign days ``benign-day``, ``benign-day-2``, ``benign-day-3`` (the
+  "everyday" burst pattern). Choose knobs on these figures only.
+* **held out** (``heldout``): simulator seeds 101, 102, ... and the days of
+  :data:`simulator.runbook.HELDOUT_DAYS` (other day seeds, and other burst
+  patterns: "sharp" and "two-peak" besides "everyday"). Look at them once a
+  knob is chosen, to report it; a knob that only helps on dev is dropped.
+
+Figures are medians over the simulator seeds (``--seeds``; one run per seed);
+the benign row's runs are the (day, seed) pairs. Replays use one
 partition (``--partitions``): which partition owns a series does not change
 its alerts, and one is about twice as fast as eight.
 """
@@ -51,12 +63,17 @@ from rich.console import Console
 
 from bench.common import Table
 from detector.forecast import ALERT_NAME
-from simulator.runbook import RAMP_HOLD_S, RAMP_MINUTES, RAMP_RECOVER_S, RAMP_START_S, SCENARIOS
+from simulator.runbook import HELDOUT_DAYS, RAMP_HOLD_S, RAMP_MINUTES, RAMP_RECOVER_S, RAMP_START_S, SCENARIOS
 
 START_S = 1_700_000_000  # event time of scenario second 0 (headroom record's default)
 STEP_S = 15.0
 PACKS = ("backpressure", "backpressure-levels")
 BENIGN = tuple(name for name in SCENARIOS if name.startswith("benign-day"))
+SPLITS = {  # split -> (benign days, first simulator seed); see the module docstring
+    "dev": (BENIGN, 1),
+    "heldout": (tuple(HELDOUT_DAYS), 101),
+}
+SPLIT_NAMES = {"dev": "development", "heldout": "held out"}
 
 
 @dataclass(frozen=True)
@@ -250,31 +267,74 @@ def _job(spec: tuple) -> RampResult | DayResult:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m bench.early_warning", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--split", choices=("dev", "heldout", "both"), default="dev",
+                        help="development seeds/days (choose knobs here), held-out ones (report only), or both")
     parser.add_argument("--quick", action="store_true", help="one seed and one benign day (default: 3 seeds, every day)")
-    parser.add_argument("--seeds", type=int, help="simulator seeds 1..N (default 3, 1 with --quick)")
-    parser.add_argument("--days", type=int, help=f"benign days to use, of {len(BENIGN)} (default all, 1 with --quick)")
+    parser.add_argument("--seeds", type=int, help="simulator seeds per split, N of them (default 3, 1 with --quick)")
+    parser.add_argument("--days", type=int, help="benign days per split, the first N of 3 (default all, 1 with --quick)")
+    parser.add_argument("--skip-seeds", type=int, default=0, help="start after the split's first N seeds (more runs later)")
+    parser.add_argument("--no-ramps", action="store_true", help="benign days only (false warnings, no lead times)")
     parser.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 4), help="worker processes")
     parser.add_argument("--partitions", type=int, default=1, help="partitions each replay emulates")
     parser.add_argument("--save", type=Path, help="also write the tables as Markdown here (and JSON beside it)")
     args = parser.parse_args(argv)
-    seeds = list(range(1, (args.seeds or (1 if args.quick else 3)) + 1))
-    days = BENIGN[: args.days or (1 if args.quick else len(BENIGN))]
+    splits = ("dev", "heldout") if args.split == "both" else (args.split,)
+    n_seeds = args.seeds or (1 if args.quick else 3)
     console = Console(width=150)
     command = " ".join([".venv/bin/python -m bench.early_warning", *argv])
     console.print(f"[bold]{command}[/bold]")
 
     ramps = ramp_scenarios()
+    plan = {}
+    specs = []
+    for split in splits:
+        all_days, first_seed = SPLITS[split]
+        seeds = list(range(first_seed + args.skip_seeds, first_seed + args.skip_seeds + n_seeds))
+        days = all_days[: args.days or (1 if args.quick else len(all_days))]
+        plan[split] = (seeds, days)
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="headroom-early-warning-") as tmp:
-        specs = [("day", (day, seed), tmp, args.partitions) for day in days for seed in seeds]
-        specs += [("ramp", (name, kind, m, seed), tmp, args.partitions) for name, kind, m in ramps for seed in seeds]
+        for split, (seeds, days) in plan.items():
+            specs += [("day", (day, seed), tmp, args.partitions) for day in days for seed in seeds]
+            specs += [("ramp", (name, kind, m, seed), tmp, args.partitions) for name, kind, m in ramps
+                      for seed in seeds if not args.no_ramps]
         with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
             results = list(pool.map(_job, specs))
     elapsed = time.perf_counter() - began
-    ramp_results = [r for r in results if isinstance(r, RampResult)]
-    day_results = [r for r in results if isinstance(r, DayResult)]
 
-    lead = Table("Early warning: lead time of the first SaturationForecast before the runbook's critical rule",
+    tables = []
+    detail = {"command": command, "splits": {}}
+    for split, (seeds, days) in plan.items():
+        mine = [r for r in results if r.seed in seeds]
+        ramp_results = [r for r in mine if isinstance(r, RampResult)]
+        day_results = [r for r in mine if isinstance(r, DayResult) and r.scenario in days]
+        if args.no_ramps:
+            shown = [false_table(SPLIT_NAMES[split], seeds, days, day_results)]
+        else:
+            shown = list(split_tables(SPLIT_NAMES[split], seeds, days, ramp_results, day_results))
+        tables += shown
+        for table in shown:
+            table.render(console)
+        for r in day_results:
+            if r.warnings or r.rule_firings:
+                console.print(f"[dim]{r.scenario} seed {r.seed}: {r.warnings} warning(s) {sorted(r.by_series)} "
+                              f"rules {r.rule_firings}[/dim]")
+        detail["splits"][split] = {"seeds": seeds, "days": list(days), "tables": [t.to_json() for t in shown],
+                                   "ramps": [r.__dict__ for r in ramp_results],
+                                   "benign_days": [r.__dict__ for r in day_results]}
+    console.print(f"[dim]{len(specs)} recordings replayed in {elapsed:.0f} s with {args.jobs} processes[/dim]")
+    console.print(f"[bold]{command}[/bold]")
+    if args.save:
+        args.save.write_text(f"`{command}`\n\n" + "\n".join(t.markdown() for t in tables))
+        args.save.with_suffix(".json").write_text(json.dumps(detail, indent=1))
+    return 0
+
+
+def split_tables(split: str, seeds: list[int], days: tuple[str, ...], ramp_results: list[RampResult],
+                 day_results: list[DayResult]) -> tuple[Table, Table]:
+    """The lead-time and false-warning tables of one split (``split`` names it in the titles)."""
+    lead = Table(f"Early warning [{split}: seeds {seeds[0]}..{seeds[-1]}]: lead time of the first SaturationForecast "
+                 "before the runbook's critical rule",
                  f"`headroom record` (15 s scrapes) + `headroom replay --rules {' --rules '.join(PACKS)}`, default "
                  f"forecast settings; ramp from calm to the bound after {RAMP_START_S / 60:.0f} min of calm; "
                  "permits have no critical rule: lead before the first sample at 0; "
@@ -294,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     headline = lead.row("median over every ramp of >= 15 min", "min", ratio=False, target=5.0)
     bound_row = lead.row("... before the bound itself is recorded (ramps >= 15 min)", "min", ratio=False)
     missed = lead.row("ramping series not warned before the deadline, ramps >= 15 min", "%", ratio=False)
+    warned = lead.row("incidents warned before the deadline (ramping series, ramps >= 15 min)", "count", ratio=False)
+    of_row = lead.row("... out of (ramping series, ramps >= 15 min)", "count", ratio=False)
     missed_fast = lead.row("ramping series not warned before the deadline, 5-minute ramps", "%", ratio=False)
     ratio_row = lead.row("ETA at the first warning / real time to the bound (median)", "x", ratio=False)
     early_row = lead.row("warnings for the ramping series before the ramp began", "count", ratio=False,
@@ -304,13 +366,20 @@ def main(argv: list[str] | None = None) -> int:
         headline.add(statistics.median(slow))
         bound_row.add(statistics.median(v for r in mine if r.minutes >= 15 for v in r.bound_leads_min))
         missed.add(100.0 * sum(1 for v in slow if v <= 0) / len(slow))
+        warned.add(sum(1 for v in slow if v > 0))
+        of_row.add(len(slow))
         fast = [v for r in mine if r.minutes < 15 for v in r.leads_min]
         missed_fast.add(100.0 * sum(1 for v in fast if v <= 0) / len(fast) if fast else float("nan"))
         ratios = [v for r in mine for v in r.eta_ratio]
         ratio_row.add(statistics.median(ratios) if ratios else float("nan"))
         early_row.add(sum(r.early for r in mine))
 
-    false = Table("Early warning: false SaturationForecast firings on benign days",
+    return lead, false_table(split, seeds, days, day_results)
+
+
+def false_table(split: str, seeds: list[int], days: tuple[str, ...], day_results: list[DayResult]) -> Table:
+    """The false-warning table of one split."""
+    false = Table(f"Early warning [{split}: {', '.join(days)}]: false SaturationForecast firings on benign days",
                   f"{len(days)} benign day(s) x {len(seeds)} seed(s), 24 h of event time each (daily load cycle, "
                   "bursts, no incident); every SaturationForecast that fires is false; runs = (day, seed) pairs")
     false_row = false.row("false SaturationForecast firings per benign day", "per day", ratio=False, target=1.0,
@@ -323,25 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     if day_results:
         false.row("false SaturationForecast firings per benign day (mean)", "per day", ratio=False).add(
             statistics.fmean(r.warnings for r in day_results))
-
-    for table in (lead, false):
-        table.render(console)
-    console.print(f"[dim]{len(specs)} recordings replayed in {elapsed:.0f} s with {args.jobs} processes[/dim]")
-    for r in day_results:
-        if r.warnings or r.rule_firings:
-            console.print(f"[dim]{r.scenario} seed {r.seed}: {r.warnings} warning(s) {sorted(r.by_series)} "
-                          f"rules {r.rule_firings}[/dim]")
-    console.print(f"[bold]{command}[/bold]")
-    if args.save:
-        args.save.write_text(f"`{command}`\n\n" + "\n".join(t.markdown() for t in (lead, false)))
-        detail = {
-            "command": command,
-            "tables": [t.to_json() for t in (lead, false)],
-            "ramps": [r.__dict__ for r in ramp_results],
-            "benign_days": [r.__dict__ for r in day_results],
-        }
-        args.save.with_suffix(".json").write_text(json.dumps(detail, indent=1))
-    return 0
+    return false
 
 
 if __name__ == "__main__":

@@ -185,20 +185,44 @@ _BURST_PEAKS: dict[IncidentKind, tuple[float, float]] = {
 }
 
 
-def _benign_day(seed: int, queues: Sequence[str] = ("orders", "payments", "notifications")) -> tuple[Incident, ...]:
-    """A day's script drawn once from a fixed seed (the day itself, not the simulator's seed)."""
+# How a benign day's bursts are drawn: (count range, rise, hold, drain in seconds). "everyday" is
+# the development days' pattern; the held-out days also use others, so that a knob chosen on the
+# development days is scored on burst shapes it never saw: "sharp" (many quick rises that hold
+# longer and drain slowly) and "two-peak" (a lunch dip splits the busy hours; fewer, slower bursts).
+_BURST_PATTERNS: dict[str, tuple[tuple[int, int], tuple[float, float], tuple[float, float], tuple[float, float]]] = {
+    "everyday": ((20, 31), (60, 900), (0, 600), (120, 1800)),
+    "sharp": ((30, 46), (20, 240), (60, 900), (300, 2400)),
+    "two-peak": ((15, 24), (300, 1500), (0, 1200), (60, 900)),
+}
+
+
+def _benign_day(seed: int, queues: Sequence[str] = ("orders", "payments", "notifications"),
+                pattern: str = "everyday") -> tuple[Incident, ...]:
+    """A day's script drawn once from a fixed seed (the day itself, not the simulator's seed).
+
+    >>> len(_benign_day(1)) > 20, _benign_day(1) == _benign_day(1), _benign_day(101, pattern="sharp") != _benign_day(101)
+    (True, True, True)
+    """
     rng = np.random.default_rng(1000 + seed)
     morning, climb, busy, decline = (round(rng.uniform(low, high) * 3600)
                                      for low, high in ((5.5, 8.0), (2.0, 4.0), (7.0, 10.0), (3.0, 5.0)))
-    incidents = [Incident("load", start_s=morning, ramp_s=climb, hold_s=busy, recover_s=decline,
-                          peak=round(rng.uniform(0.3, 0.6), 2))]
+    peak = round(rng.uniform(0.3, 0.6), 2)
+    if pattern == "two-peak":
+        half = busy // 2
+        lunch = round(rng.uniform(0.5, 1.5) * 3600)
+        incidents = [Incident("load", start_s=morning, ramp_s=climb, hold_s=half, recover_s=lunch // 2, peak=peak),
+                     Incident("load", start_s=morning + climb + half + lunch // 2, ramp_s=lunch // 2,
+                              hold_s=busy - half, recover_s=decline, peak=peak)]
+    else:
+        incidents = [Incident("load", start_s=morning, ramp_s=climb, hold_s=busy, recover_s=decline, peak=peak)]
+    (fewest, most), rise, hold, drain = _BURST_PATTERNS[pattern]
     kinds: tuple[IncidentKind, ...] = tuple(_BURST_PEAKS)
-    for _ in range(int(rng.integers(20, 31))):
+    for _ in range(int(rng.integers(fewest, most))):
         kind = kinds[int(rng.integers(len(kinds)))]
         low, high = _BURST_PEAKS[kind]
         incidents.append(Incident(
-            kind, start_s=round(rng.uniform(0, DAY_S - 3600)), ramp_s=round(rng.uniform(60, 900)),
-            hold_s=round(rng.uniform(0, 600)), recover_s=round(rng.uniform(120, 1800)),
+            kind, start_s=round(rng.uniform(0, DAY_S - 3600)), ramp_s=round(rng.uniform(*rise)),
+            hold_s=round(rng.uniform(*hold)), recover_s=round(rng.uniform(*drain)),
             peak=round(rng.uniform(low, high), 3),
             target=queues[int(rng.integers(len(queues)))] if kind == "queue_depth" else "",
         ))
@@ -209,6 +233,12 @@ SCENARIOS.update({
     f"ramp-{name}-{minutes}m": _ramp(kind, minutes) for name, kind in RAMP_KINDS.items() for minutes in RAMP_MINUTES
 })
 SCENARIOS.update({"benign-day" if day == 1 else f"benign-day-{day}": _benign_day(day) for day in range(1, BENIGN_DAYS + 1)})
+# Held out: never used to choose a knob (bench.early_warning --split heldout), other day seeds and
+# other burst patterns; the first one is the pattern least like the development days.
+HELDOUT_DAYS: dict[str, tuple[int, str]] = {
+    "benign-heldout-102": (102, "sharp"), "benign-heldout-103": (103, "two-peak"), "benign-heldout-101": (101, "everyday"),
+}
+SCENARIOS.update({name: _benign_day(seed, pattern=pattern) for name, (seed, pattern) in HELDOUT_DAYS.items()})
 
 
 class RunbookSimulator:

@@ -24,6 +24,18 @@ Two checks keep everyday bursts from warning (``python -m bench.early_warning``)
   back to inactive and must be confirmed afresh on the new trend, instead of
   firing on the slope the rise left in the fit.
 
+And one that learns from the series' own history (the *dip gate*, ``dip_memory``):
+
+* *deeper than the benign dips it recovered from*: each series remembers the
+  deepest excursion (the most headroom used) it came back from within the last
+  ``dip_memory`` (6 h; 0 turns the gate off), an excursion counting as recovered once the used share
+  fell ``dip_recovery`` (0.2) below its deepest point. A warning starts or goes
+  on only while the series uses more than that, by ``dip_margin`` (0.05). A
+  pool whose bursts dip to 3 permits of 10 and come back is not warned about at
+  3 permits again, but is at 2; a series with no such history is gated by
+  ``min_used`` alone. (One remembered excursion per series: when the deepest
+  expires, the gate starts afresh from the next recovery.)
+
 Everything is on event time: samples carry their timestamps; nothing reads a
 clock. Within one call, paired bound values are applied before the forecast
 samples (a max depth changes rarely; the forecast uses the newest one), and a
@@ -61,6 +73,8 @@ from detector.forecast.warning import (FIRING, INACTIVE, PENDING, STATES, Warnin
                                        round_duration, series_text, warning_text)
 
 ALERT_NAME = "SaturationForecast"
+DIP_FIELDS = ("_dip_now", "_dip_seen", "_dip_at")
+"""Per-row columns of the dip gate (see the module docs)."""
 WARNING_LABELS: Labels = (("severity", "warning"),)
 """Labels added to every early-warning alert by default."""
 
@@ -244,6 +258,10 @@ class ForecastEngine:
         self._horizon = np.zeros(64)
         self._last_x = np.full(64, np.nan)
         self._peak = np.full(64, np.nan)  # highest value seen: the "empty" level of a down-bound series
+        # dip gate: deepest used share since the last recovery; deepest recovered one and when (event s)
+        self._dip_now = np.full(64, np.nan)
+        self._dip_seen = np.full(64, np.nan)
+        self._dip_at = np.full(64, np.nan)
         # last Forecast emitted per row: state, then ETA, low, high as humanized (NaN: not heading)
         self._shown = _unshown(64)
         self.skipped = 0  # samples not learned: non-finite, duplicate or out of order
@@ -256,8 +274,8 @@ class ForecastEngine:
     @property
     def nbytes_per_series(self) -> int:
         """Numeric state per forecast series: trend, warning, bound, direction, horizon, last value,
-        peak value, change flag, last forecast shown."""
-        return STATE_BYTES + self.warnings.nbytes_per_series + 5 * 8 + 1 + 4 * 8
+        peak value, change flag, last forecast shown, dip gate."""
+        return STATE_BYTES + self.warnings.nbytes_per_series + 5 * 8 + 1 + 4 * 8 + len(DIP_FIELDS) * 8
 
     def _row_of(self, key: bytes, labels: Labels | None) -> int:
         row = self._keys.get(key)
@@ -285,6 +303,8 @@ class ForecastEngine:
             self._horizon = np.concatenate([self._horizon, np.zeros(extra)])
             self._last_x = np.concatenate([self._last_x, np.full(extra, np.nan)])
             self._peak = np.concatenate([self._peak, np.full(extra, np.nan)])
+            for name in DIP_FIELDS:
+                setattr(self, name, np.concatenate([getattr(self, name), np.full(extra, np.nan)]))
             self._shown = np.concatenate([self._shown, _unshown(extra)])
         self._sign[row] = direction_sign(spec.direction)
         self._bound[row] = bound
@@ -358,6 +378,8 @@ class ForecastEngine:
         self.warnings.reset(rows)
         self._sign[rows], self._bound[rows], self._horizon[rows] = 0.0, np.nan, 0.0
         self._last_x[rows], self._peak[rows] = np.nan, np.nan
+        for name in DIP_FIELDS:
+            getattr(self, name)[rows] = np.nan
         self._free += rows[::-1].tolist()
         return events
 
@@ -445,7 +467,12 @@ class ForecastEngine:
         if restart is not None and restart.any():
             judged = np.where(restart, np.nan, judged)
         near = self._near(rows)
-        allowed = self._used(rows) >= st.min_used if st.min_used > 0 else None
+        allowed = None
+        if st.min_used > 0 or st.dip_memory_s > 0:
+            used = self._used(rows)
+            allowed = used >= st.min_used
+            if st.dip_memory_s > 0:
+                allowed &= self._beyond_dips(rows, t_s, used)
         changed, prev, new = self.warnings.step(rows, t_s, judged, self._horizon[rows], near, allowed)
         if forecasts is not None:
             forecasts += self._forecasts(rows, t_ms, eta, low, high)
@@ -458,6 +485,22 @@ class ForecastEngine:
         if ended.shape[0]:
             self.warnings.clear_times(ended)
         return events
+
+    def _beyond_dips(self, rows: np.ndarray, t_s: np.ndarray, used: np.ndarray) -> np.ndarray:
+        """Whether each row uses more headroom than the deepest excursion it recovered from lately,
+        by ``dip_margin``; and learn this evaluation's ``used`` into the rows' dip memory."""
+        st = self.config.settings
+        now, seen, at = self._dip_now[rows], self._dip_seen[rows], self._dip_at[rows]
+        with np.errstate(invalid="ignore"):
+            recovered = used <= now - st.dip_recovery
+            fresh = ~(t_s - at <= st.dip_memory_s)  # NaN (none yet) counts as expired
+            keep = recovered & (fresh | ~(seen > now))  # a deeper recovered dip replaces the remembered one
+            seen = np.where(keep, now, np.where(fresh, np.nan, seen))
+            at = np.where(keep, t_s, np.where(fresh, np.nan, at))
+            now = np.where(recovered, used, np.fmax(now, used))
+            beyond = ~(used < seen + st.dip_margin)  # NaN (nothing remembered) does not block
+        self._dip_now[rows], self._dip_seen[rows], self._dip_at[rows] = now, seen, at
+        return beyond
 
     def used(self, labels: Labels) -> float | None:
         """Share of its headroom a forecast series has used (see :meth:`_used`); None if unknown."""
@@ -571,9 +614,17 @@ class ForecastEngine:
     SNAPSHOT_SKIP = frozenset({"config", "_specs"})
 
     def restore_state(self, state: dict) -> None:
-        """Load a snapshot's state (see :mod:`detector.snapshot`), matching each row's spec anew."""
+        """Load a snapshot's state (see :mod:`detector.snapshot`), matching each row's spec anew.
+
+        Snapshots written before the dip gate lack its columns: they load with none
+        remembered (every row's gate starts afresh, as for a new series).
+        """
         from detector.snapshot import SnapshotError, apply_attributes
 
+        sign = state.get("_sign")
+        if isinstance(sign, np.ndarray) and sign.ndim == 1:
+            for name in DIP_FIELDS:
+                state.setdefault(name, np.full(sign.shape[0], np.nan))
         apply_attributes(self, state)
         specs = []
         for labels in self._labels:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.early_warning import alert_events, measure_ramp, record_and_replay
+from bench.early_warning import SPLITS, alert_events, measure_ramp, record_and_replay
 from detector.forecast import ALERT_NAME
-from simulator.runbook import RAMP_START_S, SCENARIOS
+from simulator.runbook import _BURST_PEAKS, HELDOUT_DAYS, RAMP_START_S, SCENARIOS
 
 
 def test_the_scenarios_are_registered():
@@ -43,3 +43,16 @@ def test_hours_of_a_benign_day_raise_no_early_warning(tmp_path):
     events = alert_events(out)
     assert [e for e in events if e["rule"] == ALERT_NAME and e["state"] == "firing"] == []
     assert [e for e in events if e["state"] == "firing"] == []  # no runbook rule either: no incident
+
+
+def test_held_out_days_share_nothing_with_the_development_split():
+    (dev_days, dev_seed), (held_days, held_seed) = SPLITS["dev"], SPLITS["heldout"]
+    assert set(dev_days).isdisjoint(held_days) and set(held_days) == set(HELDOUT_DAYS)
+    assert held_seed - dev_seed >= 100  # simulator seeds 101.. never meet the development seeds 1..3
+    # other burst patterns: two load incidents on the "two-peak" day, many more bursts on the "sharp" one
+    assert sum(1 for i in SCENARIOS["benign-heldout-103"] if i.kind == "load") == 2
+    assert len(SCENARIOS["benign-heldout-102"]) > max(len(SCENARIOS[day]) for day in dev_days)
+    for day in held_days:  # still benign: every burst stays under its kind's alert threshold
+        for incident in SCENARIOS[day]:
+            if incident.kind != "load":
+                assert incident.peak <= _BURST_PEAKS[incident.kind][1]

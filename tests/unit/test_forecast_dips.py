@@ -1,0 +1,121 @@
+"""The dip gate: a series' own recovered excursions decide how deep a dip must go before it warns;
+its state survives snapshots, and snapshots from before it load with the gate starting afresh."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from detector.forecast import ForecastConfig, ForecastEngine, ForecastSettings, ForecastSpecError
+from detector.forecast.engine import DIP_FIELDS
+from detector.partition import SNAPSHOT_RECORDS, PartitionDetectors
+from detector.rules import RuleGroup
+from detector.snapshot import SnapshotError, apply, capture, decode, encode
+
+T0_MS = 1_700_000_000_000
+SAT = (("__name__", "worker_dispatch_channel_saturation"), ("worker_id", "w1"))
+GATED = ForecastConfig(ForecastSettings(dip_memory_s=6 * 3600.0, dip_margin=0.05, dip_recovery=0.2))
+
+
+def bursts(seed: int, depth: float, every: int = 240, count: int = 5):
+    """Calm at 0.3 for 15 minutes, then to ``depth`` in 5 minutes, 3 minutes there, back in 10; every hour."""
+    rng = np.random.default_rng(seed)
+
+    def value(k: int) -> float:
+        into = k % every - 60
+        if into < 0 or k >= every * count:
+            level = 0.3
+        elif into < 20:
+            level = 0.3 + (depth - 0.3) * into / 20
+        elif into < 32:
+            level = depth
+        elif into < 72:
+            level = depth - (depth - 0.3) * (into - 32) / 40
+        else:
+            level = 0.3
+        return float(np.clip(level + rng.normal(0, 0.01), 0, 1))
+
+    return value
+
+
+def fired_at(engine: ForecastEngine, value, steps: int, labels=SAT, start: int = 0) -> list[int]:
+    out = []
+    for k in range(start, start + steps):
+        t = T0_MS + 15_000 * k
+        out += [k for e in engine.ingest([labels], [0], [t], [value(k)]) if e.state == "firing"]
+    return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_burst_no_deeper_than_the_ones_it_recovered_from_does_not_warn_again(seed):
+    # every hour the same burst to 85%: without the gate each one warns; with it only the first
+    # (the series has no history yet), the next ones are what it has come back from before
+    ungated = fired_at(ForecastEngine(ForecastConfig(ForecastSettings(dip_memory_s=0))), bursts(seed, 0.85), 1200)
+    gated = fired_at(ForecastEngine(GATED), bursts(seed, 0.85), 1200)
+    assert len(ungated) == 5
+    assert gated == ungated[:1]
+
+
+def test_a_ramp_deeper_than_the_past_bursts_still_warns_before_the_bound():
+    engine = ForecastEngine(GATED)
+    assert len(fired_at(engine, bursts(0, 0.8), 960)) == 1  # four bursts to 80%: remembered
+    rng = np.random.default_rng(9)
+    ramp = lambda k: float(min(0.3 + 0.7 * (k - 960) / 120, 1.0) + rng.normal(0, 0.01))  # 30 minutes to 1
+    (fired,) = fired_at(engine, ramp, 120, start=960)
+    # the cost: it may only start past 85% (the bursts' 80% plus the margin), 23.6 minutes in,
+    # so it warns minutes later than a series with no such history would, but still before full
+    assert 0.3 + 0.7 * (fired - 960) / 120 > 0.85 and (1080 - fired) * 15 >= 2 * 60
+
+
+def test_the_memory_expires():
+    # the same two bursts 7 hours apart: the 6-hour memory has forgotten the first by the second
+    calm_then = lambda k: bursts(1, 0.85)(k if k < 240 else k - 1440 if k >= 1680 else 0)
+    assert len(fired_at(ForecastEngine(GATED), calm_then, 1920)) == 2
+    week = ForecastEngine(ForecastConfig(ForecastSettings(dip_memory_s=7 * 24 * 3600.0)))
+    assert len(fired_at(week, calm_then, 1920)) == 1
+
+
+def test_dip_settings_are_checked_and_read_from_yaml_words():
+    assert ForecastSettings.from_dict({"dip_memory": "2h", "dip_margin": "0.1"}) == ForecastSettings(
+        dip_memory_s=7200.0, dip_margin=0.1)
+    with pytest.raises(ForecastSpecError) as caught:
+        ForecastSettings(dip_memory_s=-1, dip_margin=1.5, dip_recovery=0)
+    assert len(caught.value.problems) == 3
+
+
+def test_dip_state_is_carried_by_snapshots():
+    engine = ForecastEngine(GATED)
+    fired_at(engine, bursts(2, 0.85), 480)
+    back = ForecastEngine(GATED)
+    apply(back, decode(encode(capture(engine))))
+    for name in DIP_FIELDS:
+        np.testing.assert_array_equal(getattr(back, name), getattr(engine, name))
+    assert np.isfinite(back._dip_seen[0])  # the first burst is remembered
+    value = bursts(2, 0.85)
+    assert fired_at(back, value, 720, start=480) == fired_at(engine, value, 720, start=480) == []
+
+
+def test_a_snapshot_from_before_the_dip_gate_loads_with_nothing_remembered():
+    engine = ForecastEngine(GATED)
+    fired_at(engine, bursts(2, 0.85), 480)
+    old = capture(engine)
+    for name in DIP_FIELDS:  # the layout of the code before the gate
+        del old[name]
+    back = ForecastEngine(GATED)
+    apply(back, decode(encode(old)))
+    assert back._dip_seen.shape == engine._dip_seen.shape and np.isnan(back._dip_seen).all()
+    assert back.state(SAT) == engine.state(SAT) and back.used(SAT) == engine.used(SAT)
+    # the gate starts afresh: the next burst warns once (as a new series' first would), then is remembered
+    assert len(fired_at(back, bursts(2, 0.85), 720, start=480)) == 1
+
+
+def test_a_partition_snapshot_taken_with_the_old_settings_is_refused_clearly():
+    groups = [RuleGroup("g", "inline", 15_000, ())]
+    state = decode(PartitionDetectors(groups).snapshot(), SNAPSHOT_RECORDS)
+    # what the code before the gate wrote: its settings had no dip fields
+    state["_config"] = re.sub(r", dip_memory_s=[^,]+, dip_margin=[^,]+, dip_recovery=[^,)]+", "", state["_config"])
+    assert "dip_" not in state["_config"]
+    with pytest.raises(SnapshotError, match="other detector settings"):
+        PartitionDetectors.restore(encode(state, SNAPSHOT_RECORDS), groups)
