@@ -161,7 +161,7 @@ class PartitionDetectors:
         warnings = self.forecaster.ingest_batch(batch, forecasts) if self.forecaster is not None else []
         derived, scores = self._score(batch)
         # Score series are not held to the limit: there is one per admitted series at most.
-        out = self.rules.ingest(_concat(batch, derived) if derived is not None else batch, arrival_ms, admitted=True)
+        out = self.rules.ingest(SampleBatch.concat([batch, derived]) if derived is not None else batch, arrival_ms, admitted=True)
         out.refused.add(refused)
         result = PartitionOutput(out, list(out.transitions), scores, forecasts, list(out.notifications),
                                  _latest(derived) if derived is not None else {})
@@ -329,13 +329,3 @@ def _latest(batch: SampleBatch) -> dict[bytes, float]:
     last[:-1] = index[1:] != index[:-1]
     keys = batch.series_keys
     return {keys[i]: v for i, v in zip(index[last].tolist(), batch.values[order][last].tolist())}
-
-
-def _concat(a: SampleBatch, b: SampleBatch) -> SampleBatch:
-    offset = np.uint32(len(a.series_keys))
-    return SampleBatch(
-        a.series_keys + b.series_keys,
-        np.concatenate([a.series_index, b.series_index + offset]).astype(np.uint32),
-        np.concatenate([a.timestamps, b.timestamps]),
-        np.concatenate([a.values, b.values]),
-    )

@@ -31,8 +31,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from detector.wire.batch import SampleBatch
 
 Record = tuple[str, int | None, bytes | None, bytes]
@@ -45,24 +43,6 @@ class _Pending:
     samples: int = 0
     size: int = 0  # bytes of the batches' encodings, about
     timer: asyncio.TimerHandle | None = None
-
-
-def merge(batches: list[SampleBatch]) -> SampleBatch:
-    """One batch holding every sample of ``batches``, in order (a series' samples keep theirs)."""
-    if len(batches) == 1:
-        return batches[0]
-    keys: list[bytes] = []
-    index, offset = [], 0
-    for batch in batches:
-        keys += batch.series_keys
-        index.append(batch.series_index.astype(np.uint32) + np.uint32(offset))
-        offset += len(batch.series_keys)
-    return SampleBatch(
-        keys,
-        np.concatenate(index),
-        np.concatenate([b.timestamps for b in batches]),
-        np.concatenate([b.values for b in batches]),
-    )
 
 
 class Coalescer:
@@ -130,7 +110,7 @@ class Coalescer:
     async def _produce(self, key: tuple[str, int], pending: _Pending) -> None:
         topic, partition = key
         try:
-            value = merge(pending.batches).encode()
+            value = SampleBatch.concat(pending.batches).encode()
             await self.send_records([(topic, partition, None, value)])
         except BaseException as exc:  # every request in the message is refused alike
             for waiter in pending.waiters:

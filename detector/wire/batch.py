@@ -61,6 +61,27 @@ class SampleBatch:
         return int(self.timestamps.shape[0])
 
     @classmethod
+    def concat(cls, batches: Sequence[SampleBatch]) -> SampleBatch:
+        """One batch holding every sample of ``batches``, in order (each series' samples keep theirs).
+
+        A series in several batches appears once per batch in the series table.
+        """
+        if len(batches) == 1:
+            return batches[0]
+        keys: list[bytes] = []
+        index, offset = [], 0
+        for batch in batches:
+            keys += batch.series_keys
+            index.append(batch.series_index.astype(np.uint32) + np.uint32(offset))
+            offset += len(batch.series_keys)
+        return cls(
+            keys,
+            np.concatenate(index),
+            np.concatenate([b.timestamps for b in batches]),
+            np.concatenate([b.values for b in batches]),
+        )
+
+    @classmethod
     def from_series(cls, series: Iterable[tuple[Labels, Sequence[tuple[int, float]]]]) -> SampleBatch:
         """Build a batch from (labels, [(ts_ms, value), ...]) pairs."""
         keys: list[bytes] = []

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from detector.wire.batch import SampleBatch
-from pipelines.coalescer import Coalescer, merge
+from pipelines.coalescer import Coalescer
 
 
 def batch(instance: str, stamps) -> SampleBatch:
@@ -94,7 +94,7 @@ async def test_drain_produces_what_is_pending():
 
 
 def test_merge_keeps_each_series_samples_in_order():
-    merged = merge([batch("a", [1000, 2000]), batch("b", [1000]), batch("a", [3000])])
+    merged = SampleBatch.concat([batch("a", [1000, 2000]), batch("b", [1000]), batch("a", [3000])])
     a_key = batch("a", [0]).series_keys[0]
     rows = [i for i, key in enumerate(merged.series_keys) if key == a_key]
     stamps = merged.timestamps[np.isin(merged.series_index, rows)]
@@ -104,5 +104,5 @@ def test_merge_keeps_each_series_samples_in_order():
 
 @pytest.mark.parametrize("count", [1, 3])
 def test_merge_of_one_or_more_batches_has_all_samples(count):
-    merged = merge([batch(str(i), [1000, 2000]) for i in range(count)])
+    merged = SampleBatch.concat([batch(str(i), [1000, 2000]) for i in range(count)])
     assert len(merged) == 2 * count
