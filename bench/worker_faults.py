@@ -19,16 +19,16 @@ fire, one worker gets SIGKILL while a step of samples is posted every 0.2 s.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
-import signal
 import sys
 import time
 import urllib.request
 from collections import defaultdict
 
 from bench.common import REPO, BenchContext, Table
+from pipelines.stack.kafka import consumer_group_members, read_json_records
+from pipelines.stack.process import kill_group
 
 PARTITIONS = 4
 BASE = 1_700_000_000_000 // 15_000 * 15_000
@@ -73,48 +73,6 @@ def _batches(port: int) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-async def _read_alerts(bootstrap: str, topic: str, until, timeout: float) -> list[dict]:
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    events: list[dict] = []
-    try:
-        async with asyncio.timeout(timeout):
-            while not until(events):
-                for records in (await consumer.getmany(timeout_ms=200)).values():
-                    events += [json.loads(r.value) for r in records]
-    except TimeoutError:
-        pass
-    finally:
-        await consumer.stop()
-    return events
-
-
-async def _group_size(bootstrap: str, group: str) -> int:
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.errors import KafkaError
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        (response,) = await admin.describe_consumer_groups([group])
-    except KafkaError:
-        return 0
-    finally:
-        await admin.close()
-    _, _, state, _, _, members, *_ = response.groups[0]
-    return len(members) if state == "Stable" else 0
-
-
-def _kill(pid: int) -> None:
-    from pipelines.stack.process import is_alive
-
-    os.killpg(pid, signal.SIGKILL)
-    while is_alive(pid):
-        time.sleep(0.02)
-
-
 async def _one_run(ctx: BenchContext, run: int, session: str, heartbeat: str) -> tuple[float, int]:
     from pipelines.local import LocalPipeline
     from pipelines.stack.process import free_port, start_process
@@ -138,16 +96,16 @@ async def _one_run(ctx: BenchContext, run: int, session: str, heartbeat: str) ->
         env = pipeline.env() | {"HEADROOM_WORKER_WEB_PORT": str(b_port), "HEADROOM_DATA_DIR": str(run_dir / "worker-b")}
         b_pid = start_process([sys.executable, "-m", "pipelines.cli", "worker"], run_dir / "worker-b.log", cwd=REPO, env=env).pid
         async with asyncio.timeout(120):
-            while await _group_size(bootstrap, app_id) != 2:
+            while await consumer_group_members(bootstrap, app_id) != 2:
                 await asyncio.sleep(0.5)
         for start in range(0, 20, 4):
             await asyncio.to_thread(_post, pipeline.write_url, targets, range(start, start + 4))
-        await _read_alerts(bootstrap, pipeline.alerts_topic, lambda ev: sum(e["state"] == "firing" for e in ev) >= 8, 60)
+        await read_json_records(bootstrap, pipeline.alerts_topic, lambda ev: sum(e["state"] == "firing" for e in ev) >= 8, 60)
         owned_by_b = set(range(PARTITIONS)) - set(_watermarks(pipeline.worker_port, pipeline.samples_topic))
         if not owned_by_b or await asyncio.to_thread(_batches, b_port) == 0:
             raise RuntimeError(f"run {run}: the second worker owns no partition; nothing to take over")
         killed = time.monotonic()
-        await asyncio.to_thread(_kill, b_pid)
+        await asyncio.to_thread(kill_group, b_pid)
         b_pid = None
         step, takeover = 20, None
         while takeover is None:
@@ -160,15 +118,15 @@ async def _one_run(ctx: BenchContext, run: int, session: str, heartbeat: str) ->
             step = min(step + 1, UP_AGAIN - 1)
             await asyncio.sleep(0.2)
         await asyncio.to_thread(_post, pipeline.write_url, targets, range(UP_AGAIN, UP_AGAIN + 4))
-        await _read_alerts(bootstrap, pipeline.alerts_topic, lambda ev: sum(e["state"] == "inactive" for e in ev) >= 8, 60)
+        await read_json_records(bootstrap, pipeline.alerts_topic, lambda ev: sum(e["state"] == "inactive" for e in ev) >= 8, 60)
         await asyncio.sleep(2)  # anything more would be a duplicate
-        events = await _read_alerts(bootstrap, pipeline.alerts_topic, lambda ev: False, 3)
+        events = await read_json_records(bootstrap, pipeline.alerts_topic, lambda ev: False, 3)
         ctx.log(f"worker_faults run {run}, session {session}: takeover {takeover:.1f}s of partitions {sorted(owned_by_b)}, "
                 f"{len(events)} alert events (expected {EXPECTED_EVENTS})")
         return takeover, len(events)
     finally:
         if b_pid is not None:
-            await asyncio.to_thread(_kill, b_pid)
+            await asyncio.to_thread(kill_group, b_pid)
         await asyncio.to_thread(pipeline.stop)
 
 

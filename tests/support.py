@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
+from pipelines.stack.kafka import read_json_records as read_alerts  # noqa: F401 - the tests read alert events with it
 
 
 # Tests that replay fixed timestamps (2023) through a real receiver open its
@@ -22,19 +21,3 @@ def write_rules(directory: Path, rules: list[dict], interval: str = "1s", name: 
     return path
 
 
-async def read_alerts(bootstrap: str, topic: str, until, timeout: float = 60.0) -> list[dict]:
-    """Alert events from the start of ``topic`` until ``until(events)`` is true or the timeout."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    events: list[dict] = []
-    try:
-        async with asyncio.timeout(timeout):
-            while not until(events):
-                batch = await consumer.getmany(timeout_ms=200)
-                for records in batch.values():
-                    events += [json.loads(r.value) for r in records]
-    except TimeoutError:
-        pass
-    finally:
-        await consumer.stop()
-    return events

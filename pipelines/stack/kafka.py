@@ -373,3 +373,34 @@ async def _wait_until_served(bootstrap: str, partitions: Mapping[str, int], dead
         raise StackError(f"Kafka topics {sorted(partitions)} are not served on {bootstrap}: {err!r}") from err
     finally:
         await consumer.stop()
+
+
+async def read_json_records(bootstrap: str, topic: str, until, timeout: float = 60.0) -> list[dict]:
+    """JSON records from the start of ``topic`` until ``until(records)`` is true or the timeout."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    events: list[dict] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while not until(events):
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    events += [json.loads(r.value) for r in records]
+    except TimeoutError:
+        pass
+    finally:
+        await consumer.stop()
+    return events
+
+
+async def consumer_group_members(bootstrap: str, group: str) -> int:
+    """Members of a consumer group once it is stable (0 while it rebalances or has no coordinator yet)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([group])
+    except KafkaError:
+        return 0
+    finally:
+        await admin.close()
+    _, _, state, _, _, members, *_ = response.groups[0]
+    return len(members) if state == "Stable" else 0

@@ -159,6 +159,14 @@ def is_alive(pid: int, cmdline_contains: str | None = None) -> bool:
     return cmdline_contains is None or cmdline_contains in cmdline
 
 
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL a process group (``start_process`` starts each in its own) and wait until it is gone."""
+    os.killpg(pid, signal.SIGKILL)
+    while is_alive(pid):
+        time.sleep(0.02)
+
 def stop_pid(pid: int, grace: float = 20.0) -> None:
     """SIGTERM ``pid`` (its whole group when it leads one); SIGKILL if still alive after ``grace`` s."""
     _signal(pid, signal.SIGTERM)

@@ -14,9 +14,7 @@ transitions are still exactly those, none twice. The data is on event time
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
 import sys
 import time
 from collections import defaultdict
@@ -24,8 +22,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
 
 from detector.labels import partition_for
 from detector.rules import load_rule_files
@@ -34,7 +30,8 @@ from detector.stages.plan import StagePlan
 from detector.wire.batch import SampleBatch
 from detector.wire.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
 from pipelines.local import LocalPipeline
-from pipelines.stack.process import free_port, is_alive, start_process
+from pipelines.stack.kafka import consumer_group_members as group_members
+from pipelines.stack.process import free_port, kill_group as kill, start_process
 from tests.support import OLD_TIMESTAMPS_ENV, read_alerts, write_rules
 
 pytestmark = pytest.mark.integration
@@ -99,25 +96,6 @@ async def post_steps(session: aiohttp.ClientSession, url: str, steps: range, per
 async def metrics_text(session: aiohttp.ClientSession, port: int) -> str:
     async with session.get(f"http://127.0.0.1:{port}/metrics") as answer:
         return await answer.text()
-
-
-async def group_members(bootstrap: str, group: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        (response,) = await admin.describe_consumer_groups([group])
-    except KafkaError:
-        return 0
-    finally:
-        await admin.close()
-    _, _, state, _, _, members, *_ = response.groups[0]
-    return len(members) if state == "Stable" else 0
-
-
-def kill(pid: int) -> None:
-    os.killpg(pid, signal.SIGKILL)
-    while is_alive(pid):
-        time.sleep(0.02)
 
 
 async def test_staged_cross_target_alert_from_three_workers_and_after_a_kill(kafka, tmp_path, app_id):

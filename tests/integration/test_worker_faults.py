@@ -12,9 +12,7 @@ time (2023), so no wall clock enters the alerts and the run takes about a minute
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
 import sys
 import time
 from collections import defaultdict
@@ -22,13 +20,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
 
 from detector.labels import partition_for
 from detector.wire.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
 from pipelines.local import LocalPipeline
-from pipelines.stack.process import free_port, is_alive, start_process
+from pipelines.stack.kafka import consumer_group_members as group_members
+from pipelines.stack.process import free_port, kill_group as kill, start_process
 from tests.support import OLD_TIMESTAMPS_ENV, read_alerts, write_rules
 
 pytestmark = pytest.mark.integration
@@ -82,31 +79,11 @@ async def metric(session: aiohttp.ClientSession, port: int, name: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-async def group_members(bootstrap: str, group: str) -> int:
-    """Members of the consumer group once it is stable (0 while it rebalances)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        (response,) = await admin.describe_consumer_groups([group])
-    except KafkaError:  # no coordinator yet, while the first member joins
-        return 0
-    finally:
-        await admin.close()
-    _, _, state, _, _, members, *_ = response.groups[0]
-    return len(members) if state == "Stable" else 0
-
-
 def start_second_worker(pipeline: LocalPipeline, run_dir: Path) -> tuple[int, int]:
     port = free_port()
     env = pipeline.env() | {"HEADROOM_WORKER_WEB_PORT": str(port), "HEADROOM_DATA_DIR": str(run_dir / "worker-b-data")}
     proc = start_process([sys.executable, "-m", "pipelines.cli", "worker"], run_dir / "worker-b.log", cwd=REPO, env=env)
     return proc.pid, port
-
-
-def kill(pid: int) -> None:
-    os.killpg(pid, signal.SIGKILL)
-    while is_alive(pid):
-        time.sleep(0.02)
 
 
 def events_by_target(events: list[dict]) -> dict[str, list[tuple[str, str, int]]]:
