@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Everything Headroom needs on a fresh Debian machine, installed only if missing:
 # Java and Maven (for the Kafka broker's jars), Prometheus + promtool and
-# Alertmanager (Debian packages), VictoriaMetrics + vmalert (Debian's victoria-metrics, the
-# peer the `peers` bench measures Headroom against), and a virtualenv at .venv with Headroom in it.
+# Alertmanager (Debian packages), and a virtualenv at .venv with Headroom in it. (The `peers`
+# bench installs Debian's victoria-metrics itself when it runs; the tests and demo need none.)
 # Kafka's jars themselves are resolved from Maven Central on the first broker start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,6 @@ command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
-command -v victoria-metrics >/dev/null && command -v vmalert >/dev/null || missing+=(victoria-metrics)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
   as_root apt-get update -q
