@@ -101,15 +101,17 @@ def tables(result: dict, dev_seeds, held_seeds):
                   "-" if nab_h is None else f"{f(nab_h['normalized'])} ({nab_h['detected']}/{nab_h['windows']}, "
                                              f"fp {nab_h['fp_rows']})",
                   f"{r['threshold_dev']:.4g}" + (f" / {r['nab_threshold']:.4g}" if "nab_threshold" in r else ""))
-    k = Table(title="per kind at the dev threshold: windows found / FP rows (dev seeds | held-out seeds)")
+    k = Table(title="per kind at each model's dev threshold: NAB score, windows found, FP rows "
+                    "(dev seeds | held-out seeds); benign-only files have no window, so no score")
+
+    def cell(fig: dict) -> str:
+        score = f"{f(fig['normalized'])} " if fig["windows"] else ""
+        return f"{score}{fig['detected']}/{fig['windows']} fp {fig['fp_rows']}"
+
     k.add_column("kind")
     for m in result:
         k.add_column(m, justify="right")
     for kind in next(iter(result.values()))["kinds_dev"]:
-        cells = []
-        for r in result.values():
-            d, h = r["kinds_dev"][kind], r["kinds_held_out"][kind]
-            cells.append(f"{d['detected']}/{d['windows']} fp {d['fp_rows']} | {h['detected']}/{h['windows']} fp {h['fp_rows']}")
-        k.add_row(kind, *cells)
+        k.add_row(kind, *(f"{cell(r['kinds_dev'][kind])} | {cell(r['kinds_held_out'][kind])}" for r in result.values()))
     return s, k
 
