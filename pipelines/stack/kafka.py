@@ -169,13 +169,17 @@ class KafkaBroker(BackgroundService):
     name = "kafka"
 
     def __init__(self, data_dir: Path | str, port: int = 0, controller_port: int = 0,
-                 heap: str = "512m") -> None:
+                 heap: str = "512m", config_overrides: Mapping[str, str | int] | None = None,
+                 gc: str = "-XX:+UseG1GC") -> None:
         super().__init__(data_dir)
         previous = self._read_state()
         spare = iter(free_ports(2))
         self.port: int = port or previous.get("port") or next(spare)
         self.controller_port: int = controller_port or previous.get("controller_port") or next(spare)
         self.heap = heap
+        # For benches that compare broker settings; the defaults below are what Headroom runs.
+        self.config_overrides = dict(config_overrides or {})
+        self.gc = gc
 
     @property
     def bootstrap(self) -> str:
@@ -207,7 +211,7 @@ class KafkaBroker(BackgroundService):
         if not (self.log_dir / "meta.properties").exists():
             self._format_storage(libs)
         self._launch([
-            "java", f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
+            "java", f"-Xmx{self.heap}", f"-Xms{self.heap}", self.gc,
             f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
             "-cp", f"{libs}/*", "kafka.Kafka", str(self.config_file),
         ], ports=[self.port, self.controller_port])
@@ -261,6 +265,7 @@ class KafkaBroker(BackgroundService):
             "log.retention.hours": 24,
             "log.retention.check.interval.ms": 60000,
         }
+        settings.update(self.config_overrides)
         lines = ["# Written by pipelines.stack.kafka on every start."]
         lines += [f"{key}={value}" for key, value in settings.items()]
         self.config_file.write_text("\n".join(lines) + "\n")
