@@ -9,7 +9,9 @@ a config metric of another job, ``absent()``, ``scalar()``) or reads no series
 at all (``vector(1)``) goes to the *global lane*: the receiver also sends the
 series its selectors match to a one-partition topic, and one engine there sees
 all of them. Groups whose recorded series a global group reads go there too,
-so nothing a global rule needs is computed elsewhere. The receiver also sends
+so nothing a global rule needs is computed elsewhere; and a group that reads a
+series a global group records goes there as well, since that series exists
+only in the lane. The receiver also sends
 the lane a clock sample per request (:data:`detector.labels.LANE_CLOCK`), so its evaluations
 advance even while none of its input series exist (``absent()`` must fire
 then).
@@ -71,19 +73,23 @@ def place_groups(groups: list[RuleGroup], partition_by: tuple[str, ...] = DEFAUL
     is_global = [
         any(needs_global_lane(rule.expr, partition_by) or uses_template_query(rule) for rule in g.rules) for g in groups
     ]
-    recorded_by = {
-        rule.name: i for i, g in enumerate(groups) for rule in g.rules if isinstance(rule, RecordingRule)
-    }
+    recorded_by: dict[str, list[int]] = {}  # several groups may record one name
+    for i, g in enumerate(groups):
+        for rule in g.rules:
+            if isinstance(rule, RecordingRule):
+                recorded_by.setdefault(rule.name, []).append(i)
+    reads = [_recorded_names_read(g, recorded_by) for g in groups]
     changed = True
-    while changed:  # a group a global group reads from is global too
+    while changed:
         changed = False
-        for i, group in enumerate(groups):
-            if not is_global[i]:
-                continue
-            for name in _metric_names_read(group):
-                j = recorded_by.get(name)
-                if j is not None and not is_global[j]:
-                    is_global[j] = changed = True
+        for i in range(len(groups)):
+            for j in (j for name in reads[i] for j in recorded_by.get(name, ())):
+                if is_global[i] == is_global[j]:
+                    continue
+                # Global reads local: the lane must compute that recording itself.
+                # Local reads global: the recording exists only in the lane, where
+                # no partition can read it, so the reader goes there too.
+                is_global[i] = is_global[j] = changed = True
     global_groups = [g for g, flag in zip(groups, is_global) if flag]
     selectors = tuple(
         node.matchers
@@ -114,10 +120,13 @@ def expressions_read(rule: object) -> list[Node]:
     return nodes
 
 
-def _metric_names_read(group: RuleGroup) -> set[str]:
+def _recorded_names_read(group: RuleGroup, recorded: dict[str, list[int]]) -> set[str]:
+    """The recorded names a group's selectors can match (``job:x:sum`` or ``{__name__=~"job:.*"}``)."""
     names = set()
     for rule in group.rules:
         for node in (n for expr in expressions_read(rule) for n in walk(expr)):
             if isinstance(node, SelectorNode):
-                names |= {m.value for m in node.matchers if m.name == METRIC_NAME and m.op == "="}
+                by_name = [m for m in node.matchers if m.name == METRIC_NAME]
+                if by_name:  # a selector without a name matcher is left out, as before
+                    names |= {r for r in recorded if all(m.matches(r) for m in by_name)}
     return names

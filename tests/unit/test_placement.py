@@ -92,3 +92,53 @@ def test_a_group_whose_templates_query_goes_global_and_its_constant_queries_feed
     assert placement.feeds_global_lane((("__name__", "x"), ("instance", "b")))  # the rule's own
     assert not placement.feeds_global_lane((("__name__", "owner"), ("instance", "b")))  # built at render time
     assert not placement.feeds_global_lane((("__name__", "temp"),))
+
+
+def test_a_local_group_reading_what_a_global_group_records_goes_global_too():
+    """The recording exists only in the global lane: a partition would read nothing, and never alert."""
+    total = RuleGroup("total", "f.yml", 15_000, (record("job:up:count", "count by (job) (up)"),))
+    reader = RuleGroup("reader", "f.yml", 15_000, (alert("FewUp", "job:up:count < 3"),))
+    downstream = RuleGroup("downstream", "f.yml", 15_000, (record("job:up:few", "job:up:count < bool 3"),))
+    reads_downstream = RuleGroup("chained", "f.yml", 15_000, (alert("Few", '{__name__=~"job:up:f.*"} > 0'),))
+    local = RuleGroup("local", "f.yml", 15_000, (alert("Down", "up == 0"),))
+    placement = place_groups([reads_downstream, total, local, reader, downstream])
+    assert [g.name for g in placement.local] == ["local"]
+    assert [g.name for g in placement.global_] == ["chained", "total", "reader", "downstream"]
+
+
+def test_every_group_recording_a_name_a_global_group_reads_goes_global():
+    a = RuleGroup("a", "f.yml", 15_000, (record("x:sum", "x"),))
+    b = RuleGroup("b", "f.yml", 15_000, (record("x:sum", "y"),))
+    cross = RuleGroup("cross", "f.yml", 15_000, (alert("Many", "count(x:sum) > 3"),))
+    assert [g.name for g in place_groups([a, b, cross]).global_] == ["a", "b", "cross"]
+
+
+def test_the_kubernetes_rule_set_placed_in_partitions_and_the_lane_alerts_as_one_engine():
+    """Staging off: a replay through 8 partitions plus the global lane gives one engine's transitions."""
+    import numpy as np
+
+    from bench.stages import RULES, kubernetes_fleet
+    from detector.labels import labels_from_canonical
+    from detector.replay import Recording, Replay
+    from detector.rules import load_rule_files
+    from detector.rules.engine import RuleEngine
+
+    groups = load_rule_files([str(RULES)])
+    batches, _ = kubernetes_fleet(nodes=6, pods_per_node=5, steps=12, seed=3)
+    keys: dict[bytes, int] = {}
+    columns: list[tuple] = []
+    for b in batches:
+        ids = np.array([keys.setdefault(k, len(keys)) for k in b.series_keys])
+        columns.append((ids[b.series_index], b.timestamps, b.values))
+    index, stamps, values = (np.concatenate(c) for c in zip(*columns))
+    order = np.argsort(stamps, kind="stable")
+    recording = Recording(list(keys), [labels_from_canonical(k) for k in keys],
+                          index[order].astype(np.uint32), stamps[order], values[order])
+    replay = Replay(groups, partitions=8, scores=False, forecasts=False)
+    got = sorted((e["rule"], tuple(sorted(e["labels"].items())), e["state"], e["eval_time"])
+                 for e in replay.run(recording) if e["kind"] == "alert")
+    single = RuleEngine(groups)
+    expected = sorted((t.rule, tuple((k, v) for k, v in t.labels), t.state, t.eval_time)
+                      for b in batches for t in single.ingest(b).transitions)
+    assert len(expected) > 100
+    assert got == expected
