@@ -12,6 +12,7 @@ import json
 from collections import defaultdict
 
 import numpy as np
+import pytest
 
 from detector.labels import partition_for
 from detector.store import STALE_NAN_BITS
@@ -89,8 +90,10 @@ def got(alerts: list[dict]) -> list[tuple]:
     return sorted((tuple(sorted(a["labels"].items())), a["state"], a["eval_time"], float(a["value"])) for a in alerts)
 
 
-def run(restore_at: int | None = None) -> tuple[Worker, list[dict]]:
-    worker, kafka, alerts = staged_worker(), Kafka(), []
+def run(restore_at: int | None = None, frame_max_bytes: int | None = None, kafka: Kafka | None = None) -> tuple[Worker, list[dict]]:
+    worker, kafka, alerts = staged_worker(), kafka or Kafka(), []
+    if frame_max_bytes is not None:
+        worker.frame_max_bytes = frame_max_bytes
     by_partition = defaultdict(list)
     for i, s in enumerate(TARGETS):
         by_partition[partition_for(s, PARTITIONS)].append(i)
@@ -126,6 +129,24 @@ def test_combine_partitions_restored_from_snapshots_drop_what_comes_again() -> N
     assert sorted(set(got(alerts))) == expected()
     dropped = sum(c.partition.duplicate_rows for c in worker.lanes[PARTIALS].engines.values())
     assert dropped > 0
+
+
+@pytest.mark.parametrize("restore_at", [None, 8])
+def test_one_ticks_frame_too_big_for_a_record_goes_in_parts_and_alerts_as_one_engine(restore_at) -> None:
+    """A record of at most 100 bytes holds one partial row: every tick's frame goes as parts, and
+    the combine stage waits for the last (also when a restore re-delivers a frame's last part alone)."""
+    from detector.stages.frames import decode_frame
+
+    kafka = Kafka()
+    worker, alerts = run(restore_at=restore_at, frame_max_bytes=100, kafka=kafka)
+    assert sorted(set(got(alerts))) == expected()
+    combiners = [c.partition for c in worker.lanes[PARTIALS].engines.values()]
+    records = [decode_frame(r) for (topic, _), log in kafka.log.items() if topic == PARTIALS for r in log]
+    assert sum(f.parts > 1 for f in records) > len(records) / 2  # most frames went as parts
+    assert max(sum(len(b.labels) for b in f.blocks) for f in records) == 1
+    assert all(c.parts.held == {} for c in combiners)  # every frame completed
+    if restore_at is not None:
+        assert sum(c.parts.abandoned for c in combiners) > 0  # a re-delivered last part, alone, could never complete
 
 
 def test_an_unreadable_partials_frame_is_skipped_not_a_crash() -> None:
