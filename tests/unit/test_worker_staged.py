@@ -9,6 +9,7 @@ snapshotted, dropped and restored, and frames after the snapshot re-delivered.
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 
 import numpy as np
@@ -411,3 +412,30 @@ def test_an_upstream_silent_during_a_replay_stops_holding_the_combine_stage_back
     kafka.drain(worker, alerts)
     assert got(alerts) == _one_engine(groups(), sent)
     assert sum(c.pending_rows() for c in lane.engines.values()) == 0
+
+
+def test_two_pipelines_on_one_broker_never_share_a_partials_topic(tmp_path, monkeypatch) -> None:
+    """A LocalPipeline and a bench WorkerProcess (or two of either) configure their workers by app id:
+    each worker's every topic, the partials ones included, is its own."""
+    from bench.common import WorkerProcess
+    from pipelines.local import LocalPipeline
+
+    def settings_from(env: dict[str, str]) -> Settings:
+        for name in [n for n in os.environ if n.startswith("HEADROOM_")]:
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            if name.startswith("HEADROOM_"):
+                monkeypatch.setenv(name, value)
+        return Settings(staged_rules=True)
+
+    envs = {
+        "local-a": LocalPipeline("127.0.0.1:1", tmp_path / "a", app_id="local-a").env(),
+        "local-b": LocalPipeline("127.0.0.1:1", tmp_path / "b", app_id="local-b").env(),
+        "bench-c": WorkerProcess("127.0.0.1:1", tmp_path / "c", app_id="bench-c", samples_topic="bench-c-samples",
+                                 rule_files=[], partitions=4).env,
+    }
+    topics = {app: set(settings_from(env).topics()) | set(settings_from(env).state_topics()) for app, env in envs.items()}
+    for app, names in topics.items():
+        assert f"{app}-partials" in names and f"{app}-partials-2" in names
+        assert all(name.startswith(f"{app}-") for name in names), names
+    assert settings_from({}).partials_topics == ("headroom-partials", "headroom-partials-2")  # the default app id's, as before
