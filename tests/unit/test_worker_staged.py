@@ -230,7 +230,7 @@ def test_the_receiver_copies_to_the_global_lane_only_what_the_stages_cannot_sepa
         RuleGroup("all", "inline", 2 * STEP, (rule(AlertingRule, "Total", "sum(ns:x:sum) > 1"),)),
     ]
     x = (("__name__", "x"), ("instance", "a"), ("job", "api"), ("ns", "n"))
-    today = global_lane_placement(Settings(), rule_groups)
+    today = global_lane_placement(Settings(staged_rules=False), rule_groups)
     staged = global_lane_placement(Settings(staged_rules=True), rule_groups)
     assert [g.name for g in today.global_] == ["up", "rec", "all"] and today.feeds_global_lane(TARGETS[0])
     assert [g.name for g in staged.global_] == ["rec", "all"]
