@@ -115,3 +115,14 @@ def test_the_benchs_own_forecast_run_warns_when_headroom_replay_does(tmp_path):
     (deadline,) = run.deadline_min.values()
     assert deadline is not None and not math.isnan(deadline)
     assert len(run.warned_min) == len(settings) and all(w["orch-0:9100"] is not None for w in run.warned_min)
+
+
+def test_doctests():
+    import doctest
+
+    import bench.early_warning_loso
+    import simulator.runbook
+
+    for module in (bench.early_warning_loso, simulator.runbook):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
