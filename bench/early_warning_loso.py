@@ -1,6 +1,6 @@
 """Early warning, leave-one-seed-out: the warning knobs chosen on four development seeds, scored on the fifth.
 
-``.venv/bin/python -m bench.early_warning_loso [--grid small|wide|tiny] [--final] [--jobs J] [--save PATH]``
+``.venv/bin/python -m bench.early_warning_loso [--grid small|wide|tiny] [--final] [--jobs J] [--save PATH] [--cache DIR]``
 
 Data (:mod:`simulator.runbook`): each development seed ``s`` of ``LOSO_DEV_SEEDS`` (1-5) is one fold:
 the ramp scenarios (queue, channel, permits to their bound in 5, 15, 30 and 60 minutes) with simulator
@@ -148,42 +148,35 @@ class DayRun:
     warnings: list = field(default_factory=list)  # per setting: ["series@hour", ...]
 
 
-def ramp_job(scenario: str, kind: str, minutes: int, seed: int, settings: list[dict], workdir: Path) -> RampRun:
+def _cached(cache: Path | None, name: str, make):
+    """``make()``, or what it returned before for ``name`` (keyed by the simulator's source too)."""
+    if cache is None:
+        return make()
+    import hashlib
+    import pickle
+
+    import simulator.runbook
+
+    digest = hashlib.sha256(Path(simulator.runbook.__file__).read_bytes()).hexdigest()[:12]
+    path = cache / f"{name}-{digest}.pickle"
+    if path.exists():
+        return pickle.loads(path.read_bytes())
+    found = make()
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}")
+    partial.write_bytes(pickle.dumps(found))
+    partial.replace(path)
+    return found
+
+
+def ramp_job(scenario: str, kind: str, minutes: int, seed: int, settings: list[dict], workdir: Path,
+             cache: Path | None = None) -> RampRun:
+    series, deadline_min, replay_first, keys, by_time = _cached(
+        cache, f"{scenario}-s{seed}", lambda: _ramp_data(scenario, kind, minutes, seed, workdir))
     target = TARGETS[kind]
-    recording, out = record_and_replay(scenario, seed, ramp_record_minutes(minutes), workdir, 1)
-    try:
-        events = alert_events(out)
-        samples = series_samples(recording, target.metric)
-        bounds = {}
-        if target.metric == "pgmq_queue_depth":
-            bounds = {dict(k)["queue_name"]: v[0][1] for k, v in series_samples(recording, "pgmq_queue_max_depth").items()}
-        keys, by_time = _forecast_samples(recording)
-    finally:
-        recording.unlink(missing_ok=True)
-        out.unlink(missing_ok=True)
     ramp_ms = (START_S + RAMP_START_S) * 1000
     rel = (lambda t: None if t is None else (t - ramp_ms) / 60_000.0)
-    run = RampRun(scenario, kind, minutes, seed)
-    series = []
-    replay_first = {}
-    for labels, points in samples.items():
-        values = dict(labels)
-        if any(values.get(k) != v for k, v in target.match.items()):
-            continue
-        key = values.get(target.per, "")
-        series.append(key)
-        if target.critical:
-            fired = [e["eval_time"] for e in events if e["state"] == "firing" and e["eval_time"] >= ramp_ms
-                     and _is(e["labels"], target, key, target.critical)]
-            deadline = fired[0] if fired else None
-        else:
-            bound = target.bound
-            at = [t for t, v in points if t >= ramp_ms and (v >= bound if target.direction == "up" else v <= bound)]
-            deadline = at[0] if at else None
-        run.deadline_min[key] = rel(deadline)
-        warns = [e["eval_time"] for e in events if e["state"] == "firing" and e["eval_time"] >= ramp_ms
-                 and _is(e["labels"], target, key, ALERT_NAME, target.metric)]
-        replay_first[key] = rel(warns[0]) if warns else None
+    run = RampRun(scenario, kind, minutes, seed, deadline_min=deadline_min)
     for setting in settings:
         fired = [e for e in run_forecasts(keys, by_time, setting) if e.state == "firing"]
         first, early = {}, 0
@@ -201,21 +194,66 @@ def ramp_job(scenario: str, kind: str, minutes: int, seed: int, settings: list[d
     return run
 
 
-def day_job(scenario: str, pattern: str, seed: int, settings: list[dict], workdir: Path) -> DayRun:
+def _ramp_data(scenario: str, kind: str, minutes: int, seed: int, workdir: Path) -> tuple:
+    """(ramping series, deadline per series, replay's first warning per series, forecast samples)."""
+    target = TARGETS[kind]
+    recording, out = record_and_replay(scenario, seed, ramp_record_minutes(minutes), workdir, 1)
+    try:
+        events = alert_events(out)
+        samples = series_samples(recording, target.metric)
+        bounds = {}
+        if target.metric == "pgmq_queue_depth":
+            bounds = {dict(k)["queue_name"]: v[0][1] for k, v in series_samples(recording, "pgmq_queue_max_depth").items()}
+        keys, by_time = _forecast_samples(recording)
+    finally:
+        recording.unlink(missing_ok=True)
+        out.unlink(missing_ok=True)
+    ramp_ms = (START_S + RAMP_START_S) * 1000
+    rel = (lambda t: None if t is None else (t - ramp_ms) / 60_000.0)
+    series = []
+    replay_first = {}
+    deadline_min = {}
+    for labels, points in samples.items():
+        values = dict(labels)
+        if any(values.get(k) != v for k, v in target.match.items()):
+            continue
+        key = values.get(target.per, "")
+        series.append(key)
+        if target.critical:
+            fired = [e["eval_time"] for e in events if e["state"] == "firing" and e["eval_time"] >= ramp_ms
+                     and _is(e["labels"], target, key, target.critical)]
+            deadline = fired[0] if fired else None
+        else:
+            bound = target.bound
+            at = [t for t, v in points if t >= ramp_ms and (v >= bound if target.direction == "up" else v <= bound)]
+            deadline = at[0] if at else None
+        deadline_min[key] = rel(deadline)
+        warns = [e["eval_time"] for e in events if e["state"] == "firing" and e["eval_time"] >= ramp_ms
+                 and _is(e["labels"], target, key, ALERT_NAME, target.metric)]
+        replay_first[key] = rel(warns[0]) if warns else None
+    return series, deadline_min, replay_first, keys, by_time
+
+
+def day_job(scenario: str, pattern: str, seed: int, settings: list[dict], workdir: Path,
+            cache: Path | None = None) -> DayRun:
+    keys, by_time = _cached(cache, f"{scenario}-s{seed}", lambda: _day_data(scenario, seed, workdir))
+    run = DayRun(scenario, pattern, seed)
+    for setting in settings:
+        fired = [e for e in run_forecasts(keys, by_time, setting) if e.state == "firing"]
+        run.warnings.append([f"{_short(e.labels)}@{(e.t_ms / 1000 - START_S) / 3600:.2f}h" for e in fired])
+    return run
+
+
+def _day_data(scenario: str, seed: int, workdir: Path) -> tuple:
     from pipelines.replay_cli import record
 
     recording = workdir / f"{scenario}-s{seed}.om"
     record.main([str(recording), "--scenario", scenario, "--minutes", "1440", "--step", "15", "--seed", str(seed),
                  "--start", str(START_S)], standalone_mode=False)
     try:
-        keys, by_time = _forecast_samples(recording)
+        return _forecast_samples(recording)
     finally:
         recording.unlink(missing_ok=True)
-    run = DayRun(scenario, pattern, seed)
-    for setting in settings:
-        fired = [e for e in run_forecasts(keys, by_time, setting) if e.state == "firing"]
-        run.warnings.append([f"{_short(e.labels)}@{(e.t_ms / 1000 - START_S) / 3600:.2f}h" for e in fired])
-    return run
 
 
 def _short(labels) -> str:
@@ -225,11 +263,11 @@ def _short(labels) -> str:
 
 
 def _job(spec: tuple) -> RampRun | DayRun:
-    kind, args, settings, workdir = spec
+    kind, args, settings, workdir, cache = spec
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
         if kind == "ramp":
-            return ramp_job(*args, settings, Path(workdir))
-        return day_job(*args, settings, Path(workdir))
+            return ramp_job(*args, settings, Path(workdir), cache)
+        return day_job(*args, settings, Path(workdir), cache)
 
 
 # --------------------------------------------------------------------------- scoring and choosing
@@ -322,9 +360,11 @@ def by_kind(ramps: list[RampRun], days: list[DayRun], pick) -> list[str]:
     return lines
 
 
-def plan(seeds, patterns, settings, workdir) -> list[tuple]:
-    specs = [("day", (loso_day(p, s), p, s), settings, workdir) for s in seeds for p in patterns]
-    specs += [("ramp", (name, kind, m, s), settings, workdir) for s in seeds for name, kind, m in ramp_scenarios()]
+def plan(seeds, patterns, settings, workdir, cache: Path | None = None) -> list[tuple]:
+    # ramps first: their record + replay take longest, so the pool's last jobs are short
+    specs = [("ramp", (name, kind, m, s), settings, workdir, cache) for s in seeds
+             for name, kind, m in reversed(ramp_scenarios())]
+    specs += [("day", (loso_day(p, s), p, s), settings, workdir, cache) for s in seeds for p in patterns]
     return specs
 
 
@@ -336,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also score the setting chosen on all development seeds on the final seeds (once)")
     parser.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 2), help="worker processes")
     parser.add_argument("--save", type=Path, help="write the report here (and its JSON beside it)")
+    parser.add_argument("--cache", type=Path, help="keep each recording's forecast samples, deadlines and replay "
+                        "warnings here, so a later run with other settings skips record and replay")
     args = parser.parse_args(argv)
     settings = grid_settings(GRIDS[args.grid])
     command = " ".join([".venv/bin/python -m bench.early_warning_loso", *argv])
@@ -348,8 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     say(f"{len(settings)} settings of {', '.join(KNOBS)}; defaults: {label(settings[0])}")
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="headroom-ew-loso-") as tmp:
-        specs = plan(LOSO_DEV_SEEDS, LOSO_DEV_PATTERNS, settings, tmp)
-        final_specs = plan(LOSO_FINAL_SEEDS, LOSO_FINAL_PATTERNS, None, tmp) if args.final else []
+        specs = plan(LOSO_DEV_SEEDS, LOSO_DEV_PATTERNS, settings, tmp, args.cache)
+        final_specs = plan(LOSO_FINAL_SEEDS, LOSO_FINAL_PATTERNS, None, tmp, args.cache) if args.final else []
         with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
             results = list(pool.map(_job, specs))
             dev_ramps = [r for r in results if isinstance(r, RampRun)]
@@ -401,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
             final_data = {}
             if args.final:
                 final_settings = [settings[0]] + ([settings[final_pick]] if final_pick else [])
-                final_specs = [(k, a, final_settings, w) for k, a, _, w in final_specs]
+                final_specs = [(k, a, final_settings, w, c) for k, a, _, w, c in final_specs]
                 t0 = time.perf_counter()
                 final = list(pool.map(_job, final_specs))
                 f_ramps = [r for r in final if isinstance(r, RampRun)]
