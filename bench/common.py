@@ -220,6 +220,12 @@ class WorkerProcess:
             HEADROOM_SAMPLES_TOPIC=samples_topic,
             HEADROOM_ALERTS_TOPIC=f"{app_id}-alerts",
             HEADROOM_STATE_TOPIC=f"{app_id}-state",
+            # Every topic this worker reads or writes is its own: another pipeline on the broker
+            # (a LocalPipeline, an earlier run) must not feed it (the partials topic follows app_id).
+            HEADROOM_GLOBAL_SAMPLES_TOPIC=f"{app_id}-samples-global",
+            HEADROOM_METADATA_TOPIC=f"{app_id}-metadata",
+            HEADROOM_SCORES_TOPIC=f"{app_id}-scores",
+            HEADROOM_FORECASTS_TOPIC=f"{app_id}-forecasts",
             HEADROOM_PARTITIONS=str(partitions),
             HEADROOM_RULE_FILES=json.dumps(rule_files),
             HEADROOM_WORKER_WEB_PORT=str(self.port),

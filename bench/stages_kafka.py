@@ -120,13 +120,12 @@ def _one_run(ctx: BenchContext, workers: int, run: int, batches) -> dict:
     bootstrap = ctx.broker().bootstrap
     app_id = f"bench-stages-{workers}w-{run}-{os.getpid()}"
     env = {"HEADROOM_STAGED_RULES": "true", "HEADROOM_COMBINE_PARTITIONS": str(PARTITIONS),
-           "HEADROOM_PARTIALS_TOPIC": f"{app_id}-partials", "HEADROOM_GLOBAL_SAMPLES_TOPIC": f"{app_id}-global",
+           "HEADROOM_GLOBAL_SAMPLES_TOPIC": f"{app_id}-global",
            "HEADROOM_METADATA_TOPIC": f"{app_id}-metadata", "HEADROOM_SCORES_TOPIC": f"{app_id}-scores",
            "HEADROOM_FORECASTS_TOPIC": f"{app_id}-forecasts", "HEADROOM_ANOMALY_SCORES": "false",
            "HEADROOM_FORECASTS": "false", "HEADROOM_SNAPSHOT_INTERVAL": "1h"}
-    settings = Settings(staged_rules=True, partitions=PARTITIONS, combine_partitions=PARTITIONS,
-                        samples_topic=f"{app_id}-samples", partials_topic=f"{app_id}-partials",
-                        global_samples_topic=f"{app_id}-global")
+    settings = Settings(app_id=app_id, staged_rules=True, partitions=PARTITIONS, combine_partitions=PARTITIONS,
+                        samples_topic=f"{app_id}-samples", global_samples_topic=f"{app_id}-global")  # partials: <app_id>-partials
     records, samples, sizes, global_samples = _records(settings, batches)
     procs = [WorkerProcess(bootstrap, ctx.tmp / app_id / f"w{i}", app_id=app_id, samples_topic=settings.samples_topic,
                            rule_files=[str(RULES)], partitions=PARTITIONS, extra_env=env) for i in range(workers)]

@@ -55,7 +55,9 @@ class Settings(BaseSettings):
     # combine_partitions partitions (0: as many as the samples topic; a second topic,
     # "<partials_topic>-2", if the rules need a second combine level). Off: the global lane.
     staged_rules: bool = False
-    partials_topic: str = "headroom-partials"
+    # Empty: "<app_id>-partials", so two applications on one broker never share it
+    # (their combine partitions would refuse, or worse, count each other's frames).
+    partials_topic: str = ""
     combine_partitions: int = Field(0, ge=0, le=1024)
     partition_by: tuple[str, ...] = ("job", "instance")
 
@@ -244,8 +246,13 @@ class Settings(BaseSettings):
 
     @property
     def partials_topics(self) -> tuple[str, str]:
-        """The partials topics of the first and second combine levels (the second is used only if needed)."""
-        return self.partials_topic, f"{self.partials_topic}-2"
+        """The partials topics of the first and second combine levels (the second is used only if needed).
+
+        >>> Settings(app_id="bench-1").partials_topics, Settings(partials_topic="p").partials_topics
+        (('bench-1-partials', 'bench-1-partials-2'), ('p', 'p-2'))
+        """
+        first = self.partials_topic or f"{self.app_id}-partials"
+        return first, f"{first}-2"
 
     @property
     def snapshot_interval_s(self) -> float:

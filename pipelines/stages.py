@@ -58,7 +58,7 @@ from detector.rules.engine import EngineOutput, RuleEngine, is_live
 from detector.rules.placement import Placement, place_groups
 from detector.snapshot import SnapshotError, decode, encode
 from detector.stages.combine import SNAPSHOT_RECORDS, CombinePartition
-from detector.stages.frames import NO_ORIGIN, Block, Frame, FrameFormatError, decode_frame, encode_frame
+from detector.stages.frames import NO_ORIGIN, Frame, FrameFormatError, PartsBuffer, decode_frame
 from detector.stages.plan import StagePlan
 from detector.stages.stage1 import Outbox, partial_groups
 from detector.store import EMPTY
@@ -169,57 +169,6 @@ class Stage1Engines(PartitionEngines):
             self.assigned_at.pop(partition, None)
 
 
-FRAME_TARGET_BYTES = 900_000
-"""Frames are cut by tick to stay under this size: Kafka refuses records over 1 MB by default."""
-
-
-def split_frame(data: bytes, max_bytes: int = FRAME_TARGET_BYTES) -> list[bytes]:
-    """A frame cut into frames of whole ticks, each at most ``max_bytes`` where one tick allows.
-
-    Each part but the last carries the watermark just before the next part's
-    first tick, so the combine partition, which drops rows for ticks at or before
-    a source's watermark, keeps every part; the last carries the frame's own.
-    The rows of one tick stay in one part (a second part for a tick would replace
-    the first's partials), so a single tick bigger than ``max_bytes`` is one part.
-
-    >>> import numpy as np
-    >>> from detector.stages.frames import Block, Frame, encode_frame
-    >>> blocks = [Block(0, t, [(("ns", "a"),)], np.array([[1.0]])) for t in (15_000, 30_000, 45_000)]
-    >>> parts = split_frame(encode_frame(Frame(7, 0, 2, 1, 50_000, blocks)), max_bytes=100)
-    >>> [(decode_frame(p).watermark, [b.tick for b in decode_frame(p).blocks]) for p in parts]
-    [(29999, [15000]), (44999, [30000]), (50000, [45000])]
-    """
-    if len(data) <= max_bytes:
-        return [data]
-    frame = decode_frame(data)
-    by_tick: dict[int, list[Block]] = {}
-    for block in frame.blocks:
-        by_tick.setdefault(block.tick, []).append(block)
-    parts: list[list[Block]] = [[]]
-    size = 0
-    for tick in sorted(by_tick):
-        grow = sum(_block_bytes(b) for b in by_tick[tick])
-        if parts[-1] and size + grow > max_bytes:
-            parts.append([])
-            size = 0
-        parts[-1] += by_tick[tick]
-        size += grow
-    if len(parts) == 1:
-        return [data]
-    out = []
-    for i, blocks in enumerate(parts):
-        last = i == len(parts) - 1
-        watermark = frame.watermark if last else min(b.tick for b in parts[i + 1]) - 1
-        failures = [f for f in frame.failures if (last or f.tick <= watermark) and
-                    (i == 0 or f.tick > min(b.tick for b in blocks) - 1)]
-        out.append(encode_frame(Frame(frame.fingerprint, frame.source, frame.sources, frame.seq, watermark, blocks, failures)))
-    return out
-
-
-def _block_bytes(block: Block) -> int:
-    return 24 + sum(16 + 24 * len(labels) for labels in block.labels) + block.values.nbytes  # an estimate
-
-
 def evaluated_through(engine: RuleEngine) -> int:
     """The instant every tick up to which a stage-1 engine has evaluated: the watermark a frame may carry.
 
@@ -280,9 +229,9 @@ class Combiner:
         self.early.append(data)
         if now_ms is not None:
             self.heard[frame.source] = now_ms
-        frames = [decode_frame(f) for f in self.early]
+        frames = whole_frames(self.early)
         if len({f.source for f in frames}) < self.sources:
-            return EngineOutput()
+            return EngineOutput()  # an upstream that sent only some parts of its frame has not reported
         return self._start(frames)
 
     def _start(self, frames: list[Frame]) -> EngineOutput:
@@ -366,6 +315,16 @@ class Combiner:
         if self.partition is None:
             return 0
         return sum(len(p.labels) for parts in self.partition.pending.values() for p in parts.values())
+
+
+def whole_frames(records: list[bytes]) -> list[Frame]:
+    """The frames of ``records`` that are whole, or whose parts have all come (see split_frame)."""
+    parts, frames = PartsBuffer(), []
+    for data in records:
+        frame = parts.add(decode_frame(data), data)
+        if frame is not None:
+            frames.append(frame)
+    return frames
 
 
 def decode_source(data: bytes) -> int:
@@ -481,5 +440,4 @@ class CombineEngines:
             self.offsets.pop(partition, None)
 
 
-__all__ = ["CombineEngines", "Combiner", "Stage1Engines", "StagedRules", "evaluated_through", "global_lane_placement",
-           "split_frame"]
+__all__ = ["CombineEngines", "Combiner", "Stage1Engines", "StagedRules", "evaluated_through", "global_lane_placement"]

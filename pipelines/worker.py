@@ -37,13 +37,14 @@ from detector.errors import BatchFormatError
 from detector.output.alerts import AlertNotification
 from detector.partition import PartitionOutput
 from detector.rules import RuleGroup
+from detector.stages.frames import FRAME_TARGET_BYTES, split_frame
 from detector.wire.batch import SampleBatch
 from detector.wire.metadata import MetricTypes
 from pipelines.engines import PartitionEngines
 from pipelines.gauges import DetectorGauges
 from pipelines.limits import LimitReport
 from pipelines.settings import Settings
-from pipelines.stages import FRAME_TARGET_BYTES, CombineEngines, Stage1Engines, StagedRules, global_lane_placement, split_frame
+from pipelines.stages import CombineEngines, Stage1Engines, StagedRules, global_lane_placement
 
 log = logging.getLogger("headroom.worker")
 
@@ -239,7 +240,7 @@ class Worker:
 
     def _send_frames(self, topic: str, frames: dict[int, bytes], outgoing: Outgoing) -> None:
         for dest, frame in sorted(frames.items()):
-            parts = split_frame(frame, self.frame_max_bytes)  # e.g. many ticks at once in a catch-up
+            parts = split_frame(frame, self.frame_max_bytes)  # e.g. many ticks at once in a catch-up, or many groups
             outgoing.to_partitions += [(topic, dest, part) for part in parts]
             self.metrics.frames.labels(topic).inc(len(parts))
 

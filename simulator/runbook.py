@@ -196,13 +196,63 @@ _BURST_PATTERNS: dict[str, tuple[tuple[int, int], tuple[float, float], tuple[flo
 }
 
 
+# Patterns drawn on top of the everyday bursts (see _benign_day): "load-bursts" (development) are
+# clusters of handler-pool bursts, bursty load that drains the permits and recovers by itself;
+# "deploy-restarts" and "traffic-spikes" are kept for the final check of bench.early_warning_loso only
+# (never used to choose a knob): a deploy empties the pools (every permit free), then a catch-up burst
+# drains them while the orders backlog clears; a traffic spike is extra load on the whole deployment on
+# top of the daily cycle.
+EXTRA_PATTERNS = ("load-bursts", "deploy-restarts", "traffic-spikes")
+BENIGN_PATTERNS = (*_BURST_PATTERNS, *EXTRA_PATTERNS)
+# How much the daily cycle plus a spike may add to the calm traffic: the channel then stays under 0.8.
+MAX_EXTRA_LOAD = 0.85
+
+
+def _extra_incidents(rng: np.random.Generator, pattern: str, daily_peak: float) -> list[Incident]:
+    """The incidents a pattern of EXTRA_PATTERNS adds to a day; every one stays benign."""
+    low, high = _BURST_PEAKS["worker_capacity"]
+    extra: list[Incident] = []
+    if pattern == "load-bursts":
+        for _ in range(int(rng.integers(4, 9))):  # clusters of 2-5 bursts, 5-25 minutes apart
+            at = float(rng.uniform(0, DAY_S - 4 * 3600))
+            for _ in range(int(rng.integers(2, 6))):
+                rise, hold, drain = rng.uniform(60, 600), rng.uniform(0, 300), rng.uniform(120, 900)
+                extra.append(Incident("worker_capacity", start_s=round(at), ramp_s=round(rise), hold_s=round(hold),
+                                      recover_s=round(drain), peak=round(rng.uniform(0.6, high), 3)))
+                at += rise + hold + drain + rng.uniform(300, 1500)
+    elif pattern == "deploy-restarts":
+        for _ in range(int(rng.integers(3, 7))):
+            at = float(rng.uniform(0, DAY_S - 3600))
+            down = round(rng.uniform(30, 90))
+            extra.append(Incident("worker_capacity", start_s=round(at), ramp_s=5, hold_s=down, recover_s=10, peak=0.0))
+            catch_up = round(at) + 15 + down
+            extra.append(Incident("worker_capacity", start_s=catch_up, ramp_s=round(rng.uniform(30, 120)),
+                                  hold_s=round(rng.uniform(60, 600)), recover_s=round(rng.uniform(300, 1200)),
+                                  peak=round(rng.uniform(low, high), 3)))
+            extra.append(Incident("queue_depth", start_s=round(at), ramp_s=down + 15, hold_s=round(rng.uniform(60, 300)),
+                                  recover_s=round(rng.uniform(300, 1200)),
+                                  peak=round(rng.uniform(*_BURST_PEAKS["queue_depth"]), 3), target="orders"))
+    elif pattern == "traffic-spikes":
+        for _ in range(int(rng.integers(6, 13))):
+            extra.append(Incident("load", start_s=round(rng.uniform(0, DAY_S - 3600)), ramp_s=round(rng.uniform(30, 180)),
+                                  hold_s=round(rng.uniform(60, 600)), recover_s=round(rng.uniform(300, 1200)),
+                                  peak=round(rng.uniform(0.2, MAX_EXTRA_LOAD - daily_peak), 3)))
+    return extra
+
+
 def _benign_day(seed: int, queues: Sequence[str] = ("orders", "payments", "notifications"),
                 pattern: str = "everyday") -> tuple[Incident, ...]:
     """A day's script drawn once from a fixed seed (the day itself, not the simulator's seed).
 
+    Patterns of EXTRA_PATTERNS are the everyday bursts plus their own incidents.
+
     >>> len(_benign_day(1)) > 20, _benign_day(1) == _benign_day(1), _benign_day(101, pattern="sharp") != _benign_day(101)
     (True, True, True)
+    >>> set(_benign_day(1)) < set(_benign_day(1, pattern="load-bursts"))
+    True
     """
+    if pattern not in BENIGN_PATTERNS:
+        raise ValueError(f"unknown benign pattern {pattern!r}; known: {', '.join(BENIGN_PATTERNS)}")
     rng = np.random.default_rng(1000 + seed)
     morning, climb, busy, decline = (round(rng.uniform(low, high) * 3600)
                                      for low, high in ((5.5, 8.0), (2.0, 4.0), (7.0, 10.0), (3.0, 5.0)))
@@ -215,7 +265,7 @@ def _benign_day(seed: int, queues: Sequence[str] = ("orders", "payments", "notif
                               hold_s=busy - half, recover_s=decline, peak=peak)]
     else:
         incidents = [Incident("load", start_s=morning, ramp_s=climb, hold_s=busy, recover_s=decline, peak=peak)]
-    (fewest, most), rise, hold, drain = _BURST_PATTERNS[pattern]
+    (fewest, most), rise, hold, drain = _BURST_PATTERNS.get(pattern, _BURST_PATTERNS["everyday"])
     kinds: tuple[IncidentKind, ...] = tuple(_BURST_PEAKS)
     for _ in range(int(rng.integers(fewest, most))):
         kind = kinds[int(rng.integers(len(kinds)))]
@@ -226,6 +276,8 @@ def _benign_day(seed: int, queues: Sequence[str] = ("orders", "payments", "notif
             peak=round(rng.uniform(low, high), 3),
             target=queues[int(rng.integers(len(queues)))] if kind == "queue_depth" else "",
         ))
+    if pattern in EXTRA_PATTERNS:  # drawn after the everyday bursts, so those stay the same
+        incidents += _extra_incidents(np.random.default_rng([1000 + seed, BENIGN_PATTERNS.index(pattern)]), pattern, peak)
     return tuple(sorted(incidents, key=lambda incident: incident.start_s))
 
 
@@ -239,6 +291,22 @@ HELDOUT_DAYS: dict[str, tuple[int, str]] = {
     "benign-heldout-102": (102, "sharp"), "benign-heldout-103": (103, "two-peak"), "benign-heldout-101": (101, "everyday"),
 }
 SCENARIOS.update({name: _benign_day(seed, pattern=pattern) for name, (seed, pattern) in HELDOUT_DAYS.items()})
+# Leave-one-seed-out (bench.early_warning_loso): each development seed has its own days, one per pattern
+# of LOSO_DEV_PATTERNS; the final-check seeds have days of patterns no knob was chosen on.
+LOSO_DEV_SEEDS = (1, 2, 3, 4, 5)
+LOSO_DEV_PATTERNS = ("everyday", "sharp", "load-bursts")
+LOSO_FINAL_SEEDS = (201, 202, 203)
+LOSO_FINAL_PATTERNS = ("everyday", "deploy-restarts", "traffic-spikes")
+
+
+def loso_day(pattern: str, seed: int) -> str:
+    """The scenario name of a leave-one-seed-out benign day."""
+    return f"benign-{pattern}-s{seed}"
+
+
+SCENARIOS.update({loso_day(pattern, seed): _benign_day(seed, pattern=pattern)
+                  for seeds, patterns in ((LOSO_DEV_SEEDS, LOSO_DEV_PATTERNS), (LOSO_FINAL_SEEDS, LOSO_FINAL_PATTERNS))
+                  for seed in seeds for pattern in patterns})
 
 
 class RunbookSimulator:
@@ -351,9 +419,12 @@ class _Script:
         return calm + level * (peak - calm)
 
     def load(self, t_s: float) -> float:
-        """Extra traffic at ``t_s``, as a fraction of the calm traffic (0 without ``load`` incidents)."""
-        level, peak = self.strongest("load", t_s)
-        return level * peak
+        """Extra traffic at ``t_s``, as a fraction of the calm traffic (0 without ``load`` incidents).
+
+        Load incidents add up (a traffic spike on top of the daily cycle); the other kinds take the
+        strongest incident.
+        """
+        return sum(incident.level(t_s) * incident.peak for incident in self._incidents if incident.kind == "load")
 
     def breaker_state(self, t_s: float) -> int:
         """0 closed, 1 half-open, 2 open."""

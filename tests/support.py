@@ -12,6 +12,8 @@ from pipelines.stack.kafka import read_json_records as read_alerts  # noqa: F401
 # accepted time window that far back; the default (2 h plus the rules' reach)
 # would refuse them.
 OLD_TIMESTAMPS_ENV = {"HEADROOM_CATCH_UP_WINDOW": "10y"}
+STAGING_OFF_ENV = {"HEADROOM_STAGED_RULES": "false"}
+"""For tests of the global lane and its state partition: they stay right whatever the default of staged rules."""
 
 
 def write_rules(directory: Path, rules: list[dict], interval: str = "1s", name: str = "rules.yml") -> Path:

@@ -29,7 +29,7 @@ import numpy as np
 from detector.promql.plan import DEFAULT_LOOKBACK_MS, EvaluationError
 from detector.promql.values import InstantVector
 from detector.rules.engine import DEFAULT_RESEND_DELAY_MS, EngineOutput, RuleEngine
-from detector.stages.frames import FrameFormatError, decode_frame
+from detector.stages.frames import FrameFormatError, PartsBuffer, decode_frame
 from detector.stages.inputs import register_feed
 from detector.stages.partials import COLUMNS, Partial, merge
 from detector.stages.plan import StagePlan
@@ -80,6 +80,7 @@ class CombinePartition:
         self.duplicate_rows = 0  # partial rows received again (dropped)
         self.presumed_rows = 0  # partial rows of a silent upstream's ticks already evaluated without them (dropped)
         self.presumed = np.zeros(sources, dtype=bool)  # upstreams whose watermark presume() moved past what they sent
+        self.parts = PartsBuffer()  # frames cut into several records, until their last part comes
 
     @property
     def watermark(self) -> int:
@@ -90,7 +91,9 @@ class CombinePartition:
         """Take one frame; evaluate every tick that all upstream partitions have now passed.
 
         Raises :class:`~detector.stages.frames.FrameFormatError` for a frame that
-        is not one, or not for this rule set; nothing of it is kept then.
+        is not one, or not for this rule set; nothing of it is kept then. A part
+        of a frame (:func:`~detector.stages.frames.split_frame`) is kept until
+        the frame's last part comes; only then do its rows and watermark count.
         """
         frame = decode_frame(data)
         if frame.fingerprint != self.plan.fingerprint:
@@ -109,6 +112,10 @@ class CombinePartition:
         for failure in frame.failures:
             if failure.slot >= len(self.plan.slots):
                 raise FrameFormatError(f"partials frame names slot {failure.slot}, the rule set has {len(self.plan.slots)}")
+        whole = self.parts.add(frame, data)
+        if whole is None:
+            return EngineOutput()  # the upstream is not done with its frame: nothing counts yet
+        frame = whole
         # A source has sent every partial of the ticks up to its watermark; rows for those
         # ticks again are a redelivery, or a replay after the source restored a snapshot.
         seen = int(self.watermarks[frame.source])
@@ -219,6 +226,7 @@ class CombinePartition:
             "rows_received": self.rows_received,
             "rows_by_slot": dict(self.rows_by_slot),
             "duplicate_rows": self.duplicate_rows,
+            "parts": self.parts.held_bytes(),
         }
 
     def snapshot(self) -> bytes:
@@ -247,6 +255,10 @@ class CombinePartition:
         self.engine.skip_log = self.outbox.skips
         self.rows_received, self.duplicate_rows = state["rows_received"], state["duplicate_rows"]
         self.rows_by_slot = dict(state["rows_by_slot"])
+        try:
+            self.parts.load(list(state.get("parts", [])))
+        except FrameFormatError as exc:
+            raise SnapshotError(f"combine partition snapshot holds an unreadable frame part: {exc}") from None
 
 
 __all__ = ["CombinePartition"]

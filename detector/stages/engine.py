@@ -31,6 +31,7 @@ from detector.promql.plan import DEFAULT_LOOKBACK_MS
 from detector.rules.engine import DEFAULT_RESEND_DELAY_MS, EngineOutput, RuleEngine
 from detector.rules.group import RuleGroup
 from detector.stages.combine import CombinePartition
+from detector.stages.frames import split_frame
 from detector.stages.plan import StagePlan
 from detector.stages.stage1 import Stage1Partition
 from detector.wire.batch import SampleBatch
@@ -73,8 +74,10 @@ class StagedEngine:
         lateness_ms: int = 0,
         resend_delay_ms: int = DEFAULT_RESEND_DELAY_MS,
         start_ms: int | None = None,
+        frame_max_bytes: int | None = None,
     ) -> None:
         self.plan = StagePlan(groups, partition_by)
+        self.frame_max_bytes = frame_max_bytes  # frames go as parts of at most this (split_frame), as over Kafka
         self.partitions = partitions
         self.combiners = combiners or partitions
         self.partition_by = partition_by
@@ -152,12 +155,17 @@ class StagedEngine:
         for sent in frames:
             for dest, data in sent.items():
                 self.load.frame_bytes[dest] += len(data)
-                out.add(self.combine[dest].receive(data))
+                for part in self._records(data):
+                    out.add(self.combine[dest].receive(part))
         if self.combine2:
             for sent in [c.take_frames() for c in self.combine]:
                 for dest, data in sent.items():
                     self.load.frame_bytes[dest] += len(data)  # level 2's partition c sits with level 1's
-                    out.add(self.combine2[dest].receive(data))
+                    for part in self._records(data):
+                        out.add(self.combine2[dest].receive(part))
+
+    def _records(self, frame: bytes) -> list[bytes]:
+        return [frame] if self.frame_max_bytes is None else split_frame(frame, self.frame_max_bytes)
 
     def stores(self) -> list:
         """Every store of every partition (recorded series live where their rule runs)."""

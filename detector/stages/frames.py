@@ -7,11 +7,11 @@ rows for ticks at or before a sender's last watermark as sent before (a
 redelivery, or a replay after the sender restored a snapshot) and drops them.
 ``seq`` numbers a sender's frames, for diagnostics.
 
-Wire format, version 1 (all integers little-endian)::
+Wire format, version 3 (all integers little-endian)::
 
     offset  size  field
     0       4     magic b"HRPF"
-    4       1     version (1)
+    4       1     version (3)
     5       3     reserved, zero
     8       8     plan fingerprint (u64): the rule set and partitioning slot numbers refer to
     16      4     source: the upstream partition (u32)
@@ -20,7 +20,9 @@ Wire format, version 1 (all integers little-endian)::
     32      8     watermark (i64, ms; every tick up to it is evaluated)
     40      4     n_blocks (u32)
     44      4     n_failures (u32)
-    48      ...   n_blocks x block:   slot u32, tick i64, n_rows u32, n_cols u8, 3 reserved,
+    48      4     part (u32): this record's number among the frame's parts, from 0
+    52      4     parts (u32): how many records the frame was cut into (1: whole)
+    56      ...   n_blocks x block:   slot u32, tick i64, n_rows u32, n_cols u8, 3 reserved,
                                       n_rows x [u32 length, canonical label bytes],
                                       n_rows x n_cols f64 (row-major, IEEE-754 bits as computed)
     ...     ...   n_failures x:       slot u32, tick i64, u32 length, UTF-8 message
@@ -30,7 +32,14 @@ Wire format, version 1 (all integers little-endian)::
                                       its ticks of that interval from first up to resume
                                       (HEADROOM_MAX_CATCH_UP); the receiver skips them too
 
-Version 2 added the trailer (origin and skips) after the failures.
+Version 2 added the trailer (origin and skips) after the failures; version 3
+the part fields, so a frame bigger than a Kafka record (1 MB by default) goes
+as several records (:func:`split_frame`), cut between rows, even inside one
+tick's block. Every part carries the frame's seq, watermark and origin; the
+failures and skips travel in the last. A receiver puts the parts of a seq back
+together (:class:`PartsBuffer`) and takes nothing of the frame, its watermark
+least of all, before the last has come. Version 2 frames are still read (one
+part of one).
 
 >>> import numpy as np
 >>> frame = Frame(fingerprint=7, source=1, sources=4, seq=3, watermark=30_000,
@@ -56,10 +65,13 @@ from detector.errors import HeadroomError
 from detector.labels import Labels, canonical_bytes, labels_from_canonical
 
 MAGIC = b"HRPF"
-VERSION = 2
+VERSION = 3
+READS = (2, 3)
+"""Frame versions this code decodes (2: no part fields, a whole frame)."""
 NO_ORIGIN = -(2**63)
 """``Frame.origin`` of a sender that has evaluated no tick yet."""
-_HEADER = struct.Struct("<4sB3xQIIQqII")
+_HEADER = struct.Struct("<4sB3xQIIQqIIII")
+_HEADER_V2 = struct.Struct("<4sB3xQIIQqII")
 _BLOCK = struct.Struct("<IqIB3x")
 _FAILURE = struct.Struct("<IqI")
 _LENGTH = struct.Struct("<I")
@@ -136,12 +148,14 @@ class Frame:
     failures: list[Failure] = field(default_factory=list)
     origin: int = NO_ORIGIN  # the first tick the sender evaluated: where the receiver's schedule starts
     skips: list[Skip] = field(default_factory=list)
+    part: int = 0  # this record's number among ``parts`` (see split_frame)
+    parts: int = 1
 
 
 def encode_frame(frame: Frame) -> bytes:
     out = bytearray(
         _HEADER.pack(MAGIC, VERSION, frame.fingerprint, frame.source, frame.sources, frame.seq,
-                     frame.watermark, len(frame.blocks), len(frame.failures))
+                     frame.watermark, len(frame.blocks), len(frame.failures), frame.part, frame.parts)
     )
     for block in frame.blocks:
         values = np.ascontiguousarray(block.values, dtype="<f8")
@@ -164,16 +178,23 @@ def encode_frame(frame: Frame) -> bytes:
 def decode_frame(data: bytes) -> Frame:
     """Bytes to a :class:`Frame`; :class:`FrameFormatError` saying what is wrong if they are not one."""
     view = memoryview(data)
-    if len(view) < _HEADER.size:
+    if len(view) < _HEADER_V2.size:
         raise FrameFormatError(f"partials frame too short: {len(view)} bytes, the header alone is {_HEADER.size}")
-    magic, version, fingerprint, source, sources, seq, watermark, n_blocks, n_failures = _HEADER.unpack_from(view)
+    magic, version = _HEADER_V2.unpack_from(view)[:2]
     if magic != MAGIC:
         raise FrameFormatError(f"not a partials frame (magic {magic!r}, expected {MAGIC!r})")
-    if version != VERSION:
-        raise FrameFormatError(f"partials frame version {version}, this code reads version {VERSION}")
+    if version not in READS:
+        raise FrameFormatError(f"partials frame version {version}, this code reads versions {READS[0]} to {READS[-1]}")
+    header = _HEADER if version >= 3 else _HEADER_V2
+    if len(view) < header.size:
+        raise FrameFormatError(f"partials frame too short: {len(view)} bytes, the header alone is {header.size}")
+    _, _, fingerprint, source, sources, seq, watermark, n_blocks, n_failures, *rest = header.unpack_from(view)
+    part, parts = rest or (0, 1)
     if source >= sources:
         raise FrameFormatError(f"partials frame from source {source} of {sources} sources")
-    pos = _HEADER.size
+    if part >= parts:
+        raise FrameFormatError(f"partials frame part {part} of {parts} parts")
+    pos = header.size
     blocks, failures = [], []
     try:
         for _ in range(n_blocks):
@@ -214,7 +235,139 @@ def decode_frame(data: bytes) -> Frame:
         raise FrameFormatError(f"corrupt partials frame (at byte {pos}): {exc}") from None
     if pos != len(view):
         raise FrameFormatError(f"partials frame has {len(view) - pos} bytes after its end")
-    return Frame(fingerprint, source, sources, seq, watermark, blocks, failures, origin, skips)
+    return Frame(fingerprint, source, sources, seq, watermark, blocks, failures, origin, skips, part, parts)
 
 
-__all__ = ["NO_ORIGIN", "Block", "Failure", "Frame", "FrameFormatError", "Skip", "decode_frame", "encode_frame"]
+# --- Frames bigger than a record. ---------------------------------------------------------
+
+FRAME_TARGET_BYTES = 900_000
+"""Records are cut to stay under this size: Kafka refuses records over 1 MB by default."""
+
+_TAIL = _TRAILER.size
+
+
+def split_frame(data: bytes, max_bytes: int = FRAME_TARGET_BYTES) -> list[bytes]:
+    """A frame as records of at most ``max_bytes``: itself if it fits, else parts 0..n-1 of it.
+
+    Blocks are cut between rows (one tick of one rule may be bigger than a
+    record); a row is never cut, so a part holding a single row bigger than
+    ``max_bytes`` is bigger. Every part carries the frame's header fields; the
+    failures and skips go in the last part (a part of their own if they do not
+    fit). :func:`join_parts` gives the frame back.
+
+    >>> import numpy as np
+    >>> rows = [(("pod", f"p{i}"),) for i in range(6)]
+    >>> frame = Frame(7, 0, 2, 1, 50_000, [Block(0, 45_000, rows, np.arange(6.0).reshape(6, 1))])
+    >>> parts = [decode_frame(p) for p in split_frame(encode_frame(frame), max_bytes=140)]
+    >>> [(p.part, p.parts, p.watermark, len(p.blocks[0].labels)) for p in parts]
+    [(0, 3, 50000, 2), (1, 3, 50000, 2), (2, 3, 50000, 2)]
+    >>> join_parts(parts).blocks[0].values.ravel().tolist()
+    [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    """
+    if len(data) <= max_bytes:
+        return [data]
+    frame = decode_frame(data)
+    room = max_bytes - _HEADER.size - _TAIL
+    parts: list[list[Block]] = [[]]
+    size = 0
+    for block in frame.blocks:
+        row_bytes = [_LENGTH.size + len(_key(labels)) + 8 * block.values.shape[1] for labels in block.labels]
+        if not row_bytes and parts[-1] and size + _BLOCK.size > room:
+            parts.append([])  # a block without rows still goes (the frame comes back as it was)
+            size = 0
+        start = 0
+        while True:  # what of this block fits in the current part, then the next part
+            end, grow = start, _BLOCK.size
+            while end < len(row_bytes) and (size + grow + row_bytes[end] <= room or (end == start and not parts[-1])):
+                grow += row_bytes[end]
+                end += 1
+            if end > start or not block.labels:
+                parts[-1].append(Block(block.slot, block.tick, block.labels[start:end], block.values[start:end]))
+                size += grow
+            if end == len(row_bytes):
+                break
+            parts.append([])
+            size = 0
+            start = end
+    tail = [_FAILURE.size + len(f.message.encode()) for f in frame.failures] + [_SKIP.size] * len(frame.skips)
+    if parts[-1] and size + sum(tail) > room:
+        parts.append([])
+    n = len(parts)
+    out = []
+    for i, blocks in enumerate(parts):
+        last = i == n - 1
+        out.append(encode_frame(Frame(
+            frame.fingerprint, frame.source, frame.sources, frame.seq, frame.watermark, blocks,
+            frame.failures if last else [], frame.origin, frame.skips if last else [], i, n,
+        )))
+    return out
+
+
+def join_parts(parts: list[Frame]) -> Frame:
+    """The frame :func:`split_frame` cut into ``parts`` (every part of one seq, any order)."""
+    parts = sorted(parts, key=lambda p: p.part)
+    first, last = parts[0], parts[-1]
+    if [p.part for p in parts] != list(range(first.parts)) or any(p.parts != first.parts or p.seq != first.seq for p in parts):
+        raise FrameFormatError(f"parts {[p.part for p in parts]} of seq {first.seq} do not make a frame of {first.parts} parts")
+    blocks: list[Block] = []
+    for part in parts:
+        for block in part.blocks:
+            prev = blocks[-1] if blocks else None
+            if prev is not None and (prev.slot, prev.tick) == (block.slot, block.tick):
+                # One block cut between parts: one slot's rows at one tick are always one block.
+                blocks[-1] = Block(block.slot, block.tick, prev.labels + block.labels,
+                                   np.concatenate([prev.values, block.values]))
+            else:
+                blocks.append(block)
+    failures = [f for p in parts for f in p.failures]
+    skips = [s for p in parts for s in p.skips]
+    return Frame(first.fingerprint, first.source, first.sources, first.seq, last.watermark, blocks, failures,
+                 first.origin, skips)
+
+
+class PartsBuffer:
+    """Parts of frames that came before their last part, per source; a frame out once whole.
+
+    Kafka keeps one source's records to one partition in order, so a part of
+    another seq while a frame is incomplete means the sender restarted (from a
+    snapshot, re-sending from there) or redelivered a part of a frame already
+    taken: the incomplete parts are dropped (``abandoned``). A source that goes
+    silent between parts holds nothing back here: its watermark moves only with
+    a whole frame, and the receiver's silence rule (``presume``) applies to it
+    as to any silent source.
+    """
+
+    def __init__(self) -> None:
+        self.held: dict[int, list[tuple[Frame, bytes]]] = {}  # source -> the parts so far, with their bytes
+        self.abandoned = 0  # parts dropped as above
+
+    def add(self, frame: Frame, data: bytes) -> Frame | None:
+        """The whole frame once ``frame`` completes one (or is one), else None (kept)."""
+        held = self.held.get(frame.source)
+        if held and (held[0][0].seq != frame.seq or held[0][0].parts != frame.parts):
+            self.abandoned += len(held)
+            del self.held[frame.source]
+            held = None
+        if frame.parts == 1:
+            return frame
+        held = self.held.setdefault(frame.source, [])
+        if all(p.part != frame.part for p, _ in held):  # a part redelivered while incomplete: once
+            held.append((frame, data))
+        if len(held) < frame.parts:
+            return None
+        del self.held[frame.source]
+        return join_parts([p for p, _ in held])
+
+    def held_bytes(self) -> list[bytes]:
+        """The parts held, as received (a snapshot keeps these; :meth:`load` reads them back)."""
+        return [data for parts in self.held.values() for _, data in parts]
+
+    def load(self, records: list[bytes]) -> None:
+        self.held = {}
+        for data in records:
+            frame = decode_frame(data)
+            self.held.setdefault(frame.source, []).append((frame, data))
+
+
+__all__ = ["FRAME_TARGET_BYTES", "NO_ORIGIN", "Block", "Failure", "Frame", "FrameFormatError", "PartsBuffer", "Skip",
+           "decode_frame", "encode_frame", "join_parts", "split_frame"]

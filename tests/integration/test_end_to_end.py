@@ -9,7 +9,7 @@ import pytest
 
 from detector.wire.remote_write import REMOTE_WRITE_HEADERS, encode_write_request
 from pipelines.local import LocalPipeline
-from tests.support import OLD_TIMESTAMPS_ENV, read_alerts, write_rules
+from tests.support import OLD_TIMESTAMPS_ENV, STAGING_OFF_ENV, read_alerts, write_rules
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +88,7 @@ async def test_rule_across_targets_runs_in_the_global_lane_and_sees_every_partit
         "expr": "pgmq_queue_depth / on(queue_name) group_left pgmq_queue_limit > 0.8",
     }], interval="15s")
     pipeline = LocalPipeline(kafka.bootstrap, tmp_path / "run", rule_files=(str(rules),), app_id=app_id, partitions=8,
-                             extra_env=OLD_TIMESTAMPS_ENV)
+                             extra_env={**OLD_TIMESTAMPS_ENV, **STAGING_OFF_ENV})
     await asyncio.to_thread(pipeline.start)
     queues = [f"q{i}" for i in range(6)]
     try:
@@ -116,7 +116,7 @@ async def test_aggregation_across_targets_and_absent_run_in_the_global_lane(kafk
         {"alert": "ExporterMissing", "expr": 'absent(pgmq_queue_depth{job="pgmq-exporter"})'},
     ], interval="15s")
     pipeline = LocalPipeline(kafka.bootstrap, tmp_path / "run", rule_files=(str(rules),), app_id=app_id, partitions=8,
-                             extra_env=OLD_TIMESTAMPS_ENV)
+                             extra_env={**OLD_TIMESTAMPS_ENV, **STAGING_OFF_ENV})
     await asyncio.to_thread(pipeline.start)
     try:
         async with aiohttp.ClientSession() as session:

@@ -20,7 +20,7 @@ from pipelines.settings import Settings
 from pipelines.stack.process import is_alive
 from pipelines.stack.kafka import create_topics
 from pipelines.state import SnapshotTopic, StateKeeper, state_topic_config
-from tests.support import OLD_TIMESTAMPS_ENV, read_alerts, write_rules
+from tests.support import OLD_TIMESTAMPS_ENV, STAGING_OFF_ENV, read_alerts, write_rules
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +86,7 @@ def kill_worker(pipeline: LocalPipeline) -> None:
 async def test_worker_restart_keeps_the_models_and_the_for_clock(kafka, tmp_path, app_id, stop):
     rules = write_rules(tmp_path, [{"alert": "Down", "expr": "up == 0", "for": "5m"}], interval="15s")
     pipeline = LocalPipeline(kafka.bootstrap, tmp_path / "run", rule_files=(str(rules),), app_id=app_id, partitions=2,
-                             extra_env={"HEADROOM_SNAPSHOT_INTERVAL": "1s", **OLD_TIMESTAMPS_ENV})
+                             extra_env={"HEADROOM_SNAPSHOT_INTERVAL": "1s", **OLD_TIMESTAMPS_ENV, **STAGING_OFF_ENV})
     await asyncio.to_thread(pipeline.start)
     try:
         async with aiohttp.ClientSession() as session:
@@ -127,7 +127,7 @@ async def test_worker_restart_keeps_the_models_and_the_for_clock(kafka, tmp_path
 async def test_recover_restores_the_snapshot_and_catches_up_to_the_resume_offset(kafka, app_id):
     """The catch-up path alone, deterministic: a snapshot at offset 39 of 70 messages, resume at 60."""
     settings = Settings(kafka_bootstrap=kafka.bootstrap, samples_topic=f"{app_id}-samples", state_topic=f"{app_id}-state",
-                        partitions=1, snapshot_max_bytes=8 * 1024 * 1024)
+                        partitions=1, snapshot_max_bytes=8 * 1024 * 1024, staged_rules=False)
     await create_topics(kafka.bootstrap, {settings.samples_topic: 1})
     await create_topics(kafka.bootstrap, settings.state_topics(), config=state_topic_config(settings.snapshot_max_bytes))
     batches = [SampleBatch.from_series(series(range(2 * k, 2 * k + 2))) for k in range(70)]

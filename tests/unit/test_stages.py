@@ -15,7 +15,9 @@ from detector.rules import AlertingRule, RecordingRule, RuleGroup
 from detector.snapshot import SnapshotError
 from detector.stages.combine import CombinePartition
 from detector.stages.engine import StagedEngine
-from detector.stages.frames import Block, Failure, Frame, FrameFormatError, Skip, decode_frame, encode_frame
+from detector.stages.frames import (
+    Block, Failure, Frame, FrameFormatError, PartsBuffer, Skip, decode_frame, encode_frame, join_parts, split_frame,
+)
 from detector.stages.plan import StagePlan
 from detector.stages.stage1 import Stage1Partition
 from detector.store import STALE_NAN_BITS
@@ -85,10 +87,11 @@ def test_every_truncation_of_a_frame_is_refused_with_a_frame_error():
     ("mutate", "message"),
     [
         (lambda d: b"XXXX" + d[4:], "not a partials frame"),
-        (lambda d: d[:4] + b"\x03" + d[5:], "version 3"),
+        (lambda d: d[:4] + b"\x04" + d[5:], "version 4"),
         (lambda d: d + b"\x00", "1 bytes after its end"),
         (lambda d: d[:16] + struct.pack("<II", 5, 2) + d[24:], "source 5 of 2 sources"),
-        (lambda d: d[:64] + b"\x00" + d[65:], "no value columns"),
+        (lambda d: d[:48] + struct.pack("<II", 3, 3) + d[56:], "part 3 of 3 parts"),
+        (lambda d: d[:72] + b"\x00" + d[73:], "no value columns"),
     ],
 )
 def test_bad_frames_are_refused_saying_what_is_wrong(mutate, message):
@@ -114,6 +117,132 @@ def test_a_combine_partition_refuses_frames_of_another_rule_set_or_shape_and_kee
     combine.receive(encode_frame(Frame(plan.fingerprint, 0, 2, 1, 0, [good])))
     out = combine.receive(encode_frame(Frame(plan.fingerprint, 1, 2, 1, 0, [Block(0, 0, [(("ns", "web"),)], np.array([[2.0]]))])))
     assert [(t.value, t.state) for t in out.transitions] == [(5.0, "pending")]
+
+
+# --- Frames bigger than a record: parts. ------------------------------------------------------------
+
+
+@st.composite
+def frames_to_split(draw) -> Frame:
+    """Frames as an Outbox makes them: one block per (slot, tick), rows of distinct label sets."""
+    keys = draw(st.lists(st.tuples(st.integers(0, 40), st.integers(-(2**40), 2**40)), unique=True, max_size=6))
+    out = []
+    for slot, tick in keys:
+        labels = draw(st.lists(label_sets, unique=True, max_size=12))
+        columns = draw(st.integers(1, 5))
+        values = draw(st.lists(floats, min_size=len(labels) * columns, max_size=len(labels) * columns))
+        out.append(Block(slot, tick, labels, np.array(values, dtype=np.float64).reshape(len(labels), columns)))
+    failures = draw(st.lists(st.builds(Failure, st.integers(0, 40), st.integers(-(2**40), 2**40), st.text(max_size=40)), max_size=3))
+    skips = draw(st.lists(st.builds(Skip, st.integers(1, 10**6), st.integers(0, 10**9), st.integers(0, 10**9)), max_size=3))
+    return Frame(draw(st.integers(0, 2**64 - 1)), draw(st.integers(0, 15)), 16, draw(st.integers(0, 2**40)),
+                 draw(st.integers(-(2**63), 2**63 - 1)), out, failures, draw(st.integers(-(2**63), 2**63 - 1)), skips)
+
+
+def same_frame(a: Frame, b: Frame) -> bool:
+    head = lambda f: (f.fingerprint, f.source, f.sources, f.seq, f.watermark, f.failures, f.origin, f.skips)  # noqa: E731
+    blocks = lambda f: [(x.slot, x.tick, x.labels, x.values.shape, x.values.view(np.uint64).tolist()) for x in f.blocks]  # noqa: E731
+    return head(a) == head(b) and blocks(a) == blocks(b)
+
+
+@settings(max_examples=200, deadline=None)
+@given(frame=frames_to_split(), max_bytes=st.integers(60, 3000))
+def test_a_frame_split_into_parts_and_put_back_together_is_the_same_frame(frame, max_bytes):
+    data = encode_frame(frame)
+    records = split_frame(data, max_bytes)
+    parts = [decode_frame(r) for r in records]
+    if len(data) <= max_bytes:
+        assert records == [data]
+    for record, part in zip(records, parts):
+        one_row = sum(len(b.labels) for b in part.blocks) <= 1
+        assert len(record) <= max_bytes or one_row or not part.blocks  # only a lone row (or the failures) may be over
+        assert (part.parts, part.seq, part.watermark, part.origin) == (len(records), frame.seq, frame.watermark, frame.origin)
+    assert [p.part for p in parts] == list(range(len(records)))
+    assert same_frame(join_parts(parts), frame)
+    assert same_frame(join_parts(parts[::-1]), frame)  # any order
+    buffer = PartsBuffer()
+    got = [buffer.add(p, r) for p, r in zip(parts, records)]
+    assert got[:-1] == [None] * (len(parts) - 1)  # nothing before the last part
+    assert same_frame(got[-1], frame) and buffer.held == {}
+
+
+def test_one_ticks_rows_too_many_for_a_record_go_as_parts_of_one_frame():
+    rows = [(("pod", f"pod-{i:05d}"), ("ns", "web")) for i in range(40_000)]
+    frame = Frame(7, 3, 4, 9, 45_000, [Block(2, 45_000, rows, np.arange(80_000.0).reshape(40_000, 2))], [Failure(1, 45_000, "x")])
+    data = encode_frame(frame)
+    assert len(data) > 1_000_000  # over Kafka's default message.max.bytes
+    records = split_frame(data)
+    assert len(records) == -(-len(data) // 900_000) and all(len(r) <= 900_000 for r in records)
+    assert same_frame(join_parts([decode_frame(r) for r in records]), frame)
+
+
+def test_a_version_2_frame_is_still_read_as_a_whole_frame():
+    frame = Frame(7, 1, 2, 3, 30_000, [Block(0, 30_000, [(("ns", "a"),)], np.array([[2.0]]))], [], origin=15_000)
+    data = bytearray(encode_frame(frame))
+    data[4] = 2
+    old = bytes(data[:48] + data[56:])  # no part fields
+    back = decode_frame(old)
+    assert (back.part, back.parts) == (0, 1) and same_frame(back, frame)
+
+
+def test_the_parts_buffer_drops_an_incomplete_frame_when_its_sender_starts_another():
+    """A sender that restarted re-sends from its snapshot, as a new seq: the old parts can never complete."""
+    rows = [(("pod", f"p{i}"),) for i in range(8)]
+    records = split_frame(encode_frame(Frame(7, 0, 2, 5, 0, [Block(0, 0, rows, np.ones((8, 1)))])), 150)
+    assert len(records) >= 3
+    buffer = PartsBuffer()
+    assert buffer.add(decode_frame(records[0]), records[0]) is None
+    assert buffer.add(decode_frame(records[0]), records[0]) is None  # redelivered: kept once
+    assert len(buffer.held_bytes()) == 1
+    again = split_frame(encode_frame(Frame(7, 0, 2, 6, 0, [Block(0, 0, rows, np.ones((8, 1)))])), 150)
+    frames = [buffer.add(decode_frame(r), r) for r in again]
+    assert buffer.abandoned == 1 and frames[-1].seq == 6 and len(frames[-1].blocks[0].labels) == 8
+
+
+def many_rows(value: float, ticks=(0,)) -> list[Block]:
+    return [Block(0, t, [(("ns", f"n{i}"),) for i in range(6)], np.full((6, 1), value)) for t in ticks]
+
+
+def test_a_combine_partition_takes_an_upstreams_tick_only_once_all_its_parts_came():
+    plan = busy_plan()
+    combine = CombinePartition(plan, 0, 1, sources=2, start_ms=0)
+    combine.receive(encode_frame(Frame(plan.fingerprint, 0, 2, 1, 0, many_rows(3.0))))
+    records = split_frame(encode_frame(Frame(plan.fingerprint, 1, 2, 1, 0, many_rows(2.0))), 120)
+    assert len(records) >= 3
+    for record in records[:-1]:
+        assert combine.receive(record).transitions == []
+        assert combine.watermark < 0 and combine.engine.stats.evaluations == 0  # source 1 is not done yet
+    out = combine.receive(records[-1])
+    assert sorted((t.labels, t.value) for t in out.transitions) == [
+        ((("alertname", "Busy"), ("ns", f"n{i}")), 5.0) for i in range(6)]  # every part's rows, each once
+    assert combine.watermark == 0
+
+
+def test_parts_held_by_a_combine_partition_survive_its_snapshot():
+    plan = busy_plan()
+    combine = CombinePartition(plan, 0, 1, sources=2, start_ms=0)
+    combine.receive(encode_frame(Frame(plan.fingerprint, 0, 2, 1, 0, many_rows(3.0))))
+    records = split_frame(encode_frame(Frame(plan.fingerprint, 1, 2, 1, 0, many_rows(2.0))), 120)
+    for record in records[:-1]:
+        combine.receive(record)
+    restored = CombinePartition(plan, 0, 1, sources=2, start_ms=0)
+    restored.restore(combine.snapshot())
+    assert len(restored.receive(records[-1]).transitions) == 6
+
+
+def test_an_upstream_silent_between_parts_is_presumed_as_any_silent_one_and_its_late_rows_dropped():
+    """Parts 0.. of a frame, then nothing: the watermark follows the others once the caller presumes it
+    silent; the last part, when it comes at all, adds nothing to ticks already evaluated."""
+    plan = busy_plan()
+    combine = CombinePartition(plan, 0, 1, sources=2, start_ms=0)
+    combine.receive(encode_frame(Frame(plan.fingerprint, 0, 2, 1, 15_000, many_rows(3.0, (0, 15_000)))))
+    records = split_frame(encode_frame(Frame(plan.fingerprint, 1, 2, 1, 15_000, many_rows(2.0, (0, 15_000)))), 120)
+    for record in records[:-1]:
+        assert combine.receive(record).transitions == []
+    out = combine.presume({1: 15_000})  # what the worker's silence rule does (Combiner.advance_idle)
+    # Evaluated without source 1: 3 per namespace, under the threshold, so nothing fires.
+    assert out.transitions == [] and combine.engine.stats.evaluations == 2 and combine.watermark == 15_000
+    assert combine.receive(records[-1]).transitions == []  # it came after all: dropped, as late samples are
+    assert combine.presumed_rows == 12 and combine.pending == {} and combine.parts.held == {}
 
 
 # --- Watermark gating. ------------------------------------------------------------------------------

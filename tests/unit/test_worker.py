@@ -37,6 +37,8 @@ def down_rule(for_ms: int = 2 * 60_000) -> RuleGroup:
 
 
 def make_worker(clock: FakeClock, groups=None, **settings) -> Worker:
+    """A worker with staged rules off (the global lane), whatever the default: what these tests assert."""
+    settings.setdefault("staged_rules", False)
     return Worker(Settings(**settings), [down_rule()] if groups is None else groups, clock=clock, monotonic=clock)
 
 

@@ -9,9 +9,11 @@ snapshotted, dropped and restored, and frames after the snapshot re-delivered.
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 
 import numpy as np
+import pytest
 
 from detector.labels import partition_for
 from detector.store import STALE_NAN_BITS
@@ -89,8 +91,10 @@ def got(alerts: list[dict]) -> list[tuple]:
     return sorted((tuple(sorted(a["labels"].items())), a["state"], a["eval_time"], float(a["value"])) for a in alerts)
 
 
-def run(restore_at: int | None = None) -> tuple[Worker, list[dict]]:
-    worker, kafka, alerts = staged_worker(), Kafka(), []
+def run(restore_at: int | None = None, frame_max_bytes: int | None = None, kafka: Kafka | None = None) -> tuple[Worker, list[dict]]:
+    worker, kafka, alerts = staged_worker(), kafka or Kafka(), []
+    if frame_max_bytes is not None:
+        worker.frame_max_bytes = frame_max_bytes
     by_partition = defaultdict(list)
     for i, s in enumerate(TARGETS):
         by_partition[partition_for(s, PARTITIONS)].append(i)
@@ -126,6 +130,24 @@ def test_combine_partitions_restored_from_snapshots_drop_what_comes_again() -> N
     assert sorted(set(got(alerts))) == expected()
     dropped = sum(c.partition.duplicate_rows for c in worker.lanes[PARTIALS].engines.values())
     assert dropped > 0
+
+
+@pytest.mark.parametrize("restore_at", [None, 8])
+def test_one_ticks_frame_too_big_for_a_record_goes_in_parts_and_alerts_as_one_engine(restore_at) -> None:
+    """A record of at most 100 bytes holds one partial row: every tick's frame goes as parts, and
+    the combine stage waits for the last (also when a restore re-delivers a frame's last part alone)."""
+    from detector.stages.frames import decode_frame
+
+    kafka = Kafka()
+    worker, alerts = run(restore_at=restore_at, frame_max_bytes=100, kafka=kafka)
+    assert sorted(set(got(alerts))) == expected()
+    combiners = [c.partition for c in worker.lanes[PARTIALS].engines.values()]
+    records = [decode_frame(r) for (topic, _), log in kafka.log.items() if topic == PARTIALS for r in log]
+    assert sum(f.parts > 1 for f in records) > len(records) / 2  # most frames went as parts
+    assert max(sum(len(b.labels) for b in f.blocks) for f in records) == 1
+    assert all(c.parts.held == {} for c in combiners)  # every frame completed
+    if restore_at is not None:
+        assert sum(c.parts.abandoned for c in combiners) > 0  # a re-delivered last part, alone, could never complete
 
 
 def test_an_unreadable_partials_frame_is_skipped_not_a_crash() -> None:
@@ -208,7 +230,7 @@ def test_the_receiver_copies_to_the_global_lane_only_what_the_stages_cannot_sepa
         RuleGroup("all", "inline", 2 * STEP, (rule(AlertingRule, "Total", "sum(ns:x:sum) > 1"),)),
     ]
     x = (("__name__", "x"), ("instance", "a"), ("job", "api"), ("ns", "n"))
-    today = global_lane_placement(Settings(), rule_groups)
+    today = global_lane_placement(Settings(staged_rules=False), rule_groups)
     staged = global_lane_placement(Settings(staged_rules=True), rule_groups)
     assert [g.name for g in today.global_] == ["up", "rec", "all"] and today.feeds_global_lane(TARGETS[0])
     assert [g.name for g in staged.global_] == ["rec", "all"]
@@ -390,3 +412,30 @@ def test_an_upstream_silent_during_a_replay_stops_holding_the_combine_stage_back
     kafka.drain(worker, alerts)
     assert got(alerts) == _one_engine(groups(), sent)
     assert sum(c.pending_rows() for c in lane.engines.values()) == 0
+
+
+def test_two_pipelines_on_one_broker_never_share_a_partials_topic(tmp_path, monkeypatch) -> None:
+    """A LocalPipeline and a bench WorkerProcess (or two of either) configure their workers by app id:
+    each worker's every topic, the partials ones included, is its own."""
+    from bench.common import WorkerProcess
+    from pipelines.local import LocalPipeline
+
+    def settings_from(env: dict[str, str]) -> Settings:
+        for name in [n for n in os.environ if n.startswith("HEADROOM_")]:
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            if name.startswith("HEADROOM_"):
+                monkeypatch.setenv(name, value)
+        return Settings(staged_rules=True)
+
+    envs = {
+        "local-a": LocalPipeline("127.0.0.1:1", tmp_path / "a", app_id="local-a").env(),
+        "local-b": LocalPipeline("127.0.0.1:1", tmp_path / "b", app_id="local-b").env(),
+        "bench-c": WorkerProcess("127.0.0.1:1", tmp_path / "c", app_id="bench-c", samples_topic="bench-c-samples",
+                                 rule_files=[], partitions=4).env,
+    }
+    topics = {app: set(settings_from(env).topics()) | set(settings_from(env).state_topics()) for app, env in envs.items()}
+    for app, names in topics.items():
+        assert f"{app}-partials" in names and f"{app}-partials-2" in names
+        assert all(name.startswith(f"{app}-") for name in names), names
+    assert settings_from({}).partials_topics == ("headroom-partials", "headroom-partials-2")  # the default app id's, as before
