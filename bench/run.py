@@ -1,4 +1,4 @@
-"""Entry point: ``python -m bench.run [ingest|engine|pipeline|latency|scoring|state|completeness|worker_faults|stages|stages_kafka|memory_faults|receiver-faults|peers|broker_idle|all] [--runs N] [--quick]``.
+"""Entry point: ``python -m bench.run [ingest|wire_bytes|engine|pipeline|latency|scoring|state|completeness|worker_faults|stages|stages_kafka|memory_faults|receiver-faults|peers|broker_idle|all] [--runs N] [--quick]``.
 
 Prints one rich table per bench: the median over the runs, min and max, the
 median of the per-run ratios to the baseline measured in the same run, and
@@ -22,8 +22,8 @@ from rich.console import Console
 
 from bench.common import Table, bench_context
 
-BENCHES = ("ingest", "engine", "pipeline", "latency", "scoring", "state", "completeness", "worker_faults", "stages",
-           "memory_faults", "receiver-faults")
+BENCHES = ("ingest", "wire_bytes", "engine", "pipeline", "latency", "scoring", "state", "completeness", "worker_faults",
+           "stages", "memory_faults", "receiver-faults")
 # Run only by name, not by "all": it plays live, about 45 minutes for 3 runs of each shape
 # (--quick: 1 run of one shape, about 3 minutes).
 # stages_kafka: a broker and 1, 2, 4 worker processes per run; broker_idle: a broker per setting, about 10 minutes.
@@ -67,6 +67,10 @@ def _run_one(name: str, ctx) -> list[Table]:
         from bench import stages_kafka
 
         return stages_kafka.run(ctx)
+    if name == "wire_bytes":
+        from bench import wire_bytes
+
+        return wire_bytes.run(ctx)
     if name == "broker_idle":
         from bench import broker_idle
 

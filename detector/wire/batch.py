@@ -4,19 +4,27 @@ A Faust agent handles about 10k events per second, so one event per sample
 would cap the whole pipeline there. The receiver therefore produces one
 columnar batch per partition per request, and the agents work on whole columns.
 
-Wire format, version 1 (all integers little-endian)::
+Wire format, version 2 (all integers little-endian)::
 
     offset  size  field
     0       4     magic b"HRSB"
-    4       1     version (1)
+    4       1     version (2)
     5       3     reserved, zero
     8       4     n_series   (u32)
     12      4     n_samples  (u32)
     16      ...   n_series x [u32 length, canonical label bytes]
                   (detector.labels.canonical_bytes: sorted, length-prefixed)
-    ...     4n    series index of each sample (u32, into the series table)
+    ...     4n    series index of each sample minus the one before it (i32;
+                  the first minus 0)
     ...     8n    timestamp of each sample, ms since the epoch (i64)
     ...     8n    value of each sample, IEEE-754 binary64 bits as sent
+
+Version 1 is the same with the series index itself (u32) instead of its
+differences; it is still read. The samples topic is zstd-compressed by the
+producer, and a series' samples sit together, so the differences are runs of
+0 and 1 that compress to almost nothing, where the indexes themselves cost
+about 2 bytes per sample (2.2-2.6 of 17-20 bytes per sample on the runbook
+fleet's messages; ``bench/README.md``, "Bytes per sample").
 
 Values are copied as raw bits, never through arithmetic, so the staleness
 marker NaN (0x7ff0000000000002) arrives bit-exact.
@@ -39,7 +47,8 @@ from detector.errors import BatchFormatError
 from detector.labels import Labels, canonical_bytes, labels_from_canonical
 
 MAGIC = b"HRSB"
-VERSION = 1
+VERSION = 2  # written
+READS = (1, 2)  # read: a worker reads what receivers of the version before wrote
 _HEADER = struct.Struct("<4sB3xII")
 _LENGTH = struct.Struct("<I")
 
@@ -110,7 +119,9 @@ class SampleBatch:
         for key in self.series_keys:
             parts.append(_LENGTH.pack(len(key)))
             parts.append(key)
-        parts.append(self.series_index.astype("<u4", copy=False).tobytes())
+        # Differences fit in 32 bits: a message cannot hold 2**31 series (each costs 4+ bytes).
+        steps = np.diff(self.series_index.astype(np.int64), prepend=0)
+        parts.append(steps.astype("<i4").tobytes())
         parts.append(self.timestamps.astype("<i8", copy=False).tobytes())
         parts.append(self.values.astype("<f8", copy=False).tobytes())
         return b"".join(parts)
@@ -123,10 +134,10 @@ class SampleBatch:
         magic, version, n_series, n_samples = _HEADER.unpack_from(data, 0)
         if magic != MAGIC:
             raise BatchFormatError(f"not a Headroom sample batch (magic {magic!r})")
-        if version != VERSION:
+        if version not in READS:
             raise BatchFormatError(
-                f"sample batch version {version} is not supported by this Headroom (reads {VERSION}); "
-                "upgrade the workers before the receivers"
+                f"sample batch version {version} is not supported by this Headroom "
+                f"(reads {', '.join(map(str, READS))}); upgrade the workers before the receivers"
             )
         pos = _HEADER.size
         keys = []
@@ -148,7 +159,14 @@ class SampleBatch:
             raise BatchFormatError(
                 f"sample batch holds {len(data) - pos} bytes of samples, expected {20 * n_samples}"
             )
-        index = np.frombuffer(data, dtype="<u4", count=n_samples, offset=pos)
+        if version == 1:
+            index = np.frombuffer(data, dtype="<u4", count=n_samples, offset=pos)
+        else:
+            steps = np.frombuffer(data, dtype="<i4", count=n_samples, offset=pos)
+            total = np.cumsum(steps, dtype=np.int64)
+            if n_samples and (int(total.min()) < 0 or int(total.max()) >= n_series):
+                raise BatchFormatError("sample batch refers to a series outside its table")
+            index = total.astype(np.uint32)
         pos += 4 * n_samples
         stamps = np.frombuffer(data, dtype="<i8", count=n_samples, offset=pos)
         pos += 8 * n_samples

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.wire.batch import MAGIC, VERSION, SampleBatch
+from detector.wire.batch import MAGIC, READS, VERSION, SampleBatch
 from detector.errors import BatchFormatError, HeadroomError
 from detector.labels import canonical_bytes
 
@@ -83,13 +83,52 @@ def test_extreme_timestamps_round_trip():
 
 
 def test_wire_layout_is_the_documented_one():
-    data = SampleBatch.from_series([(UP, [(1000, 1.0)])]).encode()
-    key = canonical_bytes(UP)
-    assert data[:4] == b"HRSB" and data[4] == 1 and data[5:8] == b"\0\0\0"
-    assert struct.unpack_from("<II", data, 8) == (1, 1)
-    assert struct.unpack_from("<I", data, 16) == (len(key),) and data[20 : 20 + len(key)] == key
-    rest = data[20 + len(key) :]
-    assert struct.unpack("<Iqd", rest) == (0, 1000, 1.0)
+    data = SampleBatch.from_series([(UP, [(1000, 1.0)]), (DEPTH, [(1500, 2.0), (2500, 3.0)])]).encode()
+    up, depth = canonical_bytes(UP), canonical_bytes(DEPTH)
+    assert data[:4] == b"HRSB" and data[4] == 2 and data[5:8] == b"\0\0\0"
+    assert struct.unpack_from("<II", data, 8) == (2, 3)
+    pos = 16
+    for key in (up, depth):
+        assert struct.unpack_from("<I", data, pos) == (len(key),) and data[pos + 4 : pos + 4 + len(key)] == key
+        pos += 4 + len(key)
+    # index steps 0, 1, 0 (series 0, 1, 1); then timestamps; then values
+    assert struct.unpack("<3i3q3d", data[pos:]) == (0, 1, 0, 1000, 1500, 2500, 1.0, 2.0, 3.0)
+
+
+def _version_1(batch: SampleBatch) -> bytes:
+    """The same batch as receivers before version 2 wrote it: the series index itself."""
+    parts = [struct.pack("<4sB3xII", MAGIC, 1, len(batch.series_keys), len(batch))]
+    for key in batch.series_keys:
+        parts += [struct.pack("<I", len(key)), key]
+    parts += [batch.series_index.astype("<u4").tobytes(), batch.timestamps.astype("<i8").tobytes(),
+              batch.values.astype("<f8").tobytes()]
+    return b"".join(parts)
+
+
+def test_version_1_messages_are_still_read():
+    assert READS == (1, 2)
+    batch = two_series()
+    assert same(SampleBatch.decode(_version_1(batch)), batch)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 5), max_size=40), st.integers(1, 6))
+def test_any_index_order_round_trips(index, n_series):
+    """Steps may go down as well as up: samples need not be grouped by series."""
+    index = [i % n_series for i in index]
+    batch = SampleBatch([canonical_bytes((("__name__", f"s{i}"),)) for i in range(n_series)],
+                        np.asarray(index, dtype=np.uint32), np.arange(len(index), dtype=np.int64),
+                        np.ones(len(index)))
+    assert same(SampleBatch.decode(batch.encode()), batch)
+
+
+def test_steps_leading_outside_the_table_are_refused():
+    data = bytearray(two_series().encode())
+    samples_at = len(data) - 20 * 3
+    struct.pack_into("<i", data, samples_at + 4, -1)  # series 0, then -1
+    assert "outside its table" in decode_error(bytes(data))
+    struct.pack_into("<i", data, samples_at + 4, 5)
+    assert "outside its table" in decode_error(bytes(data))
 
 
 # --- refusals ---------------------------------------------------------------------
