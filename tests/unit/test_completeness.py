@@ -133,10 +133,10 @@ def test_retired_rows_forget_what_their_series_held():
     tracker = CompletenessTracker(max_lateness_ms=10 * MINUTE, silence_ms=30_000)
     rows = np.array([0, 1])
     tracker.observe(rows, np.array([0, 0]), arrival_ms=0)
-    tracker.observe(rows, np.array([15_000, 15_000]), arrival_ms=1)
+    tracker.observe(rows, np.array([15_000, 15_000]), arrival_ms=15_000)
     tracker.forget(np.array([1]))
-    tracker.observe(np.array([0]), np.array([30_000]), arrival_ms=2)
-    assert tracker.watermark(newest_ms=30_000, now_ms=2) == 30_000 + 15_000 - 1_500
+    tracker.observe(np.array([0]), np.array([30_000]), arrival_ms=30_000)
+    assert tracker.watermark(newest_ms=30_000, now_ms=30_000) == 30_000 + 15_000 - 1_500
 
 
 def test_several_samples_of_one_series_in_one_batch_give_its_spacing():
