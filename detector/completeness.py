@@ -29,11 +29,13 @@ back:
   replay, arrival order is event order). Nothing is complete until the
   partition has received for one *typical* gap (the median gap of its regular
   series, or ``default_gap_ms``, the rules' interval, before any is known)
-  plus the sender's batching, in event time and on the arrival clock: a
-  series not heard of yet cannot hold anything back, and by then every live
-  series has been sent once. Until it has received for three typical gaps
-  plus the batching, every series has just started: one seen once holds with
-  the typical gap, one seen twice with its one gap. Without this, each shard's
+  plus the sender's batching in event time, and for 10 s on the arrival clock
+  (the batching plus one retry: a first request may carry minutes of one
+  shard's backlog): a series not heard of yet cannot hold anything back, and
+  by then every live series has been sent once. Until it has received for
+  three typical gaps plus the batching (event time), every series has just
+  started: one seen once holds with the typical gap, one seen twice with its
+  one gap. Without this, each shard's
   first requests after a start moved the watermark past the others' samples
   (0.1-0.3% of a 25-minute run late with 5 or 50 shards, and the alerts of the
   first ticks wrong);
@@ -87,6 +89,9 @@ EMPTY = np.iinfo(np.int64).min
 SENDER_BATCHING_MS = 5_000  # Prometheus's batch_send_deadline: a live series may arrive this late
 # After an outage every shard retries within its backoff (at most 5 s) and sends its oldest samples first.
 CATCH_UP_GRACE_MS = 30_000
+# After a start, every shard has sent what it held within its batching deadline plus one retry
+# (Prometheus's max_backoff, 5 s), even if its first request carried minutes of backlog.
+START_WAIT_MS = 2 * SENDER_BATCHING_MS
 SPACING_WEIGHT = 0.1  # of the newest spacing between arrivals in their moving average
 
 
@@ -205,7 +210,7 @@ class CompletenessTracker:
             return EMPTY
         floor = newest_ms - self.max_lateness_ms
         typical = self.typical_gap()
-        if self._within_start(newest_ms, now_ms, typical + SENDER_BATCHING_MS):
+        if self._within_start(newest_ms, typical + SENDER_BATCHING_MS, now_ms, START_WAIT_MS):
             return floor  # series not heard of yet may still hold anything back
         holds, bound = self._holding(newest_ms, now_ms, typical)
         if not holds.any():
@@ -236,14 +241,15 @@ class CompletenessTracker:
         regular = (gap > 0) & (np.abs(gap - self._prev_gap) <= gap // 10) & ~self._ended & (self._newest != EMPTY)
         return int(np.median(gap[regular])) if regular.any() else self.default_gap_ms
 
-    def _within_start(self, newest_ms: int, now_ms: int | None, span_ms: int) -> bool:
-        """Whether the partition has received for less than ``span_ms`` since its first batch,
-        in event time or on the arrival clock (never in replay: arrival order is event order)."""
+    def _within_start(self, newest_ms: int, span_ms: int, now_ms: int | None = None, arrival_span_ms: int = 0) -> bool:
+        """Whether, since its first batch, the partition has received for less than ``span_ms`` of
+        event time or ``arrival_span_ms`` of the arrival clock (never in replay: arrival order is
+        event order)."""
         if self._first_arrival_ms == EMPTY:
             return False
         if newest_ms < self._first_newest_ms + span_ms:
             return True
-        return now_ms is not None and now_ms < self._first_arrival_ms + span_ms
+        return now_ms is not None and now_ms < self._first_arrival_ms + arrival_span_ms
 
     def _holding(self, newest_ms: int, now_ms: int | None, typical: int) -> tuple[np.ndarray, np.ndarray]:
         """Which rows hold the watermark, and each row's complete-up-to bound."""
@@ -252,7 +258,7 @@ class CompletenessTracker:
         # In its first scrapes the partition's series are young (seen once: the typical gap;
         # seen twice: its one gap) and hold all the same; after that a young series is a new
         # one (or a probe, a push) and must not stall the partition.
-        if self._within_start(newest_ms, now_ms, 3 * typical + SENDER_BATCHING_MS):
+        if self._within_start(newest_ms, 3 * typical + SENDER_BATCHING_MS):
             regular |= (gap == 0) | (prev == 0)
         assumed = np.where(gap > 0, gap, typical)
         holds = regular & ~self._ended & (self._newest != EMPTY)
