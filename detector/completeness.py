@@ -123,6 +123,7 @@ class CompletenessTracker:
         # Where the start-up wait began: the newest sample and the caller's clock at the first batch.
         self._first_newest_ms = EMPTY
         self._first_arrival_ms = EMPTY
+        self._started = False  # past the start-up rules
 
     def observe(
         self,
@@ -209,10 +210,14 @@ class CompletenessTracker:
         if newest_ms == EMPTY:
             return EMPTY
         floor = newest_ms - self.max_lateness_ms
-        typical = self.typical_gap()
+        # The typical gap matters only in the first scrapes (a median over every row: not per batch after).
+        typical = self.default_gap_ms if self._started else self.typical_gap()
         if self._within_start(newest_ms, typical + SENDER_BATCHING_MS, now_ms, START_WAIT_MS):
             return floor  # series not heard of yet may still hold anything back
         holds, bound = self._holding(newest_ms, now_ms, typical)
+        if self._first_arrival_ms != EMPTY and not self._within_start(
+                newest_ms, 3 * typical + SENDER_BATCHING_MS, now_ms, START_WAIT_MS):
+            self._started = True  # for good: a young series from now on is a new one
         if not holds.any():
             self._behind_since = EMPTY
             return newest_ms
@@ -245,7 +250,7 @@ class CompletenessTracker:
         """Whether, since its first batch, the partition has received for less than ``span_ms`` of
         event time or ``arrival_span_ms`` of the arrival clock (never in replay: arrival order is
         event order)."""
-        if self._first_arrival_ms == EMPTY:
+        if self._started or self._first_arrival_ms == EMPTY:
             return False
         if newest_ms < self._first_newest_ms + span_ms:
             return True
@@ -276,6 +281,7 @@ class CompletenessTracker:
             state.setdefault(name, EMPTY + 1)  # any sample is past it
         state.setdefault("_spacing_ms", float(self.silence_ms // 2))
         state.setdefault("_behind_since", EMPTY)
+        state.setdefault("_started", True)
         apply_attributes(self, state)
 
     def _grow(self, rows: int) -> None:
