@@ -261,9 +261,9 @@ def test_evaluations_left_for_later_steps_are_not_claimed_done_by_a_frame() -> N
     assert got(alerts) == expected()
 
 
-def test_a_frame_too_big_for_one_record_goes_as_several_by_tick() -> None:
-    """Every step in one message: one frame per combine partition with 25 ticks, cut into records of a
-    few ticks each; the alerts are still one engine's."""
+def test_a_frame_too_big_for_one_record_goes_as_several_records() -> None:
+    """Every step in one message: one frame per combine partition with 25 ticks, cut into parts of
+    600 bytes; the alerts are still one engine's."""
     worker, kafka, alerts = staged_worker(), Kafka(), []
     worker.frame_max_bytes = 600
     for p in range(PARTITIONS):
