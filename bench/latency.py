@@ -44,6 +44,7 @@ import uuid
 
 from bench.common import REPO, BenchContext, PercentileTable, Table, percentile, runbook_rules
 from bench.workload import REGIONS
+from detector.completeness import START_WAIT_MS
 
 PARTITIONS = 4
 BACKGROUND_SERIES = 1000
@@ -186,7 +187,9 @@ async def _measure(ctx: BenchContext, table: Table) -> tuple[dict[str, list[floa
         await producer.start()
         probes = 4 if ctx.quick else 20
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-            await asyncio.sleep(2.0)  # background series known, engines evaluating every second
+            # Background series known, engines evaluating every second: past the completeness
+            # watermark's start-up wait (each partition evaluates nothing in its first START_WAIT_MS).
+            await asyncio.sleep(START_WAIT_MS / 1000 + 2.0)
 
             async def probe(name: str, on_tick: bool) -> tuple[float | None, float]:
                 """One probe; returns (POST -> firing alert s or None on timeout, POST -> 204 s)."""

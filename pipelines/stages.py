@@ -242,7 +242,12 @@ class Combiner:
         self.partition = self._create(origin)
         out = EngineOutput()
         for early in self.early:
-            step = self.partition.receive(early)
+            try:
+                step = self.partition.receive(early)
+            except FrameFormatError as exc:  # parts that do not make their frame: dropped, as later ones are
+                log.error("combine level %d partition %d: dropping a partials frame kept before the start: %s",
+                          self.level, self.index, exc)
+                continue
             out.transitions += step.transitions
             out.notifications += step.notifications
             out.errors += step.errors
@@ -321,7 +326,10 @@ def whole_frames(records: list[bytes]) -> list[Frame]:
     """The frames of ``records`` that are whole, or whose parts have all come (see split_frame)."""
     parts, frames = PartsBuffer(), []
     for data in records:
-        frame = parts.add(decode_frame(data), data)
+        try:
+            frame = parts.add(decode_frame(data), data)
+        except FrameFormatError:
+            continue  # parts that do not make their frame (CRC): it never counts; _start logs it
         if frame is not None:
             frames.append(frame)
     return frames

@@ -106,7 +106,11 @@ class RuleEngine:
         # With max_lateness_ms, the watermark waits for every live series (detector.completeness).
         self.completeness = (
             None if max_lateness_ms is None
-            else CompletenessTracker(max_lateness_ms=max_lateness_ms, silence_ms=silence_ms)
+            else CompletenessTracker(
+                max_lateness_ms=max_lateness_ms, silence_ms=silence_ms,
+                # Before any series has shown its scrape interval, assume the rules' shortest.
+                default_gap_ms=min((g.interval_ms for g in groups), default=15_000),
+            )
         )
         completeness = self.completeness
         self.lookback_ms = lookback_ms

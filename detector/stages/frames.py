@@ -20,8 +20,9 @@ Wire format, version 3 (all integers little-endian)::
     32      8     watermark (i64, ms; every tick up to it is evaluated)
     40      4     n_blocks (u32)
     44      4     n_failures (u32)
-    48      4     part (u32): this record's number among the frame's parts, from 0
-    52      4     parts (u32): how many records the frame was cut into (1: whole)
+    48      2     part (u16): this record's number among the frame's parts, from 0
+    50      2     parts (u16): how many records the frame was cut into (1: whole)
+    52      4     whole (u32): CRC-32 of the whole frame's encoding (0 for a whole frame)
     56      ...   n_blocks x block:   slot u32, tick i64, n_rows u32, n_cols u8, 3 reserved,
                                       n_rows x [u32 length, canonical label bytes],
                                       n_rows x n_cols f64 (row-major, IEEE-754 bits as computed)
@@ -35,11 +36,14 @@ Wire format, version 3 (all integers little-endian)::
 Version 2 added the trailer (origin and skips) after the failures; version 3
 the part fields, so a frame bigger than a Kafka record (1 MB by default) goes
 as several records (:func:`split_frame`), cut between rows, even inside one
-tick's block. Every part carries the frame's seq, watermark and origin; the
-failures and skips travel in the last. A receiver puts the parts of a seq back
-together (:class:`PartsBuffer`) and takes nothing of the frame, its watermark
-least of all, before the last has come. Version 2 frames are still read (one
-part of one).
+tick's block. Every part carries the frame's seq, watermark and origin, and
+the CRC of the whole frame; the failures and skips travel in the last. A
+receiver puts the parts of a frame back together (:class:`PartsBuffer`),
+checks the CRC, and takes nothing of the frame, its watermark least of all,
+before the last has come. (A sender restored from a snapshot numbers its
+frames from the snapshot's seq again: the CRC keeps the parts of a frame it
+half sent before from mixing with the new one's.) Version 2 frames are still
+read (one part of one).
 
 >>> import numpy as np
 >>> frame = Frame(fingerprint=7, source=1, sources=4, seq=3, watermark=30_000,
@@ -57,6 +61,7 @@ detector.stages.frames.FrameFormatError: not a partials frame (magic b'HRSB', ex
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,7 +75,7 @@ READS = (2, 3)
 """Frame versions this code decodes (2: no part fields, a whole frame)."""
 NO_ORIGIN = -(2**63)
 """``Frame.origin`` of a sender that has evaluated no tick yet."""
-_HEADER = struct.Struct("<4sB3xQIIQqIIII")
+_HEADER = struct.Struct("<4sB3xQIIQqIIHHI")
 _HEADER_V2 = struct.Struct("<4sB3xQIIQqII")
 _BLOCK = struct.Struct("<IqIB3x")
 _FAILURE = struct.Struct("<IqI")
@@ -150,12 +155,13 @@ class Frame:
     skips: list[Skip] = field(default_factory=list)
     part: int = 0  # this record's number among ``parts`` (see split_frame)
     parts: int = 1
+    whole: int = 0  # CRC-32 of the whole frame a part belongs to
 
 
 def encode_frame(frame: Frame) -> bytes:
     out = bytearray(
         _HEADER.pack(MAGIC, VERSION, frame.fingerprint, frame.source, frame.sources, frame.seq,
-                     frame.watermark, len(frame.blocks), len(frame.failures), frame.part, frame.parts)
+                     frame.watermark, len(frame.blocks), len(frame.failures), frame.part, frame.parts, frame.whole)
     )
     for block in frame.blocks:
         values = np.ascontiguousarray(block.values, dtype="<f8")
@@ -189,7 +195,7 @@ def decode_frame(data: bytes) -> Frame:
     if len(view) < header.size:
         raise FrameFormatError(f"partials frame too short: {len(view)} bytes, the header alone is {header.size}")
     _, _, fingerprint, source, sources, seq, watermark, n_blocks, n_failures, *rest = header.unpack_from(view)
-    part, parts = rest or (0, 1)
+    part, parts, whole = rest or (0, 1, 0)
     if source >= sources:
         raise FrameFormatError(f"partials frame from source {source} of {sources} sources")
     if part >= parts:
@@ -235,7 +241,7 @@ def decode_frame(data: bytes) -> Frame:
         raise FrameFormatError(f"corrupt partials frame (at byte {pos}): {exc}") from None
     if pos != len(view):
         raise FrameFormatError(f"partials frame has {len(view) - pos} bytes after its end")
-    return Frame(fingerprint, source, sources, seq, watermark, blocks, failures, origin, skips, part, parts)
+    return Frame(fingerprint, source, sources, seq, watermark, blocks, failures, origin, skips, part, parts, whole)
 
 
 # --- Frames bigger than a record. ---------------------------------------------------------
@@ -267,6 +273,9 @@ def split_frame(data: bytes, max_bytes: int = FRAME_TARGET_BYTES) -> list[bytes]
     if len(data) <= max_bytes:
         return [data]
     frame = decode_frame(data)
+    if frame.parts != 1:
+        raise ValueError("split_frame takes a whole frame, not a part")
+    whole = zlib.crc32(encode_frame(frame))  # as join_parts re-encodes it (data may be version 2)
     room = max_bytes - _HEADER.size - _TAIL
     parts: list[list[Block]] = [[]]
     size = 0
@@ -293,12 +302,14 @@ def split_frame(data: bytes, max_bytes: int = FRAME_TARGET_BYTES) -> list[bytes]
     if parts[-1] and size + sum(tail) > room:
         parts.append([])
     n = len(parts)
+    if n > 0xFFFF:
+        raise ValueError(f"a frame of {len(data)} bytes needs {n} parts of {max_bytes} bytes, at most 65535")
     out = []
     for i, blocks in enumerate(parts):
         last = i == n - 1
         out.append(encode_frame(Frame(
             frame.fingerprint, frame.source, frame.sources, frame.seq, frame.watermark, blocks,
-            frame.failures if last else [], frame.origin, frame.skips if last else [], i, n,
+            frame.failures if last else [], frame.origin, frame.skips if last else [], i, n, whole,
         )))
     return out
 
@@ -307,7 +318,10 @@ def join_parts(parts: list[Frame]) -> Frame:
     """The frame :func:`split_frame` cut into ``parts`` (every part of one seq, any order)."""
     parts = sorted(parts, key=lambda p: p.part)
     first, last = parts[0], parts[-1]
-    if [p.part for p in parts] != list(range(first.parts)) or any(p.parts != first.parts or p.seq != first.seq for p in parts):
+    if len(parts) == 1 and first.parts == 1:
+        return first  # a whole frame
+    if [p.part for p in parts] != list(range(first.parts)) or any(
+            (p.parts, p.seq, p.whole) != (first.parts, first.seq, first.whole) for p in parts):
         raise FrameFormatError(f"parts {[p.part for p in parts]} of seq {first.seq} do not make a frame of {first.parts} parts")
     blocks: list[Block] = []
     for part in parts:
@@ -321,17 +335,21 @@ def join_parts(parts: list[Frame]) -> Frame:
                 blocks.append(block)
     failures = [f for p in parts for f in p.failures]
     skips = [s for p in parts for s in p.skips]
-    return Frame(first.fingerprint, first.source, first.sources, first.seq, last.watermark, blocks, failures,
-                 first.origin, skips)
+    frame = Frame(first.fingerprint, first.source, first.sources, first.seq, last.watermark, blocks, failures,
+                  first.origin, skips)
+    if zlib.crc32(encode_frame(frame)) != first.whole:
+        raise FrameFormatError(f"parts of seq {first.seq} from source {first.source} do not make the frame they "
+                               f"were cut from (CRC mismatch): parts of two frames, or corrupt")
+    return frame
 
 
 class PartsBuffer:
     """Parts of frames that came before their last part, per source; a frame out once whole.
 
     Kafka keeps one source's records to one partition in order, so a part of
-    another seq while a frame is incomplete means the sender restarted (from a
-    snapshot, re-sending from there) or redelivered a part of a frame already
-    taken: the incomplete parts are dropped (``abandoned``). A source that goes
+    another frame (seq, or CRC) while one is incomplete means the sender
+    restarted (from a snapshot, re-sending from there) or redelivered a part of
+    a frame already taken: the incomplete parts are dropped (``abandoned``). A source that goes
     silent between parts holds nothing back here: its watermark moves only with
     a whole frame, and the receiver's silence rule (``presume``) applies to it
     as to any silent source.
@@ -344,7 +362,7 @@ class PartsBuffer:
     def add(self, frame: Frame, data: bytes) -> Frame | None:
         """The whole frame once ``frame`` completes one (or is one), else None (kept)."""
         held = self.held.get(frame.source)
-        if held and (held[0][0].seq != frame.seq or held[0][0].parts != frame.parts):
+        if held and (held[0][0].seq, held[0][0].parts, held[0][0].whole) != (frame.seq, frame.parts, frame.whole):
             self.abandoned += len(held)
             del self.held[frame.source]
             held = None

@@ -133,10 +133,10 @@ def test_retired_rows_forget_what_their_series_held():
     tracker = CompletenessTracker(max_lateness_ms=10 * MINUTE, silence_ms=30_000)
     rows = np.array([0, 1])
     tracker.observe(rows, np.array([0, 0]), arrival_ms=0)
-    tracker.observe(rows, np.array([15_000, 15_000]), arrival_ms=1)
+    tracker.observe(rows, np.array([15_000, 15_000]), arrival_ms=15_000)
     tracker.forget(np.array([1]))
-    tracker.observe(np.array([0]), np.array([30_000]), arrival_ms=2)
-    assert tracker.watermark(newest_ms=30_000, now_ms=2) == 30_000 + 15_000 - 1_500
+    tracker.observe(np.array([0]), np.array([30_000]), arrival_ms=30_000)
+    assert tracker.watermark(newest_ms=30_000, now_ms=30_000) == 30_000 + 15_000 - 1_500
 
 
 def test_several_samples_of_one_series_in_one_batch_give_its_spacing():
@@ -157,3 +157,122 @@ def test_the_tracker_survives_a_snapshot():
     assert restored.complete_until(75_000) == e.complete_until(75_000) < 75_000
     out = send(restored, B, 75_000, 0.0, 75_500)
     assert [(t.eval_time, t.state) for t in out.transitions] == [(75_000, "firing")]
+
+
+def reference(batches) -> list:
+    """The same samples evaluated on complete data: each instant's samples together, in order."""
+    e = engine(max_lateness_ms=10 * MINUTE)
+    by_instant: dict[int, list] = {}
+    for series, t, value, _ in batches:
+        by_instant.setdefault(t, []).append((series, [(t, value)]))
+    out = []
+    for t in sorted(by_instant):
+        out += e.ingest(SampleBatch.from_series(by_instant[t])).transitions
+    out += e.advance_to(max(by_instant)).transitions
+    return [(t.eval_time, t.state) for t in out]
+
+
+def play(batches, **options) -> tuple[list, int]:
+    """Each (series, t, value, arrival) as its own request, in arrival order: transitions and late samples."""
+    e = engine(max_lateness_ms=10 * MINUTE, **options)
+    out, late = [], 0
+    for series, t, value, arrival in sorted(batches, key=lambda b: b[3]):
+        got = send(e, series, t, value, arrival)
+        out += got.transitions
+        late += got.late
+    out += e.advance_to(max(b[1] for b in batches)).transitions
+    return [(t.eval_time, t.state) for t in out], late
+
+
+def test_at_start_up_the_first_scrapes_wait_for_the_other_shard():
+    """A fresh partition: b's shard delivers each scrape 4 s after a's. b reads 0 at the first
+    scrape (no series has a gap yet) and at the third (b has only one gap)."""
+    batches = []
+    for t in range(0, 120_001, 15_000):
+        batches.append((A, t, 1.0, t + 100))
+        batches.append((B, t, 0.0 if t in (0, 30_000) else 1.0, t + 4_000))
+    got, late = play(batches)
+    assert late == 0
+    assert got == reference(batches) == [(0, "firing"), (15_000, "inactive"), (30_000, "firing"), (45_000, "inactive")]
+
+
+def test_without_the_start_up_wait_the_first_scrape_is_evaluated_on_one_shard():
+    """What the start-up rule is for: in replay order (no arrival clock) there is no wait, and
+    a's first request alone moves the watermark past 0."""
+    e = engine(max_lateness_ms=10 * MINUTE)
+    e.ingest(SampleBatch.from_series([(A, [(0, 1.0)])]))
+    assert e.watermark == 0
+    live = engine(max_lateness_ms=10 * MINUTE)
+    send(live, A, 0, 1.0, 100)
+    assert live.watermark < 0
+
+
+def test_a_young_series_that_stops_at_start_up_holds_for_a_bounded_time():
+    """Seen once at start-up, then never again: it holds with the typical gap until silent."""
+    tracker = CompletenessTracker(max_lateness_ms=10 * MINUTE, silence_ms=30_000)
+    tracker.observe(np.array([0, 1]), np.array([0, 0]), arrival_ms=0)
+    for t in range(15_000, 120_001, 15_000):  # row 1 never comes back
+        tracker.observe(np.array([0]), np.array([t]), arrival_ms=t)
+        if t == 30_000:  # past the start-up wait; row 1 (seen once) holds at 0 + 15 s - 1.5 s
+            assert tracker.watermark(newest_ms=t, now_ms=t) == 13_500
+    assert tracker.watermark(newest_ms=120_000, now_ms=120_000) == 120_000 + 13_500  # row 1 is silent
+
+
+def test_a_new_series_mid_stream_holds_nothing_after_start_up():
+    """A probe: one sample, then 0 a moment later, then nothing. Past start-up it does not hold
+    (a young series then is a new target or a push, not a shard that has not caught up)."""
+    e = engine(max_lateness_ms=10 * MINUTE)
+    warm(e, 120_000)
+    probe = (("__name__", "ready"), ("instance", "probe"), ("job", "j"))
+    send(e, probe, 121_000, 1.0, 121_000)
+    send(e, probe, 121_200, 1.0, 121_200)
+    e.ingest(SampleBatch.from_series([(A, [(135_000, 1.0)]), (B, [(135_000, 1.0)])]), arrival_ms=135_000)
+    assert e.watermark == 135_000 + 13_500
+
+
+def test_a_shard_seconds_behind_in_steady_state_makes_nothing_late():
+    """b's shard delivers 1-5 s after a's, at random; b reads 0 now and then."""
+    rng = np.random.default_rng(7)
+    batches = []
+    for t in range(0, 20 * MINUTE, 15_000):
+        batches.append((A, t, 1.0, t + int(rng.integers(5, 200))))
+        batches.append((B, t, float(rng.random() > 0.2), t + int(rng.integers(1_000, 5_000))))
+    got, late = play(batches)
+    assert late == 0
+    assert got == reference(batches) and len(got) > 4
+
+
+def test_a_series_whose_request_was_refused_at_an_outage_is_not_silent_when_it_ends():
+    """Fifteen series at their own phases, one arrival a second; the receiver is down from 300 s
+    to 900 s. Series 0 was sent at 280.1 s; its 295 s sample was refused. At the end of the outage
+    another shard's backlog arrives first: series 0 must still hold 295 s back."""
+    tracker = CompletenessTracker(max_lateness_ms=10 * MINUTE, silence_ms=30_000)
+    phases = np.array([10_000] + [r * 1_000 for r in range(1, 15)])
+    for k in range(20):
+        for r in np.argsort(phases % 15_000):
+            t = int(phases[r]) + k * 15_000
+            arrival = t + (5_100 if (r, t) == (0, 295_000) else 100)  # its shard's timer fired at 300.1 s
+            if arrival < 300_000:
+                tracker.observe(np.array([r]), np.array([t]), arrival_ms=arrival)
+    backlog = np.arange(305_000, 900_000, 15_000)  # series 5 (phase 5 s)
+    tracker.observe(np.full(len(backlog), 5), backlog, arrival_ms=900_000)
+    assert tracker.watermark(newest_ms=int(backlog[-1]), now_ms=900_000) == 280_000 + 13_500
+    assert 0 in tracker.holding_back(295_000, now_ms=900_000)
+
+
+def test_a_catch_up_after_an_outage_as_long_as_the_bound_waits_for_every_backlog():
+    """Nothing arrives for two minutes with a two-minute bound; a's first request carries its
+    whole backlog, up to now; b's arrives 3 s later and reads 0 just before the outage."""
+    batches = []
+    for t in range(0, 5 * MINUTE, 15_000):
+        outage = 2 * MINUTE < t <= 4 * MINUTE
+        batches.append((A, t, 1.0, 4 * MINUTE + 1_000 if outage else t + 100))
+        batches.append((B, t, 0.0 if t == 2 * MINUTE + 15_000 else 1.0, 4 * MINUTE + 4_000 if outage else t + 2_000))
+    e = engine(max_lateness_ms=2 * MINUTE, silence_ms=30_000)
+    out, late = [], 0
+    for series, t, value, arrival in sorted(batches, key=lambda b: (b[3], b[1])):
+        got = send(e, series, t, value, arrival)
+        out += got.transitions
+        late += got.late
+    assert late == 0
+    assert [(t.eval_time, t.state) for t in out] == [(135_000, "firing"), (150_000, "inactive")]

@@ -90,7 +90,7 @@ def test_every_truncation_of_a_frame_is_refused_with_a_frame_error():
         (lambda d: d[:4] + b"\x04" + d[5:], "version 4"),
         (lambda d: d + b"\x00", "1 bytes after its end"),
         (lambda d: d[:16] + struct.pack("<II", 5, 2) + d[24:], "source 5 of 2 sources"),
-        (lambda d: d[:48] + struct.pack("<II", 3, 3) + d[56:], "part 3 of 3 parts"),
+        (lambda d: d[:48] + struct.pack("<HH", 3, 3) + d[52:], "part 3 of 3 parts"),
         (lambda d: d[:72] + b"\x00" + d[73:], "no value columns"),
     ],
 )
@@ -196,6 +196,26 @@ def test_the_parts_buffer_drops_an_incomplete_frame_when_its_sender_starts_anoth
     again = split_frame(encode_frame(Frame(7, 0, 2, 6, 0, [Block(0, 0, rows, np.ones((8, 1)))])), 150)
     frames = [buffer.add(decode_frame(r), r) for r in again]
     assert buffer.abandoned == 1 and frames[-1].seq == 6 and len(frames[-1].blocks[0].labels) == 8
+
+
+def test_parts_of_two_frames_with_one_seq_never_mix():
+    """A sender restored from a snapshot numbers its next frame as the one it half sent before its death:
+    the half-sent frame's parts are dropped, and the new frame comes whole, not a mixture."""
+    rows = [(("pod", f"p{i}"),) for i in range(8)]
+    before = split_frame(encode_frame(Frame(7, 0, 2, 5, 0, [Block(0, 0, rows, np.ones((8, 1)))])), 150)
+    after = split_frame(encode_frame(Frame(7, 0, 2, 5, 0, [Block(0, 0, rows, np.full((8, 1), 2.0))])), 150)
+    assert len(before) == len(after) >= 3
+    buffer = PartsBuffer()
+    buffer.add(decode_frame(before[0]), before[0])
+    got = [buffer.add(decode_frame(r), r) for r in after[1:]] + [buffer.add(decode_frame(after[0]), after[0])]
+    assert buffer.abandoned == 1
+    assert got[-1].blocks[0].values.ravel().tolist() == [2.0] * 8
+    with pytest.raises(FrameFormatError, match="do not make"):
+        join_parts([decode_frame(before[0])] + [decode_frame(r) for r in after[1:]])
+    corrupt = bytearray(after[1])
+    corrupt[-20] ^= 1  # a bit of a value in the part's block
+    with pytest.raises(FrameFormatError, match="CRC mismatch"):
+        join_parts([decode_frame(after[0]), decode_frame(bytes(corrupt))] + [decode_frame(r) for r in after[2:]])
 
 
 def many_rows(value: float, ticks=(0,)) -> list[Block]:

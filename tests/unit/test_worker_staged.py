@@ -261,9 +261,9 @@ def test_evaluations_left_for_later_steps_are_not_claimed_done_by_a_frame() -> N
     assert got(alerts) == expected()
 
 
-def test_a_frame_too_big_for_one_record_goes_as_several_by_tick() -> None:
-    """Every step in one message: one frame per combine partition with 25 ticks, cut into records of a
-    few ticks each; the alerts are still one engine's."""
+def test_a_frame_too_big_for_one_record_goes_as_several_records() -> None:
+    """Every step in one message: one frame per combine partition with 25 ticks, cut into parts of
+    600 bytes; the alerts are still one engine's."""
     worker, kafka, alerts = staged_worker(), Kafka(), []
     worker.frame_max_bytes = 600
     for p in range(PARTITIONS):
@@ -439,3 +439,34 @@ def test_two_pipelines_on_one_broker_never_share_a_partials_topic(tmp_path, monk
         assert f"{app}-partials" in names and f"{app}-partials-2" in names
         assert all(name.startswith(f"{app}-") for name in names), names
     assert settings_from({}).partials_topics == ("headroom-partials", "headroom-partials-2")  # the default app id's, as before
+
+
+def test_parts_that_do_not_make_their_frame_before_the_start_are_dropped_not_a_stuck_partition() -> None:
+    """A combine partition keeps frames until every upstream reported; a corrupt part among them is
+    refused when its frame would be joined, and the others still start the partition."""
+    from detector.stages.frames import decode_frame
+
+    worker, kafka, alerts = staged_worker(), Kafka(), []
+    worker.frame_max_bytes = 100
+    corrupted = False
+    for p in range(PARTITIONS):
+        batch = SampleBatch.from_series([(s, [(T0 + k * STEP, value(i, k)) for k in range(3)])
+                                         for i, s in enumerate(TARGETS) if partition_for(s, PARTITIONS) == p])
+        out = worker.handle(SAMPLES, p, 0, batch.encode())
+        if p == 0:  # flip a value bit in a middle part of one of partition 0's frames
+            for n, (topic, dest, record) in enumerate(out.to_partitions):
+                frame = decode_frame(record)
+                if frame.parts > 2 and 0 < frame.part < frame.parts - 1 and frame.blocks and not corrupted:
+                    bad = bytearray(record)
+                    bad[-20] ^= 1
+                    out.to_partitions[n] = (topic, dest, bytes(bad))
+                    corrupted = True
+        kafka.produce(out)
+    assert corrupted
+    kafka.drain(worker, alerts)
+    for p in range(PARTITIONS):  # the next step: partition 0's next frame is whole, so it has reported
+        batch = SampleBatch.from_series([(s, [(T0 + 3 * STEP, value(i, 3))])
+                                         for i, s in enumerate(TARGETS) if partition_for(s, PARTITIONS) == p])
+        kafka.produce(worker.handle(SAMPLES, p, 1, batch.encode()))
+    kafka.drain(worker, alerts)
+    assert all(c.partition is not None for c in worker.lanes[PARTIALS].engines.values())  # every one started
