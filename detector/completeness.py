@@ -29,9 +29,10 @@ back:
   replay, arrival order is event order). Nothing is complete until the
   partition has received for one *typical* gap (the median gap of its regular
   series, or ``default_gap_ms``, the rules' interval, before any is known)
-  plus the sender's batching in event time, and for 10 s on the arrival clock
-  (the batching plus one retry: a first request may carry minutes of one
-  shard's backlog): a series not heard of yet cannot hold anything back, and
+  plus the sender's batching in event time, and for ``start_wait_ms`` (10 s)
+  on the arrival clock (the batching plus one retry: a first request may
+  carry minutes of one shard's backlog; 0: no start-up rules, for a sender
+  with one shard): a series not heard of yet cannot hold anything back, and
   by then every live series has been sent once. Until it has received for
   three typical gaps plus the batching (event time), every series has just
   started: one seen once holds with the typical gap, one seen twice with its
@@ -102,14 +103,16 @@ class CompletenessTracker:
     """
 
     # Snapshots (detector.snapshot) carry the per-row columns; the bounds are configuration.
-    SNAPSHOT_SKIP = frozenset({"max_lateness_ms", "silence_ms", "default_gap_ms"})
+    SNAPSHOT_SKIP = frozenset({"max_lateness_ms", "silence_ms", "default_gap_ms", "start_wait_ms"})
 
     def __init__(
-        self, *, max_lateness_ms: int, silence_ms: int, default_gap_ms: int = 15_000, initial_rows: int = 1024
+        self, *, max_lateness_ms: int, silence_ms: int, default_gap_ms: int = 15_000,
+        start_wait_ms: int = START_WAIT_MS, initial_rows: int = 1024,
     ) -> None:
         self.max_lateness_ms = max_lateness_ms
         self.silence_ms = silence_ms
         self.default_gap_ms = default_gap_ms  # a series' gap before any series has shown one
+        self.start_wait_ms = start_wait_ms  # of the arrival clock; 0: no start-up rules
         self._newest = np.full(initial_rows, EMPTY, dtype=np.int64)
         self._gap = np.zeros(initial_rows, dtype=np.int64)  # 0: not known yet
         self._prev_gap = np.zeros(initial_rows, dtype=np.int64)  # the gap before it
@@ -123,7 +126,7 @@ class CompletenessTracker:
         # Where the start-up wait began: the newest sample and the caller's clock at the first batch.
         self._first_newest_ms = EMPTY
         self._first_arrival_ms = EMPTY
-        self._started = False  # past the start-up rules
+        self._started = start_wait_ms <= 0  # past the start-up rules
 
     def observe(
         self,
@@ -212,11 +215,11 @@ class CompletenessTracker:
         floor = newest_ms - self.max_lateness_ms
         # The typical gap matters only in the first scrapes (a median over every row: not per batch after).
         typical = self.default_gap_ms if self._started else self.typical_gap()
-        if self._within_start(newest_ms, typical + SENDER_BATCHING_MS, now_ms, START_WAIT_MS):
+        if self._within_start(newest_ms, typical + SENDER_BATCHING_MS, now_ms, self.start_wait_ms):
             return floor  # series not heard of yet may still hold anything back
         holds, bound = self._holding(newest_ms, now_ms, typical)
         if self._first_arrival_ms != EMPTY and not self._within_start(
-                newest_ms, 3 * typical + SENDER_BATCHING_MS, now_ms, START_WAIT_MS):
+                newest_ms, 3 * typical + SENDER_BATCHING_MS, now_ms, self.start_wait_ms):
             self._started = True  # for good: a young series from now on is a new one
         if not holds.any():
             self._behind_since = EMPTY
