@@ -29,12 +29,14 @@ back:
   replay, arrival order is event order). Nothing is complete until the
   partition has received for one *typical* gap (the median gap of its regular
   series, or ``default_gap_ms``, the rules' interval, before any is known)
-  plus the sender's batching in event time, and for ``start_wait_ms`` (10 s)
-  on the arrival clock (the batching plus one retry: a first request may
-  carry minutes of one shard's backlog; 0: no start-up rules, for a sender
-  with one shard): a series not heard of yet cannot hold anything back, and
-  by then every live series has been sent once. Until it has received for
-  three typical gaps plus the batching (event time), every series has just
+  plus the sender's batching in event time (from the oldest sample of its
+  first batch), and for ``start_wait_ms`` (10 s) on the arrival clock (the
+  batching plus one retry: a first request may carry minutes of one shard's
+  backlog; 0: no start-up rules, for a sender with one shard): a series not
+  heard of yet cannot hold anything back, and by then every live series has
+  been sent once (both spans on the arrival clock end it too: a sender that
+  stopped after one request holds nothing for good). Until it has received
+  for three typical gaps plus the batching, every series has just
   started: one seen once holds with the typical gap, one seen twice with its
   one gap. Without this, each shard's
   first requests after a start moved the watermark past the others' samples
@@ -123,8 +125,8 @@ class CompletenessTracker:
         # Moving average of the time between arrivals, each at most silence_ms / 2 (where it starts).
         self._spacing_ms = float(silence_ms // 2)
         self._behind_since = EMPTY  # active clock when the series' bound fell behind max_lateness_ms
-        # Where the start-up wait began: the newest sample and the caller's clock at the first batch.
-        self._first_newest_ms = EMPTY
+        # Where the start-up began: the oldest sample and the caller's clock at the first batch.
+        self._first_ms = EMPTY
         self._first_arrival_ms = EMPTY
         self._started = start_wait_ms <= 0  # past the start-up rules
 
@@ -144,9 +146,9 @@ class CompletenessTracker:
         if len(rows) == 0:
             return
         self._grow(int(rows.max()) + 1)
-        first_batch = self._first_newest_ms == EMPTY
+        first_batch = self._first_ms == EMPTY
         if first_batch:
-            self._first_newest_ms = int(stamps.max())
+            self._first_ms = int(stamps.min())
         order = np.lexsort((stamps, rows))
         rows, stamps = rows[order], stamps[order]
         last = np.flatnonzero(np.append(rows[1:] != rows[:-1], True))
@@ -249,15 +251,20 @@ class CompletenessTracker:
         regular = (gap > 0) & (np.abs(gap - self._prev_gap) <= gap // 10) & ~self._ended & (self._newest != EMPTY)
         return int(np.median(gap[regular])) if regular.any() else self.default_gap_ms
 
-    def _within_start(self, newest_ms: int, span_ms: int, now_ms: int | None = None, arrival_span_ms: int = 0) -> bool:
+    def _within_start(self, newest_ms: int, span_ms: int, now_ms: int | None, arrival_span_ms: int) -> bool:
         """Whether, since its first batch, the partition has received for less than ``span_ms`` of
         event time or ``arrival_span_ms`` of the arrival clock (never in replay: arrival order is
-        event order)."""
+        event order). Both spans on the clock end it too: a sender that stopped after its first
+        request, or sent its history in one, does not hold the partition for good."""
         if self._started or self._first_arrival_ms == EMPTY:
             return False
-        if newest_ms < self._first_newest_ms + span_ms:
-            return True
-        return now_ms is not None and now_ms < self._first_arrival_ms + arrival_span_ms
+        if now_ms is not None:
+            waited = now_ms - self._first_arrival_ms
+            if waited < arrival_span_ms:
+                return True
+            if waited >= arrival_span_ms + span_ms:
+                return False
+        return newest_ms < self._first_ms + span_ms
 
     def _holding(self, newest_ms: int, now_ms: int | None, typical: int) -> tuple[np.ndarray, np.ndarray]:
         """Which rows hold the watermark, and each row's complete-up-to bound."""
@@ -266,7 +273,7 @@ class CompletenessTracker:
         # In its first scrapes the partition's series are young (seen once: the typical gap;
         # seen twice: its one gap) and hold all the same; after that a young series is a new
         # one (or a probe, a push) and must not stall the partition.
-        if self._within_start(newest_ms, 3 * typical + SENDER_BATCHING_MS):
+        if self._within_start(newest_ms, 3 * typical + SENDER_BATCHING_MS, now_ms, self.start_wait_ms):
             regular |= (gap == 0) | (prev == 0)
         assumed = np.where(gap > 0, gap, typical)
         holds = regular & ~self._ended & (self._newest != EMPTY)
@@ -280,7 +287,7 @@ class CompletenessTracker:
         from detector.snapshot import apply_attributes
 
         state = dict(state)
-        for name in ("_first_newest_ms", "_first_arrival_ms"):
+        for name in ("_first_ms", "_first_arrival_ms"):
             state.setdefault(name, EMPTY + 1)  # any sample is past it
         state.setdefault("_spacing_ms", float(self.silence_ms // 2))
         state.setdefault("_behind_since", EMPTY)
