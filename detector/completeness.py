@@ -29,11 +29,14 @@ back:
   replay, arrival order is event order). Nothing is complete until the
   partition has received for one *typical* gap (the median gap of its regular
   series, or ``default_gap_ms``, the rules' interval, before any is known)
-  plus the sender's batching in event time, and for 10 s on the arrival clock
-  (the batching plus one retry: a first request may carry minutes of one
-  shard's backlog): a series not heard of yet cannot hold anything back, and
-  by then every live series has been sent once. Until it has received for
-  three typical gaps plus the batching (event time), every series has just
+  plus the sender's batching in event time (from the oldest sample of its
+  first batch), and for ``start_wait_ms`` (10 s) on the arrival clock (the
+  batching plus one retry: a first request may carry minutes of one shard's
+  backlog; 0: no start-up rules, for a sender with one shard): a series not
+  heard of yet cannot hold anything back, and by then every live series has
+  been sent once (both spans on the arrival clock end it too: a sender that
+  stopped after one request holds nothing for good). Until it has received
+  for three typical gaps plus the batching, every series has just
   started: one seen once holds with the typical gap, one seen twice with its
   one gap. Without this, each shard's
   first requests after a start moved the watermark past the others' samples
@@ -102,14 +105,16 @@ class CompletenessTracker:
     """
 
     # Snapshots (detector.snapshot) carry the per-row columns; the bounds are configuration.
-    SNAPSHOT_SKIP = frozenset({"max_lateness_ms", "silence_ms", "default_gap_ms"})
+    SNAPSHOT_SKIP = frozenset({"max_lateness_ms", "silence_ms", "default_gap_ms", "start_wait_ms"})
 
     def __init__(
-        self, *, max_lateness_ms: int, silence_ms: int, default_gap_ms: int = 15_000, initial_rows: int = 1024
+        self, *, max_lateness_ms: int, silence_ms: int, default_gap_ms: int = 15_000,
+        start_wait_ms: int = START_WAIT_MS, initial_rows: int = 1024,
     ) -> None:
         self.max_lateness_ms = max_lateness_ms
         self.silence_ms = silence_ms
         self.default_gap_ms = default_gap_ms  # a series' gap before any series has shown one
+        self.start_wait_ms = start_wait_ms  # of the arrival clock; 0: no start-up rules
         self._newest = np.full(initial_rows, EMPTY, dtype=np.int64)
         self._gap = np.zeros(initial_rows, dtype=np.int64)  # 0: not known yet
         self._prev_gap = np.zeros(initial_rows, dtype=np.int64)  # the gap before it
@@ -120,10 +125,10 @@ class CompletenessTracker:
         # Moving average of the time between arrivals, each at most silence_ms / 2 (where it starts).
         self._spacing_ms = float(silence_ms // 2)
         self._behind_since = EMPTY  # active clock when the series' bound fell behind max_lateness_ms
-        # Where the start-up wait began: the newest sample and the caller's clock at the first batch.
-        self._first_newest_ms = EMPTY
+        # Where the start-up began: the oldest sample and the caller's clock at the first batch.
+        self._first_ms = EMPTY
         self._first_arrival_ms = EMPTY
-        self._started = False  # past the start-up rules
+        self._started = start_wait_ms <= 0  # past the start-up rules
 
     def observe(
         self,
@@ -141,9 +146,9 @@ class CompletenessTracker:
         if len(rows) == 0:
             return
         self._grow(int(rows.max()) + 1)
-        first_batch = self._first_newest_ms == EMPTY
+        first_batch = self._first_ms == EMPTY
         if first_batch:
-            self._first_newest_ms = int(stamps.max())
+            self._first_ms = int(stamps.min())
         order = np.lexsort((stamps, rows))
         rows, stamps = rows[order], stamps[order]
         last = np.flatnonzero(np.append(rows[1:] != rows[:-1], True))
@@ -212,11 +217,11 @@ class CompletenessTracker:
         floor = newest_ms - self.max_lateness_ms
         # The typical gap matters only in the first scrapes (a median over every row: not per batch after).
         typical = self.default_gap_ms if self._started else self.typical_gap()
-        if self._within_start(newest_ms, typical + SENDER_BATCHING_MS, now_ms, START_WAIT_MS):
+        if self._within_start(newest_ms, typical + SENDER_BATCHING_MS, now_ms, self.start_wait_ms):
             return floor  # series not heard of yet may still hold anything back
         holds, bound = self._holding(newest_ms, now_ms, typical)
         if self._first_arrival_ms != EMPTY and not self._within_start(
-                newest_ms, 3 * typical + SENDER_BATCHING_MS, now_ms, START_WAIT_MS):
+                newest_ms, 3 * typical + SENDER_BATCHING_MS, now_ms, self.start_wait_ms):
             self._started = True  # for good: a young series from now on is a new one
         if not holds.any():
             self._behind_since = EMPTY
@@ -246,15 +251,20 @@ class CompletenessTracker:
         regular = (gap > 0) & (np.abs(gap - self._prev_gap) <= gap // 10) & ~self._ended & (self._newest != EMPTY)
         return int(np.median(gap[regular])) if regular.any() else self.default_gap_ms
 
-    def _within_start(self, newest_ms: int, span_ms: int, now_ms: int | None = None, arrival_span_ms: int = 0) -> bool:
+    def _within_start(self, newest_ms: int, span_ms: int, now_ms: int | None, arrival_span_ms: int) -> bool:
         """Whether, since its first batch, the partition has received for less than ``span_ms`` of
         event time or ``arrival_span_ms`` of the arrival clock (never in replay: arrival order is
-        event order)."""
+        event order). Both spans on the clock end it too: a sender that stopped after its first
+        request, or sent its history in one, does not hold the partition for good."""
         if self._started or self._first_arrival_ms == EMPTY:
             return False
-        if newest_ms < self._first_newest_ms + span_ms:
-            return True
-        return now_ms is not None and now_ms < self._first_arrival_ms + arrival_span_ms
+        if now_ms is not None:
+            waited = now_ms - self._first_arrival_ms
+            if waited < arrival_span_ms:
+                return True
+            if waited >= arrival_span_ms + span_ms:
+                return False
+        return newest_ms < self._first_ms + span_ms
 
     def _holding(self, newest_ms: int, now_ms: int | None, typical: int) -> tuple[np.ndarray, np.ndarray]:
         """Which rows hold the watermark, and each row's complete-up-to bound."""
@@ -263,7 +273,7 @@ class CompletenessTracker:
         # In its first scrapes the partition's series are young (seen once: the typical gap;
         # seen twice: its one gap) and hold all the same; after that a young series is a new
         # one (or a probe, a push) and must not stall the partition.
-        if self._within_start(newest_ms, 3 * typical + SENDER_BATCHING_MS):
+        if self._within_start(newest_ms, 3 * typical + SENDER_BATCHING_MS, now_ms, self.start_wait_ms):
             regular |= (gap == 0) | (prev == 0)
         assumed = np.where(gap > 0, gap, typical)
         holds = regular & ~self._ended & (self._newest != EMPTY)
@@ -277,7 +287,7 @@ class CompletenessTracker:
         from detector.snapshot import apply_attributes
 
         state = dict(state)
-        for name in ("_first_newest_ms", "_first_arrival_ms"):
+        for name in ("_first_ms", "_first_arrival_ms"):
             state.setdefault(name, EMPTY + 1)  # any sample is past it
         state.setdefault("_spacing_ms", float(self.silence_ms // 2))
         state.setdefault("_behind_since", EMPTY)

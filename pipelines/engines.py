@@ -66,6 +66,7 @@ class PartitionEngines:
         if self.settings.max_lateness_ms > 0:
             options["max_lateness_ms"] = self.settings.max_lateness_ms
             options["silence_ms"] = self.settings.series_silence_ms
+            options["start_wait_ms"] = self.settings.start_wait_ms
         return {
             "engine_options": options,
             "scores": self.detectors and self.settings.anomaly_scores,

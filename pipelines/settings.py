@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     # arrived for in series_silence while others did stops holding it back.
     max_lateness: str = "10m"
     series_silence: str = "30s"
+    # After a partition starts with no state, it evaluates nothing for this long of wall
+    # time (and one scrape interval plus 5 s of event time): series it has not heard of
+    # yet cannot hold anything back. "0s": no start-up rules (one sender shard).
+    start_wait: str = "10s"
     resend_delay: str = "1m"
     # A partition without samples for this long (wall clock) evaluates on wall
     # time, this far behind it, while its data is live; "0s" turns it off.
@@ -161,7 +165,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var/worker")
 
     @field_validator("evaluation_interval", "lookback_delta", "lateness", "max_lateness", "series_silence", "resend_delay",
-                     "idle_advance", "produce_timeout", "snapshot_interval", "session_timeout", "heartbeat_interval",
+                     "idle_advance", "start_wait", "produce_timeout", "snapshot_interval", "session_timeout", "heartbeat_interval",
                      "series_min_interval", "max_catch_up", "catch_up_window", "max_sample_ahead", "max_event_loop_lag",
                      "coalesce_linger")
     @classmethod
@@ -230,6 +234,10 @@ class Settings(BaseSettings):
     @property
     def series_silence_ms(self) -> int:
         return parse_duration(self.series_silence)
+
+    @property
+    def start_wait_ms(self) -> int:
+        return parse_duration(self.start_wait)
 
     @property
     def resend_delay_ms(self) -> int:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detector.completeness import CompletenessTracker
+from detector.completeness import START_WAIT_MS, CompletenessTracker
 from detector.output.alerts import AlertNotification, AlertTransition
 from detector.wire.batch import SampleBatch
 from detector.promql import EvalContext
@@ -97,6 +97,7 @@ class RuleEngine:
         start_ms: int | None = None,
         max_lateness_ms: int | None = None,
         silence_ms: int = DEFAULT_SILENCE_MS,
+        start_wait_ms: int = START_WAIT_MS,
         min_interval_ms: int = 0,
         max_series: int | None = None,
         max_evaluations_per_step: int | None = None,
@@ -107,7 +108,7 @@ class RuleEngine:
         self.completeness = (
             None if max_lateness_ms is None
             else CompletenessTracker(
-                max_lateness_ms=max_lateness_ms, silence_ms=silence_ms,
+                max_lateness_ms=max_lateness_ms, silence_ms=silence_ms, start_wait_ms=start_wait_ms,
                 # Before any series has shown its scrape interval, assume the rules' shortest.
                 default_gap_ms=min((g.interval_ms for g in groups), default=15_000),
             )

@@ -276,3 +276,17 @@ def test_a_catch_up_after_an_outage_as_long_as_the_bound_waits_for_every_backlog
         late += got.late
     assert late == 0
     assert [(t.eval_time, t.state) for t in out] == [(135_000, "firing"), (150_000, "inactive")]
+
+
+def test_a_history_in_one_request_or_a_single_request_does_not_hold_the_start_for_good():
+    """The start-up wait ends on the clock too: 10 s after a request carrying minutes of history,
+    and 10 s plus one scrape interval plus 5 s after a lone sample with nothing after it."""
+    history = CompletenessTracker(max_lateness_ms=10 * MINUTE, silence_ms=30_000)
+    stamps = np.arange(0, 165_001, 15_000)
+    history.observe(np.zeros(len(stamps), dtype=np.int64), stamps, arrival_ms=1_000_000)
+    assert history.watermark(newest_ms=165_000, now_ms=1_005_000) < 0  # other shards may still send
+    assert history.watermark(newest_ms=165_000, now_ms=1_010_000) == 165_000 + 13_500
+    lone = CompletenessTracker(max_lateness_ms=10 * MINUTE, silence_ms=30_000)
+    lone.observe(np.array([0]), np.array([0]), arrival_ms=1_000_000)
+    assert lone.watermark(newest_ms=0, now_ms=1_029_000) < 0
+    assert lone.watermark(newest_ms=0, now_ms=1_030_000) == 0 + 13_500  # seen once: the typical gap

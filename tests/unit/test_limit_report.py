@@ -42,12 +42,13 @@ def groups() -> list[RuleGroup]:
 
 
 def engines(**settings) -> PartitionEngines:  # noqa: ANN003
-    options = {"anomaly_scores": False, "forecasts": False, **settings}
+    # One sender shard: no completeness start-up wait (test_completeness tests it).
+    options = {"anomaly_scores": False, "forecasts": False, "start_wait": "0s", **settings}
     return PartitionEngines(groups(), Settings(**options), clock=lambda: T0 / 1000)
 
 
 def worker(**settings) -> Worker:  # noqa: ANN003
-    options = {"anomaly_scores": False, "forecasts": False, "snapshot_interval": "0s", **settings}
+    options = {"anomaly_scores": False, "forecasts": False, "snapshot_interval": "0s", "start_wait": "0s", **settings}
     return Worker(Settings(**options), groups(), clock=lambda: T0 / 1000)
 
 

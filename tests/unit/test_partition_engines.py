@@ -22,7 +22,8 @@ class FakeClock:
 
 def engines_with_down_rule(clock: FakeClock) -> PartitionEngines:
     rule = AlertingRule("Down", compile_expr("up == 0"), "up == 0")
-    return PartitionEngines([RuleGroup("g", "inline", 15_000, (rule,))], Settings(idle_advance="30s"), clock=clock)
+    return PartitionEngines([RuleGroup("g", "inline", 15_000, (rule,))], Settings(idle_advance="30s", start_wait="0s"),
+                            clock=clock)
 
 
 def test_a_quiet_live_partition_resolves_its_alert_once_the_lookback_passes():

@@ -151,7 +151,7 @@ def test_a_bad_snapshot_is_refused_with_a_reason(damage):
 
 def test_a_bad_snapshot_starts_the_partition_empty_with_a_logged_error(caplog):
     groups = [RuleGroup("g", "inline", 15_000, (up_rule(),))]
-    engines = PartitionEngines(groups, Settings())
+    engines = PartitionEngines(groups, Settings(start_wait="0s"))  # one sender shard: evaluates at once
     engines.ingest(0, up_batch(0, 3), offset=41)
     _, good = engines.snapshot(0)
     later = PartitionEngines(groups, Settings())

@@ -39,6 +39,8 @@ def down_rule(for_ms: int = 2 * 60_000) -> RuleGroup:
 def make_worker(clock: FakeClock, groups=None, **settings) -> Worker:
     """A worker with staged rules off (the global lane), whatever the default: what these tests assert."""
     settings.setdefault("staged_rules", False)
+    # One sender shard here: the completeness start-up wait (tested in test_completeness) only delays.
+    settings.setdefault("start_wait", "0s")
     return Worker(Settings(**settings), [down_rule()] if groups is None else groups, clock=clock, monotonic=clock)
 
 
@@ -68,6 +70,20 @@ def test_alert_goes_pending_then_fires_at_event_time_not_message_count() -> None
     # Complete up to the newest sample plus 0.9 of the series' 15 s spacing (detector.completeness).
     complete_until = T0 + 135_000 + STEP - STEP // 10
     assert worker.metrics.registry.get_sample_value("headroom_worker_watermark_seconds", {"lane": f"{SAMPLES}/0"}) == complete_until / 1000
+
+
+def test_a_fresh_partition_waits_for_every_sender_shard_before_its_first_evaluation() -> None:
+    """HEADROOM_START_WAIT (default 10s): other shards' samples of the first scrape may still come."""
+    clock = FakeClock(T0)
+    worker = make_worker(clock, start_wait="10s")
+    assert alert_records(worker.handle(SAMPLES, 0, 0, message([(up("a:1"), [(T0, 0.0)])]))) == []
+    clock.ms = T0 + 5_000  # another shard: the same scrape, a second target
+    assert alert_records(worker.handle(SAMPLES, 0, 1, message([(up("b:1"), [(T0, 0.0)])]))) == []
+    # One scrape interval plus 5 s of event time and 10 s of the clock later, both are evaluated at T0.
+    clock.ms = T0 + 30_500
+    out = worker.handle(SAMPLES, 0, 2, message([(up(i), [(T0 + STEP, 0.0), (T0 + 2 * STEP, 0.0)]) for i in ("a:1", "b:1")]))
+    assert sorted((a["labels"]["instance"], a["state"], a["eval_time"]) for a in alert_records(out)) == [
+        ("a:1", "pending", T0), ("b:1", "pending", T0)]
 
 
 def test_partitions_are_independent() -> None:
