@@ -1,6 +1,6 @@
 """Early warning, leave-one-seed-out: the warning knobs chosen on four development seeds, scored on the fifth.
 
-``.venv/bin/python -m bench.early_warning_loso [--grid small|wide|tiny] [--final] [--jobs J] [--save PATH] [--cache DIR]``
+``.venv/bin/python -m bench.early_warning_loso [--grid small|wide|edge|tiny] [--final] [--jobs J] [--save PATH] [--cache DIR]``
 
 Data (:mod:`simulator.runbook`): each development seed ``s`` of ``LOSO_DEV_SEEDS`` (1-5) is one fold:
 the ramp scenarios (queue, channel, permits to their bound in 5, 15, 30 and 60 minutes) with simulator
@@ -67,6 +67,8 @@ GRIDS = {  # knob -> values; the settings are their product (the defaults are al
               "min_used": (0.7,)},
     "wide": {"dip_memory_s": (6 * 3600.0, 12 * 3600.0, 24 * 3600.0), "dip_margin": (0.05, 0.1, 0.15),
              "min_used": (0.65, 0.7, 0.75)},
+    # the small grid's choice sat on its edge (dip_margin 0.15): the same objective over larger margins
+    "edge": {"dip_memory_s": (12 * 3600.0, 24 * 3600.0), "dip_margin": (0.15, 0.2, 0.25, 0.3), "min_used": (0.7,)},
     "tiny": {"dip_memory_s": (6 * 3600.0, 24 * 3600.0), "dip_margin": (0.05, 0.1), "min_used": (0.7,)},
 }
 
