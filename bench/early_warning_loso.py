@@ -1,6 +1,7 @@
 """Early warning, leave-one-seed-out: the warning knobs chosen on four development seeds, scored on the fifth.
 
-``.venv/bin/python -m bench.early_warning_loso [--grid small|wide|tiny] [--final] [--jobs J] [--save PATH] [--cache DIR]``
+``.venv/bin/python -m bench.early_warning_loso [--grid small|wide|edge|tiny] [--final] [--jobs J] [--save PATH] [--cache DIR]
+[--final-from RUN.json]``
 
 Data (:mod:`simulator.runbook`): each development seed ``s`` of ``LOSO_DEV_SEEDS`` (1-5) is one fold:
 the ramp scenarios (queue, channel, permits to their bound in 5, 15, 30 and 60 minutes) with simulator
@@ -67,6 +68,8 @@ GRIDS = {  # knob -> values; the settings are their product (the defaults are al
               "min_used": (0.7,)},
     "wide": {"dip_memory_s": (6 * 3600.0, 12 * 3600.0, 24 * 3600.0), "dip_margin": (0.05, 0.1, 0.15),
              "min_used": (0.65, 0.7, 0.75)},
+    # the small grid's choice sat on its edge (dip_margin 0.15): the same objective over larger margins
+    "edge": {"dip_memory_s": (12 * 3600.0, 24 * 3600.0), "dip_margin": (0.15, 0.2, 0.25, 0.3), "min_used": (0.7,)},
     "tiny": {"dip_memory_s": (6 * 3600.0, 24 * 3600.0), "dip_margin": (0.05, 0.1), "min_used": (0.7,)},
 }
 
@@ -378,7 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save", type=Path, help="write the report here (and its JSON beside it)")
     parser.add_argument("--cache", type=Path, help="keep each recording's forecast samples, deadlines and replay "
                         "warnings here, so a later run with other settings skips record and replay")
+    parser.add_argument("--final-from", type=Path, help="skip the development folds: score the setting a saved "
+                        "run (its --save JSON) chose on all development seeds on the final seeds, once")
     args = parser.parse_args(argv)
+    if args.final_from:
+        return final_from(args, argv)
     settings = grid_settings(GRIDS[args.grid])
     command = " ".join([".venv/bin/python -m bench.early_warning_loso", *argv])
     out: list[str] = [f"`{command}`", ""]
@@ -472,6 +479,37 @@ def main(argv: list[str] | None = None) -> int:
             "command": command, "settings": settings, "chosen_by_fold": {str(k): v for k, v in chosen_by_seed.items()},
             "chosen": final_pick, "ramps": [r.__dict__ for r in dev_ramps], "days": [d.__dict__ for d in dev_days],
             "final": final_data}, indent=1))
+    return 0
+
+
+def final_from(args, argv: list[str]) -> int:
+    """The final check alone, for the setting a saved development run chose (the same report lines)."""
+    saved = json.loads(args.final_from.read_text())
+    chosen = saved["settings"][saved["chosen"]]
+    final_settings = [saved["settings"][0]] + ([chosen] if saved["chosen"] else [])
+    lines = [f"`.venv/bin/python -m bench.early_warning_loso {' '.join(argv)}`", "",
+             f"setting chosen on all development seeds by `{saved['command']}`: {label(chosen)}"]
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="headroom-ew-loso-") as tmp:
+        specs = plan(LOSO_FINAL_SEEDS, LOSO_FINAL_PATTERNS, final_settings, tmp, args.cache)
+        with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
+            final = list(pool.map(_job, specs))
+    f_ramps = [r for r in final if isinstance(r, RampRun)]
+    f_days = [r for r in final if isinstance(r, DayRun)]
+    at = len(final_settings) - 1
+    lines.append(f"## Final check, seeds {list(LOSO_FINAL_SEEDS)}, patterns {list(LOSO_FINAL_PATTERNS)}, scored once")
+    lines.append(f"- **chosen ({label(chosen)})**: {fmt(score(f_ramps, f_days, at))}")
+    if at:
+        lines.append(f"- defaults, for comparison only: {fmt(score(f_ramps, f_days, 0))}")
+    for seed in LOSO_FINAL_SEEDS:
+        lines.append(f"  - seed {seed}: {fmt(score([r for r in f_ramps if r.seed == seed], [d for d in f_days if d.seed == seed], at))}")
+    lines += [f"  - {line}" for line in by_kind(f_ramps, f_days, lambda s: at)]
+    lines += [f"  {d.scenario} seed {d.seed}: {d.warnings[at]}" for d in f_days if d.warnings[at]]
+    lines.append(f"check: replay mismatches {sum(r.mismatches for r in f_ramps)}")
+    lines.append(f"{time.perf_counter() - began:.0f} s with {args.jobs} processes")
+    print("\n".join(lines))
+    if args.save:
+        args.save.write_text("\n".join(lines) + "\n")
     return 0
 
 

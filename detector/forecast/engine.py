@@ -28,11 +28,12 @@ And one that learns from the series' own history (the *dip gate*, ``dip_memory``
 
 * *deeper than the benign dips it recovered from*: each series remembers the
   deepest excursion (the most headroom used) it came back from within the last
-  ``dip_memory`` (6 h; 0 turns the gate off), an excursion counting as recovered once the used share
+  ``dip_memory`` (24 h; 0 turns the gate off), an excursion counting as recovered once the used share
   fell ``dip_recovery`` (0.2) below its deepest point. A warning starts or goes
-  on only while the series uses more than that, by ``dip_margin`` (0.05). A
-  pool whose bursts dip to 3 permits of 10 and come back is not warned about at
-  3 permits again, but is at 2; a series with no such history is gated by
+  on only while the series uses more than that, by ``dip_margin`` (0.25 of its
+  headroom). A channel whose bursts reach 60% full and drain is warned about
+  only past 85%; one that came back from 75% or more is not warned about again
+  until that excursion is a day old; a series with no such history is gated by
   ``min_used`` alone. (One remembered excursion per series: when the deepest
   expires, the gate starts afresh from the next recovery.)
 

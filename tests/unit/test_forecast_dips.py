@@ -119,3 +119,31 @@ def test_a_partition_snapshot_taken_with_the_old_settings_is_refused_clearly():
     assert "dip_" not in state["_config"]
     with pytest.raises(SnapshotError, match="other detector settings"):
         PartitionDetectors.restore(encode(state, SNAPSHOT_RECORDS), groups)
+
+
+def test_the_default_gate_warns_a_ramp_only_past_the_bursts_plus_a_quarter_of_the_headroom():
+    # defaults chosen by bench.early_warning_loso (24 h, 0.25): bursts to 60% are remembered, and a
+    # 30-minute ramp to 1 afterwards warns once past 85% used, still before full
+    engine = ForecastEngine()
+    assert ForecastSettings().dip_memory_s == 24 * 3600.0
+    assert len(fired_at(engine, bursts(3, 0.6), 960)) == 0  # under min_used: never warned
+    rng = np.random.default_rng(4)
+    ramp = lambda k: float(min(0.3 + 0.7 * (k - 960) / 120, 1.0) + rng.normal(0, 0.01))
+    (fired,) = fired_at(engine, ramp, 120, start=960)
+    assert 0.3 + 0.7 * (fired - 960) / 120 > 0.85 and fired < 1080
+
+
+def test_the_default_gate_does_not_warn_within_a_day_of_recovering_from_80_percent():
+    # the price of the chosen margin: 0.8 + 0.25 is past the bound, so a ramp the same day is not warned
+    # about (the bench's ramps come after calm and do not show it); a day later it is again
+    rng = np.random.default_rng(5)
+    ramp_at = lambda start: (lambda k: float(min(0.3 + 0.7 * max(k - start, 0) / 120, 1.0) + rng.normal(0, 0.01)))
+    same_day = ForecastEngine()
+    assert len(fired_at(same_day, bursts(6, 0.8, count=1), 240)) == 1  # the first burst: no history yet
+    assert fired_at(same_day, ramp_at(240 + 2 * 240), 3 * 240, start=240) == []
+    next_day = ForecastEngine()
+    fired_at(next_day, bursts(6, 0.8, count=1), 240)
+    later = 240 + 24 * 240  # 24 h of calm (15 s steps) after the burst
+    calm = lambda k: float(0.3 + rng.normal(0, 0.01))
+    fired_at(next_day, calm, later - 240, start=240)
+    assert len(fired_at(next_day, ramp_at(later + 40), 240, start=later)) == 1
