@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.wire_bytes import version_1
 from detector.wire.batch import MAGIC, READS, VERSION, SampleBatch
 from detector.errors import BatchFormatError, HeadroomError
 from detector.labels import canonical_bytes
@@ -95,20 +96,10 @@ def test_wire_layout_is_the_documented_one():
     assert struct.unpack("<3i3q3d", data[pos:]) == (0, 1, 0, 1000, 1500, 2500, 1.0, 2.0, 3.0)
 
 
-def _version_1(batch: SampleBatch) -> bytes:
-    """The same batch as receivers before version 2 wrote it: the series index itself."""
-    parts = [struct.pack("<4sB3xII", MAGIC, 1, len(batch.series_keys), len(batch))]
-    for key in batch.series_keys:
-        parts += [struct.pack("<I", len(key)), key]
-    parts += [batch.series_index.astype("<u4").tobytes(), batch.timestamps.astype("<i8").tobytes(),
-              batch.values.astype("<f8").tobytes()]
-    return b"".join(parts)
-
-
 def test_version_1_messages_are_still_read():
     assert READS == (1, 2)
     batch = two_series()
-    assert same(SampleBatch.decode(_version_1(batch)), batch)
+    assert same(SampleBatch.decode(version_1(batch)), batch)  # as receivers before v2 wrote it
 
 
 @settings(max_examples=200, deadline=None)
