@@ -35,7 +35,9 @@ evaluations per frame; the worker runs the rest in steps that yield.
 >>> from pipelines.settings import Settings
 >>> rule = AlertingRule("Few", compile_expr("sum by (ns) (up) < 3"), "sum by (ns) (up) < 3")
 >>> staged = StagedRules(Settings(partitions=2, staged_rules=True), [RuleGroup("g", "f.yml", 15_000, (rule,))])
->>> stage1 = Stage1Engines(staged, Settings(partitions=2, anomaly_scores=False, forecasts=False), clock=lambda: 0.0)
+>>> one_shard = dict(start_wait="0s")  # else a new partition waits 10 s for other sender shards (completeness)
+>>> stage1 = Stage1Engines(staged, Settings(partitions=2, anomaly_scores=False, forecasts=False, **one_shard),
+...                        clock=lambda: 0.0)
 >>> combine = CombineEngines(staged, level=1)
 >>> up = lambda i: (("__name__", "up"), ("instance", f"i{i}"), ("ns", "web"))
 >>> for p in (0, 1):

@@ -15,7 +15,8 @@ decision here is unit-tested with a fake clock.
 >>> from pipelines.settings import Settings
 >>> t0 = 1_700_000_010_000  # a multiple of the 15 s interval: evaluated at once
 >>> rule = AlertingRule("Down", compile_expr("up == 0"), "up == 0")
->>> worker = Worker(Settings(), [RuleGroup("g", "inline", 15_000, (rule,))], clock=lambda: t0 / 1000)
+>>> one_shard = Settings(start_wait="0s")  # else a new partition waits 10 s for other sender shards
+>>> worker = Worker(one_shard, [RuleGroup("g", "inline", 15_000, (rule,))], clock=lambda: t0 / 1000)
 >>> up = (("__name__", "up"), ("job", "api"))
 >>> out = worker.handle("headroom-samples", 0, 0, SampleBatch.from_series([(up, [(t0, 0.0)])]).encode())
 >>> [len(out.records[topic]) for topic in sorted(out.records)], len(out.notifications)
