@@ -4,12 +4,15 @@
 [--final-from RUN.json]``
 
 Data (:mod:`simulator.runbook`): each development seed ``s`` of ``LOSO_DEV_SEEDS`` (1-5) is one fold:
-the ramp scenarios (queue, channel, permits to their bound in 5, 15, 30 and 60 minutes) with simulator
-seed ``s``, and one 24-hour benign day per pattern of ``LOSO_DEV_PATTERNS`` ("everyday", "sharp",
-"load-bursts": clusters of handler-pool bursts that drain the permits and recover), day script and
-simulator both seeded ``s``. The final check (``--final``) uses seeds ``LOSO_FINAL_SEEDS`` (201-203) and
-patterns no knob was chosen on (``LOSO_FINAL_PATTERNS``: "everyday" on new day seeds, "deploy-restarts",
-"traffic-spikes").
+the ramp scenarios (queue, channel, permits to their bound in 5, 15, 30 and 60 minutes, after 40 minutes
+of calm) with simulator seed ``s``; the *ramps after bursts* (``ramp_after_bursts``: the same series first
+has 1-3 benign bursts to 60-78% of its bound that recover in the 3 hours before its ramp of 15, 30 or 60
+minutes; bursts drawn with ``s``), which show what a gate that learns from recovered excursions costs;
+and one 24-hour benign day per pattern of ``LOSO_DEV_PATTERNS`` ("everyday", "sharp", "load-bursts":
+clusters of handler-pool bursts that drain the permits and recover), day script and simulator both seeded
+``s``. The final check (``--final``) uses seeds ``LOSO_FINAL_SEEDS`` (201-203), their own draws of the
+ramps after bursts, and patterns no knob was chosen on (``LOSO_FINAL_PATTERNS``: "everyday" on new day
+seeds, "deploy-restarts", "traffic-spikes").
 
 Each recording is made once by ``headroom record``'s code. Ramps are also replayed once by
 ``headroom replay``'s code with the runbook's packs and default forecast settings, for the time the
@@ -24,7 +27,8 @@ warnings per benign day, the most incidents warned (ramping series of ramps of 1
 warned before their deadline), then the longest median lead; ties go to the setting closest to the
 defaults (fewest knobs changed, then grid order). When no setting meets the false-warning bound, the
 fewest false warnings per day, then warned, then lead. The chosen setting is then scored on the
-held-out seed. Pooled figures are over the five held-out folds (75 incidents, 15 benign days).
+held-out seed. Pooled figures are over the five held-out folds (150 incidents: 75 ramps after calm and
+75 after bursts; 15 benign days); ramps after bursts are also reported apart.
 ``--final`` then chooses once on all five development seeds and scores that setting once on the final
 seeds (defaults shown beside it, for comparison only).
 
