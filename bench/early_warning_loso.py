@@ -4,12 +4,15 @@
 [--final-from RUN.json]``
 
 Data (:mod:`simulator.runbook`): each development seed ``s`` of ``LOSO_DEV_SEEDS`` (1-5) is one fold:
-the ramp scenarios (queue, channel, permits to their bound in 5, 15, 30 and 60 minutes) with simulator
-seed ``s``, and one 24-hour benign day per pattern of ``LOSO_DEV_PATTERNS`` ("everyday", "sharp",
-"load-bursts": clusters of handler-pool bursts that drain the permits and recover), day script and
-simulator both seeded ``s``. The final check (``--final``) uses seeds ``LOSO_FINAL_SEEDS`` (201-203) and
-patterns no knob was chosen on (``LOSO_FINAL_PATTERNS``: "everyday" on new day seeds, "deploy-restarts",
-"traffic-spikes").
+the ramp scenarios (queue, channel, permits to their bound in 5, 15, 30 and 60 minutes, after 40 minutes
+of calm) with simulator seed ``s``; the *ramps after bursts* (``ramp_after_bursts``: the same series first
+has 1-3 benign bursts to 60-78% of its bound that recover in the 3 hours before its ramp of 15, 30 or 60
+minutes; bursts drawn with ``s``), which show what a gate that learns from recovered excursions costs;
+and one 24-hour benign day per pattern of ``LOSO_DEV_PATTERNS`` ("everyday", "sharp", "load-bursts":
+clusters of handler-pool bursts that drain the permits and recover), day script and simulator both seeded
+``s``. The final check (``--final``) uses seeds ``LOSO_FINAL_SEEDS`` (201-203), their own draws of the
+ramps after bursts, and patterns no knob was chosen on (``LOSO_FINAL_PATTERNS``: "everyday" on new day
+seeds, "deploy-restarts", "traffic-spikes").
 
 Each recording is made once by ``headroom record``'s code. Ramps are also replayed once by
 ``headroom replay``'s code with the runbook's packs and default forecast settings, for the time the
@@ -24,7 +27,8 @@ warnings per benign day, the most incidents warned (ramping series of ramps of 1
 warned before their deadline), then the longest median lead; ties go to the setting closest to the
 defaults (fewest knobs changed, then grid order). When no setting meets the false-warning bound, the
 fewest false warnings per day, then warned, then lead. The chosen setting is then scored on the
-held-out seed. Pooled figures are over the five held-out folds (75 incidents, 15 benign days).
+held-out seed. Pooled figures are over the five held-out folds (150 incidents: 75 ramps after calm and
+75 after bursts; 15 benign days); ramps after bursts are also reported apart.
 ``--final`` then chooses once on all five development seeds and scores that setting once on the final
 seeds (defaults shown beside it, for comparison only).
 
@@ -51,13 +55,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bench.early_warning import (START_S, TARGETS, _is, alert_events, ramp_record_minutes, ramp_scenarios,
-                                 record_and_replay, series_samples)
+from bench.early_warning import START_S, TARGETS, _is, alert_events, ramp_scenarios, record_and_replay, series_samples
 from detector.forecast import ALERT_NAME
 from detector.forecast.engine import ForecastEngine
 from detector.forecast.spec import DEFAULT_SPECS, ForecastConfig, ForecastSettings, recognise
-from simulator.runbook import (LOSO_DEV_PATTERNS, LOSO_DEV_SEEDS, LOSO_FINAL_PATTERNS, LOSO_FINAL_SEEDS,
-                               RAMP_START_S, loso_day)
+from simulator.runbook import (AFTER_BURSTS_MINUTES, LOSO_DEV_PATTERNS, LOSO_DEV_SEEDS, LOSO_FINAL_PATTERNS,
+                               LOSO_FINAL_SEEDS, RAMP_HOLD_S, RAMP_RECOVER_S, loso_day, ramp_after_bursts, ramp_start_s)
 
 MAX_FALSE_PER_DAY = 0.5
 SLOW_MINUTES = 15  # ramps of at least this many minutes carry the lead and warned figures
@@ -71,6 +74,9 @@ GRIDS = {  # knob -> values; the settings are their product (the defaults are al
     # the small grid's choice sat on its edge (dip_margin 0.15): the same objective over larger margins
     "edge": {"dip_memory_s": (12 * 3600.0, 24 * 3600.0), "dip_margin": (0.15, 0.2, 0.25, 0.3), "min_used": (0.7,)},
     "tiny": {"dip_memory_s": (6 * 3600.0, 24 * 3600.0), "dip_margin": (0.05, 0.1), "min_used": (0.7,)},
+    # once ramps after bursts count: the old defaults (6 h, 0.05), the previous ones (24 h, 0.25) and between
+    "rerun": {"dip_memory_s": (6 * 3600.0, 12 * 3600.0, 24 * 3600.0), "dip_margin": (0.05, 0.1, 0.15, 0.2, 0.25),
+              "min_used": (0.7,)},
 }
 
 
@@ -137,6 +143,7 @@ class RampRun:
     kind: str
     minutes: int
     seed: int
+    after_bursts: bool = False  # a ramp after benign bursts of the same series (else after calm)
     deadline_min: dict = field(default_factory=dict)  # series -> deadline, minutes after the ramp began (None: never)
     warned_min: list = field(default_factory=list)  # per setting: series -> first warning (minutes; None: none)
     early: list = field(default_factory=list)  # per setting: warnings of the ramping series before the ramp
@@ -177,9 +184,9 @@ def ramp_job(scenario: str, kind: str, minutes: int, seed: int, settings: list[d
     series, deadline_min, replay_first, keys, by_time = _cached(
         cache, f"{scenario}-s{seed}", lambda: _ramp_data(scenario, kind, minutes, seed, workdir))
     target = TARGETS[kind]
-    ramp_ms = (START_S + RAMP_START_S) * 1000
+    ramp_ms = (START_S + ramp_start_s(scenario)) * 1000
     rel = (lambda t: None if t is None else (t - ramp_ms) / 60_000.0)
-    run = RampRun(scenario, kind, minutes, seed, deadline_min=deadline_min)
+    run = RampRun(scenario, kind, minutes, seed, scenario.startswith("ramp-after-bursts-"), deadline_min=deadline_min)
     for setting in settings:
         fired = [e for e in run_forecasts(keys, by_time, setting) if e.state == "firing"]
         first, early = {}, 0
@@ -200,7 +207,8 @@ def ramp_job(scenario: str, kind: str, minutes: int, seed: int, settings: list[d
 def _ramp_data(scenario: str, kind: str, minutes: int, seed: int, workdir: Path) -> tuple:
     """(ramping series, deadline per series, replay's first warning per series, forecast samples)."""
     target = TARGETS[kind]
-    recording, out = record_and_replay(scenario, seed, ramp_record_minutes(minutes), workdir, 1)
+    length = (ramp_start_s(scenario) + 60.0 * minutes + RAMP_HOLD_S + RAMP_RECOVER_S) / 60.0 + 5.0
+    recording, out = record_and_replay(scenario, seed, length, workdir, 1)
     try:
         events = alert_events(out)
         samples = series_samples(recording, target.metric)
@@ -211,7 +219,7 @@ def _ramp_data(scenario: str, kind: str, minutes: int, seed: int, workdir: Path)
     finally:
         recording.unlink(missing_ok=True)
         out.unlink(missing_ok=True)
-    ramp_ms = (START_S + RAMP_START_S) * 1000
+    ramp_ms = (START_S + ramp_start_s(scenario)) * 1000
     rel = (lambda t: None if t is None else (t - ramp_ms) / 60_000.0)
     series = []
     replay_first = {}
@@ -344,18 +352,26 @@ def fmt(s: Score) -> str:
 
 
 def by_kind(ramps: list[RampRun], days: list[DayRun], pick) -> list[str]:
-    """Lines per ramp kind and minutes, and per benign pattern; ``pick(seed)`` is the setting index used."""
+    """Lines per ramp family (after calm, after bursts), kind and minutes, and per benign pattern;
+    ``pick(seed)`` is the setting index used."""
     lines = []
-    for kind in TARGETS:
-        for minutes in sorted({r.minutes for r in ramps}):
-            lead = [v for r in ramps if r.kind == kind and r.minutes == minutes for v in leads([r], pick(r.seed), False)]
-            if lead:
-                lines.append(f"ramp-{kind}-{minutes}m: median lead {statistics.median(lead):.2f} min, "
-                             f"warned {sum(1 for v in lead if v > 0)}/{len(lead)}")
-        slow = [v for r in ramps if r.kind == kind for v in leads([r], pick(r.seed))]
-        if slow:
-            lines.append(f"ramp-{kind}, ramps >= {SLOW_MINUTES} min: median lead {statistics.median(slow):.2f} min, "
-                         f"warned {sum(1 for v in slow if v > 0)}/{len(slow)}")
+    for after, family in ((False, "ramp"), (True, "ramp-after-bursts")):
+        mine = [r for r in ramps if r.after_bursts == after]
+        for kind in TARGETS:
+            for minutes in sorted({r.minutes for r in mine}):
+                lead = [v for r in mine if r.kind == kind and r.minutes == minutes for v in leads([r], pick(r.seed), False)]
+                if lead:
+                    lines.append(f"{family}-{kind}-{minutes}m: median lead {statistics.median(lead):.2f} min, "
+                                 f"warned {sum(1 for v in lead if v > 0)}/{len(lead)}")
+            slow = [v for r in mine if r.kind == kind for v in leads([r], pick(r.seed))]
+            if slow:
+                lines.append(f"{family}-{kind}, ramps >= {SLOW_MINUTES} min: median lead "
+                             f"{statistics.median(slow):.2f} min, warned {sum(1 for v in slow if v > 0)}/{len(slow)}")
+        every = [v for r in mine for v in leads([r], pick(r.seed))]
+        if every:
+            lines.append(f"**{family}, all kinds, ramps >= {SLOW_MINUTES} min**: median lead "
+                         f"{statistics.median(every):.2f} min, warned {sum(1 for v in every if v > 0)}/{len(every)}, "
+                         f"warnings of the ramping series before the ramp {sum(r.early[pick(r.seed)] for r in mine)}")
     for pattern in sorted({d.pattern for d in days}):
         mine = [d for d in days if d.pattern == pattern]
         n = sum(len(d.warnings[pick(d.seed)]) for d in mine)
@@ -365,8 +381,11 @@ def by_kind(ramps: list[RampRun], days: list[DayRun], pick) -> list[str]:
 
 def plan(seeds, patterns, settings, workdir, cache: Path | None = None) -> list[tuple]:
     # ramps first: their record + replay take longest, so the pool's last jobs are short
-    specs = [("ramp", (name, kind, m, s), settings, workdir, cache) for s in seeds
-             for name, kind, m in reversed(ramp_scenarios())]
+    # ramps after bursts first: they are the longest recordings
+    specs = [("ramp", (ramp_after_bursts(kind, m, s), kind, m, s), settings, workdir, cache) for s in seeds
+             for m in reversed(AFTER_BURSTS_MINUTES) for kind in TARGETS]
+    specs += [("ramp", (name, kind, m, s), settings, workdir, cache) for s in seeds
+              for name, kind, m in reversed(ramp_scenarios())]
     specs += [("day", (loso_day(p, s), p, s), settings, workdir, cache) for s in seeds for p in patterns]
     return specs
 
@@ -420,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"- fold {seed}: chose {label(settings[pick])} (on seeds {[s for s in LOSO_DEV_SEEDS if s != seed]}: "
                     f"{fmt(score(train_r, train_d, pick))})")
                 say(f"  held-out seed {seed}: {fmt(test)} | defaults: {fmt(default)}")
+                after = [r for r in test_r if r.after_bursts]
+                say(f"  ... of which ramps after bursts: {fmt(score(after, [], pick))} | defaults: {fmt(score(after, [], 0))}")
                 pooled["lead"] += leads(test_r, pick)
                 pooled["false"] += test.false
                 pooled["days"] += test.days

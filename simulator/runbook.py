@@ -308,6 +308,59 @@ SCENARIOS.update({loso_day(pattern, seed): _benign_day(seed, pattern=pattern)
                   for seeds, patterns in ((LOSO_DEV_SEEDS, LOSO_DEV_PATTERNS), (LOSO_FINAL_SEEDS, LOSO_FINAL_PATTERNS))
                   for seed in seeds for pattern in patterns})
 
+# Ramps after bursts (bench.early_warning_loso): the ramping series first has 1-3 benign bursts that
+# recover, within the hours before its ramp to the bound. A forecaster that learns from a series' recovered
+# excursions (the dip gate) is tested here: the bursts must not warn, the ramp still must. Each burst
+# rises to 60-78% of the bound (permits: the pool 60-74% busy), under the runbook's warning levels, and is
+# drained at least 10 minutes before the ramp starts at AFTER_BURSTS_RAMP_START_S. Drawn per (seed, kind,
+# minutes), so the final seeds' bursts are other draws than the development seeds'.
+AFTER_BURSTS_RAMP_START_S = 3 * 3600.0
+AFTER_BURSTS_MINUTES = (15, 30, 60)
+_AFTER_BURSTS_PEAKS: dict[IncidentKind, tuple[float, float]] = {
+    "queue_depth": (0.6, 0.78), "command_channel": (0.6, 0.75), "worker_capacity": (0.6, 0.74),
+}
+
+
+def ramp_after_bursts(kind: str, minutes: int, seed: int) -> str:
+    """The scenario name of a ramp (``kind`` of RAMP_KINDS) after benign bursts, drawn with ``seed``."""
+    return f"ramp-after-bursts-{kind}-{minutes}m-s{seed}"
+
+
+def _ramp_after_bursts(kind: IncidentKind, minutes: int, seed: int) -> tuple[Incident, ...]:
+    """1-3 bursts of ``kind`` in the 2.75 hours before the ramp, each back to calm 10+ minutes before it.
+
+    >>> script = _ramp_after_bursts("queue_depth", 30, 1)
+    >>> script[-1].start_s == AFTER_BURSTS_RAMP_START_S and script[-1].peak == 1.0
+    True
+    >>> all(b.start_s + b.ramp_s + b.hold_s + b.recover_s <= AFTER_BURSTS_RAMP_START_S - 600 for b in script[:-1])
+    True
+    """
+    rng = np.random.default_rng([2000 + seed, list(_AFTER_BURSTS_PEAKS).index(kind), minutes])
+    low, high = _AFTER_BURSTS_PEAKS[kind]
+    bursts: list[Incident] = []
+    end = AFTER_BURSTS_RAMP_START_S - 600.0  # the last burst is drained by then
+    for _ in range(int(rng.integers(1, 4))):
+        rise, hold, drain = round(rng.uniform(120, 900)), round(rng.uniform(0, 600)), round(rng.uniform(300, 1800))
+        start = round(end - rise - hold - drain - rng.uniform(0, 1800))
+        if start < 900:  # keep 15 minutes of calm first, so the forecaster has a baseline
+            break
+        bursts.append(Incident(kind, start_s=start, ramp_s=rise, hold_s=hold, recover_s=drain,
+                               peak=round(rng.uniform(low, high), 3), target="orders" if kind == "queue_depth" else ""))
+        end = start - 300.0
+    ramp = Incident(kind, start_s=AFTER_BURSTS_RAMP_START_S, ramp_s=60.0 * minutes, hold_s=RAMP_HOLD_S,
+                    recover_s=RAMP_RECOVER_S, peak=1.0, target="orders" if kind == "queue_depth" else "")
+    return (*sorted(bursts, key=lambda b: b.start_s), ramp)
+
+
+SCENARIOS.update({ramp_after_bursts(name, minutes, seed): _ramp_after_bursts(kind, minutes, seed)
+                  for seed in (*LOSO_DEV_SEEDS, *LOSO_FINAL_SEEDS) for name, kind in RAMP_KINDS.items()
+                  for minutes in AFTER_BURSTS_MINUTES})
+
+
+def ramp_start_s(scenario: str) -> float:
+    """When a ramp scenario's ramp to the bound begins (scenario seconds)."""
+    return max(i.start_s for i in SCENARIOS[scenario] if i.peak == 1.0 and i.kind in RAMP_KINDS.values())
+
 
 class RunbookSimulator:
     """Every runbook series' value at a given event time, for one scenario.

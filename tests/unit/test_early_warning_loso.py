@@ -130,3 +130,21 @@ def test_doctests():
     for module in (bench.early_warning_loso, simulator.runbook):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_plan_counts_ramps_after_bursts_among_the_incidents_of_every_seed():
+    from bench.early_warning_loso import by_kind, plan
+    from simulator.runbook import AFTER_BURSTS_MINUTES, ramp_after_bursts
+
+    for seeds in (LOSO_DEV_SEEDS, LOSO_FINAL_SEEDS):
+        specs = plan(seeds, (), [DEFAULTS], "/tmp", None)
+        after = [args for kind, args, *_ in specs if kind == "ramp" and args[0].startswith("ramp-after-bursts-")]
+        assert len(after) == len(seeds) * 3 * len(AFTER_BURSTS_MINUTES)
+        assert {args[0] for args in after} == {ramp_after_bursts(k, m, s) for s in seeds for k in ("queue", "channel", "permits")
+                                               for m in AFTER_BURSTS_MINUTES}
+    calm = RampRun("ramp-queue-30m", "queue", 30, 1, deadline_min={"q": 20.0}, warned_min=[{"q": 10.0}], early=[0])
+    burst = RampRun("ramp-after-bursts-queue-30m-s1", "queue", 30, 1, True, deadline_min={"q": 20.0},
+                    warned_min=[{"q": None}], early=[1])
+    lines = by_kind([calm, burst], [], lambda seed: 0)
+    assert "ramp-queue-30m: median lead 10.00 min, warned 1/1" in lines
+    assert "ramp-after-bursts-queue-30m: median lead 0.00 min, warned 0/1" in lines
