@@ -146,6 +146,15 @@ def series_samples(recording: Path, metric: str) -> dict[tuple, list[tuple[int, 
     return {labels: sorted(points) for labels, points in found.items()}
 
 
+def target_series(recording: Path, target: Target) -> tuple[dict[tuple, list[tuple[int, float]]], dict[str, float]]:
+    """The target metric's series in a recording, and each queue's max depth when the target is a queue."""
+    samples = series_samples(recording, target.metric)
+    bounds = {}
+    if target.metric == "pgmq_queue_depth":
+        bounds = {dict(k)["queue_name"]: v[0][1] for k, v in series_samples(recording, "pgmq_queue_max_depth").items()}
+    return samples, bounds
+
+
 def _is(labels: dict, target: Target, key: str, alertname: str, metric: str | None = None) -> bool:
     if labels.get("alertname") != alertname or (metric is not None and labels.get("metric") != metric):
         return False
@@ -173,10 +182,7 @@ def measure_ramp(scenario: str, kind: str, minutes: int, seed: int, workdir: Pat
     recording, out = record_and_replay(scenario, seed, length, workdir, partitions)
     try:
         events = alert_events(out)
-        samples = series_samples(recording, target.metric)
-        bounds = {}
-        if target.metric == "pgmq_queue_depth":
-            bounds = {dict(k)["queue_name"]: v[0][1] for k, v in series_samples(recording, "pgmq_queue_max_depth").items()}
+        samples, bounds = target_series(recording, target)
     finally:
         recording.unlink(missing_ok=True)
         out.unlink(missing_ok=True)

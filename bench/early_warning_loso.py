@@ -55,7 +55,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bench.early_warning import START_S, TARGETS, _is, alert_events, ramp_scenarios, record_and_replay, series_samples
+from bench.early_warning import (START_S, TARGETS, _is, alert_events, ramp_scenarios, record_and_replay,
+                                  target_series)
 from detector.forecast import ALERT_NAME
 from detector.forecast.engine import ForecastEngine
 from detector.forecast.spec import DEFAULT_SPECS, ForecastConfig, ForecastSettings, recognise
@@ -211,10 +212,7 @@ def _ramp_data(scenario: str, kind: str, minutes: int, seed: int, workdir: Path)
     recording, out = record_and_replay(scenario, seed, length, workdir, 1)
     try:
         events = alert_events(out)
-        samples = series_samples(recording, target.metric)
-        bounds = {}
-        if target.metric == "pgmq_queue_depth":
-            bounds = {dict(k)["queue_name"]: v[0][1] for k, v in series_samples(recording, "pgmq_queue_max_depth").items()}
+        samples, bounds = target_series(recording, target)
         keys, by_time = _forecast_samples(recording)
     finally:
         recording.unlink(missing_ok=True)
