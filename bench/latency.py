@@ -8,26 +8,41 @@ process (``bench.load background``) remote-writes a 1000-series runbook fleet
 at 10 requests/s (100 series per request, samples stamped with the wall clock:
 each series gets one sample per second).
 
-A probe is a POST of one new series ``api_circuit_breaker_state{instance="probe-..."} = 2``.
-Evaluation ticks are epoch-aligned multiples of 1 s, and a partition
-evaluates tick T once a sample stamped >= T arrives there. So:
+Evaluation ticks are epoch-aligned multiples of 1 s. The completeness watermark
+(``detector.completeness``) passes tick T in a partition once every live regular
+series there has a sample whose next one is due after T (newest + 0.9 x gap >= T)
+and, live, once T has come on the worker's clock or a sample stamped >= T has
+arrived. Three probes, all ``api_circuit_breaker_state{instance="probe-..."} = 2``:
 
-* on-tick probe: stamped T (a whole second) and sent 50 ms before wall time T;
-  its own arrival crosses tick T, so it is evaluated at once. Latency = wall
-  time from the start of the POST to the moment a bench aiokafka consumer
-  (assigned to the alerts topic, long-polling) holds the ``firing``
-  transition. It includes: HTTP + decode in the receiver, its produce to the
-  samples topic (acks=all), the worker's Faust consumer fetch, decode,
-  store + evaluation of every due group (the runbook group too when its 15 s
-  tick falls due), the worker's produce of the alert (acks=all), and our
-  consumer's fetch. It does not include Prometheus's own scrape interval and
-  remote-write batching (``batch_send_deadline``, 5 s by default), nor any
-  ``for:`` duration, nor Alertmanager.
+* completing probe (the acceptance's "sample that completes a tick"): the
+  sample whose arrival moves its partition's watermark past T. A regular
+  series (``probe-clock``) is POSTed every second at wall time T + 0.5 s,
+  stamped T, value 0; by then every background series of its partition has
+  a sample at or after T or one whose next is due after T, so the clock
+  series is the last one holding T. At a probe's tick its value is 2. Checked
+  per probe: the worker's watermark gauge for that partition, read 50 ms
+  before the POST, is before T, and the alert's ``eval_time`` is T (its own
+  sample read at T). Latency = wall time from the start of the POST to the
+  moment a bench aiokafka consumer (assigned to the alerts topic,
+  long-polling) holds the ``firing`` transition. It includes: HTTP + decode
+  in the receiver, its coalescing linger and produce to the samples topic
+  (acks=all), the worker's Faust consumer fetch, decode, store + evaluation
+  of every due group (the runbook group too when its 15 s tick falls due),
+  the worker's produce of the alert (acks=all), and our consumer's fetch. It
+  does not include Prometheus's own scrape interval and remote-write batching
+  (``batch_send_deadline``, 5 s by default), nor any ``for:`` duration, nor
+  Alertmanager.
+* new-series probe (the bench's former "on-tick" probe): a new series stamped
+  T and sent 50 ms before wall time T. A new series holds nothing back, so T
+  is evaluated when the background series that hold it send (about 0.1 s
+  after T); checked: the partition's watermark before the POST (a tick
+  evaluated before its sample was sent makes the probe late, alerting at T + 1).
 * off-tick probe: stamped with the wall clock half a second after a tick; it
-  is evaluated only when background traffic in its partition crosses the next
-  tick, so its latency also holds the wait for the tick (about 0.5 s + the gap
-  to the next background sample in that partition): what a user would see
+  waits for the watermark to pass the next tick: what a user would see
   with a 1 s interval.
+
+New-series and off-tick probes are kept out of the clock series' partition,
+where the clock holds every tick until T + 0.5 s.
 
 After each alert arrives, the probe series is set back to 0 so firing alerts do
 not pile up. Baseline, in the same run: one Kafka hop (aiokafka produce with
@@ -116,6 +131,7 @@ class _Reader:
                 for record in records:
                     if tp.topic == HOP_TOPIC:
                         key = record.value.decode()
+                        alert = None
                     else:
                         alert = json.loads(record.value)
                         if alert["state"] != "firing":
@@ -124,8 +140,8 @@ class _Reader:
                     future = self.waiting.pop(key, None)
                     if future is not None and not future.done():
                         future.set_result((now, record))
-                    elif key.startswith("probe-"):
-                        self.unexpected.append(key)
+                    elif key.startswith("probe-") and alert is not None:
+                        self.unexpected.append(f"{key} {alert['labels'].get('alertname')}@{alert['eval_time']}")
 
     async def stop(self) -> None:
         if self.task:
@@ -263,12 +279,12 @@ async def _measure(ctx: BenchContext, table: Table) -> tuple[dict[str, list[floa
                         tick += 1
                     await _sleep_until_wall(tick - LEAD_S - 0.02)
                     stamp = tick * 1000
-                    before, _ = await _worker_state(session, metrics_url, lane)
+                    before, late_before = await _worker_state(session, metrics_url, lane)
                     await _sleep_until_wall(tick - LEAD_S)
                 else:
                     await _sleep_until_wall(int(time.time()) + 0.5 if time.time() % 1 < 0.5 else int(time.time()) + 1.5)
                     stamp = time.time_ns() // 1_000_000
-                    before = float("-inf")
+                    before = late_before = float("-inf")
                 instance = f"{name}:9100"
                 waiter = reader.expect(instance)
                 started = time.perf_counter()
@@ -276,12 +292,20 @@ async def _measure(ctx: BenchContext, table: Table) -> tuple[dict[str, list[floa
                 acked = time.perf_counter() - started
                 if status != 204:
                     raise RuntimeError(f"probe POST answered {status}")
+                if on_tick:  # the partition's watermark once the receiver has its sample in Kafka
+                    after_ack, _ = await _worker_state(session, metrics_url, lane)
                 try:
                     arrived, record = await asyncio.wait_for(waiter, TIMEOUT_S)
                     latency = arrived - started
                     # Sanity: evaluated at the tick its sample crossed (on-tick) or the next one (off-tick).
                     if json.loads(record.value)["eval_time"] != -(-stamp // 1000) * 1000:
                         late_ticks.append(name)
+                        if on_tick:  # where its tick went: evaluated before the POST, before the ack, and late?
+                            _, late_now = await _worker_state(session, metrics_url, lane)
+                            ctx.log(f"latency: {name} alerted {1000 * latency:.0f} ms after its POST, at the next "
+                                    f"tick; its partition's watermark was T{before - stamp:+.0f} ms 70 ms before the "
+                                    f"POST, T{after_ack - stamp:+.0f} ms after its 204; late samples in the worker "
+                                    f"+{late_now - late_before:.0f} since")
                 except asyncio.TimeoutError:
                     reader.waiting.pop(instance, None)
                     latency = None
