@@ -309,8 +309,11 @@ async def _measure(ctx: BenchContext, table: Table) -> tuple[dict[str, list[floa
                 except asyncio.TimeoutError:
                     reader.waiting.pop(instance, None)
                     latency = None
-                # Resolve it, so firing alerts do not pile up over the run.
-                await _post(session, pipe.write_url, [(labels, [(time.time_ns() // 1_000_000, 0.0)])])
+                # Resolve it, so firing alerts do not pile up over the run. After its own stamp: an alert
+                # can arrive before T (sent 50 ms early), and a reset stamped before T would be dropped as
+                # out of order, leaving the series at 2 (the runbook's TaskerCircuitBreakerOpen then fired).
+                reset = max(time.time_ns() // 1_000_000, stamp + 1)
+                await _post(session, pipe.write_url, [(labels, [(reset, 0.0)])])
                 return latency, acked, before >= stamp
 
             async def hop(key: str) -> float:
