@@ -136,7 +136,7 @@ def test_retired_rows_forget_what_their_series_held():
     tracker.observe(rows, np.array([15_000, 15_000]), arrival_ms=15_000)
     tracker.forget(np.array([1]))
     tracker.observe(np.array([0]), np.array([30_000]), arrival_ms=30_000)
-    assert tracker.watermark(newest_ms=30_000, now_ms=30_000) == 30_000 + 15_000 - 1_500
+    assert tracker.watermark(newest_ms=30_000, now_ms=44_000) == 30_000 + 15_000 - 1_500
 
 
 def test_several_samples_of_one_series_in_one_batch_give_its_spacing():
@@ -215,7 +215,7 @@ def test_a_young_series_that_stops_at_start_up_holds_for_a_bounded_time():
         tracker.observe(np.array([0]), np.array([t]), arrival_ms=t)
         if t == 30_000:  # past the start-up wait; row 1 (seen once) holds at 0 + 15 s - 1.5 s
             assert tracker.watermark(newest_ms=t, now_ms=t) == 13_500
-    assert tracker.watermark(newest_ms=120_000, now_ms=120_000) == 120_000 + 13_500  # row 1 is silent
+    assert tracker.watermark(newest_ms=120_000, now_ms=134_000) == 120_000 + 13_500  # row 1 is silent
 
 
 def test_a_new_series_mid_stream_holds_nothing_after_start_up():
@@ -227,7 +227,7 @@ def test_a_new_series_mid_stream_holds_nothing_after_start_up():
     send(e, probe, 121_000, 1.0, 121_000)
     send(e, probe, 121_200, 1.0, 121_200)
     e.ingest(SampleBatch.from_series([(A, [(135_000, 1.0)]), (B, [(135_000, 1.0)])]), arrival_ms=135_000)
-    assert e.watermark == 135_000 + 13_500
+    assert e.complete_until(149_000) == 135_000 + 13_500
 
 
 def test_a_shard_seconds_behind_in_steady_state_makes_nothing_late():
@@ -290,3 +290,25 @@ def test_a_history_in_one_request_or_a_single_request_does_not_hold_the_start_fo
     lone.observe(np.array([0]), np.array([0]), arrival_ms=1_000_000)
     assert lone.watermark(newest_ms=0, now_ms=1_029_000) < 0
     assert lone.watermark(newest_ms=0, now_ms=1_030_000) == 0 + 13_500  # seen once: the typical gap
+
+
+def test_live_nothing_is_complete_before_it_happened():
+    """Scraped at 5 s past each 15 s tick, the series predict their next samples 13.5 s ahead, so
+    they alone would complete the 150 s tick at 140 s. Live the watermark stops at the arrival clock
+    (or the newest sample, if the sender's clock is ahead): a new series' sample stamped 150 s and
+    sent 50 ms before is in that tick's evaluation, not late."""
+    e = engine(max_lateness_ms=10 * MINUTE)
+    for t in range(5_000, 140_001, 15_000):
+        e.ingest(SampleBatch.from_series([(A, [(t, 1.0)]), (B, [(t, 1.0)])]), arrival_ms=t + 100)
+    assert e.watermark == 140_100
+    assert e.complete_until(149_000) == 149_000
+    probe = (("__name__", "ready"), ("instance", "probe"), ("job", "j"))
+    out = send(e, probe, 150_000, 0.0, 149_950)
+    assert out.late == 0 and e.watermark == 150_000  # its own stamp: newest sample, ahead of the clock
+    assert out.transitions == []  # sum(ready) is 2 at 150 s with the probe's 0 (1 + 1 + 0)
+    assert e.complete_until(160_000) == 140_000 + 13_500
+    # Replay (no clock): the series' prediction alone evaluates 150 s at the 140 s samples.
+    replay = engine(max_lateness_ms=10 * MINUTE)
+    for t in range(5_000, 140_001, 15_000):
+        replay.ingest(SampleBatch.from_series([(A, [(t, 1.0)]), (B, [(t, 1.0)])]))
+    assert replay.watermark == 140_000 + 13_500
