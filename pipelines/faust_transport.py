@@ -40,7 +40,6 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
 
-
     async def on_start(self) -> None:
         await super().on_start()
         fetcher = getattr(self._consumer, "_fetcher", None)  # made by AIOKafkaConsumer.start()

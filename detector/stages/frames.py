@@ -185,7 +185,7 @@ def decode_frame(data: bytes) -> Frame:
     """Bytes to a :class:`Frame`; :class:`FrameFormatError` saying what is wrong if they are not one."""
     view = memoryview(data)
     if len(view) < _HEADER_V2.size:
-        raise FrameFormatError(f"partials frame too short: {len(view)} bytes, the header alone is {_HEADER.size}")
+        raise FrameFormatError(f"partials frame too short: {len(view)} bytes, the smallest header is {_HEADER_V2.size}")
     magic, version = _HEADER_V2.unpack_from(view)[:2]
     if magic != MAGIC:
         raise FrameFormatError(f"not a partials frame (magic {magic!r}, expected {MAGIC!r})")

@@ -259,9 +259,9 @@ class KafkaBroker(BackgroundService):
             # After a crash the restarted broker waits for its old session to
             # expire before serving: 4 s instead of the default 9 s.
             "broker.session.timeout.ms": 4000,
-            # Idle cost: an idle broker spent about 35 CPU-ms/s with a heartbeat every 500 ms
+            # Idle cost: an idle broker spent about 31 CPU-ms/s with a heartbeat every 500 ms
             # and the controller's no-op metadata record every 500 ms (Kafka's default), about
-            # 21 with 1 s and 5 s (bench/README, broker_idle). Four heartbeats per session remain.
+            # 19 with 1 s and 5 s (bench/README, broker_idle). Four heartbeats per session remain.
             "broker.heartbeat.interval.ms": 1000,
             "metadata.max.idle.interval.ms": 5000,
             "message.max.bytes": 8388608,
