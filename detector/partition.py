@@ -2,7 +2,8 @@
 
 Anomaly scores become a derived series, ``headroom_anomaly_score`` with the
 scored series' labels and ``metric`` set to its name, appended to the rule
-engine's store at the sample's time; so an anomaly becomes an alert through
+engine's store at the sample's time when some rule may read it (the ``anomaly``
+pack, a user's rule on scores; otherwise not stored); so an anomaly becomes an alert through
 the same rules, lifecycle and delivery as everything else (the ``anomaly``
 rule pack), and a user can write rules on scores. Derived series are never
 scored or forecast themselves: nothing loops back.
@@ -50,6 +51,7 @@ from detector.wire.metadata import MetricTypes
 from detector.rules.alerting import Alert, fingerprint
 from detector.rules.engine import EngineOutput, EngineStats, RuleEngine
 from detector.rules.group import RuleGroup
+from detector.rules.reads import may_read_metric
 from detector.snapshot import SnapshotError, apply_attributes, capture_attributes, decode, encode
 from detector.store import EMPTY
 
@@ -119,6 +121,9 @@ class PartitionDetectors:
         self.warning_alerts = AlertBook(eval_ms, self.rules.resend_delay_ms)
         self.score_threshold = score_threshold
         self._scored: dict[bytes, bytes | None] = {}  # series key -> its score series key, None if not scored
+        # Score series go into the rule engine's store only if some rule may read them: with
+        # none (the worker's default rule set), storing them would double the store's series.
+        self._store_scores = may_read_metric(groups, SCORE_METRIC)
         self.retire_every_ms = retire_every_ms  # None: never retire stale series
         self._next_sweep = EMPTY
         self.retired_series = 0  # totals since start, for the worker's metrics
@@ -161,7 +166,8 @@ class PartitionDetectors:
         warnings = self.forecaster.ingest_batch(batch, forecasts) if self.forecaster is not None else []
         derived, scores = self._score(batch)
         # Score series are not held to the limit: there is one per admitted series at most.
-        out = self.rules.ingest(SampleBatch.concat([batch, derived]) if derived is not None else batch, arrival_ms, admitted=True)
+        stored = SampleBatch.concat([batch, derived]) if derived is not None and self._store_scores else batch
+        out = self.rules.ingest(stored, arrival_ms, admitted=True)
         out.refused.add(refused)
         result = PartitionOutput(out, list(out.transitions), scores, forecasts, list(out.notifications),
                                  _latest(derived) if derived is not None else {})
@@ -263,7 +269,7 @@ class PartitionDetectors:
 
     # Snapshots carry the rule engine, scorer and forecaster (detector.snapshot);
     # the threshold is configuration and the score keys a cache.
-    SNAPSHOT_SKIP = frozenset({"score_threshold", "_scored", "retire_every_ms"})
+    SNAPSHOT_SKIP = frozenset({"score_threshold", "_scored", "_store_scores", "retire_every_ms"})
 
     def snapshot(self) -> bytes:
         """Everything this partition has learned, as bytes for :meth:`restore`.

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from detector.labels import canonical_bytes
 from detector.partition import PartitionDetectors
 from detector.rules.engine import RuleEngine
+from detector.rules import load_rule_files
 from detector.snapshot import SnapshotError
 from detector.store import SeriesStore
 from detector.wire.batch import SampleBatch
@@ -151,7 +152,10 @@ def test_the_partition_keeps_no_score_state_for_refused_series():
     out = detectors.ingest(sparse_batch(15_000, 150))
     assert out.engine.refused.new_series == 50
     assert len(detectors._scored) == 100  # scored: only the admitted series
-    assert len(detectors.store) == 200  # the 100 admitted and their score series (one each, not limited)
+    assert len(detectors.store) == 100  # no rule reads scores: the score series are not stored
+    reading = PartitionDetectors(load_rule_files(["anomaly"]), engine_options={"max_series": 100})
+    reading.ingest(sparse_batch(15_000, 150))
+    assert len(reading.store) == 200  # the 100 admitted and their score series (one each, not limited)
 
 
 def test_a_snapshot_round_trips_rings_of_several_classes():
@@ -258,3 +262,22 @@ def test_rings_moving_between_classes_keep_every_sample_a_query_can_read(steps, 
             expected = [p for p in kept if t - span <= p[0] <= t]
             assert list(zip(stamps[0, : counts[0]].tolist(), values[0, : counts[0]].tolist())) == expected, (s, t)
     assert store.nbytes == array_bytes(store)
+
+
+
+def test_which_rules_may_read_the_score_series(tmp_path):
+    from detector.rules.reads import may_read_metric
+
+    def groups(expr: str, annotation: str) -> list:
+        path = tmp_path / "rules.yml"
+        path.write_text(f"groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: '{expr}'\n"
+                        f"        annotations:\n          x: '{annotation}'\n")
+        return load_rule_files([path])
+
+    assert not may_read_metric(groups("up == 0", '{{ query "up" }}'), "headroom_anomaly_score")
+    assert may_read_metric(groups('{__name__=~"headroom_.*"} > 1', ""), "headroom_anomaly_score")
+    assert may_read_metric(groups('{job="api"} > 1', ""), "headroom_anomaly_score")  # any name
+    assert may_read_metric(groups("up == 0", '{{ query "headroom_anomaly_score > 0.5" }}'), "headroom_anomaly_score")
+    # A query built while rendering may read anything.
+    dynamic = '{{ printf "x{instance=%q}" $labels.instance | query }}'
+    assert may_read_metric(groups("up == 0", dynamic), "headroom_anomaly_score")

@@ -106,6 +106,12 @@ class Template:
         """Whether the template calls ``query`` at all (with a constant expression or not)."""
         return any(isinstance(n, IdentifierNode) and n.name == "query" for t in self.trees.values() for n in _walk(t))
 
+    def queries_are_constant(self) -> bool:
+        """Whether every ``query`` call passes a constant expression, so :meth:`queries` lists all
+        the template can read (``{{ printf "up{x=%q}" .Labels.x | query }}`` is built while rendering)."""
+        calls = sum(isinstance(n, IdentifierNode) and n.name == "query" for t in self.trees.values() for n in _walk(t))
+        return calls == len(self.queries())
+
     def render(
         self,
         labels: Mapping[str, str],
