@@ -27,8 +27,9 @@ still resolve when a sender dies.
 
 Engine state (store, alert states and ``for`` clocks, anomaly models,
 forecasts) lives with its partition: it is snapshotted to a compacted Kafka
-topic after a partition's first message, then every ``HEADROOM_SNAPSHOT_INTERVAL``
-and on revoke and shutdown; the group's offsets are committed only up to what a
+topic after a partition's first message, then on the schedule of
+:mod:`pipelines.snapshot_schedule` (at most every ``HEADROOM_SNAPSHOT_INTERVAL``, at least
+every ``HEADROOM_SNAPSHOT_MAX_INTERVAL``, on a CPU budget in between) and on revoke and shutdown; the group's offsets are committed only up to what a
 snapshot covers. After a worker restart, a crash or a rebalance the partition is
 restored before its next message is ingested, and the alert transitions the
 previous owner wrote since the snapshot are not written again
@@ -99,7 +100,7 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
                                     lanes=settings.state_lanes())
         keeper = StateKeeper(state_topic, worker.lanes, worker.decode, flush=lambda: app.producer.flush(),
                              commit=lambda lane, partition, offset: commit_offset(app, lane, partition, offset),
-                             holding_back=worker.holding_back)
+                             holding_back=worker.holding_back, snapshot_cost=worker.snapshot_taken)
     restoring: dict[tuple[str, int], asyncio.Task] = {}  # restores started at assignment, by (lane, partition)
 
     async def restore(lane: str, partition: int) -> None:

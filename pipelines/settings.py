@@ -137,10 +137,14 @@ class Settings(BaseSettings):
     receiver_basic_auth_password_file: Path | None = None
 
     # Partition state (rules, models, forecasts) survives restarts and moves as
-    # snapshots in a compacted topic, taken this often per partition (wall
-    # clock); "0s" turns them off (pipelines/state.py).
+    # snapshots in a compacted topic, taken at most this often per partition (wall
+    # clock); "0s" turns them off (pipelines/state.py). Between that and the max
+    # interval, a snapshot waits until processing has cost 1/cpu_share of what the
+    # last snapshot cost (pipelines/snapshot_schedule.py); cpu_share 0: every interval.
     state_topic: str = "headroom-state"
     snapshot_interval: str = "30s"
+    snapshot_max_interval: str = "5m"
+    snapshot_cpu_share: float = Field(0.1, ge=0)
     snapshot_max_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
 
     # Limits that keep one sender from exhausting a worker's memory or event loop.
@@ -165,7 +169,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var/worker")
 
     @field_validator("evaluation_interval", "lookback_delta", "lateness", "max_lateness", "series_silence", "resend_delay",
-                     "idle_advance", "start_wait", "produce_timeout", "snapshot_interval", "session_timeout", "heartbeat_interval",
+                     "idle_advance", "start_wait", "produce_timeout", "snapshot_interval", "snapshot_max_interval", "session_timeout", "heartbeat_interval",
                      "series_min_interval", "max_catch_up", "catch_up_window", "max_sample_ahead", "max_event_loop_lag",
                      "coalesce_linger")
     @classmethod
@@ -265,6 +269,10 @@ class Settings(BaseSettings):
     @property
     def snapshot_interval_s(self) -> float:
         return parse_duration(self.snapshot_interval) / 1000
+
+    @property
+    def snapshot_max_interval_s(self) -> float:
+        return parse_duration(self.snapshot_max_interval) / 1000
 
     @property
     def max_event_loop_lag_s(self) -> float:

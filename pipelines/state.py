@@ -1,6 +1,8 @@
 """Partition state that survives a worker restart or a partition move: snapshots plus catch-up.
 
-Every ``HEADROOM_SNAPSHOT_INTERVAL`` (wall clock) the worker writes each
+On the schedule of :mod:`pipelines.snapshot_schedule` (at most every
+``HEADROOM_SNAPSHOT_INTERVAL`` of wall clock, at least every
+``HEADROOM_SNAPSHOT_MAX_INTERVAL``) the worker writes each
 assigned partition's detectors (:meth:`PartitionDetectors.snapshot
 <detector.partition.PartitionDetectors.snapshot>`: rule, model and forecast
 state) to a compacted Kafka topic, ``HEADROOM_STATE_TOPIC``, with the offset of
@@ -14,7 +16,7 @@ moment loses alert state: Faust commits nothing of the samples topics (their
 acks are off), and after a snapshot at offset ``o`` is acknowledged the worker
 commits ``o + 1`` (:mod:`pipelines.faust_commit`). A partition's first snapshot
 is taken at once: when it starts empty (no snapshot yet), before its first
-message is ingested, and again right after that message; then every interval.
+message is ingested, and again right after that message; then on the schedule.
 A new owner therefore resumes at the message after the newest snapshot, and
 re-ingests what the old owner had done since, from the same state, on event
 time: the same alert transitions, at the same evaluation times. So that
@@ -279,7 +281,9 @@ class StateKeeper:
     ``decode`` turns a message value into a batch (None for an unreadable one);
     ``flush`` waits until the outputs already sent (alerts, scores) are acknowledged;
     ``commit(lane, partition, next_offset)`` commits the consumer group's offset once a
-    snapshot covers everything before it; ``holding_back(lane, partition)`` says whether
+    snapshot covers everything before it; ``snapshot_cost(lane, partition, cpu_s)`` hears
+    what each snapshot took to encode (the worker's schedule budgets on it);
+    ``holding_back(lane, partition)`` says whether
     the worker still holds back transitions the previous owner wrote (then a new
     snapshot keeps the restored one's alerts offset, so a successor still knows them).
     When to snapshot is the worker's call (:class:`pipelines.worker.Worker`).
@@ -288,13 +292,15 @@ class StateKeeper:
     def __init__(self, topic: SnapshotTopic, lanes: dict, decode: Callable,
                  flush: Callable[[], Awaitable] | None = None,
                  commit: Callable[[str, int, int], Awaitable[bool]] | None = None,
-                 holding_back: Callable[[str, int], bool] | None = None) -> None:
+                 holding_back: Callable[[str, int], bool] | None = None,
+                 snapshot_cost: Callable[[str, int, float], None] | None = None) -> None:
         self.topic = topic
         self.lanes = lanes
         self.decode = decode
         self.flush = flush
         self.commit = commit
         self.holding_back = holding_back
+        self.snapshot_cost = snapshot_cost
         self._alerts_marks: dict[tuple[str, int], int] = {}  # alerts offset of the snapshot restored from
 
     async def restore(self, lane: str, partition: int) -> set[SentKey] | None:
@@ -376,9 +382,12 @@ class StateKeeper:
         """Snapshot partitions (after flushing the outputs sent so far), then commit the offset after each."""
         engines = self.lanes[lane]
         for partition in sorted(partitions):
+            started = time.thread_time()
             taken = engines.snapshot(partition)
             if taken is None:
                 continue
+            if self.snapshot_cost is not None:
+                self.snapshot_cost(lane, partition, time.thread_time() - started)
             offset, snapshot = taken
             if len(snapshot) > self.topic.max_bytes:
                 log.error("%s[%d]: snapshot of %d bytes exceeds HEADROOM_SNAPSHOT_MAX_BYTES (%d); not saved",

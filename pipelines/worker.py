@@ -44,6 +44,7 @@ from detector.wire.metadata import MetricTypes
 from pipelines.engines import PartitionEngines
 from pipelines.gauges import DetectorGauges
 from pipelines.limits import LimitReport
+from pipelines.snapshot_schedule import SnapshotSchedule
 from pipelines.settings import Settings
 from pipelines.stages import CombineEngines, Stage1Engines, StagedRules, global_lane_placement
 
@@ -116,7 +117,8 @@ class Worker:
     """The detectors of every partition this worker owns, fed one message at a time (see the module doc).
 
     ``clock``: wall-clock seconds (idle advance, liveness); ``monotonic``:
-    seconds for the snapshot schedule. Both default to the real clocks.
+    seconds for the snapshot schedule; ``cpu_clock``: this thread's CPU seconds,
+    for the schedule's budget. All default to the real clocks.
     """
 
     def __init__(
@@ -128,6 +130,7 @@ class Worker:
         metric_types: MetricTypes | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.thread_time,
     ) -> None:
         self.settings = settings
         self.metrics = WorkerMetrics(registry if registry is not None else CollectorRegistry())
@@ -151,7 +154,9 @@ class Worker:
             for level, topic in enumerate(self.staged.topics, start=1):
                 self.lanes[topic] = CombineEngines(self.staged, level, clock)
         self.monotonic = monotonic
-        self._last_snapshot: dict[tuple[str, int], float] = {}
+        self.cpu_clock = cpu_clock
+        self.snapshots = SnapshotSchedule(settings.snapshot_interval_s, settings.snapshot_max_interval_s,
+                                          settings.snapshot_cpu_share, monotonic)
         self._sent_before: dict[tuple[str, int], set[tuple[str, str, int]]] = {}  # see already_sent
 
     @property
@@ -198,12 +203,23 @@ class Worker:
         engines = self.lanes[lane]
         if engines.folded(partition, offset):
             return Outgoing()  # delivered again after a restart, already in the restored state
+        started = self.cpu_clock()
+        outgoing = self._handle(engines, lane, partition, offset, value)
+        if outgoing is None:
+            return Outgoing()  # unreadable: skipped and counted, nothing folded in
+        self.snapshots.work((lane, partition), self.cpu_clock() - started)
+        if self._snapshot_due(lane, partition):
+            outgoing.snapshots.append((lane, partition))
+        return outgoing
+
+    def _handle(self, engines: PartitionEngines | CombineEngines, lane: str, partition: int, offset: int,
+                value: bytes | SampleBatch) -> Outgoing | None:
         if lane in self.combine_lanes:
             return self._combine(lane, partition, offset, value)  # type: ignore[arg-type]
         batch = value if isinstance(value, SampleBatch) else self.decode(lane, partition, offset, value)
         if batch is None:
             engines.skip(partition, offset)
-            return Outgoing()
+            return None
         out = engines.ingest(partition, batch, offset=offset)
         self.metrics.messages.inc()
         self.metrics.samples.inc(len(batch))
@@ -214,18 +230,16 @@ class Worker:
         if isinstance(engines, Stage1Engines):
             frames = engines.frames(partition)
             self._send_frames(self.staged.topics[0], frames, outgoing)  # type: ignore[union-attr]
-        if self._snapshot_due(lane, partition):
-            outgoing.snapshots.append((lane, partition))
         return outgoing
 
-    def _combine(self, lane: str, partition: int, offset: int, value: bytes) -> Outgoing:
+    def _combine(self, lane: str, partition: int, offset: int, value: bytes) -> Outgoing | None:
         """Fold a partials frame into a combine partition; its alerts go out as a samples lane's do."""
         engines = self.lanes[lane]
         unreadable = engines.unreadable
         out = engines.ingest(partition, value, offset=offset)
         if engines.unreadable > unreadable:
             self.metrics.bad_messages.inc()
-            return Outgoing()
+            return None
         self.metrics.messages.inc()
         outgoing = self._outgoing(lane, partition, out)
         self._send_deeper(lane, partition, outgoing)
@@ -235,8 +249,6 @@ class Worker:
             self.metrics.partial_rows.labels(*key).set(combiner.partition.rows_received)
             self.metrics.duplicate_rows.labels(*key).set(combiner.partition.duplicate_rows)
             self.metrics.pending_rows.labels(*key).set(combiner.pending_rows())
-        if self._snapshot_due(lane, partition):
-            outgoing.snapshots.append((lane, partition))
         return outgoing
 
     def _send_frames(self, topic: str, frames: dict[int, bytes], outgoing: Outgoing) -> None:
@@ -312,7 +324,7 @@ class Worker:
         self.lanes[lane].forget(partitions)
         self.gauges.forget(lane, partitions)
         for partition in partitions:
-            self._last_snapshot.pop((lane, partition), None)
+            self.snapshots.forget((lane, partition))
             self._sent_before.pop((lane, partition), None)
             if lane in self.combine_lanes:  # another worker reports it now
                 for gauge in (self.metrics.partial_rows, self.metrics.duplicate_rows, self.metrics.pending_rows):
@@ -322,17 +334,13 @@ class Worker:
                         pass
 
     def _snapshot_due(self, lane: str, partition: int) -> bool:
-        """After a partition's first message here, then every ``HEADROOM_SNAPSHOT_INTERVAL``: offsets are
-        committed only up to a snapshot, so the first one should not wait for the interval."""
-        interval = self.settings.snapshot_interval_s
-        if interval <= 0:
-            return False
-        now = self.monotonic()
-        last = self._last_snapshot.get((lane, partition))
-        if last is not None and now - last < interval:
-            return False
-        self._last_snapshot[(lane, partition)] = now
-        return True
+        """After a partition's first message here (offsets are committed only up to a snapshot, so the
+        first one should not wait), then as :mod:`pipelines.snapshot_schedule` says."""
+        return self.settings.snapshot_interval_s > 0 and self.snapshots.due((lane, partition))
+
+    def snapshot_taken(self, lane: str, partition: int, cpu_s: float) -> None:
+        """What a partition's snapshot cost (the state keeper tells), for the schedule's budget."""
+        self.snapshots.taken((lane, partition), cpu_s)
 
     def _outgoing(self, lane: str, partition: int, out: PartitionOutput) -> Outgoing:
         settings, metrics = self.settings, self.metrics

@@ -86,7 +86,8 @@ def kill_worker(pipeline: LocalPipeline) -> None:
 async def test_worker_restart_keeps_the_models_and_the_for_clock(kafka, tmp_path, app_id, stop):
     rules = write_rules(tmp_path, [{"alert": "Down", "expr": "up == 0", "for": "5m"}], interval="15s")
     pipeline = LocalPipeline(kafka.bootstrap, tmp_path / "run", rule_files=(str(rules),), app_id=app_id, partitions=2,
-                             extra_env={"HEADROOM_SNAPSHOT_INTERVAL": "1s", **OLD_TIMESTAMPS_ENV, **STAGING_OFF_ENV})
+                             extra_env={"HEADROOM_SNAPSHOT_INTERVAL": "1s", "HEADROOM_SNAPSHOT_CPU_SHARE": "0",  # every second
+                                        **OLD_TIMESTAMPS_ENV, **STAGING_OFF_ENV})
     await asyncio.to_thread(pipeline.start)
     try:
         async with aiohttp.ClientSession() as session:

@@ -113,6 +113,7 @@ async def test_a_killed_worker_forgets_no_alert_state(kafka, tmp_path, app_id, m
                              extra_env={
                                  "HEADROOM_ANOMALY_SCORES": "false", "HEADROOM_FORECASTS": "false",
                                  "HEADROOM_SNAPSHOT_INTERVAL": snapshot_interval,
+                                 "HEADROOM_SNAPSHOT_CPU_SHARE": "0",  # snapshots on the interval alone
                                  "HEADROOM_SESSION_TIMEOUT": "6s", "HEADROOM_HEARTBEAT_INTERVAL": "1s",
                                  **OLD_TIMESTAMPS_ENV,
                              })

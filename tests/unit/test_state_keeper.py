@@ -116,3 +116,13 @@ async def test_catch_up_folds_in_what_was_committed_past_the_snapshot_without_ou
     assert engines.gap_before(0, 4) and not engines.gap_before(0, 1)
     assert await keeper.catch_up(LANE, 0, 4) == 3
     assert engines.offsets[0] == 3 and engines.engines[0].newest == T0 + 3 * 15_000
+
+
+async def test_each_snapshot_reports_what_it_cost_to_the_schedule():
+    topics = MemoryTopics()
+    keeper, engines, _ = keeper_for(topics)
+    costs: list[tuple[str, int, float]] = []
+    keeper.snapshot_cost = lambda lane, partition, cpu_s: costs.append((lane, partition, cpu_s))
+    engines.ingest(0, batch(0), offset=7)
+    await keeper.save(LANE, {0, 1})  # partition 1 holds nothing here: no snapshot, no cost
+    assert [(lane, partition) for lane, partition, _ in costs] == [(LANE, 0)] and costs[0][2] >= 0

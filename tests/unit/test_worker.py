@@ -136,7 +136,7 @@ def test_idle_advance_resolves_a_quiet_live_partition_on_wall_clock() -> None:
 
 def test_snapshots_are_requested_after_the_first_message_then_every_interval() -> None:
     clock = FakeClock(T0)
-    worker = make_worker(clock, snapshot_interval="30s")
+    worker = make_worker(clock, snapshot_interval="30s", snapshot_cpu_share=0)  # no CPU budget: every interval
     # at once: offsets are committed only up to a snapshot, the first must not wait
     assert worker.handle(SAMPLES, 0, 0, message([(up("a:1"), [(T0, 1.0)])])).snapshots == [(SAMPLES, 0)]
     clock.ms += 29_000
@@ -153,6 +153,33 @@ def test_snapshots_are_requested_after_the_first_message_then_every_interval() -
     assert off.handle(SAMPLES, 0, 0, message([(up("a:1"), [(T0, 1.0)])])).snapshots == []
     clock.ms += 3_600_000
     assert off.handle(SAMPLES, 0, 1, message([(up("a:1"), [(T0 + STEP, 1.0)])])).snapshots == []
+
+
+def test_between_the_intervals_a_snapshot_waits_until_processing_has_cost_ten_times_the_last_one() -> None:
+    clock, cpu = FakeClock(T0), [0.0]
+
+    def handle(offset: int, cpu_s: float) -> list:
+        def costly_cpu_clock() -> float:  # handle() reads it before and after the work: cpu_s apart
+            cpu[0] += cpu_s
+            return cpu[0]
+        worker.cpu_clock = costly_cpu_clock
+        return worker.handle(SAMPLES, 0, offset, message([(up("a:1"), [(T0 + offset * STEP, 1.0)])])).snapshots
+
+    worker = make_worker(clock, snapshot_interval="30s", snapshot_max_interval="5m")
+    assert handle(0, 0.01) == [(SAMPLES, 0)]  # the first at once
+    worker.snapshot_taken(SAMPLES, 0, cpu_s=0.2)  # it cost 0.2 CPU-s: the next waits for 2 CPU-s of work
+    clock.ms += 60_000
+    assert handle(1, 1.0) == []  # past the interval, but 1 CPU-s of work so far
+    clock.ms += 60_000
+    assert handle(2, 1.1) == [(SAMPLES, 0)]  # 2.1 CPU-s: due
+    worker.snapshot_taken(SAMPLES, 0, cpu_s=0.2)
+    clock.ms += 4 * 60_000
+    assert handle(3, 0.001) == []
+    clock.ms += 60_000  # 5 minutes since the last: due whatever it cost
+    assert handle(4, 0.001) == [(SAMPLES, 0)]
+    worker.snapshot_taken(SAMPLES, 0, cpu_s=0.2)
+    clock.ms += 1_000
+    assert handle(5, 100.0) == []  # however much work, never sooner than the interval
 
 
 def test_after_a_takeover_transitions_the_previous_owner_wrote_are_not_written_again() -> None:
