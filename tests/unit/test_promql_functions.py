@@ -391,3 +391,27 @@ def test_rate_on_a_wrapped_ring_is_rate_on_all_samples() -> None:
         ours = node.evaluate(EvalContext(streamed, t))
         assert same_result(dict(ours.samples()), dict(node.evaluate(EvalContext(complete, t)).samples())), t
     assert streamed.capacity < len(values)
+
+
+def test_histogram_quantile_reuses_a_bucket_layout_only_for_the_same_series_of_the_same_store():
+    # One compiled node serves every partition of a worker: its cached layout per store must
+    # follow a store's series as they come and go, and never leak into another store.
+    node = compile_expr("histogram_quantile(0.5, wait_bucket)")
+
+    def buckets(job: str, counts: dict[str, float], t: int) -> list:
+        return [((("__name__", "wait_bucket"), ("job", job), ("le", le)), [(t, n)]) for le, n in counts.items()]
+
+    a, b = SeriesStore(retention_ms=600_000), SeriesStore(retention_ms=600_000)
+    a.append(SampleBatch.from_series(buckets("x", {"1": 10.0, "2": 20.0, "+Inf": 20.0}, 0)))
+    b.append(SampleBatch.from_series(buckets("y", {"10": 5.0, "+Inf": 10.0}, 0)))
+
+    def evaluate(store: SeriesStore, t: int) -> list:
+        return sorted(node.evaluate(EvalContext(store, t_ms=t)).samples())
+
+    assert evaluate(a, 0) == [((("job", "x"),), 1.0)]
+    assert evaluate(b, 0) == [((("job", "y"),), 10.0)]  # the other store's own layout
+    assert evaluate(a, 0) == [((("job", "x"),), 1.0)]
+    a.append(SampleBatch.from_series(buckets("z", {"4": 0.0, "8": 4.0, "+Inf": 4.0}, 1000)))
+    assert evaluate(a, 1000) == [((("job", "x"),), 1.0), ((("job", "z"),), 6.0)]  # a new histogram appears
+    a.append(SampleBatch.from_series(buckets("x", {"1": 0.0, "2": 20.0, "+Inf": 20.0}, 2000)))
+    assert evaluate(a, 2000)[0] == ((("job", "x"),), 1.5)  # same layout, new counts
