@@ -328,10 +328,12 @@ SNAPSHOT_RECORDS = {"Alert": Alert, "EngineStats": EngineStats}
 
 
 def _latest(batch: SampleBatch) -> dict[bytes, float]:
-    """The newest value of each series of a batch."""
+    """The newest value of each series of a batch whose every key has samples (a derived batch)."""
+    keys = batch.series_keys
+    if len(batch.series_index) == len(keys):  # one sample per series (the usual scrape): nothing to sort
+        return dict(zip(map(keys.__getitem__, batch.series_index.tolist()), batch.values.tolist()))
     order = np.lexsort((batch.timestamps, batch.series_index))
     index = batch.series_index[order]
     last = np.ones(index.shape[0], dtype=bool)
     last[:-1] = index[1:] != index[:-1]
-    keys = batch.series_keys
     return {keys[i]: v for i, v in zip(index[last].tolist(), batch.values[order][last].tolist())}
