@@ -400,7 +400,9 @@ class Peers:
 # --------------------------------------------------------------------------- playing
 
 
-RETRIES_503 = 4
+RETRIES_503 = 12
+"""Prometheus retries a 5xx without limit, backing off up to 5 s (``max_backoff``); the player stops
+after this many (about 50 s), so a receiver that never recovers still fails the run."""
 
 
 async def play(peers: list[Peer], requests: list[Request], bodies: list[bytes], base_ms: int, live: bool) -> None:
@@ -434,7 +436,7 @@ async def play(peers: list[Peer], requests: list[Request], bodies: list[bytes], 
                     if status != "503" or attempt == RETRIES_503:
                         break
                     peer.retried += 1
-                    await asyncio.sleep(0.5 * 2**attempt)
+                    await asyncio.sleep(min(5.0, 0.5 * 2**attempt))
                 peer.latencies.append(time.perf_counter() - started)
                 if status.startswith("2"):
                     peer.acked += request.samples
