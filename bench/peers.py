@@ -74,6 +74,9 @@ CAUGHT_UP_TIMEOUT_S = 180.0
 # (series per request, samples per series, live scrapes per run): live scrapes are whole rounds of the shape.
 SHAPES = ((2000, 1, 20), (1000, 10, 20))
 QUICK_SHAPES = ((2000, 1, 4),)
+# HEADROOM_BENCH_PEERS_QUICK_SHAPE=1000x10: the catch-up shape for --quick instead (one round of 10 scrapes).
+if os.environ.get("HEADROOM_BENCH_PEERS_QUICK_SHAPE", "2000x1") == "1000x10":
+    QUICK_SHAPES = ((1000, 10, 10),)
 QUICK_HISTORY_SCRAPES = 4
 CPU_UNIT = "CPU-s/1M samples"
 MEM_UNIT = "KB/series"
