@@ -5,7 +5,10 @@ scored series' labels and ``metric`` set to its name, appended to the rule
 engine's store at the sample's time; so an anomaly becomes an alert through
 the same rules, lifecycle and delivery as everything else (the ``anomaly``
 rule pack), and a user can write rules on scores. Derived series are never
-scored or forecast themselves: nothing loops back.
+scored or forecast themselves: nothing loops back. When no rule could read
+them (no selector whose metric name matches, no query built by a template),
+they are not stored: the store would hold a second series per scored series
+for nothing.
 
 Saturation forecasts raise early warnings with their own hysteresis
 (:mod:`detector.forecast`) and join the same stream of alert transitions; an
@@ -50,6 +53,8 @@ from detector.wire.metadata import MetricTypes
 from detector.rules.alerting import Alert, fingerprint
 from detector.rules.engine import EngineOutput, EngineStats, RuleEngine
 from detector.rules.group import RuleGroup
+from detector.rules.placement import uses_template_query, walk
+from detector.promql.plan import SelectorNode
 from detector.snapshot import SnapshotError, apply_attributes, capture_attributes, decode, encode
 from detector.store import EMPTY
 
@@ -118,6 +123,7 @@ class PartitionDetectors:
         eval_ms = int(self.forecaster.config.settings.eval_interval_s * 1000) if self.forecaster is not None else 0
         self.warning_alerts = AlertBook(eval_ms, self.rules.resend_delay_ms)
         self.score_threshold = score_threshold
+        self._store_scores = rules_may_read_scores(groups)
         self._scored: dict[bytes, bytes | None] = {}  # series key -> its score series key, None if not scored
         self.retire_every_ms = retire_every_ms  # None: never retire stale series
         self._next_sweep = EMPTY
@@ -161,7 +167,8 @@ class PartitionDetectors:
         warnings = self.forecaster.ingest_batch(batch, forecasts) if self.forecaster is not None else []
         derived, scores = self._score(batch)
         # Score series are not held to the limit: there is one per admitted series at most.
-        out = self.rules.ingest(SampleBatch.concat([batch, derived]) if derived is not None else batch, arrival_ms, admitted=True)
+        stored = SampleBatch.concat([batch, derived]) if derived is not None and self._store_scores else batch
+        out = self.rules.ingest(stored, arrival_ms, admitted=True)
         out.refused.add(refused)
         result = PartitionOutput(out, list(out.transitions), scores, forecasts, list(out.notifications),
                                  _latest(derived) if derived is not None else {})
@@ -263,7 +270,7 @@ class PartitionDetectors:
 
     # Snapshots carry the rule engine, scorer and forecaster (detector.snapshot);
     # the threshold is configuration and the score keys a cache.
-    SNAPSHOT_SKIP = frozenset({"score_threshold", "_scored", "retire_every_ms"})
+    SNAPSHOT_SKIP = frozenset({"score_threshold", "_scored", "retire_every_ms", "_store_scores"})
 
     def snapshot(self) -> bytes:
         """Everything this partition has learned, as bytes for :meth:`restore`.
@@ -319,6 +326,31 @@ class PartitionDetectors:
 
 SNAPSHOT_RECORDS = {"Alert": Alert, "EngineStats": EngineStats}
 """The dataclasses a partition snapshot may hold (the loader builds nothing else)."""
+
+
+def rules_may_read_scores(groups: list[RuleGroup]) -> bool:
+    """Whether a rule of these groups could read a derived score series (so the store must hold them).
+
+    Only a selector's metric-name matchers are looked at: one that cannot match
+    the score metric's name rules it out; anything else (no name matcher, a
+    query a template builds while rendering, a rule of a kind without an
+    expression) may read them.
+
+    >>> from detector.rules import load_rule_files
+    >>> rules_may_read_scores(load_rule_files(["anomaly"])), rules_may_read_scores(load_rule_files(["backpressure"]))
+    (True, False)
+    """
+    for group in groups:
+        for rule in group.rules:
+            expr = getattr(rule, "expr", None)
+            if expr is None or uses_template_query(rule):
+                return True
+            for node in walk(expr):
+                if isinstance(node, SelectorNode) and all(
+                    m.matches(SCORE_METRIC) for m in node.matchers if m.name == METRIC_NAME
+                ):
+                    return True
+    return False
 
 
 def _latest(batch: SampleBatch) -> dict[bytes, float]:
