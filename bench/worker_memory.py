@@ -30,6 +30,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import tracemalloc
 
 import numpy as np
@@ -40,6 +41,7 @@ MESSAGE_SAMPLES = 2000
 PARTITIONS = 8
 MODES = {"rules": {"anomaly_scores": False, "forecasts": False}, "defaults": {}}
 TOP_LINES = 12
+TRIM_EVERY = 2  # scrapes: pipelines.heap.TRIM_INTERVAL_S of event time
 
 
 def _rss() -> int:
@@ -62,7 +64,7 @@ def _component(filename: str) -> str:
     return "other: " + path.rsplit("/", 2)[-1]
 
 
-def child(mode: str, series: int, scrapes: int, trace: bool) -> dict:
+def child(mode: str, series: int, scrapes: int, trace: bool, trim: bool = True) -> dict:
     """One run in this (fresh) process: build, measure RSS, feed, measure again."""
     import tempfile
     from pathlib import Path
@@ -71,6 +73,11 @@ def child(mode: str, series: int, scrapes: int, trace: bool) -> dict:
     from bench.workload import runbook_fleet
     from detector.labels import LANE_CLOCK, canonical_bytes, partition_for
     from detector.wire.batch import SampleBatch
+    try:
+        from pipelines.heap import release_free_memory
+    except ImportError:  # a tree from before the heap trim (to measure it the same way)
+        def release_free_memory() -> bool:
+            return False
     from pipelines.settings import Settings
     from pipelines.worker import Worker
 
@@ -107,6 +114,7 @@ def child(mode: str, series: int, scrapes: int, trace: bool) -> dict:
         return out
 
     offsets: dict[tuple[str, int], int] = {}
+    trim_ms = 0.0
     gc.collect()
     before = _rss()
     if trace:
@@ -117,9 +125,13 @@ def child(mode: str, series: int, scrapes: int, trace: bool) -> dict:
             offset = offsets[(lane, p)] = offsets.get((lane, p), -1) + 1
             worker.handle(lane, p, offset, body)
         worker.advance_idle()
+        if trim and (k + 1) % TRIM_EVERY == 0:  # the worker's timer (pipelines/app.py), on event time here
+            started = time.perf_counter()
+            release_free_memory()
+            trim_ms = max(trim_ms, 1000 * (time.perf_counter() - started))
     page_bytes = len(worker.gauges.exposition())
     gc.collect()
-    result = {"mode": mode, "series": len(wl), "rss_before": before, "rss_after": _rss(), "page_bytes": page_bytes,
+    result = {"mode": mode, "series": len(wl), "rss_before": before, "rss_after": _rss(), "page_bytes": page_bytes, "trim_ms": trim_ms,
               "held": {lane: sum(len(e.store) for e in engines.engines.values()) for lane, engines in worker.lanes.items()}}
     if trace:
         snapshot = tracemalloc.take_snapshot()
@@ -172,4 +184,4 @@ def run(ctx):  # noqa: ANN001, ANN201 - BenchContext -> list[Table]
 
 if __name__ == "__main__":
     mode, series, scrapes, how = sys.argv[1:5]
-    print(json.dumps(child(mode, int(series), int(scrapes), how == "trace")))
+    print(json.dumps(child(mode, int(series), int(scrapes), how == "trace", trim=os.environ.get("HEADROOM_BENCH_NO_TRIM") is None)))
