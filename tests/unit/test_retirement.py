@@ -223,4 +223,5 @@ def test_score_series_are_stored_only_when_a_rule_can_read_them():
     assert score_key in read.store._ids and len(read.store) == 4
     assert score_key not in unread.store._ids and len(unread.store) == 2
     # The scores themselves (gauges, the scores topic) do not depend on it.
-    assert outs[0].latest_scores == outs[1].latest_scores and score_key in outs[1].latest_scores
+    assert outs[0].latest_scores == outs[1].latest_scores and set(outs[1].latest_scores) == {canonical_bytes(A), canonical_bytes(B)}
+    assert unread._scored[canonical_bytes(A)] == b""  # scored, and no score series key kept for it
