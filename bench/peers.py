@@ -400,7 +400,10 @@ class Peers:
 # --------------------------------------------------------------------------- playing
 
 
-RETRIES_503 = 4
+# Prometheus retries a 503 until the samples are too old, its backoff capped at 5 s (max_backoff);
+# 4 quick retries (7.5 s in all) gave up on a receiver shedding a 100k-series history on a loaded machine.
+RETRIES_503 = 10
+MAX_BACKOFF_S = 5.0
 
 
 async def play(peers: list[Peer], requests: list[Request], bodies: list[bytes], base_ms: int, live: bool) -> None:
@@ -434,7 +437,7 @@ async def play(peers: list[Peer], requests: list[Request], bodies: list[bytes], 
                     if status != "503" or attempt == RETRIES_503:
                         break
                     peer.retried += 1
-                    await asyncio.sleep(0.5 * 2**attempt)
+                    await asyncio.sleep(min(0.5 * 2**attempt, MAX_BACKOFF_S))
                 peer.latencies.append(time.perf_counter() - started)
                 if status.startswith("2"):
                     peer.acked += request.samples

@@ -6,7 +6,7 @@ One :class:`~pipelines.worker.Worker` (the worker's code without Faust: its
 partitions' engines, metrics and per-series gauges) with the ``backpressure``
 pack, as the ``peers`` bench's worker runs it, 8 partitions, fed the runbook
 fleet of ``bench/workload.py`` at one sample per series per 15 s for
-``SCRAPES`` scrapes (5 minutes of event time) as the receiver would send it:
+``SCRAPES`` scrapes (10 minutes of event time; 5 with ``--quick``) as the receiver would send it:
 each scrape cut into messages of at most 2000 samples per partition, in time
 order, the inputs of global rule groups copied to the global lane, every
 message encoded and decoded again (so the worker holds its own key bytes, as
@@ -36,7 +36,8 @@ import tracemalloc
 import numpy as np
 
 SERIES = 100_000
-SCRAPES = 21  # 5 minutes at 15 s
+SCRAPES = 41  # 10 minutes at 15 s: every ring has reached the size the retention (~10 min) needs
+QUICK_SCRAPES = 21  # 5 minutes
 MESSAGE_SAMPLES = 2000
 PARTITIONS = 8
 MODES = {"rules": {"anomaly_scores": False, "forecasts": False}, "defaults": {}}
@@ -158,8 +159,9 @@ def run(ctx):  # noqa: ANN001, ANN201 - BenchContext -> list[Table]
     from bench.common import Table
 
     series = int(os.environ.get("HEADROOM_BENCH_WORKER_MEMORY_SERIES", SERIES))
+    scrapes = QUICK_SCRAPES if ctx.quick else SCRAPES
     rss = Table(
-        f"worker_memory: what one worker holds per series, ~{series // 1000}k runbook series, {SCRAPES} scrapes at 15 s",
+        f"worker_memory: what one worker holds per series, ~{series // 1000}k runbook series, {scrapes} scrapes at 15 s",
         "a fresh process per run: RSS growth from before the first scrape to after the last (and one /metrics page) "
         f"/ series; {PARTITIONS} partitions, backpressure pack, messages of {MESSAGE_SAMPLES} samples, encoded and decoded",
     )
@@ -168,11 +170,11 @@ def run(ctx):  # noqa: ANN001, ANN201 - BenchContext -> list[Table]
     for mode in MODES:
         row = rss.row(f"worker, {mode}: RSS growth / series", "bytes", lower_is_better=True, baseline=mode == "rules")
         for i in range(ctx.runs):
-            got = _spawn(mode, series, SCRAPES, trace=False)
+            got = _spawn(mode, series, scrapes, trace=False)
             row.add((got["rss_after"] - got["rss_before"]) / got["series"])
             ctx.log(f"worker_memory {mode} run {i + 1}/{ctx.runs}: {row.values[-1]:.0f} B/series RSS "
                     f"(held {got['held']}, /metrics page {got['page_bytes'] / 1e6:.1f} MB)")
-        got = _spawn(mode, series, SCRAPES, trace=True)
+        got = _spawn(mode, series, scrapes, trace=True)
         n = got["series"]
         traced.row(f"{mode}: all traced", "bytes", ratio=False).add(got["traced"] / n)
         for name, size in got["components"][:10]:
