@@ -10,13 +10,15 @@ fleet of ``bench/workload.py`` at one sample per series per 15 s for
 each scrape cut into messages of at most 2000 samples per partition, in time
 order, the inputs of global rule groups copied to the global lane, every
 message encoded and decoded again (so the worker holds its own key bytes, as
-after Kafka). The worker's clock is the event time. After the last scrape its
+after Kafka), each partition's snapshot taken when the worker says it is due
+(every 30 s), as its state keeper does. The worker's clock is the event time. After the last scrape its
 ``/metrics`` page is rendered once (as a scrape of the worker does, which
 keeps each series' gauge labels).
 
 Each run is a fresh process (``python -m bench.worker_memory``): RSS
-(``VmRSS``) after the fleet's batches are built, against RSS after the
-scrapes, per series; and in one more process per mode, the same feed under
+(``VmRSS``) after the fleet's batches are built (and the bench's own garbage
+trimmed), against RSS after the scrapes, per series, and again after one more
+``malloc_trim`` (what is held, without free pages); and in one more process per mode, the same feed under
 tracemalloc, grouped by the file and line that allocated what is still held
 at the end (the top lines, and the total by component). tracemalloc counts
 Python objects and numpy arrays alike, not allocator slack, so the RSS figure
@@ -51,6 +53,19 @@ def _rss() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def _malloc_trim() -> None:
+    """glibc's malloc_trim(0) for the bench's own measurements, whatever the tree under test does."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _trim_ms(trim) -> float:  # noqa: ANN001 - release_free_memory
+    started = time.perf_counter()
+    trim()
+    return 1000 * (time.perf_counter() - started)
 
 
 def _component(filename: str) -> str:
@@ -117,6 +132,7 @@ def child(mode: str, series: int, scrapes: int, trace: bool, trim: bool = True) 
     offsets: dict[tuple[str, int], int] = {}
     trim_ms = 0.0
     gc.collect()
+    _malloc_trim()  # the workload's own garbage out of the baseline
     before = _rss()
     if trace:
         tracemalloc.start()
@@ -124,15 +140,20 @@ def child(mode: str, series: int, scrapes: int, trace: bool, trim: bool = True) 
         for lane, p, body, newest in scrape(k):
             clock[0] = newest / 1000 + 0.5
             offset = offsets[(lane, p)] = offsets.get((lane, p), -1) + 1
-            worker.handle(lane, p, offset, body)
+            out = worker.handle(lane, p, offset, body)
+            for due_lane, due in out.snapshots:  # taken as the worker's state keeper does (sent to Kafka there)
+                worker.lanes[due_lane].snapshot(due)
+            if out.snapshots and trim:  # as pipelines/app.py does after a snapshot
+                trim_ms = max(trim_ms, _trim_ms(release_free_memory))
         worker.advance_idle()
         if trim and (k + 1) % TRIM_EVERY == 0:  # the worker's timer (pipelines/app.py), on event time here
-            started = time.perf_counter()
-            release_free_memory()
-            trim_ms = max(trim_ms, 1000 * (time.perf_counter() - started))
+            trim_ms = max(trim_ms, _trim_ms(release_free_memory))
     page_bytes = len(worker.gauges.exposition())
     gc.collect()
-    result = {"mode": mode, "series": len(wl), "rss_before": before, "rss_after": _rss(), "page_bytes": page_bytes, "trim_ms": trim_ms,
+    rss_after = _rss()
+    _malloc_trim()
+    rss_floor = _rss()
+    result = {"mode": mode, "series": len(wl), "rss_before": before, "rss_after": rss_after, "rss_floor": rss_floor, "page_bytes": page_bytes, "trim_ms": trim_ms,
               "held": {lane: sum(len(e.store) for e in engines.engines.values()) for lane, engines in worker.lanes.items()}}
     if trace:
         snapshot = tracemalloc.take_snapshot()
@@ -169,9 +190,12 @@ def run(ctx):  # noqa: ANN001, ANN201 - BenchContext -> list[Table]
                    "one traced run per mode; top components and lines")
     for mode in MODES:
         row = rss.row(f"worker, {mode}: RSS growth / series", "bytes", lower_is_better=True, baseline=mode == "rules")
+        floor = rss.row(f"worker, {mode}: the same after one more malloc_trim (no free pages)", "bytes", ratio=False,
+                        lower_is_better=True)
         for i in range(ctx.runs):
             got = _spawn(mode, series, scrapes, trace=False)
             row.add((got["rss_after"] - got["rss_before"]) / got["series"])
+            floor.add((got["rss_floor"] - got["rss_before"]) / got["series"])
             ctx.log(f"worker_memory {mode} run {i + 1}/{ctx.runs}: {row.values[-1]:.0f} B/series RSS "
                     f"(held {got['held']}, /metrics page {got['page_bytes'] / 1e6:.1f} MB)")
         got = _spawn(mode, series, scrapes, trace=True)

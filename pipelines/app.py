@@ -116,9 +116,10 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
                 await outputs[topic].send(key=key, value=value)
         if out.notifications:
             notifier.enqueue(out.notifications)
-        if keeper is not None:
+        if keeper is not None and out.snapshots:
             for lane, partition in out.snapshots:
                 await keeper.save(lane, {partition})
+            release_free_memory()  # a snapshot's buffers are the biggest temporaries (pipelines/heap.py)
 
     async def evaluate(stream: faust.StreamT) -> None:
         async for event in stream.events():
