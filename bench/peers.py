@@ -450,7 +450,9 @@ async def play(peers: list[Peer], requests: list[Request], bodies: list[bytes], 
 
 
 def _consumed(peer: Peer) -> float:
-    metrics = scrape(peer.worker_metrics) or {}
+    # Only the counter: the whole page holds a score gauge per series (27 MB at 100k series with
+    # scores on), which the worker would render for every poll, its memory and CPU counted as the run's.
+    metrics = scrape(peer.worker_metrics + "?name[]=headroom_worker_samples_total") or {}
     return metrics.get("headroom_worker_samples_total", 0.0)
 
 

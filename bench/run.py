@@ -1,4 +1,4 @@
-"""Entry point: ``python -m bench.run [ingest|wire_bytes|engine|pipeline|latency|scoring|state|completeness|worker_faults|stages|stages_kafka|memory_faults|receiver-faults|peers|broker_idle|all] [--runs N] [--quick]``.
+"""Entry point: ``python -m bench.run [ingest|wire_bytes|engine|pipeline|latency|scoring|state|completeness|worker_faults|stages|stages_kafka|memory_faults|receiver-faults|peers|broker_idle|worker_memory|all] [--runs N] [--quick]``.
 
 Prints one rich table per bench: the median over the runs, min and max, the
 median of the per-run ratios to the baseline measured in the same run, and
@@ -28,6 +28,9 @@ BENCHES = ("ingest", "wire_bytes", "engine", "pipeline", "latency", "scoring", "
 # (--quick: 1 run of one shape, about 3 minutes).
 # stages_kafka: a broker and 1, 2, 4 worker processes per run; broker_idle: a broker per setting, about 10 minutes.
 SLOW_BENCHES = ("peers", "stages_kafka", "broker_idle")
+# Run only by name too, but with the usual number of runs: a fresh 100k-series worker per run,
+# about 6 minutes with --quick.
+BY_NAME = ("worker_memory",)
 
 
 def _run_one(name: str, ctx) -> list[Table]:
@@ -83,6 +86,10 @@ def _run_one(name: str, ctx) -> list[Table]:
         from bench import memory_faults
 
         return memory_faults.run(ctx)
+    if name == "worker_memory":
+        from bench import worker_memory
+
+        return worker_memory.run(ctx)
     if name == "receiver-faults":
         from bench import receiver_faults
 
@@ -94,7 +101,7 @@ def _run_one(name: str, ctx) -> list[Table]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("bench", nargs="?", default="all", choices=(*BENCHES, *SLOW_BENCHES, "all"))
+    parser.add_argument("bench", nargs="?", default="all", choices=(*BENCHES, *SLOW_BENCHES, *BY_NAME, "all"))
     parser.add_argument("--runs", type=int, default=None, help="runs per measurement (default 5; 3 with --quick)")
     parser.add_argument("--quick", action="store_true", help="less data per run and 3 runs: 'all' in about 2 minutes")
     parser.add_argument("--profile", action="store_true", help="cProfile the hot paths (decoder, engine, one extra worker run)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import sys
 from collections.abc import Iterable, Mapping
 
 Labels = tuple[tuple[str, str], ...]
@@ -126,3 +127,56 @@ def partition_for(
 ) -> int:
     """Kafka partition for a series: stable digest of its partition key, modulo count."""
     return stable_hash(canonical_bytes(partition_key(labels, partition_by))) % partitions
+
+
+class PairInterner:
+    """One shared copy of each (name, value) pair for the label sets of many series.
+
+    The series of one scrape target repeat the same ``job``, ``instance``, ``pod``
+    and so on, and each metric name comes back on every target: a label set
+    decoded on its own holds its own strings and pair tuples (about 1.6 KB for
+    the runbook's ~9 labels), one built from shared pairs only its outer tuple.
+    The table keeps a pair alive after the last series using it is gone, so its
+    owner calls :meth:`rebuild` with the label sets still held now and then.
+
+    >>> interner = PairInterner()
+    >>> a = interner.decode(canonical_bytes((("job", "api"), ("pod", "p-1"))))
+    >>> b = interner.share((("job", "api"), ("pod", "p-2")))
+    >>> a, a[0] is b[0], len(interner)
+    ((('job', 'api'), ('pod', 'p-1')), True, 3)
+    >>> interner.rebuild([b])
+    >>> len(interner)
+    2
+    """
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self) -> None:
+        self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def share(self, labels: Labels) -> Labels:
+        """The same label set, made of the table's pairs (new pairs join the table)."""
+        pairs = self._pairs
+        out = []
+        for pair in labels:
+            held = pairs.get(pair)
+            if held is None:
+                held = pairs[pair] = (sys.intern(pair[0]), pair[1])  # label names repeat across pairs too
+            out.append(held)
+        return tuple(out)
+
+    def decode(self, data: bytes) -> Labels:
+        """:func:`labels_from_canonical`, made of shared pairs."""
+        return self.share(labels_from_canonical(data))
+
+    def rebuild(self, held: Iterable[Labels | None]) -> None:
+        """Keep only the pairs of these label sets (``None``: a free row, skipped)."""
+        pairs: dict[tuple[str, str], tuple[str, str]] = {}
+        for labels in held:
+            if labels is not None:
+                for pair in labels:
+                    pairs[pair] = pair
+        self._pairs = pairs

@@ -14,7 +14,7 @@ Saturation forecasts raise early warnings with their own hysteresis
 resend schedule, so :attr:`PartitionOutput.notifications` holds both. The
 estimates themselves come out as :class:`~detector.forecast.engine.Forecast`
 events when they change, and the latest score of every scored series as
-:attr:`PartitionOutput.latest_scores`, for gauges.
+:attr:`PartitionOutput.latest_scores` (by the scored series' own key), for gauges.
 
 Stale series are retired by a sweep that runs at most once per
 ``retire_every_ms`` of the partition's watermark (event time): a series whose
@@ -30,7 +30,7 @@ read them, then its row is freed for reuse (:meth:`RuleEngine.free_expired`).
 >>> out = detectors.ingest(SampleBatch.from_series([(up, [(t * 15_000, 1.0) for t in range(10)])]))
 >>> out.transitions, len(out.scores), out.forecasts, out.notifications
 ([], 0, [], [])
->>> sorted(out.latest_scores) == [canonical_bytes((("__name__", SCORE_METRIC), ("job", "api"), ("metric", "up")))]
+>>> sorted(out.latest_scores) == [canonical_bytes(up)]
 True
 """
 
@@ -80,7 +80,8 @@ class PartitionOutput:
     ``transitions``/``notifications``: the rule engine's plus the early warnings';
     ``scores``: scores at or above the threshold; ``forecasts``: estimates that changed;
     ``latest_scores``: the newest score of each series scored in the batch, by the
-    canonical key of its derived ``headroom_anomaly_score`` series.
+    scored series' canonical key (not its derived series': that one is built only
+    when the store holds it).
     """
 
     engine: EngineOutput
@@ -90,7 +91,7 @@ class PartitionOutput:
     notifications: list[AlertNotification] = field(default_factory=list)
     latest_scores: dict[bytes, float] = field(default_factory=dict)
     retired: int = 0  # series whose anomaly/forecast state was retired by this call's sweep
-    retired_keys: list[bytes] = field(default_factory=list)  # their keys, and their score series' keys
+    retired_keys: list[bytes] = field(default_factory=list)  # their keys
     freed: int = 0  # series whose samples left the rule engine's store in this call's sweep
 
 
@@ -164,13 +165,12 @@ class PartitionDetectors:
         batch, refused = self.store.admit(batch)
         forecasts: list[Forecast] = []
         warnings = self.forecaster.ingest_batch(batch, forecasts) if self.forecaster is not None else []
-        derived, scores = self._score(batch)
+        derived, latest, scores = self._score(batch)
         # Score series are not held to the limit: there is one per admitted series at most.
-        stored = SampleBatch.concat([batch, derived]) if derived is not None and self._store_scores else batch
+        stored = SampleBatch.concat([batch, derived]) if derived is not None else batch  # None unless stored
         out = self.rules.ingest(stored, arrival_ms, admitted=True)
         out.refused.add(refused)
-        result = PartitionOutput(out, list(out.transitions), scores, forecasts, list(out.notifications),
-                                 _latest(derived) if derived is not None else {})
+        result = PartitionOutput(out, list(out.transitions), scores, forecasts, list(out.notifications), latest)
         warned = [w.to_alert() for w in warnings]
         result.transitions += warned
         if self.forecaster is not None and len(batch):
@@ -225,44 +225,53 @@ class PartitionDetectors:
                 result.notifications += self.warning_alerts.notifications(now)
             if self.scorer is not None:
                 self.scorer.retire(known)
-            result.retired_keys = known + [k for k in map(self._scored.get, known) if k is not None]
+            result.retired_keys = known
             for key in known:
                 self._scored.pop(key, None)
         result.retired, result.freed = len(known), len(freed)
         self.retired_series += len(known)
         self.freed_series += len(freed)
 
-    def _score(self, batch: SampleBatch) -> tuple[SampleBatch | None, list[ScoreEvent]]:
+    def _score(self, batch: SampleBatch) -> tuple[SampleBatch | None, dict[bytes, float], list[ScoreEvent]]:
+        """Scores of the batch's samples: the derived series' samples (None unless the store
+        holds them), the newest score per scored series key, the events at or above the threshold."""
         if self.scorer is None or len(batch) == 0:
-            return None, []
+            return None, {}, []
         score_keys = list(map(self._scored.get, batch.series_keys, repeat(_UNSEEN)))
         if _UNSEEN in score_keys:
             score_keys = [self._score_key(k) for k in batch.series_keys]
         scored = np.array([k is not None for k in score_keys], dtype=bool)[batch.series_index]
         if not scored.any():
-            return None, []
+            return None, {}, []
         index = batch.series_index[scored]
         sub = SampleBatch(batch.series_keys, index, batch.timestamps[scored], batch.values[scored])
         values = self.scorer.score_batch(sub)
         used, local = np.unique(index, return_inverse=True)
-        derived = SampleBatch([score_keys[i] for i in used.tolist()], local.astype(np.uint32), sub.timestamps, values)
+        used, local = used.tolist(), local.astype(np.uint32)
+        keys = batch.series_keys
+        latest = _latest(SampleBatch([keys[i] for i in used], local, sub.timestamps, values))
+        derived = None
+        if self._store_scores:
+            derived = SampleBatch([score_keys[i] for i in used], local, sub.timestamps, values)
         high = np.flatnonzero(values >= self.score_threshold)
         events = [
-            ScoreEvent(labels_from_canonical(batch.series_keys[int(index[i])]), int(sub.timestamps[i]), float(values[i]))
+            ScoreEvent(labels_from_canonical(keys[int(index[i])]), int(sub.timestamps[i]), float(values[i]))
             for i in high.tolist()
         ]
-        return derived, events
+        return derived, latest, events
 
     def _score_key(self, key: bytes) -> bytes | None:
+        """The key of a series' derived score series; ``b""`` if it is scored but the store does not
+        hold score series (its key would only take memory); None if it is not scored."""
         if key not in self._scored:
             labels = labels_from_canonical(key)
             name = dict(labels).get(METRIC_NAME, "")
             if name in _NOT_SCORED:
                 self._scored[key] = None
+            elif not self._store_scores:
+                self._scored[key] = b""
             else:
-                out = {k: v for k, v in labels if k != METRIC_NAME}
-                out.update({METRIC_NAME: SCORE_METRIC, "metric": name})
-                self._scored[key] = canonical_bytes(tuple(sorted(out.items())))
+                self._scored[key] = score_series_key(labels)
         return self._scored[key]
 
     # ------------------------------------------------------------------ snapshots
@@ -325,6 +334,18 @@ class PartitionDetectors:
 
 SNAPSHOT_RECORDS = {"Alert": Alert, "EngineStats": EngineStats}
 """The dataclasses a partition snapshot may hold (the loader builds nothing else)."""
+
+
+def score_series_key(labels: Labels) -> bytes:
+    """The canonical key of a series' derived score series: its labels, ``__name__`` the score
+    metric's, ``metric`` the series' name.
+
+    >>> labels_from_canonical(score_series_key((("__name__", "up"), ("job", "api"))))
+    (('__name__', 'headroom_anomaly_score'), ('job', 'api'), ('metric', 'up'))
+    """
+    out = {k: v for k, v in labels if k != METRIC_NAME}
+    out.update({METRIC_NAME: SCORE_METRIC, "metric": dict(labels).get(METRIC_NAME, "")})
+    return canonical_bytes(tuple(sorted(out.items())))
 
 
 def _latest(batch: SampleBatch) -> dict[bytes, float]:

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detector.wire.batch import SampleBatch
-from detector.labels import Labels, labels_from_canonical
+from detector.labels import Labels, PairInterner
 
 EMPTY = np.iinfo(np.int64).min
 STALE_NAN_BITS = 0x7FF0000000000002
@@ -149,6 +149,10 @@ class SeriesStore:
         self._keys: list[bytes | None] = []  # per row; None for a free row
         self._ids: dict[bytes, int] = {}
         self._free: list[int] = []
+        # Label sets built from shared (name, value) pairs: most of a series' labels are its
+        # target's, held once (see PairInterner); rebuilt as series retire, so it cannot grow for ever.
+        self._interner = PairInterner()
+        self._retired_since_rebuild = 0
         self.seq = 0  # assignments of a series to a row, ever
         self.retired = 0  # series retired, ever
         self.base_capacity = initial_capacity  # ring size of class 0
@@ -194,7 +198,7 @@ class SeriesStore:
         """Row of the series with these canonical label bytes, created if new (no limit applies)."""
         sid = self._ids.get(key)
         if sid is None:
-            sid = self._add_series(key, labels_from_canonical(key))
+            sid = self._add_series(key, self._interner.decode(key))
         return sid
 
     def series_ids(self, keys: list[bytes]) -> np.ndarray:
@@ -512,9 +516,10 @@ class SeriesStore:
         return np.concatenate([np.array(reused, dtype=np.int64), np.arange(start, end, dtype=np.int64)])
 
     def _reserve(self, k: int, rings: int) -> None:
-        """Room for at least ``rings`` rings in class ``k`` (doubling, so adding one is amortised O(1))."""
+        """Room for at least ``rings`` rings in class ``k`` (a quarter more each time, so adding one is
+        amortised O(1); doubling left a third of a big partition's rings unused on average)."""
         have = self._ring_ts[k].shape[0]
-        size = max(rings, 2 * have, self.initial_rows if k == 0 else 1)
+        size = max(rings, have + have // 4, self.initial_rows if k == 0 else 1)
         cap = self._cap(k)
         self._ring_ts[k] = np.concatenate([self._ring_ts[k], np.full((size - have, cap), EMPTY, dtype=np.int64)])
         self._ring_vals[k] = np.concatenate([self._ring_vals[k], np.zeros((size - have, cap))])
@@ -684,6 +689,10 @@ class SeriesStore:
         self._born[rows] = 0
         self._free += rows[::-1].tolist()  # lowest row reused first
         self.retired += len(keys)
+        self._retired_since_rebuild += len(keys)
+        if self._retired_since_rebuild > max(len(self._ids), 1024):  # amortised: O(1) per retired series
+            self._interner.rebuild(self.labels)
+            self._retired_since_rebuild = 0
         return keys  # type: ignore[return-value]
 
     def rows_added_since(self, seq: int) -> np.ndarray:
@@ -725,7 +734,8 @@ class SeriesStore:
     # --- Snapshots. ------------------------------------------------------------------------
 
     # Snapshots (detector.snapshot) carry every other attribute; retention and limits are configuration.
-    SNAPSHOT_SKIP = frozenset({"retention_ms", "min_interval_ms", "max_series", "initial_rows"})
+    SNAPSHOT_SKIP = frozenset({"retention_ms", "min_interval_ms", "max_series", "initial_rows", "_interner",
+                               "_retired_since_rebuild"})
 
     def restore_state(self, state: dict) -> None:
         """Load a snapshot's state; one taken before size classes (one ring width, ``_ts``/``_vals``,
@@ -739,6 +749,9 @@ class SeriesStore:
             except (KeyError, ValueError, TypeError) as exc:
                 raise SnapshotError(f"SeriesStore: cannot convert a snapshot of the one-width layout: {exc}") from None
         apply_attributes(self, state)
+        # A snapshot's label sets come back as separate strings: share their pairs again.
+        share = self._interner.share
+        self.labels = [None if labels is None else share(labels) for labels in self.labels]
 
     def _from_one_width(self, state: dict) -> dict:
         ts, vals, written, born = state.pop("_ts"), state.pop("_vals"), state["_written"], state["_born"]

@@ -52,6 +52,7 @@ from detector.rules import RuleGroup
 from detector.wire.metadata import MetricTypes
 from pipelines import faust_transport
 from pipelines.faust_commit import commit_offset
+from pipelines.heap import TRIM_INTERVAL_S, release_free_memory
 from pipelines.metadata_feed import MetadataFeed
 from pipelines.settings import Settings
 from pipelines.sinks import Notifier
@@ -116,9 +117,10 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
                 await outputs[topic].send(key=key, value=value)
         if out.notifications:
             notifier.enqueue(out.notifications)
-        if keeper is not None:
+        if keeper is not None and out.snapshots:
             for lane, partition in out.snapshots:
                 await keeper.save(lane, {partition})
+            release_free_memory()  # a snapshot's buffers are the biggest temporaries (pipelines/heap.py)
 
     async def evaluate(stream: faust.StreamT) -> None:
         async for event in stream.events():
@@ -154,6 +156,10 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
     @app.timer(interval=1.0)
     async def evaluate_quiet_partitions() -> None:
         await send(worker.advance_idle())
+
+    @app.timer(interval=TRIM_INTERVAL_S)
+    async def trim_heap() -> None:
+        release_free_memory()  # freed temporaries between the partitions' state (pipelines/heap.py)
 
     metadata_feed = MetadataFeed(settings.kafka_bootstrap, settings.metadata_topic, metric_types, worker.learned_types)
 

@@ -23,14 +23,14 @@ A forecast is updated when its estimate changes as people read it (see
 evaluation, within a rounding unit (a minute above one minute). A series
 that stops heading to its bound with its warning inactive is dropped, and
 a revoked partition's series are forgotten. Memory: a dict entry per scored
-series (its key is the one the scorer already holds) and one per forecast
-series.
+series (by the scored series' key, which the scorer already holds) and one per
+forecast series, and each one's label text once it has been scraped.
 
 >>> from detector.labels import canonical_bytes
 >>> from detector.partition import PartitionOutput
 >>> from detector.rules.engine import EngineOutput
 >>> gauges = DetectorGauges()
->>> key = canonical_bytes((("__name__", "headroom_anomaly_score"), ("job", "api"), ("metric", "up")))
+>>> key = canonical_bytes((("__name__", "up"), ("job", "api")))
 >>> gauges.update("samples", 0, PartitionOutput(EngineOutput(), latest_scores={key: 0.25}))
 >>> print(gauges.exposition().splitlines()[2])
 headroom_anomaly_score{job="api",metric="up"} 0.25
@@ -70,7 +70,8 @@ class DetectorGauges:
     def __init__(self) -> None:
         self._scores: dict[Lane, dict[bytes, float]] = {}
         self._forecasts: dict[Lane, dict[bytes, Forecast]] = {}
-        self._label_text: dict[bytes, str] = {}  # series key -> its "{...}" (score keys and forecast keys)
+        self._label_text: dict[bytes, str] = {}  # forecast series key -> its "{...}"
+        self._score_text: dict[bytes, str] = {}  # scored series key -> its score gauge's "{...}"
 
     def update(self, topic: str, partition: int, out: PartitionOutput) -> None:
         if out.latest_scores:
@@ -90,12 +91,13 @@ class DetectorGauges:
             self._scores.get((topic, partition), {}).pop(key, None)
             self._forecasts.get((topic, partition), {}).pop(key, None)
             self._label_text.pop(key, None)
+            self._score_text.pop(key, None)
 
     def forget(self, topic: str, partitions: Iterable[int]) -> None:
         """Drop the series of partitions this worker no longer owns."""
         for partition in partitions:
             for key in self._scores.pop((topic, partition), {}):
-                self._label_text.pop(key, None)
+                self._score_text.pop(key, None)
             for key in self._forecasts.pop((topic, partition), {}):
                 self._label_text.pop(key, None)
 
@@ -106,14 +108,14 @@ class DetectorGauges:
         """The gauges in the text format (0.0.4); only the families in ``names`` when given."""
         wanted = [name for name in _HELP if names is None or name in names]
         lines: dict[str, list[str]] = {name: [] for name in wanted}
-        text = self._label_text
+        text, score_text = self._label_text, self._score_text
         if SCORE in lines:
             out = lines[SCORE]
             for scores in list(self._scores.values()):
                 for key, value in list(scores.items()):
-                    labels = text.get(key)
+                    labels = score_text.get(key)
                     if labels is None:
-                        labels = text[key] = _label_text({k: v for k, v in labels_from_canonical(key) if k != METRIC_NAME})
+                        labels = score_text[key] = _label_text(score_labels(key))
                     out.append(f"{SCORE}{labels} {floatToGoString(value)}")
         if len(lines) > (SCORE in lines):
             for forecasts in list(self._forecasts.values()):
@@ -131,6 +133,23 @@ class DetectorGauges:
             f"# HELP {name} {_HELP[name]}\n# TYPE {name} gauge\n" + "".join(line + "\n" for line in lines[name])
             for name in wanted
         )
+
+
+def score_labels(key: bytes) -> dict[str, str]:
+    """The score gauge's labels for a scored series' key: the labels of its derived
+    ``headroom_anomaly_score`` series without ``__name__`` (a score series' own key gives the same).
+
+    >>> score_labels(canonical_bytes((("__name__", "up"), ("job", "api"))))
+    {'job': 'api', 'metric': 'up'}
+    >>> score_labels(canonical_bytes((("__name__", SCORE), ("job", "api"), ("metric", "up"))))
+    {'job': 'api', 'metric': 'up'}
+    """
+    labels = labels_from_canonical(key)
+    name = metric_name(labels)
+    out = {k: v for k, v in labels if k != METRIC_NAME}
+    if name != SCORE:
+        out["metric"] = name
+    return dict(sorted(out.items()))
 
 
 def _label_text(labels: dict[str, str]) -> str:

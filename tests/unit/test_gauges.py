@@ -127,3 +127,12 @@ def test_only_the_families_asked_for_are_written():
     text = gauges.exposition({"headroom_saturation_eta_seconds", "headroom_worker_samples"})
     assert [f.name for f in text_string_to_metric_families(text)] == ["headroom_saturation_eta_seconds"]
     assert gauges.exposition(set()) == ""
+
+
+def test_a_scored_series_key_gives_its_score_series_labels_and_a_metric_label_of_its_own_is_replaced():
+    gauges = DetectorGauges()
+    own = canonical_bytes((("__name__", "x"), ("job", "api"), ("metric", "mine")))
+    gauges.update("samples", 0, output(latest_scores={own: 0.5}, forecasts=[forecast((("__name__", "x"), ("job", "api"), ("metric", "mine")))]))
+    metrics = scrape(gauges)
+    assert metrics["headroom_anomaly_score"] == [({"job": "api", "metric": "x"}, 0.5)]
+    assert metrics["headroom_early_warning_state"][0][0]["bound"] == "1"  # the same key, its own label text

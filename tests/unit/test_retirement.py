@@ -210,3 +210,18 @@ def test_rules_over_range_windows_give_the_same_alerts_with_and_without_retireme
     assert swept == kept
     assert {e[1] for e in kept} == {"DeepFor30m", "Rising", "WasHere", "Gone", "Now"}
     assert det.freed_series > 40 and det.store.rows_in_use < without.store.rows_in_use
+
+
+def test_score_series_are_stored_only_when_a_rule_can_read_them():
+    from detector.partition import SCORE_METRIC
+
+    samples = {A: 3.0, B: 4.0}
+    score_key = canonical_bytes(series(SCORE_METRIC, metric="queue_depth", queue="a"))
+    read = PartitionDetectors(load_rule_files(["anomaly"]))
+    unread = PartitionDetectors(load_rule_files(["backpressure"]))
+    outs = [scrape(det, T0, samples) for det in (read, unread)]
+    assert score_key in read.store._ids and len(read.store) == 4
+    assert score_key not in unread.store._ids and len(unread.store) == 2
+    # The scores themselves (gauges, the scores topic) do not depend on it.
+    assert outs[0].latest_scores == outs[1].latest_scores and set(outs[1].latest_scores) == {canonical_bytes(A), canonical_bytes(B)}
+    assert unread._scored[canonical_bytes(A)] == b""  # scored, and no score series key kept for it

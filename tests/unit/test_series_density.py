@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from detector.labels import canonical_bytes
 from detector.partition import PartitionDetectors
+from detector.rules import load_rule_files
 from detector.rules.engine import RuleEngine
 from detector.rules import load_rule_files
 from detector.snapshot import SnapshotError
@@ -98,7 +99,8 @@ def test_a_ring_shrinks_when_its_burst_has_passed_and_memory_comes_back():
         store.append(SampleBatch.from_series([(DENSE, [(t, 1.0)])]))
     store.compact(keep_from_ms=900_000 - RETENTION)
     assert store.capacity_of(dense_row) <= 64  # 20 samples in range: a ring of at most 64
-    assert array_bytes(store) <= 1.05 * baseline
+    # The burst's rings (32768 slots) are gone; class 0 may have grown by a quarter to take the dense series back.
+    assert array_bytes(store) <= 1.3 * baseline
     stamps, _, counts = store.window(np.array([dense_row]), 885_000, RETENTION)
     assert stamps[0, : counts[0]].tolist() == list(range(585_000, 885_001, 15_000))
 
@@ -155,7 +157,7 @@ def test_the_partition_keeps_no_score_state_for_refused_series():
     assert len(detectors.store) == 100  # no rule reads scores: the score series are not stored
     reading = PartitionDetectors(load_rule_files(["anomaly"]), engine_options={"max_series": 100})
     reading.ingest(sparse_batch(15_000, 150))
-    assert len(reading.store) == 200  # the 100 admitted and their score series (one each, not limited)
+    assert len(reading.store) == 200  # the anomaly pack reads them: the 100 admitted and their score series
 
 
 def test_a_snapshot_round_trips_rings_of_several_classes():

@@ -342,3 +342,34 @@ def test_instant_and_window_agree_with_a_naive_head(batches, queries):
             got = list(zip(stamps[0, : counts[0]].tolist(), vals[0, : counts[0]].tolist()))
             want = head.window(s, t, span)
             assert [(ts, bits_of(v)) for ts, v in got] == [(ts, bits_of(v)) for ts, v in want], (s, t, span)
+
+
+def test_series_of_one_target_share_their_label_pairs():
+    store = SeriesStore(retention_ms=LOOKBACK)
+    store.append(batch((X, [(1000, 1.0)]), (Y, [(1000, 2.0)])))
+    x, y = store.labels
+    assert x == X and y == Y
+    assert x[1] is y[1]  # ("job", "a") held once
+    assert x[0] is not y[0]
+
+
+def test_shared_pairs_of_retired_series_are_dropped_as_series_come_and_go():
+    store = SeriesStore(retention_ms=LOOKBACK)
+    for generation in range(6):
+        labels = [(("__name__", "x"), ("pod", f"p-{generation}-{i}")) for i in range(1500)]
+        store.append(batch(*[(lab, [(1000 * (generation + 1), 1.0)]) for lab in labels]))
+        store.retire(store.live_rows())
+    store.append(batch((X, [(10_000, 1.0)])))
+    # Without the rebuild, 9,000 pod values would stay in the table after their series left.
+    assert len(store._interner) < 3 * 1500
+
+
+def test_restored_label_sets_share_their_pairs_again():
+    from detector.snapshot import apply, capture, decode, encode
+
+    store = SeriesStore(retention_ms=LOOKBACK)
+    store.append(batch((X, [(1000, 1.0)]), (Y, [(1000, 2.0)])))
+    back = SeriesStore(retention_ms=LOOKBACK)
+    apply(back, decode(encode(capture(store), {}), {}))
+    assert back.labels == [X, Y]
+    assert back.labels[0][1] is back.labels[1][1]
