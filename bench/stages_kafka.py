@@ -96,7 +96,7 @@ def _records(settings, batches) -> tuple[list[tuple[str, int, bytes]], np.ndarra
         for key in batch.series_keys:
             if key not in dest_of:
                 labels = labels_from_canonical(key)
-                dest_of[key] = partition_for(labels, PARTITIONS, settings.partition_by)
+                dest_of[key] = partition_for(labels, PARTITIONS, settings.series_partition_by)
                 global_of[key] = placement.feeds_global_lane(labels)
         dest = np.fromiter((dest_of[k] for k in batch.series_keys), np.int64, len(batch.series_keys))
         for p in range(PARTITIONS):
