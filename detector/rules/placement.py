@@ -1,6 +1,8 @@
 """Where each rule group is evaluated: with its targets' partitions, or in the global lane.
 
-Series are partitioned by their scrape target (``job``, ``instance``). A group
+Series are partitioned by their scrape target (``job``, ``instance``; other
+``partition_by`` labels, or the series family, are tested alike through
+:func:`detector.labels.colocated_by`). A group
 whose expressions only combine series of one target (a queue's depth over its
 max depth, one histogram's buckets, a rate) is evaluated in every partition,
 next to its inputs. A group with an expression that combines series across
