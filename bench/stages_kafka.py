@@ -144,10 +144,10 @@ def _one_run(ctx: BenchContext, workers: int, run: int, batches, partition_by: t
     try:
         for proc in procs:
             proc.start(timeout=120)
-        from bench.worker_faults import _group_size
+        from pipelines.stack.kafka import consumer_group_members
 
         deadline = time.monotonic() + 120
-        while asyncio.run(_group_size(bootstrap, app_id)) != workers:
+        while asyncio.run(consumer_group_members(bootstrap, app_id)) != workers:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{workers} workers did not form a stable group within 120 s")
             time.sleep(0.5)
