@@ -136,7 +136,10 @@ def _one_run(ctx: BenchContext, workers: int, run: int, batches, partition_by: t
            # A replay: a partition assigned more than HEADROOM_IDLE_ADVANCE (30 s) before its first sample
            # (workers start one by one, a loaded machine) would follow the wall clock and take the whole
            # replay as late (runs with no partials at all, 2026-12-06); the bench measures the stages, not that.
-           "HEADROOM_IDLE_ADVANCE": "10m"}
+           "HEADROOM_IDLE_ADVANCE": "10m",
+           # One producer sends it all at once: no sender shard to wait for. With the 10 s start-up wait
+           # (detector.completeness) the workers sat idle before evaluating, and the bench took them for done.
+           "HEADROOM_START_WAIT": "0s"}
     if partition_by is not None:
         env["HEADROOM_PARTITION_BY"] = json.dumps(list(partition_by))
     settings = Settings(app_id=app_id, staged_rules=True, partitions=PARTITIONS, combine_partitions=PARTITIONS,
@@ -172,6 +175,8 @@ def _one_run(ctx: BenchContext, workers: int, run: int, batches, partition_by: t
             for partition, value in asyncio.run(_read_topic(bootstrap, topic)):
                 frame_bytes[partition] += len(value)
                 rows[partition] += sum(len(b.labels) for b in decode_frame(value).blocks)
+        if not rows.sum():
+            ctx.log(f"stages_kafka {workers} workers run {run}: no partials on the topic, the figures are not valid")
         ctx.log(f"stages_kafka {workers} workers run {run} {settings.series_partition_by or 'by family'}: {samples.sum()} samples, {global_samples} to the global lane, "
                 f"{rows.sum()} partial rows, CPU {cpu.round(2).tolist()} s")
         return {"samples": samples, "sizes": sizes, "rows": rows, "frame_bytes": frame_bytes, "cpu": cpu,
