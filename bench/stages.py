@@ -17,7 +17,11 @@ every 15 s) and reports:
   groups select;
 * CPU seconds of the staged engine (1 + 1, 4 + 4 and 16 + 16 partitions, in
   one process, frames encoded and decoded) against one engine over all
-  series, same data.
+  series, same data, and the alert transitions of both.
+
+The staged figures come twice, for series partitioned by family (every label
+but ``__name__``, ``le``, ``quantile``: the default with staged rules) and by
+scrape target (``job``, ``instance``), alternating which goes first per run.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import zlib
 import numpy as np
 
 from bench.common import REPO, Table
-from detector.labels import labels_from_canonical, partition_for
+from detector.labels import BY_SERIES_FAMILY, DEFAULT_PARTITION_BY, labels_from_canonical, partition_for
 from detector.rules import load_rule_files
 from detector.rules.engine import RuleEngine
 from detector.rules.placement import place_groups
@@ -154,47 +158,55 @@ def today_shares(per_partition: np.ndarray, workers: int) -> float:
     return float(max(per_worker) / sum(per_worker))
 
 
-def measure(steps: int, log=print) -> dict:
-    groups = load_rule_files([str(RULES)])
-    plan = StagePlan(groups)
+# The staged engine's partitionings: by series family is what HEADROOM_STAGED_RULES uses unless
+# HEADROOM_PARTITION_BY says otherwise; by target is the placement's (and was the stages' until 2026-12-06).
+PARTITIONINGS = {"by family": BY_SERIES_FAMILY, "by target": DEFAULT_PARTITION_BY}
+
+
+def measure_staged(groups, batches: list[SampleBatch], partition_by: tuple[str, ...]) -> dict:
+    """The staged engine's figures for one partitioning: plan classes, load per partition and worker, CPU."""
+    plan = StagePlan(groups, partition_by)
     classes = plan.rule_classes()
     n_rules = sum(classes.values())
-    batches, n_series = kubernetes_fleet(steps=steps)
-    log(f"stages: {n_series} series, {steps} scrapes, {n_rules} rules")
-    staged_cpu = {}
+    cpu, alerts = {}, 0
     for count in (1, 4, PARTITIONS):
-        staged = StagedEngine(groups, partitions=count, combiners=count)
+        staged = StagedEngine(groups, partitions=count, combiners=count, partition_by=partition_by)
         started = time.process_time()
         alerts = sum(len(staged.ingest(b).transitions) for b in batches)
-        staged_cpu[count] = time.process_time() - started
-    single = RuleEngine(groups)
-    started = time.process_time()
-    single_alerts = sum(len(single.ingest(b).transitions) for b in batches)
-    single_cpu = time.process_time() - started
+        cpu[count] = time.process_time() - started
     samples = staged.load.samples.astype(np.float64)
     rows = staged.partial_rows().astype(np.float64)
     frame_bytes = staged.load.frame_bytes.astype(np.float64)
-    out = {
-        "series": n_series,
+    return {
         "rules": n_rules,
         "classes": {c: classes.get(c, 0) / n_rules for c in CLASSES},
-        "alerts": (alerts, single_alerts),
+        "alerts": alerts,
         "stage1_busiest": float(samples.max() / samples.sum()),
         "stage2_rows_busiest": float(rows.max() / rows.sum()),
         "stage2_bytes_busiest": float(frame_bytes.max() / frame_bytes.sum()),
         "rows_per_sample": float(rows.sum() / samples.sum()),
+        "bytes_per_sample": float(frame_bytes.sum() / samples.sum()),
         "global_samples": staged.load.global_samples,
-        "workers": {},
-        "cpu": (staged_cpu, single_cpu),
+        "workers": {w: {"stage1": busiest_share(samples, w), "stage2": busiest_share(rows, w)} for w in (1, 2, 4)},
+        "cpu": cpu,
     }
+
+
+def measure(steps: int, log=print, order: tuple[str, ...] = tuple(PARTITIONINGS)) -> dict:
+    """One engine over all series, then the staged engine with each partitioning in ``order``."""
+    groups = load_rule_files([str(RULES)])
+    batches, n_series = kubernetes_fleet(steps=steps)
+    log(f"stages: {n_series} series, {steps} scrapes")
+    single = RuleEngine(groups)
+    started = time.process_time()
+    single_alerts = sum(len(single.ingest(b).transitions) for b in batches)
+    single_cpu = time.process_time() - started
+    out = {"series": n_series, "single_alerts": single_alerts, "single_cpu": single_cpu, "staged": {}}
+    for name in order:
+        out["staged"][name] = measure_staged(groups, batches, PARTITIONINGS[name])
     today = today_load(groups, batches)
     out["today_lane"] = float(today[PARTITIONS] / today.sum())
-    for w in (1, 2, 4):
-        out["workers"][w] = {
-            "stage1": busiest_share(samples, w),
-            "stage2": busiest_share(rows, w),
-            "today": today_shares(today, w),
-        }
+    out["today"] = {w: today_shares(today, w) for w in (1, 2, 4)}
     return out
 
 
@@ -203,34 +215,51 @@ def run(ctx) -> list[Table]:
     classes = Table("Stages: rules by class (tests/rulesets/kubernetes.yml)",
                     "share of the rule set's rules; still-global: evaluated in one place on raw samples")
     load = Table("Stages: busiest partition / worker, share of the total (fair share = 1/partitions or 1/workers)",
-                 f"{PARTITIONS} stage-1 and {PARTITIONS} combine partitions, simulated cluster; today = placement's global lane")
-    cpu = Table("Stages: CPU of the staged engine in one process against one engine over all series")
+                 f"{PARTITIONS} stage-1 and {PARTITIONS} combine partitions, simulated cluster; today = placement's "
+                 "global lane; by family: series partitioned by their labels but __name__/le/quantile (the default "
+                 "with staged rules), by target: by (job, instance)")
+    cpu = Table("Stages: CPU of the staged engine in one process against one engine over all series",
+                "alert transitions: one engine's count, and the staged engine's (16 + 16) for each partitioning")
     for run_index in range(ctx.runs):
-        m = measure(steps, ctx.log)
-        for c in CLASSES:
-            classes.row(c, "%", ratio=False).add(100 * m["classes"][c])
-        load.row(f"stage 1: samples, busiest of {PARTITIONS} partitions", "%", ratio=False,
-                 note=f"fair share {100 / PARTITIONS:.2f}%").add(100 * m["stage1_busiest"])
-        load.row(f"stage 2: partial rows, busiest of {PARTITIONS} partitions", "%", ratio=False,
-                 note=f"{m['rows_per_sample']:.3f} rows per stage-1 sample").add(100 * m["stage2_rows_busiest"])
-        load.row(f"stage 2: frame bytes, busiest of {PARTITIONS} partitions", "%", ratio=False).add(100 * m["stage2_bytes_busiest"])
+        # Alternate which partitioning runs first: the machine's load drifts within a run.
+        order = tuple(PARTITIONINGS) if run_index % 2 == 0 else tuple(reversed(PARTITIONINGS))
+        m = measure(steps, ctx.log, order)
+        cpu.row("one engine over all series", "CPU-s", baseline=True).add(m["single_cpu"])
+        cpu.row("alert transitions, one engine", "transitions", ratio=False).add(m["single_alerts"])
+        for name in PARTITIONINGS:
+            st = m["staged"][name]
+            for c in CLASSES:
+                classes.row(f"{c}, {name}", "%", ratio=False).add(100 * st["classes"][c])
+            load.row(f"{name}: stage 1: samples, busiest of {PARTITIONS} partitions", "%", ratio=False,
+                     target=200 / PARTITIONS, lower_is_better=True,
+                     note=f"fair share {100 / PARTITIONS:.2f}%").add(100 * st["stage1_busiest"])
+            load.row(f"{name}: stage 2: partial rows, busiest of {PARTITIONS} partitions", "%", ratio=False,
+                     target=200 / PARTITIONS, lower_is_better=True,
+                     note=f"{st['rows_per_sample']:.3f} rows, {st['bytes_per_sample']:.1f} frame bytes per stage-1 sample"
+                     ).add(100 * st["stage2_rows_busiest"])
+            load.row(f"{name}: stage 2: frame bytes, busiest of {PARTITIONS} partitions", "%", ratio=False,
+                     target=200 / PARTITIONS, lower_is_better=True).add(100 * st["stage2_bytes_busiest"])
+            load.row(f"{name}: partial rows per stage-1 sample", "rows", ratio=False).add(st["rows_per_sample"])
+            for w, shares in st["workers"].items():
+                fair = 100 / w
+                load.row(f"{name}: {w} worker(s): stage-1 samples, busiest worker", "%", ratio=False, target=2 * fair,
+                         lower_is_better=True, note=f"fair {fair:.0f}%").add(100 * shares["stage1"])
+                load.row(f"{name}: {w} worker(s): stage-2 rows, busiest worker", "%", ratio=False, target=2 * fair,
+                         lower_is_better=True).add(100 * shares["stage2"])
+            for count, seconds in st["cpu"].items():
+                cpu.row(f"staged engine {name}, {count} + {count} partitions in one process", "CPU-s",
+                        note="frames encoded and decoded").add(seconds)
+            cpu.row(f"alert transitions, staged {name}", "transitions", ratio=False).add(st["alerts"])
+            if st["alerts"] != m["single_alerts"]:
+                ctx.log(f"stages: staged {name} gave {st['alerts']} alert transitions, one engine {m['single_alerts']}")
         load.row("today: the global lane (one partition), share of all samples", "%", ratio=False,
                  note="the lane gets a copy of every series a global group selects").add(100 * m["today_lane"])
-        for w, shares in m["workers"].items():
-            fair = 100 / w
-            load.row(f"{w} worker(s): stage-1 samples, busiest worker", "%", ratio=False, target=2 * fair,
-                     lower_is_better=True, note=f"fair {fair:.0f}%").add(100 * shares["stage1"])
-            load.row(f"{w} worker(s): stage-2 rows, busiest worker", "%", ratio=False, target=2 * fair,
-                     lower_is_better=True).add(100 * shares["stage2"])
-            load.row(f"{w} worker(s): today, samples incl. the global lane, busiest worker", "%", ratio=False,
-                     note="global lane on one worker").add(100 * shares["today"])
-        staged_cpu, single_cpu = m["cpu"]
-        cpu.row("one engine over all series", "CPU-s", baseline=True).add(single_cpu)
-        for count, seconds in staged_cpu.items():
-            cpu.row(f"staged engine, {count} + {count} partitions in one process", "CPU-s",
-                    note="frames encoded and decoded").add(seconds)
-        ctx.log(f"stages run {run_index + 1}/{ctx.runs}: alerts staged/single {m['alerts']}, "
-                f"CPU staged {staged_cpu} s, single {single_cpu:.2f} s")
+        for w, share in m["today"].items():
+            load.row(f"today: {w} worker(s), samples incl. the global lane, busiest worker", "%", ratio=False,
+                     note="global lane on one worker").add(100 * share)
+        ctx.log(f"stages run {run_index + 1}/{ctx.runs}: alerts single {m['single_alerts']}, staged "
+                f"{ {k: v['alerts'] for k, v in m['staged'].items()} }; CPU single {m['single_cpu']:.2f} s, staged "
+                f"{ {k: v['cpu'] for k, v in m['staged'].items()} }")
     return [classes, load, cpu]
 
 

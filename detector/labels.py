@@ -33,6 +33,12 @@ SERIES_FAMILY_LABELS = frozenset({METRIC_NAME, "le", "quantile"})
 
 DEFAULT_PARTITION_BY = ("job", "instance")
 
+BY_SERIES_FAMILY: tuple[str, ...] = ()
+"""``partition_by`` that partitions every series by its family (its labels but
+:data:`SERIES_FAMILY_LABELS`): a big scrape target spreads over all partitions,
+while a histogram's buckets and one-to-one operands stay together (see
+:func:`colocated_by`). The default with staged rules (:mod:`detector.stages`)."""
+
 LANE_CLOCK: Labels = ((METRIC_NAME, "headroom_lane_clock"),)
 """The series that carries each request's newest timestamp to the global lane
 (see :mod:`detector.rules.placement`)."""
@@ -115,6 +121,11 @@ def partition_key(labels: Labels, partition_by: tuple[str, ...] = DEFAULT_PARTIT
     (('instance', 'a:1'), ('job', 'j'))
     >>> partition_key((("__name__", "x_bucket"), ("le", "1"), ("q", "o")))
     (('q', 'o'),)
+
+    With ``partition_by`` :data:`BY_SERIES_FAMILY` (empty), every series goes by that family key:
+
+    >>> partition_key((("__name__", "x_bucket"), ("instance", "a:1"), ("le", "1"), ("q", "o")), BY_SERIES_FAMILY)
+    (('instance', 'a:1'), ('q', 'o'))
     """
     chosen = tuple(pair for pair in labels if pair[0] in partition_by)
     if chosen:
@@ -180,3 +191,61 @@ class PairInterner:
                 for pair in labels:
                     pairs[pair] = pair
         self._pairs = pairs
+
+
+class AllNamesBut:
+    """The set of every label name but ``excluded``: only the operations the placement tests use.
+
+    >>> keep = AllNamesBut(SERIES_FAMILY_LABELS)
+    >>> "pod" in keep, "le" in keep
+    (True, False)
+    >>> sorted(keep & {"le", "pod"}), keep <= {"job", "instance"}
+    (['pod'], False)
+    """
+
+    __slots__ = ("excluded",)
+
+    def __init__(self, excluded: Iterable[str]) -> None:
+        self.excluded = frozenset(excluded)
+
+    def __contains__(self, name: object) -> bool:
+        return name not in self.excluded
+
+    def __and__(self, other: Iterable[str]) -> frozenset[str]:
+        return frozenset(other) - self.excluded
+
+    __rand__ = __and__
+
+    def __le__(self, other: Iterable[str]) -> bool:
+        return False  # infinitely many names, never within a finite set
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AllNamesBut) and other.excluded == self.excluded
+
+    def __hash__(self) -> int:
+        return hash(("AllNamesBut", self.excluded))
+
+    def __repr__(self) -> str:
+        return f"AllNamesBut({sorted(self.excluded)!r})"
+
+
+def colocated_by(partition_by: tuple[str, ...] = DEFAULT_PARTITION_BY) -> frozenset[str] | AllNamesBut:
+    """The label names on which two series must agree to be sure to share a partition.
+
+    What the placement tests (``Node.combines_series``) take as ``keep``: a
+    node that only combines series agreeing on all of these can run in every
+    partition over its own series. By target, ``job`` and ``instance``; by
+    series family (:data:`BY_SERIES_FAMILY`), every name but the metric name,
+    ``le`` and ``quantile``, so an aggregation (but ``without (le)``) or a
+    join with ``on()`` combines across partitions, while one-to-one matching
+    and ``histogram_quantile`` do not.
+
+    >>> sorted(colocated_by(("job", "instance")))
+    ['instance', 'job']
+    >>> colocated_by(BY_SERIES_FAMILY)
+    AllNamesBut(['__name__', 'le', 'quantile'])
+    """
+    return frozenset(partition_by) if partition_by else AllNamesBut(SERIES_FAMILY_LABELS)

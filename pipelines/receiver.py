@@ -399,7 +399,7 @@ def create_receiver_app(
     decoder = RemoteWriteDecoder(
         settings.partitions,
         limits=settings.write_limits(),
-        partition_by=settings.partition_by,
+        partition_by=settings.series_partition_by,
         feeds_global_lane=placement.feeds_global_lane if placement and placement.global_ else None,
         window=settings.sample_window(reach),
         **({"clock": clock} if clock is not None else {}),

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from detector.anomaly.catalog import ModelCatalog
 from detector.errors import HeadroomError
+from detector.labels import DEFAULT_PARTITION_BY
 from detector.wire.openmetrics import OpenMetricsError
 from detector.replay import Replay, read_openmetrics
 from detector.rules import load_rule_files
@@ -59,7 +60,8 @@ def replay(recording: Path, rule_files: tuple[str, ...], out_path: Path, partiti
     runner = Replay(
         groups,
         partitions=settings.partitions,
-        partition_by=settings.partition_by,
+        # Replay places groups as the global lane does (no stages): by target unless set.
+        partition_by=settings.partition_by if settings.partition_by is not None else DEFAULT_PARTITION_BY,
         engine_options=engine_options,
         scores=score_mode != "none",
         forecasts=not no_forecasts,

@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detector.anomaly.catalog import ModelCatalog, ModelCatalogError
 from detector.durations import parse_duration
+from detector.labels import BY_SERIES_FAMILY, DEFAULT_PARTITION_BY
 from detector.wire.remote_write import SampleWindow, WriteLimits
 
 
@@ -59,7 +60,10 @@ class Settings(BaseSettings):
     # (their combine partitions would refuse, or worse, count each other's frames).
     partials_topic: str = ""
     combine_partitions: int = Field(0, ge=0, le=1024)
-    partition_by: tuple[str, ...] = ("job", "instance")
+    # The labels that choose a series' samples partition (series_partition_by); unset: by scrape
+    # target (job, instance), or with staged rules by series family ([]: every label but
+    # __name__, le and quantile), so no big target loads one partition more than the others.
+    partition_by: tuple[str, ...] | None = None
 
     rule_files: tuple[Path, ...] = ()
     # A rule Headroom cannot run is left out (and reported, and counted in
@@ -255,6 +259,20 @@ class Settings(BaseSettings):
     def combiners(self) -> int:
         """Partitions of each combine level (``combine_partitions``, or as many as the samples topic)."""
         return self.combine_partitions or self.partitions
+
+    @property
+    def series_partition_by(self) -> tuple[str, ...]:
+        """``partition_by`` for :func:`detector.labels.partition_for`: as set, else by target, or by
+        series family (:data:`detector.labels.BY_SERIES_FAMILY`) with staged rules.
+
+        >>> Settings().series_partition_by, Settings(staged_rules=True).series_partition_by
+        (('job', 'instance'), ())
+        >>> Settings(staged_rules=True, partition_by=("job", "instance")).series_partition_by
+        ('job', 'instance')
+        """
+        if self.partition_by is not None:
+            return self.partition_by
+        return BY_SERIES_FAMILY if self.staged_rules else DEFAULT_PARTITION_BY
 
     @property
     def partials_topics(self) -> tuple[str, str]:

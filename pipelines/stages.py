@@ -75,7 +75,7 @@ class StagedRules:
 
     def __init__(self, settings: Settings, groups: list[RuleGroup]) -> None:
         self.settings = settings
-        self.plan = StagePlan(groups, settings.partition_by)
+        self.plan = StagePlan(groups, settings.series_partition_by)
         self.sources = settings.partitions  # stage-1 partitions
         self.combiners = settings.combiners  # partitions of each combine level
         self.topics = settings.partials_topics[: self.plan.levels]  # one per combine level
@@ -93,7 +93,7 @@ def global_lane_placement(settings: Settings, groups: list[RuleGroup]) -> Placem
     """Which groups the global lane evaluates and which series the receiver copies there."""
     if settings.staged_rules:
         return StagedRules(settings, groups).placement()
-    return place_groups(groups, settings.partition_by)
+    return place_groups(groups, settings.series_partition_by)
 
 
 class Stage1Engines(PartitionEngines):

@@ -1,6 +1,8 @@
 """Where each rule group is evaluated: with its targets' partitions, or in the global lane.
 
-Series are partitioned by their scrape target (``job``, ``instance``). A group
+Series are partitioned by their scrape target (``job``, ``instance``; other
+``partition_by`` labels, or the series family, are tested alike through
+:func:`detector.labels.colocated_by`). A group
 whose expressions only combine series of one target (a queue's depth over its
 max depth, one histogram's buckets, a rate) is evaluated in every partition,
 next to its inputs. A group with an expression that combines series across
@@ -34,9 +36,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from detector.labels import DEFAULT_PARTITION_BY, METRIC_NAME, Labels
+from detector.labels import DEFAULT_PARTITION_BY, METRIC_NAME, AllNamesBut, Labels, colocated_by
 from detector.promql import UnsupportedExpression, compile_expr
-from detector.promql.plan import Matcher, Node, SelectorNode
+from detector.promql.aggregations import AggregateNode
+from detector.promql.functions import HistogramQuantileNode, RelabelNode
+from detector.promql.plan import BinaryNode, Matcher, Node, SelectorNode
 from detector.rules.alerting import AlertingRule
 from detector.rules.group import RuleGroup
 from detector.rules.recording import RecordingRule
@@ -51,9 +55,38 @@ def walk(node: Node) -> Iterator[Node]:
 def needs_global_lane(node: Node, partition_by: tuple[str, ...] = DEFAULT_PARTITION_BY) -> bool:
     """Whether an expression combines series across targets, or reads no series at all
     (``vector(1)``, ``time() > 0``: every partition would give the same result)."""
-    keep = frozenset(partition_by)
     nodes = list(walk(node))
-    return any(n.combines_series(keep) for n in nodes) or not any(isinstance(n, SelectorNode) for n in nodes)
+    return combines_across(node, colocated_by(partition_by)) or not any(isinstance(n, SelectorNode) for n in nodes)
+
+
+def combines_across(node: Node, keep: frozenset[str] | AllNamesBut) -> bool:
+    """Whether ``node`` may combine series that differ in a label of ``keep`` (:func:`detector.labels.colocated_by`).
+
+    Besides the nodes that combine such series themselves, a node that matches
+    or groups series by their labels counts if below it ``label_replace`` or
+    ``label_join`` writes a label of ``keep``: series of two partitions may then
+    agree on it.
+
+    >>> from detector.promql import compile_expr
+    >>> keep = frozenset({"job", "instance"})
+    >>> combines_across(compile_expr('sum by (job, instance) (label_replace(up, "pod", "$1", "job", "(.*)"))'), keep)
+    False
+    >>> combines_across(compile_expr('sum by (job, instance) (label_replace(up, "instance", "$1", "pod", "(.*)"))'), keep)
+    True
+    """
+    for n in walk(node):
+        if n.combines_series(keep):
+            return True
+        if _matches_labels(n) and any(isinstance(d, RelabelNode) and d.dst in keep for d in walk(n)):
+            return True
+    return False
+
+
+def _matches_labels(node: Node) -> bool:
+    """Nodes whose result for a series depends on other series with related labels."""
+    if isinstance(node, BinaryNode):
+        return node.lhs.kind == node.rhs.kind == "vector"
+    return isinstance(node, (AggregateNode, HistogramQuantileNode))
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,13 @@
 """Two-stage evaluation of rules that combine series across scrape targets (issue 13).
 
-Series are partitioned by scrape target, so a rule such as ``sum by
+Series are partitioned by series family (:data:`detector.labels.BY_SERIES_FAMILY`,
+the worker's default with staged rules: a big scrape target spreads over every
+partition) or by scrape target, so a rule such as ``sum by
 (namespace) (rate(container_cpu_usage_seconds_total[5m])) > 4`` needs series
-that live in every partition. Instead of sending all of them to one global
+that live in every partition. By family, ``sum by (job, instance) (...)`` does
+too; only elementwise rules, one-to-one matching and a histogram's buckets
+stay *local* (:func:`detector.labels.colocated_by` says what the partitioning
+keeps together; the plan follows it). Instead of sending all of them to one global
 lane, the work is split in two stages, as Kafka Streams (repartition topics)
 and Flink (keyed two-phase aggregation) do:
 

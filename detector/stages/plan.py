@@ -3,8 +3,10 @@
 Every rule gets one of four classes:
 
 ``local``
-    combines no series across scrape targets: evaluated in every stage-1
-    partition, next to its inputs (as :mod:`detector.rules.placement` does).
+    combines no series that ``partition_by`` may put in different partitions
+    (across scrape targets; by series family, across families): evaluated in
+    every stage-1 partition, next to its inputs (the test of
+    :mod:`detector.rules.placement`).
 ``staged``
     split (:mod:`detector.stages.split`) into stage-1 partials and a
     remainder that the combine partitions evaluate, with its partials spread

@@ -47,7 +47,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from detector.labels import DEFAULT_PARTITION_BY, METRIC_NAME, Labels
+from detector.labels import DEFAULT_PARTITION_BY, METRIC_NAME, Labels, colocated_by
 from detector.promql.aggregations import AggregateNode
 from detector.promql.functions import (
     AbsentNode,
@@ -60,6 +60,7 @@ from detector.promql.functions import (
 from detector.promql.functions.ranges import RangeFunction, last_over_time
 from detector.promql.plan import BinaryNode, Node, SelectorNode
 from detector.promql.subquery import SubqueryNode
+from detector.rules.placement import combines_across
 from detector.stages.inputs import StagedInput
 
 # absent_over_time(x[r]) is whether any series has a sample in the range: what
@@ -171,12 +172,12 @@ def split_expression(
     passing on one of ``bounded_leaves`` as it is stays bounded.
     """
     stage2_names = stage2_names | owner_names
-    keep = frozenset(partition_by)
+    keep = colocated_by(partition_by)
     slots: list[Slot] = []
     inputs: list[StagedInput] = []
 
     def combining(node: Node) -> bool:
-        return any(n.combines_series(keep) for n in walk(node))
+        return combines_across(node, keep)
 
     def selectors(node: Node) -> list[Node]:
         return [n for n in walk(node) if isinstance(n, leaf)]

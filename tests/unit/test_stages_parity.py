@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detector.labels import METRIC_NAME
+from detector.labels import BY_SERIES_FAMILY, DEFAULT_PARTITION_BY, METRIC_NAME
 from detector.promql import compile_expr
 from detector.rules import AlertingRule, RecordingRule, RuleGroup
 from detector.rules.engine import RuleEngine
@@ -28,11 +28,17 @@ from detector.wire.batch import SampleBatch
 
 INTERVAL = 15_000
 STEPS = 14
+# Series go by scrape target (the placement's default) or by series family (the default with staged rules).
+PARTITIONINGS = [DEFAULT_PARTITION_BY, BY_SERIES_FAMILY]
 STALE = float(np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.float64)[0])
 
 
-def fleet(seed: int, targets: int = 12, chunks: int = 1) -> list[SampleBatch]:
-    """One batch per scrape round: x, y, u, c (a counter), h_bucket, ns_team and up for every target."""
+def fleet(seed: int, targets: int = 12, chunks: int = 1, big_pods: int = 0) -> list[SampleBatch]:
+    """One batch per scrape round: x, y, u, c (a counter), h_bucket, ns_team and up for every target.
+
+    ``big_pods``: one more target (job ``ksm``) exports x, y, u, c, up and h_bucket for that many
+    pods, as kube-state-metrics does for a whole cluster: most of the fleet's series.
+    """
     rng = random.Random(seed)
     series = []
     for t in range(targets):
@@ -42,6 +48,13 @@ def fleet(seed: int, targets: int = 12, chunks: int = 1) -> list[SampleBatch]:
             series.append(tuple(sorted(base + ((METRIC_NAME, name), ("ns", ns), ("pod", pod)))))
         for le in ("1", "5", "+Inf"):
             series.append(tuple(sorted(base + ((METRIC_NAME, "h_bucket"), ("ns", ns), ("le", le)))))
+    big = (("instance", "ksm:8080"), ("job", "ksm"))
+    for p in range(big_pods):
+        ns, pod = "abcd"[p % 4], f"k{p}"
+        for name in ("x", "y", "c", "up", "u"):
+            series.append(tuple(sorted(big + ((METRIC_NAME, name), ("ns", ns), ("pod", pod)))))
+        for le in ("1", "+Inf"):
+            series.append(tuple(sorted(big + ((METRIC_NAME, "h_bucket"), ("le", le), ("ns", ns), ("pod", pod)))))
     for ns in ("a", "b", "c"):  # one info series per namespace, from a config job
         series.append(((METRIC_NAME, "ns_team"), ("instance", "cfg:1"), ("job", "cfg"), ("ns", ns), ("team", f"t{ns}")))
     counters = {s: 0.0 for s in series}
@@ -114,20 +127,21 @@ def recorded(stores, names: set[str], end: int) -> dict:
 
 
 def run_both(groups: list[RuleGroup], batches: list[SampleBatch], partitions: int, combiners: int, lateness_ms: int = 0,
-             frame_max_bytes: int | None = None):
+             frame_max_bytes: int | None = None, partition_by: tuple[str, ...] = DEFAULT_PARTITION_BY):
     end = STEPS * INTERVAL + 60_000
     reference = RuleEngine(groups, lookback_ms=120_000, lateness_ms=lateness_ms)
     ref_out = [reference.ingest(b) for b in batches] + [reference.advance_to(end)]
     staged = StagedEngine(groups, partitions=partitions, combiners=combiners, lookback_ms=120_000, lateness_ms=lateness_ms,
-                          frame_max_bytes=frame_max_bytes)
+                          frame_max_bytes=frame_max_bytes, partition_by=partition_by)
     staged_out = [staged.ingest(b) for b in batches] + [staged.advance_to(end)]
     names = {r.name for g in groups for r in g.rules if isinstance(r, RecordingRule)}
     stores = staged.stores()
     return (reference, ref_out, recorded([reference.store], names, end)), (staged, staged_out, recorded(stores, names, end))
 
 
-def assert_parity(groups, batches, partitions, combiners=None):
-    (_, ref_out, ref_rec), (staged, out, rec) = run_both(groups, batches, partitions, combiners or partitions)
+def assert_parity(groups, batches, partitions, combiners=None, partition_by=DEFAULT_PARTITION_BY):
+    (_, ref_out, ref_rec), (staged, out, rec) = run_both(groups, batches, partitions, combiners or partitions,
+                                                         partition_by=partition_by)
     errors = [e for o in ref_out for e in o.errors]
     assert not errors, errors  # the generators make rules that evaluate (errors are compared elsewhere)
     assert not [e for o in out for e in o.errors]
@@ -181,12 +195,82 @@ SHAPES = [
 ]
 
 
+@pytest.mark.parametrize("partition_by", PARTITIONINGS)
 @pytest.mark.parametrize("partitions", [1, 4, 16])
 @pytest.mark.parametrize("expr", SHAPES)
-def test_each_shape_alerts_as_one_engine(expr, partitions):
+def test_each_shape_alerts_as_one_engine(expr, partitions, partition_by):
     groups = [RuleGroup("g", "t.yml", INTERVAL, (alert("A", expr, for_ms=15_000),))]
-    _, transitions_, _ = assert_parity(groups, fleet(1), partitions)
+    _, transitions_, _ = assert_parity(groups, fleet(1), partitions, partition_by=partition_by)
     assert transitions_ or "absent(x{" in expr  # the fleet makes every shape but that one alert at least once
+
+
+# Each with its class by target and by series family: one-to-one matching and a histogram's buckets
+# stay local by family; any other grouping or matching across series of one target is staged then.
+TARGET_SHAPES = {
+    "sum by (job, instance) (x) > 9.37": ("local", "staged"),
+    "count by (instance, job) (up == 1) > 3.37": ("local", "staged"),
+    "x / y > 0.37": ("local", "local"),
+    "x - ignoring(ns) y > 2.37": ("local", "staged"),
+    "histogram_quantile(0.9, rate(h_bucket[1m])) > 1.37": ("local", "local"),
+    "sum without (le) (rate(h_bucket[1m])) > 0.37": ("local", "local"),
+    "x * on(job, instance) group_left max by (job, instance) (y) > 10.37": ("local", "staged"),
+    "max without (ns, pod) (u) > 1024.37": ("local", "staged"),
+    # label_replace writing a label the partitioning keeps: what is grouped is no longer together.
+    'sum by (job, instance) (label_replace(x, "instance", "$1", "ns", "(.*)")) > 4.37': ("staged", "staged"),
+}
+
+
+@pytest.mark.parametrize("partition_by", PARTITIONINGS)
+@pytest.mark.parametrize("partitions", [1, 4, 16])
+@pytest.mark.parametrize("expr", TARGET_SHAPES)
+def test_per_target_shapes_over_a_big_target_alert_as_one_engine(expr, partitions, partition_by):
+    groups = [RuleGroup("g", "t.yml", INTERVAL, (alert("A", expr, for_ms=15_000),))]
+    staged, transitions_, _ = assert_parity(groups, fleet(2, targets=6, big_pods=40), partitions,
+                                            partition_by=partition_by)
+    assert transitions_
+    by_target, by_family = TARGET_SHAPES[expr]
+    assert staged.plan.rule_classes() == {by_family if partition_by == BY_SERIES_FAMILY else by_target: 1}
+
+
+def test_by_series_family_a_big_target_spreads_over_every_partition():
+    """The acceptance line: no stage-1 partition carries more than twice its fair share, though one target
+    holds most series (by target, its partition carries all of them)."""
+    batches = fleet(4, targets=6, big_pods=120)
+    groups = [RuleGroup("g", "t.yml", INTERVAL, (alert("A", "sum by (ns) (x) > 6.37"), alert("B", "x / y > 2.37")))]
+    shares = {}
+    for partition_by in PARTITIONINGS:
+        (_, ref_out, _), (staged, out, _) = run_both(groups, batches, 16, 16, partition_by=partition_by)
+        assert_same(transitions(out), transitions(ref_out))
+        samples = staged.load.samples
+        shares[partition_by] = samples.max() / samples.sum()
+    assert shares[DEFAULT_PARTITION_BY] > 0.8  # the big target's partition
+    assert shares[BY_SERIES_FAMILY] <= 2 / 16
+
+
+@pytest.mark.parametrize("partition_by", PARTITIONINGS)
+def test_a_join_of_relabelled_series_of_other_families_matches_one_engine(partition_by):
+    """x{pod="aN"} meets y{pod="bN"} once label_replace renames the pod: two families, so by family
+    two partitions; by target one (the relabelled label is not a target label)."""
+    rows = []
+    for i in range(24):
+        for name, pod in (("x", f"a{i}"), ("y", f"b{i}")):
+            labels = (("__name__", name), ("instance", "t:1"), ("job", "j"), ("pod", pod))
+            rows.append((labels, [(0, float(i + 1)), (15_000, float(i + 2))]))
+    expr = 'x / label_replace(y, "pod", "a$1", "pod", "b(.*)") > 0.37'
+    groups = [RuleGroup("g", "t.yml", INTERVAL, (alert("A", expr),))]
+    staged, transitions_, _ = assert_parity(groups, [SampleBatch.from_series(rows)], 16, partition_by=partition_by)
+    assert len({k[1] for k, _ in transitions_}) == 24
+    assert staged.plan.rule_classes() == {"staged" if partition_by == BY_SERIES_FAMILY else "local": 1}
+
+
+def test_by_series_family_a_per_target_sum_of_series_without_target_labels_is_one_result():
+    """Series with neither job nor instance go by their family in either partitioning; grouped by the
+    (absent) target labels, they make one result, which the family plan stages, so it is one result too."""
+    rows = [((("__name__", "q"), ("queue", f"q{i}")), [(0, 1.0), (15_000, 1.0)]) for i in range(12)]
+    groups = [RuleGroup("g", "t.yml", INTERVAL, (alert("A", "sum by (job, instance) (q) > 10.37"),))]
+    (_, ref_out, _), (_, out, _) = run_both(groups, [SampleBatch.from_series(rows)], 16, 4, partition_by=BY_SERIES_FAMILY)
+    assert [k[1] for k, _ in transitions(ref_out)] == [(("alertname", "A"),)] * 2  # pending, then (end) resolved
+    assert_same(transitions(out), transitions(ref_out))
 
 
 def test_recording_rules_and_the_rules_reading_them_match_one_engine():
@@ -283,10 +367,13 @@ def join(draw) -> str:
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(exprs=st.lists(st.one_of(expression(), join()), min_size=1, max_size=3), seed=st.integers(0, 10_000),
        partitions=st.sampled_from([1, 4, 16]), combiners=st.sampled_from([1, 3, 16]),
-       frame_max_bytes=st.sampled_from([None, None, 100, 600]))
-def test_random_rules_alert_and_record_as_one_engine(exprs, seed, partitions, combiners, frame_max_bytes):
+       frame_max_bytes=st.sampled_from([None, None, 100, 600]), partition_by=st.sampled_from(PARTITIONINGS),
+       big_pods=st.sampled_from([0, 0, 30]))
+def test_random_rules_alert_and_record_as_one_engine(exprs, seed, partitions, combiners, frame_max_bytes, partition_by,
+                                                     big_pods):
     """Random aggregations and joins; with frame_max_bytes, frames reach the combine stage as parts
-    (100 bytes: about one partial row each), as a catch-up or a big rule set sends them over Kafka."""
+    (100 bytes: about one partial row each), as a catch-up or a big rule set sends them over Kafka;
+    series by target or by family, with or without one target holding most of them."""
     rules = []
     for i, expr in enumerate(exprs):
         compiled = compile_expr(expr)
@@ -295,8 +382,8 @@ def test_random_rules_alert_and_record_as_one_engine(exprs, seed, partitions, co
         else:
             rules.append(alert(f"A{i}", expr, for_ms=15_000 * (i % 3)))
     groups = [RuleGroup("g", "t.yml", INTERVAL, tuple(rules))]
-    (_, ref_out, ref_rec), (_, out, rec) = run_both(groups, fleet(seed, targets=10), partitions, combiners,
-                                                    frame_max_bytes=frame_max_bytes)
+    (_, ref_out, ref_rec), (_, out, rec) = run_both(groups, fleet(seed, targets=10, big_pods=big_pods), partitions,
+                                                    combiners, frame_max_bytes=frame_max_bytes, partition_by=partition_by)
     ref_errors = [e for o in ref_out for e in o.errors]
     if ref_errors:  # e.g. a join whose one side is not unique: compare only rules that evaluated
         return

@@ -139,13 +139,13 @@ def _date(args: CallArgs) -> Node:
 def _label_replace(args: CallArgs) -> Node:
     dst, replacement, src, regex = (args.string(i) for i in range(1, 5))
     relabel = label_replacer(dst, replacement, src, regex)  # checked before the vector argument is compiled
-    return RelabelNode(args.expr(0), relabel)
+    return RelabelNode(args.expr(0), relabel, dst)
 
 
 def _label_join(args: CallArgs) -> Node:
     dst, separator, *sources = (args.string(i) for i in range(1, len(args)))
     relabel = label_joiner(dst, separator, sources)
-    return RelabelNode(args.expr(0), relabel)
+    return RelabelNode(args.expr(0), relabel, dst)
 
 
 FUNCTIONS: dict[str, Builder] = {

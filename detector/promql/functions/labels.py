@@ -34,6 +34,7 @@ class RelabelNode(Node):
 
     expr: Node
     relabel: Callable[[Labels], Labels]
+    dst: str = ""  # the label it writes: a node above that matches or groups by it may meet series of other partitions
     kind = "vector"
 
     def __post_init__(self) -> None:
