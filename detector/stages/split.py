@@ -61,6 +61,7 @@ from detector.promql.functions.ranges import RangeFunction, last_over_time
 from detector.promql.plan import BinaryNode, Node, SelectorNode
 from detector.promql.subquery import SubqueryNode
 from detector.rules.placement import combines_across
+from detector.promql.functions.scalars import ScalarNode
 from detector.stages.inputs import StagedInput
 
 # absent_over_time(x[r]) is whether any series has a sample in the range: what
@@ -281,9 +282,16 @@ def deepen(split: Split) -> tuple[Route, Split] | None:
     if any(isinstance(n, SelectorNode) for n in walk(split.remainder)):
         return None  # reads series recorded in the owner partition: it must run there
     joins = [n for n in walk(split.remainder) if isinstance(n, BinaryNode) and n.matching.on and n.matching.labels]
+    # Slots read through scalar(): outside the join, deepening loses them (``sum(a + on(ns) b) >
+    # scalar(sum(up))`` never fired on two levels; found by the parity property test), so such a
+    # split stays on one level. A slot outside the join read as a vector (``/ on() group_left sum(up)``) is fine.
+    in_scalar = [n for s in walk(split.remainder) if isinstance(s, ScalarNode) for n in walk(s) if isinstance(n, StagedInput)]
     for join in joins:
         keys = tuple(sorted(set(join.matching.labels) - {METRIC_NAME}))
         if not keys:
+            continue
+        below = {id(n) for n in walk(join)}
+        if any(id(leaf) not in below for leaf in in_scalar):
             continue
         try:
             bounded = frozenset(i for i, s in enumerate(split.slots) if s.bounded)
