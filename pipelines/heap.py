@@ -9,7 +9,8 @@ those free pages back (``madvise``), in 10-25 ms for a worker of 100k
 series. The worker calls it after each snapshot and from a timer
 (``TRIM_INTERVAL_S``, for a worker without snapshots). On the
 ``worker_memory`` bench (100k series, rules only, snapshots every 30 s) the
-worker's RSS growth went from 2.5 to 1.x KB per series (see bench/README.md).
+worker's RSS growth was 2.5 KB per series with the timer alone, 1.9 KB with
+the trim after snapshots too (bench/README.md, worker_memory).
 Without glibc (musl, macOS) it does nothing.
 
 >>> release_free_memory() in (True, False)
