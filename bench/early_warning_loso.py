@@ -101,6 +101,8 @@ def label(setting: dict) -> str:
     for k, v in setting.items():
         if k == "dip_memory_s":
             parts.append(f"dip_memory={v / 3600:g}h")
+        elif k == "rise_margin_s":
+            parts.append("rise_margin=off" if v is None else f"rise_margin={v / 60:g}m")
         else:
             parts.append(f"{k}={v:g}")
     return ", ".join(parts)

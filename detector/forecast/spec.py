@@ -313,9 +313,10 @@ class ForecastSettings:
     dip_memory_s: float = 24 * 3600.0
     dip_margin: float = 0.25
     dip_recovery: float = 0.2
+    rise_margin_s: float | None = None
 
     _DURATIONS = {"tau": "tau_s", "max_horizon": "max_horizon_s", "horizon": "horizon_s",
-                  "eval_interval": "eval_interval_s", "dip_memory": "dip_memory_s"}
+                  "eval_interval": "eval_interval_s", "dip_memory": "dip_memory_s", "rise_margin": "rise_margin_s"}
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -353,6 +354,8 @@ class ForecastSettings:
             found.append(f"{where}: dip_margin: must be at least 0 and below 1, got {self.dip_margin!r}")
         if not 0 < self.dip_recovery <= 1:
             found.append(f"{where}: dip_recovery: must be above 0 and at most 1 (e.g. 0.2), got {self.dip_recovery!r}")
+        if self.rise_margin_s is not None and not self.rise_margin_s >= 0:
+            found.append(f"{where}: rise_margin: must be a duration >= 0, or off, got {self.rise_margin_s!r}")
         return found
 
     @classmethod
@@ -370,7 +373,9 @@ class ForecastSettings:
                 problems.append(f"{where}: unknown setting {key!r} (known: {', '.join(names)})")
                 continue
             try:
-                if target.endswith("_s"):
+                if target == "rise_margin_s" and (value is None or str(value).lower() == "off"):
+                    kwargs[target] = None
+                elif target.endswith("_s"):
                     kwargs[target] = _seconds(value)
                 elif target == "warn_on":
                     kwargs[target] = str(value)

@@ -147,3 +147,70 @@ def test_the_default_gate_does_not_warn_within_a_day_of_recovering_from_80_perce
     calm = lambda k: float(0.3 + rng.normal(0, 0.01))
     fired_at(next_day, calm, later - 240, start=240)
     assert len(fired_at(next_day, ramp_at(later + 40), 240, start=later)) == 1
+
+
+# ---------------------------------------------------------------------- the rise test (rise_margin)
+
+RISE = ForecastConfig(ForecastSettings(rise_margin_s=150.0))  # the default gate (24 h, 0.25) plus the rise test
+
+
+def ramp_from(start: int, minutes: float, seed: int):
+    """Calm at 0.3 until step ``start``, then a straight ramp to 1 in ``minutes`` (15 s steps), noise 0.01."""
+    rng = np.random.default_rng(seed)
+    return lambda k: float(min(0.3 + 0.7 * max(k - start, 0) / (4 * minutes), 1.0) + rng.normal(0, 0.01))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_ramp_after_bursts_as_deep_as_the_gate_allows_warns_once_it_rises_longer(seed):
+    # three bursts to 80% (5-minute rises) leave nothing for the depth gate: 0.8 + 0.25 is past the
+    # bound. A 30-minute ramp rises for longer than any of them, and that lets it warn, before full
+    plain, rise = ForecastEngine(), ForecastEngine(RISE)
+    for engine in (plain, rise):
+        assert len(fired_at(engine, bursts(seed, 0.8, count=3), 720)) == 1  # the first: nothing remembered yet
+    assert rise._rise_seen[0] < 10 * 60  # the bursts' rises, as measured: 5 minutes plus the fit's lag
+    ramp = ramp_from(720 + 40, 30, seed)
+    assert fired_at(plain, ramp, 240, start=720) == []
+    (fired,) = fired_at(rise, ramp, 240, start=720)
+    assert (720 + 40 + 120 - fired) * 15 >= 5 * 60  # at least 5 minutes before full
+    assert rise._dip_seen[0] + 0.25 > 1  # the depth gate alone would have let nothing through
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bursts_like_the_ones_it_recovered_from_do_not_warn_with_the_rise_test(seed):
+    # the same hourly burst to 85% (5-minute rises) as in the first test above: only the first warns,
+    # with or without the rise test; the others neither go deeper by the margin nor rise for longer
+    gated = fired_at(ForecastEngine(), bursts(seed, 0.85), 1200)
+    with_rise = fired_at(ForecastEngine(RISE), bursts(seed, 0.85), 1200)
+    assert with_rise == gated and len(gated) == 1
+
+
+def test_a_burst_that_rises_for_longer_than_the_remembered_ones_is_let_through():
+    # the price of the rise test: after bursts with 5-minute rises, a benign burst that climbs for
+    # 20 minutes to 85% and drains is warned about, as a ramp would be at that point
+    engine = ForecastEngine(RISE)
+    fired_at(engine, bursts(7, 0.85, count=2), 480)
+    rng = np.random.default_rng(8)
+    slow = lambda k: float((0.3 + 0.55 * min(k - 500, 80) / 80 if 500 <= k < 600 else 0.3) + rng.normal(0, 0.01))
+    assert len(fired_at(engine, slow, 200, start=480)) == 1
+    assert fired_at(ForecastEngine(), bursts(7, 0.85, count=2), 480) != []  # (the first burst, without it too)
+
+
+def test_rise_margin_is_read_from_yaml_words_and_checked():
+    assert ForecastSettings().rise_margin_s is None  # off unless chosen
+    assert ForecastSettings.from_dict({"rise_margin": "2m30s"}).rise_margin_s == 150.0
+    assert ForecastSettings.from_dict({"rise_margin": "off"}).rise_margin_s is None
+    with pytest.raises(ForecastSpecError, match="rise_margin"):
+        ForecastSettings(rise_margin_s=-1.0)
+
+
+def test_a_snapshot_from_before_the_rise_test_loads_with_no_rise_remembered():
+    engine = ForecastEngine(RISE)
+    fired_at(engine, bursts(2, 0.85), 480)
+    old = capture(engine)
+    for name in ("_rise_from", "_rise_now", "_rise_seen", "_rise_at"):  # the layout of the depth-only gate
+        del old[name]
+    back = ForecastEngine(RISE)
+    apply(back, decode(encode(old)))
+    assert np.isnan(back._rise_seen).all() and back._dip_seen[0] == engine._dip_seen[0]
+    # with no rise remembered the rise test lets nothing through; the depth gate still holds the bursts
+    assert fired_at(back, bursts(2, 0.85), 720, start=480) == []
