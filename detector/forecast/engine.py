@@ -36,6 +36,16 @@ And one that learns from the series' own history (the *dip gate*, ``dip_memory``
   until that excursion is a day old; a series with no such history is gated by
   ``min_used`` alone. (One remembered excursion per series: when the deepest
   expires, the gate starts afresh from the next recovery.)
+* *or longer than the rises it recovered from* (``rise_margin``, off unless set): the
+  depth test alone refuses a real ramp that follows bursts as deep as the ramp so
+  far (after a burst to 75%, nothing is let through for a day). So each series also
+  remembers how long the rise to its excursions' deepest points lasted (the time its
+  fit had headed to the bound, an ETA within ``max_horizon``), the longest one it
+  recovered from within ``dip_memory``; a warning may also start while the current
+  rise has lasted longer than that, by ``rise_margin``. A burst that tops out after
+  the same few minutes as the ones before is still held back; a ramp that keeps
+  climbing for longer is let through (and so is a benign rise that climbs for
+  longer than any before it: the price).
 
 Everything is on event time: samples carry their timestamps; nothing reads a
 clock. Within one call, paired bound values are applied before the forecast

@@ -23,6 +23,7 @@ recognised with no configuration (:data:`DEFAULT_SPECS`), after any user specs:
       dip_memory: 24h    # ... and more than in the deepest dip it recovered from within this (0: off) ...
       dip_margin: 0.25   # ... by this share of the headroom; recovered: back by dip_recovery
       dip_recovery: 0.2
+      rise_margin: off   # ... or rising for longer than the longest rise it recovered from, by this
     forecasts:
       - selector: 'pgmq_queue_depth{queue_name="orders"}'
         bound: pgmq_queue_max_depth           # a paired series: the metric name replaced
@@ -273,7 +274,10 @@ class ForecastSettings:
       warning starts (and stays pending) only while the series has used more of its headroom than
       in the deepest excursion it recovered from within the last ``dip_memory_s``, by
       ``dip_margin``; an excursion counts as recovered once the used share falls ``dip_recovery``
-      below its deepest point (see :class:`~detector.forecast.engine.ForecastEngine`).
+      below its deepest point (see :class:`~detector.forecast.engine.ForecastEngine`);
+    * ``rise_margin_s`` (the gate's *rise test*, None: off): a warning the depth test refuses may
+      still start while the series has headed to its bound for longer than the longest rise of an
+      excursion it recovered from within ``dip_memory_s``, by ``rise_margin_s``.
 
     The trend and state-machine defaults were chosen with ``python -m bench.forecast`` (15 s
     scrapes); ``min_used`` and ``restart_on_change`` with ``python -m bench.early_warning`` (the
