@@ -541,6 +541,10 @@ class ForecastEngine:
         longest, at = self._rise_seen[rows], self._rise_at[rows]
         with np.errstate(invalid="ignore"):
             heading = np.isfinite(eta)
+            interval = self.warnings.eval_interval_s
+            if interval > 0:  # a gap in the evaluations longer than the fit's discount: a rise starts afresh
+                last = (self.warnings.slot[rows] + 1.0) * interval
+                heading &= t_s - last <= st.tau_s
             start = np.where(heading & (start == start), start, t_s)  # NaN start: the rise begins now
             rise = t_s - start
             fresh = ~(t_s - at <= st.dip_memory_s)

@@ -214,3 +214,15 @@ def test_a_snapshot_from_before_the_rise_test_loads_with_no_rise_remembered():
     assert np.isnan(back._rise_seen).all() and back._dip_seen[0] == engine._dip_seen[0]
     # with no rise remembered the rise test lets nothing through; the depth gate still holds the bursts
     assert fired_at(back, bursts(2, 0.85), 720, start=480) == []
+
+
+def test_a_gap_in_the_samples_starts_the_rise_afresh():
+    # heading to the bound before and after an hour without samples: the rise does not count the hour
+    engine = ForecastEngine(RISE)
+    rng = np.random.default_rng(3)
+    slow = lambda k: float(0.3 + 0.001 * k + rng.normal(0, 0.002))
+    fired_at(engine, slow, 80)
+    t_s = lambda k: T0_MS / 1000 + 15 * k
+    assert engine._rise_from[0] < t_s(79) - 5 * 60  # rising for more than 5 minutes before the gap
+    fired_at(engine, slow, 40, start=80 + 240)
+    assert t_s(80 + 240) <= engine._rise_from[0] < t_s(80 + 280)
