@@ -20,8 +20,8 @@ critical rule fires (the deadline; for permits, which have no critical rule, the
 as a check: the bench's own forecast run with default settings must warn at the same times (mismatches
 are printed). Then the forecast series of the recording go through a :class:`ForecastEngine` once per
 knob setting of the grid (the rules do not depend on those knobs, so they are not evaluated again).
-Grid ``rise`` adds the dip gate's rise test (``rise_margin``: off, 0, 2.5, 5 or 10 minutes) to depth
-margins 0.15-0.25 with a 24 h memory.
+Grid ``rise`` adds the dip gate's rise test (``rise_margin``: off, 0, 2.5, 5 or 10 minutes) to the
+depth gate as chosen before (24 h, 0.25).
 
 Protocol: for each fold, every setting of the grid is scored on the other four seeds and one is chosen
 by a stated objective (:func:`choose`): among the settings with at most ``MAX_FALSE_PER_DAY`` false
@@ -81,9 +81,8 @@ GRIDS = {  # knob -> values; the settings are their product (the defaults are al
     "rerun": {"dip_memory_s": (6 * 3600.0, 12 * 3600.0, 24 * 3600.0), "dip_margin": (0.05, 0.1, 0.15, 0.2, 0.25),
               "min_used": (0.7,)},
     # the dip gate's rise test (rise_margin: off, or how much longer than the longest recovered rise the
-    # current one must be), with the depth margins around the chosen 0.25
-    "rise": {"dip_memory_s": (24 * 3600.0,), "dip_margin": (0.15, 0.2, 0.25),
-             "rise_margin_s": (None, 0.0, 150.0, 300.0, 600.0)},
+    # current one must be) beside the depth gate as chosen (24 h, 0.25)
+    "rise": {"dip_memory_s": (24 * 3600.0,), "dip_margin": (0.25,), "rise_margin_s": (None, 0.0, 150.0, 300.0, 600.0)},
 }
 
 
