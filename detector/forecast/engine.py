@@ -36,7 +36,7 @@ And one that learns from the series' own history (the *dip gate*, ``dip_memory``
   until that excursion is a day old; a series with no such history is gated by
   ``min_used`` alone. (One remembered excursion per series: when the deepest
   expires, the gate starts afresh from the next recovery.)
-* *or longer than the rises it recovered from* (``rise_margin``, off unless set): the
+* *or longer than the rises it recovered from* (``rise_margin``, 5 minutes; off turns it off): the
   depth test alone refuses a real ramp that follows bursts as deep as the ramp so
   far (after a burst to 75%, nothing is let through for a day). So each series also
   remembers how long the rise to its excursions' deepest points lasted (the time its
