@@ -167,7 +167,8 @@ class DayRun:
 
 
 def _cached(cache: Path | None, name: str, make):
-    """``make()``, or what it returned before for ``name`` (keyed by the simulator's source too)."""
+    """``make()``, or what it returned before for ``name`` (keyed by the simulator's source too, and by the
+    default forecast settings, with which ``headroom replay``'s warnings of the check were made)."""
     if cache is None:
         return make()
     import hashlib
@@ -175,7 +176,7 @@ def _cached(cache: Path | None, name: str, make):
 
     import simulator.runbook
 
-    digest = hashlib.sha256(Path(simulator.runbook.__file__).read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256(Path(simulator.runbook.__file__).read_bytes() + repr(DEFAULTS).encode()).hexdigest()[:12]
     path = cache / f"{name}-{digest}.pickle"
     if path.exists():
         return pickle.loads(path.read_bytes())
