@@ -1,7 +1,7 @@
 """Early warning, leave-one-seed-out: the warning knobs chosen on four development seeds, scored on the fifth.
 
-``.venv/bin/python -m bench.early_warning_loso [--grid small|wide|edge|tiny] [--final] [--jobs J] [--save PATH] [--cache DIR]
-[--final-from RUN.json]``
+``.venv/bin/python -m bench.early_warning_loso [--grid small|wide|edge|tiny|rerun|rise] [--final] [--jobs J] [--save PATH]
+[--cache DIR] [--final-from RUN.json]``
 
 Data (:mod:`simulator.runbook`): each development seed ``s`` of ``LOSO_DEV_SEEDS`` (1-5) is one fold:
 the ramp scenarios (queue, channel, permits to their bound in 5, 15, 30 and 60 minutes, after 40 minutes
@@ -20,6 +20,8 @@ critical rule fires (the deadline; for permits, which have no critical rule, the
 as a check: the bench's own forecast run with default settings must warn at the same times (mismatches
 are printed). Then the forecast series of the recording go through a :class:`ForecastEngine` once per
 knob setting of the grid (the rules do not depend on those knobs, so they are not evaluated again).
+Grid ``rise`` adds the dip gate's rise test (``rise_margin``: off, 0, 2.5, 5 or 10 minutes) to the
+depth gate as chosen before (24 h, 0.25).
 
 Protocol: for each fold, every setting of the grid is scored on the other four seeds and one is chosen
 by a stated objective (:func:`choose`): among the settings with at most ``MAX_FALSE_PER_DAY`` false
@@ -66,7 +68,7 @@ from simulator.runbook import (AFTER_BURSTS_MINUTES, LOSO_DEV_PATTERNS, LOSO_DEV
 MAX_FALSE_PER_DAY = 0.5
 SLOW_MINUTES = 15  # ramps of at least this many minutes carry the lead and warned figures
 DEFAULTS = ForecastSettings()
-KNOBS = ("dip_memory_s", "dip_margin", "min_used")
+KNOBS = ("dip_memory_s", "dip_margin", "min_used", "rise_margin_s")
 GRIDS = {  # knob -> values; the settings are their product (the defaults are always among them)
     "small": {"dip_memory_s": (6 * 3600.0, 12 * 3600.0, 24 * 3600.0), "dip_margin": (0.05, 0.1, 0.15),
               "min_used": (0.7,)},
@@ -78,6 +80,9 @@ GRIDS = {  # knob -> values; the settings are their product (the defaults are al
     # once ramps after bursts count: the old defaults (6 h, 0.05), the previous ones (24 h, 0.25) and between
     "rerun": {"dip_memory_s": (6 * 3600.0, 12 * 3600.0, 24 * 3600.0), "dip_margin": (0.05, 0.1, 0.15, 0.2, 0.25),
               "min_used": (0.7,)},
+    # the dip gate's rise test (rise_margin: off, or how much longer than the longest recovered rise the
+    # current one must be) beside the depth gate as chosen (24 h, 0.25)
+    "rise": {"dip_memory_s": (24 * 3600.0,), "dip_margin": (0.25,), "rise_margin_s": (None, 0.0, 150.0, 300.0, 600.0)},
 }
 
 
@@ -101,6 +106,8 @@ def label(setting: dict) -> str:
     for k, v in setting.items():
         if k == "dip_memory_s":
             parts.append(f"dip_memory={v / 3600:g}h")
+        elif k == "rise_margin_s":
+            parts.append("rise_margin=off" if v is None else f"rise_margin={v / 60:g}m")
         else:
             parts.append(f"{k}={v:g}")
     return ", ".join(parts)
@@ -160,7 +167,8 @@ class DayRun:
 
 
 def _cached(cache: Path | None, name: str, make):
-    """``make()``, or what it returned before for ``name`` (keyed by the simulator's source too)."""
+    """``make()``, or what it returned before for ``name`` (keyed by the simulator's source too, and by the
+    default forecast settings, with which ``headroom replay``'s warnings of the check were made)."""
     if cache is None:
         return make()
     import hashlib
@@ -168,7 +176,7 @@ def _cached(cache: Path | None, name: str, make):
 
     import simulator.runbook
 
-    digest = hashlib.sha256(Path(simulator.runbook.__file__).read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256(Path(simulator.runbook.__file__).read_bytes() + repr(DEFAULTS).encode()).hexdigest()[:12]
     path = cache / f"{name}-{digest}.pickle"
     if path.exists():
         return pickle.loads(path.read_bytes())
@@ -411,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
         out.append(line)
 
-    say(f"{len(settings)} settings of {', '.join(KNOBS)}; defaults: {label(settings[0])}")
+    say(f"{len(settings)} settings of {', '.join(GRIDS[args.grid])}; defaults: {label(settings[0])}")
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="headroom-ew-loso-") as tmp:
         specs = plan(LOSO_DEV_SEEDS, LOSO_DEV_PATTERNS, settings, tmp, args.cache)

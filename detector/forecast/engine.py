@@ -36,6 +36,16 @@ And one that learns from the series' own history (the *dip gate*, ``dip_memory``
   until that excursion is a day old; a series with no such history is gated by
   ``min_used`` alone. (One remembered excursion per series: when the deepest
   expires, the gate starts afresh from the next recovery.)
+* *or longer than the rises it recovered from* (``rise_margin``, 5 minutes; off turns it off): the
+  depth test alone refuses a real ramp that follows bursts as deep as the ramp so
+  far (after a burst to 75%, nothing is let through for a day). So each series also
+  remembers how long the rise to its excursions' deepest points lasted (the time its
+  fit had headed to the bound, an ETA within ``max_horizon``), the longest one it
+  recovered from within ``dip_memory``; a warning may also start while the current
+  rise has lasted longer than that, by ``rise_margin``. A burst that tops out after
+  the same few minutes as the ones before is still held back; a ramp that keeps
+  climbing for longer is let through (and so is a benign rise that climbs for
+  longer than any before it: the price).
 
 Everything is on event time: samples carry their timestamps; nothing reads a
 clock. Within one call, paired bound values are applied before the forecast
@@ -74,8 +84,8 @@ from detector.forecast.warning import (FIRING, INACTIVE, PENDING, STATES, Warnin
                                        round_duration, series_text, warning_text)
 
 ALERT_NAME = "SaturationForecast"
-DIP_FIELDS = ("_dip_now", "_dip_seen", "_dip_at")
-"""Per-row columns of the dip gate (see the module docs)."""
+DIP_FIELDS = ("_dip_now", "_dip_seen", "_dip_at", "_rise_from", "_rise_now", "_rise_seen", "_rise_at")
+"""Per-row columns of the dip gate and its rise test (see the module docs)."""
 WARNING_LABELS: Labels = (("severity", "warning"),)
 """Labels added to every early-warning alert by default."""
 
@@ -263,6 +273,12 @@ class ForecastEngine:
         self._dip_now = np.full(64, np.nan)
         self._dip_seen = np.full(64, np.nan)
         self._dip_at = np.full(64, np.nan)
+        # rise test: since when the fit heads to the bound; how long it had when the excursion's deepest
+        # point was set; the longest such rise of a recovered excursion and when it recovered (event s)
+        self._rise_from = np.full(64, np.nan)
+        self._rise_now = np.full(64, np.nan)
+        self._rise_seen = np.full(64, np.nan)
+        self._rise_at = np.full(64, np.nan)
         # last Forecast emitted per row: state, then ETA, low, high as humanized (NaN: not heading)
         self._shown = _unshown(64)
         self.skipped = 0  # samples not learned: non-finite, duplicate or out of order
@@ -473,7 +489,7 @@ class ForecastEngine:
             used = self._used(rows)
             allowed = used >= st.min_used
             if st.dip_memory_s > 0:
-                allowed &= self._beyond_dips(rows, t_s, used)
+                allowed &= self._beyond_dips(rows, t_s, used, eta)
         changed, prev, new = self.warnings.step(rows, t_s, judged, self._horizon[rows], near, allowed)
         if forecasts is not None:
             forecasts += self._forecasts(rows, t_ms, eta, low, high)
@@ -487,9 +503,11 @@ class ForecastEngine:
             self.warnings.clear_times(ended)
         return events
 
-    def _beyond_dips(self, rows: np.ndarray, t_s: np.ndarray, used: np.ndarray) -> np.ndarray:
+    def _beyond_dips(self, rows: np.ndarray, t_s: np.ndarray, used: np.ndarray, eta: np.ndarray) -> np.ndarray:
         """Whether each row uses more headroom than the deepest excursion it recovered from lately,
-        by ``dip_margin``; and learn this evaluation's ``used`` into the rows' dip memory."""
+        by ``dip_margin``, or (``rise_margin_s`` set) has headed to its bound for longer than the longest
+        rise of an excursion it recovered from lately, by ``rise_margin_s``; and learn this evaluation
+        into the rows' dip memory."""
         st = self.config.settings
         now, seen, at = self._dip_now[rows], self._dip_seen[rows], self._dip_at[rows]
         with np.errstate(invalid="ignore"):
@@ -498,10 +516,46 @@ class ForecastEngine:
             keep = recovered & (fresh | ~(seen > now))  # a deeper recovered dip replaces the remembered one
             seen = np.where(keep, now, np.where(fresh, np.nan, seen))
             at = np.where(keep, t_s, np.where(fresh, np.nan, at))
+            deeper = ~(used <= now)  # a new deepest point of the current excursion (or the first)
             now = np.where(recovered, used, np.fmax(now, used))
             beyond = ~(used < seen + st.dip_margin)  # NaN (nothing remembered) does not block
         self._dip_now[rows], self._dip_seen[rows], self._dip_at[rows] = now, seen, at
+        if st.rise_margin_s is not None:
+            beyond |= self._rose_longer(rows, t_s, recovered, deeper, eta)
         return beyond
+
+    def _rose_longer(self, rows: np.ndarray, t_s: np.ndarray, recovered: np.ndarray, deeper: np.ndarray,
+                     eta: np.ndarray) -> np.ndarray:
+        """Whether each row's fit has headed to the bound for longer than the longest rise of an
+        excursion it recovered from within ``dip_memory_s``, by ``rise_margin_s``; and learn the rises.
+
+        A rise is the time since the fit last did not head to the bound (no ETA within the
+        forecaster's maximum horizon: flat, turned, or too slow to matter). The fit's ten-minute
+        discount averages out the calm few-minute wobbles, so a steady ramp is one long rise while a
+        burst's rise ends where it tops out. An excursion's rise is the one in
+        progress when it set its deepest point; it is remembered when the excursion recovers
+        (``dip_recovery``), the longest in memory kept.
+        """
+        st = self.config.settings
+        start, rise_now = self._rise_from[rows], self._rise_now[rows]
+        longest, at = self._rise_seen[rows], self._rise_at[rows]
+        with np.errstate(invalid="ignore"):
+            heading = np.isfinite(eta)
+            interval = self.warnings.eval_interval_s
+            if interval > 0:  # a gap in the evaluations longer than the fit's discount: a rise starts afresh
+                last = (self.warnings.slot[rows] + 1.0) * interval
+                heading &= t_s - last <= st.tau_s
+            start = np.where(heading & (start == start), start, t_s)  # NaN start: the rise begins now
+            rise = t_s - start
+            fresh = ~(t_s - at <= st.dip_memory_s)
+            keep = recovered & (fresh | ~(longest >= rise_now))  # a longer recovered rise replaces the one kept
+            longest = np.where(keep, rise_now, np.where(fresh, np.nan, longest))
+            at = np.where(keep, t_s, np.where(fresh, np.nan, at))
+            rise_now = np.where(recovered | deeper, rise, rise_now)
+            longer = rise > longest + st.rise_margin_s  # NaN (nothing remembered) gives no pass here
+        self._rise_from[rows], self._rise_now[rows] = start, rise_now
+        self._rise_seen[rows], self._rise_at[rows] = longest, at
+        return longer
 
     def used(self, labels: Labels) -> float | None:
         """Share of its headroom a forecast series has used (see :meth:`_used`); None if unknown."""

@@ -16,7 +16,9 @@ from detector.snapshot import SnapshotError, apply, capture, decode, encode
 
 T0_MS = 1_700_000_000_000
 SAT = (("__name__", "worker_dispatch_channel_saturation"), ("worker_id", "w1"))
-GATED = ForecastConfig(ForecastSettings(dip_memory_s=6 * 3600.0, dip_margin=0.05, dip_recovery=0.2))
+GATED = ForecastConfig(ForecastSettings(dip_memory_s=6 * 3600.0, dip_margin=0.05, dip_recovery=0.2,
+                                        rise_margin_s=None))
+DEPTH_ONLY = ForecastConfig(ForecastSettings(rise_margin_s=None))  # the default gate without its rise test
 
 
 def bursts(seed: int, depth: float, every: int = 240, count: int = 5):
@@ -52,7 +54,8 @@ def fired_at(engine: ForecastEngine, value, steps: int, labels=SAT, start: int =
 def test_a_burst_no_deeper_than_the_ones_it_recovered_from_does_not_warn_again(seed):
     # every hour the same burst to 85%: without the gate each one warns; with it only the first
     # (the series has no history yet), the next ones are what it has come back from before
-    ungated = fired_at(ForecastEngine(ForecastConfig(ForecastSettings(dip_memory_s=0))), bursts(seed, 0.85), 1200)
+    ungated = fired_at(ForecastEngine(ForecastConfig(ForecastSettings(dip_memory_s=0, rise_margin_s=None))),
+                       bursts(seed, 0.85), 1200)
     gated = fired_at(ForecastEngine(GATED), bursts(seed, 0.85), 1200)
     assert len(ungated) == 5
     assert gated == ungated[:1]
@@ -73,7 +76,7 @@ def test_the_memory_expires():
     # the same two bursts 7 hours apart: the 6-hour memory has forgotten the first by the second
     calm_then = lambda k: bursts(1, 0.85)(k if k < 240 else k - 1440 if k >= 1680 else 0)
     assert len(fired_at(ForecastEngine(GATED), calm_then, 1920)) == 2
-    week = ForecastEngine(ForecastConfig(ForecastSettings(dip_memory_s=7 * 24 * 3600.0)))
+    week = ForecastEngine(ForecastConfig(ForecastSettings(dip_memory_s=7 * 24 * 3600.0, rise_margin_s=None)))
     assert len(fired_at(week, calm_then, 1920)) == 1
 
 
@@ -121,29 +124,117 @@ def test_a_partition_snapshot_taken_with_the_old_settings_is_refused_clearly():
         PartitionDetectors.restore(encode(state, SNAPSHOT_RECORDS), groups)
 
 
-def test_the_default_gate_warns_a_ramp_only_past_the_bursts_plus_a_quarter_of_the_headroom():
-    # defaults chosen by bench.early_warning_loso (24 h, 0.25): bursts to 60% are remembered, and a
-    # 30-minute ramp to 1 afterwards warns once past 85% used, still before full
-    engine = ForecastEngine()
-    assert ForecastSettings().dip_memory_s == 24 * 3600.0
-    assert len(fired_at(engine, bursts(3, 0.6), 960)) == 0  # under min_used: never warned
-    rng = np.random.default_rng(4)
-    ramp = lambda k: float(min(0.3 + 0.7 * (k - 960) / 120, 1.0) + rng.normal(0, 0.01))
-    (fired,) = fired_at(engine, ramp, 120, start=960)
-    assert 0.3 + 0.7 * (fired - 960) / 120 > 0.85 and fired < 1080
+def test_the_depth_test_warns_a_ramp_only_past_the_bursts_plus_a_quarter_the_rise_test_earlier():
+    # depth margin chosen by bench.early_warning_loso (24 h, 0.25): bursts to 60% are remembered, and a
+    # 30-minute ramp to 1 afterwards warns once past 85% used; with the default rise test (5 minutes
+    # longer than the bursts' rises) it warns once min_used lets it, minutes earlier
+    assert ForecastSettings().dip_memory_s == 24 * 3600.0 and ForecastSettings().rise_margin_s == 300.0
+    first = {}
+    for name, config in (("depth", DEPTH_ONLY), ("default", None)):
+        engine = ForecastEngine(config)
+        assert len(fired_at(engine, bursts(3, 0.6), 960)) == 0  # under min_used: never warned
+        rng = np.random.default_rng(4)
+        ramp = lambda k: float(min(0.3 + 0.7 * (k - 960) / 120, 1.0) + rng.normal(0, 0.01))
+        (first[name],) = fired_at(engine, ramp, 120, start=960)
+    assert 0.3 + 0.7 * (first["depth"] - 960) / 120 > 0.85 and first["depth"] < 1080
+    assert 0.3 + 0.7 * (first["default"] - 960) / 120 < 0.85 and first["default"] <= first["depth"] - 8
 
 
-def test_the_default_gate_does_not_warn_within_a_day_of_recovering_from_80_percent():
+def test_the_depth_test_alone_does_not_warn_within_a_day_of_recovering_from_80_percent():
     # the price of the chosen margin: 0.8 + 0.25 is past the bound, so a ramp the same day is not warned
-    # about (bench.early_warning_loso's ramps after bursts show it: 32 of 75 warned); a day later it is again
+    # about by depth (bench.early_warning_loso's ramps after bursts: 32 of 75 warned); a day later it is
+    # again. The default rise test warns it the same day: it climbs for longer than the burst did
     rng = np.random.default_rng(5)
     ramp_at = lambda start: (lambda k: float(min(0.3 + 0.7 * max(k - start, 0) / 120, 1.0) + rng.normal(0, 0.01)))
-    same_day = ForecastEngine()
+    with_rise = ForecastEngine()
+    assert len(fired_at(with_rise, bursts(6, 0.8, count=1), 240)) == 1
+    (fired,) = fired_at(with_rise, ramp_at(240 + 2 * 240), 3 * 240, start=240)
+    assert (240 + 2 * 240 + 120 - fired) * 15 >= 5 * 60
+    same_day = ForecastEngine(DEPTH_ONLY)
     assert len(fired_at(same_day, bursts(6, 0.8, count=1), 240)) == 1  # the first burst: no history yet
     assert fired_at(same_day, ramp_at(240 + 2 * 240), 3 * 240, start=240) == []
-    next_day = ForecastEngine()
+    next_day = ForecastEngine(DEPTH_ONLY)
     fired_at(next_day, bursts(6, 0.8, count=1), 240)
     later = 240 + 24 * 240  # 24 h of calm (15 s steps) after the burst
     calm = lambda k: float(0.3 + rng.normal(0, 0.01))
     fired_at(next_day, calm, later - 240, start=240)
     assert len(fired_at(next_day, ramp_at(later + 40), 240, start=later)) == 1
+
+
+# ---------------------------------------------------------------------- the rise test (rise_margin)
+
+RISE = ForecastConfig(ForecastSettings(rise_margin_s=150.0))  # the depth gate (24 h, 0.25), a 2.5-minute rise margin
+
+
+def ramp_from(start: int, minutes: float, seed: int):
+    """Calm at 0.3 until step ``start``, then a straight ramp to 1 in ``minutes`` (15 s steps), noise 0.01."""
+    rng = np.random.default_rng(seed)
+    return lambda k: float(min(0.3 + 0.7 * max(k - start, 0) / (4 * minutes), 1.0) + rng.normal(0, 0.01))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_ramp_after_bursts_as_deep_as_the_gate_allows_warns_once_it_rises_longer(seed):
+    # three bursts to 80% (5-minute rises) leave nothing for the depth gate: 0.8 + 0.25 is past the
+    # bound. A 30-minute ramp rises for longer than any of them, and that lets it warn, before full
+    plain, rise = ForecastEngine(DEPTH_ONLY), ForecastEngine(RISE)
+    for engine in (plain, rise):
+        assert len(fired_at(engine, bursts(seed, 0.8, count=3), 720)) == 1  # the first: nothing remembered yet
+    assert rise._rise_seen[0] < 10 * 60  # the bursts' rises, as measured: 5 minutes plus the fit's lag
+    ramp = ramp_from(720 + 40, 30, seed)
+    assert fired_at(plain, ramp, 240, start=720) == []
+    (fired,) = fired_at(rise, ramp, 240, start=720)
+    assert (720 + 40 + 120 - fired) * 15 >= 5 * 60  # at least 5 minutes before full
+    assert rise._dip_seen[0] + 0.25 > 1  # the depth gate alone would have let nothing through
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bursts_like_the_ones_it_recovered_from_do_not_warn_with_the_rise_test(seed):
+    # the same hourly burst to 85% (5-minute rises) as in the first test above: only the first warns,
+    # with or without the rise test; the others neither go deeper by the margin nor rise for longer
+    gated = fired_at(ForecastEngine(DEPTH_ONLY), bursts(seed, 0.85), 1200)
+    with_rise = fired_at(ForecastEngine(RISE), bursts(seed, 0.85), 1200)
+    assert with_rise == gated and len(gated) == 1
+
+
+def test_a_burst_that_rises_for_longer_than_the_remembered_ones_is_let_through():
+    # the price of the rise test: after bursts with 5-minute rises, a benign burst that climbs for
+    # 20 minutes to 85% and drains is warned about, as a ramp would be at that point
+    engine = ForecastEngine(RISE)
+    fired_at(engine, bursts(7, 0.85, count=2), 480)
+    rng = np.random.default_rng(8)
+    slow = lambda k: float((0.3 + 0.55 * min(k - 500, 80) / 80 if 500 <= k < 600 else 0.3) + rng.normal(0, 0.01))
+    assert len(fired_at(engine, slow, 200, start=480)) == 1
+    assert fired_at(ForecastEngine(DEPTH_ONLY), bursts(7, 0.85, count=2), 480) != []  # (the first burst, without it too)
+
+
+def test_rise_margin_is_read_from_yaml_words_and_checked():
+    assert ForecastSettings().rise_margin_s == 300.0  # chosen by bench.early_warning_loso --grid rise
+    assert ForecastSettings.from_dict({"rise_margin": "2m30s"}).rise_margin_s == 150.0
+    assert ForecastSettings.from_dict({"rise_margin": "off"}).rise_margin_s is None
+    with pytest.raises(ForecastSpecError, match="rise_margin"):
+        ForecastSettings(rise_margin_s=-1.0)
+
+
+def test_a_snapshot_from_before_the_rise_test_loads_with_no_rise_remembered():
+    engine = ForecastEngine(RISE)
+    fired_at(engine, bursts(2, 0.85), 480)
+    old = capture(engine)
+    for name in ("_rise_from", "_rise_now", "_rise_seen", "_rise_at"):  # the layout of the depth-only gate
+        del old[name]
+    back = ForecastEngine(RISE)
+    apply(back, decode(encode(old)))
+    assert np.isnan(back._rise_seen).all() and back._dip_seen[0] == engine._dip_seen[0]
+    # with no rise remembered the rise test lets nothing through; the depth gate still holds the bursts
+    assert fired_at(back, bursts(2, 0.85), 720, start=480) == []
+
+
+def test_a_gap_in_the_samples_starts_the_rise_afresh():
+    # heading to the bound before and after an hour without samples: the rise does not count the hour
+    engine = ForecastEngine(RISE)
+    rng = np.random.default_rng(3)
+    slow = lambda k: float(0.3 + 0.001 * k + rng.normal(0, 0.002))
+    fired_at(engine, slow, 80)
+    t_s = lambda k: T0_MS / 1000 + 15 * k
+    assert engine._rise_from[0] < t_s(79) - 5 * 60  # rising for more than 5 minutes before the gap
+    fired_at(engine, slow, 40, start=80 + 240)
+    assert t_s(80 + 240) <= engine._rise_from[0] < t_s(80 + 280)
