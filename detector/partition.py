@@ -52,7 +52,7 @@ from detector.rules.alerting import Alert, fingerprint
 from detector.rules.engine import EngineOutput, EngineStats, RuleEngine
 from detector.rules.group import RuleGroup
 from detector.rules.reads import may_read_metric
-from detector.snapshot import SnapshotError, apply_attributes, capture_attributes, decode, encode
+from detector.snapshot import SnapshotError, apply_attributes, capture, capture_attributes, decode, encode, is_component
 from detector.store import EMPTY
 
 SCORE_METRIC = "headroom_anomaly_score"
@@ -278,7 +278,7 @@ class PartitionDetectors:
 
     # Snapshots carry the rule engine, scorer and forecaster (detector.snapshot);
     # the threshold is configuration and the score keys a cache.
-    SNAPSHOT_SKIP = frozenset({"score_threshold", "_scored", "_store_scores", "retire_every_ms"})
+    SNAPSHOT_SKIP = frozenset({"score_threshold", "_scored", "_store_scores", "retire_every_ms", "fresh_components"})
 
     def snapshot(self) -> bytes:
         """Everything this partition has learned, as bytes for :meth:`restore`.
@@ -304,16 +304,28 @@ class PartitionDetectors:
         carrying the state of a :meth:`snapshot`.
 
         Raises :class:`~detector.snapshot.SnapshotError` if the bytes are not a
-        snapshot this code can load, or were taken with other model or forecast
-        settings. Rule changes are fine: see :meth:`RuleEngine.restore_state`.
+        snapshot this code can load. Rule changes are fine: see
+        :meth:`RuleEngine.restore_state`. A snapshot taken with other model or
+        forecast settings (an upgrade that changed a default) still restores the
+        rules' state, so no ``for`` clock or firing alert is lost; the scorer or
+        the forecaster (with its early warnings) whose settings changed starts
+        afresh, and :attr:`fresh_components` names it.
         """
         detectors = cls(groups, **options)
         state = decode(data, SNAPSHOT_RECORDS)
-        if not isinstance(state, dict) or "_config" not in state:
+        if not isinstance(state, dict) or "_config" not in state or not isinstance(state["_config"], str):
             raise SnapshotError("corrupt snapshot: not the state of a partition")
-        taken_with = state.pop("_config")
-        if taken_with != detectors._config_identity():
-            raise SnapshotError(f"snapshot taken with other detector settings ({taken_with}), now {detectors._config_identity()}")
+        taken = _identities(state.pop("_config"))
+        now = _identities(detectors._config_identity())
+        if taken is None:
+            raise SnapshotError("corrupt snapshot: its detector settings cannot be read")
+        for part, attributes in (("scores", ("scorer",)), ("forecasts", ("forecaster", "warning_alerts"))):
+            if taken[part] != now[part]:
+                # Learned with other settings: this part starts as the constructor built it.
+                for name in attributes:
+                    current = getattr(detectors, name)
+                    state[name] = capture(current) if is_component(current) else current
+                detectors.fresh_components += (part,)
         try:
             apply_attributes(detectors, state)
         except SnapshotError:
@@ -321,6 +333,9 @@ class PartitionDetectors:
         except Exception as exc:  # noqa: BLE001 - state that decodes but does not fit: same as corrupt
             raise SnapshotError(f"snapshot does not fit this code: {type(exc).__name__}: {exc}") from None
         return detectors
+
+    fresh_components: tuple[str, ...] = ()
+    """After :meth:`restore`: the parts ("scores", "forecasts") that started afresh, their settings changed."""
 
     def _config_identity(self) -> str:
         """What the learned state depends on besides the rules: model and forecast settings."""
@@ -330,6 +345,18 @@ class PartitionDetectors:
             config = self.forecaster.config
             forecasts = f"{config.settings!r} {[spec.describe() for spec in config.specs]}"
         return f"scores: {scorer}; forecasts: {forecasts}"
+
+
+def _identities(config: str) -> dict[str, str] | None:
+    """The scores and forecasts parts of :meth:`PartitionDetectors._config_identity`'s text.
+
+    >>> _identities("scores: default v3; forecasts: off")
+    {'scores': 'default v3', 'forecasts': 'off'}
+    """
+    scores, sep, forecasts = config.partition("; forecasts: ")
+    if not sep or not scores.startswith("scores: "):
+        return None
+    return {"scores": scores[len("scores: "):], "forecasts": forecasts}
 
 
 SNAPSHOT_RECORDS = {"Alert": Alert, "EngineStats": EngineStats}

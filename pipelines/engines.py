@@ -97,6 +97,10 @@ class PartitionEngines:
             log.error("partition %d: cannot load its snapshot at offset %d, starting empty: %s", partition, offset, exc)
             self.start_empty(partition)
             return False
+        fresh = self.engines[partition].fresh_components
+        if fresh:
+            log.warning("partition %d: its snapshot at offset %d was taken with other %s settings; the rules' state "
+                        "is restored, the %s start afresh", partition, offset, " and ".join(fresh), " and ".join(fresh))
         # Types learned since the snapshot (the metadata topic is read from its start) apply at once.
         self.engines[partition].reclassify()
         self.offsets[partition] = offset

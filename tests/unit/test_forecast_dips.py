@@ -12,7 +12,7 @@ from detector.forecast import ForecastConfig, ForecastEngine, ForecastSettings, 
 from detector.forecast.engine import DIP_FIELDS
 from detector.partition import SNAPSHOT_RECORDS, PartitionDetectors
 from detector.rules import RuleGroup
-from detector.snapshot import SnapshotError, apply, capture, decode, encode
+from detector.snapshot import apply, capture, decode, encode
 
 T0_MS = 1_700_000_000_000
 SAT = (("__name__", "worker_dispatch_channel_saturation"), ("worker_id", "w1"))
@@ -114,14 +114,13 @@ def test_a_snapshot_from_before_the_dip_gate_loads_with_nothing_remembered():
     assert len(fired_at(back, bursts(2, 0.85), 720, start=480)) == 1
 
 
-def test_a_partition_snapshot_taken_with_the_old_settings_is_refused_clearly():
+def test_a_partition_snapshot_taken_with_the_old_settings_restores_all_but_the_forecasts():
     groups = [RuleGroup("g", "inline", 15_000, ())]
     state = decode(PartitionDetectors(groups).snapshot(), SNAPSHOT_RECORDS)
     # what the code before the gate wrote: its settings had no dip fields
     state["_config"] = re.sub(r", dip_memory_s=[^,]+, dip_margin=[^,]+, dip_recovery=[^,)]+", "", state["_config"])
     assert "dip_" not in state["_config"]
-    with pytest.raises(SnapshotError, match="other detector settings"):
-        PartitionDetectors.restore(encode(state, SNAPSHOT_RECORDS), groups)
+    assert PartitionDetectors.restore(encode(state, SNAPSHOT_RECORDS), groups).fresh_components == ("forecasts",)
 
 
 def test_the_depth_test_warns_a_ramp_only_past_the_bursts_plus_a_quarter_the_rise_test_earlier():

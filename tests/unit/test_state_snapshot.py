@@ -9,7 +9,7 @@ import pytest
 
 from detector.wire.batch import SampleBatch
 from detector.forecast.engine import ForecastEngine
-from detector.partition import PartitionDetectors, PartitionOutput
+from detector.partition import SNAPSHOT_RECORDS, PartitionDetectors, PartitionOutput
 from detector.promql import compile_expr
 from detector.rules import AlertingRule, RuleGroup, load_rule_files
 from simulator.runbook import RunbookSimulator
@@ -162,11 +162,26 @@ def test_a_bad_snapshot_starts_the_partition_empty_with_a_logged_error(caplog):
     assert later.restore(1, good, offset=41) and later.folded(1, 41) and len(later.engines[1].rules.active_alerts()) == 1
 
 
-def test_a_snapshot_taken_with_other_model_settings_is_refused():
+def test_a_snapshot_taken_with_other_forecast_settings_keeps_the_rules_state_and_starts_forecasts_afresh():
+    # An upgrade that changes a forecast or model default must not lose a firing alert or a for clock.
     groups = [RuleGroup("g", "inline", 15_000, (up_rule(),))]
-    data = PartitionDetectors(groups, forecasts=False).snapshot()
-    with pytest.raises(SnapshotError, match="other detector settings"):
-        PartitionDetectors.restore(data, groups)
+    before = PartitionDetectors(groups, forecasts=False, engine_options={"start_wait_ms": 0})
+    before.ingest(up_batch(0, 3))
+    assert len(before.rules.active_alerts()) == 1
+    back = PartitionDetectors.restore(before.snapshot(), groups, engine_options={"start_wait_ms": 0})
+    assert back.fresh_components == ("forecasts",)
+    assert back.rules.active_alerts() == before.rules.active_alerts()
+    assert back.forecaster is not None and back.forecaster._keys == {}  # built afresh: nothing learned
+    same = PartitionDetectors.restore(before.snapshot(), groups, forecasts=False, engine_options={"start_wait_ms": 0})
+    assert same.fresh_components == ()
+
+
+def test_a_snapshot_whose_settings_cannot_be_read_is_refused():
+    groups = [RuleGroup("g", "inline", 15_000, (up_rule(),))]
+    state = decode(PartitionDetectors(groups).snapshot(), SNAPSHOT_RECORDS)
+    state["_config"] = "something else"
+    with pytest.raises(SnapshotError, match="settings cannot be read"):
+        PartitionDetectors.restore(encode(state, SNAPSHOT_RECORDS), groups)
 
 
 def test_new_plain_attributes_are_carried_without_snapshot_code(monkeypatch):
