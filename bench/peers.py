@@ -543,6 +543,13 @@ def one_run(ctx: BenchContext, stream: Stream, shape: tuple[int, int, int], run:
                 kafka[p.key] = sum(topic_bytes(p.broker.log_dir, topic) for topic in p.samples_topics) / accepted
             lat = sorted(p.latencies)
             notes.append(f"{p.key}: request p50 {1000 * lat[len(lat) // 2]:.0f} ms, max {1000 * lat[-1]:.0f} ms")
+            if p.worker_metrics:  # the worker's fixed cost per message weighs with few samples per message
+                counts = scrape(p.worker_metrics + "?name[]=headroom_worker_samples_total"
+                                "&name[]=headroom_worker_batches_total") or {}
+                messages = counts.get("headroom_worker_batches_total", 0.0)
+                if messages:
+                    per = counts.get("headroom_worker_samples_total", 0.0) / messages
+                    notes.append(f"{p.key}: {per:.0f} samples per message ({messages:.0f} messages, history included)")
         return RunResult(cpu, marginal, idle, rss, kafka, live_samples, window, notes)
     finally:
         peers_ctl.stop()
