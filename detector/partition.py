@@ -316,7 +316,7 @@ class PartitionDetectors:
         if not isinstance(state, dict) or "_config" not in state or not isinstance(state["_config"], str):
             raise SnapshotError("corrupt snapshot: not the state of a partition")
         taken = _identities(state.pop("_config"))
-        now = _identities(detectors._config_identity())
+        now = detectors._config_parts()
         if taken is None:
             raise SnapshotError("corrupt snapshot: its detector settings cannot be read")
         for part, attributes in (("scores", ("scorer",)), ("forecasts", ("forecaster", "warning_alerts"))):
@@ -337,14 +337,19 @@ class PartitionDetectors:
     fresh_components: tuple[str, ...] = ()
     """After :meth:`restore`: the parts ("scores", "forecasts") that started afresh, their settings changed."""
 
-    def _config_identity(self) -> str:
+    def _config_parts(self) -> dict[str, str]:
         """What the learned state depends on besides the rules: model and forecast settings."""
         scorer = "off" if self.scorer is None else self.scorer.identity()
         forecasts = "off"
         if self.forecaster is not None:
             config = self.forecaster.config
             forecasts = f"{config.settings!r} {[spec.describe() for spec in config.specs]}"
-        return f"scores: {scorer}; forecasts: {forecasts}"
+        return {"scores": scorer, "forecasts": forecasts}
+
+    def _config_identity(self) -> str:
+        """:meth:`_config_parts` as the text a snapshot records (:func:`_identities` reads it back)."""
+        parts = self._config_parts()
+        return f"scores: {parts['scores']}; forecasts: {parts['forecasts']}"
 
 
 def _identities(config: str) -> dict[str, str] | None:

@@ -102,15 +102,17 @@ class Template:
                     found.append(node.args[1].value)
         return tuple(found)
 
+    def _query_calls(self) -> int:
+        return sum(isinstance(n, IdentifierNode) and n.name == "query" for t in self.trees.values() for n in _walk(t))
+
     def uses_query(self) -> bool:
         """Whether the template calls ``query`` at all (with a constant expression or not)."""
-        return any(isinstance(n, IdentifierNode) and n.name == "query" for t in self.trees.values() for n in _walk(t))
+        return self._query_calls() > 0
 
     def queries_are_constant(self) -> bool:
         """Whether every ``query`` call passes a constant expression, so :meth:`queries` lists all
         the template can read (``{{ printf "up{x=%q}" .Labels.x | query }}`` is built while rendering)."""
-        calls = sum(isinstance(n, IdentifierNode) and n.name == "query" for t in self.trees.values() for n in _walk(t))
-        return calls == len(self.queries())
+        return self._query_calls() == len(self.queries())
 
     def render(
         self,
