@@ -38,7 +38,7 @@ import dataclasses
 import json
 import struct
 from collections.abc import Mapping
-from itertools import accumulate, chain
+from itertools import chain
 from typing import Any
 
 import cramjam
@@ -77,7 +77,7 @@ def encode(tree: Any, records: Mapping[str, type] | None = None) -> bytes:
         offset[0] += data.nbytes
         return [value.dtype.str, list(value.shape), offset[0] - data.nbytes]
 
-    def pack_all(values: Any) -> list:
+    def pack_all(values: Any) -> list | dict:
         # Most lists are all scalars (free rows, per-series numbers): those pass as they are,
         # after one type check in C instead of a call per element.
         items = list(values)
@@ -88,21 +88,26 @@ def encode(tree: Any, records: Mapping[str, type] | None = None) -> bytes:
             labels = pack_label_sets(items)
             if labels is not None:
                 return labels
-        elif kinds == _BYTES_ONLY:  # series keys: as pack() writes each
-            return [{"b": b2a_base64(v, newline=False).decode("ascii")} for v in items]
+        elif kinds == _BYTES_ONLY:  # series keys: one buffer plus their lengths, as key maps
+            lengths = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
+            return {"B": [array(np.frombuffer(b"".join(items), dtype=np.uint8)), array(lengths)]}
         return [pack(v) for v in items]
 
-    def pack_label_sets(items: list[tuple]) -> list | None:
-        """A list of label sets as pack() writes each, ``{"p": [name, value, ...]}``, with the
-        type checks over the whole list at once; None if any item is not a label set."""
+    def pack_label_sets(items: list[tuple]) -> dict | None:
+        """A list of label sets (a partition's series, by count most of its state) as three arrays:
+        pairs per set, characters per string, and every name and value as one UTF-8 buffer. Kept
+        out of the JSON tree, whose encoder spent more on these strings than on all else together.
+        The type checks run over the whole list at once; None if any item is not a label set."""
         pairs = list(chain.from_iterable(items))
         if not (_TUPLE_ONLY.issuperset(map(type, pairs)) and _PAIR_ONLY.issuperset(map(len, pairs))):
             return None
         flat = list(chain.from_iterable(pairs))
         if not _STR_ONLY.issuperset(map(type, flat)):
             return None
-        ends = list(accumulate(len(labels) * 2 for labels in items))
-        return [{"p": flat[end - 2 * len(labels) : end]} for labels, end in zip(items, ends)]
+        counts = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
+        lengths = np.fromiter(map(len, flat), dtype=np.int64, count=len(flat))
+        text = "".join(flat).encode("utf-8", "surrogatepass")
+        return {"P": [array(counts), array(lengths), array(np.frombuffer(text, dtype=np.uint8))]}
 
     def pack(value: Any) -> Any:
         kind = type(value)
@@ -171,6 +176,14 @@ def decode(data: bytes, records: Mapping[str, type] | None = None) -> Any:
             if tag == "p":
                 pairs = iter(body)
                 return tuple(zip(pairs, pairs))
+            if tag == "P":
+                return _label_sets(*(_array(payload, *part) for part in body))
+            if tag == "B":
+                blob, lengths = _array(payload, *body[0]), _array(payload, *body[1])
+                if lengths.sum() != len(blob) or (lengths < 0).any():
+                    raise SnapshotError("corrupt snapshot: byte list sizes disagree")
+                data, ends = blob.tobytes(), np.cumsum(lengths).tolist()
+                return [data[a:b] for a, b in zip([0, *ends[:-1]], ends)]
             if tag == "t":
                 return tuple(unpack(v) for v in body)
             if tag == "k":
@@ -198,6 +211,18 @@ def decode(data: bytes, records: Mapping[str, type] | None = None) -> Any:
         raise
     except Exception as exc:  # noqa: BLE001 - malformed tree: wrong arities, bad base64, bad record fields
         raise SnapshotError(f"corrupt snapshot: {type(exc).__name__}: {exc}") from None
+
+
+def _label_sets(counts: np.ndarray, lengths: np.ndarray, blob: np.ndarray) -> list[tuple]:
+    """The label sets :func:`encode` packed as arrays (pairs per set, characters per string, text)."""
+    text = blob.tobytes().decode("utf-8", "surrogatepass")
+    if (counts < 0).any() or (lengths < 0).any() or 2 * counts.sum() != len(lengths) or lengths.sum() != len(text):
+        raise SnapshotError("corrupt snapshot: label set sizes disagree")
+    ends = np.cumsum(lengths).tolist()
+    strings = iter([text[a:b] for a, b in zip([0, *ends[:-1]], ends)])
+    pairs = list(zip(strings, strings))
+    set_ends = np.cumsum(counts).tolist()
+    return [tuple(pairs[a:b]) for a, b in zip([0, *set_ends[:-1]], set_ends)]
 
 
 def _array(payload: memoryview, dtype: str, shape: list[int], offset: int) -> np.ndarray:

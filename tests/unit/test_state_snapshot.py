@@ -237,3 +237,28 @@ def test_the_loader_builds_nothing_but_data(tree, reason):
         decode(forge(tree, b"\0" * 64))
     with pytest.raises(SnapshotError, match="cannot snapshot"):
         encode(np.array([object()]))
+
+
+def test_label_sets_and_key_lists_round_trip_as_buffers():
+    """Lists of label sets and of series keys leave the JSON tree as arrays; every string survives."""
+    sets = [(("__name__", "up"), ("job", "api")), (), (("pod", "ü-ß-日本"), ("empty", "")), (("a", "\x00b"),)]
+    keys = [b"", b"\x00\xff", "k-ü".encode()]
+    back = decode(encode({"sets": sets, "keys": keys}))
+    assert back == {"sets": sets, "keys": keys}
+
+
+def test_label_sets_in_the_format_of_earlier_snapshots_still_load():
+    """Snapshots written before the buffer form held each label set as its own flat list."""
+    assert decode(forge('[{"p":["job","api","instance","a:1"]},{"p":[]}]', b"")) == [
+        (("job", "api"), ("instance", "a:1")), ()]
+
+
+@pytest.mark.parametrize("tree", [
+    '{"P":[["<i8",[2],0],["<i8",[2],8],["|u1",[3],24]]}',  # 2 sets of 1 pair each, but 2 strings
+    '{"P":[["<i8",[1],0],["<i8",[2],8],["|u1",[1],24]]}',  # string lengths past the text
+    '{"B":[["|u1",[2],24],["<i8",[1],0]]}',  # key lengths that do not add up to the buffer
+])
+def test_buffers_whose_sizes_disagree_are_refused(tree):
+    payload = np.array([1, 1, 1], dtype=np.int64).tobytes() + b"abc"
+    with pytest.raises(SnapshotError, match="sizes disagree"):
+        decode(forge(tree, payload))
