@@ -81,6 +81,10 @@ class WorkerMetrics:
                                   "Partial rows a combine partition holds for ticks not evaluated yet",
                                   ["lane", "partition"], registry=registry)
         self.frames = Counter("headroom_partial_frames", "Partials frames produced, by topic", ["topic"], registry=registry)
+        # What snapshots cost (pipelines.snapshot_schedule keeps them near HEADROOM_SNAPSHOT_CPU_SHARE of the work).
+        self.snapshots = Counter("headroom_snapshots", "Partition snapshots taken", ["lane"], registry=registry)
+        self.snapshot_cpu = Counter("headroom_snapshot_cpu_seconds", "CPU spent taking partition snapshots (capture, encode, compress)",
+                                    ["lane"], registry=registry)
 
 
 @dataclass
@@ -336,11 +340,19 @@ class Worker:
     def _snapshot_due(self, lane: str, partition: int) -> bool:
         """After a partition's first message here (offsets are committed only up to a snapshot, so the
         first one should not wait), then as :mod:`pipelines.snapshot_schedule` says."""
-        return self.settings.snapshot_interval_s > 0 and self.snapshots.due((lane, partition))
+        return self.settings.snapshot_interval_s > 0 and self.snapshots.due((lane, partition), self._held(lane, partition))
+
+    def _held(self, lane: str, partition: int) -> int:
+        """Series a partition's detectors hold (what its snapshot's cost grows with); 0 for a combine
+        partition, whose state is a few ticks of partial rows."""
+        store = getattr(self.lanes[lane].engines.get(partition), "store", None)
+        return len(store) if store is not None else 0
 
     def snapshot_taken(self, lane: str, partition: int, cpu_s: float) -> None:
         """What a partition's snapshot cost (the state keeper tells), for the schedule's budget."""
         self.snapshots.taken((lane, partition), cpu_s)
+        self.metrics.snapshots.labels(lane).inc()
+        self.metrics.snapshot_cpu.labels(lane).inc(cpu_s)
 
     def _outgoing(self, lane: str, partition: int, out: PartitionOutput) -> Outgoing:
         settings, metrics = self.settings, self.metrics

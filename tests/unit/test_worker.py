@@ -182,6 +182,28 @@ def test_between_the_intervals_a_snapshot_waits_until_processing_has_cost_ten_ti
     assert handle(5, 100.0) == []  # however much work, never sooner than the interval
 
 
+def test_a_partition_that_grew_since_its_last_snapshot_waits_for_work_in_proportion() -> None:
+    """The first snapshot, of one series, cost next to nothing; the partition then holds ten: the next
+    one is expected to cost ten times as much, so it waits for ten times the work."""
+    clock, cpu = FakeClock(T0), [0.0]
+
+    def handle(offset: int, cpu_s: float, instances: int) -> list:
+        def costly_cpu_clock() -> float:
+            cpu[0] += cpu_s
+            return cpu[0]
+        worker.cpu_clock = costly_cpu_clock
+        series = [(up(f"a:{i}"), [(T0 + offset * STEP, 1.0)]) for i in range(instances)]
+        return worker.handle(SAMPLES, 0, offset, message(series)).snapshots
+
+    worker = make_worker(clock, snapshot_interval="30s", snapshot_max_interval="5m")
+    assert handle(0, 0.01, 1) == [(SAMPLES, 0)]
+    worker.snapshot_taken(SAMPLES, 0, cpu_s=0.01)  # one series: 0.1 CPU-s of work would have been enough
+    clock.ms += 60_000
+    assert handle(1, 0.5, 10) == []  # ten series now: the next is expected at 0.1 CPU-s, so 1 CPU-s of work
+    clock.ms += 60_000
+    assert handle(2, 0.6, 10) == [(SAMPLES, 0)]
+
+
 def test_after_a_takeover_transitions_the_previous_owner_wrote_are_not_written_again() -> None:
     clock = FakeClock(T0)
     first = make_worker(clock)
