@@ -449,6 +449,14 @@ async def play(peers: list[Peer], requests: list[Request], bodies: list[bytes], 
     await asyncio.gather(*(shard_sender(peer, shard) for peer in peers for shard in range(SHARDS)))
 
 
+def _snapshots(peer: Peer) -> tuple[float, float]:
+    """(snapshots taken, their CPU seconds) so far, all lanes, from the worker's /metrics."""
+    metrics = scrape(peer.worker_metrics + "?name[]=headroom_snapshots_total&name[]=headroom_snapshot_cpu_seconds_total") or {}
+    count = sum(v for k, v in metrics.items() if k.startswith("headroom_snapshots_total"))
+    cpu = sum(v for k, v in metrics.items() if k.startswith("headroom_snapshot_cpu_seconds_total"))
+    return count, cpu
+
+
 def _consumed(peer: Peer) -> float:
     # Only the counter: the whole page holds a score gauge per series (27 MB at 100k series with
     # scores on), which the worker would render for every poll, its memory and CPU counted as the run's.
@@ -513,11 +521,13 @@ def one_run(ctx: BenchContext, stream: Stream, shape: tuple[int, int, int], run:
         bodies = [stream.body(r, base_ms) for r in live]
         time.sleep(max(0.0, window_start_ms / 1000 - time.time()))
         before = {p.key: {role: cpu_seconds(pid) for role, pid in p.pids.items()} for p in peers}
+        snapshots_before = {p.key: _snapshots(p) for p in peers if p.worker_metrics}
         t0 = time.monotonic()
         asyncio.run(play(peers, live, bodies, base_ms, live=True))
         time.sleep(SETTLE_S)
         extra = wait_consumed(peers, CAUGHT_UP_TIMEOUT_S)
         after = {p.key: {role: cpu_seconds(pid) for role, pid in p.pids.items()} for p in peers}
+        snapshots_after = {p.key: _snapshots(p) for p in peers if p.worker_metrics}
         window = time.monotonic() - t0
         # Idle, after the live window (the history burst's aftermath, flushes and GC, would inflate it before):
         # what each system spends per second without traffic (timers, housekeeping, wall-clock rules).
@@ -550,6 +560,11 @@ def one_run(ctx: BenchContext, stream: Stream, shape: tuple[int, int, int], run:
                 if messages:
                     per = counts.get("headroom_worker_samples_total", 0.0) / messages
                     notes.append(f"{p.key}: {per:.0f} samples per message ({messages:.0f} messages, history included)")
+                # Snapshots come at most every 5 min per partition at this rate (pipelines/snapshot_schedule.py):
+                # whether the window holds some or none moves the worker's figure, so say which.
+                (n0, c0), (n1, c1) = snapshots_before[p.key], snapshots_after[p.key]
+                notes.append(f"{p.key}: {n1 - n0:.0f} snapshots in the window ({c1 - c0:.2f} CPU-s, "
+                             f"{(c1 - c0) / live_samples * 1e6:.2f} CPU-s/1M samples); {n1:.0f} in the run, {c1:.2f} CPU-s")
         return RunResult(cpu, marginal, idle, rss, kafka, live_samples, window, notes)
     finally:
         peers_ctl.stop()
