@@ -232,7 +232,10 @@ class RemoteWriteDecoder:
         # reads the samples off the end of the series' bytes; what precedes
         # them must then be, byte for byte, the labels of a series already
         # validated. Anything else takes the slow path through protobuf.
-        for raw in request.timeseries:
+        raws = request.timeseries
+        if len(raws) >= _VECTOR_MIN_SERIES and _one_sample(raws[0]):  # senders send alike series together
+            raws = self._decode_single_samples(raws, columns)
+        for raw in raws:
             peeled = _peel_samples(raw)
             ref = known.get(raw[: peeled[0]]) if peeled is not None else None
             if ref is None:
@@ -275,6 +278,45 @@ class RemoteWriteDecoder:
             newest = max(int(b.timestamps.max()) for batches in out.batches.values() for b in batches)
             out.global_batches.append(_clock_batch(newest))
         return out
+
+    def _decode_single_samples(self, raws: Sequence[bytes], columns: dict[int, _PartitionColumns]) -> list[bytes]:
+        """The usual request at once: series of known labels with one sample each go to their partitions'
+        columns with numpy doing the per-sample work; returns the other series, in order, for the loop."""
+        single = _peel_single_samples(raws)
+        if single is None:
+            return list(raws)
+        ok, key_ends, stamps, values = single
+        rows = np.flatnonzero(ok)
+        keys = [raws[i][:end] for i, end in zip(rows.tolist(), key_ends[rows].tolist())]
+        refs = list(map(self._known.get, keys))
+        found = [ref is not None for ref in refs]
+        if not all(found):
+            hit = np.fromiter(found, dtype=bool, count=len(found))
+            rows, keys, refs = rows[hit], [k for k, f in zip(keys, found) if f], [r for r in refs if r is not None]
+        if len(rows):
+            keys = [ref.key for ref in refs]  # canonical, as the batches carry them
+            lanes = [ref.partition for ref in refs]
+            if self.feeds_global_lane is not None:  # a copy of each global-lane series, as the loop makes
+                copied = [i for i, ref in enumerate(refs) if ref.global_lane]
+                if copied:
+                    lanes += [_GLOBAL_LANE] * len(copied)
+                    keys = keys + [keys[i] for i in copied]
+                    rows = np.concatenate([rows, rows[copied]])
+            by_lane = np.fromiter(lanes, dtype=np.int64, count=len(lanes))
+            order = np.argsort(by_lane, kind="stable")  # request order within each partition
+            bounds = np.flatnonzero(np.diff(by_lane[order])) + 1
+            for part in np.split(order, bounds):
+                lane = int(by_lane[part[0]])
+                cols = columns.get(lane)
+                if cols is None:
+                    cols = columns[lane] = _PartitionColumns()
+                picked = rows[part]
+                cols.add_singles([keys[i] for i in part.tolist()], stamps[picked], values[picked])
+        if len(rows) == len(raws):
+            return []
+        left = np.ones(len(raws), dtype=bool)
+        left[rows] = False
+        return [raws[i] for i in np.flatnonzero(left).tolist()]
 
     def _slow_path(self, raw: bytes, out: DecodedWrite) -> tuple[_SeriesRef | None, _Peeled | None]:
         """Parse one series with protobuf: first sight of a series, or an unusual encoding."""
@@ -424,6 +466,52 @@ def _peel_samples(raw: bytes) -> _Peeled | None:
     return end, stamps, values
 
 
+_VECTOR_MIN_SERIES = 16  # below this the per-series loop is as quick
+_TAIL = 22  # the longest one-sample ending: 0x12 len 0x09 value(8) 0x10 timestamp(up to 10)
+_TAIL_COLS = np.arange(_TAIL)
+_VARINT_SHIFTS = np.arange(10, dtype=np.uint64) * np.uint64(7)
+
+
+def _one_sample(raw: bytes) -> bool:
+    peeled = _peel_samples(raw)
+    return peeled is not None and len(peeled[1]) == 1
+
+
+def _peel_single_samples(raws: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """:func:`_peel_samples` for every series at once, for those ending in exactly one sample.
+
+    Returns (which series end in a sample the usual way, where their labels end, the timestamp,
+    the value), or None for a request with no series. As with the per-series peel a wrong split
+    is harmless: the bytes before the sample must equal a validated label encoding, so a series
+    with two samples (its first sample taken for labels) misses the cache and takes the loop.
+    """
+    if not len(raws):
+        return None
+    lengths = np.fromiter(map(len, raws), dtype=np.int64, count=len(raws))
+    blob = np.frombuffer(b"".join(raws), dtype=np.uint8)
+    ends = np.cumsum(lengths)
+    at = ends[:, None] - _TAIL + _TAIL_COLS  # each series' last _TAIL bytes, zero before its start
+    tail = np.where(at >= (ends - lengths)[:, None], blob[np.clip(at, 0, len(blob) - 1)], 0)
+    # The timestamp: a last byte without the continuation bit, after up to 9 with it.
+    more = (tail[:, -10:-1] & 0x80) != 0
+    stamp_len = 1 + np.where(more.all(axis=1), 9, np.argmin(more[:, ::-1], axis=1))
+    rows = np.arange(len(raws))
+    tag = _TAIL - 1 - stamp_len  # the column of the timestamp's field tag
+    ok = ((tail[:, -1] & 0x80) == 0) & (tail[rows, tag] == 0x10)
+    with_value = ok & (tail[rows, tag - 9] == 0x09) & (tail[rows, tag - 10] == 10 + stamp_len) & (tail[rows, tag - 11] == 0x12)
+    zero_value = ok & ~with_value & (tail[rows, tag - 1] == 1 + stamp_len) & (tail[rows, tag - 2] == 0x12)
+    ok = with_value | zero_value
+    sample_start = np.where(with_value, tag - 11, tag - 2)
+    key_ends = lengths - _TAIL + sample_start
+    ok &= key_ends >= 0
+    value_bytes = tail[rows[:, None], np.clip(tag[:, None] - 8 + np.arange(8), 0, _TAIL - 1)]
+    values = np.where(with_value, np.ascontiguousarray(value_bytes).view("<f8")[:, 0], 0.0)
+    stamp_cols = np.clip(tag[:, None] + 1 + np.arange(10), 0, _TAIL - 1)
+    digits = np.where(np.arange(10) < stamp_len[:, None], tail[rows[:, None], stamp_cols] & 0x7F, 0).astype(np.uint64)
+    stamps = (digits << _VARINT_SHIFTS).sum(axis=1, dtype=np.uint64).view(np.int64)
+    return ok, key_ends, stamps, values
+
+
 def _decode_varints(chunks: list[bytes]) -> np.ndarray:
     """Many unsigned varints at once; int64 by two's complement, as protobuf reads int64."""
     lengths = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
@@ -466,13 +554,17 @@ class _PartitionColumns:
     and decoded for the whole partition at once.
     """
 
-    __slots__ = ("keys", "counts", "stamps", "values")
+    __slots__ = ("keys", "counts", "stamps", "values", "single_keys", "single_stamps", "single_values")
 
     def __init__(self) -> None:
         self.keys: list[bytes] = []
         self.counts: list[int] = []
         self.stamps: list[bytes] = []
         self.values: list[bytes] = []
+        # Series of one sample each, already decoded (RemoteWriteDecoder._decode_single_samples).
+        self.single_keys: list[bytes] = []
+        self.single_stamps: list[np.ndarray] = []
+        self.single_values: list[np.ndarray] = []
 
     def add(self, key: bytes, stamps: list[bytes], values: list[bytes]) -> None:
         self.keys.append(key)
@@ -480,19 +572,31 @@ class _PartitionColumns:
         self.stamps += stamps
         self.values += values
 
+    def add_singles(self, keys: list[bytes], stamps: np.ndarray, values: np.ndarray) -> None:
+        self.single_keys += keys
+        self.single_stamps.append(stamps)
+        self.single_values.append(values)
+
     def cut(self, max_bytes: int, bounds: tuple[int, int] | None) -> _Cut:
         """Decode the columns, drop samples outside ``bounds``, and cut batches of about ``max_bytes``."""
-        stamps = _decode_varints(self.stamps)
-        values = np.frombuffer(b"".join(self.values), dtype="<f8")
-        keys, counts = self.keys, self.counts
+        stamps, values = list(self.single_stamps), list(self.single_values)
+        if self.stamps:
+            stamps.append(_decode_varints(self.stamps))
+            values.append(np.frombuffer(b"".join(self.values), dtype="<f8"))
+        stamps, values = np.concatenate(stamps), np.concatenate(values)
+        keys = self.single_keys + self.keys if self.single_keys else self.keys
+        counts = [1] * len(self.single_keys) + self.counts if self.single_keys else self.counts
         out = _Cut()
         if bounds is not None and (stamps.min() < bounds[0] or stamps.max() > bounds[1]):  # the usual case skips this
             too_old, too_new = stamps < bounds[0], stamps > bounds[1]
             out.too_old, out.too_new = int(too_old.sum()), int(too_new.sum())
             if out.too_old or out.too_new:
-                keys, counts, stamps, values = self._drop(too_old, too_new, stamps, values, out)
+                keys, counts, stamps, values = _drop(keys, counts, too_old, too_new, stamps, values, out)
         out.series, out.samples = len(keys), len(stamps)
         if not keys:
+            return out
+        if 4 * len(keys) + sum(map(len, keys)) + 20 * len(stamps) <= max_bytes:  # the usual case: one batch
+            out.batches.append(_batch(keys, counts, 0, len(keys), 0, len(stamps), stamps, values))
             return out
         first_series = first_sample = size = sample_end = 0
         for i in range(len(keys)):
@@ -505,22 +609,23 @@ class _PartitionColumns:
         out.batches.append(_batch(keys, counts, first_series, len(keys), first_sample, sample_end, stamps, values))
         return out
 
-    def _drop(self, too_old: np.ndarray, too_new: np.ndarray, stamps: np.ndarray, values: np.ndarray,
-              out: _Cut) -> tuple[list[bytes], list[int], np.ndarray, np.ndarray]:
-        """The columns without the out-of-window samples; the series that lost some go to ``out.offenders``."""
-        counts = np.array(self.counts, dtype=np.int64)
-        starts = np.cumsum(counts) - counts
-        old_per_series = np.add.reduceat(too_old, starts)
-        new_per_series = np.add.reduceat(too_new, starts)
-        lost = old_per_series + new_per_series
-        for i in np.flatnonzero(lost).tolist():
-            span = stamps[starts[i] : starts[i] + counts[i]]
-            out.offenders.append(_Offender(self.keys[i], int(old_per_series[i]), int(new_per_series[i]),
-                                           int(span.min()), int(span.max())))
-        keep = ~(too_old | too_new)
-        left = counts - lost
-        keys = [key for key, n in zip(self.keys, left.tolist()) if n]
-        return keys, [n for n in left.tolist() if n], stamps[keep], values[keep]
+
+def _drop(keys: list[bytes], counts: list[int], too_old: np.ndarray, too_new: np.ndarray, stamps: np.ndarray,
+          values: np.ndarray, out: _Cut) -> tuple[list[bytes], list[int], np.ndarray, np.ndarray]:
+    """The columns without the out-of-window samples; the series that lost some go to ``out.offenders``."""
+    per_series = np.array(counts, dtype=np.int64)
+    starts = np.cumsum(per_series) - per_series
+    old_per_series = np.add.reduceat(too_old, starts)
+    new_per_series = np.add.reduceat(too_new, starts)
+    lost = old_per_series + new_per_series
+    for i in np.flatnonzero(lost).tolist():
+        span = stamps[starts[i] : starts[i] + per_series[i]]
+        out.offenders.append(_Offender(keys[i], int(old_per_series[i]), int(new_per_series[i]),
+                                       int(span.min()), int(span.max())))
+    keep = ~(too_old | too_new)
+    left = per_series - lost
+    kept = [key for key, n in zip(keys, left.tolist()) if n]
+    return kept, [n for n in left.tolist() if n], stamps[keep], values[keep]
 
 
 def _batch(keys: list[bytes], counts: list[int], s0: int, s1: int, k0: int, k1: int,

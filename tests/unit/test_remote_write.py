@@ -517,3 +517,55 @@ def test_ordinary_seen_series_never_take_the_protobuf_path(monkeypatch):
 
     monkeypatch.setattr(decoder, "_slow_path", no_slow_path)
     assert decoder.decode(body).samples == 15
+
+
+# --- one request at once against the per-series loop -------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+import detector.wire.remote_write as remote_write  # noqa: E402
+
+_stamps = st.one_of(st.integers(1, 2**20), st.integers(1_600_000_000_000, 2**42), st.integers(-(2**62), -1),
+                    st.integers(2**42, 2**62))
+_values = st.one_of(st.floats(allow_nan=True), st.just(0.0), st.just(-0.0), st.just(STALE_NAN))
+_series = st.tuples(
+    st.lists(st.sampled_from(["a", "job", "instance", "le", "ü"]), min_size=1, max_size=4, unique=True),
+    st.text(min_size=0, max_size=40),
+    st.lists(st.tuples(_stamps, _values), min_size=1, max_size=3),
+)
+
+
+def by_partition(decoded: DecodedWrite) -> dict[int, list[tuple[bytes, int, int]]]:
+    out = {}
+    for partition, batches in decoded.batches.items():
+        out[partition] = sorted((b.series_keys[int(b.series_index[j])], int(b.timestamps[j]), int(b.values.view(np.uint64)[j]))
+                                for b in batches for j in range(len(b)))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_series, min_size=1, max_size=60), st.booleans())
+def test_a_request_decoded_at_once_equals_the_per_series_loop(drawn, with_global_lane):
+    """Series of one sample each are read for the whole request at once; whatever the timestamps
+    (one to ten varint bytes, negative ones), values (0.0 is left out on the wire, NaNs) or a mix
+    with series of several samples, the batches are those the per-series loop gives."""
+    series = [([("__name__", "m"), *((name, f"{value}{i}") for i, name in enumerate(names))],
+               sorted({stamp: value for stamp, value in samples}.items()))
+              for names, value, samples in drawn]
+    series = list({tuple(labels): (labels, samples) for labels, samples in series}.values())
+    series.sort(key=lambda s: len(s[1]))  # one-sample series first, as the at-once path expects them
+    body = write_request(series)
+    feeds = (lambda labels: dict(labels).get("job", "").endswith("1")) if with_global_lane else None
+    results = []
+    for at_once in (True, False):
+        decoder = RemoteWriteDecoder(8, feeds_global_lane=feeds)
+        original = remote_write._VECTOR_MIN_SERIES
+        remote_write._VECTOR_MIN_SERIES = 1 if at_once else 10**9
+        try:
+            first, second = decoder.decode(body), decoder.decode(body)  # the second finds every series known
+        finally:
+            remote_write._VECTOR_MIN_SERIES = original
+        results.append((by_partition(first), by_partition(second), second.samples, second.series,
+                        sorted((b.series_keys[int(i)], int(t)) for b in second.global_batches for i, t in zip(b.series_index, b.timestamps))))
+    assert results[0] == results[1]
+    assert results[0][0] == results[0][1]
