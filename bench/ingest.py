@@ -36,7 +36,7 @@ import time
 import cramjam
 
 from bench.common import REPO, BenchContext, Table, profile_call
-from bench.workload import describe, runbook_fleet
+from bench.workload import INTERVAL_MS, T0_MS, describe, runbook_fleet
 
 SHAPES = ((1000, 10), (2000, 1))
 TARGET = 500_000  # samples/s per core on 1000 x 10
@@ -216,8 +216,11 @@ async def _end_to_end(ctx: BenchContext, tables: dict[tuple[int, int], Table]) -
             while not gate.ready:
                 await asyncio.sleep(0.05)
         servers = {}
-        for name, app in (("null", _null_app()), ("stub", create_receiver_app(settings, _StubGate())),
-                          ("kafka", create_receiver_app(settings, gate))):
+        # The bodies are stamped from the workload's T0 on (bench.workload): the receiver's clock is set
+        # to their last scrape, or its accepted window (pipelines.settings.sample_window) refuses them all.
+        clock = (lambda: T0_MS + max(s for _, s in SHAPES) * 12 * INTERVAL_MS)
+        for name, app in (("null", _null_app()), ("stub", create_receiver_app(settings, _StubGate(), clock=clock)),
+                          ("kafka", create_receiver_app(settings, gate, clock=clock))):
             runner, url = await _serve(app)
             runners.append(runner)
             servers[name] = url
