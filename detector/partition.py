@@ -117,7 +117,7 @@ class PartitionDetectors:
     ) -> None:
         self.rules = RuleEngine(groups, **(engine_options or {}))
         self.scorer = CatalogScorer(models or ModelCatalog(default=model), metric_types=metric_types) if scores else None
-        self.forecaster = ForecastEngine() if forecasts else None
+        self.forecaster = ForecastEngine(labels_of=self.rules.store.shared_labels) if forecasts else None
         eval_ms = int(self.forecaster.config.settings.eval_interval_s * 1000) if self.forecaster is not None else 0
         self.warning_alerts = AlertBook(eval_ms, self.rules.resend_delay_ms)
         self.score_threshold = score_threshold
@@ -332,6 +332,8 @@ class PartitionDetectors:
             raise
         except Exception as exc:  # noqa: BLE001 - state that decodes but does not fit: same as corrupt
             raise SnapshotError(f"snapshot does not fit this code: {type(exc).__name__}: {exc}") from None
+        if detectors.forecaster is not None:  # its label sets come back as separate strings, as the store's do
+            detectors.forecaster.share_labels(detectors.store.share_labels)
         return detectors
 
     fresh_components: tuple[str, ...] = ()

@@ -201,6 +201,15 @@ class SeriesStore:
             sid = self._add_series(key, self._interner.decode(key))
         return sid
 
+    def shared_labels(self, key: bytes) -> Labels:
+        """The label set of a series key, built from this store's shared pairs (for other holders of
+        the same series' labels, such as the forecaster, so they cost an outer tuple, not new strings)."""
+        return self._interner.decode(key)
+
+    def share_labels(self, labels: Labels) -> Labels:
+        """The same label set, made of this store's shared pairs."""
+        return self._interner.share(labels)
+
     def series_ids(self, keys: list[bytes]) -> np.ndarray:
         """:meth:`series_id` of each key; one dict lookup per known key (the common case)."""
         found = list(map(self._ids.get, keys))

@@ -71,7 +71,7 @@ pgmq_queue_depth{queue_name="orders"} reaches pgmq_queue_max_depth (10000) in ab
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -252,8 +252,10 @@ class ForecastEngine:
     canonical label bytes), each sample's series index, timestamps in ms, values.
     """
 
-    def __init__(self, config: ForecastConfig | None = None) -> None:
+    def __init__(self, config: ForecastConfig | None = None, labels_of: Callable[[bytes], Labels] | None = None) -> None:
         self.config = config or ForecastConfig()
+        # How a new series' key becomes its labels: a partition passes its store's shared pairs.
+        self.labels_of = labels_of or labels_from_canonical
         s = self.config.settings
         self.trend = TrendBank(s.tau_s, s.level, s.min_samples, s.max_horizon_s, s.adapt_sigmas)
         self.warnings = WarningBank(s.horizon_s, s.warn_after, s.resolve_after, s.hysteresis, s.eval_interval_s,
@@ -298,7 +300,7 @@ class ForecastEngine:
         row = self._keys.get(key)
         if row is not None:
             return row
-        labels = labels if labels is not None else labels_from_canonical(key)
+        labels = labels if labels is not None else self.labels_of(key)
         spec = next((sp for sp in self.config.specs if sp.matches(labels)), None)
         if spec is None:
             self._keys[key] = -1
@@ -351,6 +353,10 @@ class ForecastEngine:
 
     def labels(self, row: int) -> Labels:
         return self._labels[row]
+
+    def share_labels(self, share: Callable[[Labels], Labels]) -> None:
+        """Rebuild the held label sets with ``share`` (a store's shared pairs), after a restore."""
+        self._labels = [share(labels) if labels else labels for labels in self._labels]
 
     def knows(self, key: bytes) -> bool:
         """Whether a series key has been seen (and not retired since)."""
@@ -666,7 +672,7 @@ class ForecastEngine:
 
     # Snapshots (detector.snapshot) carry every other attribute. The config comes
     # from the constructor; each row's spec is found again from its labels.
-    SNAPSHOT_SKIP = frozenset({"config", "_specs"})
+    SNAPSHOT_SKIP = frozenset({"config", "_specs", "labels_of"})
 
     def restore_state(self, state: dict) -> None:
         """Load a snapshot's state (see :mod:`detector.snapshot`), matching each row's spec anew.

@@ -262,3 +262,20 @@ def test_buffers_whose_sizes_disagree_are_refused(tree):
     payload = np.array([1, 1, 1], dtype=np.int64).tobytes() + b"abc"
     with pytest.raises(SnapshotError, match="sizes disagree"):
         decode(forge(tree, payload))
+
+
+def test_forecast_series_share_the_stores_label_pairs_also_after_a_restore():
+    """The forecaster holds each bounded series' labels: built from the store's shared pairs, they
+    cost it an outer tuple, not a second copy of every string (about 270 B per series at 100k)."""
+    sat = (("__name__", "worker_dispatch_channel_saturation"), ("job", "api"), ("worker_id", "w1"))
+    live = PartitionDetectors([RuleGroup("g", "inline", 15_000, (up_rule(),))])
+    live.ingest(SampleBatch.from_series([(sat, [(t * 15_000, 0.1) for t in range(3)])]))
+
+    def shares_pairs(detectors: PartitionDetectors) -> bool:
+        (row,) = [r for r in range(len(detectors.forecaster._labels)) if detectors.forecaster.labels(r)]
+        held = detectors.forecaster.labels(row)
+        return held == sat and all(pair is detectors.store.share_labels((pair,))[0] for pair in held)
+
+    assert shares_pairs(live)
+    back = PartitionDetectors.restore(live.snapshot(), [RuleGroup("g", "inline", 15_000, (up_rule(),))])
+    assert shares_pairs(back)
