@@ -113,23 +113,25 @@ def partition_key(labels: Labels, partition_by: tuple[str, ...] = DEFAULT_PARTIT
     By default a series goes with its scrape target (``job``, ``instance``), so
     every expression that combines series of one target (a queue's depth over
     its max depth, a histogram's buckets) finds all of them in one partition.
-    A series carrying none of those labels falls back to its whole label set
-    minus the metric name and ``le``/``quantile``, which still keeps a
-    histogram's buckets and same-labelled sibling metrics together.
+    A series carrying none of those labels has the empty key: all such series
+    share one partition. The rules the plan keeps in the partitions group by
+    the target's labels, and for these series that is one group (``sum by
+    (job, instance)``) or groups cut across any other split (``sum without
+    (pod)``); spreading them by their other labels gave each partition part
+    of a group, and so wrong sums and duplicate alerts.
 
     >>> partition_key((("__name__", "x"), ("instance", "a:1"), ("job", "j"), ("q", "o")))
     (('instance', 'a:1'), ('job', 'j'))
     >>> partition_key((("__name__", "x_bucket"), ("le", "1"), ("q", "o")))
-    (('q', 'o'),)
+    ()
 
     With ``partition_by`` :data:`BY_SERIES_FAMILY` (empty), every series goes by that family key:
 
     >>> partition_key((("__name__", "x_bucket"), ("instance", "a:1"), ("le", "1"), ("q", "o")), BY_SERIES_FAMILY)
     (('instance', 'a:1'), ('q', 'o'))
     """
-    chosen = tuple(pair for pair in labels if pair[0] in partition_by)
-    if chosen:
-        return chosen
+    if partition_by:
+        return tuple(pair for pair in labels if pair[0] in partition_by)
     return tuple(pair for pair in labels if pair[0] not in SERIES_FAMILY_LABELS)
 
 

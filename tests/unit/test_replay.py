@@ -115,3 +115,27 @@ def test_openmetrics_lines_with_escapes_exemplars_and_special_values():
 def test_bad_lines_are_refused_with_their_line_number(line, problem):
     with pytest.raises(OpenMetricsError, match=rf"line 2: .*{problem}"):
         list(read_samples(["# TYPE up gauge", line]))
+
+
+def test_series_without_job_or_instance_are_combined_as_one_engine_would(tmp_path):
+    """Series from a sender that adds neither ``job`` nor ``instance`` (recording-rule outputs
+    forwarded by another Prometheus, a collector's own metrics) all go to one partition: a rule the
+    plan keeps in the partitions because it groups by the target's labels (``by (job, instance)``,
+    ``without (pod)``) must still see every one of them, as a single engine would."""
+    rules = tmp_path / "rules.yml"
+    rules.write_text(
+        "groups:\n- name: g\n  rules:\n"
+        "  - alert: TooManyInTotal\n    expr: sum by (job, instance) (jobs_waiting) > 10\n"
+        "  - alert: NamespaceBusy\n    expr: sum without (pod) (jobs_waiting) > 10\n"
+    )
+    lines = ["# TYPE jobs_waiting gauge"]
+    for t in range(0, 300, 15):
+        for pod in range(8):
+            lines.append(f'jobs_waiting{{namespace="ns",pod="p{pod}"}} 2 {START // 1000 + t}')
+    lines.append("# EOF")
+    text = "\n".join(lines) + "\n"
+    groups = load_rule_files([str(rules)])
+    alone = list(Replay(groups, partitions=1, scores=False, forecasts=False).run(read_openmetrics(text)))
+    spread = list(Replay(groups, partitions=8, scores=False, forecasts=False).run(read_openmetrics(text)))
+    assert {e["rule"] for e in alone if e.get("state") == "firing"} == {"TooManyInTotal", "NamespaceBusy"}
+    assert spread == alone
