@@ -33,6 +33,7 @@ reference is checked the same way). Policies:
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import BenchContext, Table, load_groups
-from detector.labels import canonical_bytes, partition_for, stable_hash
 from bench.promtool_replay import ALERT_STATES, AlertAt, PromtoolVerdict, run_promtool, rule_test_file
+from detector.labels import canonical_bytes, partition_for, stable_hash
 from detector.rules.alerting import AlertingRule
 from detector.rules.engine import RuleEngine
 from detector.rules.files import resolve_rule_file
@@ -59,7 +60,8 @@ OUTAGE_MS = 15 * 60_000  # the receiver is back
 IDLE_TICK_MS = 1_000  # the worker re-checks its watermark on this wall-clock tick
 # promtool checks the alerts of the first clusters only (c0, c1, ...), to keep its file (about 1.8 MB
 # per cluster) and run time (a few seconds per cluster) small; no rule combines series of two clusters.
-PROMTOOL_DEPLOYMENTS = 4
+# HEADROOM_BENCH_PROMTOOL_CLUSTERS=20 checks the whole fleet.
+PROMTOOL_DEPLOYMENTS = int(os.environ.get("HEADROOM_BENCH_PROMTOOL_CLUSTERS", "4"))
 PROMTOOL_POLICIES = ("newest", "complete", "complete-2m")
 # promtool checks the alerts of the first clusters only (c0, c1, ...), to keep its file (about 1.8 MB
 # per cluster) and run time (a few seconds per cluster) small; no rule combines series of two clusters.
