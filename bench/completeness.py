@@ -41,11 +41,14 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import BenchContext, Table, load_groups
-from bench.promtool_replay import ALERT_STATES, AlertAt, PromtoolVerdict, run_promtool, rule_test_file
+from bench.promtool_replay import (ALERT_STATES, AlertAt, PromtoolVerdict, recorded_query, rule_test_file,
+                                   run_promtool)
 from detector.labels import canonical_bytes, partition_for, stable_hash
+from detector.promql import EvalContext, compile_expr
 from detector.rules.alerting import AlertingRule
 from detector.rules.engine import RuleEngine
 from detector.rules.files import resolve_rule_file
+from detector.rules.recording import RecordingRule
 from detector.wire.batch import SampleBatch
 from simulator.runbook import RunbookSimulator
 
@@ -186,15 +189,23 @@ class RecordingEngine(RuleEngine):
     def __init__(self, *args, **kw) -> None:
         super().__init__(*args, **kw)
         self.alerts_at: dict[int, list[AlertAt]] = {}
+        self.recorded_at: dict[int, list[tuple]] = {}  # (rule, labels, value): what recorded_query(rule) returned
+        self._reads: dict[str, object] = {}
 
     def _evaluate_group(self, index: int, tick: int, out) -> None:
         super()._evaluate_group(index, tick, out)
         held = self.alerts_at.setdefault(tick, [])
+        recorded = self.recorded_at.setdefault(tick, [])
         for position, rule in enumerate(self.groups[index].rules):
             if isinstance(rule, AlertingRule):
                 held.extend(
                     AlertAt(rule.name, a.labels, a.annotations, a.state, a.active_at)
                     for a in self._alerts.get((index << 20) | position, {}).values() if a.state in ALERT_STATES)
+            elif isinstance(rule, RecordingRule):
+                if rule.name not in self._reads:
+                    self._reads[rule.name] = compile_expr(recorded_query(rule.name))
+                ctx = EvalContext(self.store, tick, self.lookback_ms)
+                recorded.extend((rule.name, labels, v) for labels, v in self._reads[rule.name].evaluate(ctx).samples())
 
 
 def _transitions(outputs) -> set:
@@ -275,12 +286,14 @@ def promtool_check(fleet: Fleet, files: list[str], groups, engines: list[Recordi
             # Every alert of these rules keeps its cluster label: an alert outside the subset reads none of its series.
             assert all("cluster" in dict(a.labels) for a in held)
             alerts[t] = [a for a in held if dict(a.labels)["cluster"] in clusters]
+        recorded = {t: [row for row in engine.recorded_at.get(t, []) if dict(row[1])["cluster"] in clusters]
+                    for t in ticks}
         if not mine:
-            assert not any(alerts.values())
+            assert not any(alerts.values()) and not any(recorded.values())
             continue
         rows = [(fleet.labels[i], stamps[bounds[i]:bounds[i + 1]].tolist(), values[bounds[i]:bounds[i + 1]].tolist())
                 for i in mine]
-        parts.append({"name": f"partition {p}", "series": rows, "alerts": alerts, "ticks": ticks})
+        parts.append({"name": f"partition {p}", "series": rows, "alerts": alerts, "recorded": recorded, "ticks": ticks})
     return run_promtool(rule_test_file(files, groups, SCRAPE_MS, parts), path)
 
 
@@ -317,8 +330,8 @@ def run(ctx: BenchContext) -> list[Table]:
                 "transitions (rule, labels, state, time) not in the complete-data reference, either way; "
                 "delay = arrival-clock time from an instant to its evaluation; promtool failed = checks of "
                 f"`promtool test rules` on the samples of clusters c0-c{PROMTOOL_DEPLOYMENTS - 1} that disagree "
-                "with what the engines held (firing alerts with labels and annotations per rule, ALERTS and "
-                "ALERTS_FOR_STATE, at every 15 s tick: bench/promtool_replay.py)",
+                "with what the engines held (firing alerts with labels and annotations per rule, ALERTS, "
+                "ALERTS_FOR_STATE and the recording rule's series, at every 15 s tick: bench/promtool_replay.py)",
             )
             for run_index in range(ctx.runs):
                 fleet = Fleet(seed=run_index + 1)

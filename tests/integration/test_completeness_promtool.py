@@ -6,7 +6,8 @@ minute 5 to minute 15, into one rule engine per partition with the worker's
 default watermark. ``promtool test rules`` (Prometheus 2.42, Debian's) then
 replays the same samples and must agree, at every 15 s tick, with what the
 engines held: firing alerts with labels and annotations, and ``ALERTS`` /
-``ALERTS_FOR_STATE`` (pending ones and active-since instants included).
+``ALERTS_FOR_STATE`` (pending ones and active-since instants included), and
+the recording rule's series (to 1e-6: see bench.promtool_replay.RECORDED_TO).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def test_alerts_after_a_catch_up_equal_promtools(catch_up, promtool, tmp_path):
     # Not an empty comparison: alerts pending and firing, among them at instants the outage held back.
     assert {a.state for _, a in held} == {"pending", "firing"}
     assert any(OUTAGE_START_MS < t < OUTAGE_MS and a.state == "firing" for t, a in held)
+    assert any(rows for engine in got["engines"] for rows in engine.recorded_at.values())
     verdict = promtool_check(fleet, files, groups, got["engines"], CLUSTERS, tmp_path / "complete.test.yml")
     assert verdict.passed and verdict.failed == 0, verdict.report
     assert verdict.checks > 1000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from bench.promtool_replay import AlertAt, alert_checks, selector, series_notation
+from bench.promtool_replay import AlertAt, alert_checks, recorded_checks, selector, series_notation
 from detector.rule_tests import parse_series, parse_series_values
 
 
@@ -37,3 +37,14 @@ def test_checks_name_every_rule_at_every_tick_and_pending_only_in_alerts():
         {"labels": 'ALERTS{alertname="Low", alertstate="pending", job="a"}', "value": 1},
     ]
     assert [s["value"] for s in at_30["ALERTS_FOR_STATE"]] == [15.0, 30.0]
+
+
+def test_recording_rules_are_checked_by_name_rounded_as_promtool_rounds():
+    rows = [("r:x", (("job", "b"),), 0.3), ("r:x", (("job", "a"),), 1.0), ("r:y", (("job", "a"),), 2.0)]
+    checks = recorded_checks({15_000: rows}, [0, 15_000], ["r:x"])
+    query = 'round({__name__="r:x"}, 1e-06)'
+    assert checks == [
+        {"expr": query, "eval_time": "0ms", "exp_samples": []},
+        {"expr": query, "eval_time": "15000ms", "exp_samples": [
+            {"labels": '{job="a"}', "value": 1.0}, {"labels": '{job="b"}', "value": 0.3}]},
+    ]
