@@ -66,10 +66,6 @@ IDLE_TICK_MS = 1_000  # the worker re-checks its watermark on this wall-clock ti
 # HEADROOM_BENCH_PROMTOOL_CLUSTERS=20 checks the whole fleet.
 PROMTOOL_DEPLOYMENTS = int(os.environ.get("HEADROOM_BENCH_PROMTOOL_CLUSTERS", "4"))
 PROMTOOL_POLICIES = ("newest", "complete", "complete-2m")
-# promtool checks the alerts of the first clusters only (c0, c1, ...), to keep its file (about 1.8 MB
-# per cluster) and run time (a few seconds per cluster) small; no rule combines series of two clusters.
-PROMTOOL_DEPLOYMENTS = 4
-PROMTOOL_POLICIES = ("newest", "complete", "complete-2m")
 START_MS = 2 * 60_000  # "late in the first 2 min": samples of the first scrapes after the worker starts
 
 SENSITIVE_RULES = """
