@@ -311,7 +311,7 @@ def run(ctx: BenchContext) -> list[Table]:
         groups = load_groups(files)
         check_file = Path(tmp) / "completeness.test.yml"
 
-        def promtool_failed(fleet: Fleet, engines: list[RecordingEngine], what: str) -> int:
+        def promtool_failed(table: Table, fleet: Fleet, engines: list[RecordingEngine], what: str) -> int:
             verdict = promtool_check(fleet, files, groups, engines, clusters, check_file)
             table.row("promtool checks per run", "count", ratio=False).add(verdict.checks)
             if not verdict.passed:
@@ -331,10 +331,11 @@ def run(ctx: BenchContext) -> list[Table]:
             )
             for run_index in range(ctx.runs):
                 fleet = Fleet(seed=run_index + 1)
-                table.row("reference transitions", "count", ratio=False)
-                if run_index not in references:
+                table.row("reference transitions", "count", ratio=False)  # the table's first row
+                if run_index not in references:  # the same samples in both phases: checked once
                     expected, engines = reference(fleet, groups)
-                    references[run_index] = expected, promtool_failed(fleet, engines, f"reference, seed {run_index + 1}")
+                    references[run_index] = expected, promtool_failed(table, fleet, engines,
+                                                                      f"reference, seed {run_index + 1}")
                 expected, reference_failed = references[run_index]
                 table.row("reference transitions", "count", ratio=False).add(len(expected))
                 table.row("reference: promtool failed", "count", ratio=False, lower_is_better=True).add(reference_failed)
@@ -353,8 +354,8 @@ def run(ctx: BenchContext) -> list[Table]:
                         table.row(f"{shards} shards, {name}: differing", "count", ratio=False,
                                   lower_is_better=True).add(differing)
                         if name in PROMTOOL_POLICIES:
-                            failed = promtool_failed(fleet, got["engines"], f"{phase}, {shards} shards, {name}, "
-                                                                            f"seed {run_index + 1}")
+                            failed = promtool_failed(table, fleet, got["engines"],
+                                                     f"{phase}, {shards} shards, {name}, seed {run_index + 1}")
                             table.row(f"{shards} shards, {name}: promtool failed", "count", ratio=False,
                                       lower_is_better=True).add(failed)
                         delays = got["delays"] or [0]
