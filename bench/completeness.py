@@ -18,9 +18,11 @@ per-target ratios, sums and quantiles that incomplete inputs would change:
 Per policy it reports the share of samples that arrive after an evaluation at
 or past their timestamp (late; for the ``complete`` policies also the part of
 it in the first two minutes, the start-up), the alert transitions that differ from a
-reference that evaluates every instant on complete data (what ``promtool test
-rules`` computes from the same samples; the engine has promtool parity), and
-how long after an instant its evaluation ran (arrival clock). Policies:
+reference that evaluates every instant on complete data, how long after an
+instant its evaluation ran (arrival clock), and how many checks of ``promtool
+test rules`` fail when it replays the same samples of the first few clusters
+against what the engines held at every tick (:mod:`bench.promtool_replay`; the
+reference is checked the same way). Policies:
 
 * ``newest``: the watermark is the newest sample (``HEADROOM_MAX_LATENESS=0s``);
 * ``newest-5s`` / ``newest-15s``: a fixed lateness behind the newest sample;
@@ -31,6 +33,7 @@ how long after an instant its evaluation ran (arrival clock). Policies:
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +41,14 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import BenchContext, Table, load_groups
+from bench.promtool_replay import (ALERT_STATES, AlertAt, PromtoolVerdict, recorded_query, rule_test_file,
+                                   run_promtool)
 from detector.labels import canonical_bytes, partition_for, stable_hash
+from detector.promql import EvalContext, compile_expr
+from detector.rules.alerting import AlertingRule
 from detector.rules.engine import RuleEngine
 from detector.rules.files import resolve_rule_file
+from detector.rules.recording import RecordingRule
 from detector.wire.batch import SampleBatch
 from simulator.runbook import RunbookSimulator
 
@@ -53,6 +61,11 @@ RUN_MS = 25 * 60_000
 OUTAGE_START_MS = 5 * 60_000
 OUTAGE_MS = 15 * 60_000  # the receiver is back
 IDLE_TICK_MS = 1_000  # the worker re-checks its watermark on this wall-clock tick
+# promtool checks the alerts of the first clusters only (c0, c1, ...), to keep its file (about 1.8 MB
+# per cluster) and run time (a few seconds per cluster) small; no rule combines series of two clusters.
+# HEADROOM_BENCH_PROMTOOL_CLUSTERS=20 checks the whole fleet.
+PROMTOOL_DEPLOYMENTS = int(os.environ.get("HEADROOM_BENCH_PROMTOOL_CLUSTERS", "4"))
+PROMTOOL_POLICIES = ("newest", "complete", "complete-2m")
 START_MS = 2 * 60_000  # "late in the first 2 min": samples of the first scrapes after the worker starts
 
 SENSITIVE_RULES = """
@@ -93,10 +106,11 @@ class Request:
 class Fleet:
     """Every sample of the run, with the wall time its scrape appended it to the WAL."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, deployments: int = DEPLOYMENTS) -> None:
         rng = np.random.default_rng(seed)
-        sims = [RunbookSimulator("backpressure", seed=seed * 100 + d) for d in range(DEPLOYMENTS)]
-        phases = rng.integers(0, SCRAPE_MS, DEPLOYMENTS)
+        sims = [RunbookSimulator("backpressure", seed=seed * 100 + d) for d in range(deployments)]
+        # Whole seconds, so that promtool's input notation (one value per step) can hold every stamp on a 1 s grid.
+        phases = rng.integers(0, SCRAPE_MS // 1000, deployments) * 1000
         self.labels: list[tuple] = []
         self.keys: list[bytes] = []
         series_of: list[list[int]] = []
@@ -165,27 +179,53 @@ def _batch(fleet: Fleet, series: np.ndarray, stamps: np.ndarray, values: np.ndar
     return SampleBatch([fleet.keys[i] for i in unique.tolist()], index.astype(np.int64), stamps, values)
 
 
+class RecordingEngine(RuleEngine):
+    """A rule engine that also keeps, after each tick's evaluation, the alerts it held pending or firing."""
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.alerts_at: dict[int, list[AlertAt]] = {}
+        self.recorded_at: dict[int, list[tuple]] = {}  # (rule, labels, value): what recorded_query(rule) returned
+        self._reads: dict[str, object] = {}
+
+    def _evaluate_group(self, index: int, tick: int, out) -> None:
+        super()._evaluate_group(index, tick, out)
+        held = self.alerts_at.setdefault(tick, [])
+        recorded = self.recorded_at.setdefault(tick, [])
+        for position, rule in enumerate(self.groups[index].rules):
+            if isinstance(rule, AlertingRule):
+                held.extend(
+                    AlertAt(rule.name, a.labels, a.annotations, a.state, a.active_at)
+                    for a in self._alerts.get((index << 20) | position, {}).values() if a.state in ALERT_STATES)
+            elif isinstance(rule, RecordingRule):
+                if rule.name not in self._reads:
+                    self._reads[rule.name] = compile_expr(recorded_query(rule.name))
+                ctx = EvalContext(self.store, tick, self.lookback_ms)
+                recorded.extend((rule.name, labels, v) for labels, v in self._reads[rule.name].evaluate(ctx).samples())
+
+
 def _transitions(outputs) -> set:
     return {(t.rule, t.labels, t.state, t.eval_time) for out in outputs for t in out.transitions}
 
 
-def reference(fleet: Fleet, groups) -> set:
+def reference(fleet: Fleet, groups) -> tuple[set, list[RecordingEngine]]:
     """Every partition evaluated on complete data: each scrape instant delivered whole, in order."""
-    outputs = []
+    outputs, engines = [], []
     for p in range(PARTITIONS):
-        engine = RuleEngine(groups)
+        engine = RecordingEngine(groups)
+        engines.append(engine)
         mine = np.flatnonzero(fleet.partition[fleet.series] == p)
         stamps = fleet.stamps[mine]
         for t in np.unique(stamps).tolist():
             at = mine[stamps == t]
             outputs.append(engine.ingest(_batch(fleet, fleet.series[at], fleet.stamps[at], fleet.values[at])))
         outputs.append(engine.advance_to(int(fleet.stamps.max())))
-    return _transitions(outputs)
+    return _transitions(outputs), engines
 
 
 def play(fleet: Fleet, groups, requests: list[Request], policy: dict) -> dict:
     """Requests through the receiver's partitioning into one engine per partition, in arrival order."""
-    engines = [RuleEngine(groups, **policy) for _ in range(PARTITIONS)]
+    engines = [RecordingEngine(groups, **policy) for _ in range(PARTITIONS)]
     outputs, delays = [], []
     start = int(fleet.stamps.min())
     late_at_start = 0  # late samples of the run's first START_MS: where the watermark knows no gap yet
@@ -221,29 +261,84 @@ def play(fleet: Fleet, groups, requests: list[Request], policy: dict) -> dict:
     samples = sum(e.stats.samples + e.stats.duplicates + e.stats.out_of_order for e in engines)
     late = sum(e.stats.late for e in engines)
     return {"late": late / max(samples, 1), "late_at_start": late_at_start / max(samples, 1),
-            "transitions": _transitions(outputs), "delays": delays}
+            "transitions": _transitions(outputs), "delays": delays, "engines": engines}
+
+
+def promtool_check(fleet: Fleet, files: list[str], groups, engines: list[RecordingEngine], clusters: set[str],
+                   path: Path) -> PromtoolVerdict:
+    """``promtool test rules`` on the samples of ``clusters``, one test group per partition, expecting
+    the alerts ``engines`` held at every tick up to the last sample (see :mod:`bench.promtool_replay`)."""
+    cluster = np.array([dict(labels)["cluster"] for labels in fleet.labels])
+    order = np.lexsort((fleet.stamps, fleet.series))
+    series, stamps, values = fleet.series[order], fleet.stamps[order], fleet.values[order]
+    bounds = np.searchsorted(series, np.arange(len(fleet.labels) + 1))
+    ticks = list(range(0, int(fleet.stamps.max()) // SCRAPE_MS * SCRAPE_MS + 1, SCRAPE_MS))
+    parts = []
+    for p, engine in enumerate(engines):
+        mine = [i for i in np.flatnonzero(fleet.partition == p).tolist() if cluster[i] in clusters]
+        alerts = {}
+        for t in ticks:
+            held = engine.alerts_at.get(t, [])
+            # Every alert of these rules keeps its cluster label: an alert outside the subset reads none of its series.
+            assert all("cluster" in dict(a.labels) for a in held)
+            alerts[t] = [a for a in held if dict(a.labels)["cluster"] in clusters]
+        recorded = {t: [row for row in engine.recorded_at.get(t, []) if dict(row[1])["cluster"] in clusters]
+                    for t in ticks}
+        if not mine:
+            assert not any(alerts.values()) and not any(recorded.values())
+            continue
+        rows = [(fleet.labels[i], stamps[bounds[i]:bounds[i + 1]].tolist(), values[bounds[i]:bounds[i + 1]].tolist())
+                for i in mine]
+        parts.append({"name": f"partition {p}", "series": rows, "alerts": alerts, "recorded": recorded, "ticks": ticks})
+    return run_promtool(rule_test_file(files, groups, SCRAPE_MS, parts), path)
+
+
+def rule_files(directory: Path) -> list[str]:
+    """The bench's rule files, in load order: the runbook pack, the levels pack and SENSITIVE_RULES (written here)."""
+    sensitive = directory / "sensitive.yml"
+    sensitive.write_text(SENSITIVE_RULES)
+    return [str(resolve_rule_file("backpressure")), str(resolve_rule_file("backpressure-levels")), str(sensitive)]
 
 
 def run(ctx: BenchContext) -> list[Table]:
     quick = ctx.quick
     shard_counts = (1, 5, 50)
     tables = []
+    clusters = {f"c{d}" for d in range(PROMTOOL_DEPLOYMENTS)}
+    references: dict[int, tuple[set, int]] = {}  # per seed: the reference's transitions, promtool's failed checks
     with tempfile.TemporaryDirectory() as tmp:
-        sensitive = Path(tmp) / "sensitive.yml"
-        sensitive.write_text(SENSITIVE_RULES)
-        files = [str(resolve_rule_file("backpressure")), str(resolve_rule_file("backpressure-levels")), str(sensitive)]
+        files = rule_files(Path(tmp))
         groups = load_groups(files)
+        check_file = Path(tmp) / "completeness.test.yml"
+
+        def promtool_failed(table: Table, fleet: Fleet, engines: list[RecordingEngine], what: str) -> int:
+            verdict = promtool_check(fleet, files, groups, engines, clusters, check_file)
+            table.row("promtool checks per run", "count", ratio=False).add(verdict.checks)
+            if not verdict.passed:
+                ctx.log(f"completeness: promtool fails {verdict.failed} of {verdict.checks} checks, {what}; first:\n"
+                        + "\n".join(line for line in verdict.report.splitlines() if line.strip())[:1500])
+            return verdict.failed
+
         for phase, outage in (("steady", False), ("catch-up after a 10 min outage", True)):
             table = Table(
                 f"completeness: {phase}, {DEPLOYMENTS * 153} series, 8 partitions",
                 "late = samples arriving after an evaluation at or past their timestamp; differing = alert "
                 "transitions (rule, labels, state, time) not in the complete-data reference, either way; "
-                "delay = arrival-clock time from an instant to its evaluation",
+                "delay = arrival-clock time from an instant to its evaluation; promtool failed = checks of "
+                f"`promtool test rules` on the samples of clusters c0-c{PROMTOOL_DEPLOYMENTS - 1} that disagree "
+                "with what the engines held (firing alerts with labels and annotations per rule, ALERTS, "
+                "ALERTS_FOR_STATE and the recording rule's series, at every 15 s tick: bench/promtool_replay.py)",
             )
             for run_index in range(ctx.runs):
                 fleet = Fleet(seed=run_index + 1)
-                expected = reference(fleet, groups)
+                table.row("reference transitions", "count", ratio=False)  # the table's first row
+                if run_index not in references:  # the same samples in both phases: checked once
+                    expected, engines = reference(fleet, groups)
+                    references[run_index] = expected, promtool_failed(table, fleet, engines,
+                                                                      f"reference, seed {run_index + 1}")
+                expected, reference_failed = references[run_index]
                 table.row("reference transitions", "count", ratio=False).add(len(expected))
+                table.row("reference: promtool failed", "count", ratio=False, lower_is_better=True).add(reference_failed)
                 for shards in shard_counts:
                     requests = fleet.requests(shards, outage, seed=run_index * 7 + shards)
                     for name, policy in POLICIES.items():
@@ -258,6 +353,11 @@ def run(ctx: BenchContext) -> list[Table]:
                                       lower_is_better=True).add(100 * got["late_at_start"])
                         table.row(f"{shards} shards, {name}: differing", "count", ratio=False,
                                   lower_is_better=True).add(differing)
+                        if name in PROMTOOL_POLICIES:
+                            failed = promtool_failed(table, fleet, got["engines"],
+                                                     f"{phase}, {shards} shards, {name}, seed {run_index + 1}")
+                            table.row(f"{shards} shards, {name}: promtool failed", "count", ratio=False,
+                                      lower_is_better=True).add(failed)
                         delays = got["delays"] or [0]
                         table.row(f"{shards} shards, {name}: delay p50", "s", ratio=False, lower_is_better=True).add(
                             float(np.median(delays)) / 1000)
