@@ -9,8 +9,8 @@ figure's ratio is to the current settings measured in the same run.
 
 A second table attaches one idle Headroom worker (8 partitions, the runbook's
 rules, no samples) to the broker and compares the worker's fetch wait while
-nothing is buffered: 1 s (:mod:`pipelines.faust_transport`) against the fixed
-100 ms of before, as the broker's plus the worker's CPU.
+nothing is buffered: 5 s (:mod:`pipelines.faust_transport`) against the 1 s and
+the fixed 100 ms of before, as the broker's plus the worker's CPU.
 
 ``python -m bench.run broker_idle`` (3 runs, about 15 minutes; ``--quick``: 15 s windows).
 """
@@ -61,7 +61,8 @@ def _idle_rate(ctx: BenchContext, name: str, overrides: dict[str, int | str], wi
     return rate
 
 
-FETCH_WAITS_MS = {"idle fetch wait 1 s (Headroom's)": 1000, "fixed 100 ms fetch wait (before)": 100}
+FETCH_WAITS_MS = {"idle fetch wait 5 s (Headroom's)": 5000, "idle fetch wait 1 s (before 2026-12-06 23:40)": 1000,
+                  "fixed 100 ms fetch wait (before 2026-12-06 17:20)": 100}
 
 
 def _with_worker(ctx: BenchContext, idle_wait_ms: int, window_s: float) -> tuple[float, float]:
