@@ -37,7 +37,6 @@ that engine computed it, not as one Prometheus holding every series would.
 
 from __future__ import annotations
 
-import math
 import re
 import shutil
 import subprocess
@@ -46,6 +45,7 @@ from pathlib import Path
 
 import yaml
 
+from detector.rule_tests.series import value_text
 from detector.rules.alerting import AlertingRule
 from detector.rules.recording import RecordingRule
 
@@ -81,17 +81,9 @@ def series_notation(stamps, values, step_ms: int) -> str:
         assert int(t) % step_ms == 0 and index >= position, (t, step_ms, position)
         if index > position:
             parts.append(f"_x{index - position}")
-        parts.append(_number(float(v)))
+        parts.append(value_text(float(v)))
         position = index + 1
     return " ".join(parts)
-
-
-def _number(v: float) -> str:
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "Inf" if v > 0 else "-Inf"
-    return repr(v)
 
 
 def _quote(value: str) -> str:

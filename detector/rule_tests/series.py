@@ -102,6 +102,19 @@ def _go_number(token: str) -> float:
     return value
 
 
+def value_text(v: float) -> str:
+    """A float as promtool's series notation writes it (what :func:`parse_series_values` reads back).
+
+    >>> [value_text(v) for v in (1.5, float("nan"), float("-inf"), 1e-7)]
+    ['1.5', 'NaN', '-Inf', '1e-07']
+    """
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "Inf" if v > 0 else "-Inf"
+    return repr(v)
+
+
 def parse_series_values(text: str) -> list[float | None]:
     """promtool's expanding notation: one value per interval, None where a sample is missing.
 

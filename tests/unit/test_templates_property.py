@@ -20,6 +20,7 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from detector.output.templates import Template, TemplateError
+from detector.rule_tests.series import value_text
 from tests.unit.test_templates import promtool_renders, render
 
 # Operands of each kind, as template source.
@@ -108,13 +109,6 @@ def template(draw: st.DrawFn, depth: int = 0) -> str:
     return "".join(parts)
 
 
-def value_text(v: float) -> str:
-    """A float in promtool's series notation."""
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "Inf" if v > 0 else "-Inf"
-    return repr(v)
 
 
 VALUES = st.one_of(
