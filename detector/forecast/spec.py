@@ -329,7 +329,7 @@ class ForecastSettings:
     dip_margin: float = 0.25
     dip_recovery: float = 0.2
     rise_margin_s: float | None = 300.0
-    approach_margin: float | None = None
+    approach_margin: float | None = 0.5
 
     _DURATIONS = {"tau": "tau_s", "max_horizon": "max_horizon_s", "horizon": "horizon_s",
                   "eval_interval": "eval_interval_s", "dip_memory": "dip_memory_s", "rise_margin": "rise_margin_s"}
