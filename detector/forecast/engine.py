@@ -46,8 +46,8 @@ And one that learns from the series' own history (the *dip gate*, ``dip_memory``
   the same few minutes as the ones before is still held back; a ramp that keeps
   climbing for longer is let through (and so is a benign rise that climbs for
   longer than any before it: the price).
-* *or as long a rise, and sooner at the bound than it ever was* (``approach_margin``;
-  off by default): depth says how close a series is, the ETA how close *in
+* *or as long a rise, and sooner at the bound than it ever was* (``approach_margin``,
+  0.5; off turns it off): depth says how close a series is, the ETA how close *in
   time*, which counts the speed of the approach too. Each series remembers the
   shortest ETA its fit gave during an excursion it recovered from within
   ``dip_memory``; a warning may also start while the current ETA, stretched by
