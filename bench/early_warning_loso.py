@@ -1,6 +1,6 @@
 """Early warning, leave-one-seed-out: the warning knobs chosen on four development seeds, scored on the fifth.
 
-``.venv/bin/python -m bench.early_warning_loso [--grid small|wide|edge|tiny|rerun|rise] [--final] [--jobs J] [--save PATH]
+``.venv/bin/python -m bench.early_warning_loso [--grid small|wide|edge|tiny|rerun|rise|approach|defaults] [--final] [--jobs J] [--save PATH]
 [--cache DIR] [--final-from RUN.json]``
 
 Data (:mod:`simulator.runbook`): each development seed ``s`` of ``LOSO_DEV_SEEDS`` (1-5) is one fold:
@@ -21,7 +21,8 @@ as a check: the bench's own forecast run with default settings must warn at the 
 are printed). Then the forecast series of the recording go through a :class:`ForecastEngine` once per
 knob setting of the grid (the rules do not depend on those knobs, so they are not evaluated again).
 Grid ``rise`` adds the dip gate's rise test (``rise_margin``: off, 0, 2.5, 5 or 10 minutes) to the
-depth gate as chosen before (24 h, 0.25).
+depth gate as chosen before (24 h, 0.25); grid ``approach`` its approach test (``approach_margin``: off,
+0, 0.25, 0.5 or 1) to the depth and rise tests as chosen (24 h, 0.25, 5 minutes).
 
 Protocol: for each fold, every setting of the grid is scored on the other four seeds and one is chosen
 by a stated objective (:func:`choose`): among the settings with at most ``MAX_FALSE_PER_DAY`` false
@@ -54,7 +55,7 @@ import tempfile
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from bench.early_warning import (START_S, TARGETS, _is, alert_events, ramp_scenarios, record_and_replay,
@@ -68,7 +69,7 @@ from simulator.runbook import (AFTER_BURSTS_MINUTES, LOSO_DEV_PATTERNS, LOSO_DEV
 MAX_FALSE_PER_DAY = 0.5
 SLOW_MINUTES = 15  # ramps of at least this many minutes carry the lead and warned figures
 DEFAULTS = ForecastSettings()
-KNOBS = ("dip_memory_s", "dip_margin", "min_used", "rise_margin_s")
+KNOBS = ("dip_memory_s", "dip_margin", "min_used", "rise_margin_s", "approach_margin")
 GRIDS = {  # knob -> values; the settings are their product (the defaults are always among them)
     "small": {"dip_memory_s": (6 * 3600.0, 12 * 3600.0, 24 * 3600.0), "dip_margin": (0.05, 0.1, 0.15),
               "min_used": (0.7,)},
@@ -83,6 +84,13 @@ GRIDS = {  # knob -> values; the settings are their product (the defaults are al
     # the dip gate's rise test (rise_margin: off, or how much longer than the longest recovered rise the
     # current one must be) beside the depth gate as chosen (24 h, 0.25)
     "rise": {"dip_memory_s": (24 * 3600.0,), "dip_margin": (0.25,), "rise_margin_s": (None, 0.0, 150.0, 300.0, 600.0)},
+    # the gate's approach test (approach_margin: off, or by how much shorter than the shortest ETA of a
+    # recovered excursion the current one must be, once the rise is as long as theirs) beside the
+    # depth and rise tests as chosen (24 h, 0.25, 5 min)
+    "approach": {"dip_memory_s": (24 * 3600.0,), "dip_margin": (0.25,), "rise_margin_s": (300.0,),
+                 "approach_margin": (None, 0.0, 0.25, 0.5, 1.0)},
+    # the defaults alone: fills the cache (record and replay) and gives their in-sample figures
+    "defaults": {"rise_margin_s": (DEFAULTS.rise_margin_s,)},
 }
 
 
@@ -108,6 +116,8 @@ def label(setting: dict) -> str:
             parts.append(f"dip_memory={v / 3600:g}h")
         elif k == "rise_margin_s":
             parts.append("rise_margin=off" if v is None else f"rise_margin={v / 60:g}m")
+        elif v is None:
+            parts.append(f"{k}=off")
         else:
             parts.append(f"{k}={v:g}")
     return ", ".join(parts)
@@ -176,7 +186,9 @@ def _cached(cache: Path | None, name: str, make):
 
     import simulator.runbook
 
-    digest = hashlib.sha256(Path(simulator.runbook.__file__).read_bytes() + repr(DEFAULTS).encode()).hexdigest()[:12]
+    # a knob that is off (None) leaves replay's warnings as they were: adding one keeps the cache valid
+    replay = [(k, v) for k, v in asdict(DEFAULTS).items() if v is not None]
+    digest = hashlib.sha256(Path(simulator.runbook.__file__).read_bytes() + repr(replay).encode()).hexdigest()[:12]
     path = cache / f"{name}-{digest}.pickle"
     if path.exists():
         return pickle.loads(path.read_bytes())

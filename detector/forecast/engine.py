@@ -46,6 +46,20 @@ And one that learns from the series' own history (the *dip gate*, ``dip_memory``
   the same few minutes as the ones before is still held back; a ramp that keeps
   climbing for longer is let through (and so is a benign rise that climbs for
   longer than any before it: the price).
+* *or as long a rise, and sooner at the bound than it ever was* (``approach_margin``,
+  0.5; off turns it off): depth says how close a series is, the ETA how close *in
+  time*, which counts the speed of the approach too. Each series remembers the
+  shortest ETA its fit gave during an excursion it recovered from within
+  ``dip_memory``; a warning may also start while the current ETA, stretched by
+  ``1 + approach_margin``, is shorter than that *and* the current rise has lasted
+  longer than the longest remembered one (the rise test's margin not required).
+  A burst like the earlier ones neither outlasts them nor comes closer than they
+  did; a 15-minute ramp after bursts that rose for 5-10 minutes reaches its bound
+  before the rise test's margin lets it through, but it approaches faster once it
+  has risen as long as they did. Neither piece alone is enough: on the bench's
+  benign days a new shortest ETA alone (a burst faster than the ones before it)
+  is common. The price: a benign burst that both rises longer and heads for the
+  bound faster than any before it is let through.
 
 Everything is on event time: samples carry their timestamps; nothing reads a
 clock. Within one call, paired bound values are applied before the forecast
@@ -84,8 +98,9 @@ from detector.forecast.warning import (FIRING, INACTIVE, PENDING, STATES, Warnin
                                        round_duration, series_text, warning_text)
 
 ALERT_NAME = "SaturationForecast"
-DIP_FIELDS = ("_dip_now", "_dip_seen", "_dip_at", "_rise_from", "_rise_now", "_rise_seen", "_rise_at")
-"""Per-row columns of the dip gate and its rise test (see the module docs)."""
+DIP_FIELDS = ("_dip_now", "_dip_seen", "_dip_at", "_rise_from", "_rise_now", "_rise_seen", "_rise_at",
+              "_eta_now", "_eta_seen", "_eta_at")
+"""Per-row columns of the dip gate, its rise test and its approach test (see the module docs)."""
 WARNING_LABELS: Labels = (("severity", "warning"),)
 """Labels added to every early-warning alert by default."""
 
@@ -281,6 +296,11 @@ class ForecastEngine:
         self._rise_now = np.full(64, np.nan)
         self._rise_seen = np.full(64, np.nan)
         self._rise_at = np.full(64, np.nan)
+        # approach test: the shortest ETA of the excursion in progress (since the last recovery); the
+        # shortest of an excursion recovered from and when it recovered (event s)
+        self._eta_now = np.full(64, np.nan)
+        self._eta_seen = np.full(64, np.nan)
+        self._eta_at = np.full(64, np.nan)
         # last Forecast emitted per row: state, then ETA, low, high as humanized (NaN: not heading)
         self._shown = _unshown(64)
         self.skipped = 0  # samples not learned: non-finite, duplicate or out of order
@@ -512,8 +532,9 @@ class ForecastEngine:
     def _beyond_dips(self, rows: np.ndarray, t_s: np.ndarray, used: np.ndarray, eta: np.ndarray) -> np.ndarray:
         """Whether each row uses more headroom than the deepest excursion it recovered from lately,
         by ``dip_margin``, or (``rise_margin_s`` set) has headed to its bound for longer than the longest
-        rise of an excursion it recovered from lately, by ``rise_margin_s``; and learn this evaluation
-        into the rows' dip memory."""
+        rise of an excursion it recovered from lately, by ``rise_margin_s``, or (``approach_margin`` set)
+        is projected to reach it sooner than in any such excursion (see :meth:`_sooner`); and learn this
+        evaluation into the rows' dip memory."""
         st = self.config.settings
         now, seen, at = self._dip_now[rows], self._dip_seen[rows], self._dip_at[rows]
         with np.errstate(invalid="ignore"):
@@ -526,14 +547,38 @@ class ForecastEngine:
             now = np.where(recovered, used, np.fmax(now, used))
             beyond = ~(used < seen + st.dip_margin)  # NaN (nothing remembered) does not block
         self._dip_now[rows], self._dip_seen[rows], self._dip_at[rows] = now, seen, at
-        if st.rise_margin_s is not None:
-            beyond |= self._rose_longer(rows, t_s, recovered, deeper, eta)
+        if st.rise_margin_s is not None or st.approach_margin is not None:
+            longer = self._rise_excess(rows, t_s, recovered, deeper, eta)
+            if st.rise_margin_s is not None:
+                beyond |= longer > st.rise_margin_s
+            if st.approach_margin is not None:  # two pieces of evidence together: as long a rise, and sooner
+                beyond |= self._sooner(rows, t_s, recovered, eta) & (longer > 0)
         return beyond
 
-    def _rose_longer(self, rows: np.ndarray, t_s: np.ndarray, recovered: np.ndarray, deeper: np.ndarray,
+    def _sooner(self, rows: np.ndarray, t_s: np.ndarray, recovered: np.ndarray, eta: np.ndarray) -> np.ndarray:
+        """Whether each row's ETA, times ``1 + approach_margin``, is shorter than the shortest ETA of an
+        excursion it recovered from within ``dip_memory_s``; and learn the excursions' shortest ETAs.
+
+        An excursion's shortest ETA is the least its fit gave between two recoveries (``dip_recovery``;
+        no ETA, not heading to the bound, does not count); it is remembered when the excursion
+        recovers, the shortest in memory kept, as the depth test keeps the deepest.
+        """
+        st = self.config.settings
+        now, shortest, at = self._eta_now[rows], self._eta_seen[rows], self._eta_at[rows]
+        with np.errstate(invalid="ignore"):
+            fresh = ~(t_s - at <= st.dip_memory_s)  # NaN (none yet) counts as expired
+            keep = recovered & (now == now) & (fresh | ~(shortest <= now))  # a shorter one replaces the one kept
+            shortest = np.where(keep, now, np.where(fresh, np.nan, shortest))
+            at = np.where(keep, t_s, np.where(fresh, np.nan, at))
+            now = np.where(recovered, eta, np.fmin(now, eta))
+            sooner = eta * (1.0 + st.approach_margin) < shortest  # NaN (nothing remembered) gives no pass here
+        self._eta_now[rows], self._eta_seen[rows], self._eta_at[rows] = now, shortest, at
+        return sooner
+
+    def _rise_excess(self, rows: np.ndarray, t_s: np.ndarray, recovered: np.ndarray, deeper: np.ndarray,
                      eta: np.ndarray) -> np.ndarray:
-        """Whether each row's fit has headed to the bound for longer than the longest rise of an
-        excursion it recovered from within ``dip_memory_s``, by ``rise_margin_s``; and learn the rises.
+        """How much longer (s) each row's fit has headed to the bound than the longest rise of an
+        excursion it recovered from within ``dip_memory_s`` (NaN: none remembered); and learn the rises.
 
         A rise is the time since the fit last did not head to the bound (no ETA within the
         forecaster's maximum horizon: flat, turned, or too slow to matter). The fit's ten-minute
@@ -558,10 +603,9 @@ class ForecastEngine:
             longest = np.where(keep, rise_now, np.where(fresh, np.nan, longest))
             at = np.where(keep, t_s, np.where(fresh, np.nan, at))
             rise_now = np.where(recovered | deeper, rise, rise_now)
-            longer = rise > longest + st.rise_margin_s  # NaN (nothing remembered) gives no pass here
         self._rise_from[rows], self._rise_now[rows] = start, rise_now
         self._rise_seen[rows], self._rise_at[rows] = longest, at
-        return longer
+        return rise - longest  # NaN (nothing remembered) passes no comparison
 
     def used(self, labels: Labels) -> float | None:
         """Share of its headroom a forecast series has used (see :meth:`_used`); None if unknown."""

@@ -17,8 +17,9 @@ from detector.snapshot import apply, capture, decode, encode
 T0_MS = 1_700_000_000_000
 SAT = (("__name__", "worker_dispatch_channel_saturation"), ("worker_id", "w1"))
 GATED = ForecastConfig(ForecastSettings(dip_memory_s=6 * 3600.0, dip_margin=0.05, dip_recovery=0.2,
-                                        rise_margin_s=None))
-DEPTH_ONLY = ForecastConfig(ForecastSettings(rise_margin_s=None))  # the default gate without its rise test
+                                        rise_margin_s=None, approach_margin=None))
+# the default gate without its rise and approach tests
+DEPTH_ONLY = ForecastConfig(ForecastSettings(rise_margin_s=None, approach_margin=None))
 
 
 def bursts(seed: int, depth: float, every: int = 240, count: int = 5):
@@ -76,7 +77,8 @@ def test_the_memory_expires():
     # the same two bursts 7 hours apart: the 6-hour memory has forgotten the first by the second
     calm_then = lambda k: bursts(1, 0.85)(k if k < 240 else k - 1440 if k >= 1680 else 0)
     assert len(fired_at(ForecastEngine(GATED), calm_then, 1920)) == 2
-    week = ForecastEngine(ForecastConfig(ForecastSettings(dip_memory_s=7 * 24 * 3600.0, rise_margin_s=None)))
+    week = ForecastEngine(ForecastConfig(ForecastSettings(dip_memory_s=7 * 24 * 3600.0, rise_margin_s=None,
+                                                          approach_margin=None)))
     assert len(fired_at(week, calm_then, 1920)) == 1
 
 
@@ -162,7 +164,8 @@ def test_the_depth_test_alone_does_not_warn_within_a_day_of_recovering_from_80_p
 
 # ---------------------------------------------------------------------- the rise test (rise_margin)
 
-RISE = ForecastConfig(ForecastSettings(rise_margin_s=150.0))  # the depth gate (24 h, 0.25), a 2.5-minute rise margin
+# the depth gate (24 h, 0.25) and a 2.5-minute rise margin, without the approach test
+RISE = ForecastConfig(ForecastSettings(rise_margin_s=150.0, approach_margin=None))
 
 
 def ramp_from(start: int, minutes: float, seed: int):
@@ -237,3 +240,85 @@ def test_a_gap_in_the_samples_starts_the_rise_afresh():
     assert engine._rise_from[0] < t_s(79) - 5 * 60  # rising for more than 5 minutes before the gap
     fired_at(engine, slow, 40, start=80 + 240)
     assert t_s(80 + 240) <= engine._rise_from[0] < t_s(80 + 280)
+
+
+# ---------------------------------------------------------------------- the approach test (approach_margin)
+
+RISE_ONLY = ForecastConfig(ForecastSettings(approach_margin=None))  # the default gate without its approach test
+
+
+def excursions(seed: int, base: float, depth: float, rise: int, hold: int, drain: int, every: int = 480,
+               count: int = 3):
+    """Calm at ``base``; from step 60 of every ``every`` a straight rise to ``depth`` in ``rise`` steps (15 s),
+    ``hold`` steps there, back to ``base`` in ``drain``; ``count`` of them; noise 0.01."""
+    rng = np.random.default_rng(seed)
+    points = [0, 60, 60 + rise, 60 + rise + hold, 60 + rise + hold + drain, every]
+    levels = [base, base, depth, depth, base, base]
+
+    def value(k: int) -> float:
+        level = base if k >= every * count else float(np.interp(k % every, points, levels))
+        return float(np.clip(level + rng.normal(0, 0.01), 0, 1))
+
+    return value
+
+
+def ramp_on(start: int, base: float, minutes: float, seed: int):
+    """Calm at ``base`` until step ``start``, then a straight ramp to 1 in ``minutes`` (15 s steps), noise 0.01."""
+    rng = np.random.default_rng(seed)
+    return lambda k: float(min(base + (1 - base) * max(k - start, 0) / (4 * minutes), 1.0) + rng.normal(0, 0.01))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_15_minute_ramp_after_slower_bursts_warns_with_the_approach_test(seed):
+    # three bursts from 50% to 75% rising for 8 minutes (0.031 of the headroom a minute), 2 minutes there:
+    # the depth test then asks for 100%, the rise test for a rise 5 minutes longer than theirs (about 12
+    # minutes as the fit measures it, with its lag). A 15-minute ramp from 50% (0.033 a minute) has risen
+    # as long as they had a little before its end, and by then its ETA is far shorter than any of theirs
+    plain, approach = ForecastEngine(RISE_ONLY), ForecastEngine()
+    for engine in (plain, approach):
+        assert fired_at(engine, excursions(seed, 0.5, 0.75, 32, 8, 60), 1440) == []  # under min_used + the gate
+    assert approach._eta_seen[0] > 8 * 60  # the bursts came no nearer than 8 minutes from the bound
+    full = 1440 + 40 + 60  # the ramp starts 40 steps in and is full 15 minutes later
+    ramp = ramp_on(1440 + 40, 0.5, 15, seed)
+    late = fired_at(plain, ramp, 120, start=1440)
+    assert late == [] or late[0] >= full  # the rise test alone: at or after full
+    (fired,) = fired_at(approach, ramp_on(1440 + 40, 0.5, 15, seed), 120, start=1440)
+    assert (full - fired) * 15 >= 60  # at least a minute before full
+    # (not 5: a series with no history at all warns 2.5-4.5 minutes before full on this ramp, as
+    # min_used and the confirmation allow; the bench's 15-minute ramps get 2-3.5 minutes after calm)
+    fresh = ForecastEngine(ForecastConfig(ForecastSettings(dip_memory_s=0)))
+    (first,) = fired_at(fresh, ramp_on(1440 + 40, 0.5, 15, seed), 120, start=1440)
+    assert first <= fired <= first + 14
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bursts_like_the_ones_it_recovered_from_do_not_warn_with_the_approach_test(seed):
+    # the same hourly burst to 85% as in the first test: neither as long a rise nor a shorter ETA than
+    # before, so with the default gate (depth, rise and approach tests) only the first warns
+    assert ForecastSettings().approach_margin == 0.5  # chosen by bench.early_warning_loso --grid approach
+    with_approach = fired_at(ForecastEngine(), bursts(seed, 0.85), 1200)
+    assert with_approach == fired_at(ForecastEngine(DEPTH_ONLY), bursts(seed, 0.85), 1200)
+    assert len(with_approach) == 1
+
+
+def test_approach_margin_is_read_from_yaml_words_and_checked():
+    assert ForecastSettings.from_dict({"approach_margin": "0.25"}).approach_margin == 0.25
+    assert ForecastSettings.from_dict({"approach_margin": "off"}).approach_margin is None
+    assert ForecastSettings.from_dict({"approach_margin": False}).approach_margin is None  # YAML's bare off
+    assert ForecastSettings.from_dict({"rise_margin": False}).rise_margin_s is None
+    with pytest.raises(ForecastSpecError, match="approach_margin"):
+        ForecastSettings(approach_margin=-0.5)
+
+
+def test_a_snapshot_from_before_the_approach_test_loads_with_no_eta_remembered():
+    engine = ForecastEngine()
+    fired_at(engine, bursts(2, 0.85), 480)
+    assert np.isfinite(engine._eta_seen[0])
+    old = capture(engine)
+    for name in ("_eta_now", "_eta_seen", "_eta_at"):  # the layout of the gate with its rise test only
+        del old[name]
+    back = ForecastEngine()
+    apply(back, decode(encode(old)))
+    assert np.isnan(back._eta_seen).all() and back._rise_seen[0] == engine._rise_seen[0]
+    # nothing remembered: the approach test lets nothing through; depth and rise still hold the bursts
+    assert fired_at(back, bursts(2, 0.85), 720, start=480) == []
