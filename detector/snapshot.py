@@ -89,9 +89,13 @@ def encode(tree: Any, records: Mapping[str, type] | None = None) -> bytes:
             if labels is not None:
                 return labels
         elif kinds == _BYTES_ONLY:  # series keys: one buffer plus their lengths, as key maps
-            lengths = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
-            return {"B": [array(np.frombuffer(b"".join(items), dtype=np.uint8)), array(lengths)]}
+            return {"B": pack_bytes(items)}
         return [pack(v) for v in items]
+
+    def pack_bytes(items: list[bytes]) -> list:
+        """Byte strings as one buffer plus their lengths (two arrays)."""
+        lengths = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
+        return [array(np.frombuffer(b"".join(items), dtype=np.uint8)), array(lengths)]
 
     def pack_label_sets(items: list[tuple]) -> dict | None:
         """A list of label sets (a partition's series, by count most of its state) as three arrays:
@@ -129,10 +133,7 @@ def encode(tree: Any, records: Mapping[str, type] | None = None) -> bytes:
         if kind is dict:
             if value and all(type(k) is bytes for k in value):
                 # Series-key maps: the keys as one buffer plus their lengths.
-                keys = list(value)
-                lengths = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
-                blob = np.frombuffer(b"".join(keys), dtype=np.uint8)
-                return {"k": [array(blob), array(lengths), pack_all(value.values())]}
+                return {"k": [*pack_bytes(list(value)), pack_all(value.values())]}
             return {"m": [[pack(k), pack(v)] for k, v in value.items()]}
         if kind is bytes:
             return {"b": b2a_base64(value, newline=False).decode("ascii")}  # base64.b64encode's text
@@ -179,20 +180,14 @@ def decode(data: bytes, records: Mapping[str, type] | None = None) -> Any:
             if tag == "P":
                 return _label_sets(*(_array(payload, *part) for part in body))
             if tag == "B":
-                blob, lengths = _array(payload, *body[0]), _array(payload, *body[1])
-                if lengths.sum() != len(blob) or (lengths < 0).any():
-                    raise SnapshotError("corrupt snapshot: byte list sizes disagree")
-                data, ends = blob.tobytes(), np.cumsum(lengths).tolist()
-                return [data[a:b] for a, b in zip([0, *ends[:-1]], ends)]
+                return _split(_array(payload, *body[0]).tobytes(), _array(payload, *body[1]), "byte list")
             if tag == "t":
                 return tuple(unpack(v) for v in body)
             if tag == "k":
-                blob, lengths, values = _array(payload, *body[0]), _array(payload, *body[1]), body[2]
-                if len(lengths) != len(values) or lengths.sum() != len(blob):
+                keys = _split(_array(payload, *body[0]).tobytes(), _array(payload, *body[1]), "key map")
+                if len(keys) != len(body[2]):
                     raise SnapshotError("corrupt snapshot: key map sizes disagree")
-                data, ends = blob.tobytes(), np.cumsum(lengths).tolist()
-                starts = [0, *ends[:-1]]
-                return {data[a:b]: unpack(v) for a, b, v in zip(starts, ends, values)}
+                return {key: unpack(v) for key, v in zip(keys, body[2])}
             if tag == "m":
                 return {unpack(k): unpack(v) for k, v in body}
             if tag == "b":
@@ -213,16 +208,21 @@ def decode(data: bytes, records: Mapping[str, type] | None = None) -> Any:
         raise SnapshotError(f"corrupt snapshot: {type(exc).__name__}: {exc}") from None
 
 
+def _split(data: bytes | str | list, lengths: np.ndarray, what: str) -> list:
+    """``data`` cut into consecutive pieces of ``lengths``; :class:`SnapshotError` unless they add up to it."""
+    if (lengths < 0).any() or lengths.sum() != len(data):
+        raise SnapshotError(f"corrupt snapshot: {what} sizes disagree")
+    ends = np.cumsum(lengths).tolist()
+    return [data[a:b] for a, b in zip([0, *ends[:-1]], ends)]
+
+
 def _label_sets(counts: np.ndarray, lengths: np.ndarray, blob: np.ndarray) -> list[tuple]:
     """The label sets :func:`encode` packed as arrays (pairs per set, characters per string, text)."""
-    text = blob.tobytes().decode("utf-8", "surrogatepass")
-    if (counts < 0).any() or (lengths < 0).any() or 2 * counts.sum() != len(lengths) or lengths.sum() != len(text):
-        raise SnapshotError("corrupt snapshot: label set sizes disagree")
-    ends = np.cumsum(lengths).tolist()
-    strings = iter([text[a:b] for a, b in zip([0, *ends[:-1]], ends)])
+    strings = iter(_split(blob.tobytes().decode("utf-8", "surrogatepass"), lengths, "label set"))
     pairs = list(zip(strings, strings))
-    set_ends = np.cumsum(counts).tolist()
-    return [tuple(pairs[a:b]) for a, b in zip([0, *set_ends[:-1]], set_ends)]
+    if 2 * len(pairs) != len(lengths):
+        raise SnapshotError("corrupt snapshot: label set sizes disagree")
+    return [tuple(piece) for piece in _split(pairs, counts, "label set")]
 
 
 def _array(payload: memoryview, dtype: str, shape: list[int], offset: int) -> np.ndarray:
