@@ -117,7 +117,7 @@ class PartitionDetectors:
     ) -> None:
         self.rules = RuleEngine(groups, **(engine_options or {}))
         self.scorer = CatalogScorer(models or ModelCatalog(default=model), metric_types=metric_types) if scores else None
-        self.forecaster = ForecastEngine(labels_of=self.rules.store.shared_labels) if forecasts else None
+        self.forecaster = ForecastEngine(labels_of=self.rules.store.decode_labels) if forecasts else None
         eval_ms = int(self.forecaster.config.settings.eval_interval_s * 1000) if self.forecaster is not None else 0
         self.warning_alerts = AlertBook(eval_ms, self.rules.resend_delay_ms)
         self.score_threshold = score_threshold

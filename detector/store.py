@@ -201,7 +201,7 @@ class SeriesStore:
             sid = self._add_series(key, self._interner.decode(key))
         return sid
 
-    def shared_labels(self, key: bytes) -> Labels:
+    def decode_labels(self, key: bytes) -> Labels:
         """The label set of a series key, built from this store's shared pairs (for other holders of
         the same series' labels, such as the forecaster, so they cost an outer tuple, not new strings)."""
         return self._interner.decode(key)

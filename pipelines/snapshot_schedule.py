@@ -52,7 +52,7 @@ class _Partition:
     last_s: float  # monotonic time the last snapshot was due
     work_cpu_s: float = 0.0  # CPU spent on the partition's messages since then
     snapshot_cpu_s: float = 0.0  # what the last snapshot cost
-    size: int = 0  # the partition's size (series) when it was due
+    size: int = 1  # the partition's size (series) when it was due; at least 1
 
 
 class SnapshotSchedule:
@@ -88,7 +88,7 @@ class SnapshotSchedule:
             elapsed = now - state.last_s
             if elapsed < self.min_interval_s:
                 return False
-            expected_cpu_s = state.snapshot_cpu_s * max(1.0, size / state.size) if state.size > 0 else state.snapshot_cpu_s
+            expected_cpu_s = state.snapshot_cpu_s * max(1.0, size / state.size)
             budget_met = self.cpu_share <= 0 or state.work_cpu_s * self.cpu_share >= expected_cpu_s
             if not budget_met and elapsed < self.max_interval_s:
                 return False

@@ -217,7 +217,7 @@ class _MetricNames:
     >>> from detector.labels import canonical_bytes
     >>> store = SeriesStore(retention_ms=60_000)
     >>> rows = store.series_ids([canonical_bytes(((METRIC_NAME, n), ("job", "a"))) for n in ("up", "x", "up")])
-    >>> _MetricNames().rows_named(np.arange(2), "up", store).tolist()
+    >>> _metric_names(store).rows_named(np.arange(2), "up").tolist()
     [0]
     """
 
@@ -226,10 +226,8 @@ class _MetricNames:
         self.numbers: dict[str, int] = {}
         self.of_row = np.full(0, -1, dtype=np.int32)
 
-    def rows_named(self, rows: np.ndarray, name: str, store: SeriesStore | None = None) -> np.ndarray:
-        """Those of ``rows`` whose series is named ``name``."""
-        if store is not None:
-            self.update(store)
+    def rows_named(self, rows: np.ndarray, name: str) -> np.ndarray:
+        """Those of ``rows`` whose series is named ``name`` (as of the last :meth:`update`)."""
         number = self.numbers.get(name)
         return rows[self.of_row[rows] == number] if number is not None else rows[:0]
 
