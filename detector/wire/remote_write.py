@@ -287,12 +287,11 @@ class RemoteWriteDecoder:
             return list(raws)
         ok, key_ends, stamps, values = single
         rows = np.flatnonzero(ok)
-        keys = [raws[i][:end] for i, end in zip(rows.tolist(), key_ends[rows].tolist())]
-        refs = list(map(self._known.get, keys))
+        label_bytes = [raws[i][:end] for i, end in zip(rows.tolist(), key_ends[rows].tolist())]
+        refs = list(map(self._known.get, label_bytes))
         found = [ref is not None for ref in refs]
         if not all(found):
-            hit = np.fromiter(found, dtype=bool, count=len(found))
-            rows, keys, refs = rows[hit], [k for k, f in zip(keys, found) if f], [r for r in refs if r is not None]
+            rows, refs = rows[np.fromiter(found, dtype=bool, count=len(found))], [r for r in refs if r is not None]
         if len(rows):
             keys = [ref.key for ref in refs]  # canonical, as the batches carry them
             lanes = [ref.partition for ref in refs]
