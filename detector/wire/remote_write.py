@@ -233,8 +233,10 @@ class RemoteWriteDecoder:
         # them must then be, byte for byte, the labels of a series already
         # validated. Anything else takes the slow path through protobuf.
         raws = request.timeseries
-        if len(raws) >= _VECTOR_MIN_SERIES and _one_sample(raws[0]):  # senders send alike series together
-            raws = self._decode_single_samples(raws, columns)
+        if len(raws) >= _VECTOR_MIN_SERIES:  # senders send alike series together: as many samples as the first
+            first = _peel_samples(raws[0])
+            if first is not None and len(first[1]) <= _MAX_ALIKE_SAMPLES:
+                raws = self._decode_alike_samples(raws, len(first[1]), columns)
         for raw in raws:
             peeled = _peel_samples(raw)
             ref = known.get(raw[: peeled[0]]) if peeled is not None else None
@@ -279,13 +281,15 @@ class RemoteWriteDecoder:
             out.global_batches.append(_clock_batch(newest))
         return out
 
-    def _decode_single_samples(self, raws: Sequence[bytes], columns: dict[int, _PartitionColumns]) -> list[bytes]:
-        """The usual request at once: series of known labels with one sample each go to their partitions'
-        columns with numpy doing the per-sample work; returns the other series, in order, for the loop."""
-        single = _peel_single_samples(raws)
-        if single is None:
+    def _decode_alike_samples(self, raws: Sequence[bytes], count: int,
+                              columns: dict[int, _PartitionColumns]) -> list[bytes]:
+        """The usual request at once: series of known labels with ``count`` samples each (one in steady
+        state, ten or so from a sender catching up) go to their partitions' columns with numpy doing the
+        per-sample work; returns the other series, in order, for the loop."""
+        peeled = _peel_alike_samples(raws, count)
+        if peeled is None:
             return list(raws)
-        ok, key_ends, stamps, values = single
+        ok, key_ends, stamps, values = peeled
         rows = np.flatnonzero(ok)
         label_bytes = [raws[i][:end] for i, end in zip(rows.tolist(), key_ends[rows].tolist())]
         refs = list(map(self._known.get, label_bytes))
@@ -310,7 +314,7 @@ class RemoteWriteDecoder:
                 if cols is None:
                     cols = columns[lane] = _PartitionColumns()
                 picked = rows[part]
-                cols.add_singles([keys[i] for i in part.tolist()], stamps[picked], values[picked])
+                cols.add_alike([keys[i] for i in part.tolist()], count, stamps[picked].ravel(), values[picked].ravel())
         if len(rows) == len(raws):
             return []
         left = np.ones(len(raws), dtype=bool)
@@ -466,49 +470,64 @@ def _peel_samples(raw: bytes) -> _Peeled | None:
 
 
 _VECTOR_MIN_SERIES = 16  # below this the per-series loop is as quick
+# Above this many samples per series the peel's numpy passes (one per sample, over every series)
+# cost more than the loop's per-series work, and a request whose first series is long while the
+# others are short would pay them all for nothing.
+_MAX_ALIKE_SAMPLES = 32
 _TAIL = 22  # the longest one-sample ending: 0x12 len 0x09 value(8) 0x10 timestamp(up to 10)
 _TAIL_COLS = np.arange(_TAIL)
 _VARINT_SHIFTS = np.arange(10, dtype=np.uint64) * np.uint64(7)
 
 
-def _one_sample(raw: bytes) -> bool:
-    peeled = _peel_samples(raw)
-    return peeled is not None and len(peeled[1]) == 1
+def _peel_alike_samples(raws: Sequence[bytes], count: int) -> tuple[np.ndarray, ...] | None:
+    """:func:`_peel_samples` for every series at once, for those ending in exactly ``count`` samples.
 
-
-def _peel_single_samples(raws: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """:func:`_peel_samples` for every series at once, for those ending in exactly one sample.
-
-    Returns (which series end in a sample the usual way, where their labels end, the timestamp,
-    the value), or None for a request with no series. As with the per-series peel a wrong split
-    is harmless: the bytes before the sample must equal a validated label encoding, so a series
-    with two samples (its first sample taken for labels) misses the cache and takes the loop.
+    Returns (which series end in ``count`` samples encoded the usual way, where their labels end,
+    the timestamps and the values, one row per series), or None for a request with no series. As
+    with the per-series peel a wrong split is harmless: the bytes before the samples must equal a
+    validated label encoding, so a series with more samples (one taken for labels) or fewer (labels
+    taken for a sample) misses the cache and takes the loop.
     """
-    if not len(raws):
+    if not len(raws) or count < 1:
         return None
     lengths = np.fromiter(map(len, raws), dtype=np.int64, count=len(raws))
     blob = np.frombuffer(b"".join(raws), dtype=np.uint8)
     ends = np.cumsum(lengths)
+    starts = ends - lengths
+    ok = np.ones(len(raws), dtype=bool)
+    stamps = np.empty((len(raws), count), dtype=np.int64)
+    values = np.empty((len(raws), count), dtype=np.float64)
+    for j in range(count - 1, -1, -1):  # from the last sample back
+        peeled, ends, stamps[:, j], values[:, j] = _peel_last_sample(blob, starts, ends)
+        ok &= peeled
+        if not ok.any():
+            return None
+    return ok, ends - starts, stamps, values
+
+
+def _peel_last_sample(blob: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The Sample ending at each ``ends`` (bytes of ``blob`` before ``starts`` excluded): (whether it
+    is encoded the usual way, where it starts, its timestamp, its value); where it is not, the end
+    stays put."""
     at = ends[:, None] - _TAIL + _TAIL_COLS  # each series' last _TAIL bytes, zero before its start
-    tail = np.where(at >= (ends - lengths)[:, None], blob[np.clip(at, 0, len(blob) - 1)], 0)
+    tail = np.where(at >= starts[:, None], blob[np.clip(at, 0, len(blob) - 1)], 0)
     # The timestamp: a last byte without the continuation bit, after up to 9 with it.
     more = (tail[:, -10:-1] & 0x80) != 0
     stamp_len = 1 + np.where(more.all(axis=1), 9, np.argmin(more[:, ::-1], axis=1))
-    rows = np.arange(len(raws))
+    rows = np.arange(len(ends))
     tag = _TAIL - 1 - stamp_len  # the column of the timestamp's field tag
     ok = ((tail[:, -1] & 0x80) == 0) & (tail[rows, tag] == 0x10)
     with_value = ok & (tail[rows, tag - 9] == 0x09) & (tail[rows, tag - 10] == 10 + stamp_len) & (tail[rows, tag - 11] == 0x12)
     zero_value = ok & ~with_value & (tail[rows, tag - 1] == 1 + stamp_len) & (tail[rows, tag - 2] == 0x12)
     ok = with_value | zero_value
-    sample_start = np.where(with_value, tag - 11, tag - 2)
-    key_ends = lengths - _TAIL + sample_start
-    ok &= key_ends >= 0
+    sample_start = ends - _TAIL + np.where(with_value, tag - 11, tag - 2)
+    ok &= sample_start >= starts
     value_bytes = tail[rows[:, None], np.clip(tag[:, None] - 8 + np.arange(8), 0, _TAIL - 1)]
     values = np.where(with_value, np.ascontiguousarray(value_bytes).view("<f8")[:, 0], 0.0)
     stamp_cols = np.clip(tag[:, None] + 1 + np.arange(10), 0, _TAIL - 1)
     digits = np.where(np.arange(10) < stamp_len[:, None], tail[rows[:, None], stamp_cols] & 0x7F, 0).astype(np.uint64)
     stamps = (digits << _VARINT_SHIFTS).sum(axis=1, dtype=np.uint64).view(np.int64)
-    return ok, key_ends, stamps, values
+    return ok, np.where(ok, sample_start, ends), stamps, values
 
 
 def _decode_varints(chunks: list[bytes]) -> np.ndarray:
@@ -553,17 +572,18 @@ class _PartitionColumns:
     and decoded for the whole partition at once.
     """
 
-    __slots__ = ("keys", "counts", "stamps", "values", "single_keys", "single_stamps", "single_values")
+    __slots__ = ("keys", "counts", "stamps", "values", "alike_keys", "alike_counts", "alike_stamps", "alike_values")
 
     def __init__(self) -> None:
         self.keys: list[bytes] = []
         self.counts: list[int] = []
         self.stamps: list[bytes] = []
         self.values: list[bytes] = []
-        # Series of one sample each, already decoded (RemoteWriteDecoder._decode_single_samples).
-        self.single_keys: list[bytes] = []
-        self.single_stamps: list[np.ndarray] = []
-        self.single_values: list[np.ndarray] = []
+        # Series decoded at once (RemoteWriteDecoder._decode_alike_samples), their samples in order.
+        self.alike_keys: list[bytes] = []
+        self.alike_counts: list[int] = []
+        self.alike_stamps: list[np.ndarray] = []
+        self.alike_values: list[np.ndarray] = []
 
     def add(self, key: bytes, stamps: list[bytes], values: list[bytes]) -> None:
         self.keys.append(key)
@@ -571,20 +591,22 @@ class _PartitionColumns:
         self.stamps += stamps
         self.values += values
 
-    def add_singles(self, keys: list[bytes], stamps: np.ndarray, values: np.ndarray) -> None:
-        self.single_keys += keys
-        self.single_stamps.append(stamps)
-        self.single_values.append(values)
+    def add_alike(self, keys: list[bytes], count: int, stamps: np.ndarray, values: np.ndarray) -> None:
+        """Series of ``count`` samples each, series by series (``count`` stamps of the first, then the next's)."""
+        self.alike_keys += keys
+        self.alike_counts += [count] * len(keys)
+        self.alike_stamps.append(stamps)
+        self.alike_values.append(values)
 
     def cut(self, max_bytes: int, bounds: tuple[int, int] | None) -> _Cut:
         """Decode the columns, drop samples outside ``bounds``, and cut batches of about ``max_bytes``."""
-        stamps, values = list(self.single_stamps), list(self.single_values)
+        stamps, values = list(self.alike_stamps), list(self.alike_values)
         if self.stamps:
             stamps.append(_decode_varints(self.stamps))
             values.append(np.frombuffer(b"".join(self.values), dtype="<f8"))
         stamps, values = np.concatenate(stamps), np.concatenate(values)
-        keys = self.single_keys + self.keys if self.single_keys else self.keys
-        counts = [1] * len(self.single_keys) + self.counts if self.single_keys else self.counts
+        keys = self.alike_keys + self.keys if self.alike_keys else self.keys
+        counts = self.alike_counts + self.counts if self.alike_keys else self.counts
         out = _Cut()
         if bounds is not None and (stamps.min() < bounds[0] or stamps.max() > bounds[1]):  # the usual case skips this
             too_old, too_new = stamps < bounds[0], stamps > bounds[1]
