@@ -36,6 +36,7 @@ CANDIDATES: dict[str, dict[str, int | str]] = {
     "no-op record every 10 s": {"metadata.max.idle.interval.ms": 10000},
     "heartbeat 2 s, session 6 s": {"broker.heartbeat.interval.ms": 2000, "broker.session.timeout.ms": 6000},
     "serial GC": {"gc": "-XX:+UseSerialGC"},
+    "Kafka's thread pools (8 request handlers, 3 network threads)": {"num.io.threads": 8, "num.network.threads": 3},
 }
 
 
