@@ -489,7 +489,8 @@ class ForecastEngine:
         # not evaluated: series whose bound is unknown (paired series not seen, or stale) or whose
         # fit is not warmed up: no information is not a reason to warn or to resolve
         st = self.config.settings
-        ready = self.trend.ready_many(rows)
+        fit = self.trend.fit(rows)  # one fit serves every estimate of this evaluation
+        ready = fit.ready
         restart = None
         if st.restart_on_change:
             # a change the fit detected against the bound's direction (the data fell behind the line:
@@ -502,17 +503,18 @@ class ForecastEngine:
         if not due.all():
             rows, t_ms, t_s = rows[due], t_ms[due], t_s[due]
             restart = restart[due] if restart is not None else None
+            fit = fit.take(due)
         if rows.shape[0] == 0:
             return []
         self.trend.forgot[rows] = 0
-        eta, low, high = self.trend.time_to_bound_many(rows, self._bound[rows], self._sign[rows])
+        eta, low, high = self.trend.time_to_bound_many(rows, self._bound[rows], self._sign[rows], fit=fit)
         judged = low if self.config.settings.warn_on == "eta_low" else eta
         if restart is not None and restart.any():
             judged = np.where(restart, np.nan, judged)
-        near = self._near(rows)
+        near = self._near(rows, fit)
         allowed = None
         if st.min_used > 0 or st.dip_memory_s > 0:
-            used = self._used(rows)
+            used = self._used(rows, fit.level)
             allowed = used >= st.min_used
             if st.dip_memory_s > 0:
                 allowed &= self._beyond_dips(rows, t_s, used, eta)
@@ -614,7 +616,7 @@ class ForecastEngine:
             return None
         return float(self._used(np.array([row]))[0])
 
-    def _used(self, rows: np.ndarray) -> np.ndarray:
+    def _used(self, rows: np.ndarray, level: np.ndarray | None = None) -> np.ndarray:
         """Share of the headroom used, by the fitted level now: 0 empty, 1 at the bound.
 
         An up-bound series is empty at 0 (a queue, a channel): ``level / bound``. A
@@ -624,7 +626,8 @@ class ForecastEngine:
         below 0 for an up series, a series that never moved for a down one) it is
         1, so the gate never blocks for lack of a scale.
         """
-        level, _ = self.trend.level_slope(rows)
+        if level is None:
+            level, _ = self.trend.level_slope(rows)
         bound, sign = self._bound[rows], self._sign[rows]
         with np.errstate(divide="ignore", invalid="ignore"):
             up = level / bound
@@ -633,15 +636,16 @@ class ForecastEngine:
             used = np.where(sign > 0, np.where(bound > 0, up, 1.0), np.where(peak > bound, down, 1.0))
         return np.where(np.isfinite(used), used, 1.0)
 
-    def _near(self, rows: np.ndarray) -> np.ndarray | None:
-        """Firing rows whose series sits at its bound, within its noise (they do not resolve)."""
+    def _near(self, rows: np.ndarray, fit) -> np.ndarray | None:
+        """Firing rows whose series sits at its bound, within its noise (they do not resolve);
+        ``fit`` is the rows' :meth:`TrendBank.fit`."""
         firing = self.warnings.state[rows] == FIRING
         if not firing.any():
             return None
         near = np.zeros(rows.shape[0], dtype=bool)
-        at = rows[firing]
+        at, fit = rows[firing], fit.take(firing)
         with np.errstate(invalid="ignore"):
-            near[firing] = self.trend.distance_many(at, self._bound[at], self._sign[at]) <= self.trend.quantile_many(at)
+            near[firing] = self.trend.distance_many(at, self._bound[at], self._sign[at], fit=fit) <= fit.k
         return near
 
     def _event(self, row: int, prev: int, new: int, i: int, t_ms: np.ndarray, eta: np.ndarray,

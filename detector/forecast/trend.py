@@ -155,6 +155,14 @@ class _Fit:
     def line_var(self, h: np.ndarray | float) -> np.ndarray:
         return np.maximum(self.a0 + 2.0 * self.a1 * h + self.a2 * h * h, 0.0)
 
+    def take(self, pick: np.ndarray) -> _Fit:
+        """The fit of some of these columns (a mask or positions), without fitting them again."""
+        out = _Fit.__new__(_Fit)
+        for name in _Fit.__slots__:
+            value = getattr(self, name)
+            setattr(out, name, None if value is None else value[pick])
+        return out
+
 
 def _adapt(s: np.ndarray, t: np.ndarray, x: np.ndarray, tau: float, sigmas: float,
            min_samples: float) -> tuple[np.ndarray, np.ndarray]:
@@ -373,12 +381,14 @@ class TrendBank:
 
     # ------------------------------------------------------------------ estimates
 
-    def _fit(self, rows: np.ndarray) -> _Fit:
+    def fit(self, rows: np.ndarray) -> _Fit:
+        """The fitted lines of ``rows`` as they stand; the ``*_many`` estimates accept it back as
+        ``fit=`` so that one evaluation of many estimates fits once."""
         return _Fit(self._state[:, np.asarray(rows, dtype=np.int64)], self.min_samples, self._z)
 
     def level_slope(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Fitted value at each row's last sample time, and slope per second (0 until warmed up)."""
-        fit = self._fit(rows)
+        fit = self.fit(rows)
         return fit.level, fit.slope
 
     def forecast_many(self, rows: np.ndarray, horizon_s: np.ndarray | float) -> tuple[np.ndarray, ...]:
@@ -387,7 +397,7 @@ class TrendBank:
         A prediction interval: the line's uncertainty and the residual noise.
         Rows not yet warmed up get their current mean and infinite bounds.
         """
-        fit = self._fit(rows)
+        fit = self.fit(rows)
         h = np.asarray(horizon_s, dtype=np.float64)
         mean = fit.level + fit.slope * h
         with np.errstate(invalid="ignore"):
@@ -395,8 +405,8 @@ class TrendBank:
         half = np.where(fit.ready, half, np.inf)
         return mean, mean - half, mean + half
 
-    def time_to_bound_many(self, rows: np.ndarray, bound: np.ndarray | float,
-                           direction: np.ndarray | int | str = UP) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def time_to_bound_many(self, rows: np.ndarray, bound: np.ndarray | float, direction: np.ndarray | int | str = UP,
+                           fit: _Fit | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(eta, eta_low, eta_high) in seconds after each row's last sample, NaN where none.
 
         ``direction`` is +1/-1 (or ``"up"``/``"down"``) per row or for all. The
@@ -406,19 +416,19 @@ class TrendBank:
         flat, would take longer than ``max_horizon_s``, or is not warmed up.
         """
         sign = direction_sign(direction) if isinstance(direction, str) else np.asarray(direction, dtype=np.float64)
-        fit = self._fit(rows)
+        fit = self.fit(rows) if fit is None else fit
         return _time_to_bound(fit, np.asarray(bound, dtype=np.float64), sign, self.max_horizon_s)
 
 
-    def distance_many(self, rows: np.ndarray, bound: np.ndarray | float,
-                      direction: np.ndarray | int | str = UP) -> np.ndarray:
+    def distance_many(self, rows: np.ndarray, bound: np.ndarray | float, direction: np.ndarray | int | str = UP,
+                      fit: _Fit | None = None) -> np.ndarray:
         """How far the bound still is, in sds of a sample now (<= 0: at or past it; NaN: not warmed up).
 
         Used to tell "at the bound" from "moved away": a series that reached its
         bound and stays there, flat and noisy, has a distance within a few sds.
         """
         sign = direction_sign(direction) if isinstance(direction, str) else np.asarray(direction, dtype=np.float64)
-        fit = self._fit(rows)
+        fit = self.fit(rows) if fit is None else fit
         with np.errstate(divide="ignore", invalid="ignore"):
             bound = np.asarray(bound, dtype=np.float64)
             gap = sign * (bound - fit.level)
@@ -428,11 +438,11 @@ class TrendBank:
 
     def ready_many(self, rows: np.ndarray) -> np.ndarray:
         """Rows warmed up enough to estimate (``min_samples`` effective samples, time spread)."""
-        return self._fit(rows).ready
+        return self.fit(rows).ready
 
     def quantile_many(self, rows: np.ndarray) -> np.ndarray:
         """The t quantile each row's intervals use (depends on its effective sample size)."""
-        return self._fit(rows).k
+        return self.fit(rows).k
 
     # Snapshots (detector.snapshot) carry every other attribute; these come from the constructor.
     SNAPSHOT_SKIP = frozenset({"tau_s", "level", "min_samples", "max_horizon_s", "adapt_sigmas", "_z"})
