@@ -95,12 +95,13 @@ from detector.labels import METRIC_NAME, Labels, canonical_bytes, labels_from_ca
 from detector.forecast.spec import BoundSpec, ForecastConfig
 from detector.forecast.trend import STATE_BYTES, TrendBank, _group_ranks, direction_sign
 from detector.forecast.warning import (FIRING, INACTIVE, PENDING, STATES, WarningBank, bound_text, humanize,
-                                       round_duration, series_text, warning_text)
+                                       round_durations, series_text, warning_text)
 
 ALERT_NAME = "SaturationForecast"
 DIP_FIELDS = ("_dip_now", "_dip_seen", "_dip_at", "_rise_from", "_rise_now", "_rise_seen", "_rise_at",
               "_eta_now", "_eta_seen", "_eta_at")
 """Per-row columns of the dip gate, its rise test and its approach test (see the module docs)."""
+_SHOWN_ROUNDING = ("round", "floor", "ceil")  # an ETA as people read it, and its interval rounded outwards
 WARNING_LABELS: Labels = (("severity", "warning"),)
 """Labels added to every early-warning alert by default."""
 
@@ -667,12 +668,10 @@ class ForecastEngine:
                    high: np.ndarray) -> list[Forecast]:
         """The evaluated rows whose estimate, as people would read it, changed since the last one shown."""
         heading = np.isfinite(eta)
-        shown = np.column_stack([
-            self.warnings.state[rows].astype(np.float64),
-            round_duration(eta),
-            np.where(heading, round_duration(low, "floor"), np.nan),
-            np.where(heading, round_duration(high, "ceil"), np.nan),
-        ])
+        shown = np.empty((rows.shape[0], 4))
+        shown[:, 0] = self.warnings.state[rows]
+        shown[:, 1:] = round_durations(np.stack([eta, np.where(heading, low, np.nan), np.where(heading, high, np.nan)]),
+                                       _SHOWN_ROUNDING).T
         before = self._shown[rows]
         same = ((shown == before) | (np.isnan(shown) & np.isnan(before))).all(axis=1)
         if same.all():

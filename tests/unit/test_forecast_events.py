@@ -103,3 +103,25 @@ def test_forecast_events_do_not_depend_on_how_the_stream_is_batched():
     one = replay(1)
     assert len(one) >= 10
     assert replay(3 * 40) == one
+
+
+# --- rounding an estimate as people read it ------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from detector.forecast.warning import round_duration, round_durations  # noqa: E402
+
+_seconds = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(-1, 90_000),
+                     st.sampled_from([0.0, 9.5, 10.0, 59.999999999, 60.0, 779.9999999999, 780.0000000000017, 86400.0]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_seconds, _seconds, _seconds), min_size=1, max_size=20),
+       st.lists(st.sampled_from(["round", "floor", "ceil"]), min_size=3, max_size=3))
+def test_rounding_rows_at_once_equals_rounding_each(triples, modes):
+    """One pass over an ETA and its interval gives, bit for bit, what rounding each with its mode gives."""
+    values = np.array(triples).T
+    together = round_durations(values, modes)
+    for row, mode in zip(range(3), modes):
+        alone = round_duration(values[row], mode)
+        assert np.array_equal(together[row], alone, equal_nan=True)
