@@ -91,6 +91,8 @@ class AnomalyScorer:
         for i, key in enumerate(keys):
             row = known[i]
             if row is None:
+                row = self.rows.get(key)  # listed twice (a coalesced batch): made a row at its first mention
+            if row is None:
                 if self.free:
                     row = self.free.pop()
                 else:

@@ -288,3 +288,18 @@ def test_score_csv_says_what_is_wrong_with_a_bad_row(tmp_path):
     src.write_text("timestamp,value\n2024-01-01 00:00:00,1.0\n2024-01-01 00:01:00,abc\n")
     result = CliRunner().invoke(score_csv, [str(src), str(tmp_path / "out.csv")])
     assert result.exit_code != 0 and "in.csv:3" in result.output and "'abc'" in result.output
+
+
+def test_a_new_series_listed_twice_in_one_batch_gets_one_row():
+    """A coalesced batch lists a series once per request it came in; a series first seen there must
+    not be split over two rows (its history halved, a row leaked), so the scores equal those of the
+    same samples in one batch per request."""
+    rng = np.random.default_rng(3)
+    key = (("__name__", "x"), ("job", "api"))
+    parts = [SampleBatch.from_series([(key, [(15_000 * (4 * m + k), float(rng.normal(10, 1)) + (80.0 if m == 30 else 0.0))
+                                             for k in range(4)])]) for m in range(40)]
+    apart, together = AnomalyScorer(), AnomalyScorer()
+    one_by_one = np.concatenate([apart.score_batch(part) for part in parts])
+    merged = np.concatenate([together.score_batch(SampleBatch.concat(parts[i:i + 8])) for i in range(0, 40, 8)])
+    assert len(together.rows) == 1 and together.rows_for(parts[0].series_keys).tolist() == [0]
+    assert np.array_equal(merged, one_by_one) and one_by_one.max() > 0.5
