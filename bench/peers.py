@@ -555,11 +555,13 @@ def one_run(ctx: BenchContext, stream: Stream, shape: tuple[int, int, int], run:
             notes.append(f"{p.key}: request p50 {1000 * lat[len(lat) // 2]:.0f} ms, max {1000 * lat[-1]:.0f} ms")
             if p.worker_metrics:  # the worker's fixed cost per message weighs with few samples per message
                 counts = scrape(p.worker_metrics + "?name[]=headroom_worker_samples_total"
-                                "&name[]=headroom_worker_batches_total") or {}
+                                "&name[]=headroom_worker_batches_total&name[]=headroom_worker_folds_total") or {}
                 messages = counts.get("headroom_worker_batches_total", 0.0)
                 if messages:
-                    per = counts.get("headroom_worker_samples_total", 0.0) / messages
-                    notes.append(f"{p.key}: {per:.0f} samples per message ({messages:.0f} messages, history included)")
+                    samples = counts.get("headroom_worker_samples_total", 0.0)
+                    folds = counts.get("headroom_worker_folds_total", 0.0) or messages
+                    notes.append(f"{p.key}: {samples / messages:.0f} samples per message, {samples / folds:.0f} per fold "
+                                 f"({messages:.0f} messages, history included)")
                 # Snapshots come at most every 5 min per partition at this rate (pipelines/snapshot_schedule.py):
                 # whether the window holds some or none moves the worker's figure, so say which.
                 (n0, c0), (n1, c1) = snapshots_before[p.key], snapshots_after[p.key]

@@ -60,6 +60,10 @@ from pipelines.state import SnapshotTopic, StateKeeper
 from pipelines.worker import Outgoing, Worker
 
 log = logging.getLogger("headroom.worker")
+# How much of a backlog one partition's run of messages may fold in at once: enough for long
+# numpy passes (a few 10k samples), little enough that other partitions and timers wait briefly.
+MERGE_MAX_MESSAGES = 32
+MERGE_MAX_BYTES = 4 << 20
 
 
 def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorRegistry | None = None) -> faust.App:
@@ -122,20 +126,40 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
                 await keeper.save(lane, {partition})
             release_free_memory()  # a snapshot's buffers are the biggest temporaries (pipelines/heap.py)
 
+    async def fold(topic: str, partition: int, messages: list[tuple[int, bytes]]) -> None:
+        """Fold in consecutive messages of one partition (see :meth:`Worker.handle_many`)."""
+        offset = messages[0][0]
+        if keeper is not None:
+            started = restoring.pop((topic, partition), None)
+            if started is not None:
+                await asyncio.gather(started, return_exceptions=True)  # its failure was logged; recover below
+            if not worker.assigned(topic, partition):
+                sent = await keeper.recover(topic, partition, offset)  # before these messages are ingested
+                worker.already_sent(topic, partition, sent)
+            elif worker.gap_before(topic, partition, offset):
+                await keeper.catch_up(topic, partition, offset)  # committed past the snapshot (e.g. by an older version)
+        await send(worker.handle_many(topic, partition, messages))
+        await worker.catch_up(topic, partition, send)  # what the messages left due, in steps that yield
+
     async def evaluate(stream: faust.StreamT) -> None:
+        # A backlog's consecutive messages of one partition are folded in together, taking only what
+        # the stream already holds (never waiting for more). Only while Faust does not ack them: with
+        # acks on (no snapshots), moving on to the next message would commit one not yet folded in.
+        queue = stream.channel.queue if keeper is not None and isinstance(stream.channel, faust.ChannelT) else None
+        run: list[tuple[int, bytes]] = []
+        run_bytes, run_of = 0, (None, -1)
         async for event in stream.events():
-            topic, partition, offset = event.message.topic, event.message.partition, event.message.offset
-            if keeper is not None:
-                started = restoring.pop((topic, partition), None)
-                if started is not None:
-                    await asyncio.gather(started, return_exceptions=True)  # its failure was logged; recover below
-                if not worker.assigned(topic, partition):
-                    sent = await keeper.recover(topic, partition, offset)  # before this message is ingested
-                    worker.already_sent(topic, partition, sent)
-                elif worker.gap_before(topic, partition, offset):
-                    await keeper.catch_up(topic, partition, offset)  # committed past the snapshot (e.g. by an older version)
-            await send(worker.handle(topic, partition, offset, event.value))
-            await worker.catch_up(topic, partition, send)  # what the message left due, in steps that yield
+            message = event.message
+            here = (message.topic, message.partition)
+            if run and (here != run_of or len(run) >= MERGE_MAX_MESSAGES or run_bytes >= MERGE_MAX_BYTES):
+                await fold(*run_of, run)
+                run, run_bytes = [], 0
+            run.append((message.offset, event.value))
+            run_bytes += len(event.value) if isinstance(event.value, bytes) else 0
+            run_of = here
+            if queue is None or queue.empty():
+                await fold(*run_of, run)
+                run, run_bytes = [], 0
 
     # One agent per lane: target partitions, and the one-partition global lane
     # for groups that combine series across targets (detector.rules.placement).

@@ -266,3 +266,38 @@ def test_forget_drops_partitions_and_their_gauges() -> None:
     worker.handle(SAMPLES, 0, 0, message([(up("a:1"), [(T0, 1.0)])]))
     worker.forget(SAMPLES, {0})
     assert not worker.assigned(SAMPLES, 0) and worker.lanes[SAMPLES].offsets == {}
+
+
+def test_a_run_of_messages_folded_at_once_sends_what_one_at_a_time_sends() -> None:
+    """A backlog's messages of one partition taken together (Worker.handle_many) give the same
+    alerts, scores and forecasts as the same messages one by one, and count every message."""
+    rng = np.random.default_rng(7)
+    series = [(("__name__", "x"), ("job", "api"), ("instance", f"i{i}")) for i in range(12)]
+    depth = (("__name__", "pgmq_queue_depth"), ("job", "api"), ("queue_name", "orders"))
+    limit = (("__name__", "pgmq_queue_max_depth"), ("job", "api"), ("queue_name", "orders"))
+    messages = []
+    for m in range(40):  # 40 messages of 4 scrapes each: a catch-up's shape
+        stamps = [T0 + (4 * m + k) * STEP for k in range(4)]
+        batch = [(s, [(t, float(rng.normal(10, 1)) + (300.0 if 100 <= (t - T0) // STEP < 104 else 0.0)) for t in stamps])
+                 for s in series]
+        batch += [(up("a:1"), [(t, 0.0 if 60 <= (t - T0) // STEP < 80 else 1.0) for t in stamps]),
+                  (depth, [(t, 10.0 * ((t - T0) // STEP) + float(rng.normal(0, 5))) for t in stamps]),
+                  (limit, [(t, 2000.0) for t in stamps])]
+        messages.append(message(batch))
+    outputs = []
+    for run in (1, 5):
+        clock = FakeClock(T0 + 161 * STEP)
+        worker = make_worker(clock, groups=[down_rule(for_ms=60_000)], max_evaluations_per_step=1000)
+        records: dict[str, list] = {}
+        for first in range(0, len(messages), run):
+            out = worker.handle_many(SAMPLES, 0, [(o, messages[o]) for o in range(first, min(first + run, len(messages)))])
+            for topic, recs in out.records.items():
+                records.setdefault(topic, []).extend(json.loads(v) for _, v in recs)
+        assert worker.metrics.messages._value.get() == len(messages)
+        assert worker.metrics.folds._value.get() == len(messages) // run
+        outputs.append(records)
+    one_by_one, together = outputs
+    assert set(one_by_one) == {ALERTS, SCORES, "headroom-forecasts"}
+    assert [a["state"] for a in one_by_one[ALERTS] if a["labels"].get("alertname") == "Down"] == ["pending", "firing", "inactive"]
+    for topic in one_by_one:
+        assert sorted(map(json.dumps, together[topic])) == sorted(map(json.dumps, one_by_one[topic])), topic
