@@ -1,6 +1,6 @@
 """Early warning, leave-one-seed-out: the warning knobs chosen on four development seeds, scored on the fifth.
 
-``.venv/bin/python -m bench.early_warning_loso [--grid small|wide|edge|tiny|rerun|rise|approach|defaults] [--final] [--jobs J] [--save PATH]
+``.venv/bin/python -m bench.early_warning_loso [--grid small|wide|edge|tiny|rerun|rise|approach|rest|defaults] [--final] [--jobs J] [--save PATH]
 [--cache DIR] [--final-from RUN.json]``
 
 Data (:mod:`simulator.runbook`): each development seed ``s`` of ``LOSO_DEV_SEEDS`` (1-5) is one fold:
@@ -69,7 +69,7 @@ from simulator.runbook import (AFTER_BURSTS_MINUTES, LOSO_DEV_PATTERNS, LOSO_DEV
 MAX_FALSE_PER_DAY = 0.5
 SLOW_MINUTES = 15  # ramps of at least this many minutes carry the lead and warned figures
 DEFAULTS = ForecastSettings()
-KNOBS = ("dip_memory_s", "dip_margin", "min_used", "rise_margin_s", "approach_margin")
+KNOBS = ("dip_memory_s", "dip_margin", "min_used", "rise_margin_s", "approach_margin", "dip_rest_margin")
 GRIDS = {  # knob -> values; the settings are their product (the defaults are always among them)
     "small": {"dip_memory_s": (6 * 3600.0, 12 * 3600.0, 24 * 3600.0), "dip_margin": (0.05, 0.1, 0.15),
               "min_used": (0.7,)},
@@ -89,6 +89,11 @@ GRIDS = {  # knob -> values; the settings are their product (the defaults are al
     # depth and rise tests as chosen (24 h, 0.25, 5 min)
     "approach": {"dip_memory_s": (24 * 3600.0,), "dip_margin": (0.25,), "rise_margin_s": (300.0,),
                  "approach_margin": (None, 0.0, 0.25, 0.5, 1.0)},
+    # the depth test's margin as a share of what the deepest recovered excursion left (dip_rest_margin:
+    # off, i.e. dip_margin 0.25 of the whole headroom, or 0.25 / 0.5 / 0.75 of the rest) beside the
+    # rise and approach tests as chosen (24 h, 5 min, 0.5)
+    "rest": {"dip_memory_s": (24 * 3600.0,), "dip_margin": (0.25,), "rise_margin_s": (300.0,),
+             "approach_margin": (0.5,), "dip_rest_margin": (None, 0.25, 0.5, 0.75)},
     # the defaults alone: fills the cache (record and replay) and gives their in-sample figures
     "defaults": {"rise_margin_s": (DEFAULTS.rise_margin_s,)},
 }

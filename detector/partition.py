@@ -46,6 +46,7 @@ from detector.output.alerts import AlertNotification, AlertTransition
 from detector.anomaly.catalog import CatalogScorer, ModelCatalog
 from detector.wire.batch import SampleBatch
 from detector.forecast.engine import Forecast, ForecastEngine, warning_alert_labels
+from detector.forecast.spec import ForecastConfig
 from detector.labels import LANE_CLOCK, METRIC_NAME, Labels, canonical_bytes, labels_from_canonical
 from detector.wire.metadata import MetricTypes
 from detector.rules.alerting import Alert, fingerprint
@@ -112,12 +113,14 @@ class PartitionDetectors:
         score_threshold: float = DEFAULT_SCORE_THRESHOLD,
         scores: bool = True,
         forecasts: bool = True,
+        forecast_config: ForecastConfig | None = None,
         metric_types: MetricTypes | None = None,
         retire_every_ms: int | None = 60_000,
     ) -> None:
         self.rules = RuleEngine(groups, **(engine_options or {}))
         self.scorer = CatalogScorer(models or ModelCatalog(default=model), metric_types=metric_types) if scores else None
-        self.forecaster = ForecastEngine(labels_of=self.rules.store.decode_labels) if forecasts else None
+        self.forecaster = (ForecastEngine(forecast_config, labels_of=self.rules.store.decode_labels)
+                           if forecasts else None)
         eval_ms = int(self.forecaster.config.settings.eval_interval_s * 1000) if self.forecaster is not None else 0
         self.warning_alerts = AlertBook(eval_ms, self.rules.resend_delay_ms)
         self.score_threshold = score_threshold
@@ -345,7 +348,7 @@ class PartitionDetectors:
         forecasts = "off"
         if self.forecaster is not None:
             config = self.forecaster.config
-            forecasts = f"{config.settings!r} {[spec.describe() for spec in config.specs]}"
+            forecasts = f"{config.settings.identity()} {[spec.describe() for spec in config.specs]}"
         return {"scores": scorer, "forecasts": forecasts}
 
     def _config_identity(self) -> str:

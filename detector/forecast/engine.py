@@ -548,7 +548,10 @@ class ForecastEngine:
             at = np.where(keep, t_s, np.where(fresh, np.nan, at))
             deeper = ~(used <= now)  # a new deepest point of the current excursion (or the first)
             now = np.where(recovered, used, np.fmax(now, used))
-            beyond = ~(used < seen + st.dip_margin)  # NaN (nothing remembered) does not block
+            if st.dip_rest_margin is None:
+                beyond = ~(used < seen + st.dip_margin)  # NaN (nothing remembered) does not block
+            else:  # a share of what the deepest recovered excursion left
+                beyond = ~(used < seen + st.dip_rest_margin * np.maximum(1.0 - seen, 0.0))
         self._dip_now[rows], self._dip_seen[rows], self._dip_at[rows] = now, seen, at
         if st.rise_margin_s is not None or st.approach_margin is not None:
             longer = self._rise_excess(rows, t_s, recovered, deeper, eta)

@@ -25,6 +25,7 @@ recognised with no configuration (:data:`DEFAULT_SPECS`), after any user specs:
       dip_recovery: 0.2
       rise_margin: 5m    # ... or rising for longer than the longest rise it recovered from, by this (off)
       approach_margin: 0.5  # ... or as long a rise and an ETA shorter than any it recovered from (x 1 + this)
+      dip_rest_margin: off  # the depth test's margin as a share of what that dip left, not of the whole
     forecasts:
       - selector: 'pgmq_queue_depth{queue_name="orders"}'
         bound: pgmq_queue_max_depth           # a paired series: the metric name replaced
@@ -279,6 +280,10 @@ class ForecastSettings:
     * ``rise_margin_s`` (the gate's *rise test*, None: off): a warning the depth test refuses may
       still start while the series has headed to its bound for longer than the longest rise of an
       excursion it recovered from within ``dip_memory_s``, by ``rise_margin_s``;
+    * ``dip_rest_margin`` (None: off): the depth test measures its margin against the headroom the
+      deepest recovered excursion left, not the whole: the series must use more than that excursion
+      by ``dip_rest_margin`` of ``1 - deepest`` (a burst to 80% asks a ramp for 90% with 0.5, where
+      ``dip_margin`` 0.25 asks for 105%, which no ramp shows before its bound);
     * ``approach_margin`` (the gate's *approach test*, None: off): ... or while its ETA, times
       ``1 + approach_margin``, is shorter than the shortest ETA it showed in an excursion it
       recovered from within ``dip_memory_s`` (it heads for the bound faster or closer than then)
@@ -334,6 +339,7 @@ class ForecastSettings:
     dip_recovery: float = 0.2
     rise_margin_s: float | None = 300.0
     approach_margin: float | None = 0.5
+    dip_rest_margin: float | None = None
 
     _DURATIONS = {"tau": "tau_s", "max_horizon": "max_horizon_s", "horizon": "horizon_s",
                   "eval_interval": "eval_interval_s", "dip_memory": "dip_memory_s", "rise_margin": "rise_margin_s"}
@@ -378,7 +384,20 @@ class ForecastSettings:
             found.append(f"{where}: rise_margin: must be a duration >= 0, or off, got {self.rise_margin_s!r}")
         if self.approach_margin is not None and not self.approach_margin >= 0:
             found.append(f"{where}: approach_margin: must be >= 0 (e.g. 0.25), or off, got {self.approach_margin!r}")
+        if self.dip_rest_margin is not None and not 0 <= self.dip_rest_margin <= 1:
+            found.append(f"{where}: dip_rest_margin: must be between 0 and 1 (e.g. 0.5), or off, got {self.dip_rest_margin!r}")
         return found
+
+    def identity(self) -> str:
+        """The settings as a snapshot records them: their repr, less the knobs that are off by
+        default and off here, so that adding such a knob restarts no partition's forecasts.
+
+        >>> ForecastSettings().identity() == repr(ForecastSettings()).replace(", dip_rest_margin=None", "")
+        True
+        """
+        shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                 if not (f.default is None and getattr(self, f.name) is None)]
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     @classmethod
     def from_dict(cls, raw: Mapping | None, where: str = "settings") -> ForecastSettings:
@@ -389,14 +408,15 @@ class ForecastSettings:
         for key, value in raw.items():
             target = cls._DURATIONS.get(key, key)
             if target not in known:
-                names = sorted([*cls._DURATIONS, "adapt_sigmas", "approach_margin", "confirm_share", "dip_margin", "dip_recovery", "hysteresis",
+                names = sorted([*cls._DURATIONS, "adapt_sigmas", "approach_margin", "confirm_share", "dip_margin", "dip_recovery",
+                                "dip_rest_margin", "hysteresis",
                                 "level", "min_samples",
                                 "min_used", "restart_on_change", "resolve_after", "warn_after", "warn_after_min", "warn_on"])
                 problems.append(f"{where}: unknown setting {key!r} (known: {', '.join(names)})")
                 continue
             try:
                 # YAML reads a bare off as False
-                if target in ("rise_margin_s", "approach_margin") and (value is None or value is False
+                if target in ("rise_margin_s", "approach_margin", "dip_rest_margin") and (value is None or value is False
                                                                        or str(value).lower() == "off"):
                     kwargs[target] = None
                 elif target.endswith("_s"):

@@ -322,3 +322,49 @@ def test_a_snapshot_from_before_the_approach_test_loads_with_no_eta_remembered()
     assert np.isnan(back._eta_seen).all() and back._rise_seen[0] == engine._rise_seen[0]
     # nothing remembered: the approach test lets nothing through; depth and rise still hold the bursts
     assert fired_at(back, bursts(2, 0.85), 720, start=480) == []
+
+
+# ---------------------------------------------------------------------- the depth test's margin of the rest
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_margin_of_the_rest_lets_a_ramp_past_bursts_to_80_percent_that_a_quarter_of_the_whole_never_does(seed):
+    # three bursts from 30% to 80% (a fast 4-minute rise, so neither the rise nor the approach test
+    # speaks for a slower ramp). dip_margin 0.25 then asks for 105%; a margin of half the rest, for 90%
+    whole = ForecastConfig(ForecastSettings(rise_margin_s=None, approach_margin=None))
+    rest = ForecastConfig(ForecastSettings(rise_margin_s=None, approach_margin=None, dip_rest_margin=0.5))
+    engines = ForecastEngine(whole), ForecastEngine(rest)
+    for engine in engines:
+        fired_at(engine, excursions(seed, 0.3, 0.8, 16, 8, 40), 1440)
+        assert 0.75 < engine._dip_seen[0] < 0.85
+    full = 1440 + 40 + 4 * 30  # a 30-minute ramp from 30%
+    ramp = ramp_on(1440 + 40, 0.3, 30, seed)
+    assert fired_at(engines[0], ramp, 200, start=1440) == []
+    (fired,) = fired_at(engines[1], ramp_on(1440 + 40, 0.3, 30, seed), 200, start=1440)
+    at = 0.3 + 0.7 * (fired - 1440 - 40) / 120
+    assert at >= 0.88 and (full - fired) * 15 >= 60  # past 90% (the fit's level lags a little), before full
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_margin_of_the_rest_still_keeps_bursts_like_the_remembered_ones_quiet(seed):
+    rest = ForecastConfig(ForecastSettings(rise_margin_s=None, approach_margin=None, dip_rest_margin=0.5))
+    assert len(fired_at(ForecastEngine(rest), bursts(seed, 0.85), 1200)) == 1  # the first, with nothing remembered
+
+
+def test_dip_rest_margin_is_read_from_yaml_words_and_checked():
+    assert ForecastSettings().dip_rest_margin is None
+    assert ForecastSettings.from_dict({"dip_rest_margin": "0.5"}).dip_rest_margin == 0.5
+    assert ForecastSettings.from_dict({"dip_rest_margin": False}).dip_rest_margin is None
+    with pytest.raises(ForecastSpecError, match="dip_rest_margin"):
+        ForecastSettings(dip_rest_margin=1.5)
+
+
+def test_a_knob_that_is_off_by_default_is_left_out_of_what_snapshots_record():
+    """Upgrading to a version with a new knob, off by default, restores every partition's forecasts as
+    they were (a changed settings text would restart them); turning the knob on does restart them."""
+    groups = [RuleGroup("g", "inline", 15_000, ())]
+    state = decode(PartitionDetectors(groups).snapshot(), SNAPSHOT_RECORDS)
+    assert "dip_rest_margin" not in state["_config"] and "approach_margin=0.5" in state["_config"]
+    assert PartitionDetectors.restore(encode(state, SNAPSHOT_RECORDS), groups).fresh_components == ()
+    on = ForecastConfig(ForecastSettings(dip_rest_margin=0.5))
+    restored = PartitionDetectors.restore(encode(state, SNAPSHOT_RECORDS), groups, forecast_config=on)
+    assert restored.fresh_components == ("forecasts",)
