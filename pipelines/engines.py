@@ -55,6 +55,7 @@ class PartitionEngines:
         self.offsets: dict[int, int] = {}  # offset of the last message folded into each engine
         self._last_ingest_ms: dict[int, int] = {}
         self.models = settings.model_catalog() if detectors and settings.anomaly_scores else None
+        self.forecast_config = settings.forecast_config() if detectors and settings.forecasts else None
 
     def _options(self) -> dict:
         options = {
@@ -73,6 +74,7 @@ class PartitionEngines:
             "forecasts": self.detectors and self.settings.forecasts,
             "metric_types": self.metric_types,
             "models": self.models,
+            "forecast_config": self.forecast_config,
         }
 
     def groups_for(self, partition: int) -> list[RuleGroup]:

@@ -24,6 +24,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detector.anomaly.catalog import ModelCatalog, ModelCatalogError
+from detector.forecast.spec import ForecastConfig, ForecastSpecError
 from detector.durations import parse_duration
 from detector.labels import BY_SERIES_FAMILY, DEFAULT_PARTITION_BY
 from detector.wire.remote_write import SampleWindow, WriteLimits
@@ -50,6 +51,9 @@ class Settings(BaseSettings):
     forecasts: bool = True
     # Which anomaly model scores which series (YAML: selector -> model); none: the default model.
     models_file: Path | None = None
+    # Which series forecasts watch, against which bound, and the warning settings (YAML:
+    # detector.forecast.spec); none: the default specs and settings.
+    forecasts_file: Path | None = None
     partitions: int = Field(8, ge=1, le=1024)
     # Two-stage evaluation of rules that combine series across targets (detector.stages,
     # pipelines.stages): samples partitions send partials to a partials topic of
@@ -198,6 +202,16 @@ class Settings(BaseSettings):
                 raise ValueError(str(exc)) from None
         return value
 
+    @field_validator("forecasts_file")
+    @classmethod
+    def _is_forecast_config(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                ForecastConfig.load(value)  # every problem, with file and entry, before anything starts
+            except ForecastSpecError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
     @model_validator(mode="after")
     def _receiver_security_is_complete(self) -> Settings:
         problems = []
@@ -218,6 +232,9 @@ class Settings(BaseSettings):
 
     def model_catalog(self) -> ModelCatalog | None:
         return ModelCatalog.load(self.models_file) if self.models_file is not None else None
+
+    def forecast_config(self) -> ForecastConfig | None:
+        return ForecastConfig.load(self.forecasts_file) if self.forecasts_file is not None else None
 
     @property
     def evaluation_interval_ms(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from detector.promql import compile_expr
 from detector.rules import AlertingRule, RuleGroup
@@ -301,3 +302,33 @@ def test_a_run_of_messages_folded_at_once_sends_what_one_at_a_time_sends() -> No
     assert [a["state"] for a in one_by_one[ALERTS] if a["labels"].get("alertname") == "Down"] == ["pending", "firing", "inactive"]
     for topic in one_by_one:
         assert sorted(map(json.dumps, together[topic])) == sorted(map(json.dumps, one_by_one[topic])), topic
+
+
+def test_a_forecasts_file_names_the_bounded_series_and_settings_the_worker_uses(tmp_path) -> None:
+    """HEADROOM_FORECASTS_FILE: a series no default spec knows (disk bytes against the disk's size)
+    is forecast and warned about with the file's horizon; a file with a mistake stops the worker
+    before it starts, naming the entry."""
+    spec = tmp_path / "forecasts.yml"
+    spec.write_text("settings:\n  horizon: 40m\nforecasts:\n"
+                    "  - selector: node_disk_used_bytes\n    bound: node_disk_size_bytes\n")
+    used = (("__name__", "node_disk_used_bytes"), ("instance", "db:9100"), ("job", "node"))
+    size = (("__name__", "node_disk_size_bytes"), ("instance", "db:9100"), ("job", "node"))
+    clock = FakeClock(T0 + 200 * STEP)
+    runs = {}
+    for name, extra in (("default", {}), ("file", {"forecasts_file": spec})):
+        worker = make_worker(clock, groups=[down_rule()], **extra)
+        forecasts, offset = [], 0
+        for first in range(0, 160, 10):  # filling 1 GB of 100 GB a minute from 60 GB: full in 40 minutes
+            stamps = [T0 + k * STEP for k in range(first, first + 10)]
+            batch = message([(used, [(t, 60e9 + 1e9 * (t - T0) / 60_000) for t in stamps]), (size, [(t, 100e9) for t in stamps])])
+            out = worker.handle(SAMPLES, 0, offset, batch)
+            offset += 1
+            forecasts += [json.loads(v) for _, v in out.records.get("headroom-forecasts", [])]
+        runs[name] = forecasts
+    assert runs["default"] == []
+    assert runs["file"] and {f["labels"]["__name__"] for f in runs["file"]} == {"node_disk_used_bytes"}
+    assert any(f["state"] in ("pending", "firing") for f in runs["file"])  # within the file's 40-minute horizon
+    bad = tmp_path / "bad.yml"
+    bad.write_text("forecasts:\n  - selector: x\n    bound: y\n    direction: sideways\n")
+    with pytest.raises(ValueError, match="direction"):
+        Settings(forecasts_file=bad)
