@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detector.anomaly.catalog import ModelCatalog
+from detector.forecast.spec import ForecastConfig
 from detector.wire.batch import SampleBatch
 from detector.labels import DEFAULT_PARTITION_BY, LANE_CLOCK, Labels, canonical_bytes, labels_from_canonical, partition_for
 from detector.wire.metadata import MetricTypes
@@ -103,6 +104,7 @@ class Replay:
         forecasts: bool = True,
         score_threshold: float = DEFAULT_SCORE_THRESHOLD,
         models: ModelCatalog | None = None,
+        forecast_config: ForecastConfig | None = None,
     ) -> None:
         self.placement = place_groups(groups, partition_by)
         self.partitions = partitions
@@ -115,6 +117,7 @@ class Replay:
             PartitionDetectors(
                 self.placement.local, engine_options=options, scores=scores, forecasts=forecasts,
                 score_threshold=score_threshold, metric_types=self.metric_types, models=models,
+                forecast_config=forecast_config,
             )
             for _ in range(partitions)
         ]

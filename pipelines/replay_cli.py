@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from detector.anomaly.catalog import ModelCatalog
+from detector.forecast.spec import ForecastConfig
 from detector.errors import HeadroomError
 from detector.labels import DEFAULT_PARTITION_BY
 from detector.wire.openmetrics import OpenMetricsError
@@ -31,8 +32,10 @@ console = Console(stderr=True)
 @click.option("--no-forecasts", is_flag=True, help="Skip saturation forecasts.")
 @click.option("--models", "models_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Anomaly model per series selector, YAML (HEADROOM_MODELS_FILE); default: the default model for all.")
+@click.option("--forecasts", "forecasts_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Bounded series and warning settings, YAML (HEADROOM_FORECASTS_FILE); default: the built-in specs.")
 def replay(recording: Path, rule_files: tuple[str, ...], out_path: Path, partitions: int | None, score_mode: str, no_forecasts: bool,
-           models_file: Path | None) -> None:
+           models_file: Path | None, forecasts_file: Path | None) -> None:
     """Run a recording (OpenMetrics with timestamps) through rules, anomaly scores and forecasts.
 
     Writes one JSON object per event, each with its event time and labels:
@@ -49,6 +52,7 @@ def replay(recording: Path, rule_files: tuple[str, ...], out_path: Path, partiti
             external_url=settings.external_url,
         )
         models = ModelCatalog.load(models_file) if models_file is not None else settings.model_catalog()
+        forecast_config = ForecastConfig.load(forecasts_file) if forecasts_file is not None else settings.forecast_config()
         with console.status(f"reading {recording}..."):
             with recording.open() as fd:
                 samples = read_openmetrics(fd)
@@ -66,6 +70,7 @@ def replay(recording: Path, rule_files: tuple[str, ...], out_path: Path, partiti
         scores=score_mode != "none",
         forecasts=not no_forecasts,
         models=models,
+        forecast_config=forecast_config,
         **({"score_threshold": 0.0} if score_mode == "all" else {}),
     )
     columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"), TimeRemainingColumn())

@@ -125,3 +125,24 @@ def test_rounding_rows_at_once_equals_rounding_each(triples, modes):
     for row, mode in zip(range(3), modes):
         alone = round_duration(values[row], mode)
         assert np.array_equal(together[row], alone, equal_nan=True)
+
+
+def test_replay_takes_a_forecasts_file(tmp_path):
+    """headroom replay --forecasts: the file's specs decide which series are forecast."""
+    from click.testing import CliRunner
+
+    from pipelines.replay_cli import replay
+
+    lines = [f'node_disk_used_bytes{{instance="db"}} {60e9 + 1e9 * i / 4:.0f} {i * 15}' for i in range(120)]
+    lines += [f'node_disk_size_bytes{{instance="db"}} 100000000000 {i * 15}' for i in range(120)]
+    (tmp_path / "rec.om").write_text("\n".join(sorted(lines, key=lambda s: int(s.rsplit(" ", 1)[1]))) + "\n# EOF\n")
+    (tmp_path / "forecasts.yml").write_text("forecasts:\n  - {selector: node_disk_used_bytes, bound: node_disk_size_bytes}\n")
+    found = {}
+    for name, extra in (("default", []), ("file", ["--forecasts", str(tmp_path / "forecasts.yml")])):
+        out = tmp_path / f"{name}.jsonl"
+        result = CliRunner().invoke(replay, [str(tmp_path / "rec.om"), "--rules", "backpressure", "--out", str(out),
+                                             "--scores", "none", *extra])
+        assert result.exit_code == 0, result.output
+        found[name] = [e for e in map(json.loads, out.read_text().splitlines()) if e["kind"] == "forecast"]
+    assert found["default"] == [] and found["file"]
+    assert {e["labels"]["__name__"] for e in found["file"]} == {"node_disk_used_bytes"}
