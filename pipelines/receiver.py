@@ -296,7 +296,7 @@ class LoopLag:
     True
     """
 
-    def __init__(self, interval_s: float = 0.05, memory_s: float = 1.0) -> None:
+    def __init__(self, interval_s: float = 0.25, memory_s: float = 1.0) -> None:
         self.interval_s = interval_s
         self._recent: deque[float] = deque(maxlen=max(1, round(memory_s / interval_s)))
 
