@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detector.anomaly.catalog import ModelCatalog, ModelCatalogError
@@ -192,23 +192,13 @@ class Settings(BaseSettings):
                              f"({self.session_timeout}), a third of it or less")
         return self
 
-    @field_validator("models_file")
+    @field_validator("models_file", "forecasts_file")
     @classmethod
-    def _is_model_catalog(cls, value: Path | None) -> Path | None:
+    def _file_loads(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         if value is not None:
-            try:
-                ModelCatalog.load(value)  # every problem, with file and entry, before anything starts
-            except ModelCatalogError as exc:
-                raise ValueError(str(exc)) from None
-        return value
-
-    @field_validator("forecasts_file")
-    @classmethod
-    def _is_forecast_config(cls, value: Path | None) -> Path | None:
-        if value is not None:
-            try:
-                ForecastConfig.load(value)  # every problem, with file and entry, before anything starts
-            except ForecastSpecError as exc:
+            try:  # every problem, with file and entry, before anything starts
+                (ModelCatalog if info.field_name == "models_file" else ForecastConfig).load(value)
+            except (ModelCatalogError, ForecastSpecError) as exc:
                 raise ValueError(str(exc)) from None
         return value
 
