@@ -235,7 +235,9 @@ class RemoteWriteDecoder:
         raws = request.timeseries
         if len(raws) >= _VECTOR_MIN_SERIES:  # senders send alike series together: as many samples as the first
             first = _peel_samples(raws[0])
-            if first is not None and len(first[1]) <= _MAX_ALIKE_SAMPLES:
+            # a first series not seen before: most likely a request of new series (a sender's start, a
+            # receiver's restart), which the numpy passes would only find unknown before the loop
+            if first is not None and len(first[1]) <= _MAX_ALIKE_SAMPLES and raws[0][: first[0]] in known:
                 raws = self._decode_alike_samples(raws, len(first[1]), columns)
         for raw in raws:
             peeled = _peel_samples(raw)
