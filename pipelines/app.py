@@ -142,10 +142,13 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
         await worker.catch_up(topic, partition, send)  # what the messages left due, in steps that yield
 
     async def evaluate(stream: faust.StreamT) -> None:
-        # A backlog's consecutive messages of one partition are folded in together, taking only what
-        # the stream already holds (never waiting for more). Only while Faust does not ack them: with
-        # acks on (no snapshots), moving on to the next message would commit one not yet folded in.
+        # A backlog's consecutive messages of one samples partition are folded in together, taking only
+        # what the stream already holds (never waiting for more). Only while Faust does not ack them: with
+        # acks on (no snapshots), moving on to the next message would commit one not yet folded in. Not
+        # partials frames: a combine partition runs the evaluations one frame left due before it reads
+        # the next (a frame's rows replace the slot's previous ones).
         queue = stream.channel.queue if keeper is not None and isinstance(stream.channel, faust.ChannelT) else None
+        combine = set(worker.combine_lanes)
         run: list[tuple[int, bytes]] = []
         run_bytes, run_of = 0, (None, -1)
         async for event in stream.events():
@@ -157,7 +160,7 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
             run.append((message.offset, event.value))
             run_bytes += len(event.value) if isinstance(event.value, bytes) else 0
             run_of = here
-            if queue is None or queue.empty():
+            if queue is None or queue.empty() or message.topic in combine:
                 await fold(*run_of, run)
                 run, run_bytes = [], 0
 

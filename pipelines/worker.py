@@ -225,7 +225,9 @@ class Worker:
         Scores and forecasts run in numpy passes of one sample per series each, whose fixed cost
         dominates on a message's few hundred series; a backlog's messages of one partition taken
         together make the passes longer and fewer (a catch-up's 10 samples per series: 10 passes
-        for the whole run instead of 10 per message). Partials frames are folded one by one.
+        for the whole run instead of 10 per message). Partials frames are folded one by one, and a
+        caller should hand them over singly, running :meth:`catch_up` after each: a combine
+        partition must run the evaluations a frame left due before it reads the next.
         """
         if len(messages) == 1 or lane in self.combine_lanes:
             outgoing = Outgoing()
