@@ -348,7 +348,7 @@ class PartitionDetectors:
         forecasts = "off"
         if self.forecaster is not None:
             config = self.forecaster.config
-            forecasts = f"{config.settings.identity()} {[spec.describe() for spec in config.specs]}"
+            forecasts = f"{config.settings!r} {[spec.describe() for spec in config.specs]}"
         return {"scores": scorer, "forecasts": forecasts}
 
     def _config_identity(self) -> str:

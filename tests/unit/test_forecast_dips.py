@@ -18,8 +18,8 @@ T0_MS = 1_700_000_000_000
 SAT = (("__name__", "worker_dispatch_channel_saturation"), ("worker_id", "w1"))
 GATED = ForecastConfig(ForecastSettings(dip_memory_s=6 * 3600.0, dip_margin=0.05, dip_recovery=0.2,
                                         rise_margin_s=None, approach_margin=None))
-# the default gate without its rise and approach tests
-DEPTH_ONLY = ForecastConfig(ForecastSettings(rise_margin_s=None, approach_margin=None))
+# the default gate without its rise and approach tests, its depth margin a share of the whole headroom
+DEPTH_ONLY = ForecastConfig(ForecastSettings(rise_margin_s=None, approach_margin=None, dip_rest_margin=None))
 
 
 def bursts(seed: int, depth: float, every: int = 240, count: int = 5):
@@ -121,6 +121,7 @@ def test_a_partition_snapshot_taken_with_the_old_settings_restores_all_but_the_f
     state = decode(PartitionDetectors(groups).snapshot(), SNAPSHOT_RECORDS)
     # what the code before the gate wrote: its settings had no dip fields
     state["_config"] = re.sub(r", dip_memory_s=[^,]+, dip_margin=[^,]+, dip_recovery=[^,)]+", "", state["_config"])
+    state["_config"] = re.sub(r", dip_rest_margin=[^,)]+", "", state["_config"])
     assert "dip_" not in state["_config"]
     assert PartitionDetectors.restore(encode(state, SNAPSHOT_RECORDS), groups).fresh_components == ("forecasts",)
 
@@ -244,7 +245,9 @@ def test_a_gap_in_the_samples_starts_the_rise_afresh():
 
 # ---------------------------------------------------------------------- the approach test (approach_margin)
 
-RISE_ONLY = ForecastConfig(ForecastSettings(approach_margin=None))  # the default gate without its approach test
+# the default gate with its depth margin a share of the whole headroom, without and with its approach test
+RISE_ONLY = ForecastConfig(ForecastSettings(approach_margin=None, dip_rest_margin=None))
+WHOLE = ForecastConfig(ForecastSettings(dip_rest_margin=None))
 
 
 def excursions(seed: int, base: float, depth: float, rise: int, hold: int, drain: int, every: int = 480,
@@ -274,7 +277,7 @@ def test_a_15_minute_ramp_after_slower_bursts_warns_with_the_approach_test(seed)
     # the depth test then asks for 100%, the rise test for a rise 5 minutes longer than theirs (about 12
     # minutes as the fit measures it, with its lag). A 15-minute ramp from 50% (0.033 a minute) has risen
     # as long as they had a little before its end, and by then its ETA is far shorter than any of theirs
-    plain, approach = ForecastEngine(RISE_ONLY), ForecastEngine()
+    plain, approach = ForecastEngine(RISE_ONLY), ForecastEngine(WHOLE)
     for engine in (plain, approach):
         assert fired_at(engine, excursions(seed, 0.5, 0.75, 32, 8, 60), 1440) == []  # under min_used + the gate
     assert approach._eta_seen[0] > 8 * 60  # the bursts came no nearer than 8 minutes from the bound
@@ -330,7 +333,7 @@ def test_a_snapshot_from_before_the_approach_test_loads_with_no_eta_remembered()
 def test_a_margin_of_the_rest_lets_a_ramp_past_bursts_to_80_percent_that_a_quarter_of_the_whole_never_does(seed):
     # three bursts from 30% to 80% (a fast 4-minute rise, so neither the rise nor the approach test
     # speaks for a slower ramp). dip_margin 0.25 then asks for 105%; a margin of half the rest, for 90%
-    whole = ForecastConfig(ForecastSettings(rise_margin_s=None, approach_margin=None))
+    whole = DEPTH_ONLY
     rest = ForecastConfig(ForecastSettings(rise_margin_s=None, approach_margin=None, dip_rest_margin=0.5))
     engines = ForecastEngine(whole), ForecastEngine(rest)
     for engine in engines:
@@ -351,20 +354,8 @@ def test_a_margin_of_the_rest_still_keeps_bursts_like_the_remembered_ones_quiet(
 
 
 def test_dip_rest_margin_is_read_from_yaml_words_and_checked():
-    assert ForecastSettings().dip_rest_margin is None
+    assert ForecastSettings().dip_rest_margin == 0.5  # chosen by bench.early_warning_loso --grid rest
     assert ForecastSettings.from_dict({"dip_rest_margin": "0.5"}).dip_rest_margin == 0.5
     assert ForecastSettings.from_dict({"dip_rest_margin": False}).dip_rest_margin is None
     with pytest.raises(ForecastSpecError, match="dip_rest_margin"):
         ForecastSettings(dip_rest_margin=1.5)
-
-
-def test_a_knob_that_is_off_by_default_is_left_out_of_what_snapshots_record():
-    """Upgrading to a version with a new knob, off by default, restores every partition's forecasts as
-    they were (a changed settings text would restart them); turning the knob on does restart them."""
-    groups = [RuleGroup("g", "inline", 15_000, ())]
-    state = decode(PartitionDetectors(groups).snapshot(), SNAPSHOT_RECORDS)
-    assert "dip_rest_margin" not in state["_config"] and "approach_margin=0.5" in state["_config"]
-    assert PartitionDetectors.restore(encode(state, SNAPSHOT_RECORDS), groups).fresh_components == ()
-    on = ForecastConfig(ForecastSettings(dip_rest_margin=0.5))
-    restored = PartitionDetectors.restore(encode(state, SNAPSHOT_RECORDS), groups, forecast_config=on)
-    assert restored.fresh_components == ("forecasts",)
