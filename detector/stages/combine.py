@@ -193,7 +193,7 @@ class CombinePartition:
         """Frames for the second combine level, by partition (after :meth:`receive`); empty without one."""
         if not self.next_count:
             return {}
-        return self.outbox.frames(self.engine.watermark)
+        return self.outbox.frames(self.engine.watermark, self.plan.phases)
 
     def free_expired(self) -> list[bytes]:
         """Free the rows of recorded series no evaluation can read any more."""

@@ -109,6 +109,11 @@ def _labels(key: bytes) -> Labels:
     return labels
 
 
+def keys_blob(labels: list[Labels]) -> bytes:
+    """A block's label sets as a frame holds them: each one's canonical bytes after their length."""
+    return b"".join([_LENGTH.pack(len(key)) + key for key in map(_key, labels)])
+
+
 class FrameFormatError(HeadroomError):
     """Bytes that are not a partials frame this code can read (or not for this rule set)."""
 
@@ -121,6 +126,8 @@ class Block:
     tick: int
     labels: list[Labels]
     values: np.ndarray  # (rows, columns) float64
+    # ``labels`` as the frame holds them (keys_blob), if the maker has them already: encoded as they are.
+    keys: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +175,7 @@ def encode_frame(frame: Frame) -> bytes:
         if values.ndim != 2 or values.shape[0] != len(block.labels) or not 1 <= values.shape[1] <= 255:
             raise ValueError(f"block of slot {block.slot}: values must be (rows, 1..255 columns), got {values.shape}")
         out += _BLOCK.pack(block.slot, block.tick, len(block.labels), values.shape[1])
-        for labels in block.labels:
-            key = _key(labels)
-            out += _LENGTH.pack(len(key)) + key
+        out += keys_blob(block.labels) if block.keys is None else block.keys
         out += values.tobytes()
     for failure in frame.failures:
         message = failure.message.encode()
@@ -388,4 +393,4 @@ class PartsBuffer:
 
 
 __all__ = ["FRAME_TARGET_BYTES", "NO_ORIGIN", "Block", "Failure", "Frame", "FrameFormatError", "PartsBuffer", "Skip",
-           "decode_frame", "encode_frame", "join_parts", "split_frame"]
+           "decode_frame", "encode_frame", "join_parts", "keys_blob", "split_frame"]

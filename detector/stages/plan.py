@@ -143,6 +143,9 @@ class StagePlan:
                         node.slot = split.slots[node.slot].id
                 last = r.deep[1] if r.deep is not None else r.split
                 r.stage2_rule = dataclasses.replace(r.rule, expr=last.remainder)
+        # When the stages' groups evaluate: tick t of a group of (interval, delay) once the watermark reached
+        # t + delay, t a multiple of the interval (RuleEngine).
+        self.phases = tuple(sorted({(g.group.interval_ms, g.group.evaluation_delay_ms) for g in self.groups if not g.is_global}))
         self.levels = 2 if any(r.deep is not None for g in self.groups for r in g.rules) else 1
         self.fingerprint = _fingerprint(groups, partition_by)
         self._global_selectors = tuple(
