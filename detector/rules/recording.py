@@ -11,6 +11,8 @@ from detector.promql import EvalContext, InstantVector, Node, Scalar
 from detector.promql.plan import EvaluationError
 from detector.store import STALE_NAN_BITS, SeriesStore
 
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+
 
 @dataclass(eq=False)
 class RecordingRule:
@@ -54,10 +56,17 @@ def write_series(store: SeriesStore, keys: list[bytes], values: np.ndarray, t_ms
 
     Returns the rows written, to pass back as ``previous`` next time.
     """
+    if not keys and not len(previous):
+        return _NO_ROWS  # nothing then, nothing now (an alerting rule without alerts, mostly)
     rows = np.fromiter((store.series_id(k) for k in keys), dtype=np.int64, count=len(keys))
-    store.append_rows(rows, t_ms, np.asarray(values, dtype=np.float64))
-    gone = np.setdiff1d(previous, rows)
+    values = np.asarray(values, dtype=np.float64)
+    # Usually the same series as last time, in the same order: then none went.
+    same = len(previous) == len(rows) and bool((previous == rows).all())
+    gone = _NO_ROWS if same or not len(previous) else np.setdiff1d(previous, rows)
     if len(gone):
         stale = np.full(len(gone), STALE_NAN_BITS, dtype=np.uint64).view(np.float64)
-        store.append_rows(gone, t_ms, stale)
+        rows_and_gone, values = np.concatenate([rows, gone]), np.concatenate([values, stale])
+    else:
+        rows_and_gone = rows
+    store.append_rows(rows_and_gone, t_ms, values, distinct=True)  # keys are distinct (checked), gone rows too
     return rows
