@@ -82,6 +82,7 @@ _FAILURE = struct.Struct("<IqI")
 _LENGTH = struct.Struct("<I")
 _TRAILER = struct.Struct("<qI")
 _SKIP = struct.Struct("<qqq")
+_VALUES = np.dtype("<f8")
 
 
 # The same label sets travel at every tick: their encoding both ways is memoised
@@ -165,25 +166,29 @@ class Frame:
     whole: int = 0  # CRC-32 of the whole frame a part belongs to
 
 
-def encode_frame(frame: Frame) -> bytes:
-    out = bytearray(
-        _HEADER.pack(MAGIC, VERSION, frame.fingerprint, frame.source, frame.sources, frame.seq,
-                     frame.watermark, len(frame.blocks), len(frame.failures), frame.part, frame.parts, frame.whole)
-    )
-    for block in frame.blocks:
-        values = np.ascontiguousarray(block.values, dtype="<f8")
-        if values.ndim != 2 or values.shape[0] != len(block.labels) or not 1 <= values.shape[1] <= 255:
-            raise ValueError(f"block of slot {block.slot}: values must be (rows, 1..255 columns), got {values.shape}")
-        out += _BLOCK.pack(block.slot, block.tick, len(block.labels), values.shape[1])
-        out += keys_blob(block.labels) if block.keys is None else block.keys
-        out += values.tobytes()
+def encode_frame(frame: Frame, blocks: list[bytes] | None = None) -> bytes:
+    """``frame`` as bytes; ``blocks``, if given, are its blocks already encoded (:func:`encode_block`),
+    in place of ``frame.blocks``."""
+    if blocks is None:
+        blocks = [encode_block(block) for block in frame.blocks]
+    out = [_HEADER.pack(MAGIC, VERSION, frame.fingerprint, frame.source, frame.sources, frame.seq,
+                        frame.watermark, len(blocks), len(frame.failures), frame.part, frame.parts, frame.whole)]
+    out += blocks
     for failure in frame.failures:
         message = failure.message.encode()
-        out += _FAILURE.pack(failure.slot, failure.tick, len(message)) + message
-    out += _TRAILER.pack(frame.origin, len(frame.skips))
-    for skip in frame.skips:
-        out += _SKIP.pack(skip.interval_ms, skip.first, skip.resume)
-    return bytes(out)
+        out.append(_FAILURE.pack(failure.slot, failure.tick, len(message)) + message)
+    out.append(_TRAILER.pack(frame.origin, len(frame.skips)))
+    out += [_SKIP.pack(skip.interval_ms, skip.first, skip.resume) for skip in frame.skips]
+    return b"".join(out)
+
+
+def encode_block(block: Block) -> bytes:
+    """One block as a frame holds it."""
+    values = np.ascontiguousarray(block.values, dtype="<f8")
+    if values.ndim != 2 or values.shape[0] != len(block.labels) or not 1 <= values.shape[1] <= 255:
+        raise ValueError(f"block of slot {block.slot}: values must be (rows, 1..255 columns), got {values.shape}")
+    keys = keys_blob(block.labels) if block.keys is None else block.keys
+    return b"".join((_BLOCK.pack(block.slot, block.tick, len(block.labels), values.shape[1]), keys, values.tobytes()))
 
 
 def decode_frame(data: bytes) -> Frame:
@@ -224,7 +229,10 @@ def decode_frame(data: bytes) -> Frame:
             size = 8 * n_rows * n_cols
             if pos + size > len(view):
                 raise FrameFormatError(f"truncated values in block of slot {slot} at {tick}")
-            values = np.frombuffer(view[pos : pos + size], dtype="<f8").reshape(n_rows, n_cols).astype(np.float64)
+            # A read-only view of the frame's bytes, in the machine's byte order: no copy.
+            values = np.frombuffer(view, dtype=_VALUES, count=n_rows * n_cols, offset=pos).reshape(n_rows, n_cols)
+            if values.dtype != np.float64:
+                values = values.astype(np.float64)
             pos += size
             blocks.append(Block(slot, tick, labels, values))
         for _ in range(n_failures):
@@ -393,4 +401,4 @@ class PartsBuffer:
 
 
 __all__ = ["FRAME_TARGET_BYTES", "NO_ORIGIN", "Block", "Failure", "Frame", "FrameFormatError", "PartsBuffer", "Skip",
-           "decode_frame", "encode_frame", "join_parts", "keys_blob", "split_frame"]
+           "decode_frame", "encode_block", "encode_frame", "join_parts", "keys_blob", "split_frame"]

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +24,7 @@ import numpy as np
 from detector.promql.plan import DEFAULT_LOOKBACK_MS, EvalContext, EvaluationError, Node
 from detector.rules.engine import DEFAULT_RESEND_DELAY_MS, EngineOutput, RuleEngine
 from detector.rules.group import RuleGroup
-from detector.stages.frames import NO_ORIGIN, Block, Failure, Frame, Skip, encode_frame, keys_blob
+from detector.stages.frames import _BLOCK, NO_ORIGIN, Failure, Frame, Skip, encode_frame, keys_blob
 from detector.stages.partials import Partial, from_vectors
 from detector.stages.plan import StagePlan
 from detector.stages.split import Slot
@@ -98,24 +97,27 @@ class Outbox:
             self.origin = min(ticks)
         skips = [Skip(*skip) for skip in self.skips]
         self.skips.clear()
-        blocks: dict[int, list[Block]] = {}
+        blocks: dict[int, list[bytes]] = {}  # encoded (frames.encode_block), by destination
         failures: list[Failure] = []
         for slot, tick, result in self.items:
             if isinstance(result, str):
                 failures.append(Failure(slot.id, tick, result))
                 continue
+            values = np.ascontiguousarray(result.values, dtype="<f8")
+            columns = values.shape[1]
             for dest, rows, labels, keys in self._route(slot, result):
-                blocks.setdefault(dest, []).append(Block(slot.id, tick, labels, result.values[rows], keys))
+                head = _BLOCK.pack(slot.id, tick, len(labels), columns)
+                part = values if rows is None else values[rows]
+                blocks.setdefault(dest, []).append(b"".join((head, keys, part.tobytes())))
         self.items.clear()
         self.sent_watermark = watermark
         self.seq += 1
         frame = Frame(self.plan.fingerprint, self.source, self.sources, self.seq, watermark, [], failures, self.origin, skips)
         bare = encode_frame(frame) if len(blocks) < self.dests else b""  # the same bytes for every partition without rows
-        return {dest: encode_frame(dataclasses.replace(frame, blocks=blocks[dest])) if dest in blocks else bare
-                for dest in range(self.dests)}
+        return {dest: encode_frame(frame, blocks[dest]) if dest in blocks else bare for dest in range(self.dests)}
 
-    def _route(self, slot: Slot, partial: Partial) -> list[tuple[int, np.ndarray, list, bytes]]:
-        """Per destination: the rows of ``partial`` it gets, their labels, and those labels encoded.
+    def _route(self, slot: Slot, partial: Partial) -> list[tuple[int, np.ndarray | None, list, bytes]]:
+        """Per destination: the rows of ``partial`` it gets (None: all), their labels, and those labels encoded.
 
         A slot's partial usually has the very label tuples of its last one (an
         aggregation's groups, a selector's series): that routing is reused, so a
@@ -125,8 +127,8 @@ class Outbox:
         if cached is not None and cached[0] == partial.labels:  # identical tuples compare by identity: fast
             return cached[1]
         if slot.broadcast:
-            everything = np.arange(len(partial))
-            routes = [(dest, everything, partial.labels, keys_blob(partial.labels)) for dest in range(self.dests)] if len(partial) else []
+            keys = keys_blob(partial.labels)
+            routes = [(dest, None, partial.labels, keys) for dest in range(self.dests)] if len(partial) else []
         else:
             by_dest: dict[int, list[int]] = {}
             for i, labels in enumerate(partial.labels):
@@ -140,7 +142,8 @@ class Outbox:
             routes = []
             for dest, rows in sorted(by_dest.items()):
                 labels = [partial.labels[i] for i in rows]
-                routes.append((dest, np.asarray(rows, dtype=np.intp), labels, keys_blob(labels)))
+                every = len(rows) == len(partial)  # all rows to one place: no need to pick them
+                routes.append((dest, None if every else np.asarray(rows, dtype=np.intp), labels, keys_blob(labels)))
         self._last[slot.id] = (list(partial.labels), routes)
         return routes
 
