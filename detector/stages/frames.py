@@ -212,6 +212,8 @@ def decode_frame(data: bytes) -> Frame:
         raise FrameFormatError(f"partials frame part {part} of {parts} parts")
     pos = header.size
     blocks, failures = [], []
+    raw = data if type(data) is bytes else view.tobytes()
+    end, unpack_length, known = len(raw), _LENGTH.unpack_from, _LABELS.get
     try:
         for _ in range(n_blocks):
             slot, tick, n_rows, n_cols = _BLOCK.unpack_from(view, pos)
@@ -219,18 +221,21 @@ def decode_frame(data: bytes) -> Frame:
             if n_cols == 0:
                 raise FrameFormatError(f"block of slot {slot} at {tick} has no value columns")
             labels = []
-            for _ in range(n_rows):
-                (length,) = _LENGTH.unpack_from(view, pos)
-                pos += _LENGTH.size
-                if pos + length > len(view):
+            for _ in range(n_rows):  # the hot loop of a frame with many rows: kept lean
+                (length,) = unpack_length(raw, pos)
+                pos += 4
+                stop = pos + length
+                if stop > end:
                     raise FrameFormatError(f"truncated labels in block of slot {slot} at {tick}")
-                labels.append(_labels(bytes(view[pos : pos + length])))
-                pos += length
+                key = raw[pos:stop]
+                found = known(key)
+                labels.append(_labels(key) if found is None else found)
+                pos = stop
             size = 8 * n_rows * n_cols
-            if pos + size > len(view):
+            if pos + size > end:
                 raise FrameFormatError(f"truncated values in block of slot {slot} at {tick}")
             # A read-only view of the frame's bytes, in the machine's byte order: no copy.
-            values = np.frombuffer(view, dtype=_VALUES, count=n_rows * n_cols, offset=pos).reshape(n_rows, n_cols)
+            values = np.frombuffer(raw, dtype=_VALUES, count=n_rows * n_cols, offset=pos).reshape(n_rows, n_cols)
             if values.dtype != np.float64:
                 values = values.astype(np.float64)
             pos += size
