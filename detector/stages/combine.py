@@ -146,7 +146,11 @@ class CombinePartition:
         self.skips.sort()
         if frame.watermark > seen:
             self.presumed[frame.source] = False
+        before = self.watermark
         self.watermarks[frame.source] = max(int(self.watermarks[frame.source]), frame.watermark)
+        if self.watermark == before and not self.evaluations_due:
+            # Not the slowest upstream (most frames): no tick became ready, nothing to evaluate or drop.
+            return EngineOutput()
         return self._advance()
 
     def presume(self, follow: dict[int, int]) -> EngineOutput:
