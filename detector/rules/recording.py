@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from detector.labels import METRIC_NAME, canonical_bytes
+from detector.labels import METRIC_NAME, Labels, canonical_bytes
 from detector.promql import EvalContext, InstantVector, Node, Scalar
 from detector.promql.plan import EvaluationError
 from detector.store import STALE_NAN_BITS, SeriesStore
@@ -29,26 +29,39 @@ class RecordingRule:
     labels: tuple[tuple[str, str], ...] = ()
     group: str = ""
     source: str = ""
+    # Result labels -> stored key: the same series come back at every evaluation (a pure function, so
+    # one memo serves every engine the rule runs in).
+    _keys: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def evaluate(self, ctx: EvalContext, previous: np.ndarray) -> np.ndarray:
         result = self.expr.evaluate(ctx)
         if isinstance(result, Scalar):
             result = InstantVector([()], np.array([result.value]))
+        memo = self._keys
+        if len(memo) > max(4 * len(result.labels), 1 << 12):  # series churn: start the memo again
+            memo.clear()
         keys = []
         for labels in result.labels:
-            out = dict(labels)
-            out[METRIC_NAME] = self.name
-            for name, value in self.labels:
-                if value:
-                    out[name] = value
-                else:  # an empty value removes the label, as in Prometheus
-                    out.pop(name, None)
-            keys.append(canonical_bytes(tuple(sorted(out.items()))))
+            key = memo.get(labels)
+            if key is None:
+                key = memo[labels] = self._key(labels)
+            keys.append(key)
         if len(set(keys)) != len(keys):
             raise EvaluationError(
                 f"recording rule {self.name}: vector contains metrics with the same labelset after applying rule labels"
             )
         return write_series(ctx.store, keys, result.values, ctx.t_ms, previous)
+
+    def _key(self, labels: Labels) -> bytes:
+        """The stored series' key for a result sample's labels: the rule's name and labels set."""
+        out = dict(labels)
+        out[METRIC_NAME] = self.name
+        for name, value in self.labels:
+            if value:
+                out[name] = value
+            else:  # an empty value removes the label, as in Prometheus
+                out.pop(name, None)
+        return canonical_bytes(tuple(sorted(out.items())))
 
 
 def write_series(store: SeriesStore, keys: list[bytes], values: np.ndarray, t_ms: int, previous: np.ndarray) -> np.ndarray:
