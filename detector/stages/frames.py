@@ -92,6 +92,22 @@ _KEYS: dict[Labels, bytes] = {}
 _LABELS: dict[bytes, Labels] = {}
 
 
+# A block's label bytes and the label list decoded from them, by (rows, first key): a sender's
+# block for a slot usually holds the same rows at every tick. Decoded blocks share such a list,
+# so nothing may change a block's labels in place. Bounded by bytes held.
+_BLOCKS: dict[tuple[int, bytes], tuple[bytes, list[Labels]]] = {}
+_BLOCKS_HELD = [0]
+_BLOCKS_LIMIT = 1 << 25
+
+
+def _remember_block(memo_key: tuple[int, bytes], blob: bytes, labels: list[Labels]) -> None:
+    if _BLOCKS_HELD[0] + len(blob) > _BLOCKS_LIMIT:
+        _BLOCKS.clear()
+        _BLOCKS_HELD[0] = 0
+    _BLOCKS[memo_key] = (blob, labels)
+    _BLOCKS_HELD[0] += len(blob)
+
+
 def _key(labels: Labels) -> bytes:
     key = _KEYS.get(labels)
     if key is None:
@@ -213,24 +229,37 @@ def decode_frame(data: bytes) -> Frame:
     pos = header.size
     blocks, failures = [], []
     raw = data if type(data) is bytes else view.tobytes()
-    end, unpack_length, known = len(raw), _LENGTH.unpack_from, _LABELS.get
+    end, unpack_length, known, blocks_seen = len(raw), _LENGTH.unpack_from, _LABELS.get, _BLOCKS.get
     try:
         for _ in range(n_blocks):
             slot, tick, n_rows, n_cols = _BLOCK.unpack_from(view, pos)
             pos += _BLOCK.size
             if n_cols == 0:
                 raise FrameFormatError(f"block of slot {slot} at {tick} has no value columns")
-            labels = []
-            for _ in range(n_rows):  # the hot loop of a frame with many rows: kept lean
+            labels, start = None, pos
+            if n_rows:
+                # The same rows as a block decoded before (usually the last tick's, from the same
+                # sender)? Bytes that begin with that block's label bytes hold the same label sets.
                 (length,) = unpack_length(raw, pos)
-                pos += 4
-                stop = pos + length
-                if stop > end:
-                    raise FrameFormatError(f"truncated labels in block of slot {slot} at {tick}")
-                key = raw[pos:stop]
-                found = known(key)
-                labels.append(_labels(key) if found is None else found)
-                pos = stop
+                memo_key = (n_rows, raw[pos + 4 : pos + 4 + length])
+                seen = blocks_seen(memo_key)
+                if seen is not None and raw.startswith(seen[0], pos):
+                    labels = seen[1]
+                    pos += len(seen[0])
+            if labels is None:
+                labels = []
+                for _ in range(n_rows):  # the hot loop of a frame with many rows: kept lean
+                    (length,) = unpack_length(raw, pos)
+                    pos += 4
+                    stop = pos + length
+                    if stop > end:
+                        raise FrameFormatError(f"truncated labels in block of slot {slot} at {tick}")
+                    key = raw[pos:stop]
+                    found = known(key)
+                    labels.append(_labels(key) if found is None else found)
+                    pos = stop
+                if n_rows:
+                    _remember_block(memo_key, raw[start:pos], labels)
             size = 8 * n_rows * n_cols
             if pos + size > end:
                 raise FrameFormatError(f"truncated values in block of slot {slot} at {tick}")
