@@ -71,7 +71,7 @@ def write_series(store: SeriesStore, keys: list[bytes], values: np.ndarray, t_ms
     """
     if not keys and not len(previous):
         return _NO_ROWS  # nothing then, nothing now (an alerting rule without alerts, mostly)
-    rows = np.fromiter((store.series_id(k) for k in keys), dtype=np.int64, count=len(keys))
+    rows = store.series_ids(keys) if keys else _NO_ROWS
     values = np.asarray(values, dtype=np.float64)
     # Usually the same series as last time, in the same order: then none went.
     same = len(previous) == len(rows) and bool((previous == rows).all())

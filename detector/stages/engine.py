@@ -220,7 +220,7 @@ def _take(batch: SampleBatch, series_mask: np.ndarray) -> SampleBatch | None:
     renumber[chosen] = np.arange(len(chosen))
     sample_mask = series_mask[batch.series_index]
     return SampleBatch(
-        [batch.series_keys[i] for i in chosen.tolist()],
+        list(map(batch.series_keys.__getitem__, chosen.tolist())),
         renumber[batch.series_index[sample_mask]].astype(np.uint32),
         batch.timestamps[sample_mask],
         batch.values[sample_mask],
