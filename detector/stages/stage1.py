@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detector.promql.aggregations import AggregateNode
 from detector.promql.plan import DEFAULT_LOOKBACK_MS, EvalContext, EvaluationError, Node
 from detector.rules.engine import DEFAULT_RESEND_DELAY_MS, EngineOutput, RuleEngine
 from detector.rules.group import RuleGroup
@@ -46,13 +47,23 @@ class PartialRule:
     outbox: list
     name: str
 
+    def __post_init__(self) -> None:
+        nodes = self.slot.nodes
+        self.shared_input = len(nodes) > 1 and all(
+            isinstance(n, AggregateNode) and n.param is None and n.expr is nodes[0].expr for n in nodes)
+
     @property
     def expr(self) -> Node:  # what the engine reads for reach_ms()
         return self.slot.nodes[0]
 
     def evaluate(self, ctx: EvalContext, previous: np.ndarray) -> np.ndarray:
+        nodes = self.slot.nodes
         try:
-            vectors = [node.evaluate(ctx) for node in self.slot.nodes]
+            if self.shared_input:  # avg, stddev: aggregations of one input, evaluated once for all of them
+                vector = nodes[0].expr.evaluate(ctx)  # type: ignore[attr-defined]
+                vectors = [node.aggregate(ctx.store, vector) for node in nodes]  # type: ignore[attr-defined]
+            else:
+                vectors = [node.evaluate(ctx) for node in nodes]
             partial = from_vectors(self.slot.kind, vectors, self.slot.limit)  # type: ignore[arg-type]
         except EvaluationError as exc:
             self.outbox.append((self.slot, ctx.t_ms, str(exc)))
