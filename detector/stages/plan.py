@@ -128,6 +128,7 @@ class StagePlan:
         self.slots: list[Slot] = []
         raw_only = _reads_raw_only(groups)
         same: dict[tuple, Slot] = {}  # slots that always give the same partials, by what they compute
+        computed: dict[tuple, Slot] = {}  # the same, regardless of where the rows go
         for g in self.groups:
             for r in g.rules:
                 if r.split is None:
@@ -147,6 +148,11 @@ class StagePlan:
                             continue
                         if key is not None:
                             same[key] = s
+                            # The same rows routed otherwise: evaluated once, by the first such slot.
+                            host = computed.setdefault(key[:-1], s)
+                            if host is not s:
+                                s.rides = True
+                                host.also.append(s)
                         s.id = len(self.slots)
                         self.slots.append(s)
                     for node in split.inputs:  # from the split's numbering to the plan's
@@ -181,7 +187,7 @@ class StagePlan:
                 if r.where == "local":
                     items.append(r.rule)
                 elif r.split is not None:
-                    items += [s for s in r.split.slots if not s.shared]
+                    items += [s for s in r.split.slots if not (s.shared or s.rides)]
             if items:
                 parts.append((g.group, items))
         return parts
@@ -204,7 +210,7 @@ class StagePlan:
                     continue
                 on_level2 = r.deep is not None or r.level2
                 if level == 1 and r.deep is not None:
-                    items += [s for s in r.deep[1].slots if not s.shared]
+                    items += [s for s in r.deep[1].slots if not (s.shared or s.rides)]
                 elif (level == 2) == on_level2 and (index == owner or not self._single(r, g)):
                     items.append(r.stage2_rule)  # type: ignore[arg-type]
             if items:
@@ -408,8 +414,8 @@ def _sharing_key(slot: Slot, group: RuleGroup, raw_only: Callable[[Node], bool])
     """
     if not all(raw_only(node) for node in slot.nodes):
         return None
-    return (slot.kind, slot.limit, slot.broadcast, slot.bounded, slot.route, group.interval_ms,
-            group.evaluation_delay_ms, repr(slot.nodes))
+    return (slot.kind, slot.limit, slot.bounded, group.interval_ms, group.evaluation_delay_ms, repr(slot.nodes),
+            (slot.route, slot.broadcast))  # last: where the rows go
 
 
 def _fingerprint(groups: list[RuleGroup], partition_by: tuple[str, ...], shared: list | None = None) -> int:

@@ -66,9 +66,12 @@ class PartialRule:
                 vectors = [node.evaluate(ctx) for node in nodes]
             partial = from_vectors(self.slot.kind, vectors, self.slot.limit)  # type: ignore[arg-type]
         except EvaluationError as exc:
-            self.outbox.append((self.slot, ctx.t_ms, str(exc)))
+            result: Partial | str = str(exc)
         else:
-            self.outbox.append((self.slot, ctx.t_ms, partial))
+            result = partial
+        self.outbox.append((self.slot, ctx.t_ms, result))
+        for other in self.slot.also:  # the same rows, routed as those slots' rules need
+            self.outbox.append((other, ctx.t_ms, result))
         return _NO_ROWS
 
 

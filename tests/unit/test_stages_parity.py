@@ -504,7 +504,7 @@ def test_a_scalar_of_a_slot_outside_a_cross_partition_join_fires_as_one_engine(p
 
 @pytest.mark.parametrize("partition_by", PARTITIONINGS)
 @pytest.mark.parametrize("partitions", [1, 4, 16])
-def test_slots_that_compute_the_same_are_evaluated_and_sent_once_and_match_one_engine(partition_by, partitions):
+def test_slots_that_compute_the_same_are_evaluated_once_and_match_one_engine(partition_by, partitions):
     from detector.stages.plan import _fingerprint
 
     groups = [
@@ -520,6 +520,7 @@ def test_slots_that_compute_the_same_are_evaluated_and_sent_once_and_match_one_e
             alert("Busy", "sum by (ns) (y) > 4.37"),  # Ratio's second slot
             alert("Double", "sum by (ns) (y:double) > 8.37"),
             alert("DoubleAgain", "sum by (ns) (y:double) > 9.37"),  # reads what a rule writes: its own slot
+            alert("Total", "sum(ns:x:sum) > 10.37"),  # inlined: ns:x:sum's rows, to one place: evaluated once
         )),
         RuleGroup("slow", "t.yml", 2 * INTERVAL, (alert("SlowBusy", "sum by (ns) (y) > 4.37"),)),  # other ticks: its own
     ]
@@ -531,7 +532,10 @@ def test_slots_that_compute_the_same_are_evaluated_and_sent_once_and_match_one_e
     assert [s.kind for s in by_rule["TeamShare"].split.slots if s.shared] == ["vector", "vector"]  # x, ns_team
     assert [s.kind for s in by_rule["TeamShare"].deep[1].slots if s.shared] == ["sum"]  # the partial sums by team
     assert not any(shared["Double"] + shared["DoubleAgain"] + shared["SlowBusy"])
-    assert {k[0] for k, _ in transitions_} >= {"Ratio", "Busy", "TeamShare", "Double", "DoubleAgain", "SlowBusy"}
+    total, = by_rule["Total"].split.slots
+    assert total.rides and not total.shared and total in by_rule["ns:x:sum"].split.slots[0].also
+    assert total.route.single and not by_rule["ns:x:sum"].split.slots[0].route.single
+    assert {k[0] for k, _ in transitions_} >= {"Ratio", "Busy", "TeamShare", "Double", "DoubleAgain", "SlowBusy", "Total"}
     assert recorded_
     # Slot numbers mean other slots than without sharing: frames of a plan without it are refused.
     assert staged.plan.fingerprint != _fingerprint(groups, partition_by)
