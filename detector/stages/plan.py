@@ -43,6 +43,15 @@ stage 1 evaluates a group's local rules and the stage-1 slots of its staged
 rules in rule order; the combine partitions evaluate the staged rules' remainders
 in rule order, after every stage-1 partition finished the tick.
 
+Slots that compute the same thing are evaluated once (every partition pays a
+fixed cost per evaluation, so this matters more the more partitions there
+are). Two slots on the same ticks with the same expression over scraped
+series only (or over a second level's inputs) give the same rows: with the
+same route too, the later one is *shared* (it reads the first one's number,
+and its rows are sent once); routed otherwise, it *rides* on the first one
+(evaluated once, its rows put out under both numbers). Reading a recording's
+expression instead of its series (above) makes such twins often.
+
 >>> from detector.promql import compile_expr
 >>> from detector.rules import AlertingRule, RecordingRule, RuleGroup
 >>> rules = (
