@@ -155,6 +155,11 @@ class AggregateNode(Node):
             param = value.value
         vector = self.expr.evaluate(ctx)
         assert isinstance(vector, InstantVector)
+        return self.aggregate(ctx.store, vector, param)
+
+    def aggregate(self, store: SeriesStore, vector: InstantVector, param: float | None = None) -> InstantVector:
+        """The aggregation of an input already evaluated (``param``: the parameter's value, if it has one);
+        aggregations of one input (the partials of ``avg`` or ``stddev``) evaluate it once."""
         if self.op == "count_values":
             return self._count_values(vector)
         k = 0
@@ -167,7 +172,7 @@ class AggregateNode(Node):
                 return InstantVector.empty()
         if not len(vector):
             return InstantVector.empty()
-        groups = self._grouped(ctx.store, vector.labels)
+        groups = self._grouped(store, vector.labels)
         values = vector.values
         if self.op in ("topk", "bottomk"):
             return _select(vector, groups, k, top=self.op == "topk")

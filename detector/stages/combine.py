@@ -81,11 +81,13 @@ class CombinePartition:
         self.presumed_rows = 0  # partial rows of a silent upstream's ticks already evaluated without them (dropped)
         self.presumed = np.zeros(sources, dtype=bool)  # upstreams whose watermark presume() moved past what they sent
         self.parts = PartsBuffer()  # frames cut into several records, until their last part comes
+        self._columns = [COLUMNS[slot.kind] for slot in plan.slots]  # value columns of each slot's partials
+        self._merges: dict[int, dict] = {}  # per slot, the grouping of its last merge (partials.merge's memo)
 
     @property
     def watermark(self) -> int:
         """Every tick up to here is complete upstream (EMPTY until every upstream has reported)."""
-        return int(self.watermarks.min())
+        return min(self.watermarks.tolist())  # a few upstreams: cheaper than numpy's reduction, asked per frame
 
     def receive(self, data: bytes) -> EngineOutput:
         """Take one frame; evaluate every tick that all upstream partitions have now passed.
@@ -103,12 +105,12 @@ class CombinePartition:
             )
         if frame.sources != self.sources:
             raise FrameFormatError(f"partials frame from {frame.sources} upstream partitions, this partition expects {self.sources}")
+        columns = self._columns
         for block in frame.blocks:
-            if block.slot >= len(self.plan.slots):
-                raise FrameFormatError(f"partials frame names slot {block.slot}, the rule set has {len(self.plan.slots)}")
-            want = COLUMNS[self.plan.slots[block.slot].kind]
-            if block.values.shape[1] != want:
-                raise FrameFormatError(f"slot {block.slot} needs {want} value columns, the frame has {block.values.shape[1]}")
+            if block.slot >= len(columns):
+                raise FrameFormatError(f"partials frame names slot {block.slot}, the rule set has {len(columns)}")
+            if block.values.shape[1] != columns[block.slot]:
+                raise FrameFormatError(f"slot {block.slot} needs {columns[block.slot]} value columns, the frame has {block.values.shape[1]}")
         for failure in frame.failures:
             if failure.slot >= len(self.plan.slots):
                 raise FrameFormatError(f"partials frame names slot {failure.slot}, the rule set has {len(self.plan.slots)}")
@@ -119,16 +121,22 @@ class CombinePartition:
         # A source has sent every partial of the ticks up to its watermark; rows for those
         # ticks again are a redelivery, or a replay after the source restored a snapshot.
         seen = int(self.watermarks[frame.source])
+        source, pending, by_slot = frame.source, self.pending, self.rows_by_slot
         for block in frame.blocks:
+            rows = len(block.labels)
             if block.tick <= seen:
-                if self.presumed[frame.source]:
-                    self.presumed_rows += len(block.labels)
+                if self.presumed[source]:
+                    self.presumed_rows += rows
                 else:
-                    self.duplicate_rows += len(block.labels)
+                    self.duplicate_rows += rows
                 continue
-            self.rows_received += len(block.labels)
-            self.rows_by_slot[block.slot] = self.rows_by_slot.get(block.slot, 0) + len(block.labels)
-            self.pending.setdefault((block.slot, block.tick), {})[frame.source] = Partial(block.labels, block.values)
+            self.rows_received += rows
+            by_slot[block.slot] = by_slot.get(block.slot, 0) + rows
+            key = (block.slot, block.tick)
+            parts = pending.get(key)
+            if parts is None:
+                parts = pending[key] = {}
+            parts[source] = Partial(block.labels, block.values)
         for failure in frame.failures:
             if failure.tick > seen:
                 self.failures.setdefault((failure.slot, failure.tick), failure.message)
@@ -138,7 +146,11 @@ class CombinePartition:
         self.skips.sort()
         if frame.watermark > seen:
             self.presumed[frame.source] = False
+        before = self.watermark
         self.watermarks[frame.source] = max(int(self.watermarks[frame.source]), frame.watermark)
+        if self.watermark == before and not self.evaluations_due:
+            # Not the slowest upstream (most frames): no tick became ready, nothing to evaluate or drop.
+            return EngineOutput()
         return self._advance()
 
     def presume(self, follow: dict[int, int]) -> EngineOutput:
@@ -193,7 +205,7 @@ class CombinePartition:
         """Frames for the second combine level, by partition (after :meth:`receive`); empty without one."""
         if not self.next_count:
             return {}
-        return self.outbox.frames(self.engine.watermark)
+        return self.outbox.frames(self.engine.watermark, self.plan.phases)
 
     def free_expired(self) -> list[bytes]:
         """Free the rows of recorded series no evaluation can read any more."""
@@ -205,7 +217,7 @@ class CombinePartition:
         if message is not None:
             raise EvaluationError(message)
         parts = self.pending.get((slot, t_ms), {})
-        return merge(self.plan.slots[slot].kind, [parts[s] for s in sorted(parts)])
+        return merge(self.plan.slots[slot].kind, [parts[s] for s in sorted(parts)], self._merges.setdefault(slot, {}))
 
     # --- Snapshots. ----------------------------------------------------------------------
 

@@ -176,7 +176,13 @@ class StagedEngine:
 
     def split_batch(self, batch: SampleBatch) -> list[SampleBatch | None]:
         """A batch cut by stage-1 partition (None where a partition gets nothing), as the receiver cuts it."""
-        dest = np.fromiter((self._partition(k) for k in batch.series_keys), dtype=np.int64, count=len(batch.series_keys))
+        if self.partitions == 1:
+            return [batch]
+        known = self._partition_of.get
+        found = [known(k) for k in batch.series_keys]  # series seen before: one look-up each
+        if None in found:
+            found = [self._partition(k) if p is None else p for k, p in zip(batch.series_keys, found)]
+        dest = np.array(found, dtype=np.int64)
         return [_take(batch, dest == p) for p in range(self.partitions)]
 
     def _partition(self, key: bytes) -> int:
@@ -214,7 +220,7 @@ def _take(batch: SampleBatch, series_mask: np.ndarray) -> SampleBatch | None:
     renumber[chosen] = np.arange(len(chosen))
     sample_mask = series_mask[batch.series_index]
     return SampleBatch(
-        [batch.series_keys[i] for i in chosen.tolist()],
+        list(map(batch.series_keys.__getitem__, chosen.tolist())),
         renumber[batch.series_index[sample_mask]].astype(np.uint32),
         batch.timestamps[sample_mask],
         batch.values[sample_mask],

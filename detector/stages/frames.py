@@ -82,6 +82,7 @@ _FAILURE = struct.Struct("<IqI")
 _LENGTH = struct.Struct("<I")
 _TRAILER = struct.Struct("<qI")
 _SKIP = struct.Struct("<qqq")
+_VALUES = np.dtype("<f8")
 
 
 # The same label sets travel at every tick: their encoding both ways is memoised
@@ -89,6 +90,22 @@ _SKIP = struct.Struct("<qqq")
 _MEMO_LIMIT = 1 << 18  # label sets per memo; cleared when full
 _KEYS: dict[Labels, bytes] = {}
 _LABELS: dict[bytes, Labels] = {}
+
+
+# A block's label bytes and the label list decoded from them, by (rows, first key): a sender's
+# block for a slot usually holds the same rows at every tick. Decoded blocks share such a list,
+# so nothing may change a block's labels in place. Bounded by bytes held.
+_BLOCKS: dict[tuple[int, bytes], tuple[bytes, list[Labels]]] = {}
+_BLOCKS_HELD = [0]
+_BLOCKS_LIMIT = 1 << 25
+
+
+def _remember_block(memo_key: tuple[int, bytes], blob: bytes, labels: list[Labels]) -> None:
+    if _BLOCKS_HELD[0] + len(blob) > _BLOCKS_LIMIT:
+        _BLOCKS.clear()
+        _BLOCKS_HELD[0] = 0
+    _BLOCKS[memo_key] = (blob, labels)
+    _BLOCKS_HELD[0] += len(blob)
 
 
 def _key(labels: Labels) -> bytes:
@@ -109,6 +126,11 @@ def _labels(key: bytes) -> Labels:
     return labels
 
 
+def keys_blob(labels: list[Labels]) -> bytes:
+    """A block's label sets as a frame holds them: each one's canonical bytes after their length."""
+    return b"".join([_LENGTH.pack(len(key)) + key for key in map(_key, labels)])
+
+
 class FrameFormatError(HeadroomError):
     """Bytes that are not a partials frame this code can read (or not for this rule set)."""
 
@@ -121,6 +143,8 @@ class Block:
     tick: int
     labels: list[Labels]
     values: np.ndarray  # (rows, columns) float64
+    # ``labels`` as the frame holds them (keys_blob), if the maker has them already: encoded as they are.
+    keys: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,27 +182,29 @@ class Frame:
     whole: int = 0  # CRC-32 of the whole frame a part belongs to
 
 
-def encode_frame(frame: Frame) -> bytes:
-    out = bytearray(
-        _HEADER.pack(MAGIC, VERSION, frame.fingerprint, frame.source, frame.sources, frame.seq,
-                     frame.watermark, len(frame.blocks), len(frame.failures), frame.part, frame.parts, frame.whole)
-    )
-    for block in frame.blocks:
-        values = np.ascontiguousarray(block.values, dtype="<f8")
-        if values.ndim != 2 or values.shape[0] != len(block.labels) or not 1 <= values.shape[1] <= 255:
-            raise ValueError(f"block of slot {block.slot}: values must be (rows, 1..255 columns), got {values.shape}")
-        out += _BLOCK.pack(block.slot, block.tick, len(block.labels), values.shape[1])
-        for labels in block.labels:
-            key = _key(labels)
-            out += _LENGTH.pack(len(key)) + key
-        out += values.tobytes()
+def encode_frame(frame: Frame, blocks: list[bytes] | None = None) -> bytes:
+    """``frame`` as bytes; ``blocks``, if given, are its blocks already encoded (:func:`encode_block`),
+    in place of ``frame.blocks``."""
+    if blocks is None:
+        blocks = [encode_block(block) for block in frame.blocks]
+    out = [_HEADER.pack(MAGIC, VERSION, frame.fingerprint, frame.source, frame.sources, frame.seq,
+                        frame.watermark, len(blocks), len(frame.failures), frame.part, frame.parts, frame.whole)]
+    out += blocks
     for failure in frame.failures:
         message = failure.message.encode()
-        out += _FAILURE.pack(failure.slot, failure.tick, len(message)) + message
-    out += _TRAILER.pack(frame.origin, len(frame.skips))
-    for skip in frame.skips:
-        out += _SKIP.pack(skip.interval_ms, skip.first, skip.resume)
-    return bytes(out)
+        out.append(_FAILURE.pack(failure.slot, failure.tick, len(message)) + message)
+    out.append(_TRAILER.pack(frame.origin, len(frame.skips)))
+    out += [_SKIP.pack(skip.interval_ms, skip.first, skip.resume) for skip in frame.skips]
+    return b"".join(out)
+
+
+def encode_block(block: Block) -> bytes:
+    """One block as a frame holds it."""
+    values = np.ascontiguousarray(block.values, dtype="<f8")
+    if values.ndim != 2 or values.shape[0] != len(block.labels) or not 1 <= values.shape[1] <= 255:
+        raise ValueError(f"block of slot {block.slot}: values must be (rows, 1..255 columns), got {values.shape}")
+    keys = keys_blob(block.labels) if block.keys is None else block.keys
+    return b"".join((_BLOCK.pack(block.slot, block.tick, len(block.labels), values.shape[1]), keys, values.tobytes()))
 
 
 def decode_frame(data: bytes) -> Frame:
@@ -202,24 +228,45 @@ def decode_frame(data: bytes) -> Frame:
         raise FrameFormatError(f"partials frame part {part} of {parts} parts")
     pos = header.size
     blocks, failures = [], []
+    raw = data if type(data) is bytes else view.tobytes()
+    end, unpack_length, known, blocks_seen = len(raw), _LENGTH.unpack_from, _LABELS.get, _BLOCKS.get
     try:
         for _ in range(n_blocks):
             slot, tick, n_rows, n_cols = _BLOCK.unpack_from(view, pos)
             pos += _BLOCK.size
             if n_cols == 0:
                 raise FrameFormatError(f"block of slot {slot} at {tick} has no value columns")
-            labels = []
-            for _ in range(n_rows):
-                (length,) = _LENGTH.unpack_from(view, pos)
-                pos += _LENGTH.size
-                if pos + length > len(view):
-                    raise FrameFormatError(f"truncated labels in block of slot {slot} at {tick}")
-                labels.append(_labels(bytes(view[pos : pos + length])))
-                pos += length
+            labels, start = None, pos
+            if n_rows:
+                # The same rows as a block decoded before (usually the last tick's, from the same
+                # sender)? Bytes that begin with that block's label bytes hold the same label sets.
+                (length,) = unpack_length(raw, pos)
+                memo_key = (n_rows, raw[pos + 4 : pos + 4 + length])
+                seen = blocks_seen(memo_key)
+                if seen is not None and raw.startswith(seen[0], pos):
+                    labels = seen[1]
+                    pos += len(seen[0])
+            if labels is None:
+                labels = []
+                for _ in range(n_rows):  # the hot loop of a frame with many rows: kept lean
+                    (length,) = unpack_length(raw, pos)
+                    pos += 4
+                    stop = pos + length
+                    if stop > end:
+                        raise FrameFormatError(f"truncated labels in block of slot {slot} at {tick}")
+                    key = raw[pos:stop]
+                    found = known(key)
+                    labels.append(_labels(key) if found is None else found)
+                    pos = stop
+                if n_rows:
+                    _remember_block(memo_key, raw[start:pos], labels)
             size = 8 * n_rows * n_cols
-            if pos + size > len(view):
+            if pos + size > end:
                 raise FrameFormatError(f"truncated values in block of slot {slot} at {tick}")
-            values = np.frombuffer(view[pos : pos + size], dtype="<f8").reshape(n_rows, n_cols).astype(np.float64)
+            # A read-only view of the frame's bytes, in the machine's byte order: no copy.
+            values = np.frombuffer(raw, dtype=_VALUES, count=n_rows * n_cols, offset=pos).reshape(n_rows, n_cols)
+            if values.dtype != np.float64:
+                values = values.astype(np.float64)
             pos += size
             blocks.append(Block(slot, tick, labels, values))
         for _ in range(n_failures):
@@ -388,4 +435,4 @@ class PartsBuffer:
 
 
 __all__ = ["FRAME_TARGET_BYTES", "NO_ORIGIN", "Block", "Failure", "Frame", "FrameFormatError", "PartsBuffer", "Skip",
-           "decode_frame", "encode_frame", "join_parts", "split_frame"]
+           "decode_frame", "encode_block", "encode_frame", "join_parts", "keys_blob", "split_frame"]

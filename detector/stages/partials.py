@@ -84,19 +84,30 @@ def from_vectors(kind: str, vectors: list[InstantVector], limit: int = 0) -> Par
     return Partial(labels, np.asarray(values, dtype=np.float64).reshape(-1, 1))
 
 
-def merge(kind: str, partials: list[Partial]) -> InstantVector:
-    """The whole result from every partition's partial (in a fixed partition order)."""
+def merge(kind: str, partials: list[Partial], memo: dict | None = None) -> InstantVector:
+    """The whole result from every partition's partial (in a fixed partition order).
+
+    ``memo`` (a dict the caller keeps per slot) remembers the grouping of the
+    last rows merged: the same label sets in the same order, as at most ticks,
+    are not grouped again.
+    """
     partials = [p for p in partials if len(p)]
     if not partials:
         return InstantVector.empty()
     labels = [l for p in partials for l in p.labels]
-    values = np.concatenate([p.values for p in partials])
+    values = np.concatenate([p.values for p in partials]) if len(partials) > 1 else partials[0].values
     if kind == "vector":
         return InstantVector(labels, values[:, 0].copy())
-    ids: dict[Labels, int] = {}
-    group_of = np.fromiter((ids.setdefault(l, len(ids)) for l in labels), dtype=np.intp, count=len(labels))
-    n = len(ids)
-    out_labels = list(ids)
+    if memo is not None and memo.get("labels") == labels:  # identical tuples compare by identity: fast
+        group_of, out_labels = memo["group_of"], memo["groups"]
+    else:
+        ids: dict[Labels, int] = {}
+        group_of = np.fromiter((ids.setdefault(l, len(ids)) for l in labels), dtype=np.intp, count=len(labels))
+        out_labels = list(ids)
+        if memo is not None:
+            memo.update(labels=labels, group_of=group_of, groups=out_labels)
+    n = len(out_labels)
+    out_labels = list(out_labels)  # the result's own list
     with np.errstate(all="ignore"):  # inf and NaN propagate as in Go's float arithmetic
         if kind == "sum":
             result = np.bincount(group_of, weights=values[:, 0], minlength=n)

@@ -43,6 +43,15 @@ stage 1 evaluates a group's local rules and the stage-1 slots of its staged
 rules in rule order; the combine partitions evaluate the staged rules' remainders
 in rule order, after every stage-1 partition finished the tick.
 
+Slots that compute the same thing are evaluated once (every partition pays a
+fixed cost per evaluation, so this matters more the more partitions there
+are). Two slots on the same ticks with the same expression over scraped
+series only (or over a second level's inputs) give the same rows: with the
+same route too, the later one is *shared* (it reads the first one's number,
+and its rows are sent once); routed otherwise, it *rides* on the first one
+(evaluated once, its rows put out under both numbers). Reading a recording's
+expression instead of its series (above) makes such twins often.
+
 >>> from detector.promql import compile_expr
 >>> from detector.rules import AlertingRule, RecordingRule, RuleGroup
 >>> rules = (
@@ -63,6 +72,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from detector.labels import DEFAULT_PARTITION_BY, METRIC_NAME, Labels, canonical_bytes, stable_hash
@@ -125,6 +135,9 @@ class StagePlan:
         self.partition_by = partition_by
         self.groups = self._place(groups)
         self.slots: list[Slot] = []
+        raw_only = _reads_raw_only(groups)
+        same: dict[tuple, Slot] = {}  # slots that always give the same partials, by what they compute
+        computed: dict[tuple, Slot] = {}  # the same, regardless of where the rows go
         for g in self.groups:
             for r in g.rules:
                 if r.split is None:
@@ -133,18 +146,38 @@ class StagePlan:
                     if split is None:
                         continue
                     for s in split.slots:
-                        s.id = len(self.slots)
                         if g.group.limit:  # the alert limit counts a rule's alerts in one place
                             s.route = ONE_PLACE
                         if r.deep is not None and split is r.split:
                             s.route = r.deep[0]  # to the first combine level, by the join's labels
+                        key = _sharing_key(s, g.group, raw_only)
+                        first = same.get(key) if key is not None else None
+                        if first is not None:
+                            s.id, s.shared = first.id, True  # evaluated and sent once, as that slot
+                            continue
+                        if key is not None:
+                            same[key] = s
+                            # The same rows routed otherwise: evaluated once, by the first such slot.
+                            host = computed.setdefault(key[:-1], s)
+                            if host is not s:
+                                s.rides = True
+                                host.also.append(s)
+                        s.id = len(self.slots)
                         self.slots.append(s)
                     for node in split.inputs:  # from the split's numbering to the plan's
                         node.slot = split.slots[node.slot].id
                 last = r.deep[1] if r.deep is not None else r.split
                 r.stage2_rule = dataclasses.replace(r.rule, expr=last.remainder)
+        # When the stages' groups evaluate: tick t of a group of (interval, delay) once the watermark reached
+        # t + delay, t a multiple of the interval (RuleEngine).
+        self.phases = tuple(sorted({(g.group.interval_ms, g.group.evaluation_delay_ms) for g in self.groups if not g.is_global}))
         self.levels = 2 if any(r.deep is not None for g in self.groups for r in g.rules) else 1
-        self.fingerprint = _fingerprint(groups, partition_by)
+        shared = [(i, s.id) for i, s in enumerate(s for g in self.groups for r in g.rules if r.split is not None
+                                                 for split in (r.split, r.deep[1] if r.deep is not None else None)
+                                                 if split is not None for s in split.slots) if s.shared]
+        # Slot numbers mean something else once slots are shared: frames and snapshots of a plan
+        # without sharing are refused, not misread (a rule set with no shared slot keeps its fingerprint).
+        self.fingerprint = _fingerprint(groups, partition_by, shared)
         self._global_selectors = tuple(
             n.matchers for g in self.groups if g.is_global for r in g.rules for n in walk(r.rule.expr)
             if isinstance(n, SelectorNode)
@@ -163,7 +196,7 @@ class StagePlan:
                 if r.where == "local":
                     items.append(r.rule)
                 elif r.split is not None:
-                    items += r.split.slots
+                    items += [s for s in r.split.slots if not (s.shared or s.rides)]
             if items:
                 parts.append((g.group, items))
         return parts
@@ -186,7 +219,7 @@ class StagePlan:
                     continue
                 on_level2 = r.deep is not None or r.level2
                 if level == 1 and r.deep is not None:
-                    items += r.deep[1].slots
+                    items += [s for s in r.deep[1].slots if not (s.shared or s.rides)]
                 elif (level == 2) == on_level2 and (index == owner or not self._single(r, g)):
                     items.append(r.stage2_rule)  # type: ignore[arg-type]
             if items:
@@ -363,9 +396,42 @@ def _names_read(group: RuleGroup) -> set[str]:
     return set().union(*(_names_in(rule.expr) for rule in group.rules))
 
 
-def _fingerprint(groups: list[RuleGroup], partition_by: tuple[str, ...]) -> int:
+def _reads_raw_only(groups: list[RuleGroup]) -> Callable[[Node], bool]:
+    """Whether an expression reads only scraped series: each selector names a metric no rule writes."""
+    written = {rule.name for g in groups for rule in g.rules if isinstance(rule, RecordingRule)} | {"ALERTS", "ALERTS_FOR_STATE"}
+
+    def raw_only(node: Node) -> bool:
+        for n in walk(node):
+            if isinstance(n, SelectorNode):
+                names = {m.value for m in n.matchers if m.name == METRIC_NAME and m.op == "="}
+                if not names or names & written:
+                    return False
+        return True
+
+    return raw_only
+
+
+def _sharing_key(slot: Slot, group: RuleGroup, raw_only: Callable[[Node], bool]) -> tuple | None:
+    """What a slot computes, when; two slots with one key give the same partials at every tick.
+
+    The nodes' dataclass reprs spell out the expression (a node without one, or
+    a function made per expression, shows its address: no two such are alike).
+    Slots evaluated on the same ticks (group interval and delay) over the same
+    data give the same rows: over scraped series only, since a rule between them
+    may write a series they read; or over other slots' merged partials (a second
+    combine level's input), which do not change within a tick.
+    """
+    if not all(raw_only(node) for node in slot.nodes):
+        return None
+    return (slot.kind, slot.limit, slot.bounded, group.interval_ms, group.evaluation_delay_ms, repr(slot.nodes),
+            (slot.route, slot.broadcast))  # last: where the rows go
+
+
+def _fingerprint(groups: list[RuleGroup], partition_by: tuple[str, ...], shared: list | None = None) -> int:
     """Identifies the rule set and partitioning a frame's slot numbers refer to."""
     text = repr((partition_by, [(g.name, g.interval_ms, g.limit, [(type(r).__name__, r.name, r.expr_text) for r in g.rules]) for g in groups]))
+    if shared:
+        text += repr(("shared slots", shared))
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 

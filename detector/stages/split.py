@@ -119,6 +119,9 @@ class Slot:
     limit: int = 0  # keep at most this many rows per partition (0: all)
     broadcast: bool = False  # rows go to every combine partition (a scalar()'s partials)
     id: int = -1  # set by the plan
+    shared: bool = False  # set by the plan: an earlier slot computes the same, and this one reads its id
+    rides: bool = False  # set by the plan: an earlier slot computes the same rows, routed otherwise, and puts them out for it too
+    also: list[Slot] = field(default_factory=list)  # the slots that ride on this one
     route: Route = field(default=EVERYTHING)  # set with the rule's route
 
 

@@ -499,3 +499,43 @@ def test_a_scalar_of_a_slot_outside_a_cross_partition_join_fires_as_one_engine(p
     groups = [RuleGroup("g", "t.yml", INTERVAL, tuple(alert(f"A{i}", e) for i, e in enumerate(exprs)))]
     _, transitions_, _ = assert_parity(groups, fleet(0, targets=10), partitions, combiners, partition_by=partition_by)
     assert {k[0] for k, _ in transitions_} == {"A0", "A1"}
+
+
+
+@pytest.mark.parametrize("partition_by", PARTITIONINGS)
+@pytest.mark.parametrize("partitions", [1, 4, 16])
+def test_slots_that_compute_the_same_are_evaluated_once_and_match_one_engine(partition_by, partitions):
+    from detector.stages.plan import _fingerprint
+
+    groups = [
+        RuleGroup("rec", "t.yml", INTERVAL, (
+            record("ns:x:sum", "sum by (ns) (x)"),
+            record("team:x:sum", "sum by (team) (x * on(ns) group_left(team) ns_team)"),
+            record("y:double", "y * 2"),  # local: written in every stage-1 partition
+        )),
+        RuleGroup("use", "t.yml", INTERVAL, (
+            alert("Ratio", "sum by (ns) (x) / sum by (ns) (y) > 0.37"),  # its first sum is ns:x:sum's slot
+            # Inlined, routed by team as team:x:sum is: team:x:sum's slots on both levels.
+            alert("TeamShare", "team:x:sum / on(team) group_left count by (team) (ns_team) > 1.37"),
+            alert("Busy", "sum by (ns) (y) > 4.37"),  # Ratio's second slot
+            alert("Double", "sum by (ns) (y:double) > 8.37"),
+            alert("DoubleAgain", "sum by (ns) (y:double) > 9.37"),  # reads what a rule writes: its own slot
+            alert("Total", "sum(ns:x:sum) > 10.37"),  # inlined: ns:x:sum's rows, to one place: evaluated once
+        )),
+        RuleGroup("slow", "t.yml", 2 * INTERVAL, (alert("SlowBusy", "sum by (ns) (y) > 4.37"),)),  # other ticks: its own
+    ]
+    staged, transitions_, recorded_ = assert_parity(groups, fleet(5), partitions, partition_by=partition_by)
+    by_rule = {r.rule.name: r for g in staged.plan.groups for r in g.rules}
+    shared = {name: [s.shared for s in r.split.slots] + ([s.shared for s in r.deep[1].slots] if r.deep else [])
+              for name, r in by_rule.items() if r.split is not None}
+    assert shared["Ratio"] == [True, False] and shared["Busy"] == [True]
+    assert [s.kind for s in by_rule["TeamShare"].split.slots if s.shared] == ["vector", "vector"]  # x, ns_team
+    assert [s.kind for s in by_rule["TeamShare"].deep[1].slots if s.shared] == ["sum"]  # the partial sums by team
+    assert not any(shared["Double"] + shared["DoubleAgain"] + shared["SlowBusy"])
+    total, = by_rule["Total"].split.slots
+    assert total.rides and not total.shared and total in by_rule["ns:x:sum"].split.slots[0].also
+    assert total.route.single and not by_rule["ns:x:sum"].split.slots[0].route.single
+    assert {k[0] for k, _ in transitions_} >= {"Ratio", "Busy", "TeamShare", "Double", "DoubleAgain", "SlowBusy", "Total"}
+    assert recorded_
+    # Slot numbers mean other slots than without sharing: frames of a plan without it are refused.
+    assert staged.plan.fingerprint != _fingerprint(groups, partition_by)
