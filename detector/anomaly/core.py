@@ -85,7 +85,8 @@ DAY_S = 86_400.0
 WEEK_S = 7 * DAY_S
 _LN10 = float(np.log(10.0))
 _F32_MAX = float(np.finfo(np.float32).max)
-TESTS = ("spike", "shift", "volatility")
+TESTS = ("spike", "shift", "volatility", "drift", "stuck")
+DEFAULT_TESTS = ("spike", "shift", "volatility")
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,11 @@ class Params:
     min_rate: float = 0.05  # the exceedance rate is not believed below this
     settle: int = 10  # samples before the tests' own statistics start learning
     winsor: float = 50.0  # a test value teaches at most q + winsor * (excess + deviation)
-    tests: tuple[str, ...] = TESTS
+    tests: tuple[str, ...] = DEFAULT_TESTS
+    extra_tests: str = ""  # comma-separated tests added to ``tests`` (for --param trials)
+    drift_alpha: float = 0.03  # the drift test's mid-term level
+    stuck_share: float = 0.25  # the stuck test's share of the false-alarm budget (Bonferroni weight)
+    blip: float = 0.0  # decades a spike must add when the sample before it was not a spike of the same sign
     # the seasonal period in seconds and its bin count; the profile is used once
     # two periods are seen and it explains the series better than a flat level
     season_gain: float = 1.0
@@ -123,13 +128,16 @@ class Params:
     bins: int = 144
     rel_floor: float = 1e-9  # scale floor relative to the level's magnitude
     abs_floor: float = 1e-12
+    reframe: bool = False  # carry the short level into the new frame when the profile is switched on or off
+    short_median: bool = False  # the short level follows the median of the last three values
 
 
 # scalar columns
 (
     N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST,
-) = range(13)
-N_FIXED = 13
+    READY, Y_LAST2, MID, RUN, X_LAST, PREV_SPIKE,
+) = range(19)
+N_FIXED = 19
 # then per test: mean, deviation, exceedance rate, mean excess, mean squared excess
 MEAN, DEV, RATE, EXCESS, EXCESS2 = range(5)
 N_CAL = 5
@@ -146,10 +154,11 @@ class ColumnarState:
     visits: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        unknown = set(self.params.tests) - set(TESTS)
+        names = tuple(self.params.tests) + tuple(t for t in self.params.extra_tests.split(",") if t)
+        unknown = set(names) - set(TESTS)
         if unknown:
             raise ValueError(f"unknown anomaly tests {sorted(unknown)}; known: {list(TESTS)}")
-        self.test_ids = [TESTS.index(name) for name in self.params.tests]
+        self.test_ids = [TESTS.index(name) for name in names]
         self.n_scalars = N_FIXED + N_CAL * len(TESTS)
         self.scalars = np.zeros((self.capacity, self.n_scalars), dtype=np.float64)
         self.profiles = np.zeros((self.capacity, self.params.bins), dtype=np.float32)
@@ -190,7 +199,7 @@ class ColumnarState:
         n = s[:, N]
         first = n == 0
         if first.any():  # a new series starts at its first value, with no spread yet
-            s[first, SHORT] = s[first, LONG] = s[first, Y_LAST] = x[first]
+            s[first, SHORT] = s[first, LONG] = s[first, Y_LAST] = s[first, MID] = x[first]
             s[first, T_FIRST] = t[first]
         floor = p.rel_floor * np.abs(s[:, LONG]) + p.abs_floor
 
@@ -198,16 +207,32 @@ class ColumnarState:
         b = (np.floor_divide(t, p.period / p.bins) % p.bins).astype(np.intp)
         prof = self.profiles[rows, b].astype(np.float64)
         ready = ((t - s[:, T_FIRST]) >= 2.0 * p.period) & (s[:, SEAS_ERR] < p.season_gain * s[:, SPREAD])
+        if p.reframe:  # the profile was switched on (off): last values and short level in the new frame
+            moved = (ready != (s[:, READY] > 0)) & ~first
+            if moved.any():
+                d = np.where(moved, np.where(ready, -prof, prof), 0.0)
+                s[:, SHORT] += d
+                s[:, Y_LAST] += d
+                s[:, Y_LAST2] += d
+                s[:, MID] += d
         y = np.where(ready, x - prof, x)
         spread = np.where(ready, s[:, SEAS_ERR], s[:, SPREAD])
         stats = np.empty((len(rows), len(TESTS)))
         spike = (y - s[:, SHORT]) / (s[:, STEP] + floor)
-        new_short = s[:, SHORT] + p.short_alpha * (y - s[:, SHORT])
+        follow = y
+        if p.short_median:  # one-sample blips do not move the short level; two in a row do
+            follow = np.where(n >= 2, np.median(np.stack([y, s[:, Y_LAST], s[:, Y_LAST2]]), axis=0), y)
+        new_short = s[:, SHORT] + p.short_alpha * (follow - s[:, SHORT])
         shift = (new_short - s[:, LONG]) / (spread + floor)
         step = np.abs(y - s[:, Y_LAST])
         step_short = s[:, STEP_SHORT] + p.vol_alpha * (step - s[:, STEP_SHORT])
         vol = np.log((step_short + floor) / (s[:, STEP] + floor))
-        for i, v in enumerate((spike, shift, vol)):
+        new_mid = s[:, MID] + p.drift_alpha * (y - s[:, MID])
+        drift = (new_mid - s[:, LONG]) / (spread + floor)
+        # a run of exact repeats of the raw value, on a series that has moved before
+        run = np.where((x == s[:, X_LAST]) & ~first, s[:, RUN] + 1.0, 0.0)
+        stuck = np.where(s[:, STEP] > floor, run, 0.0)
+        for i, v in enumerate((spike, shift, vol, drift, stuck)):
             stats[:, i] = np.abs(v)
         stats = np.minimum(stats, 1e12)
 
@@ -218,12 +243,27 @@ class ColumnarState:
         rate = np.clip(cal[:, :, RATE], p.min_rate, 0.5)
         base = -np.log10(rate)
         over = stats > q
+        if p.blip > 0:  # a one-sample blip needs more evidence than a deviation that persists
+            confirmed = (spike * s[:, PREV_SPIKE] > 0) & (np.abs(s[:, PREV_SPIKE]) > q[:, 0])
+            surprise_penalty = np.where(confirmed, 0.0, p.blip)
+        m1 = cal[:, :, EXCESS] + 1e-9
+        m1[:, 4] = np.maximum(m1[:, 4], 1.0)  # a run is counted in samples: its tail scale is at least one
         surprise = np.where(
             over,
-            base + self._tail(np.maximum(stats - q, 0.0), cal[:, :, EXCESS] + 1e-9, cal[:, :, EXCESS2]),
+            base + self._tail(np.maximum(stats - q, 0.0), m1, np.maximum(cal[:, :, EXCESS2], m1 * m1)),
             base * np.clip((stats - mean) / (q - mean), 0.0, 1.0),
         )
-        total = np.max(surprise[:, self.test_ids], axis=1) - np.log10(len(self.test_ids))
+        if p.blip > 0:
+            surprise[:, 0] = np.maximum(surprise[:, 0] - surprise_penalty, 0.0)
+        # Bonferroni over the tests that can fire on this sample: the stuck test only on a repeat
+        if 4 in self.test_ids:
+            main_ids = [i for i in self.test_ids if i != 4]
+            w = p.stuck_share
+            main = np.max(surprise[:, main_ids], axis=1) - np.log10(len(main_ids))
+            on_repeat = np.maximum(main + np.log10(1.0 - w), surprise[:, 4] + np.log10(w))
+            total = np.where(stuck > 0, on_repeat, main)
+        else:
+            total = np.max(surprise[:, self.test_ids], axis=1) - np.log10(len(self.test_ids))
         if p.interval_ref > 0:  # per interval_ref seconds, once an interval is known
             per_time = np.log10(np.maximum(s[:, INTERVAL], 1e-3) / p.interval_ref)
             total = total + np.where(n >= 2, per_time, 0.0)
@@ -255,7 +295,13 @@ class ColumnarState:
         self.profiles[rows, b] = np.clip(prof + pa * ((x - s[:, LONG]) - prof), -_F32_MAX, _F32_MAX)
         self.visits[rows, b] = np.minimum(v, 254) + 1
         s[:, LONG] += la * (x - prof - s[:, LONG])
+        s[:, Y_LAST2] = np.where(first, y, s[:, Y_LAST])
         s[:, Y_LAST] = y
+        s[:, READY] = ready
+        s[:, MID] = new_mid
+        s[:, RUN] = run
+        s[:, X_LAST] = x
+        s[:, PREV_SPIKE] = spike
         # the tests' own statistics learn every sample: they are the history
         # (from the settle-th sample on, and winsorized: one outlier moves them
         # by a bounded amount)
