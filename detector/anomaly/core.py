@@ -21,7 +21,14 @@ What one sample ``x`` at time ``t`` does to its series:
    - *shift*: distance of the short-term level from the long-term level, in
      units of the typical spread around the (seasonal) expectation;
    - *volatility*: the log ratio of the recent step size to the long-run one
-     (a series gone suddenly flat, or suddenly noisy).
+     (a series gone suddenly flat, or suddenly noisy);
+   - *stuck* (with ``stuck=True``, the ``machine`` model): the length of the current run of exact repeats of the raw value
+     (0 when it changed), on a series that has moved before: a sensor or an
+     exporter that stopped updating. A noisy series that moves every sample
+     drifts from its expected path only slowly when it freezes, so the other
+     tests see it late; its run of repeats is impossible at once. A series that
+     repeats itself routinely (quantized, idle at 0) learns how long its runs
+     get, like every other test.
 
 2. **Calibrate each test on the series' own history.** A test's value is
    turned into a tail probability by a peaks-over-threshold model: above
@@ -38,7 +45,14 @@ What one sample ``x`` at time ``t`` does to its series:
    was chosen on NAB's development split (0.1 to 0.175 score alike there, 0.25
    gives back most of the gain).
    The surprise of the sample is the largest ``-log10 p`` over the tests, less
-   ``log10`` of the number of tests (Bonferroni).
+   ``log10`` of the number of tests (Bonferroni). The union bound only needs
+   the tests that can fire on this sample: the stuck test can only on a repeat,
+   so a sample that changed pays for three tests, and a repeat splits the
+   budget, ``stuck_share`` to the stuck test and the rest to the other three
+   (a weighted Bonferroni). The run test's tail scale is at least one sample:
+   on a series that never repeated, each repeat then adds ``1/ln 10`` decade
+   over the tail's base, so a continuous series that freezes alarms within a
+   few samples rather than at its first repeat.
 
    **Per unit of time, not per sample.** A series scraped every 15 s makes 20
    tests in the time a 5-minute series makes one, so a per-sample tail
@@ -85,7 +99,8 @@ DAY_S = 86_400.0
 WEEK_S = 7 * DAY_S
 _LN10 = float(np.log(10.0))
 _F32_MAX = float(np.finfo(np.float32).max)
-TESTS = ("spike", "shift", "volatility")
+TESTS = ("spike", "shift", "volatility", "stuck")
+STUCK = TESTS.index("stuck")
 
 
 @dataclass(frozen=True)
@@ -99,6 +114,8 @@ class Params:
     profile_alpha: float = 0.1  # per visit of a profile bin
     stat_alpha: float = 0.002  # mean and deviation of each test
     tail_k: float = 2.0  # the tail starts at mean + tail_k * deviation
+    stuck: bool = False  # add the stuck test to ``tests`` (the ``machine`` model has it)
+    stuck_share: float = 0.1  # on a repeat, the stuck test's share of the false-alarm budget
     tail_alpha: float = 0.005  # exceedance rate and mean excess
     decades: float = 10.0  # score 1.0 at a tail probability of 10^-decades (per interval_ref)
     shape_max: float = 0.15  # upper bound of the tail shape (0: exponential tails only)
@@ -115,7 +132,7 @@ class Params:
     min_rate: float = 0.05  # the exceedance rate is not believed below this
     settle: int = 10  # samples before the tests' own statistics start learning
     winsor: float = 50.0  # a test value teaches at most q + winsor * (excess + deviation)
-    tests: tuple[str, ...] = TESTS
+    tests: tuple[str, ...] = TESTS[:3]
     # the seasonal period in seconds and its bin count; the profile is used once
     # two periods are seen and it explains the series better than a flat level
     season_gain: float = 1.0
@@ -128,8 +145,9 @@ class Params:
 # scalar columns
 (
     N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST,
-) = range(13)
-N_FIXED = 13
+    X_LAST, RUN,
+) = range(15)
+N_FIXED = 15
 # then per test: mean, deviation, exceedance rate, mean excess, mean squared excess
 MEAN, DEV, RATE, EXCESS, EXCESS2 = range(5)
 N_CAL = 5
@@ -149,8 +167,11 @@ class ColumnarState:
         unknown = set(self.params.tests) - set(TESTS)
         if unknown:
             raise ValueError(f"unknown anomaly tests {sorted(unknown)}; known: {list(TESTS)}")
-        self.test_ids = [TESTS.index(name) for name in self.params.tests]
-        self.n_scalars = N_FIXED + N_CAL * len(TESTS)
+        names = tuple(self.params.tests) + (("stuck",) if self.params.stuck and "stuck" not in self.params.tests else ())
+        self.test_ids = [TESTS.index(name) for name in names]
+        # calibration columns for the stuck test only where it is used (it is the last test)
+        self.n_tests = len(TESTS) if STUCK in self.test_ids else STUCK
+        self.n_scalars = N_FIXED + N_CAL * self.n_tests
         self.scalars = np.zeros((self.capacity, self.n_scalars), dtype=np.float64)
         self.profiles = np.zeros((self.capacity, self.params.bins), dtype=np.float32)
         self.visits = np.zeros((self.capacity, self.params.bins), dtype=np.uint8)
@@ -200,30 +221,42 @@ class ColumnarState:
         ready = ((t - s[:, T_FIRST]) >= 2.0 * p.period) & (s[:, SEAS_ERR] < p.season_gain * s[:, SPREAD])
         y = np.where(ready, x - prof, x)
         spread = np.where(ready, s[:, SEAS_ERR], s[:, SPREAD])
-        stats = np.empty((len(rows), len(TESTS)))
+        nt = self.n_tests
+        stats = np.empty((len(rows), nt))
         spike = (y - s[:, SHORT]) / (s[:, STEP] + floor)
         new_short = s[:, SHORT] + p.short_alpha * (y - s[:, SHORT])
         shift = (new_short - s[:, LONG]) / (spread + floor)
         step = np.abs(y - s[:, Y_LAST])
         step_short = s[:, STEP_SHORT] + p.vol_alpha * (step - s[:, STEP_SHORT])
         vol = np.log((step_short + floor) / (s[:, STEP] + floor))
-        for i, v in enumerate((spike, shift, vol)):
+        # the run of exact repeats of the raw value, counted on a series that has moved before
+        if nt > STUCK:
+            run = np.where((x == s[:, X_LAST]) & ~first, s[:, RUN] + 1.0, 0.0)
+            stuck = np.where(s[:, STEP] > floor, run, 0.0)
+        else:
+            run = stuck = np.zeros(len(rows))
+        for i, v in enumerate((spike, shift, vol, stuck)[:nt]):
             stats[:, i] = np.abs(v)
         stats = np.minimum(stats, 1e12)
 
         # 2. calibrate each test on its own history, keep the most surprising
-        cal = s[:, N_FIXED:].reshape(len(rows), len(TESTS), N_CAL)
+        cal = s[:, N_FIXED:].reshape(len(rows), nt, N_CAL)
         mean, dev = cal[:, :, MEAN], cal[:, :, DEV] + 1e-9
         q = mean + p.tail_k * dev
         rate = np.clip(cal[:, :, RATE], p.min_rate, 0.5)
         base = -np.log10(rate)
         over = stats > q
+        scale = cal[:, :, EXCESS]
+        if nt > STUCK:  # a run is counted in samples: its tail scale is at least one
+            scale = scale.copy()
+            scale[:, STUCK] = np.maximum(scale[:, STUCK], 1.0)
+        m1 = scale + 1e-9
         surprise = np.where(
             over,
-            base + self._tail(np.maximum(stats - q, 0.0), cal[:, :, EXCESS] + 1e-9, cal[:, :, EXCESS2]),
+            base + self._tail(np.maximum(stats - q, 0.0), m1, np.maximum(cal[:, :, EXCESS2], m1 * m1)),
             base * np.clip((stats - mean) / (q - mean), 0.0, 1.0),
         )
-        total = np.max(surprise[:, self.test_ids], axis=1) - np.log10(len(self.test_ids))
+        total = self._bonferroni(surprise, stuck > 0)
         if p.interval_ref > 0:  # per interval_ref seconds, once an interval is known
             per_time = np.log10(np.maximum(s[:, INTERVAL], 1e-3) / p.interval_ref)
             total = total + np.where(n >= 2, per_time, 0.0)
@@ -256,6 +289,8 @@ class ColumnarState:
         self.visits[rows, b] = np.minimum(v, 254) + 1
         s[:, LONG] += la * (x - prof - s[:, LONG])
         s[:, Y_LAST] = y
+        s[:, X_LAST] = x
+        s[:, RUN] = run
         # the tests' own statistics learn every sample: they are the history
         # (from the settle-th sample on, and winsorized: one outlier moves them
         # by a bounded amount)
@@ -264,7 +299,7 @@ class ColumnarState:
         cw = (w if p.protect_calibration else np.ones_like(w))[:, None]
         sa = np.where(learning, np.maximum(p.stat_alpha, 1.0 / (m + 1.0))[:, None], 0.0) * cw
         ta = np.where(learning, np.maximum(p.tail_alpha, 1.0 / (m + 1.0))[:, None], 0.0) * cw
-        cap = q + p.winsor * (cal[:, :, EXCESS] + dev)
+        cap = q + p.winsor * (scale + dev)
         capped = np.where(m[:, None] == 0, stats, np.minimum(stats, cap))
         d = capped - cal[:, :, MEAN]
         cal[:, :, MEAN] += sa * d
@@ -284,6 +319,20 @@ class ColumnarState:
         s[:, N] = n + 1
         self.scalars[rows] = s
         return scores
+
+    def _bonferroni(self, surprise: np.ndarray, repeat: np.ndarray) -> np.ndarray:
+        """The largest surprise less the union bound's share of each test: the stuck
+        test takes part only on a repeat, with ``stuck_share`` of the budget there."""
+        ids = self.test_ids
+        if STUCK not in ids:
+            return np.max(surprise[:, ids], axis=1) - np.log10(len(ids))
+        others = [i for i in ids if i != STUCK]
+        if not others:
+            return np.where(repeat, surprise[:, STUCK], 0.0)
+        main = np.max(surprise[:, others], axis=1) - np.log10(len(others))
+        w = self.params.stuck_share
+        on_repeat = np.maximum(main + np.log10(1.0 - w), surprise[:, STUCK] + np.log10(w))
+        return np.where(repeat, on_repeat, main)
 
     def _tail(self, excess: np.ndarray, m1: np.ndarray, m2: np.ndarray) -> np.ndarray:
         """``-log10`` of the generalized Pareto survival of ``excess`` (the part of
@@ -319,7 +368,7 @@ class ColumnarState:
         return out
 
     # Snapshots (detector.snapshot) carry every other attribute; these follow from the params.
-    SNAPSHOT_SKIP = frozenset({"params", "test_ids", "n_scalars"})
+    SNAPSHOT_SKIP = frozenset({"params", "test_ids", "n_tests", "n_scalars"})
 
 
 def rounds(rows: np.ndarray) -> list[np.ndarray]:

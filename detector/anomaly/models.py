@@ -118,6 +118,8 @@ MODELS: dict[str, Callable[[], Any]] = {
     "default": lambda: ColumnarState(Params()),
     # the same with a weekly profile (hourly bins) instead of a daily one
     "weekly": lambda: ColumnarState(Params(period=WEEK_S, bins=168)),
+    # the default plus the stuck-value test (a run of exact repeats of a series that moves)
+    "machine": lambda: ColumnarState(Params(stuck=True)),
     # river baselines, one model object per series
     "river-gaussian": lambda: RiverScorer(GuardedGaussian),
     "river-hst": lambda: RiverScorer(HalfSpaceTreesOnValue),
