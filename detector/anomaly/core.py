@@ -243,7 +243,7 @@ class ColumnarState:
         cal = s[:, N_FIXED:].reshape(len(rows), nt, N_CAL)
         mean, dev = cal[:, :, MEAN], cal[:, :, DEV] + 1e-9
         q = mean + p.tail_k * dev
-        rate = np.clip(cal[:, :, RATE], p.min_rate, 0.5)
+        rate = _clamp(cal[:, :, RATE], p.min_rate, 0.5)
         base = -np.log10(rate)
         over = stats > q
         scale = cal[:, :, EXCESS]
@@ -254,7 +254,7 @@ class ColumnarState:
         surprise = np.where(
             over,
             base + self._tail(np.maximum(stats - q, 0.0), m1, np.maximum(cal[:, :, EXCESS2], m1 * m1)),
-            base * np.clip((stats - mean) / (q - mean), 0.0, 1.0),
+            base * _clamp((stats - mean) / (q - mean), 0.0, 1.0),
         )
         total = self._bonferroni(surprise, stuck > 0)
         if p.interval_ref > 0:  # per interval_ref seconds, once an interval is known
@@ -271,7 +271,7 @@ class ColumnarState:
             s[:, HOLD_LEFT] = np.where(alarm, p.hold, np.maximum(s[:, HOLD_LEFT] - 1, 0))
         else:
             news = total
-        scores = np.clip(news / p.decades, 0.0, 1.0)
+        scores = _clamp(news / p.decades, 0.0, 1.0)
 
         # 3. learn, with the samples judged anomalous down-weighted
         incident = (total >= p.protect) | ((s[:, HOLD_LEFT] > 0) & p.protect_hold)
@@ -285,7 +285,7 @@ class ColumnarState:
         s[:, SEAS_ERR] += la * (self._huber(np.abs(x - s[:, LONG] - prof), s[:, SEAS_ERR], n) - s[:, SEAS_ERR])
         v = self.visits[rows, b]
         pa = np.maximum(p.profile_alpha, 1.0 / (v + 1.0)) * w
-        self.profiles[rows, b] = np.clip(prof + pa * ((x - s[:, LONG]) - prof), -_F32_MAX, _F32_MAX)
+        self.profiles[rows, b] = _clamp(prof + pa * ((x - s[:, LONG]) - prof), -_F32_MAX, _F32_MAX)
         self.visits[rows, b] = np.minimum(v, 254) + 1
         s[:, LONG] += la * (x - prof - s[:, LONG])
         s[:, Y_LAST] = y
@@ -344,7 +344,7 @@ class ColumnarState:
             return excess / (m1 * _LN10)
         var = np.maximum(m2 - m1 * m1, 1e-300)
         with np.errstate(over="ignore"):  # a variance near 0 gives -inf here, clipped to the exponential tail
-            xi = np.clip(0.5 * (1.0 - m1 * m1 / var), 1e-9, p.shape_max)
+            xi = _clamp(0.5 * (1.0 - m1 * m1 / var), 1e-9, p.shape_max)
         return np.log1p(xi * excess / (m1 * (1.0 - xi))) / (xi * _LN10)
 
     def _huber(self, size: np.ndarray, scale: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -369,6 +369,18 @@ class ColumnarState:
 
     # Snapshots (detector.snapshot) carry every other attribute; these follow from the params.
     SNAPSHOT_SKIP = frozenset({"params", "test_ids", "n_tests", "n_scalars"})
+
+
+def _clamp(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``np.clip(x, low, high)``, bit for bit (NaN and the sign of 0 too), at a fraction of its fixed
+    cost: a round over a message's few hundred series pays per numpy call, and np.clip's Python
+    wrapper costs several of the ufuncs it stands for.
+
+    >>> x = np.array([-0.0, 0.5, 2.0, np.nan])
+    >>> _clamp(x, 0.0, 1.0).tolist(), np.clip(x, 0.0, 1.0).tolist()
+    ([-0.0, 0.5, 1.0, nan], [-0.0, 0.5, 1.0, nan])
+    """
+    return np.minimum(high, np.maximum(low, x))
 
 
 def rounds(rows: np.ndarray) -> list[np.ndarray]:
