@@ -60,10 +60,10 @@ from pipelines.state import SnapshotTopic, StateKeeper
 from pipelines.worker import Outgoing, Worker
 
 log = logging.getLogger("headroom.worker")
-# How much of a backlog one partition's run of messages may fold in at once: enough for long
-# numpy passes (a few 10k samples), little enough that other partitions and timers wait briefly.
-MERGE_MAX_MESSAGES = 32
-MERGE_MAX_BYTES = 4 << 20
+# How many bytes of a backlog one partition's run of messages may fold in at once (and at most
+# HEADROOM_FOLD_MAX_MESSAGES messages): enough for long numpy passes (a few 10k samples), little
+# enough that other partitions and timers wait briefly.
+FOLD_MAX_BYTES = 4 << 20
 
 
 def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorRegistry | None = None) -> faust.App:
@@ -154,13 +154,13 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
         async for event in stream.events():
             message = event.message
             here = (message.topic, message.partition)
-            if run and (here != run_of or len(run) >= MERGE_MAX_MESSAGES or run_bytes >= MERGE_MAX_BYTES):
+            if run and (here != run_of or len(run) >= settings.fold_max_messages or run_bytes >= FOLD_MAX_BYTES):
                 await fold(*run_of, run)
                 run, run_bytes = [], 0
             run.append((message.offset, event.value))
             run_bytes += len(event.value) if isinstance(event.value, bytes) else 0
             run_of = here
-            if queue is None or queue.empty() or message.topic in combine:
+            if queue is None or queue.empty() or message.topic in combine or settings.fold_max_messages == 1:
                 await fold(*run_of, run)
                 run, run_bytes = [], 0
 
