@@ -45,7 +45,8 @@ POLL_S = 0.05
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 POLLED = "?" + "&".join(f"name[]={name}" for name in (
-    "headroom_worker_samples_total", "headroom_rule_evaluation_failures_total", "headroom_alert_transitions_total"))
+    "headroom_worker_samples_total", "headroom_rule_evaluation_failures_total", "headroom_alert_transitions_total",
+    "headroom_worker_batches_total", "headroom_worker_folds_total"))
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -149,6 +150,8 @@ def _worker_run(ctx: BenchContext, bootstrap: str, rule_files: list[str], total:
             "steady_cpu": (total - steady[1]) / max(cpu_end - steady[2], 1e-9),
             "errors": metrics.get("headroom_rule_evaluation_failures_total", 0),
             "transitions": sum(v for k, v in metrics.items() if k.startswith("headroom_alert_transitions_total")),
+            # how many messages a backlog's folds took at once (Worker.handle_many)
+            "per_fold": metrics.get("headroom_worker_batches_total", 0) / max(metrics.get("headroom_worker_folds_total", 0), 1),
         }
     finally:
         worker.stop()
@@ -196,7 +199,8 @@ def run(ctx: BenchContext) -> Table:
         ctx.log(f"pipeline run {i + 1}/{ctx.runs}: consumer {whole:,.0f}/s, worker {result['whole']:,.0f}/s whole, "
                 f"{result['steady']:,.0f}/s steady ({result['steady_cpu']:,.0f}/CPU-s), "
                 f"{result['stalled_s']:.2f}s without progress, "
-                f"{result['transitions']:.0f} alert transitions, {result['errors']:.0f} evaluation failures")
+                f"{result['transitions']:.0f} alert transitions, {result['errors']:.0f} evaluation failures, "
+                f"{result['per_fold']:.1f} messages per fold")
     if ctx.profile:
         stats = ctx.tmp / "worker.prof"
         result = _worker_run(ctx, broker.bootstrap, rule_files, total, warm, ctx.runs, profile_to=stats)

@@ -60,10 +60,10 @@ from pipelines.state import SnapshotTopic, StateKeeper
 from pipelines.worker import Outgoing, Worker
 
 log = logging.getLogger("headroom.worker")
-# How many bytes of a backlog one partition's run of messages may fold in at once (and at most
-# HEADROOM_FOLD_MAX_MESSAGES messages): enough for long numpy passes (a few 10k samples), little
-# enough that other partitions and timers wait briefly.
-FOLD_MAX_BYTES = 4 << 20
+# How many bytes of a backlog the agent holds before folding them in (and at most
+# HEADROOM_FOLD_MAX_MESSAGES messages of one partition): enough for long numpy passes (a few 10k
+# samples per partition), little enough that timers wait briefly.
+FOLD_MAX_BYTES = 16 << 20
 
 
 def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorRegistry | None = None) -> faust.App:
@@ -142,27 +142,28 @@ def create_app(settings: Settings, groups: list[RuleGroup], registry: CollectorR
         await worker.catch_up(topic, partition, send)  # what the messages left due, in steps that yield
 
     async def evaluate(stream: faust.StreamT) -> None:
-        # A backlog's consecutive messages of one samples partition are folded in together, taking only
-        # what the stream already holds (never waiting for more). Only while Faust does not ack them: with
-        # acks on (no snapshots), moving on to the next message would commit one not yet folded in. Not
-        # partials frames: a combine partition runs the evaluations one frame left due before it reads
-        # the next (a frame's rows replace the slot's previous ones).
+        # A backlog's messages are folded in by partition: what the stream already holds (never
+        # waiting for more) is grouped by partition, each partition's messages in offset order, and
+        # each group goes in as one batch. Faust hands out records partition by partition in turn, so
+        # a partition's messages are seldom next to each other; partitions are independent, so their
+        # order does not matter. Only while Faust does not ack: with acks on (no snapshots), moving on
+        # to the next message would commit one not yet folded in. Not partials frames: a combine
+        # partition runs the evaluations one frame left due before it reads the next (a frame's rows
+        # replace the slot's previous ones).
         queue = stream.channel.queue if keeper is not None and isinstance(stream.channel, faust.ChannelT) else None
         combine = set(worker.combine_lanes)
-        run: list[tuple[int, bytes]] = []
-        run_bytes, run_of = 0, (None, -1)
+        runs: dict[tuple[str, int], list[tuple[int, bytes]]] = {}
+        held_bytes = 0
         async for event in stream.events():
             message = event.message
-            here = (message.topic, message.partition)
-            if run and (here != run_of or len(run) >= settings.fold_max_messages or run_bytes >= FOLD_MAX_BYTES):
-                await fold(*run_of, run)
-                run, run_bytes = [], 0
+            run = runs.setdefault((message.topic, message.partition), [])
             run.append((message.offset, event.value))
-            run_bytes += len(event.value) if isinstance(event.value, bytes) else 0
-            run_of = here
-            if queue is None or queue.empty() or message.topic in combine or settings.fold_max_messages == 1:
-                await fold(*run_of, run)
-                run, run_bytes = [], 0
+            held_bytes += len(event.value) if isinstance(event.value, bytes) else 0
+            if (queue is None or queue.empty() or message.topic in combine or len(run) >= settings.fold_max_messages
+                    or held_bytes >= FOLD_MAX_BYTES):
+                for (topic, partition), messages in runs.items():
+                    await fold(topic, partition, messages)
+                runs, held_bytes = {}, 0
 
     # One agent per lane: target partitions, and the one-partition global lane
     # for groups that combine series across targets (detector.rules.placement).
