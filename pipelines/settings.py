@@ -135,9 +135,9 @@ class Settings(BaseSettings):
     # its samples. "0s": one message per partition per request.
     coalesce_linger: str = "25ms"
     coalesce_max_samples: int = Field(20_000, ge=1)
-    # The worker's side of the same: with a backlog, consecutive messages of one samples
-    # partition that Kafka already delivered are folded in together, up to this many
-    # (pipelines.worker.Worker.handle_many); 1: one message at a time.
+    # The worker's side of the same: with a backlog, what Kafka already delivered is grouped
+    # by samples partition and each partition's messages, up to this many, are folded in
+    # together (pipelines.app, pipelines.worker.Worker.handle_many); 1: one message at a time.
     fold_max_messages: int = Field(32, ge=1)
     # HTTPS for the receiver: certificate and key (PEM); with a client CA,
     # senders must present a certificate it signed (mutual TLS).

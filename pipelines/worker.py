@@ -58,8 +58,8 @@ class WorkerMetrics:
         self.registry = registry
         self.samples = Counter("headroom_worker_samples", "Samples consumed from Kafka", registry=registry)
         self.messages = Counter("headroom_worker_batches", "Sample batches consumed", registry=registry)
-        self.folds = Counter("headroom_worker_folds", "Runs of consecutive sample batches of one partition folded in "
-                             "at once (one per batch unless a backlog is read)", registry=registry)
+        self.folds = Counter("headroom_worker_folds", "Groups of one partition's sample batches folded in at once "
+                             "(one per batch unless a backlog is read)", registry=registry)
         self.bad_messages = Counter("headroom_worker_unreadable_batches", "Messages that are not sample batches", registry=registry)
         self.dropped = Counter("headroom_worker_dropped_samples", "Samples dropped as duplicate or out of order", ["reason"], registry=registry)
         self.late = Counter("headroom_worker_late_samples", "Samples older than an evaluation already made", registry=registry)

@@ -179,6 +179,9 @@ class WarningBank:
 # ---------------------------------------------------------------------- words
 
 
+_NUDGE = {"round": 0.5, "floor": 1e-9, "ceil": 1e-9}  # what is added before flooring (ceil: to -v)
+
+
 def round_duration(seconds: float | np.ndarray, mode: str = "round") -> float | np.ndarray:
     """The seconds :func:`humanize` shows: rounded to 1 s below 10 s, 5 s below a minute,
     a minute below a day, an hour beyond (NaN and infinities pass through).
@@ -191,14 +194,8 @@ def round_duration(seconds: float | np.ndarray, mode: str = "round") -> float | 
     >>> round_duration(np.array([3599.0, np.inf, np.nan])).tolist()
     [3600.0, inf, nan]
     """
-    # floor/ceil forgive float dust: 780.0000000000017 s is 13m, not "up to 14m"
-    rnd = {"round": lambda v: np.floor(v + 0.5), "floor": lambda v: np.floor(v + 1e-9),
-           "ceil": lambda v: np.ceil(v - 1e-9)}[mode]
-    with np.errstate(invalid="ignore", over="ignore"):  # near the float maximum a step rounds up to inf
-        s = np.maximum(np.asarray(seconds, dtype=np.float64), 0.0)
-        step = np.where(s < 10, 1.0, 5.0)
-        out = np.where(s < 60, rnd(s / step) * step,
-                       np.where(s < 86400, rnd(s / 60) * 60, rnd(s / 3600) * 3600))
+    values = np.asarray(seconds, dtype=np.float64)
+    out = round_durations(values.reshape(1, -1), [mode]).reshape(values.shape)
     return float(out) if out.ndim == 0 else out
 
 
@@ -209,9 +206,10 @@ def round_durations(seconds: np.ndarray, modes: Sequence[str]) -> np.ndarray:
     >>> round_durations(np.array([[250.0, 42.4], [170.0, 3599.0], [170.0, np.nan]]), ["round", "floor", "ceil"]).tolist()
     [[240.0, 40.0], [120.0, 3540.0], [180.0, nan]]
     """
-    # round: floor(v + 0.5); floor: floor(v + 1e-9); ceil(v - 1e-9) = -floor(-v + 1e-9), exactly
+    # round: floor(v + 0.5); floor: floor(v + 1e-9); ceil(v - 1e-9) = -floor(-v + 1e-9), exactly.
+    # floor/ceil forgive float dust: 780.0000000000017 s is 13m, not "up to 14m"
     sign = np.array([-1.0 if m == "ceil" else 1.0 for m in modes])[:, None]
-    nudge = np.array([0.5 if m == "round" else 1e-9 for m in modes])[:, None]
+    nudge = np.array([_NUDGE[m] for m in modes])[:, None]
     with np.errstate(invalid="ignore", over="ignore"):  # near the float maximum a step rounds up to inf
         s = np.maximum(np.asarray(seconds, dtype=np.float64), 0.0)
         unit = np.where(s < 60, np.where(s < 10, 1.0, 5.0), np.where(s < 86400, 60.0, 3600.0))
