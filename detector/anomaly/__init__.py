@@ -11,10 +11,10 @@
 - :func:`is_counter` / :func:`counter_rate`: counters are scored on their rate.
 
 How the default detector works is told in :mod:`detector.anomaly.core`.
-Pure: numpy and river only.
+Pure: numpy, numba (the default model's compiled step) and river only.
 """
 
-from detector.anomaly.core import DAY_S, WEEK_S, ColumnarState, Params, rounds
+from detector.anomaly.core import DAY_S, WEEK_S, ColumnarState, Params
 from detector.anomaly.counters import CounterState, counter_rate, is_counter
 from detector.anomaly.models import DEFAULT_MODEL, MODELS, AnomalyDetector, GuardedGaussian, RiverScorer, make_model
 from detector.anomaly.scorer import AnomalyScorer
@@ -22,5 +22,5 @@ from detector.anomaly.catalog import CatalogScorer, ModelCatalog, ModelCatalogEr
 
 __all__ = [
     "DAY_S", "WEEK_S", "DEFAULT_MODEL", "MODELS", "AnomalyDetector", "AnomalyScorer", "CatalogScorer", "ColumnarState",
-    "CounterState", "GuardedGaussian", "ModelCatalog", "ModelCatalogError", "Params", "RiverScorer", "counter_rate", "is_counter", "make_model", "rounds",
+    "CounterState", "GuardedGaussian", "ModelCatalog", "ModelCatalogError", "Params", "RiverScorer", "counter_rate", "is_counter", "make_model",
 ]

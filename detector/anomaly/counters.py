@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from detector.anomaly.kernel import counter_rates
+
 COUNTER_SUFFIXES = ("_total", "_count", "_sum", "_bucket")
 
 _NOT_COUNTER_TYPES = {"gauge", "gaugehistogram", "info", "stateset"}
@@ -58,22 +60,17 @@ def counter_rate(timestamps_s: Sequence[float], values: Sequence[float]) -> np.n
     """
     t = np.asarray(timestamps_s, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)
-    out = np.full(len(v), np.nan)
-    state = CounterState(1)
-    rows = np.zeros(1, dtype=np.intp)
-    for i in range(len(v)):
-        out[i] = state.rate(rows, t[i : i + 1], v[i : i + 1])[0]
-    return out
+    return CounterState(1).rates(np.zeros(len(v), dtype=np.intp), t, v)
 
 
 class CounterState:
-    """The last value and time of many counter series, as columns; rates by the round.
+    """The last value and time of many counter series, as columns, and their rates.
 
     >>> state = CounterState(2)
-    >>> state.rate([0, 1], [0.0, 0.0], [5.0, 7.0]).tolist()
+    >>> state.rates([0, 1], [0.0, 0.0], [5.0, 7.0]).tolist()
     [nan, nan]
-    >>> state.rate([0, 1], [10.0, 10.0], [15.0, 2.0]).tolist()  # series 1 reset
-    [1.0, 0.2]
+    >>> state.rates([0, 1, 0], [10.0, 10.0, 20.0], [15.0, 2.0, 25.0]).tolist()  # series 1 reset
+    [1.0, 0.2, 1.0]
     """
 
     def __init__(self, capacity: int = 0) -> None:
@@ -90,19 +87,11 @@ class CounterState:
         self.last_t[rows] = np.nan
         self.last_v[rows] = np.nan
 
-    def rate(self, rows, timestamps_s, values) -> np.ndarray:
-        """Rates for one sample of each of ``rows`` (distinct); NaN where none is known yet."""
-        rows = np.asarray(rows, dtype=np.intp)
-        t = np.asarray(timestamps_s, dtype=np.float64)
-        v = np.asarray(values, dtype=np.float64)
-        prev_t, prev_v = self.last_t[rows], self.last_v[rows]
-        increase = np.where(v >= prev_v, v - prev_v, v)
-        dt = t - prev_t
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rate = np.where(dt > 0, increase / dt, np.nan)
-        ok = np.isfinite(v)
-        self.last_t[rows] = np.where(ok, t, prev_t)
-        self.last_v[rows] = np.where(ok, v, prev_v)
-        return rate
+    def rates(self, rows, timestamps_s, values) -> np.ndarray:
+        """Rates of samples of ``rows``, in order within each series; NaN where none is known yet."""
+        return counter_rates(self.last_t, self.last_v, np.ascontiguousarray(rows, dtype=np.intp),
+                             np.ascontiguousarray(timestamps_s, dtype=np.float64),
+                             np.ascontiguousarray(values, dtype=np.float64))
+
 
     SNAPSHOT_SKIP = frozenset()  # every attribute is state (detector.snapshot)

@@ -4,12 +4,13 @@ Every model in :data:`MODELS` is a factory for a *series scorer*: an object
 holding the state of many series, one row each, with
 
 - ``grow(capacity)`` / ``reset(rows)`` to make and free rows,
-- ``step(rows, t, x)``: score one sample for each of ``rows`` (distinct), then
-  learn it, and return the scores (in [0, 1]),
+- ``run(rows, t, x)``: score each sample, then learn it, in order within each
+  series (a series may appear many times), and return the scores (in [0, 1]);
+  ``step`` is the same for one sample of each of ``rows``,
 - ``bytes_per_series``: the state one series costs.
 
-The default model (:class:`~detector.anomaly.core.ColumnarState`) does ``step``
-with numpy over all the rows at once. Any river anomaly detector, or anything
+The default model (:class:`~detector.anomaly.core.ColumnarState`) does ``run``
+in one compiled loop over the samples (:mod:`detector.anomaly.kernel`). Any river anomaly detector, or anything
 with river's ``learn_one(x)`` / ``score_one(x)``, is plugged in with
 :class:`RiverScorer`, which keeps one model object per series and loops in
 Python: exact, and 100 to 1000 times slower per sample.
@@ -62,6 +63,9 @@ class RiverScorer:
         return len(pickle.dumps(model))
 
     def step(self, rows: np.ndarray, t: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return self.run(rows, t, x)
+
+    def run(self, rows: np.ndarray, t: np.ndarray, x: np.ndarray) -> np.ndarray:
         out = np.zeros(len(rows))
         for i, (r, ts, v) in enumerate(zip(rows.tolist(), t.tolist(), x.tolist())):
             if not math.isfinite(v):

@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from detector.anomaly.core import rounds
 from detector.anomaly.counters import CounterState, is_counter
 from detector.anomaly.models import DEFAULT_MODEL, make_model
 from detector.labels import labels_from_canonical
@@ -140,15 +139,11 @@ class AnomalyScorer:
         rows = np.asarray(rows, dtype=np.intp)
         t = np.asarray(timestamps_s, dtype=np.float64)
         x = np.asarray(values, dtype=np.float64)
-        out = np.zeros(len(rows))
-        for idx in rounds(rows):
-            r, tt, xx = rows[idx], t[idx], x[idx]
-            c = self.counter_rows[r]
-            if c.any():
-                xx = xx.copy()
-                xx[c] = self.counters.rate(r[c], tt[c], xx[c])
-            out[idx] = self.model.step(r, tt, xx)
-        return out
+        counter = self.counter_rows[rows]
+        if counter.any():  # a counter is scored on its rate (in order within each series, as the model)
+            x = x.copy()
+            x[counter] = self.counters.rates(rows[counter], t[counter], x[counter])
+        return self.model.run(rows, t, x)
 
     def score_batch(self, batch) -> np.ndarray:
         """Scores of a :class:`~detector.wire.batch.SampleBatch`, one per sample, in its order."""

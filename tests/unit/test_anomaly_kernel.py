@@ -1,0 +1,117 @@
+"""The compiled step (detector/anomaly/kernel.py) against the numpy round step it replaced
+(tests/unit/anomaly_reference.py): the same scores and state on any input, for every model's
+params and the switches the defaults leave off, and counter rates sample by sample."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detector.anomaly import ColumnarState, CounterState, Params
+from detector.anomaly.core import WEEK_S
+from tests.unit.anomaly_reference import reference_run
+
+# The kernel's log / log10 / log1p are the C library's, numpy's are its own vectorized ones:
+# they may differ in the last bit, and nothing else may.
+RTOL, ATOL = 1e-12, 1e-12
+
+PARAMS = {
+    "default": Params(),
+    "weekly": Params(period=WEEK_S, bins=168),
+    "machine": Params(stuck=True),
+    "stuck only": Params(tests=("stuck",)),
+    "spike and stuck": Params(tests=("spike", "stuck")),
+    "switches off": Params(hold=0, clip=0.0, shape_max=0.0, interval_ref=0.0),
+    "switches on": Params(protect_hold=True, protect_calibration=True, warmup=3, settle=2, hold=5),
+    "short period": Params(period=600.0, bins=12, warmup=5),
+}
+
+values = st.one_of(
+    st.floats(-1e6, 1e6, allow_nan=False),
+    st.sampled_from([0.0, -0.0, 1.0, 1.0, 1.0, np.nan, np.inf, -np.inf, 1e300, -1e300, 5e-324]),
+)
+
+
+def _feed(model: str, data: st.DataObject) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n_series = data.draw(st.integers(1, 5), label="series")
+    n = data.draw(st.integers(1, 400), label="samples")
+    rows = np.array(data.draw(st.lists(st.integers(0, n_series - 1), min_size=n, max_size=n)), dtype=np.intp)
+    gaps = np.array(data.draw(st.lists(st.sampled_from([0.0, 15.0, 60.0, 300.0, 3600.0, 86_400.0]), min_size=n,
+                                       max_size=n)))
+    start = data.draw(st.sampled_from([0.0, 1.7e9, -86_400.0 * 3 + 7.5]), label="start")
+    # each series' own clock runs forward (gaps of 0 included: several samples at one time)
+    t = np.empty(n)
+    clock = {r: start for r in range(n_series)}
+    for i, (r, g) in enumerate(zip(rows.tolist(), gaps.tolist())):
+        clock[r] += g
+        t[i] = clock[r]
+    if data.draw(st.booleans(), label="noisy"):
+        x = np.random.default_rng(data.draw(st.integers(0, 2**16))).normal(100.0, 5.0, n)
+        holes = np.array(data.draw(st.lists(st.integers(0, n - 1), max_size=8)), dtype=np.intp)
+        x[holes] = np.array(data.draw(st.lists(values, min_size=len(holes), max_size=len(holes))))
+    else:
+        x = np.array(data.draw(st.lists(values, min_size=n, max_size=n)))
+    return rows, t, x
+
+
+def _assert_same(a: ColumnarState, b: ColumnarState, got: np.ndarray, want: np.ndarray) -> None:
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(a.scalars, b.scalars, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(a.profiles, b.profiles, rtol=1e-6, atol=0)  # float32: one rounding apart at most
+    np.testing.assert_array_equal(a.visits, b.visits)
+
+
+@settings(max_examples=120, deadline=None)
+@given(model=st.sampled_from(sorted(PARAMS)), data=st.data())
+def test_the_compiled_step_scores_and_learns_as_the_numpy_rounds_did(model, data):
+    rows, t, x = _feed(model, data)
+    n_series = int(rows.max()) + 1
+    compiled, reference = ColumnarState(PARAMS[model], n_series), ColumnarState(PARAMS[model], n_series)
+    # in two batches, so the second starts from learned state
+    cut = data.draw(st.integers(0, len(rows)), label="cut")
+    got = np.r_[compiled.run(rows[:cut], t[:cut], x[:cut]), compiled.run(rows[cut:], t[cut:], x[cut:])]
+    want = np.r_[reference_run(reference, rows[:cut], t[:cut], x[:cut]),
+                 reference_run(reference, rows[cut:], t[cut:], x[cut:])]
+    _assert_same(compiled, reference, got, want)
+
+
+def test_long_noisy_history_with_an_incident_stays_equal():
+    """Thousands of samples: the score path through the tails, the hold and the protection."""
+    rng = np.random.default_rng(7)
+    n_series, n = 6, 3000
+    t = np.repeat(np.arange(n) * 300.0, n_series)
+    rows = np.tile(np.arange(n_series), n)
+    x = rng.standard_t(3, n * n_series) + 10.0 * np.sin(2 * np.pi * t / 86_400.0)
+    x[(t > 2000 * 300.0) & (t < 2050 * 300.0)] += 40.0  # a level shift on every series
+    for name in ("default", "machine", "weekly"):
+        a, b = ColumnarState(PARAMS[name], n_series), ColumnarState(PARAMS[name], n_series)
+        got, want = a.run(rows, t, x), reference_run(b, rows, t, x)
+        _assert_same(a, b, got, want)
+        assert got.max() > 0.5  # the shift is found, so the comparison covered the tail path
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_counter_rates_in_one_pass_equal_one_sample_at_a_time(data):
+    n = data.draw(st.integers(1, 60))
+    rows = np.array(data.draw(st.lists(st.integers(0, 2), min_size=n, max_size=n)), dtype=np.intp)
+    v = np.array(data.draw(st.lists(values, min_size=n, max_size=n)))
+    t = np.cumsum(np.array(data.draw(st.lists(st.sampled_from([0.0, 1.0, 15.0]), min_size=n, max_size=n))))
+    batch = CounterState(3).rates(rows, t, v)
+    one, single = CounterState(3), []
+    for i in range(n):
+        single.append(one.rates(rows[i:i + 1], t[i:i + 1], v[i:i + 1])[0])
+    np.testing.assert_array_equal(batch, np.array(single))
+    # and what a rate is: the increase over the time since the series' last finite sample
+    last: dict[int, tuple[float, float]] = {}
+    for i, (r, ti, vi) in enumerate(zip(rows.tolist(), t.tolist(), v.tolist())):
+        if r in last:
+            pt, pv = last[r]
+            increase = vi - pv if vi >= pv else vi
+            expect = increase / (ti - pt) if ti - pt > 0 else np.nan
+            np.testing.assert_array_equal(batch[i], expect)
+        else:
+            assert np.isnan(batch[i])
+        if np.isfinite(vi):
+            last[r] = (ti, vi)
