@@ -58,6 +58,8 @@ from detector.store import EMPTY
 
 SCORE_METRIC = "headroom_anomaly_score"
 DEFAULT_SCORE_THRESHOLD = 0.296
+# Samples the forecaster may hold back before it runs anyway (see PartitionDetectors.ingest).
+FORECAST_PENDING_MAX = 65_536
 """Frozen on the NAB development split (bench/nab_thresholds.json)."""
 
 _UNSEEN = object()
@@ -130,6 +132,10 @@ class PartitionDetectors:
         self._store_scores = may_read_metric(groups, SCORE_METRIC)
         self.retire_every_ms = retire_every_ms  # None: never retire stale series
         self._next_sweep = EMPTY
+        # Batches the forecaster has not seen yet: it runs when the rules' watermark moves (see ingest).
+        self._forecast_pending: list[SampleBatch] = []
+        self._forecast_pending_samples = 0
+        self._ticks = bool(groups)  # without rule groups no watermark moves: the forecaster runs every batch
         self.retired_series = 0  # totals since start, for the worker's metrics
         self.freed_series = 0
 
@@ -162,24 +168,50 @@ class PartitionDetectors:
 
     def ingest(self, batch: SampleBatch, arrival_ms: int | None = None) -> PartitionOutput:
         """Score, forecast and evaluate one batch; ``arrival_ms`` is the caller's clock
-        (see :meth:`detector.rules.engine.RuleEngine.ingest`)."""
+        (see :meth:`detector.rules.engine.RuleEngine.ingest`).
+
+        The forecaster runs when the rules' watermark moves (a tick is complete and evaluated),
+        over every batch since it last ran: its cost is per evaluation round over the few bounded
+        series a message holds, so fifty messages of one tick would pay it fifty times. Early
+        warnings then come out with the rules' alerts of the same tick, in the same event time.
+        """
         # New series beyond the store's limit are left out before scores and forecasts
         # keep state for them; the store applies its other limits as it appends.
         batch, refused = self.store.admit(batch)
-        forecasts: list[Forecast] = []
-        warnings = self.forecaster.ingest_batch(batch, forecasts) if self.forecaster is not None else []
         derived, latest, scores = self._score(batch)
         # Score series are not held to the limit: there is one per admitted series at most.
         stored = SampleBatch.concat([batch, derived]) if derived is not None else batch  # None unless stored
+        before = self.rules.watermark
         out = self.rules.ingest(stored, arrival_ms, admitted=True)
         out.refused.add(refused)
-        result = PartitionOutput(out, list(out.transitions), scores, forecasts, list(out.notifications), latest)
-        warned = [w.to_alert() for w in warnings]
-        result.transitions += warned
+        result = PartitionOutput(out, list(out.transitions), scores, [], list(out.notifications), latest)
         if self.forecaster is not None and len(batch):
-            result.notifications += self._warning_notifications(warned, forecasts, int(batch.timestamps.max()))
+            self._forecast_pending.append(batch)
+            self._forecast_pending_samples += len(batch)
+            if (not self._ticks or self.rules.watermark != before
+                    or self._forecast_pending_samples >= FORECAST_PENDING_MAX):
+                self._run_forecasts(result)
         self._sweep(result)
         return result
+
+    def flush(self) -> PartitionOutput:
+        """Forecast what waits for the next tick now (the end of a replay: no next tick comes)."""
+        result = PartitionOutput(EngineOutput())
+        if self.forecaster is not None:
+            self._run_forecasts(result)
+        return result
+
+    def _run_forecasts(self, result: PartitionOutput) -> None:
+        """Forecast every pending batch at once, adding warnings, estimates and notifications to ``result``."""
+        if not self._forecast_pending:
+            return
+        batch = SampleBatch.concat(self._forecast_pending)
+        self._forecast_pending, self._forecast_pending_samples = [], 0
+        forecasts: list[Forecast] = []
+        warned = [w.to_alert() for w in self.forecaster.ingest_batch(batch, forecasts)]
+        result.forecasts += forecasts
+        result.transitions += warned
+        result.notifications += self._warning_notifications(warned, forecasts, int(batch.timestamps.max()))
 
     def reclassify(self) -> int:
         """Apply newly learned metric types to the series already scored; returns how many changed."""
@@ -188,8 +220,11 @@ class PartitionDetectors:
     def advance_to(self, watermark_ms: int) -> PartitionOutput:
         # Early warnings are not re-sent here: without samples there is no forecast to
         # stand behind, so a warning whose series went quiet expires in Alertmanager.
+        before = self.rules.watermark
         out = self.rules.advance_to(watermark_ms)
         result = PartitionOutput(out, list(out.transitions), notifications=list(out.notifications))
+        if self.forecaster is not None and self.rules.watermark != before:
+            self._run_forecasts(result)
         self._sweep(result)
         return result
 
@@ -281,7 +316,8 @@ class PartitionDetectors:
 
     # Snapshots carry the rule engine, scorer and forecaster (detector.snapshot);
     # the threshold is configuration and the score keys a cache.
-    SNAPSHOT_SKIP = frozenset({"score_threshold", "_scored", "_store_scores", "retire_every_ms", "fresh_components"})
+    SNAPSHOT_SKIP = frozenset({"score_threshold", "_scored", "_store_scores", "retire_every_ms", "fresh_components",
+                               "_forecast_pending", "_forecast_pending_samples", "_ticks"})
 
     def snapshot(self) -> bytes:
         """Everything this partition has learned, as bytes for :meth:`restore`.
@@ -299,6 +335,8 @@ class PartitionDetectors:
         """
         state = capture_attributes(self)
         state["_config"] = self._config_identity()
+        if self._forecast_pending:  # samples the forecaster has not seen yet (optional: older snapshots lack it)
+            state["_forecast_pending"] = SampleBatch.concat(self._forecast_pending).encode()
         return encode(state, SNAPSHOT_RECORDS)
 
     @classmethod
@@ -319,6 +357,7 @@ class PartitionDetectors:
         if not isinstance(state, dict) or "_config" not in state or not isinstance(state["_config"], str):
             raise SnapshotError("corrupt snapshot: not the state of a partition")
         taken = _identities(state.pop("_config"))
+        pending = state.pop("_forecast_pending", None)
         now = detectors._config_parts()
         if taken is None:
             raise SnapshotError("corrupt snapshot: its detector settings cannot be read")
@@ -337,6 +376,12 @@ class PartitionDetectors:
             raise SnapshotError(f"snapshot does not fit this code: {type(exc).__name__}: {exc}") from None
         if detectors.forecaster is not None:  # its label sets come back as separate strings, as the store's do
             detectors.forecaster.share_labels(detectors.store.share_labels)
+            if isinstance(pending, bytes) and "forecasts" not in detectors.fresh_components:
+                try:
+                    batch = SampleBatch.decode(pending)
+                except Exception as exc:  # noqa: BLE001 - a batch that does not decode: the snapshot is corrupt
+                    raise SnapshotError(f"corrupt snapshot: its pending forecast samples: {exc}") from None
+                detectors._forecast_pending, detectors._forecast_pending_samples = [batch], len(batch)
         return detectors
 
     fresh_components: tuple[str, ...] = ()

@@ -148,6 +148,8 @@ class Replay:
             if progress:
                 progress(end - start)
             start = end
+        # what the last slices left for a next tick that will not come
+        yield from _ordered([engine.flush() for engine in self.engines])
 
     def _feed(self, rec: Recording, part: slice, partition: np.ndarray, to_global: np.ndarray) -> list[PartitionOutput]:
         index, stamps, values = rec.series_index[part], rec.timestamps[part], rec.values[part]
