@@ -23,8 +23,9 @@ def reference_run(state: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
     rows = np.asarray(rows, dtype=np.intp)
     out = np.empty(len(rows))
     for idx in rounds(rows):
-        out[idx] = reference_step(state, rows[idx], np.asarray(t, dtype=np.float64)[idx],
-                                  np.asarray(x, dtype=np.float64)[idx])
+        with np.errstate(over="ignore"):  # the property test feeds ±1e300: overflow to inf is expected
+            out[idx] = reference_step(state, rows[idx], np.asarray(t, dtype=np.float64)[idx],
+                                      np.asarray(x, dtype=np.float64)[idx])
     return out
 
 
