@@ -322,3 +322,14 @@ def counter_rates(last_t: np.ndarray, last_v: np.ndarray, rows: np.ndarray, t: n
             last_t[r] = t[i]
             last_v[r] = v[i]
     return out
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) both loops now, before the first batch: the first
+    compile takes seconds, which a worker's first message should not wait for."""
+    from detector.anomaly.core import ColumnarState, Params  # the state layout and params the worker uses
+
+    for params in (Params(), Params(stuck=True)):
+        state = ColumnarState(params, capacity=1)
+        state.run(np.zeros(1, dtype=np.intp), np.zeros(1), np.ones(1))
+    counter_rates(np.full(1, np.nan), np.full(1, np.nan), np.zeros(1, dtype=np.intp), np.zeros(1), np.ones(1))
