@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from detector.anomaly.kernel import warm_up as warm_up_anomaly_kernel
 from detector.errors import BatchFormatError
 from detector.output.alerts import AlertNotification
 from detector.partition import PartitionOutput
@@ -140,8 +139,6 @@ class Worker:
         cpu_clock: Callable[[], float] = time.thread_time,
     ) -> None:
         self.settings = settings
-        if settings.anomaly_scores:  # the detector's compiled step, built before the first message needs it
-            warm_up_anomaly_kernel()
         self.metrics = WorkerMetrics(registry if registry is not None else CollectorRegistry())
         self.limits = LimitReport(self.metrics.registry, settings)  # counters and log lines of pipelines/limits.py
         self.gauges = DetectorGauges()  # latest score and forecast per series, for dashboards (appended to /metrics)

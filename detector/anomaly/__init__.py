@@ -11,7 +11,7 @@
 - :func:`is_counter` / :func:`counter_rate`: counters are scored on their rate.
 
 How the default detector works is told in :mod:`detector.anomaly.core`.
-Pure: numpy, numba (the default model's compiled step) and river only.
+Pure: numpy and river only (the default model's step is compiled from Cython at install).
 """
 
 from detector.anomaly.core import DAY_S, WEEK_S, ColumnarState, Params
