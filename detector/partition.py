@@ -170,10 +170,11 @@ class PartitionDetectors:
         """Score, forecast and evaluate one batch; ``arrival_ms`` is the caller's clock
         (see :meth:`detector.rules.engine.RuleEngine.ingest`).
 
-        The forecaster runs when the rules' watermark moves (a tick is complete and evaluated),
-        over every batch since it last ran: its cost is per evaluation round over the few bounded
-        series a message holds, so fifty messages of one tick would pay it fifty times. Early
-        warnings then come out with the rules' alerts of the same tick, in the same event time.
+        The forecaster runs when the rules' watermark moves (the partition's samples are complete
+        up to a newer instant, so due rule ticks are evaluated), over every batch since it last ran:
+        its cost is per evaluation round over the few bounded series a message holds, so fifty
+        messages of one scrape would pay it fifty times. Early warnings then come out with the
+        alerts of the same instant, in the same event time.
         """
         # New series beyond the store's limit are left out before scores and forecasts
         # keep state for them; the store applies its other limits as it appends.
