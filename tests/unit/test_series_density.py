@@ -308,3 +308,23 @@ def test_which_rules_may_read_the_score_series(tmp_path):
     # A query built while rendering may read anything.
     dynamic = '{{ printf "x{instance=%q}" $labels.instance | query }}'
     assert may_read_metric(groups("up == 0", dynamic), "headroom_anomaly_score")
+
+
+def test_a_class_gives_back_the_rings_its_last_growth_reserved_and_no_series_took():
+    store = SeriesStore(retention_ms=600_000, initial_capacity=4, initial_rows=16)
+    series = [(("__name__", "m"), ("i", str(i))) for i in range(81)]
+    for t in range(0, 60_000, 15_000):  # 4 samples each: every ring in class 0 (4 slots) is full
+        store.append(SampleBatch.from_series([(s, [(t, float(t + i))]) for i, s in enumerate(series)]))
+    for chunk in (series[:64], series[64:80], series[80:]):  # the 5th sample moves them up, in 3 steps
+        store.append(SampleBatch.from_series([(s, [(60_000, 1.0)]) for s in chunk]))
+    rows = np.array([store.series_id(canonical_bytes(s)) for s in series])
+    assert {store.capacity_of(r) for r in rows.tolist()} == {6}
+    answer = store.window(rows, 60_000, 600_000)
+    # Class 1 grew to 64, 80, then 100 rings (a quarter more) for 81 series: the 19 never used go.
+    assert store._ring_ts[1].shape[0] == 100
+    store.compact(keep_from_ms=0)
+    assert store._ring_ts[1].shape == store._ring_vals[1].shape == (81, 6)
+    after = store.window(rows, 60_000, 600_000)
+    assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(answer, after))
+    store.append(SampleBatch.from_series([((("__name__", "m"), ("i", "new")), [(t, 0.0) for t in range(0, 75_000, 15_000)])]))
+    assert store.window(np.array([store.series_id(canonical_bytes((("__name__", "m"), ("i", "new"))))]), 60_000, 600_000)[2].tolist() == [5]
