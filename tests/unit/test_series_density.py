@@ -60,12 +60,13 @@ def test_one_dense_series_costs_its_own_ring_not_every_series_ring():
     store.append(sparse_batch(1000))
     for start in range(0, 20_000, 100):  # 20,000 samples 1 ms apart, all inside the retention window
         store.append(dense_batch(2000 + start, 100))
-        # Its own ring may reach 32768 slots (512 KiB); every other series' stays at 16.
+        # Its own ring may reach 32768 slots (512 KiB) at most; every other series' stays at 16.
         assert array_bytes(store) <= baseline + 32768 * 16 * 2, f"after {start + 100} dense samples"
     assert array_bytes(store) <= 1.1 * baseline
     assert store.nbytes == array_bytes(store)
     dense_row = store.series_id(canonical_bytes(DENSE))
-    assert store.capacity_of(dense_row) == 32768 and store.capacity_of(0) == 16
+    # Its ring holds its 20,000 samples with at most a third to spare (classes step by x1.5 or x4/3).
+    assert 20_000 <= store.capacity_of(dense_row) <= 20_000 * 3 // 2 and store.capacity_of(0) == 16
     stamps, _, counts = store.window(np.array([dense_row]), 21_999, RETENTION)
     assert counts.tolist() == [20_000] and stamps[0, [0, -1]].tolist() == [2000, 21_999]
 
@@ -116,7 +117,7 @@ def test_min_interval_keeps_one_sample_per_interval_and_names_the_series():
     assert store.append(dense_batch(20_000, 1)).accepted == 1
     stamps, _, counts = store.window(np.array([store.series_id(canonical_bytes(DENSE))]), 20_000, RETENTION)
     assert stamps[0, : counts[0]].tolist() == list(range(0, 20_001, 1000))
-    assert store.capacity_of(store.series_id(canonical_bytes(DENSE))) == 32  # not 32768
+    assert store.capacity_of(store.series_id(canonical_bytes(DENSE))) == 24  # its 21 samples: the smallest class that holds them, not 32768
 
 
 def test_min_interval_holds_when_a_request_repeats_one_series_many_times():
@@ -191,6 +192,30 @@ def test_a_snapshot_of_the_one_width_layout_loads_and_goes_on_as_if_never_stoppe
         row = np.array([det.store.series_id(canonical_bytes((("__name__", "job:x:rate1m"), ("instance", "a"))))])
         recorded[name] = det.store.window(row, history.END, 300_000)[1].tolist()
     assert recorded["restored"] == recorded["uninterrupted"] and len(recorded["restored"][0]) == 20
+
+
+def test_a_snapshot_of_doubling_size_classes_loads_and_goes_on_as_if_never_stopped():
+    from tests.unit.data import doubling_classes_history as doubling
+
+    data = (Path(__file__).parent / "data" / "doubling_classes_snapshot.bin").read_bytes()
+    restored = PartitionDetectors.restore(data, history.groups(), scores=False, forecasts=False)
+    burst = restored.store.series_id(canonical_bytes((("__name__", "y"), ("instance", "a"))))
+    assert restored.store.capacity_of(burst) == 512  # the burst's ring, in the class of its width
+    uninterrupted = history.detectors()
+    for batch in history.batches(history.T0, doubling.SPLIT):
+        uninterrupted.ingest(batch)
+    transitions = {"restored": [], "uninterrupted": []}
+    for batch in history.batches(doubling.SPLIT, history.END):
+        for name, det in (("restored", restored), ("uninterrupted", uninterrupted)):
+            transitions[name] += [t.to_dict() for t in det.ingest(batch).transitions]
+    assert transitions["restored"] == transitions["uninterrupted"] and transitions["restored"]
+    keys = sorted(map(restored.store.key, restored.store.live_rows().tolist()))
+    assert keys == sorted(map(uninterrupted.store.key, uninterrupted.store.live_rows().tolist()))
+    for det in (restored, uninterrupted):
+        rows = np.array([det.store.series_id(k) for k in keys])
+        stamps, values, _ = det.store.window(rows, history.END, 600_000)
+        transitions[det is restored] = (stamps.tolist(), np.nan_to_num(values, nan=-1.0).tolist())
+    assert transitions[True] == transitions[False]
 
 
 def test_a_snapshot_with_a_store_it_cannot_read_is_refused_clearly():
@@ -283,3 +308,23 @@ def test_which_rules_may_read_the_score_series(tmp_path):
     # A query built while rendering may read anything.
     dynamic = '{{ printf "x{instance=%q}" $labels.instance | query }}'
     assert may_read_metric(groups("up == 0", dynamic), "headroom_anomaly_score")
+
+
+def test_a_class_gives_back_the_rings_its_last_growth_reserved_and_no_series_took():
+    store = SeriesStore(retention_ms=600_000, initial_capacity=4, initial_rows=16)
+    series = [(("__name__", "m"), ("i", str(i))) for i in range(81)]
+    for t in range(0, 60_000, 15_000):  # 4 samples each: every ring in class 0 (4 slots) is full
+        store.append(SampleBatch.from_series([(s, [(t, float(t + i))]) for i, s in enumerate(series)]))
+    for chunk in (series[:64], series[64:80], series[80:]):  # the 5th sample moves them up, in 3 steps
+        store.append(SampleBatch.from_series([(s, [(60_000, 1.0)]) for s in chunk]))
+    rows = np.array([store.series_id(canonical_bytes(s)) for s in series])
+    assert {store.capacity_of(r) for r in rows.tolist()} == {6}
+    answer = store.window(rows, 60_000, 600_000)
+    # Class 1 grew to 64, 80, then 100 rings (a quarter more) for 81 series: the 19 never used go.
+    assert store._ring_ts[1].shape[0] == 100
+    store.compact(keep_from_ms=0)
+    assert store._ring_ts[1].shape == store._ring_vals[1].shape == (81, 6)
+    after = store.window(rows, 60_000, 600_000)
+    assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(answer, after))
+    store.append(SampleBatch.from_series([((("__name__", "m"), ("i", "new")), [(t, 0.0) for t in range(0, 75_000, 15_000)])]))
+    assert store.window(np.array([store.series_id(canonical_bytes((("__name__", "m"), ("i", "new"))))]), 60_000, 600_000)[2].tolist() == [5]
