@@ -514,3 +514,25 @@ def test_frames_kept_before_the_start_are_decoded_once_each_also_across_a_restor
     assert all(c.partition is not None for c in lane.engines.values())
     assert len(decoded) <= kept + 3 * len(lane.engines)  # the restored early frames once, and the next frame each
     assert sorted(set(got(alerts))) == expected()
+
+
+def test_a_partition_started_empty_just_before_its_first_message_does_not_jump_to_the_wall_clock() -> None:
+    """The state keeper starts a partition empty at its first message and snapshots it (an await)
+    before that message is ingested; the 1 s timer may run in between. A replay two hours old must
+    not then follow the wall clock (its samples would all be late): only a partition with no sample
+    for HEADROOM_IDLE_ADVANCE since it was assigned does."""
+    now = {"ms": T0 + 2 * 3600 * 1000}  # the data is two hours old
+    settings = Settings(partitions=PARTITIONS, staged_rules=True, anomaly_scores=False, forecasts=False,
+                        max_lateness="0s", idle_advance="10m")
+    worker = Worker(settings, groups(), clock=lambda: now["ms"] / 1000, monotonic=lambda: now["ms"] / 1000)
+    worker.assign(SAMPLES, range(PARTITIONS))
+    lane = worker.lanes[SAMPLES]
+    now["ms"] += 5000
+    lane.start_empty(0, offset=-1)  # as StateKeeper.recover does, then awaits the snapshot
+    worker.advance_idle()  # the timer, meanwhile
+    batch = SampleBatch.from_series([(s, [(T0, 1.0)]) for s in TARGETS if partition_for(s, PARTITIONS) == 0])
+    worker.handle(SAMPLES, 0, 0, batch.encode())
+    assert worker.metrics.late._value.get() == 0 and lane.engines[0].watermark == T0
+    now["ms"] += 10 * 60 * 1000  # ten minutes on, partition 1 still has had no sample: it follows the clock
+    worker.advance_idle()
+    assert lane.engines[1].watermark == now["ms"] - 10 * 60 * 1000
