@@ -78,7 +78,9 @@ class StagedRules:
         self.plan = StagePlan(groups, settings.series_partition_by)
         self.sources = settings.partitions  # stage-1 partitions
         self.combiners = settings.combiners  # partitions of each combine level
-        self.topics = settings.partials_topics[: self.plan.levels]  # one per combine level
+        # One per combine level; none when the plan leaves the combine stage nothing to evaluate
+        # (e.g. the runbook's rules, all local): no partials lanes, and stage 1 sends no frames.
+        self.topics = settings.partials_topics[: self.plan.levels] if self.plan.combines else ()
 
     def placement(self) -> Placement:
         """What the receiver copies to the global lane: only what the stages cannot separate."""
@@ -161,7 +163,7 @@ class Stage1Engines(PartitionEngines):
         timer second would be waste.
         """
         engine, outbox = self.engines.get(partition), self.outboxes.get(partition)
-        if engine is None or outbox is None or engine.watermark == EMPTY:
+        if not self.staged.topics or engine is None or outbox is None or engine.watermark == EMPTY:
             return {}
         through = evaluated_through(engine.rules)
         if not outbox.items and not any(through // i > outbox.sent_watermark // i for i in self.intervals):

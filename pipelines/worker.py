@@ -266,8 +266,7 @@ class Worker:
         self.metrics.late.inc(out.engine.late)
         outgoing = self._outgoing(lane, partition, out)
         if isinstance(engines, Stage1Engines):
-            frames = engines.frames(partition)
-            self._send_frames(self.staged.topics[0], frames, outgoing)  # type: ignore[union-attr]
+            self._send_partials(engines, partition, outgoing)
         return outgoing
 
     def _combine(self, lane: str, partition: int, offset: int, value: bytes) -> Outgoing | None:
@@ -288,6 +287,11 @@ class Worker:
             self.metrics.duplicate_rows.labels(*key).set(combiner.partition.duplicate_rows)
             self.metrics.pending_rows.labels(*key).set(combiner.pending_rows())
         return outgoing
+
+    def _send_partials(self, engines: Stage1Engines, partition: int, outgoing: Outgoing) -> None:
+        """A stage-1 partition's frames due now, if there is a combine stage (see StagedRules.topics)."""
+        if self.staged is not None and self.staged.topics:
+            self._send_frames(self.staged.topics[0], engines.frames(partition), outgoing)
 
     def _send_frames(self, topic: str, frames: dict[int, bytes], outgoing: Outgoing) -> None:
         for dest, frame in sorted(frames.items()):
@@ -313,7 +317,7 @@ class Worker:
             outgoing = self._outgoing(lane, partition, out)
             engines = self.lanes[lane]
             if isinstance(engines, Stage1Engines):  # each step's partials, as after a message
-                self._send_frames(self.staged.topics[0], engines.frames(partition), outgoing)  # type: ignore[union-attr]
+                self._send_partials(engines, partition, outgoing)
             self._send_deeper(lane, partition, outgoing)
             await send(outgoing)
         return steps
@@ -329,7 +333,7 @@ class Worker:
                 outgoing.extend(self._outgoing(lane, partition, out))
             if isinstance(engines, Stage1Engines):
                 for partition in sorted(engines.engines):
-                    self._send_frames(self.staged.topics[0], engines.frames(partition), outgoing)  # type: ignore[union-attr]
+                    self._send_partials(engines, partition, outgoing)
             if isinstance(engines, CombineEngines):  # an upstream silent for HEADROOM_IDLE_ADVANCE stopped holding it
                 for partition in sorted(engines.engines):
                     self._send_deeper(lane, partition, outgoing)

@@ -22,6 +22,7 @@ from detector.rules import AlertingRule, RuleGroup
 from detector.rules.engine import RuleEngine
 from detector.wire.batch import SampleBatch
 from pipelines.settings import Settings
+from pipelines.stages import StagedRules
 from pipelines.worker import Outgoing, Worker
 
 SAMPLES, PARTIALS, ALERTS = "headroom-samples", "headroom-partials", "headroom-alerts"
@@ -536,3 +537,31 @@ def test_a_partition_started_empty_just_before_its_first_message_does_not_jump_t
     now["ms"] += 10 * 60 * 1000  # ten minutes on, partition 1 still has had no sample: it follows the clock
     worker.advance_idle()
     assert lane.engines[1].watermark == now["ms"] - 10 * 60 * 1000
+
+
+def test_rules_that_are_all_local_have_no_combine_stage_and_send_no_frames() -> None:
+    """The runbook's shape: every rule reads one series family. Staged rules on, nothing is left for a
+    combine partition, so stage 1 sends no frames at all (not even watermarks to 3 combine partitions at
+    every tick) and the worker consumes no partials lane; the alerts are one engine's."""
+    expr = "up == 0"
+    local = [RuleGroup("g", "inline", STEP, (AlertingRule("Down", compile_expr(expr), expr, for_ms=STEP),))]
+    settings = Settings(partitions=PARTITIONS, staged_rules=True, combine_partitions=3, anomaly_scores=False,
+                        forecasts=False, max_lateness="0s")
+    worker = Worker(settings, local, clock=lambda: T0 / 1000 + 10 * 365 * 86400)
+    assert worker.combine_lanes == () and not worker.has_global_lane
+    alerts, steps = [], []
+    for k in range(STEPS):
+        for p in range(PARTITIONS):
+            batch = SampleBatch.from_series([(s, [(T0 + k * STEP, value(i, k))]) for i, s in enumerate(TARGETS)
+                                             if partition_for(s, PARTITIONS, settings.series_partition_by) == p])
+            if len(batch):
+                out = worker.handle(SAMPLES, p, k, batch.encode())
+                assert out.to_partitions == []
+                alerts += [json.loads(v) for _, v in out.records.get(ALERTS, [])]
+        assert not worker.advance_idle().to_partitions
+        steps.append(SampleBatch.from_series([(s, [(T0 + k * STEP, value(i, k))]) for i, s in enumerate(TARGETS)]))
+    want = _one_engine(local, steps)
+    assert {s for _, s, _, _ in want} == {"pending", "firing", "inactive"}
+    assert got(alerts) == want
+    combined = StagedRules(settings, groups())  # a rule across targets still has its combine stage
+    assert combined.topics == (PARTIALS,)
