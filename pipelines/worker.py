@@ -80,7 +80,7 @@ class WorkerMetrics:
                                     "Partial rows a combine partition received again and dropped (redelivery, replay)",
                                     ["lane", "partition"], registry=registry)
         self.pending_rows = Gauge("headroom_combine_pending_rows",
-                                  "Partial rows a combine partition holds for ticks not evaluated yet",
+                                  "Partial rows a combine partition holds for ticks not evaluated yet (set every second)",
                                   ["lane", "partition"], registry=registry)
         self.frames = Counter("headroom_partial_frames", "Partials frames produced, by topic", ["topic"], registry=registry)
         # What snapshots cost (pipelines.snapshot_schedule keeps them near HEADROOM_SNAPSHOT_CPU_SHARE of the work).
@@ -285,7 +285,7 @@ class Worker:
             key = (lane, str(partition))
             self.metrics.partial_rows.labels(*key).set(combiner.partition.rows_received)
             self.metrics.duplicate_rows.labels(*key).set(combiner.partition.duplicate_rows)
-            self.metrics.pending_rows.labels(*key).set(combiner.pending_rows())
+            # pending_rows counts every row held: on the 1 s timer (advance_idle), not per frame.
         return outgoing
 
     def _send_partials(self, engines: Stage1Engines, partition: int, outgoing: Outgoing) -> None:
@@ -337,6 +337,9 @@ class Worker:
             if isinstance(engines, CombineEngines):  # an upstream silent for HEADROOM_IDLE_ADVANCE stopped holding it
                 for partition in sorted(engines.engines):
                     self._send_deeper(lane, partition, outgoing)
+                    combiner = engines.engines[partition]
+                    if combiner.partition is not None:
+                        self.metrics.pending_rows.labels(lane, str(partition)).set(combiner.pending_rows())
         return outgoing
 
     def _send_deeper(self, lane: str, partition: int, outgoing: Outgoing) -> None:

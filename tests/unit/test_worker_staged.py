@@ -565,3 +565,21 @@ def test_rules_that_are_all_local_have_no_combine_stage_and_send_no_frames() -> 
     assert got(alerts) == want
     combined = StagedRules(settings, groups())  # a rule across targets still has its combine stage
     assert combined.topics == (PARTIALS,)
+
+
+def test_the_rows_a_combine_partition_holds_are_reported_on_the_timer() -> None:
+    """headroom_combine_pending_rows counts every row held, so it is set on the 1 s timer, not per frame."""
+    worker, kafka, alerts = staged_worker(), Kafka(), []
+    for p in range(PARTITIONS - 1):  # the last partition silent: the combine partitions hold what came
+        batch = SampleBatch.from_series([(s, [(T0, 1.0)]) for s in TARGETS if partition_for(s, PARTITIONS) == p])
+        kafka.produce(worker.handle(SAMPLES, p, 0, batch.encode()))
+    batch = SampleBatch.from_series([(s, [(T0, 1.0), (T0 + STEP, 1.0)]) for s in TARGETS
+                                     if partition_for(s, PARTITIONS) == PARTITIONS - 1])
+    kafka.produce(worker.handle(SAMPLES, PARTITIONS - 1, 0, batch.encode()))
+    kafka.drain(worker, alerts)
+    kafka.produce(worker.advance_idle())
+    lane = worker.lanes[PARTIALS]
+    values = {p: worker.metrics.registry.get_sample_value("headroom_combine_pending_rows",
+                                                          {"lane": PARTIALS, "partition": str(p)}) for p in lane.engines}
+    assert values == {p: c.pending_rows() for p, c in lane.engines.items()}
+    assert sum(values.values()) > 0
