@@ -17,8 +17,15 @@ ago: a replay):
 * **stage 2**: partial rows and frame bytes through the busiest partials
   partition against the total, read back from the partials topic(s) (a
   second-level partition counted with the first-level one of the same number);
-* **CPU per sample**: user + system CPU seconds of all W workers from the first
-  sample to the end, over the samples produced, and the busiest worker's share.
+* **CPU per sample**: user + system CPU seconds of all W workers from the moment
+  the samples are produced to the last half second with work (the 3 s of idling
+  that end a run are not counted), over the samples produced, and the busiest
+  worker's share. The workers' fixed cost while they work is counted; their idle
+  rate, measured for 5 s before, is a row of its own (ms of CPU per second);
+* **rebalances during the run**: consumer-group generations the workers joined
+  after the samples were produced (the bench waits until they all joined the
+  same one before it starts), and the **partial rows** of the run (a run that
+  evaluated anything twice, or not at all, has another count than the others).
 
 Each is measured twice, series partitioned by family (the default with staged
 rules) and by scrape target (``HEADROOM_PARTITION_BY=["job","instance"]``),
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 
 import numpy as np
@@ -41,6 +49,16 @@ PARTITIONS = 16
 WORKERS = (1, 2, 4)
 # Partitionings compared: None leaves HEADROOM_PARTITION_BY unset (by series family with staged rules).
 PARTITIONINGS: dict[str, tuple[str, ...] | None] = {"by family": None, "by target": ("job", "instance")}
+
+
+IDLE_S = 5.0  # how long each worker's idle CPU is measured before the samples are produced
+_GENERATION = re.compile(r"Joined group '[^']*' \(generation (\d+)\)")
+
+
+def _generation(proc: WorkerProcess) -> int:
+    """The last consumer-group generation a worker joined (its log); each rebalance makes a new one."""
+    found = _GENERATION.findall(proc.log_file.read_text(errors="replace")) if proc.log_file.exists() else []
+    return int(found[-1]) if found else 0
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -158,18 +176,36 @@ def _one_run(ctx: BenchContext, workers: int, run: int, batches, partition_by: t
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{workers} workers did not form a stable group within 120 s")
             time.sleep(0.5)
+        # The member count is right before the last join is synced: wait until every worker has joined
+        # the same generation, so that no rebalance of the start-up falls into the measurement.
+        while len({_generation(p) for p in procs}) != 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
         time.sleep(2)
+        # Each worker's CPU with nothing flowing (Faust, polls, the 1 s timer), reported on its own row.
+        idle_from = [_cpu_seconds(p.pid) for p in procs]  # type: ignore[arg-type]
+        time.sleep(IDLE_S)
         before = [_cpu_seconds(p.pid) for p in procs]  # type: ignore[arg-type]
+        idle = (np.array(before) - np.array(idle_from)) / IDLE_S
+        generation = max(_generation(p) for p in procs)
         asyncio.run(_produce(bootstrap, records))
-        # Done when the workers together use under 5% of a core for 3 s (their timers still tick).
-        last, idle_for = before, 0.0
-        deadline = time.monotonic() + 600
+        # Done when the workers together idle for 3 s: under 5% of a core, or three times their idle rate
+        # measured before if that is more (four idle workers' timers come near 5% after a run: a 10 ms
+        # tick more in a half second then counted as work). The CPU counted ends where those 3 s begin:
+        # the idle tail is not counted as work (it was before 2026-12-07).
+        quiet = max(0.05, 3 * float(idle.sum())) * 0.5
+        last, idle_for, work_end = before, 0.0, before
+        started = work_at = time.monotonic()
+        deadline = started + 600
         while idle_for < 3.0 and time.monotonic() < deadline:
-            time.sleep(1.0)
+            time.sleep(0.5)
             now = [_cpu_seconds(p.pid) for p in procs]  # type: ignore[arg-type]
-            idle_for = idle_for + 1.0 if sum(now) - sum(last) < 0.05 else 0.0
+            if sum(now) - sum(last) < quiet:
+                idle_for += 0.5
+            else:
+                idle_for, work_end, work_at = 0.0, now, time.monotonic()
             last = now
-        cpu = np.array(last) - np.array(before)
+        cpu = np.array(work_end) - np.array(before)
+        rebalances = max(_generation(p) for p in procs) - generation
         rows, frame_bytes = np.zeros(PARTITIONS, np.int64), np.zeros(PARTITIONS, np.int64)
         for topic in settings.partials_topics:
             for partition, value in asyncio.run(_read_topic(bootstrap, topic)):
@@ -178,9 +214,10 @@ def _one_run(ctx: BenchContext, workers: int, run: int, batches, partition_by: t
         if not rows.sum():
             ctx.log(f"stages_kafka {workers} workers run {run}: no partials on the topic, the figures are not valid")
         ctx.log(f"stages_kafka {workers} workers run {run} {settings.series_partition_by or 'by family'}: {samples.sum()} samples, {global_samples} to the global lane, "
-                f"{rows.sum()} partial rows, CPU {cpu.round(2).tolist()} s")
+                f"{rows.sum()} partial rows, CPU {cpu.round(2).tolist()} s, idle {(idle * 1000).round(1).tolist()} ms/s, "
+                f"{rebalances} rebalance(s) during the run, work {work_at - started:.1f} s")
         return {"samples": samples, "sizes": sizes, "rows": rows, "frame_bytes": frame_bytes, "cpu": cpu,
-                "global": global_samples}
+                "global": global_samples, "idle": idle, "rebalances": rebalances}
     finally:
         for proc in procs:
             proc.stop()
@@ -197,7 +234,7 @@ def run(ctx: BenchContext) -> list[Table]:
         f"HEADROOM_STAGED_RULES on, {PARTITIONS} samples + {PARTITIONS} combine partitions, {RULES.name}, "
         f"{n_series} series x {len(batches)} rounds produced straight to the samples topic (replay); "
         f"busiest partition's share of the total (fair share {1 / PARTITIONS:.3f}); CPU of every worker from the first "
-        "sample until they idle (<5% of a core for 3 s)",
+        "sample to the last work (then 3 s of idling, under 5% of a core or 3x their idle rate: not counted)",
     )
     rows = {}
     fair2 = 2 / PARTITIONS
@@ -215,6 +252,10 @@ def run(ctx: BenchContext) -> list[Table]:
                 table.row(f"{name}, {w} workers: stage 2 frame bytes, total", "MB", ratio=False),
                 table.row(f"{name}, {w} workers: CPU per sample, all workers", "us", lower_is_better=True, ratio=False),
                 table.row(f"{name}, {w} workers: busiest worker's share of CPU", "share", lower_is_better=True, ratio=False),
+                table.row(f"{name}, {w} workers: partial rows", "rows", ratio=False),
+                table.row(f"{name}, {w} workers: idle CPU per worker, before the samples", "ms/s", lower_is_better=True,
+                          ratio=False),
+                table.row(f"{name}, {w} workers: rebalances during the run", "count", lower_is_better=True, ratio=False),
             )
     for i in range(ctx.runs):
         for w in WORKERS:
@@ -229,6 +270,9 @@ def run(ctx: BenchContext) -> list[Table]:
                 r[4].add(got["frame_bytes"].sum() / 1e6)
                 r[5].add(got["cpu"].sum() / got["samples"].sum() * 1e6)
                 r[6].add(got["cpu"].max() / max(got["cpu"].sum(), 1e-9))
+                r[7].add(int(got["rows"].sum()))
+                r[8].add(float(np.median(got["idle"])) * 1000)
+                r[9].add(got["rebalances"])
     return [table]
 
 

@@ -80,7 +80,7 @@ class WorkerMetrics:
                                     "Partial rows a combine partition received again and dropped (redelivery, replay)",
                                     ["lane", "partition"], registry=registry)
         self.pending_rows = Gauge("headroom_combine_pending_rows",
-                                  "Partial rows a combine partition holds for ticks not evaluated yet",
+                                  "Partial rows a combine partition holds for ticks not evaluated yet (set every second)",
                                   ["lane", "partition"], registry=registry)
         self.frames = Counter("headroom_partial_frames", "Partials frames produced, by topic", ["topic"], registry=registry)
         # What snapshots cost (pipelines.snapshot_schedule keeps them near HEADROOM_SNAPSHOT_CPU_SHARE of the work).
@@ -266,8 +266,7 @@ class Worker:
         self.metrics.late.inc(out.engine.late)
         outgoing = self._outgoing(lane, partition, out)
         if isinstance(engines, Stage1Engines):
-            frames = engines.frames(partition)
-            self._send_frames(self.staged.topics[0], frames, outgoing)  # type: ignore[union-attr]
+            self._send_partials(engines, partition, outgoing)
         return outgoing
 
     def _combine(self, lane: str, partition: int, offset: int, value: bytes) -> Outgoing | None:
@@ -286,8 +285,13 @@ class Worker:
             key = (lane, str(partition))
             self.metrics.partial_rows.labels(*key).set(combiner.partition.rows_received)
             self.metrics.duplicate_rows.labels(*key).set(combiner.partition.duplicate_rows)
-            self.metrics.pending_rows.labels(*key).set(combiner.pending_rows())
+            # pending_rows counts every row held: on the 1 s timer (advance_idle), not per frame.
         return outgoing
+
+    def _send_partials(self, engines: Stage1Engines, partition: int, outgoing: Outgoing) -> None:
+        """A stage-1 partition's frames due now, if there is a combine stage (see StagedRules.topics)."""
+        if self.staged is not None and self.staged.topics:
+            self._send_frames(self.staged.topics[0], engines.frames(partition), outgoing)
 
     def _send_frames(self, topic: str, frames: dict[int, bytes], outgoing: Outgoing) -> None:
         for dest, frame in sorted(frames.items()):
@@ -313,7 +317,7 @@ class Worker:
             outgoing = self._outgoing(lane, partition, out)
             engines = self.lanes[lane]
             if isinstance(engines, Stage1Engines):  # each step's partials, as after a message
-                self._send_frames(self.staged.topics[0], engines.frames(partition), outgoing)  # type: ignore[union-attr]
+                self._send_partials(engines, partition, outgoing)
             self._send_deeper(lane, partition, outgoing)
             await send(outgoing)
         return steps
@@ -329,10 +333,13 @@ class Worker:
                 outgoing.extend(self._outgoing(lane, partition, out))
             if isinstance(engines, Stage1Engines):
                 for partition in sorted(engines.engines):
-                    self._send_frames(self.staged.topics[0], engines.frames(partition), outgoing)  # type: ignore[union-attr]
+                    self._send_partials(engines, partition, outgoing)
             if isinstance(engines, CombineEngines):  # an upstream silent for HEADROOM_IDLE_ADVANCE stopped holding it
                 for partition in sorted(engines.engines):
                     self._send_deeper(lane, partition, outgoing)
+                    combiner = engines.engines[partition]
+                    if combiner.partition is not None:
+                        self.metrics.pending_rows.labels(lane, str(partition)).set(combiner.pending_rows())
         return outgoing
 
     def _send_deeper(self, lane: str, partition: int, outgoing: Outgoing) -> None:

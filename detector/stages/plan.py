@@ -172,6 +172,9 @@ class StagePlan:
         # t + delay, t a multiple of the interval (RuleEngine).
         self.phases = tuple(sorted({(g.group.interval_ms, g.group.evaluation_delay_ms) for g in self.groups if not g.is_global}))
         self.levels = 2 if any(r.deep is not None for g in self.groups for r in g.rules) else 1
+        # Whether a combine partition has anything to evaluate. Without (every rule local, or still
+        # global) there is no combine stage: stage 1 sends no frames, not even watermarks.
+        self.combines = any(r.where == "stage2" for g in self.groups if not g.is_global for r in g.rules)
         shared = [(i, s.id) for i, s in enumerate(s for g in self.groups for r in g.rules if r.split is not None
                                                  for split in (r.split, r.deep[1] if r.deep is not None else None)
                                                  if split is not None for s in split.slots) if s.shared]
