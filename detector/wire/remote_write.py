@@ -298,6 +298,7 @@ class RemoteWriteDecoder:
         found = [ref is not None for ref in refs]
         if not all(found):
             rows, refs = rows[np.fromiter(found, dtype=bool, count=len(found))], [r for r in refs if r is not None]
+        taken = rows  # the series read here (rows below also holds their global-lane copies)
         if len(rows):
             keys = [ref.key for ref in refs]  # canonical, as the batches carry them
             lanes = [ref.partition for ref in refs]
@@ -317,10 +318,10 @@ class RemoteWriteDecoder:
                     cols = columns[lane] = _PartitionColumns()
                 picked = rows[part]
                 cols.add_alike([keys[i] for i in part.tolist()], count, stamps[picked].ravel(), values[picked].ravel())
-        if len(rows) == len(raws):
+        if len(taken) == len(raws):
             return []
         left = np.ones(len(raws), dtype=bool)
-        left[rows] = False
+        left[taken] = False
         return [raws[i] for i in np.flatnonzero(left).tolist()]
 
     def _slow_path(self, raw: bytes, out: DecodedWrite) -> tuple[_SeriesRef | None, _Peeled | None]:
