@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import sys
 
-from tests.unit.data.one_width_history import T0, batches, detectors
+from tests.unit.data.one_width_history import T0, write_snapshot
 
 SPLIT = T0 + 3 * 60_000 + 30_000  # after the burst's two batches of 150 samples
 
 
 if __name__ == "__main__":
-    live = detectors()
-    for batch in batches(T0, SPLIT):
-        live.ingest(batch)
-    with open(sys.argv[1], "wb") as fd:
-        fd.write(live.snapshot())
+    live = write_snapshot(SPLIT, sys.argv[1])
     print("ring sizes", sorted({live.store.capacity_of(r) for r in live.store.live_rows().tolist()}), "series", len(live.store))

@@ -49,10 +49,16 @@ def detectors() -> PartitionDetectors:
     return PartitionDetectors(groups(), scores=False, forecasts=False)
 
 
-if __name__ == "__main__":
+def write_snapshot(split: int, path: str) -> PartitionDetectors:
+    """The history up to ``split`` into fresh detectors, their snapshot written to ``path`` (the generators)."""
     live = detectors()
-    for batch in batches(T0, SPLIT):
+    for batch in batches(T0, split):
         live.ingest(batch)
-    with open(sys.argv[1], "wb") as fd:
+    with open(path, "wb") as fd:
         fd.write(live.snapshot())
+    return live
+
+
+if __name__ == "__main__":
+    live = write_snapshot(SPLIT, sys.argv[1])
     print("ring width", live.store.capacity, "series", len(live.store))
