@@ -56,6 +56,7 @@ partition, outside the consumer group.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -125,6 +126,7 @@ class SnapshotTopic:
         self.alerts_topic = alerts_topic  # one partition (Settings.topics)
         self._producer: AIOKafkaProducer | None = None
         self._offsets: AIOKafkaConsumer | None = None  # asks where the alerts topic ends
+        self._offsets_ready: asyncio.Event | None = None  # set once that consumer has started
 
     def state_partition(self, lane: str, partition: int) -> int:
         if lane in self.lanes:
@@ -141,8 +143,10 @@ class SnapshotTopic:
         )
         await self._producer.start()
         if self.alerts_topic is not None:
+            self._offsets_ready = asyncio.Event()
             self._offsets = self._consumer()
             await self._offsets.start()
+            self._offsets_ready.set()
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -156,6 +160,10 @@ class SnapshotTopic:
         """The offset the next alert transition will get (None without an alerts topic)."""
         if self._offsets is None:
             return None
+        if self._offsets_ready is not None:
+            # The agent's first message can come while start() is still connecting this consumer
+            # (a partition with no snapshot is snapshotted at once, without a read to wait on).
+            await self._offsets_ready.wait()
         tp = TopicPartition(self.alerts_topic, 0)
         return (await self._offsets.end_offsets([tp]))[tp]
 

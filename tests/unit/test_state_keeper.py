@@ -158,3 +158,41 @@ async def test_a_partition_found_without_snapshot_at_assignment_is_not_read_agai
     topics.fail_save = False
     assert await keeper.recover(LANE, 1, resume_offset=0) == set()
     assert reads == [0, 0, 1, 1]
+
+
+async def test_the_alerts_end_asked_while_the_topic_is_still_starting_waits_for_its_consumer(monkeypatch):
+    """A partition with no snapshot is snapshotted at its first message, which can come while the
+    state topic's start() is still connecting the consumer that reads the alerts topic's end."""
+    import asyncio
+
+    import pipelines.state as state
+
+    connected = asyncio.Event()
+
+    class SlowConsumer:
+        started = False
+
+        async def start(self) -> None:
+            await connected.wait()
+            self.started = True
+
+        async def end_offsets(self, partitions):
+            assert self.started, "asked before the consumer started"
+            return {tp: 7 for tp in partitions}
+
+    class Producer:
+        def __init__(self, **_) -> None: ...
+
+        async def start(self) -> None: ...
+
+    monkeypatch.setattr(state, "AIOKafkaProducer", Producer)
+    topic = state.SnapshotTopic("127.0.0.1:1", "s", "samples", partitions=1, max_bytes=1 << 20, alerts_topic="alerts")
+    monkeypatch.setattr(topic, "_consumer", SlowConsumer)
+    starting = asyncio.ensure_future(topic.start())
+    await asyncio.sleep(0)
+    asked = asyncio.ensure_future(topic.alerts_end())
+    await asyncio.sleep(0.01)
+    assert not asked.done()  # waits for the consumer, does not fail on it
+    connected.set()
+    await starting
+    assert await asked == 7
