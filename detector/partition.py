@@ -58,9 +58,9 @@ from detector.store import EMPTY
 
 SCORE_METRIC = "headroom_anomaly_score"
 DEFAULT_SCORE_THRESHOLD = 0.296
+"""Frozen on the NAB development split (bench/nab_thresholds.json)."""
 # Samples the forecaster may hold back before it runs anyway (see PartitionDetectors.ingest).
 FORECAST_PENDING_MAX = 65_536
-"""Frozen on the NAB development split (bench/nab_thresholds.json)."""
 
 _UNSEEN = object()
 _NOT_SCORED = {SCORE_METRIC, "ALERTS", "ALERTS_FOR_STATE", LANE_CLOCK[0][1]}
@@ -134,7 +134,6 @@ class PartitionDetectors:
         self._next_sweep = EMPTY
         # Batches the forecaster has not seen yet: it runs when the rules' watermark moves (see ingest).
         self._forecast_pending: list[SampleBatch] = []
-        self._forecast_pending_samples = 0
         self._ticks = bool(groups)  # without rule groups no watermark moves: the forecaster runs every batch
         self.retired_series = 0  # totals since start, for the worker's metrics
         self.freed_series = 0
@@ -188,12 +187,15 @@ class PartitionDetectors:
         result = PartitionOutput(out, list(out.transitions), scores, [], list(out.notifications), latest)
         if self.forecaster is not None and len(batch):
             self._forecast_pending.append(batch)
-            self._forecast_pending_samples += len(batch)
             if (not self._ticks or self.rules.watermark != before
                     or self._forecast_pending_samples >= FORECAST_PENDING_MAX):
                 self._run_forecasts(result)
         self._sweep(result)
         return result
+
+    @property
+    def _forecast_pending_samples(self) -> int:
+        return sum(map(len, self._forecast_pending))
 
     def flush(self) -> PartitionOutput:
         """Forecast what waits for the next tick now (the end of a replay: no next tick comes)."""
@@ -207,7 +209,7 @@ class PartitionDetectors:
         if not self._forecast_pending:
             return
         batch = SampleBatch.concat(self._forecast_pending)
-        self._forecast_pending, self._forecast_pending_samples = [], 0
+        self._forecast_pending = []
         forecasts: list[Forecast] = []
         warned = [w.to_alert() for w in self.forecaster.ingest_batch(batch, forecasts)]
         result.forecasts += forecasts
@@ -318,7 +320,7 @@ class PartitionDetectors:
     # Snapshots carry the rule engine, scorer and forecaster (detector.snapshot);
     # the threshold is configuration and the score keys a cache.
     SNAPSHOT_SKIP = frozenset({"score_threshold", "_scored", "_store_scores", "retire_every_ms", "fresh_components",
-                               "_forecast_pending", "_forecast_pending_samples", "_ticks"})
+                               "_forecast_pending", "_ticks"})
 
     def snapshot(self) -> bytes:
         """Everything this partition has learned, as bytes for :meth:`restore`.
@@ -382,7 +384,7 @@ class PartitionDetectors:
                     batch = SampleBatch.decode(pending)
                 except Exception as exc:  # noqa: BLE001 - a batch that does not decode: the snapshot is corrupt
                     raise SnapshotError(f"corrupt snapshot: its pending forecast samples: {exc}") from None
-                detectors._forecast_pending, detectors._forecast_pending_samples = [batch], len(batch)
+                detectors._forecast_pending = [batch]
         return detectors
 
     fresh_components: tuple[str, ...] = ()
