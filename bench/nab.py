@@ -204,7 +204,7 @@ def measure_cost(console: Console, n_series: int = 10_000, seconds: float = 3.0)
         n = 0
         start = time.perf_counter()
         while time.perf_counter() - start < seconds:
-            model.step(rows, np.full(100, n * 15.0), rng.normal(size=100))
+            model.run(rows, np.full(100, n * 15.0), rng.normal(size=100))
             n += 1
         out[f"{name} per sample"] = 100 * n / (time.perf_counter() - start)
     table = Table(title=f"Anomaly scoring cost, one core ({n_series} series for the batch rows)")

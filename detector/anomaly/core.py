@@ -149,8 +149,6 @@ class Params:
     abs_floor: float = 1e-12
 
 
-
-
 @dataclass
 class ColumnarState:
     """State of ``capacity`` series, one row each."""
@@ -173,6 +171,13 @@ class ColumnarState:
         self.scalars = np.zeros((self.capacity, self.n_scalars), dtype=np.float64)
         self.profiles = np.zeros((self.capacity, self.params.bins), dtype=np.float32)
         self.visits = np.zeros((self.capacity, self.params.bins), dtype=np.uint8)
+        p = self.params
+        self.kernel_params = KernelParams(  # the params as the compiled loop takes them
+            float(p.warmup), p.short_alpha, p.long_alpha, p.vol_alpha, p.profile_alpha, p.stat_alpha, p.tail_k,
+            p.stuck_share, p.tail_alpha, p.decades, p.shape_max, p.interval_ref, p.interval_alpha, p.interval_clip,
+            p.protect, p.protect_weight, p.clip, bool(p.protect_hold), bool(p.protect_calibration), float(p.hold),
+            p.alarm, p.min_rate, float(p.settle), p.winsor, p.season_gain, float(p.period), int(p.bins), p.rel_floor,
+            p.abs_floor, self.n_tests, len(self.test_ids), tuple(i in self.test_ids for i in range(len(TESTS))))
 
     @property
     def bytes_per_series(self) -> int:
@@ -195,23 +200,6 @@ class ColumnarState:
 
     # ------------------------------------------------------------------ scoring
 
-    @property
-    def kernel_params(self) -> KernelParams:
-        """The params as the compiled step takes them (computed once; Params are frozen)."""
-        kp = self.__dict__.get("_kernel_params")
-        if kp is None:
-            p = self.params
-            active = tuple(i in self.test_ids for i in range(len(TESTS)))
-            kp = KernelParams(
-                float(p.warmup), p.short_alpha, p.long_alpha, p.vol_alpha, p.profile_alpha, p.stat_alpha, p.tail_k,
-                p.stuck_share, p.tail_alpha, p.decades, p.shape_max, p.interval_ref, p.interval_alpha,
-                p.interval_clip, p.protect, p.protect_weight, p.clip, bool(p.protect_hold),
-                bool(p.protect_calibration), float(p.hold), p.alarm, p.min_rate, float(p.settle), p.winsor,
-                p.season_gain, float(p.period), int(p.bins), p.rel_floor, p.abs_floor, self.n_tests,
-                len(self.test_ids), active)
-            self.__dict__["_kernel_params"] = kp
-        return kp
-
     def run(self, rows: np.ndarray, t: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Score, then learn, each sample ``(rows[i], t[i], x[i])``, in order within each series;
         returns the scores. A series may appear any number of times."""
@@ -220,9 +208,5 @@ class ColumnarState:
         x = np.ascontiguousarray(x, dtype=np.float64)
         return score_samples(self.scalars, self.profiles, self.visits, rows, t, x, self.kernel_params)
 
-    def step(self, rows: np.ndarray, t: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Score, then learn, one sample for each of ``rows`` (distinct). Returns scores."""
-        return self.run(rows, t, x)
-
     # Snapshots (detector.snapshot) carry every other attribute; these follow from the params.
-    SNAPSHOT_SKIP = frozenset({"params", "test_ids", "n_tests", "n_scalars", "_kernel_params"})
+    SNAPSHOT_SKIP = frozenset({"params", "test_ids", "n_tests", "n_scalars", "kernel_params"})

@@ -93,5 +93,4 @@ class CounterState:
                              np.ascontiguousarray(timestamps_s, dtype=np.float64),
                              np.ascontiguousarray(values, dtype=np.float64))
 
-
     SNAPSHOT_SKIP = frozenset()  # every attribute is state (detector.snapshot)

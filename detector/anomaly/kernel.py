@@ -3,8 +3,9 @@
 :mod:`detector.anomaly.core` describes what a sample does to its series (test, calibrate, learn).
 That step is written for one sample at a time in ``_kernel.pyx`` (Cython, built by ``pip install``),
 so a batch costs a loop over its samples instead of a few hundred numpy calls per *round* (each
-series' k-th sample); this module holds the state's layout and the params as the loop takes them. With numpy, a round over a message's few hundred series paid about 200 µs of call
-overhead whatever its size, and a catch-up message of 10 samples per series paid it ten times.
+series' k-th sample); this module names the state's layout and the params as the loop takes them.
+With numpy, a round over a message's few hundred series paid about 200 µs of call overhead whatever
+its size, and a catch-up message of 10 samples per series paid it ten times.
 
 Samples are taken in the order given; a series' samples must be in time order among themselves,
 and series are independent, so this equals the round-by-round order. The arithmetic is the same
@@ -24,20 +25,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
-
 from detector.anomaly._kernel import LAYOUT, counter_rates, score_samples  # noqa: F401  (the compiled loops)
 
-# scalar columns of ColumnarState.scalars (detector.anomaly.core keeps the names)
-N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST, X_LAST, RUN = (
-    range(15))
-N_FIXED = 15
-MEAN, DEV, RATE, EXCESS, EXCESS2 = range(5)
-N_CAL = 5
-STUCK = 3
-if LAYOUT != (N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST,
-              X_LAST, RUN, N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK):
-    raise ImportError("detector/anomaly/_kernel is built from another state layout: run `make setup` again")
+# The state's layout, as the compiled module was built with it: scalar columns of
+# ColumnarState.scalars, then per test N_CAL calibration fields (detector.anomaly.core keeps the names).
+(N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST, X_LAST, RUN,
+ N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK) = LAYOUT
 
 
 class KernelParams(NamedTuple):

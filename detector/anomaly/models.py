@@ -5,15 +5,15 @@ holding the state of many series, one row each, with
 
 - ``grow(capacity)`` / ``reset(rows)`` to make and free rows,
 - ``run(rows, t, x)``: score each sample, then learn it, in order within each
-  series (a series may appear many times), and return the scores (in [0, 1]);
-  ``step`` is the same for one sample of each of ``rows``,
+  series (a series may appear many times), and return the scores (in [0, 1]),
 - ``bytes_per_series``: the state one series costs.
 
 The default model (:class:`~detector.anomaly.core.ColumnarState`) does ``run``
-in one compiled loop over the samples (:mod:`detector.anomaly.kernel`). Any river anomaly detector, or anything
-with river's ``learn_one(x)`` / ``score_one(x)``, is plugged in with
-:class:`RiverScorer`, which keeps one model object per series and loops in
-Python: exact, and 100 to 1000 times slower per sample.
+in one compiled loop over the samples (:mod:`detector.anomaly.kernel`). Any
+river anomaly detector, or anything with river's ``learn_one(x)`` /
+``score_one(x)``, is plugged in with :class:`RiverScorer`, which keeps one
+model object per series and loops in Python: exact, and 100 to 1000 times
+slower per sample.
 """
 
 from __future__ import annotations
@@ -61,9 +61,6 @@ class RiverScorer:
             model.score_one(x)
             model.learn_one(x)
         return len(pickle.dumps(model))
-
-    def step(self, rows: np.ndarray, t: np.ndarray, x: np.ndarray) -> np.ndarray:
-        return self.run(rows, t, x)
 
     def run(self, rows: np.ndarray, t: np.ndarray, x: np.ndarray) -> np.ndarray:
         out = np.zeros(len(rows))
@@ -184,7 +181,7 @@ class AnomalyDetector:
 
     def _advance(self, t: float, v: float) -> tuple[float, ColumnarState]:
         trial = copy.deepcopy(self.state)
-        score = float(trial.step(self._row, np.array([t]), np.array([v]))[0])
+        score = float(trial.run(self._row, np.array([t]), np.array([v]))[0])
         return score, trial
 
     def score_one(self, x: Any) -> float:
