@@ -136,3 +136,52 @@ def test_a_scored_series_key_gives_its_score_series_labels_and_a_metric_label_of
     metrics = scrape(gauges)
     assert metrics["headroom_anomaly_score"] == [({"job": "api", "metric": "x"}, 0.5)]
     assert metrics["headroom_early_warning_state"][0][0]["bound"] == "1"  # the same key, its own label text
+
+
+def test_render_keeps_nothing_and_learn_keeps_only_the_series_still_held():
+    gauges = DetectorGauges()
+    kept, gone = (canonical_bytes((("__name__", "up"), ("job", name))) for name in ("kept", "gone"))
+    gauges.update("samples", 0, output(latest_scores={kept: 0.1, gone: 0.2},
+                                       forecasts=[forecast(), forecast(DEPTH, bound_name="pgmq_queue_max_depth")]))
+    page, learned = gauges.render()
+    assert gauges._score_text == {} and gauges._label_text == {}  # nothing written: safe on another thread
+    assert set(learned.scores) == {kept, gone} and len(learned.forecasts) == 2
+    # while the page was on its way: one series retired, one forecast's bound changed
+    gauges.update("samples", 0, output(retired_keys=[gone], forecasts=[forecast(DEPTH, bound_name="pgmq_queue_capacity")]))
+    gauges.learn(learned)
+    assert set(gauges._score_text) == {kept}
+    assert set(gauges._label_text) == {canonical_bytes(SATURATION)}
+    assert 'job="gone"' in page and 'bound="pgmq_queue_max_depth"' in page
+    later = gauges.exposition()
+    assert 'job="gone"' not in later and 'bound="pgmq_queue_capacity"' in later  # the changed bound's text built anew
+
+
+def test_rendering_on_another_thread_while_series_come_and_go_never_fails():
+    import threading
+
+    gauges = DetectorGauges()
+    keys = [canonical_bytes((("__name__", "up"), ("job", str(i)))) for i in range(2000)]
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def scrape_forever() -> None:
+        while not stop.is_set():
+            try:
+                page, learned = gauges.render()
+                text_string_to_metric_families(page)
+            except BaseException as exc:  # noqa: BLE001 - the test reports it
+                failures.append(exc)
+                return
+
+    thread = threading.Thread(target=scrape_forever)
+    thread.start()
+    try:
+        for round_ in range(200):
+            batch = keys[(round_ * 37) % 1000:][:1000]
+            gauges.update("samples", round_ % 3, output(latest_scores=dict.fromkeys(batch, 0.5),
+                                                        retired_keys=keys[(round_ * 53) % 1500:][:300]))
+            gauges.forget("samples", {(round_ + 1) % 3})
+    finally:
+        stop.set()
+        thread.join()
+    assert failures == []
