@@ -73,6 +73,11 @@ QUICK_IDLE_S = 15.0
 CAUGHT_UP_TIMEOUT_S = 180.0
 # (series per request, samples per series, live scrapes per run): live scrapes are whole rounds of the shape.
 SHAPES = ((2000, 1, 20), (1000, 10, 20))
+# HEADROOM_BENCH_PEERS_LONG=N: 2000 x 1 only, with N live scrapes (a whole number of rounds), for memory and
+# CPU once every model has warmed up: forecasts publish most while their fits first become ready, in the
+# first 10-20 minutes of a series (a 10-minute run is still in that transient).
+if os.environ.get("HEADROOM_BENCH_PEERS_LONG"):
+    SHAPES = ((2000, 1, int(os.environ["HEADROOM_BENCH_PEERS_LONG"])),)
 QUICK_SHAPES = ((2000, 1, 4),)
 # HEADROOM_BENCH_PEERS_QUICK_SHAPE=1000x10: the catch-up shape for --quick instead (one round of 10 scrapes).
 if os.environ.get("HEADROOM_BENCH_PEERS_QUICK_SHAPE", "2000x1") == "1000x10":
