@@ -25,6 +25,10 @@ PARAMS = {
     "switches off": Params(hold=0, clip=0.0, shape_max=0.0, interval_ref=0.0),
     "switches on": Params(protect_hold=True, protect_calibration=True, warmup=3, settle=2, hold=5),
     "short period": Params(period=600.0, bins=12, warmup=5),
+    "sustain": Params(sustain_share=0.5),
+    "shift 1h and 6h": Params(mid_s=3600.0, slow_s=6 * 3600.0),
+    "everything": Params(stuck=True, sustain_share=0.25, mid_s=3600.0, slow_s=6 * 3600.0, warmup=5, settle=2),
+    "slow only, sustain": Params(slow_s=600.0, sustain_share=0.75, sustain_alpha=0.5, tests=("spike",)),
 }
 
 values = st.one_of(
