@@ -27,10 +27,7 @@ cdef enum:
     T_LAST = 12
     X_LAST = 13
     RUN = 14
-    AVG = 15
-    LEVEL_MID = 16
-    LEVEL_SLOW = 17
-    N_FIXED = 18
+    N_FIXED = 15
     MEAN = 0
     DEV = 1
     RATE = 2
@@ -38,12 +35,8 @@ cdef enum:
     EXCESS2 = 4
     N_CAL = 5
     STUCK = 3
-    SUSTAIN = 4
-    MID = 5
-    SLOW = 6
-    N_TESTS_MAX = 7
 
-LAYOUT = (N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST, X_LAST, RUN, AVG, LEVEL_MID, LEVEL_SLOW, N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK, SUSTAIN, MID, SLOW)
+LAYOUT = (N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST, X_LAST, RUN, N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK)
 
 cdef double _LN10 = log(10.0)
 cdef double _F32_MAX = <double>np.finfo(np.float32).max
@@ -105,27 +98,6 @@ cdef inline double _tail(double excess, double m1, double m2, double shape_max) 
     return log1p(xi * excess / (m1 * (1.0 - xi))) / (xi * _LN10)
 
 
-cdef inline double _calibrate(double* s, int j, double stat, double tail_k, double min_rate, double shape_max,
-                              double* q, double* scale, double* dev, bint* over) noexcept nogil:
-    """Test ``j``'s value as ``-log10`` of its tail probability on the series' own history (q, scale, dev,
-    over are kept for learning)."""
-    cdef Py_ssize_t c = N_FIXED + j * N_CAL
-    cdef double mean = s[c + MEAN]
-    cdef double rate, base, m1
-    dev[j] = s[c + DEV] + 1e-9
-    q[j] = mean + tail_k * dev[j]
-    rate = _clamp(s[c + RATE], min_rate, 0.5)
-    base = -log10(rate)
-    over[j] = stat > q[j]
-    scale[j] = s[c + EXCESS]
-    if j == STUCK:  # a run is counted in samples: its tail scale is at least one
-        scale[j] = _max(scale[j], 1.0)
-    m1 = scale[j] + 1e-9
-    if over[j]:
-        return base + _tail(_max(stat - q[j], 0.0), m1, _max(s[c + EXCESS2], m1 * m1), shape_max)
-    return base * _clamp((stat - mean) / (q[j] - mean), 0.0, 1.0)
-
-
 def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[:, ::1] visits,
                   Py_ssize_t[::1] rows, double[::1] t, double[::1] x, kp):
     """Score, then learn, each sample ``(rows[i], t[i], x[i])`` in order; returns the scores."""
@@ -141,41 +113,28 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
     cdef double protect_weight = kp.protect_weight, clip = kp.clip, hold = kp.hold, alarm = kp.alarm
     cdef double min_rate = kp.min_rate, settle = kp.settle, winsor = kp.winsor, season_gain = kp.season_gain
     cdef double period = kp.period, rel_floor = kp.rel_floor, abs_floor = kp.abs_floor
-    cdef double sustain_share = kp.sustain_share, sustain_alpha = kp.sustain_alpha, sustain_cap = kp.sustain_cap
-    cdef double mid_s = kp.mid_s, slow_s = kp.slow_s
     cdef bint protect_hold = kp.protect_hold, protect_calibration = kp.protect_calibration
     cdef Py_ssize_t bins = kp.bins
     cdef int nt = kp.n_tests, n_active = kp.n_active
-    cdef bint active[N_TESTS_MAX]
+    cdef bint active[4]
     cdef int j
-    for j in range(N_TESTS_MAX):
+    for j in range(4):
         active[j] = kp.active[j]
-    cdef double stats[N_TESTS_MAX]
-    cdef double surprise[N_TESTS_MAX]
-    cdef bint over[N_TESTS_MAX]
-    cdef double q[N_TESTS_MAX]
-    cdef double scale[N_TESTS_MAX]
-    cdef double dev[N_TESTS_MAX]
-    for j in range(N_TESTS_MAX):
-        stats[j] = 0.0
-        surprise[j] = 0.0
+    cdef double stats[4]
+    cdef double surprise[4]
+    cdef bint over[4]
+    cdef double q[4]
+    cdef double scale[4]
+    cdef double dev[4]
     cdef double bin_width = period / bins
+    cdef double log_active = log10(<double>n_active)
     cdef bint has_stuck = nt > STUCK
     cdef bint stuck_in_bound = has_stuck and active[STUCK]
-    # the sustained-surprise test takes its share of the budget on every sample; the instant tests the rest
-    cdef bint has_sustain = nt > SUSTAIN and active[SUSTAIN]
-    cdef bint has_mid = nt > MID and active[MID]
-    cdef bint has_slow = nt > SLOW and active[SLOW]
-    cdef int n_instant = n_active - (1 if has_sustain else 0)
-    cdef double log_active = log10(<double>n_instant)
-    cdef double log_others = log10(<double>(n_instant - 1)) if n_instant > 1 else 0.0
-    cdef double log_inst = log10(1.0 - sustain_share) if has_sustain else 0.0
-    cdef double log_sustain = log10(sustain_share) if has_sustain else 0.0
+    cdef double log_others = log10(<double>(n_active - 1)) if n_active > 1 else 0.0
     cdef double log_keep = log10(1.0 - stuck_share)
     cdef double log_share = log10(stuck_share)
     cdef Py_ssize_t i, r, b, c
     cdef double xi, ti, n, floor_, prof, y, spread, new_short, step, step_short, run, stuck, mean, rate, base, m1
-    cdef double instant, bounded, avg, z, a, new_mid, new_slow
     cdef double top, total, main, fading, news, w, young, la, pa, m, cw, sa, ta, cap, capped, d, excess, gap, ia
     cdef bint first, ready, seen, repeat, incident, learning
     cdef unsigned char v
@@ -195,8 +154,6 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
                 s[LONG] = xi
                 s[Y_LAST] = xi
                 s[T_FIRST] = ti
-                s[LEVEL_MID] = xi
-                s[LEVEL_SLOW] = xi
             floor_ = rel_floor * fabs(s[LONG]) + abs_floor
 
             # 1. the tests, against the state before x, on the deseasonalized value y
@@ -217,46 +174,44 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
                 run = s[RUN] + 1.0 if (xi == s[X_LAST] and not first) else 0.0
                 stuck = run if s[STEP] > floor_ else 0.0
                 stats[STUCK] = fabs(stuck)
-            # levels over an hour and over six hours (in time, from the mean interval), against the long one,
-            # in the frame of the long level (deseasonalized by the profile as it learns)
-            new_mid = 0.0
-            new_slow = 0.0
-            if has_mid or has_slow:
-                z = xi - prof
-                if has_mid:
-                    a = _max(_min(1.0, s[INTERVAL] / mid_s), 1.0 / (n + 1.0))
-                    new_mid = s[LEVEL_MID] + a * (z - s[LEVEL_MID])
-                    stats[MID] = fabs((new_mid - s[LONG]) / (spread + floor_))
-                if has_slow:
-                    a = _max(_min(1.0, s[INTERVAL] / slow_s), 1.0 / (n + 1.0))
-                    new_slow = s[LEVEL_SLOW] + a * (z - s[LEVEL_SLOW])
-                    stats[SLOW] = fabs((new_slow - s[LONG]) / (spread + floor_))
 
             # 2. calibrate each test on its own history
             for j in range(nt):
-                if j == SUSTAIN and has_sustain:
-                    continue  # calibrated below, from the other tests' surprise
                 stats[j] = _min(stats[j], 1e12)
-                surprise[j] = _calibrate(s, j, stats[j], tail_k, min_rate, shape_max, q, scale, dev, over)
+                c = N_FIXED + j * N_CAL
+                mean = s[c + MEAN]
+                dev[j] = s[c + DEV] + 1e-9
+                q[j] = mean + tail_k * dev[j]
+                rate = _clamp(s[c + RATE], min_rate, 0.5)
+                base = -log10(rate)
+                over[j] = stats[j] > q[j]
+                scale[j] = s[c + EXCESS]
+                if j == STUCK:  # a run is counted in samples: its tail scale is at least one
+                    scale[j] = _max(scale[j], 1.0)
+                m1 = scale[j] + 1e-9
+                if over[j]:
+                    surprise[j] = base + _tail(_max(stats[j] - q[j], 0.0), m1, _max(s[c + EXCESS2], m1 * m1), shape_max)
+                else:
+                    surprise[j] = base * _clamp((stats[j] - mean) / (q[j] - mean), 0.0, 1.0)
 
             # the most surprising test, less the union bound over the tests that could fire
             if not stuck_in_bound:
                 top = -INFINITY
                 seen = False
                 for j in range(nt):
-                    if active[j] and j != SUSTAIN:
+                    if active[j]:
                         top = surprise[j] if not seen else _max(top, surprise[j])
                         seen = True
                 total = top - log_active
             else:
                 repeat = stuck > 0.0
-                if n_instant == 1:
+                if n_active == 1:
                     total = surprise[STUCK] if repeat else 0.0
                 else:
                     top = -INFINITY
                     seen = False
                     for j in range(nt):
-                        if active[j] and j != STUCK and j != SUSTAIN:
+                        if active[j] and j != STUCK:
                             top = surprise[j] if not seen else _max(top, surprise[j])
                             seen = True
                     main = top - log_others
@@ -264,15 +219,6 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
                         total = _max(main + log_keep, surprise[STUCK] + log_share)
                     else:
                         total = main
-            avg = 0.0
-            if has_sustain:  # HTM's likelihood: each sample's surprise, bounded, averaged, and calibrated
-                instant = total
-                bounded = _clamp(instant, 0.0, sustain_cap)
-                avg = s[AVG] + sustain_alpha * (bounded - s[AVG])
-                stats[SUSTAIN] = _min(avg, 1e12)
-                surprise[SUSTAIN] = _calibrate(s, SUSTAIN, stats[SUSTAIN], tail_k, min_rate, shape_max, q, scale, dev,
-                                               over)
-                total = _max(instant + log_inst, surprise[SUSTAIN] + log_sustain)
             if interval_ref > 0.0:  # per interval_ref seconds, once an interval is known
                 total = total + (log10(_max(s[INTERVAL], 1e-3) / interval_ref) if n >= 2.0 else 0.0)
             total = _max(total, 0.0)
@@ -308,9 +254,6 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
             s[Y_LAST] = y
             s[X_LAST] = xi
             s[RUN] = run
-            s[AVG] = avg
-            s[LEVEL_MID] = new_mid
-            s[LEVEL_SLOW] = new_slow
             # the tests' own statistics learn every sample, from the settle-th on, winsorized
             m = _max(n - settle, 0.0)
             cw = w if protect_calibration else 1.0

@@ -21,7 +21,8 @@ What one sample ``x`` at time ``t`` does to its series:
      units of the typical spread around the (seasonal) expectation;
    - *volatility*: the log ratio of the recent step size to the long-run one
      (a series gone suddenly flat, or suddenly noisy);
-   - *stuck* (with ``stuck=True``, the ``machine`` model): the length of the current run of exact repeats of the raw value
+   - *stuck* (on by default since issue 11's second round; ``stuck=False`` leaves it
+     out): the length of the current run of exact repeats of the raw value
      (0 when it changed), on a series that has moved before: a sensor or an
      exporter that stopped updating. A noisy series that moves every sample
      drifts from its expected path only slowly when it freezes, so the other
@@ -98,18 +99,16 @@ import numpy as np
 # (N, T_FIRST, ..., RUN), then per test: mean, deviation, exceedance rate, mean
 # excess, mean squared excess
 from detector.anomaly.kernel import (  # noqa: F401  (re-exported: tests and benches read columns by name)
-    AVG, EXCESS, EXCESS2, HOLD_LEFT, INTERVAL, LEVEL_MID, LEVEL_SLOW, LONG, MEAN, MID, N, N_CAL, N_FIXED, PEAK, RATE,
-    RUN, SEAS_ERR, SHORT, SLOW, SPREAD, STEP, STEP_SHORT, SUSTAIN, T_FIRST, T_LAST, X_LAST, Y_LAST, DEV, KernelParams,
-    score_samples,
+    EXCESS, EXCESS2, HOLD_LEFT, INTERVAL, LONG, MEAN, N, N_CAL, N_FIXED, PEAK, RATE, RUN, SEAS_ERR, SHORT, SPREAD,
+    STEP, STEP_SHORT, T_FIRST, T_LAST, X_LAST, Y_LAST, DEV, KernelParams, score_samples,
 )
-from detector.anomaly.kernel import MID as _MID, SLOW as _SLOW, STUCK as _KERNEL_STUCK, SUSTAIN as _SUSTAIN
+from detector.anomaly.kernel import STUCK as _KERNEL_STUCK
 
 DAY_S = 86_400.0
 WEEK_S = 7 * DAY_S
-TESTS = ("spike", "shift", "volatility", "stuck", "sustain", "mid", "slow")
+TESTS = ("spike", "shift", "volatility", "stuck")
 STUCK = TESTS.index("stuck")
 assert STUCK == _KERNEL_STUCK, "the compiled step's test columns follow TESTS"
-assert (TESTS.index("sustain"), TESTS.index("mid"), TESTS.index("slow")) == (_SUSTAIN, _MID, _SLOW)
 
 
 @dataclass(frozen=True)
@@ -123,7 +122,7 @@ class Params:
     profile_alpha: float = 0.1  # per visit of a profile bin
     stat_alpha: float = 0.002  # mean and deviation of each test
     tail_k: float = 2.0  # the tail starts at mean + tail_k * deviation
-    stuck: bool = False  # add the stuck test to ``tests`` (the ``machine`` model has it)
+    stuck: bool = True  # add the stuck test to ``tests`` (chosen by bench/README's issue 11 rule, second round)
     stuck_share: float = 0.1  # on a repeat, the stuck test's share of the false-alarm budget
     tail_alpha: float = 0.005  # exceedance rate and mean excess
     decades: float = 10.0  # score 1.0 at a tail probability of 10^-decades (per interval_ref)
@@ -149,14 +148,6 @@ class Params:
     bins: int = 144
     rel_floor: float = 1e-9  # scale floor relative to the level's magnitude
     abs_floor: float = 1e-12
-    # trial switches (issue 11, second round), off by default: the sustained-surprise test's share of the
-    # budget (0: off), its averaging weight and the surprise one sample may add; levels over mid_s and slow_s
-    # seconds against the long one (0: off)
-    sustain_share: float = 0.0
-    sustain_alpha: float = 0.1
-    sustain_cap: float = 3.0
-    mid_s: float = 0.0
-    slow_s: float = 0.0
 
 
 @dataclass
@@ -173,13 +164,10 @@ class ColumnarState:
         unknown = set(self.params.tests) - set(TESTS)
         if unknown:
             raise ValueError(f"unknown anomaly tests {sorted(unknown)}; known: {list(TESTS)}")
-        p = self.params
-        extra = [name for name, on in (("stuck", p.stuck), ("sustain", p.sustain_share > 0), ("mid", p.mid_s > 0),
-                                       ("slow", p.slow_s > 0)) if on and name not in p.tests]
-        names = tuple(p.tests) + tuple(extra)
+        names = tuple(self.params.tests) + (("stuck",) if self.params.stuck and "stuck" not in self.params.tests else ())
         self.test_ids = [TESTS.index(name) for name in names]
-        # calibration columns up to the last test used
-        self.n_tests = max(STUCK, max(self.test_ids) + 1)
+        # calibration columns for the stuck test only where it is used (it is the last test)
+        self.n_tests = len(TESTS) if STUCK in self.test_ids else STUCK
         self.n_scalars = N_FIXED + N_CAL * self.n_tests
         self.scalars = np.zeros((self.capacity, self.n_scalars), dtype=np.float64)
         self.profiles = np.zeros((self.capacity, self.params.bins), dtype=np.float32)
@@ -190,8 +178,7 @@ class ColumnarState:
             p.stuck_share, p.tail_alpha, p.decades, p.shape_max, p.interval_ref, p.interval_alpha, p.interval_clip,
             p.protect, p.protect_weight, p.clip, bool(p.protect_hold), bool(p.protect_calibration), float(p.hold),
             p.alarm, p.min_rate, float(p.settle), p.winsor, p.season_gain, float(p.period), int(p.bins), p.rel_floor,
-            p.abs_floor, p.sustain_share, p.sustain_alpha, p.sustain_cap, p.mid_s, p.slow_s, self.n_tests,
-            len(self.test_ids), tuple(i in self.test_ids for i in range(len(TESTS))))
+            p.abs_floor, self.n_tests, len(self.test_ids), tuple(i in self.test_ids for i in range(len(TESTS))))
 
     @property
     def bytes_per_series(self) -> int:

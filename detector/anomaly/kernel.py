@@ -30,7 +30,7 @@ from detector.anomaly._kernel import LAYOUT, counter_rates, score_samples  # noq
 # The state's layout, as the compiled module was built with it: scalar columns of
 # ColumnarState.scalars, then per test N_CAL calibration fields (detector.anomaly.core keeps the names).
 (N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST, X_LAST, RUN,
- AVG, LEVEL_MID, LEVEL_SLOW, N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK, SUSTAIN, MID, SLOW) = LAYOUT
+ N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK) = LAYOUT
 
 
 class KernelParams(NamedTuple):
@@ -65,11 +65,6 @@ class KernelParams(NamedTuple):
     bins: int
     rel_floor: float
     abs_floor: float
-    sustain_share: float
-    sustain_alpha: float
-    sustain_cap: float
-    mid_s: float
-    slow_s: float
-    n_tests: int  # columns of tests (up to the last used one's)
+    n_tests: int  # columns of tests (3, or 4 with the stuck test's)
     n_active: int  # how many tests take part in the union bound
-    active: tuple[bool, ...]  # which tests take part (one per test of core.TESTS)
+    active: tuple[bool, bool, bool, bool]  # which tests take part

@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from detector.anomaly.core import (
-    AVG, DEV, EXCESS, EXCESS2, HOLD_LEFT, INTERVAL, LEVEL_MID, LEVEL_SLOW, LONG, MEAN, MID, N, N_CAL, N_FIXED, PEAK,
-    RATE, RUN, SEAS_ERR, SHORT, SLOW, SPREAD, STEP, STEP_SHORT, STUCK, SUSTAIN, T_FIRST, T_LAST, X_LAST, Y_LAST,
-    ColumnarState,
+    DEV, EXCESS, EXCESS2, HOLD_LEFT, INTERVAL, LONG, MEAN, N, N_CAL, N_FIXED, PEAK, RATE, RUN, SEAS_ERR, SHORT,
+    SPREAD, STEP, STEP_SHORT, STUCK, T_FIRST, T_LAST, X_LAST, Y_LAST, ColumnarState,
 )
 
 _LN10 = float(np.log(10.0))
@@ -46,7 +45,6 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
     if first.any():  # a new series starts at its first value, with no spread yet
         s[first, SHORT] = s[first, LONG] = s[first, Y_LAST] = x[first]
         s[first, T_FIRST] = t[first]
-        s[first, LEVEL_MID] = s[first, LEVEL_SLOW] = x[first]
     floor = p.rel_floor * np.abs(s[:, LONG]) + p.abs_floor
 
     # 1. the tests, against the state before x, on the deseasonalized value y
@@ -69,19 +67,7 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
         stuck = np.where(s[:, STEP] > floor, run, 0.0)
     else:
         run = stuck = np.zeros(len(rows))
-    # levels over mid_s and slow_s seconds (per the mean interval) against the long one, in its frame
-    ids = self.test_ids
-    levels = {}
-    for test, col, tau in ((MID, LEVEL_MID, p.mid_s), (SLOW, LEVEL_SLOW, p.slow_s)):
-        if test in ids:
-            a = np.maximum(np.minimum(1.0, s[:, INTERVAL] / tau), 1.0 / (n + 1.0))
-            levels[col] = s[:, col] + a * ((x - prof) - s[:, col])
-        else:
-            levels[col] = np.zeros(len(rows))
-    mid = np.abs((levels[LEVEL_MID] - s[:, LONG]) / (spread + floor)) if MID in ids else np.zeros(len(rows))
-    slow = np.abs((levels[LEVEL_SLOW] - s[:, LONG]) / (spread + floor)) if SLOW in ids else np.zeros(len(rows))
-    sustain_on = SUSTAIN in ids
-    for i, v in enumerate((spike, shift, vol, stuck, np.zeros(len(rows)), mid, slow)[:nt]):
+    for i, v in enumerate((spike, shift, vol, stuck)[:nt]):
         stats[:, i] = np.abs(v)
     stats = np.minimum(stats, 1e12)
 
@@ -97,15 +83,12 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
         scale = scale.copy()
         scale[:, STUCK] = np.maximum(scale[:, STUCK], 1.0)
     m1 = scale + 1e-9
-    surprise = _surprise(self, stats, mean, q, base, m1, cal, over)
+    surprise = np.where(
+        over,
+        base + _tail(self, np.maximum(stats - q, 0.0), m1, np.maximum(cal[:, :, EXCESS2], m1 * m1)),
+        base * _clamp((stats - mean) / (q - mean), 0.0, 1.0),
+    )
     total = _bonferroni(self, surprise, stuck > 0)
-    avg = np.zeros(len(rows))
-    if sustain_on:  # each sample's surprise, bounded, averaged, then calibrated like the other tests
-        avg = s[:, AVG] + p.sustain_alpha * (_clamp(total, 0.0, p.sustain_cap) - s[:, AVG])
-        stats[:, SUSTAIN] = np.minimum(avg, 1e12)
-        over = stats > q
-        surprise = _surprise(self, stats, mean, q, base, m1, cal, over)
-        total = np.maximum(total + np.log10(1.0 - p.sustain_share), surprise[:, SUSTAIN] + np.log10(p.sustain_share))
     if p.interval_ref > 0:  # per interval_ref seconds, once an interval is known
         per_time = np.log10(np.maximum(s[:, INTERVAL], 1e-3) / p.interval_ref)
         total = total + np.where(n >= 2, per_time, 0.0)
@@ -140,9 +123,6 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
     s[:, Y_LAST] = y
     s[:, X_LAST] = x
     s[:, RUN] = run
-    s[:, AVG] = avg
-    s[:, LEVEL_MID] = levels[LEVEL_MID]
-    s[:, LEVEL_SLOW] = levels[LEVEL_SLOW]
     # the tests' own statistics learn every sample: they are the history
     # (from the settle-th sample on, and winsorized: one outlier moves them
     # by a bounded amount)
@@ -172,19 +152,10 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
     self.scalars[rows] = s
     return scores
 
-def _surprise(self: ColumnarState, stats, mean, q, base, m1, cal, over) -> np.ndarray:
-    return np.where(
-        over,
-        base + _tail(self, np.maximum(stats - q, 0.0), m1, np.maximum(cal[:, :, EXCESS2], m1 * m1)),
-        base * _clamp((stats - mean) / (q - mean), 0.0, 1.0),
-    )
-
-
 def _bonferroni(self: ColumnarState, surprise: np.ndarray, repeat: np.ndarray) -> np.ndarray:
     """The largest surprise less the union bound's share of each test: the stuck
-    test takes part only on a repeat, with ``stuck_share`` of the budget there
-    (the sustained test's share is taken by the caller)."""
-    ids = [i for i in self.test_ids if i != SUSTAIN]
+    test takes part only on a repeat, with ``stuck_share`` of the budget there."""
+    ids = self.test_ids
     if STUCK not in ids:
         return np.max(surprise[:, ids], axis=1) - np.log10(len(ids))
     others = [i for i in ids if i != STUCK]
