@@ -21,8 +21,7 @@ What one sample ``x`` at time ``t`` does to its series:
      units of the typical spread around the (seasonal) expectation;
    - *volatility*: the log ratio of the recent step size to the long-run one
      (a series gone suddenly flat, or suddenly noisy);
-   - *stuck* (on by default since issue 11's second round; ``stuck=False`` leaves it
-     out): the length of the current run of exact repeats of the raw value
+   - *stuck* (with ``stuck=True``, the ``machine`` model): the length of the current run of exact repeats of the raw value
      (0 when it changed), on a series that has moved before: a sensor or an
      exporter that stopped updating. A noisy series that moves every sample
      drifts from its expected path only slowly when it freezes, so the other
@@ -122,7 +121,7 @@ class Params:
     profile_alpha: float = 0.1  # per visit of a profile bin
     stat_alpha: float = 0.002  # mean and deviation of each test
     tail_k: float = 2.0  # the tail starts at mean + tail_k * deviation
-    stuck: bool = True  # add the stuck test to ``tests`` (chosen by bench/README's issue 11 rule, second round)
+    stuck: bool = False  # add the stuck test to ``tests`` (the ``machine`` model has it)
     stuck_share: float = 0.1  # on a repeat, the stuck test's share of the false-alarm budget
     tail_alpha: float = 0.005  # exceedance rate and mean excess
     decades: float = 10.0  # score 1.0 at a tail probability of 10^-decades (per interval_ref)

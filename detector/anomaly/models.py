@@ -115,15 +115,12 @@ class HalfSpaceTreesOnValue:
 
 
 MODELS: dict[str, Callable[[], Any]] = {
-    # the default: daily profile, no tuning, the stuck-value test on
+    # the default: daily profile, no tuning
     "default": lambda: ColumnarState(Params()),
     # the same with a weekly profile (hourly bins) instead of a daily one
     "weekly": lambda: ColumnarState(Params(period=WEEK_S, bins=168)),
-    # the default (it has the stuck-value test since it became the default); the name stays for catalogs using it
+    # the default plus the stuck-value test (a run of exact repeats of a series that moves)
     "machine": lambda: ColumnarState(Params(stuck=True)),
-    # the default before that: spike, shift and volatility tests only (e.g. series whose outages read as a
-    # constant and should not alarm)
-    "no-stuck": lambda: ColumnarState(Params(stuck=False)),
     # river baselines, one model object per series
     "river-gaussian": lambda: RiverScorer(GuardedGaussian),
     "river-hst": lambda: RiverScorer(HalfSpaceTreesOnValue),

@@ -19,7 +19,7 @@ RTOL, ATOL = 1e-12, 1e-12
 PARAMS = {
     "default": Params(),
     "weekly": Params(period=WEEK_S, bins=168),
-    "no stuck": Params(stuck=False),
+    "machine": Params(stuck=True),
     "stuck only": Params(tests=("stuck",)),
     "spike and stuck": Params(tests=("spike", "stuck")),
     "switches off": Params(hold=0, clip=0.0, shape_max=0.0, interval_ref=0.0),
@@ -84,7 +84,7 @@ def test_long_noisy_history_with_an_incident_stays_equal():
     rows = np.tile(np.arange(n_series), n)
     x = rng.standard_t(3, n * n_series) + 10.0 * np.sin(2 * np.pi * t / 86_400.0)
     x[(t > 2000 * 300.0) & (t < 2050 * 300.0)] += 40.0  # a level shift on every series
-    for name in ("default", "no stuck", "weekly"):
+    for name in ("default", "machine", "weekly"):
         a, b = ColumnarState(PARAMS[name], n_series), ColumnarState(PARAMS[name], n_series)
         got, want = a.run(rows, t, x), reference_run(b, rows, t, x)
         _assert_same(a, b, got, want)
