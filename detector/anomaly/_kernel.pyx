@@ -102,6 +102,13 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
                   Py_ssize_t[::1] rows, double[::1] t, double[::1] x, kp):
     """Score, then learn, each sample ``(rows[i], t[i], x[i])`` in order; returns the scores."""
     cdef Py_ssize_t n_samples = rows.shape[0]
+    # the loop does not check bounds: the state must have the layout the params give it
+    if (scalars.shape[1] != N_FIXED + N_CAL * <Py_ssize_t>kp.n_tests or profiles.shape[1] != kp.bins
+            or visits.shape[1] != kp.bins or profiles.shape[0] != scalars.shape[0]
+            or visits.shape[0] != scalars.shape[0]):
+        raise ValueError(f"state of another layout: scalars {scalars.shape[0]}x{scalars.shape[1]}, profiles "
+                         f"{profiles.shape[0]}x{profiles.shape[1]}, visits {visits.shape[0]}x{visits.shape[1]} "
+                         f"for {kp.n_tests} tests and {kp.bins} bins")
     out_array = np.zeros(n_samples)
     cdef double[::1] out = out_array
     # the params, once per call
@@ -139,6 +146,12 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
     cdef bint first, ready, seen, repeat, incident, learning
     cdef unsigned char v
     cdef double* s
+    cdef Py_ssize_t n_rows = scalars.shape[0]
+    if t.shape[0] != n_samples or x.shape[0] != n_samples:
+        raise ValueError(f"{n_samples} rows, {t.shape[0]} times and {x.shape[0]} values")
+    for i in range(n_samples):
+        if rows[i] < 0 or rows[i] >= n_rows:
+            raise ValueError(f"row {rows[i]} of a state of {n_rows} rows")
     with nogil:
         for i in range(n_samples):
             xi = x[i]

@@ -210,3 +210,22 @@ class ColumnarState:
 
     # Snapshots (detector.snapshot) carry every other attribute; these follow from the params.
     SNAPSHOT_SKIP = frozenset({"params", "test_ids", "n_tests", "n_scalars", "kernel_params"})
+
+    def restore_state(self, state: dict) -> None:
+        """Load a snapshot's state (:func:`detector.snapshot.apply`), refusing one of another layout.
+
+        The generic check compares dtypes and ranks only; a state matrix with other columns (another
+        set of tests, another profile) would be misread by the compiled step, which does not check
+        its bounds, so the shapes are checked here first.
+        """
+        from detector.snapshot import SnapshotError, apply_attributes
+
+        want = {"scalars": self.n_scalars, "profiles": self.params.bins, "visits": self.params.bins}
+        capacity = state.get("capacity")
+        for name, columns in want.items():
+            value = state.get(name)
+            shape = getattr(value, "shape", None)
+            if shape is not None and (len(shape) != 2 or shape[1] != columns or shape[0] != capacity):
+                raise SnapshotError(f"ColumnarState.{name}: snapshot of another layout: shape {tuple(shape)}, "
+                                    f"this code has ({capacity}, {columns}) for its params")
+        apply_attributes(self, state)

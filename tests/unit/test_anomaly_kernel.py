@@ -5,11 +5,13 @@ params and the switches the defaults leave off, and counter rates sample by samp
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detector.anomaly import ColumnarState, CounterState, Params
 from detector.anomaly.core import WEEK_S
+from detector.anomaly.kernel import score_samples
 from tests.unit.anomaly_reference import reference_run
 
 # The kernel's log / log10 / log1p are the C library's, numpy's are its own vectorized ones:
@@ -115,3 +117,42 @@ def test_counter_rates_in_one_pass_equal_one_sample_at_a_time(data):
             assert np.isnan(batch[i])
         if np.isfinite(vi):
             last[r] = (ti, vi)
+
+
+def _learned(params: Params, n_series: int = 3, n: int = 60) -> tuple[ColumnarState, np.ndarray, np.ndarray]:
+    state = ColumnarState(params, n_series)
+    rows = np.tile(np.arange(n_series), n)
+    t = np.repeat(np.arange(n) * 300.0, n_series)
+    state.run(rows, t, np.random.default_rng(3).normal(10.0, 1.0, len(rows)))
+    return state, rows, t
+
+
+def test_a_snapshot_of_another_layout_is_refused_not_misread():
+    from detector.snapshot import SnapshotError, apply, capture, decode, encode
+
+    three_tests, _, _ = _learned(Params())
+    saved = decode(encode(capture(three_tests)))
+    # another set of tests (more state columns) and another profile (more bins): the loop would read past rows
+    for other in (Params(stuck=True), Params(period=WEEK_S, bins=168)):
+        with pytest.raises(SnapshotError, match="another layout"):
+            apply(ColumnarState(other), saved)
+    # the same layout loads and scores on exactly as the state it was taken from
+    back = ColumnarState(Params())
+    apply(back, saved)
+    rows, t, x = np.arange(3), np.full(3, 60 * 300.0), np.array([10.0, 30.0, 9.5])
+    np.testing.assert_array_equal(back.run(rows, t, x), three_tests.run(rows, t, x))
+
+
+def test_the_compiled_step_refuses_state_it_would_read_out_of_bounds():
+    state, _, _ = _learned(Params())
+    one = (np.zeros(1, dtype=np.intp), np.zeros(1), np.ones(1))
+    with pytest.raises(ValueError, match="another layout"):
+        score_samples(state.scalars[:, :-5].copy(), state.profiles, state.visits, *one, state.kernel_params)
+    with pytest.raises(ValueError, match="another layout"):
+        score_samples(state.scalars, state.profiles[:, :-1].copy(), state.visits, *one, state.kernel_params)
+    with pytest.raises(ValueError, match="row 3 of a state of 3 rows"):
+        score_samples(state.scalars, state.profiles, state.visits, np.array([0, 3], dtype=np.intp), np.zeros(2),
+                      np.ones(2), state.kernel_params)
+    with pytest.raises(ValueError, match="2 rows, 1 times"):
+        score_samples(state.scalars, state.profiles, state.visits, np.zeros(2, dtype=np.intp), np.zeros(1),
+                      np.ones(2), state.kernel_params)
