@@ -171,6 +171,9 @@ class SeriesStore:
         self._retired_since_rebuild = 0
         self.seq = 0  # assignments of a series to a row, ever
         self.retired = 0  # series retired, ever
+        # Bumped when a snapshot is loaded: the rows then hold other series under the same assignment
+        # numbers, so caches keyed by seq / retired (the selectors' matches) must start again.
+        self.epoch = 0
         self.base_capacity = initial_capacity  # ring size of class 0
         # Per row (series): its ring's size class and slot in that class, and its ring's counters.
         self._class = np.zeros(initial_rows, dtype=np.int8)
@@ -814,7 +817,7 @@ class SeriesStore:
 
     # Snapshots (detector.snapshot) carry every other attribute; retention and limits are configuration.
     SNAPSHOT_SKIP = frozenset({"retention_ms", "min_interval_ms", "max_series", "initial_rows", "_interner",
-                               "_retired_since_rebuild"})
+                               "_retired_since_rebuild", "epoch"})
 
     def restore_state(self, state: dict) -> None:
         """Load a snapshot's state; one taken before size classes (one ring width, ``_ts``/``_vals``,
@@ -833,6 +836,7 @@ class SeriesStore:
             except (KeyError, ValueError, TypeError, AttributeError) as exc:
                 raise SnapshotError(f"SeriesStore: cannot convert a snapshot of doubling size classes: {exc}") from None
         apply_attributes(self, state)
+        self.epoch += 1
         # A snapshot's label sets come back as separate strings: share their pairs again.
         share = self._interner.share
         self.labels = [None if labels is None else share(labels) for labels in self.labels]

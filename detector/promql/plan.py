@@ -145,8 +145,7 @@ class SelectorNode(Node):
     offset_ms: int = 0  # negative: reads after the evaluation time (see lead_ms)
     at: At | None = None  # the @ modifier
     kind = "vector"
-    # Per store: rows already known to match, the assignment numbers they held
-    # then, the store's assignment and retirement counts when last checked.
+    # Per store: a _Matches (the rows known to match, as of the store's counts when last checked).
     _matched: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary, repr=False)
 
     def reach_ms(self) -> int:
@@ -169,11 +168,20 @@ class SelectorNode(Node):
 
     def matches(self, store: SeriesStore) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`rows` and the assignment number of each row's series (unique per series, ever)."""
-        empty = np.zeros(0, dtype=np.int64)
-        seq, retired, rows, births = self._matched.get(store, (0, 0, empty, empty))
-        if seq == store.seq and retired == store.retired:
-            return rows, births
-        if retired != store.retired:
+        found = self.matched(store)
+        return found.rows, found.births
+
+    def matched(self, store: SeriesStore) -> _Matches:
+        """The rows of ``store`` that match, brought up to date: the same object while they stay the same."""
+        found = self._matched.get(store)
+        if found is not None and found.seq == store.seq and found.retired == store.retired and found.epoch == store.epoch:
+            return found
+        if found is None or found.epoch != store.epoch:  # new, or a snapshot loaded: rows hold other series
+            empty = np.zeros(0, dtype=np.int64)
+            seq, rows, births = 0, empty, empty
+        else:
+            seq, rows, births = found.seq, found.rows, found.births
+        if found is not None and found.epoch == store.epoch and found.retired != store.retired:
             same = store.still_same(rows, births)
             if not same.all():
                 rows, births = rows[same], births[same]
@@ -189,17 +197,44 @@ class SelectorNode(Node):
         if len(new):
             rows = np.concatenate([rows, new])
             births = np.concatenate([births, store.births(new)])
-        self._matched[store] = (store.seq, store.retired, rows, births)
-        return rows, births
+        if found is not None and rows is found.rows:  # the same rows: keep the object (and its label sets)
+            found.seq, found.retired, found.epoch = store.seq, store.retired, store.epoch
+            return found
+        found = self._matched[store] = _Matches(store.seq, store.retired, store.epoch, rows, births)
+        return found
 
     def _match(self, labels: Labels) -> bool:
         return _match_all(self.matchers, labels)
 
     def evaluate(self, ctx: EvalContext) -> Value:
-        rows = self.rows(ctx.store)
-        found, values = ctx.store.instant(rows, self.read_time(ctx), ctx.lookback_ms)
-        hits = rows[found]
-        return InstantVector([ctx.store.labels[r] for r in hits], values[found])
+        store = ctx.store
+        found = self.matched(store)
+        present, values = store.instant(found.rows, self.read_time(ctx), ctx.lookback_ms)
+        labels = found.labels_in(store)
+        if present.all():  # the usual case: every matched series has a sample (values is a fresh array)
+            return InstantVector(list(labels), values)
+        hits = np.flatnonzero(present)
+        return InstantVector([labels[i] for i in hits.tolist()], values[hits])
+
+
+@dataclass(eq=False, slots=True)
+class _Matches:
+    """A selector's rows of one store (and their assignment numbers), as of the store's counts
+    ``seq``, ``retired`` and ``epoch``; ``labels``, their label sets, once asked for."""
+
+    seq: int
+    retired: int
+    epoch: int
+    rows: np.ndarray
+    births: np.ndarray
+    labels: list[Labels] | None = None
+
+    def labels_in(self, store: SeriesStore) -> list[Labels]:
+        """The label sets of :attr:`rows`, in row order (built once: a row's labels never change)."""
+        if self.labels is None:
+            held = store.labels
+            self.labels = [held[r] for r in self.rows.tolist()]  # type: ignore[misc]
+        return self.labels
 
 
 def _match_all(matchers: tuple[Matcher, ...], labels: Labels) -> bool:
@@ -223,6 +258,7 @@ class _MetricNames:
 
     def __init__(self) -> None:
         self.seq = 0
+        self.epoch = 0  # the store's epoch when last brought up to date (a snapshot loaded: every row again)
         self.numbers: dict[str, int] = {}
         self.of_row = np.full(0, -1, dtype=np.int32)
 
@@ -232,6 +268,8 @@ class _MetricNames:
         return rows[self.of_row[rows] == number] if number is not None else rows[:0]
 
     def update(self, store: SeriesStore) -> None:
+        if self.epoch != store.epoch:
+            self.seq, self.epoch = 0, store.epoch
         if self.seq == store.seq:
             return
         fresh = store.rows_added_since(self.seq)
@@ -351,6 +389,9 @@ class BinaryNode(Node):
     rhs: Node
     return_bool: bool = False
     matching: VectorMatching = field(default_factory=VectorMatching)
+    # Per store: how the last inputs' label sets matched (_Pairs), or what the vector side's
+    # labels became (_Relabelled). A partition's inputs are the same label sets tick after tick.
+    _pairs: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary, repr=False)
 
     def __post_init__(self) -> None:
         self.kind = "scalar" if self.lhs.kind == self.rhs.kind == "scalar" else "vector"
@@ -368,11 +409,11 @@ class BinaryNode(Node):
             return self._scalars(left.value, right.value)
         if isinstance(left, InstantVector) and isinstance(right, InstantVector):
             if self.op in SET_OPERATORS:
-                return self._set_operation(left, right)
-            return self._vectors(left, right)
+                return self._set_operation(left, right, ctx.store)
+            return self._vectors(left, right, ctx.store)
         if isinstance(left, InstantVector):
-            return self._vector_scalar(left, right.value, scalar_on_left=False)  # type: ignore[union-attr]
-        return self._vector_scalar(right, left.value, scalar_on_left=True)  # type: ignore[arg-type]
+            return self._vector_scalar(left, right.value, scalar_on_left=False, store=ctx.store)  # type: ignore[union-attr]
+        return self._vector_scalar(right, left.value, scalar_on_left=True, store=ctx.store)  # type: ignore[arg-type]
 
     def _scalars(self, a: float, b: float) -> Scalar:
         x, y = np.array([a]), np.array([b])
@@ -381,7 +422,8 @@ class BinaryNode(Node):
         with np.errstate(all="ignore"):
             return Scalar(float(ARITHMETIC[self.op](x, y)[0]))
 
-    def _vector_scalar(self, vec: InstantVector, scalar: float, scalar_on_left: bool) -> InstantVector:
+    def _vector_scalar(self, vec: InstantVector, scalar: float, scalar_on_left: bool,
+                       store: SeriesStore | None = None) -> InstantVector:
         other = np.full(len(vec), scalar)
         lhs, rhs = (other, vec.values) if scalar_on_left else (vec.values, other)
         with np.errstate(all="ignore"):
@@ -389,41 +431,41 @@ class BinaryNode(Node):
                 values = ARITHMETIC[self.op](lhs, rhs)
                 if self.op not in DROPS_METRIC_NAME:
                     return InstantVector(list(vec.labels), values)
-                return _unique(InstantVector([_drop_name(l) for l in vec.labels], values))
+                return InstantVector(self._unnamed(vec.labels, store), values)
             keep = COMPARISON[self.op](lhs, rhs)
         if self.return_bool:
-            return _unique(InstantVector([_drop_name(l) for l in vec.labels], keep.astype(np.float64)))
+            return InstantVector(self._unnamed(vec.labels, store), keep.astype(np.float64))
         return vec.select(keep)  # the vector's own value, whichever side it is on
 
-    def _vectors(self, left: InstantVector, right: InstantVector) -> InstantVector:
+    def _unnamed(self, labels: list[Labels], store: SeriesStore | None) -> list[Labels]:
+        """``labels`` without the metric name (they must stay distinct), remembered per store
+        while the same label sets come in the same order."""
+        cached = self._pairs.get(store) if store is not None else None
+        if isinstance(cached, _Relabelled) and cached.labels == labels:  # identical tuples compare by identity: fast
+            return list(cached.result)
+        result = [_drop_name(l) for l in labels]
+        if len(set(result)) != len(result):
+            raise EvaluationError("vector cannot contain metrics with the same labelset")
+        if store is not None:
+            self._pairs[store] = _Relabelled(list(labels), result)
+        return list(result)
+
+    def _vectors(self, left: InstantVector, right: InstantVector, store: SeriesStore | None = None) -> InstantVector:
         m = self.matching
         if not len(left) or not len(right):
             return InstantVector.empty()
         # The "one" side: the side whose signatures must be unique.
         swapped = m.card == "one-to-many"
         many, one = (right, left) if swapped else (left, right)
-        one_by_sig: dict[Labels, int] = {}
-        for i, labels in enumerate(one.labels):
-            sig = m.signature(labels)
-            first = one_by_sig.setdefault(sig, i)
-            if first != i:
-                side = "left" if swapped else "right"
-                raise EvaluationError(
-                    f"found duplicate series for the match group {format_labels(sig)} on the {side} hand-side of the "
-                    f"operation: [{format_labels(labels)}, {format_labels(one.labels[first])}];many-to-many matching "
-                    "not allowed: matching labels must be unique on one side"
-                )
-        many_idx, one_idx, sigs = [], [], []
-        for i, labels in enumerate(many.labels):
-            sig = m.signature(labels)
-            j = one_by_sig.get(sig)
-            if j is not None:
-                many_idx.append(i)
-                one_idx.append(j)
-                sigs.append(sig)
-        if not many_idx:
+        pairs = self._pairs.get(store) if store is not None else None
+        # The matching is a function of the two label lists alone: reused while both are the same.
+        if not (isinstance(pairs, _Pairs) and pairs.many == many.labels and pairs.one == one.labels):
+            pairs = self._match(many.labels, one.labels, swapped)
+            if store is not None:
+                self._pairs[store] = pairs
+        if not len(pairs.labels):
             return InstantVector.empty()
-        mv, ov = many.values[many_idx], one.values[one_idx]
+        mv, ov = many.values[pairs.many_idx], one.values[pairs.one_idx]
         lv, rv = (ov, mv) if swapped else (mv, ov)  # a comparison keeps the left operand's value
         with np.errstate(all="ignore"):
             if self.op in ARITHMETIC:
@@ -434,25 +476,65 @@ class BinaryNode(Node):
                 if self.return_bool:
                     values, keep = keep.astype(np.float64), np.ones(len(mv), dtype=bool)
         kept = np.flatnonzero(keep)
+        values = np.asarray(values, dtype=np.float64)[kept]
+        if pairs.sigs is None:  # no choice of kept pairs can fail a check below: none to run
+            every = len(kept) == len(pairs.labels)
+            return InstantVector(list(pairs.labels) if every else [pairs.labels[k] for k in kept.tolist()], values)
         labels_out: list[Labels] = []
         matched: dict[Labels, set[Labels]] = {}
         for k in kept.tolist():
-            labels = self._result_labels(many.labels[many_idx[k]], one.labels[one_idx[k]])
-            group = matched.get(sigs[k])
+            labels, sig = pairs.labels[k], pairs.sigs[k]
+            group = matched.get(sig)
             if m.card == "one-to-one":
                 if group is not None:
                     raise EvaluationError(
                         "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
                     )
-                matched[sigs[k]] = set()
+                matched[sig] = set()
             else:
                 if group is None:
-                    group = matched[sigs[k]] = set()
+                    group = matched[sig] = set()
                 elif labels in group:
                     raise EvaluationError("multiple matches for labels: grouping labels must ensure unique matches")
                 group.add(labels)
             labels_out.append(labels)
-        return _unique(InstantVector(labels_out, np.asarray(values, dtype=np.float64)[kept]))
+        return _unique(InstantVector(labels_out, values))
+
+    def _match(self, many: list[Labels], one: list[Labels], swapped: bool) -> _Pairs:
+        """Which sample of ``one`` each sample of ``many`` matches, and each pair's result labels.
+
+        Raises, as Prometheus does, where two samples of the "one" side share a signature.
+        """
+        m = self.matching
+        one_by_sig: dict[Labels, int] = {}
+        for i, labels in enumerate(one):
+            sig = m.signature(labels)
+            first = one_by_sig.setdefault(sig, i)
+            if first != i:
+                side = "left" if swapped else "right"
+                raise EvaluationError(
+                    f"found duplicate series for the match group {format_labels(sig)} on the {side} hand-side of the "
+                    f"operation: [{format_labels(labels)}, {format_labels(one[first])}];many-to-many matching "
+                    "not allowed: matching labels must be unique on one side"
+                )
+        many_idx, one_idx, sigs = [], [], []
+        for i, labels in enumerate(many):
+            sig = m.signature(labels)
+            j = one_by_sig.get(sig)
+            if j is not None:
+                many_idx.append(i)
+                one_idx.append(j)
+                sigs.append(sig)
+        result = [self._result_labels(many[i], one[j]) for i, j in zip(many_idx, one_idx)]
+        # The checks on kept pairs (one match per signature, or distinct labels within one; distinct
+        # results) can fail for some choice of kept pairs only if they fail for all of them.
+        if m.card == "one-to-one":
+            safe = len(set(sigs)) == len(sigs)
+        else:
+            safe = len(set(zip(sigs, result))) == len(result)
+        safe = safe and len(set(result)) == len(result)
+        return _Pairs(list(many), list(one), np.asarray(many_idx, dtype=np.intp), np.asarray(one_idx, dtype=np.intp),
+                      result, None if safe else sigs)
 
     def _result_labels(self, many: Labels, one: Labels) -> Labels:
         """Labels of a vector-vector result: the "many" side's, as Prometheus 2.x builds them."""
@@ -476,16 +558,57 @@ class BinaryNode(Node):
             out.pop(METRIC_NAME, None)
         return tuple(sorted(out.items()))
 
-    def _set_operation(self, left: InstantVector, right: InstantVector) -> InstantVector:
-        sig = self.matching.signature
-        right_sigs = {sig(l) for l in right.labels}
-        if self.op == "and":
-            return left.select(np.array([sig(l) in right_sigs for l in left.labels], dtype=bool))
-        if self.op == "unless":
-            return left.select(np.array([sig(l) not in right_sigs for l in left.labels], dtype=bool))
-        left_sigs = {sig(l) for l in left.labels}
-        extra = right.select(np.array([sig(l) not in left_sigs for l in right.labels], dtype=bool))
+    def _set_operation(self, left: InstantVector, right: InstantVector, store: SeriesStore | None = None) -> InstantVector:
+        cached = self._pairs.get(store) if store is not None else None
+        # Which samples a set operator keeps depends on the label lists alone: reused while both are the same.
+        if isinstance(cached, _Picked) and cached.left == left.labels and cached.right == right.labels:
+            pick = cached.pick
+        else:
+            sig = self.matching.signature
+            if self.op == "or":
+                left_sigs = {sig(l) for l in left.labels}
+                pick = np.flatnonzero(np.array([sig(l) not in left_sigs for l in right.labels], dtype=bool))
+            else:
+                right_sigs = {sig(l) for l in right.labels}
+                wanted = self.op == "and"
+                pick = np.flatnonzero(np.array([(sig(l) in right_sigs) == wanted for l in left.labels], dtype=bool))
+            if store is not None:
+                self._pairs[store] = _Picked(list(left.labels), list(right.labels), pick)
+        if self.op != "or":
+            return InstantVector([left.labels[i] for i in pick.tolist()], left.values[pick])
+        extra = InstantVector([right.labels[i] for i in pick.tolist()], right.values[pick])
         return InstantVector(left.labels + extra.labels, np.concatenate([left.values, extra.values]))
+
+
+@dataclass(eq=False, slots=True)
+class _Pairs:
+    """How two vectors' samples matched: the label lists it was computed for, the matched pairs
+    (``many_idx[k]`` with ``one_idx[k]``) and their result labels; ``sigs``, each pair's signature,
+    only where some choice of kept pairs can fail a check (None: none can)."""
+
+    many: list[Labels]
+    one: list[Labels]
+    many_idx: np.ndarray
+    one_idx: np.ndarray
+    labels: list[Labels]
+    sigs: list[Labels] | None
+
+
+@dataclass(eq=False, slots=True)
+class _Relabelled:
+    """A vector's label sets and what they became (distinct): the metric name dropped."""
+
+    labels: list[Labels]
+    result: list[Labels]
+
+
+@dataclass(eq=False, slots=True)
+class _Picked:
+    """The samples a set operator keeps (of the left side; of the right for ``or``) for these label lists."""
+
+    left: list[Labels]
+    right: list[Labels]
+    pick: np.ndarray
 
 
 def _drop_name(labels: Labels) -> Labels:

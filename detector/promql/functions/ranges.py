@@ -23,7 +23,7 @@ import numpy as np
 from detector.labels import Labels
 from detector.promql.functions.common import drop_name, unique
 from detector.promql.go_compat import duration_seconds
-from detector.promql.plan import EvalContext, EvaluationError, Node, SelectorNode
+from detector.promql.plan import EvalContext, EvaluationError, Node, SelectorNode, _Matches
 from detector.promql.subquery import SubqueryNode
 from detector.promql.values import InstantVector, Scalar, Value
 from detector.store import SeriesStore
@@ -322,7 +322,9 @@ class RangeFunctionNode(Node):
             scalar = self.param.evaluate(ctx)
             assert isinstance(scalar, Scalar)  # the parser type-checks it
             param = scalar.value
-        window = Window(stamps[keep], values[keep], counts[keep], end, self.range_ms, ctx.t_ms, param)
+        if len(keep) < len(counts):
+            stamps, values, counts = stamps[keep], values[keep], counts[keep]
+        window = Window(stamps, values, counts, end, self.range_ms, ctx.t_ms, param)
         with np.errstate(all="ignore"):  # inf and NaN arise as in Go's float arithmetic
             return self.function.kernel(window)
 
@@ -330,7 +332,8 @@ class RangeFunctionNode(Node):
         if self.subquery is not None:
             return self._evaluate_subquery(ctx, self.subquery)
         assert self.selector is not None
-        rows = self.selector.rows(ctx.store)
+        matched = self.selector.matched(ctx.store)
+        rows = matched.rows
         end = self.selector.read_time(ctx, self.range_ms)
         # Per size class of the store's rings: one dense series does not widen every series' window.
         kept, results = [], []
@@ -348,10 +351,12 @@ class RangeFunctionNode(Node):
             keep = np.concatenate(kept)
             order = np.argsort(keep, kind="stable")
             keep, result = keep[order], np.concatenate(results)[order]
+        every = len(keep) == len(rows)  # the usual case once windows have filled: no labels to pick
         if self.function.keeps_name:
-            return InstantVector([ctx.store.labels[rows[i]] for i in keep], result)
-        unnamed, collide = self._labels(ctx.store, rows)
-        out = InstantVector([unnamed[i] for i in keep], result)
+            labels = matched.labels_in(ctx.store)
+            return InstantVector(list(labels) if every else [labels[i] for i in keep.tolist()], result)
+        unnamed, collide = self._labels(ctx.store, matched)
+        out = InstantVector(list(unnamed) if every else [unnamed[i] for i in keep.tolist()], result)
         if collide and len(set(out.labels)) != len(out):
             raise EvaluationError("vector cannot contain metrics with the same labelset")
         return out
@@ -365,18 +370,19 @@ class RangeFunctionNode(Node):
         name = (lambda l: l) if self.function.keeps_name else drop_name
         return unique([name(labels[i]) for i in keep], result)
 
-    def _labels(self, store: SeriesStore, rows: np.ndarray) -> tuple[list[Labels], bool]:
+    def _labels(self, store: SeriesStore, matched: _Matches) -> tuple[list[Labels], bool]:
         # The selector's matches only grow at the end while no series is retired:
         # the cache is extended then. Series are told apart by their assignment
         # numbers, not rows (a retired series' row is reused); after a retirement
-        # the labels are rebuilt.
-        births = self.selector.matches(store)[1]
+        # or a snapshot loaded (another _Matches of another epoch) the labels are rebuilt.
         seen, unnamed, collide = self._unnamed.get(store, (None, [], False))
-        if births is seen:
+        if matched is seen:  # the same object: the same rows
             return unnamed, collide
-        if seen is None or len(births) < len(seen) or not np.array_equal(births[: len(seen)], seen):
+        births, rows = matched.births, matched.rows
+        if (seen is None or seen.epoch != matched.epoch or len(births) < len(seen.births)
+                or not np.array_equal(births[: len(seen.births)], seen.births)):
             unnamed = []
-        unnamed = unnamed + [drop_name(store.labels[r]) for r in rows[len(unnamed) :]]
+        unnamed = unnamed + [drop_name(store.labels[r]) for r in rows[len(unnamed) :].tolist()]
         collide = len(set(unnamed)) != len(unnamed)
-        self._unnamed[store] = (births, unnamed, collide)
+        self._unnamed[store] = (matched, unnamed, collide)
         return unnamed, collide
