@@ -76,7 +76,8 @@ SHAPES = ((2000, 1, 20), (1000, 10, 20))
 # HEADROOM_BENCH_PEERS_LONG=N: 2000 x 1 only, with N live scrapes (a whole number of rounds), for memory and
 # CPU once every model has warmed up: forecasts publish most while their fits first become ready, in the
 # first 10-20 minutes of a series (a 10-minute run is still in that transient).
-if os.environ.get("HEADROOM_BENCH_PEERS_LONG"):
+LONG = bool(os.environ.get("HEADROOM_BENCH_PEERS_LONG"))
+if LONG:
     SHAPES = ((2000, 1, int(os.environ["HEADROOM_BENCH_PEERS_LONG"])),)
 QUICK_SHAPES = ((2000, 1, 4),)
 # HEADROOM_BENCH_PEERS_QUICK_SHAPE=1000x10: the catch-up shape for --quick instead (one round of 10 scrapes).
@@ -528,7 +529,14 @@ def one_run(ctx: BenchContext, stream: Stream, shape: tuple[int, int, int], run:
         before = {p.key: {role: cpu_seconds(pid) for role, pid in p.pids.items()} for p in peers}
         snapshots_before = {p.key: _snapshots(p) for p in peers if p.worker_metrics}
         t0 = time.monotonic()
-        asyncio.run(play(peers, live, bodies, base_ms, live=True))
+        # A long run also reads CPU halfway: its second half is the cost once the models have warmed up.
+        half_ms = live[len(live) // 2].due_ms if LONG else None
+        first = [i for i, r in enumerate(live) if half_ms is None or r.due_ms < half_ms]
+        asyncio.run(play(peers, [live[i] for i in first], [bodies[i] for i in first], base_ms, live=True))
+        halfway = {p.key: {role: cpu_seconds(pid) for role, pid in p.pids.items()} for p in peers}
+        rest = [i for i, r in enumerate(live) if half_ms is not None and r.due_ms >= half_ms]
+        if rest:
+            asyncio.run(play(peers, [live[i] for i in rest], [bodies[i] for i in rest], base_ms, live=True))
         time.sleep(SETTLE_S)
         extra = wait_consumed(peers, CAUGHT_UP_TIMEOUT_S)
         after = {p.key: {role: cpu_seconds(pid) for role, pid in p.pids.items()} for p in peers}
@@ -572,6 +580,12 @@ def one_run(ctx: BenchContext, stream: Stream, shape: tuple[int, int, int], run:
                 (n0, c0), (n1, c1) = snapshots_before[p.key], snapshots_after[p.key]
                 notes.append(f"{p.key}: {n1 - n0:.0f} snapshots in the window ({c1 - c0:.2f} CPU-s, "
                              f"{(c1 - c0) / live_samples * 1e6:.2f} CPU-s/1M samples); {n1:.0f} in the run, {c1:.2f} CPU-s")
+        if rest:
+            second = sum(live[i].samples for i in rest)
+            spent = {p.key: sum(after[p.key][role] - halfway[p.key][role] for role in p.pids) / second * 1e6
+                     for p in peers}
+            notes.append("second half of the live window, CPU-s per 1M samples: " + ", ".join(
+                f"{key} {value:.2f} ({value / spent['prometheus']:.2f}x)" for key, value in spent.items()))
         return RunResult(cpu, marginal, idle, rss, kafka, live_samples, window, notes)
     finally:
         peers_ctl.stop()
