@@ -47,6 +47,11 @@ from bench.stages import RULES, kubernetes_fleet
 
 PARTITIONS = 16
 WORKERS = (1, 2, 4)
+# HEADROOM_BENCH_STAGES_WORKERS=2: only these worker counts (comma-separated). HEADROOM_BENCH_STAGES_PIN=0:
+# every worker pinned to these CPUs (sched_setaffinity), to see what sharing a core costs a worker.
+if os.environ.get("HEADROOM_BENCH_STAGES_WORKERS"):
+    WORKERS = tuple(int(w) for w in os.environ["HEADROOM_BENCH_STAGES_WORKERS"].split(","))
+PIN = {int(c) for c in os.environ.get("HEADROOM_BENCH_STAGES_PIN", "").split(",") if c}
 # Partitionings compared: None leaves HEADROOM_PARTITION_BY unset (by series family with staged rules).
 PARTITIONINGS: dict[str, tuple[str, ...] | None] = {"by family": None, "by target": ("job", "instance")}
 
@@ -169,6 +174,9 @@ def _one_run(ctx: BenchContext, workers: int, run: int, batches, partition_by: t
     try:
         for proc in procs:
             proc.start(timeout=120)
+            if PIN:  # every thread the worker has by now; threads started later inherit it
+                for task in os.listdir(f"/proc/{proc.pid}/task"):
+                    os.sched_setaffinity(int(task), PIN)
         from pipelines.stack.kafka import consumer_group_members
 
         deadline = time.monotonic() + 120
