@@ -42,7 +42,7 @@ import time
 
 import numpy as np
 
-from bench.common import BenchContext, Table, WorkerProcess
+from bench.common import BenchContext, Table, WorkerProcess, scrape
 from bench.stages import RULES, kubernetes_fleet
 
 PARTITIONS = 16
@@ -56,6 +56,9 @@ PIN = {int(c) for c in os.environ.get("HEADROOM_BENCH_STAGES_PIN", "").split(","
 PARTITIONINGS: dict[str, tuple[str, ...] | None] = {"by family": None, "by target": ("job", "instance")}
 
 
+# Worker counters summed over the workers after each run (history included: every run has fresh workers).
+COUNTERS = ("headroom_worker_batches_total", "headroom_worker_folds_total", "headroom_partial_frames_total",
+            "headroom_snapshots_total")
 IDLE_S = 5.0  # how long each worker's idle CPU is measured before the samples are produced
 _GENERATION = re.compile(r"Joined group '[^']*' \(generation (\d+)\)")
 
@@ -214,6 +217,15 @@ def _one_run(ctx: BenchContext, workers: int, run: int, batches, partition_by: t
             last = now
         cpu = np.array(work_end) - np.array(before)
         rebalances = max(_generation(p) for p in procs) - generation
+        # How the work came in, summed over the workers: more folds or frames for the same samples is
+        # more fixed cost per sample (a fold's evaluation, a frame's encode, publish and decode).
+        counted = {name: 0.0 for name in COUNTERS}
+        for proc in procs:
+            page = scrape(proc.metrics_url) or {}
+            for key, value in page.items():
+                name = key.split("{")[0]
+                if name in counted:
+                    counted[name] += value
         rows, frame_bytes = np.zeros(PARTITIONS, np.int64), np.zeros(PARTITIONS, np.int64)
         for topic in settings.partials_topics:
             for partition, value in asyncio.run(_read_topic(bootstrap, topic)):
@@ -223,9 +235,10 @@ def _one_run(ctx: BenchContext, workers: int, run: int, batches, partition_by: t
             ctx.log(f"stages_kafka {workers} workers run {run}: no partials on the topic, the figures are not valid")
         ctx.log(f"stages_kafka {workers} workers run {run} {settings.series_partition_by or 'by family'}: {samples.sum()} samples, {global_samples} to the global lane, "
                 f"{rows.sum()} partial rows, CPU {cpu.round(2).tolist()} s, idle {(idle * 1000).round(1).tolist()} ms/s, "
-                f"{rebalances} rebalance(s) during the run, work {work_at - started:.1f} s")
+                f"{rebalances} rebalance(s) during the run, work {work_at - started:.1f} s; "
+                + ", ".join(f"{name.removeprefix('headroom_')} {value:.0f}" for name, value in counted.items()))
         return {"samples": samples, "sizes": sizes, "rows": rows, "frame_bytes": frame_bytes, "cpu": cpu,
-                "global": global_samples, "idle": idle, "rebalances": rebalances}
+                "global": global_samples, "idle": idle, "rebalances": rebalances, "counted": counted}
     finally:
         for proc in procs:
             proc.stop()
