@@ -47,6 +47,9 @@ PROFILE = "standard"
 
 def load_scorer(nab: Path):
     """NAB's stand-alone scorer (``score.py`` of the split) as a module: sweep, geometry, profiles."""
+    if not (nab / "score.py").is_file():  # say where it was looked for, not a bare FileNotFoundError
+        raise FileNotFoundError(f"NAB split not found: no score.py in {nab} (looked for shared/nab in every "
+                                f"folder above {REPO}; pass the split's path, or check out beside ../shared)")
     spec = importlib.util.spec_from_file_location("nab_score", nab / "score.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
