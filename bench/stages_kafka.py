@@ -238,7 +238,7 @@ def _one_run(ctx: BenchContext, workers: int, run: int, batches, partition_by: t
                 f"{rebalances} rebalance(s) during the run, work {work_at - started:.1f} s; "
                 + ", ".join(f"{name.removeprefix('headroom_')} {value:.0f}" for name, value in counted.items()))
         return {"samples": samples, "sizes": sizes, "rows": rows, "frame_bytes": frame_bytes, "cpu": cpu,
-                "global": global_samples, "idle": idle, "rebalances": rebalances, "counted": counted}
+                "global": global_samples, "idle": idle, "rebalances": rebalances}
     finally:
         for proc in procs:
             proc.stop()

@@ -145,7 +145,7 @@ class SelectorNode(Node):
     offset_ms: int = 0  # negative: reads after the evaluation time (see lead_ms)
     at: At | None = None  # the @ modifier
     kind = "vector"
-    # Per store: a _Matches (the rows known to match, as of the store's counts when last checked).
+    # Per store: a SelectorMatches (the rows known to match, as of the store's counts when last checked).
     _matched: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary, repr=False)
 
     def reach_ms(self) -> int:
@@ -164,14 +164,9 @@ class SelectorNode(Node):
         A retired series' row leaves the result; a row reused by a new series
         is checked as any new series (the store's assignment numbers tell them apart).
         """
-        return self.matches(store)[0]
+        return self.matched(store).rows
 
-    def matches(self, store: SeriesStore) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`rows` and the assignment number of each row's series (unique per series, ever)."""
-        found = self.matched(store)
-        return found.rows, found.births
-
-    def matched(self, store: SeriesStore) -> _Matches:
+    def matched(self, store: SeriesStore) -> SelectorMatches:
         """The rows of ``store`` that match, brought up to date: the same object while they stay the same."""
         found = self._matched.get(store)
         if found is not None and found.seq == store.seq and found.retired == store.retired and found.epoch == store.epoch:
@@ -200,7 +195,7 @@ class SelectorNode(Node):
         if found is not None and rows is found.rows:  # the same rows: keep the object (and its label sets)
             found.seq, found.retired, found.epoch = store.seq, store.retired, store.epoch
             return found
-        found = self._matched[store] = _Matches(store.seq, store.retired, store.epoch, rows, births)
+        found = self._matched[store] = SelectorMatches(store.seq, store.retired, store.epoch, rows, births)
         return found
 
     def _match(self, labels: Labels) -> bool:
@@ -218,9 +213,21 @@ class SelectorNode(Node):
 
 
 @dataclass(eq=False, slots=True)
-class _Matches:
+class SelectorMatches:
     """A selector's rows of one store (and their assignment numbers), as of the store's counts
-    ``seq``, ``retired`` and ``epoch``; ``labels``, their label sets, once asked for."""
+    ``seq``, ``retired`` and ``epoch``; ``labels``, their label sets, once asked for.
+
+    >>> from detector.promql import compile_expr
+    >>> from detector.wire.batch import SampleBatch
+    >>> store = SeriesStore(retention_ms=60_000)
+    >>> _ = store.append(SampleBatch.from_series([((("__name__", "up"), ("job", "a")), [(0, 1.0)])]))
+    >>> selector = compile_expr("up")
+    >>> found = selector.matched(store)
+    >>> found.rows.tolist(), found.labels_in(store)
+    ([0], [(('__name__', 'up'), ('job', 'a'))])
+    >>> selector.matched(store) is found  # nothing new in the store: the same matches, labels kept
+    True
+    """
 
     seq: int
     retired: int
@@ -422,8 +429,7 @@ class BinaryNode(Node):
         with np.errstate(all="ignore"):
             return Scalar(float(ARITHMETIC[self.op](x, y)[0]))
 
-    def _vector_scalar(self, vec: InstantVector, scalar: float, scalar_on_left: bool,
-                       store: SeriesStore | None = None) -> InstantVector:
+    def _vector_scalar(self, vec: InstantVector, scalar: float, scalar_on_left: bool, store: SeriesStore) -> InstantVector:
         other = np.full(len(vec), scalar)
         lhs, rhs = (other, vec.values) if scalar_on_left else (vec.values, other)
         with np.errstate(all="ignore"):
@@ -437,32 +443,29 @@ class BinaryNode(Node):
             return InstantVector(self._unnamed(vec.labels, store), keep.astype(np.float64))
         return vec.select(keep)  # the vector's own value, whichever side it is on
 
-    def _unnamed(self, labels: list[Labels], store: SeriesStore | None) -> list[Labels]:
+    def _unnamed(self, labels: list[Labels], store: SeriesStore) -> list[Labels]:
         """``labels`` without the metric name (they must stay distinct), remembered per store
         while the same label sets come in the same order."""
-        cached = self._pairs.get(store) if store is not None else None
+        cached = self._pairs.get(store)
         if isinstance(cached, _Relabelled) and cached.labels == labels:  # identical tuples compare by identity: fast
             return list(cached.result)
         result = [_drop_name(l) for l in labels]
         if len(set(result)) != len(result):
             raise EvaluationError("vector cannot contain metrics with the same labelset")
-        if store is not None:
-            self._pairs[store] = _Relabelled(list(labels), result)
+        self._pairs[store] = _Relabelled(list(labels), result)
         return list(result)
 
-    def _vectors(self, left: InstantVector, right: InstantVector, store: SeriesStore | None = None) -> InstantVector:
+    def _vectors(self, left: InstantVector, right: InstantVector, store: SeriesStore) -> InstantVector:
         m = self.matching
         if not len(left) or not len(right):
             return InstantVector.empty()
         # The "one" side: the side whose signatures must be unique.
         swapped = m.card == "one-to-many"
         many, one = (right, left) if swapped else (left, right)
-        pairs = self._pairs.get(store) if store is not None else None
+        pairs = self._pairs.get(store)
         # The matching is a function of the two label lists alone: reused while both are the same.
         if not (isinstance(pairs, _Pairs) and pairs.many == many.labels and pairs.one == one.labels):
-            pairs = self._match(many.labels, one.labels, swapped)
-            if store is not None:
-                self._pairs[store] = pairs
+            pairs = self._pairs[store] = self._match(many.labels, one.labels, swapped)
         if not len(pairs.labels):
             return InstantVector.empty()
         mv, ov = many.values[pairs.many_idx], one.values[pairs.one_idx]
@@ -558,8 +561,8 @@ class BinaryNode(Node):
             out.pop(METRIC_NAME, None)
         return tuple(sorted(out.items()))
 
-    def _set_operation(self, left: InstantVector, right: InstantVector, store: SeriesStore | None = None) -> InstantVector:
-        cached = self._pairs.get(store) if store is not None else None
+    def _set_operation(self, left: InstantVector, right: InstantVector, store: SeriesStore) -> InstantVector:
+        cached = self._pairs.get(store)
         # Which samples a set operator keeps depends on the label lists alone: reused while both are the same.
         if isinstance(cached, _Picked) and cached.left == left.labels and cached.right == right.labels:
             pick = cached.pick
@@ -572,8 +575,7 @@ class BinaryNode(Node):
                 right_sigs = {sig(l) for l in right.labels}
                 wanted = self.op == "and"
                 pick = np.flatnonzero(np.array([(sig(l) in right_sigs) == wanted for l in left.labels], dtype=bool))
-            if store is not None:
-                self._pairs[store] = _Picked(list(left.labels), list(right.labels), pick)
+            self._pairs[store] = _Picked(list(left.labels), list(right.labels), pick)
         if self.op != "or":
             return InstantVector([left.labels[i] for i in pick.tolist()], left.values[pick])
         extra = InstantVector([right.labels[i] for i in pick.tolist()], right.values[pick])
@@ -634,6 +636,7 @@ __all__ = [
     "Node",
     "NumberNode",
     "SET_OPERATORS",
+    "SelectorMatches",
     "SelectorNode",
     "VectorMatching",
 ]

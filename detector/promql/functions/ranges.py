@@ -23,7 +23,7 @@ import numpy as np
 from detector.labels import Labels
 from detector.promql.functions.common import drop_name, unique
 from detector.promql.go_compat import duration_seconds
-from detector.promql.plan import EvalContext, EvaluationError, Node, SelectorNode, _Matches
+from detector.promql.plan import EvalContext, EvaluationError, Node, SelectorMatches, SelectorNode
 from detector.promql.subquery import SubqueryNode
 from detector.promql.values import InstantVector, Scalar, Value
 from detector.store import SeriesStore
@@ -370,11 +370,11 @@ class RangeFunctionNode(Node):
         name = (lambda l: l) if self.function.keeps_name else drop_name
         return unique([name(labels[i]) for i in keep], result)
 
-    def _labels(self, store: SeriesStore, matched: _Matches) -> tuple[list[Labels], bool]:
+    def _labels(self, store: SeriesStore, matched: SelectorMatches) -> tuple[list[Labels], bool]:
         # The selector's matches only grow at the end while no series is retired:
         # the cache is extended then. Series are told apart by their assignment
         # numbers, not rows (a retired series' row is reused); after a retirement
-        # or a snapshot loaded (another _Matches of another epoch) the labels are rebuilt.
+        # or a snapshot loaded (another SelectorMatches of another epoch) the labels are rebuilt.
         seen, unnamed, collide = self._unnamed.get(store, (None, [], False))
         if matched is seen:  # the same object: the same rows
             return unnamed, collide
