@@ -35,8 +35,12 @@ cdef enum:
     EXCESS2 = 4
     N_CAL = 5
     STUCK = 3
+    CL_PEAK = 0
+    CL_AGE = 1
+    CL_COUNT = 2
+    N_CLU = 3
 
-LAYOUT = (N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST, X_LAST, RUN, N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK)
+LAYOUT = (N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST, X_LAST, RUN, N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK, CL_PEAK, CL_AGE, CL_COUNT, N_CLU)
 
 cdef double _LN10 = log(10.0)
 cdef double _F32_MAX = <double>np.finfo(np.float32).max
@@ -102,13 +106,18 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
                   Py_ssize_t[::1] rows, double[::1] t, double[::1] x, kp):
     """Score, then learn, each sample ``(rows[i], t[i], x[i])`` in order; returns the scores."""
     cdef Py_ssize_t n_samples = rows.shape[0]
+    cdef double decluster = kp.decluster
+    cdef bint decluster_mean = kp.decluster_mean
+    # with declustering, each test's open cluster (N_CLU fields) follows the calibration columns
+    cdef Py_ssize_t clusters = N_FIXED + N_CAL * <Py_ssize_t>kp.n_tests
+    cdef Py_ssize_t width = clusters + (N_CLU * <Py_ssize_t>kp.n_tests if decluster > 0.0 else 0)
     # the loop does not check bounds: the state must have the layout the params give it
-    if (scalars.shape[1] != N_FIXED + N_CAL * <Py_ssize_t>kp.n_tests or profiles.shape[1] != kp.bins
+    if (scalars.shape[1] != width or profiles.shape[1] != kp.bins
             or visits.shape[1] != kp.bins or profiles.shape[0] != scalars.shape[0]
             or visits.shape[0] != scalars.shape[0]):
         raise ValueError(f"state of another layout: scalars {scalars.shape[0]}x{scalars.shape[1]}, profiles "
                          f"{profiles.shape[0]}x{profiles.shape[1]}, visits {visits.shape[0]}x{visits.shape[1]} "
-                         f"for {kp.n_tests} tests and {kp.bins} bins")
+                         f"for {kp.n_tests} tests{' declustered' if decluster > 0.0 else ''} and {kp.bins} bins")
     out_array = np.zeros(n_samples)
     cdef double[::1] out = out_array
     # the params, once per call
@@ -140,10 +149,11 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
     cdef double log_others = log10(<double>(n_active - 1)) if n_active > 1 else 0.0
     cdef double log_keep = log10(1.0 - stuck_share)
     cdef double log_share = log10(stuck_share)
-    cdef Py_ssize_t i, r, b, c
+    cdef Py_ssize_t i, r, b, c, k
     cdef double xi, ti, n, floor_, prof, y, spread, new_short, step, step_short, run, stuck, mean, rate, base, m1
     cdef double top, total, main, fading, news, w, young, la, pa, m, cw, sa, ta, cap, capped, d, excess, gap, ia
-    cdef bint first, ready, seen, repeat, incident, learning
+    cdef double peak, tc
+    cdef bint first, ready, seen, repeat, incident, learning, start
     cdef unsigned char v
     cdef double* s
     cdef Py_ssize_t n_rows = scalars.shape[0]
@@ -280,10 +290,33 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
                 d = capped - s[c + MEAN]
                 s[c + MEAN] += sa * d
                 s[c + DEV] += sa * (fabs(d) - s[c + DEV])
-                s[c + RATE] += ta * ((1.0 if over[j] else 0.0) - s[c + RATE])
                 excess = _max(capped - q[j], 0.0)
-                s[c + EXCESS] += ta * (excess - s[c + EXCESS]) if over[j] else 0.0
-                s[c + EXCESS2] += ta * (excess * excess - s[c + EXCESS2]) if over[j] else 0.0
+                if decluster <= 0.0:  # every exceedance teaches the tail
+                    s[c + RATE] += ta * ((1.0 if over[j] else 0.0) - s[c + RATE])
+                    s[c + EXCESS] += ta * (excess - s[c + EXCESS]) if over[j] else 0.0
+                    s[c + EXCESS2] += ta * (excess * excess - s[c + EXCESS2]) if over[j] else 0.0
+                elif learning:
+                    # runs declustering: exceedances less than `decluster` quiet samples apart are one
+                    # cluster; it counts once in the rate (at its start) and teaches the tail once, its
+                    # peak excess, when it ends
+                    k = clusters + j * N_CLU
+                    start = over[j] and s[k + CL_AGE] == 0.0
+                    s[c + RATE] += ta * ((1.0 if start else 0.0) - s[c + RATE])
+                    if over[j]:
+                        s[k + CL_PEAK] = excess if start else _max(s[k + CL_PEAK], excess)
+                        s[k + CL_AGE] = 1.0
+                    elif s[k + CL_AGE] > 0.0:
+                        s[k + CL_AGE] += 1.0
+                        if s[k + CL_AGE] > decluster:
+                            peak = s[k + CL_PEAK]
+                            # the moments' weight: as for every sample, or (decluster_mean) a running mean
+                            # over the clusters seen, then exponential
+                            tc = _max(tail_alpha, 1.0 / (s[k + CL_COUNT] + 1.0)) * cw if decluster_mean else ta
+                            s[c + EXCESS] += tc * (peak - s[c + EXCESS])
+                            s[c + EXCESS2] += tc * (peak * peak - s[c + EXCESS2])
+                            s[k + CL_COUNT] += 1.0
+                            s[k + CL_PEAK] = 0.0
+                            s[k + CL_AGE] = 0.0
             # the mean sample interval: a running mean, then exponential; a long gap counts
             # as interval_clip intervals at most
             gap = _max(ti - s[T_LAST], 0.0)

@@ -53,6 +53,19 @@ What one sample ``x`` at time ``t`` does to its series:
    over the tail's base, so a continuous series that freezes alarms within a
    few samples rather than at its first repeat.
 
+   *Declustering* (``decluster=r``, off by default: a trial switch). Without
+   it every sample of an excursion is an exceedance that teaches the tail, so
+   one long excursion (a frozen sensor's run of repeats, a sustained shift)
+   widens the tail as much as many separate ones, while it is happening. With
+   it, as extreme-value practice does (runs declustering), exceedances fewer
+   than ``r`` quiet samples apart form one cluster: it counts once in the
+   exceedance rate, at its start, and teaches the excess moments once, by its
+   peak, when it ends; during the cluster the tail it is judged against stays
+   the one learned before it. The excess moments are weighted as every
+   sample's are (young series learn fast, by sample count), or with
+   ``decluster_mean`` as a running mean over the clusters seen, then
+   exponential (few clusters are then not pulled toward the zero start).
+
    **Per unit of time, not per sample.** A series scraped every 15 s makes 20
    tests in the time a 5-minute series makes one, so a per-sample tail
    probability means 20 times the false alarms per day there. The surprise is
@@ -98,8 +111,8 @@ import numpy as np
 # (N, T_FIRST, ..., RUN), then per test: mean, deviation, exceedance rate, mean
 # excess, mean squared excess
 from detector.anomaly.kernel import (  # noqa: F401  (re-exported: tests and benches read columns by name)
-    EXCESS, EXCESS2, HOLD_LEFT, INTERVAL, LONG, MEAN, N, N_CAL, N_FIXED, PEAK, RATE, RUN, SEAS_ERR, SHORT, SPREAD,
-    STEP, STEP_SHORT, T_FIRST, T_LAST, X_LAST, Y_LAST, DEV, KernelParams, score_samples,
+    CL_AGE, CL_COUNT, CL_PEAK, EXCESS, EXCESS2, HOLD_LEFT, INTERVAL, LONG, MEAN, N, N_CAL, N_FIXED, PEAK, RATE, RUN, SEAS_ERR, SHORT, SPREAD,
+    STEP, STEP_SHORT, T_FIRST, T_LAST, X_LAST, Y_LAST, DEV, N_CLU, KernelParams, score_samples,
 )
 from detector.anomaly.kernel import STUCK as _KERNEL_STUCK
 
@@ -124,6 +137,13 @@ class Params:
     stuck: bool = False  # add the stuck test to ``tests`` (the ``machine`` model has it)
     stuck_share: float = 0.1  # on a repeat, the stuck test's share of the false-alarm budget
     tail_alpha: float = 0.005  # exceedance rate and mean excess
+    # runs declustering of each test's exceedances (0: off): exceedances fewer than ``decluster`` quiet
+    # samples apart are one cluster, which counts once in the exceedance rate and teaches the tail once,
+    # by its peak excess, when it ends (a trial switch of issue 11's third round)
+    decluster: int = 0
+    # with declustering, the peaks' moments are a running mean over the clusters seen (then exponential
+    # with tail_alpha), not weighted by the sample's age as every exceedance is without it
+    decluster_mean: bool = False
     decades: float = 10.0  # score 1.0 at a tail probability of 10^-decades (per interval_ref)
     shape_max: float = 0.15  # upper bound of the tail shape (0: exponential tails only)
     interval_ref: float = 300.0  # tail probabilities per this many seconds (0: per sample)
@@ -168,6 +188,10 @@ class ColumnarState:
         # calibration columns for the stuck test only where it is used (it is the last test)
         self.n_tests = len(TESTS) if STUCK in self.test_ids else STUCK
         self.n_scalars = N_FIXED + N_CAL * self.n_tests
+        if self.params.decluster < 0:
+            raise ValueError(f"decluster is a number of quiet samples (0: off), not {self.params.decluster}")
+        if self.params.decluster > 0:  # each test's open cluster (its peak excess and age), and their count
+            self.n_scalars += N_CLU * self.n_tests
         self.scalars = np.zeros((self.capacity, self.n_scalars), dtype=np.float64)
         self.profiles = np.zeros((self.capacity, self.params.bins), dtype=np.float32)
         self.visits = np.zeros((self.capacity, self.params.bins), dtype=np.uint8)
@@ -177,7 +201,8 @@ class ColumnarState:
             p.stuck_share, p.tail_alpha, p.decades, p.shape_max, p.interval_ref, p.interval_alpha, p.interval_clip,
             p.protect, p.protect_weight, p.clip, bool(p.protect_hold), bool(p.protect_calibration), float(p.hold),
             p.alarm, p.min_rate, float(p.settle), p.winsor, p.season_gain, float(p.period), int(p.bins), p.rel_floor,
-            p.abs_floor, self.n_tests, len(self.test_ids), tuple(i in self.test_ids for i in range(len(TESTS))))
+            p.abs_floor, self.n_tests, len(self.test_ids), tuple(i in self.test_ids for i in range(len(TESTS))),
+            float(p.decluster), bool(p.decluster_mean))
 
     @property
     def bytes_per_series(self) -> int:

@@ -11,7 +11,7 @@ import numpy as np
 
 from detector.anomaly.core import (
     DEV, EXCESS, EXCESS2, HOLD_LEFT, INTERVAL, LONG, MEAN, N, N_CAL, N_FIXED, PEAK, RATE, RUN, SEAS_ERR, SHORT,
-    SPREAD, STEP, STEP_SHORT, STUCK, T_FIRST, T_LAST, X_LAST, Y_LAST, ColumnarState,
+    SPREAD, STEP, STEP_SHORT, STUCK, T_FIRST, T_LAST, X_LAST, Y_LAST, CL_AGE, CL_COUNT, CL_PEAK, N_CLU, ColumnarState,
 )
 
 _LN10 = float(np.log(10.0))
@@ -72,7 +72,8 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
     stats = np.minimum(stats, 1e12)
 
     # 2. calibrate each test on its own history, keep the most surprising
-    cal = s[:, N_FIXED:].reshape(len(rows), nt, N_CAL)
+    n_cal = N_FIXED + N_CAL * nt
+    cal = s[:, N_FIXED:n_cal].reshape(len(rows), nt, N_CAL)
     mean, dev = cal[:, :, MEAN], cal[:, :, DEV] + 1e-9
     q = mean + p.tail_k * dev
     rate = _clamp(cal[:, :, RATE], p.min_rate, 0.5)
@@ -136,11 +137,17 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
     d = capped - cal[:, :, MEAN]
     cal[:, :, MEAN] += sa * d
     cal[:, :, DEV] += sa * (np.abs(d) - cal[:, :, DEV])
-    cal[:, :, RATE] += ta * (over - cal[:, :, RATE])
     excess = np.maximum(capped - q, 0.0)
-    cal[:, :, EXCESS] += np.where(over, ta * (excess - cal[:, :, EXCESS]), 0.0)
-    cal[:, :, EXCESS2] += np.where(over, ta * (excess * excess - cal[:, :, EXCESS2]), 0.0)
-    s[:, N_FIXED:] = cal.reshape(len(rows), -1)
+    if p.decluster <= 0:
+        cal[:, :, RATE] += ta * (over - cal[:, :, RATE])
+        cal[:, :, EXCESS] += np.where(over, ta * (excess - cal[:, :, EXCESS]), 0.0)
+        cal[:, :, EXCESS2] += np.where(over, ta * (excess * excess - cal[:, :, EXCESS2]), 0.0)
+    else:
+        clu = s[:, n_cal:].reshape(len(rows), nt, N_CLU).copy()
+        tc = np.maximum(p.tail_alpha, 1.0 / (clu[:, :, CL_COUNT] + 1.0)) * cw if p.decluster_mean else ta
+        _decluster(p.decluster, clu, cal, over, excess, ta, tc, learning)
+        s[:, n_cal:] = clu.reshape(len(rows), -1)
+    s[:, N_FIXED:n_cal] = cal.reshape(len(rows), -1)
     # the mean sample interval: a running mean, then exponential; one long
     # gap (an outage, a restart) counts as interval_clip intervals at most
     gap = np.maximum(t - s[:, T_LAST], 0.0)
@@ -151,6 +158,26 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
     s[:, N] = n + 1
     self.scalars[rows] = s
     return scores
+
+def _decluster(r: int, clu: np.ndarray, cal: np.ndarray, over: np.ndarray, excess: np.ndarray, ta: np.ndarray,
+               tc: np.ndarray, learning: np.ndarray) -> None:
+    """Runs declustering, in place on ``clu`` (rows x tests x (peak, age)) and ``cal``: a cluster starts at an
+    exceedance when none is open, counts once in the rate, and teaches the excess moments its peak once it has
+    been quiet for ``r`` samples (with weight ``tc``); only samples that learn (``learning``) touch any of it."""
+    learn = np.broadcast_to(learning, over.shape)
+    age, peak = clu[:, :, CL_AGE], clu[:, :, CL_PEAK]
+    start = over & (age == 0.0)
+    cal[:, :, RATE] = np.where(learn, cal[:, :, RATE] + ta * (start - cal[:, :, RATE]), cal[:, :, RATE])
+    grown = np.where(over, 1.0, np.where(age > 0.0, age + 1.0, age))
+    ends = learn & ~over & (age > 0.0) & (grown > r)
+    cal[:, :, EXCESS] = np.where(ends, cal[:, :, EXCESS] + tc * (peak - cal[:, :, EXCESS]), cal[:, :, EXCESS])
+    cal[:, :, EXCESS2] = np.where(ends, cal[:, :, EXCESS2] + tc * (peak * peak - cal[:, :, EXCESS2]), cal[:, :, EXCESS2])
+    clu[:, :, CL_COUNT] = np.where(ends, clu[:, :, CL_COUNT] + 1.0, clu[:, :, CL_COUNT])
+    new_peak = np.where(over, np.where(start, excess, np.maximum(peak, excess)), np.where(ends, 0.0, peak))
+    new_age = np.where(ends, 0.0, grown)
+    clu[:, :, CL_PEAK] = np.where(learn, new_peak, peak)
+    clu[:, :, CL_AGE] = np.where(learn, new_age, age)
+
 
 def _bonferroni(self: ColumnarState, surprise: np.ndarray, repeat: np.ndarray) -> np.ndarray:
     """The largest surprise less the union bound's share of each test: the stuck

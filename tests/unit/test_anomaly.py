@@ -222,6 +222,37 @@ def test_a_series_that_repeats_routinely_learns_its_runs():
     assert np.sum(stuck[1000:] >= 0.3) <= np.sum(without[1000:] >= 0.3) + 2
 
 
+def test_declustered_a_long_frozen_run_teaches_the_tail_once_after_it_not_while_it_lasts():
+    from detector.anomaly.core import EXCESS, N_CAL, N_FIXED, STUCK
+
+    rng = np.random.default_rng(22)
+    ar = np.zeros(5120)
+    for i in range(1, len(ar)):
+        ar[i] = 0.95 * ar[i - 1] + rng.normal(0, 0.19)
+    values = np.round((45.0 + ar) * 2) / 2  # quantized: runs of repeats are routine
+    freeze = 5000
+    values[freeze:] = values[freeze]  # then frozen for 10 hours
+    stamps = np.arange(len(values)) * STEP_S
+    tail = N_FIXED + STUCK * N_CAL + EXCESS
+    one = np.zeros(1, dtype=np.intp)
+    scores, excess = {}, {}
+    for r in (0, 1):
+        state = ColumnarState(Params(stuck=True, decluster=r), capacity=1)
+        scores[r] = state.run(np.zeros(freeze, dtype=np.intp), stamps[:freeze], values[:freeze])
+        before = state.scalars[0, tail]
+        scores[r] = np.r_[scores[r], state.run(np.zeros(120, dtype=np.intp), stamps[freeze:], values[freeze:])]
+        frozen = state.scalars[0, tail]
+        state.run(one, stamps[-1:] + STEP_S, values[-1:] + 0.5)  # the run ends
+        excess[r] = (before, frozen, state.scalars[0, tail])
+    during = slice(freeze, None)
+    # every sample of the run taught the plain tail, which widened as the run went on, so it never alarmed;
+    # declustered, the run is judged against the tail learned before it and alarms within a few hours
+    assert scores[0][during].max() < 0.3 <= scores[1][during].max()
+    assert int(np.argmax(scores[1][during] >= 0.3)) <= 36
+    assert excess[0][1] > 3 * excess[0][0]
+    assert excess[1][1] == excess[1][0] < excess[1][2]  # ... and it teaches its peak once it has ended
+
+
 def test_the_stuck_test_leaves_a_series_that_never_repeats_as_it_was():
     # it can only fire on a repeat, so the union bound charges it nothing on other samples
     values = np.r_[noise(2000, seed=23), noise(200, seed=24, loc=16.0)]
