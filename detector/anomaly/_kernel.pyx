@@ -35,12 +35,14 @@ cdef enum:
     EXCESS2 = 4
     N_CAL = 5
     STUCK = 3
+    SUSTAIN = 4
+    N_TESTS_MAX = 5
     CL_PEAK = 0
     CL_AGE = 1
     CL_COUNT = 2
     N_CLU = 3
 
-LAYOUT = (N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST, X_LAST, RUN, N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK, CL_PEAK, CL_AGE, CL_COUNT, N_CLU)
+LAYOUT = (N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST, X_LAST, RUN, N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK, SUSTAIN, CL_PEAK, CL_AGE, CL_COUNT, N_CLU)
 
 cdef double _LN10 = log(10.0)
 cdef double _F32_MAX = <double>np.finfo(np.float32).max
@@ -102,14 +104,39 @@ cdef inline double _tail(double excess, double m1, double m2, double shape_max) 
     return log1p(xi * excess / (m1 * (1.0 - xi))) / (xi * _LN10)
 
 
+cdef inline double _calibrate(double* s, int j, double stat, double tail_k, double min_rate, double shape_max,
+                              double* q, double* scale, double* dev, bint* over) noexcept nogil:
+    """Test ``j``'s value as ``-log10`` of its tail probability on the series' own history (q, scale, dev and
+    over are kept for learning)."""
+    cdef Py_ssize_t c = N_FIXED + j * N_CAL
+    cdef double mean = s[c + MEAN]
+    cdef double rate, base, m1
+    dev[j] = s[c + DEV] + 1e-9
+    q[j] = mean + tail_k * dev[j]
+    rate = _clamp(s[c + RATE], min_rate, 0.5)
+    base = -log10(rate)
+    over[j] = stat > q[j]
+    scale[j] = s[c + EXCESS]
+    if j == STUCK:  # a run is counted in samples: its tail scale is at least one
+        scale[j] = _max(scale[j], 1.0)
+    m1 = scale[j] + 1e-9
+    if over[j]:
+        return base + _tail(_max(stat - q[j], 0.0), m1, _max(s[c + EXCESS2], m1 * m1), shape_max)
+    return base * _clamp((stat - mean) / (q[j] - mean), 0.0, 1.0)
+
+
 def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[:, ::1] visits,
                   Py_ssize_t[::1] rows, double[::1] t, double[::1] x, kp):
     """Score, then learn, each sample ``(rows[i], t[i], x[i])`` in order; returns the scores."""
     cdef Py_ssize_t n_samples = rows.shape[0]
     cdef double decluster = kp.decluster
     cdef bint decluster_mean = kp.decluster_mean
-    # with declustering, each test's open cluster (N_CLU fields) follows the calibration columns
-    cdef Py_ssize_t clusters = N_FIXED + N_CAL * <Py_ssize_t>kp.n_tests
+    cdef double sustain_share = kp.sustain_share, sustain_alpha = kp.sustain_alpha, sustain_cap = kp.sustain_cap
+    cdef bint has_sustain = sustain_share > 0.0
+    # with the sustained-surprise test, its running average follows the calibration columns; with
+    # declustering, each test's clusters (N_CLU fields) follow
+    cdef Py_ssize_t avg_col = N_FIXED + N_CAL * <Py_ssize_t>kp.n_tests
+    cdef Py_ssize_t clusters = avg_col + (1 if has_sustain else 0)
     cdef Py_ssize_t width = clusters + (N_CLU * <Py_ssize_t>kp.n_tests if decluster > 0.0 else 0)
     # the loop does not check bounds: the state must have the layout the params give it
     if (scalars.shape[1] != width or profiles.shape[1] != kp.bins
@@ -117,7 +144,7 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
             or visits.shape[0] != scalars.shape[0]):
         raise ValueError(f"state of another layout: scalars {scalars.shape[0]}x{scalars.shape[1]}, profiles "
                          f"{profiles.shape[0]}x{profiles.shape[1]}, visits {visits.shape[0]}x{visits.shape[1]} "
-                         f"for {kp.n_tests} tests{' declustered' if decluster > 0.0 else ''} and {kp.bins} bins")
+                         f"for {kp.n_tests} tests{' sustained' if has_sustain else ''}{' declustered' if decluster > 0.0 else ''} and {kp.bins} bins")
     out_array = np.zeros(n_samples)
     cdef double[::1] out = out_array
     # the params, once per call
@@ -132,27 +159,34 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
     cdef bint protect_hold = kp.protect_hold, protect_calibration = kp.protect_calibration
     cdef Py_ssize_t bins = kp.bins
     cdef int nt = kp.n_tests, n_active = kp.n_active
-    cdef bint active[4]
+    cdef bint active[N_TESTS_MAX]
     cdef int j
-    for j in range(4):
+    for j in range(N_TESTS_MAX):
         active[j] = kp.active[j]
-    cdef double stats[4]
-    cdef double surprise[4]
-    cdef bint over[4]
-    cdef double q[4]
-    cdef double scale[4]
-    cdef double dev[4]
+    cdef double stats[N_TESTS_MAX]
+    cdef double surprise[N_TESTS_MAX]
+    cdef bint over[N_TESTS_MAX]
+    cdef double q[N_TESTS_MAX]
+    cdef double scale[N_TESTS_MAX]
+    cdef double dev[N_TESTS_MAX]
+    for j in range(N_TESTS_MAX):
+        stats[j] = 0.0
+        surprise[j] = 0.0
     cdef double bin_width = period / bins
-    cdef double log_active = log10(<double>n_active)
+    # the sustained-surprise test takes its share of the budget on every sample, the instant tests the rest
+    cdef int n_instant = n_active - (1 if has_sustain else 0)
+    cdef double log_active = log10(<double>n_instant)
     cdef bint has_stuck = nt > STUCK
     cdef bint stuck_in_bound = has_stuck and active[STUCK]
-    cdef double log_others = log10(<double>(n_active - 1)) if n_active > 1 else 0.0
+    cdef double log_others = log10(<double>(n_instant - 1)) if n_instant > 1 else 0.0
+    cdef double log_inst = log10(1.0 - sustain_share) if has_sustain else 0.0
+    cdef double log_sustain = log10(sustain_share) if has_sustain else 0.0
     cdef double log_keep = log10(1.0 - stuck_share)
     cdef double log_share = log10(stuck_share)
     cdef Py_ssize_t i, r, b, c, k
     cdef double xi, ti, n, floor_, prof, y, spread, new_short, step, step_short, run, stuck, mean, rate, base, m1
     cdef double top, total, main, fading, news, w, young, la, pa, m, cw, sa, ta, cap, capped, d, excess, gap, ia
-    cdef double peak, tc
+    cdef double peak, tc, instant, avg
     cdef bint first, ready, seen, repeat, incident, learning, start
     cdef unsigned char v
     cdef double* s
@@ -200,41 +234,29 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
 
             # 2. calibrate each test on its own history
             for j in range(nt):
+                if j == SUSTAIN:
+                    continue  # calibrated below, from the instant tests' surprise
                 stats[j] = _min(stats[j], 1e12)
-                c = N_FIXED + j * N_CAL
-                mean = s[c + MEAN]
-                dev[j] = s[c + DEV] + 1e-9
-                q[j] = mean + tail_k * dev[j]
-                rate = _clamp(s[c + RATE], min_rate, 0.5)
-                base = -log10(rate)
-                over[j] = stats[j] > q[j]
-                scale[j] = s[c + EXCESS]
-                if j == STUCK:  # a run is counted in samples: its tail scale is at least one
-                    scale[j] = _max(scale[j], 1.0)
-                m1 = scale[j] + 1e-9
-                if over[j]:
-                    surprise[j] = base + _tail(_max(stats[j] - q[j], 0.0), m1, _max(s[c + EXCESS2], m1 * m1), shape_max)
-                else:
-                    surprise[j] = base * _clamp((stats[j] - mean) / (q[j] - mean), 0.0, 1.0)
+                surprise[j] = _calibrate(s, j, stats[j], tail_k, min_rate, shape_max, q, scale, dev, over)
 
             # the most surprising test, less the union bound over the tests that could fire
             if not stuck_in_bound:
                 top = -INFINITY
                 seen = False
                 for j in range(nt):
-                    if active[j]:
+                    if active[j] and j != SUSTAIN:
                         top = surprise[j] if not seen else _max(top, surprise[j])
                         seen = True
                 total = top - log_active
             else:
                 repeat = stuck > 0.0
-                if n_active == 1:
+                if n_instant == 1:
                     total = surprise[STUCK] if repeat else 0.0
                 else:
                     top = -INFINITY
                     seen = False
                     for j in range(nt):
-                        if active[j] and j != STUCK:
+                        if active[j] and j != STUCK and j != SUSTAIN:
                             top = surprise[j] if not seen else _max(top, surprise[j])
                             seen = True
                     main = top - log_others
@@ -242,6 +264,14 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
                         total = _max(main + log_keep, surprise[STUCK] + log_share)
                     else:
                         total = main
+            avg = 0.0
+            if has_sustain:  # HTM's likelihood: each sample's surprise, bounded, averaged, and calibrated
+                instant = total
+                avg = s[avg_col] + sustain_alpha * (_clamp(instant, 0.0, sustain_cap) - s[avg_col])
+                stats[SUSTAIN] = _min(avg, 1e12)
+                surprise[SUSTAIN] = _calibrate(s, SUSTAIN, stats[SUSTAIN], tail_k, min_rate, shape_max, q, scale, dev,
+                                               over)
+                total = _max(instant + log_inst, surprise[SUSTAIN] + log_sustain)
             if interval_ref > 0.0:  # per interval_ref seconds, once an interval is known
                 total = total + (log10(_max(s[INTERVAL], 1e-3) / interval_ref) if n >= 2.0 else 0.0)
             total = _max(total, 0.0)
@@ -277,6 +307,8 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
             s[Y_LAST] = y
             s[X_LAST] = xi
             s[RUN] = run
+            if has_sustain:
+                s[avg_col] = avg
             # the tests' own statistics learn every sample, from the settle-th on, winsorized
             m = _max(n - settle, 0.0)
             cw = w if protect_calibration else 1.0

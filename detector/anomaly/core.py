@@ -115,12 +115,14 @@ from detector.anomaly.kernel import (  # noqa: F401  (re-exported: tests and ben
     STEP, STEP_SHORT, T_FIRST, T_LAST, X_LAST, Y_LAST, DEV, N_CLU, KernelParams, score_samples,
 )
 from detector.anomaly.kernel import STUCK as _KERNEL_STUCK
+from detector.anomaly.kernel import SUSTAIN as _KERNEL_SUSTAIN
 
 DAY_S = 86_400.0
 WEEK_S = 7 * DAY_S
-TESTS = ("spike", "shift", "volatility", "stuck")
+TESTS = ("spike", "shift", "volatility", "stuck", "sustain")
 STUCK = TESTS.index("stuck")
-assert STUCK == _KERNEL_STUCK, "the compiled step's test columns follow TESTS"
+SUSTAIN = TESTS.index("sustain")  # on with sustain_share > 0 only
+assert (STUCK, SUSTAIN) == (_KERNEL_STUCK, _KERNEL_SUSTAIN), "the compiled step's test columns follow TESTS"
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,12 @@ class Params:
     # with declustering, the peaks' moments are a running mean over the clusters seen (then exponential
     # with tail_alpha), not weighted by the sample's age as every exceedance is without it
     decluster_mean: bool = False
+    # a sustained-surprise test (a trial switch, 0: off): each sample's surprise over the instant tests,
+    # at most sustain_cap decades, averaged with weight sustain_alpha (about ten samples, as HTM's
+    # likelihood), calibrated like the other tests; it takes sustain_share of the false-alarm budget
+    sustain_share: float = 0.0
+    sustain_alpha: float = 0.1
+    sustain_cap: float = 3.0
     decades: float = 10.0  # score 1.0 at a tail probability of 10^-decades (per interval_ref)
     shape_max: float = 0.15  # upper bound of the tail shape (0: exponential tails only)
     interval_ref: float = 300.0  # tail probabilities per this many seconds (0: per sample)
@@ -180,14 +188,20 @@ class ColumnarState:
     visits: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        unknown = set(self.params.tests) - set(TESTS)
+        unknown = set(self.params.tests) - set(TESTS[:SUSTAIN])
         if unknown:
-            raise ValueError(f"unknown anomaly tests {sorted(unknown)}; known: {list(TESTS)}")
+            raise ValueError(f"unknown anomaly tests {sorted(unknown)}; known: {list(TESTS[:SUSTAIN])}")
+        if not 0.0 <= self.params.sustain_share < 1.0:
+            raise ValueError(f"sustain_share is a share of the budget in [0, 1), not {self.params.sustain_share}")
         names = tuple(self.params.tests) + (("stuck",) if self.params.stuck and "stuck" not in self.params.tests else ())
+        names += ("sustain",) if self.params.sustain_share > 0 else ()
         self.test_ids = [TESTS.index(name) for name in names]
-        # calibration columns for the stuck test only where it is used (it is the last test)
-        self.n_tests = len(TESTS) if STUCK in self.test_ids else STUCK
-        self.n_scalars = N_FIXED + N_CAL * self.n_tests
+        # calibration columns for the stuck and sustained tests only where used (they are the last ones)
+        self.n_tests = SUSTAIN + 1 if SUSTAIN in self.test_ids else STUCK + 1 if STUCK in self.test_ids else STUCK
+        if SUSTAIN in self.test_ids:
+            self.n_scalars = N_FIXED + N_CAL * self.n_tests + 1  # and the running average
+        else:
+            self.n_scalars = N_FIXED + N_CAL * self.n_tests
         if self.params.decluster < 0:
             raise ValueError(f"decluster is a number of quiet samples (0: off), not {self.params.decluster}")
         if self.params.decluster > 0:  # each test's open cluster (its peak excess and age), and their count
@@ -202,7 +216,7 @@ class ColumnarState:
             p.protect, p.protect_weight, p.clip, bool(p.protect_hold), bool(p.protect_calibration), float(p.hold),
             p.alarm, p.min_rate, float(p.settle), p.winsor, p.season_gain, float(p.period), int(p.bins), p.rel_floor,
             p.abs_floor, self.n_tests, len(self.test_ids), tuple(i in self.test_ids for i in range(len(TESTS))),
-            float(p.decluster), bool(p.decluster_mean))
+            float(p.decluster), bool(p.decluster_mean), p.sustain_share, p.sustain_alpha, p.sustain_cap)
 
     @property
     def bytes_per_series(self) -> int:

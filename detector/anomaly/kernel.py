@@ -31,7 +31,7 @@ from detector.anomaly._kernel import LAYOUT, counter_rates, score_samples  # noq
 # ColumnarState.scalars, then per test N_CAL calibration fields (detector.anomaly.core keeps the names), then,
 # with declustering only, per test N_CLU fields of its clusters of exceedances (the open one's peak excess and age, the count).
 (N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST, X_LAST, RUN,
- N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK, CL_PEAK, CL_AGE, CL_COUNT, N_CLU) = LAYOUT
+ N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK, SUSTAIN, CL_PEAK, CL_AGE, CL_COUNT, N_CLU) = LAYOUT
 
 
 class KernelParams(NamedTuple):
@@ -66,8 +66,11 @@ class KernelParams(NamedTuple):
     bins: int
     rel_floor: float
     abs_floor: float
-    n_tests: int  # columns of tests (3, or 4 with the stuck test's)
+    n_tests: int  # columns of tests (3, 4 with the stuck test's, 5 with the sustained-surprise test's)
     n_active: int  # how many tests take part in the union bound
-    active: tuple[bool, bool, bool, bool]  # which tests take part
+    active: tuple[bool, bool, bool, bool, bool]  # which tests take part
     decluster: float  # 0: every exceedance teaches the tail; r >= 1: a cluster ends after r quiet samples
     decluster_mean: bool  # the clusters' peaks teach a running mean over clusters (not weighted per sample)
+    sustain_share: float  # the sustained-surprise test's share of the false-alarm budget (0: off)
+    sustain_alpha: float  # its running average's weight
+    sustain_cap: float  # each sample's surprise counts at most this many decades in it

@@ -11,7 +11,7 @@ import numpy as np
 
 from detector.anomaly.core import (
     DEV, EXCESS, EXCESS2, HOLD_LEFT, INTERVAL, LONG, MEAN, N, N_CAL, N_FIXED, PEAK, RATE, RUN, SEAS_ERR, SHORT,
-    SPREAD, STEP, STEP_SHORT, STUCK, T_FIRST, T_LAST, X_LAST, Y_LAST, CL_AGE, CL_COUNT, CL_PEAK, N_CLU, ColumnarState,
+    SPREAD, STEP, STEP_SHORT, STUCK, SUSTAIN, T_FIRST, T_LAST, X_LAST, Y_LAST, CL_AGE, CL_COUNT, CL_PEAK, N_CLU, ColumnarState,
 )
 
 _LN10 = float(np.log(10.0))
@@ -54,7 +54,7 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
     y = np.where(ready, x - prof, x)
     spread = np.where(ready, s[:, SEAS_ERR], s[:, SPREAD])
     nt = self.n_tests
-    stats = np.empty((len(rows), nt))
+    stats = np.zeros((len(rows), nt))
     spike = (y - s[:, SHORT]) / (s[:, STEP] + floor)
     new_short = s[:, SHORT] + p.short_alpha * (y - s[:, SHORT])
     shift = (new_short - s[:, LONG]) / (spread + floor)
@@ -84,12 +84,22 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
         scale = scale.copy()
         scale[:, STUCK] = np.maximum(scale[:, STUCK], 1.0)
     m1 = scale + 1e-9
-    surprise = np.where(
-        over,
-        base + _tail(self, np.maximum(stats - q, 0.0), m1, np.maximum(cal[:, :, EXCESS2], m1 * m1)),
-        base * _clamp((stats - mean) / (q - mean), 0.0, 1.0),
-    )
+    def calibrated(stats):
+        return np.where(
+            stats > q,
+            base + _tail(self, np.maximum(stats - q, 0.0), m1, np.maximum(cal[:, :, EXCESS2], m1 * m1)),
+            base * _clamp((stats - mean) / (q - mean), 0.0, 1.0),
+        )
+
+    surprise = calibrated(stats)
     total = _bonferroni(self, surprise, stuck > 0)
+    if SUSTAIN in self.test_ids:  # the instant tests' surprise, bounded, averaged, calibrated on its own history
+        avg_col = n_cal
+        avg = s[:, avg_col] + p.sustain_alpha * (_clamp(total, 0.0, p.sustain_cap) - s[:, avg_col])
+        stats[:, SUSTAIN] = np.minimum(avg, 1e12)
+        over = stats > q
+        surprise[:, SUSTAIN] = calibrated(stats)[:, SUSTAIN]
+        total = np.maximum(total + np.log10(1.0 - p.sustain_share), surprise[:, SUSTAIN] + np.log10(p.sustain_share))
     if p.interval_ref > 0:  # per interval_ref seconds, once an interval is known
         per_time = np.log10(np.maximum(s[:, INTERVAL], 1e-3) / p.interval_ref)
         total = total + np.where(n >= 2, per_time, 0.0)
@@ -124,6 +134,8 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
     s[:, Y_LAST] = y
     s[:, X_LAST] = x
     s[:, RUN] = run
+    if SUSTAIN in self.test_ids:
+        s[:, avg_col] = avg
     # the tests' own statistics learn every sample: they are the history
     # (from the settle-th sample on, and winsorized: one outlier moves them
     # by a bounded amount)
@@ -143,10 +155,11 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
         cal[:, :, EXCESS] += np.where(over, ta * (excess - cal[:, :, EXCESS]), 0.0)
         cal[:, :, EXCESS2] += np.where(over, ta * (excess * excess - cal[:, :, EXCESS2]), 0.0)
     else:
-        clu = s[:, n_cal:].reshape(len(rows), nt, N_CLU).copy()
+        start = n_cal + (1 if SUSTAIN in self.test_ids else 0)
+        clu = s[:, start:].reshape(len(rows), nt, N_CLU).copy()
         tc = np.maximum(p.tail_alpha, 1.0 / (clu[:, :, CL_COUNT] + 1.0)) * cw if p.decluster_mean else ta
         _decluster(p.decluster, clu, cal, over, excess, ta, tc, learning)
-        s[:, n_cal:] = clu.reshape(len(rows), -1)
+        s[:, start:] = clu.reshape(len(rows), -1)
     s[:, N_FIXED:n_cal] = cal.reshape(len(rows), -1)
     # the mean sample interval: a running mean, then exponential; one long
     # gap (an outage, a restart) counts as interval_clip intervals at most
@@ -182,7 +195,7 @@ def _decluster(r: int, clu: np.ndarray, cal: np.ndarray, over: np.ndarray, exces
 def _bonferroni(self: ColumnarState, surprise: np.ndarray, repeat: np.ndarray) -> np.ndarray:
     """The largest surprise less the union bound's share of each test: the stuck
     test takes part only on a repeat, with ``stuck_share`` of the budget there."""
-    ids = self.test_ids
+    ids = [i for i in self.test_ids if i != SUSTAIN]  # the instant tests
     if STUCK not in ids:
         return np.max(surprise[:, ids], axis=1) - np.log10(len(ids))
     others = [i for i in ids if i != STUCK]
