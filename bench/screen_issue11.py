@@ -48,6 +48,11 @@ VARIANTS: dict[str, tuple[tuple[str, object], ...]] = {
     "decl1 sustain0.25": D1 + (("sustain_share", 0.25),),
     "decl1 sustain0.5": D1 + (("sustain_share", 0.5),),
     "stuck decl1 sustain0.25": STUCK + D1 + (("sustain_share", 0.25),),
+    # added after the third round's verdict, to inform the next rule (not eligible in the third): the stuck
+    # test's run statistic declustered alone (a run is one dependent excursion by construction)
+    "stuck, its runs decl1": STUCK + D1 + (("decluster_tests", ("stuck",)),),
+    "stuck, its runs decl3": STUCK + D3 + (("decluster_tests", ("stuck",)),),
+    "stuck, its runs decl1 mean": STUCK + D1 + MEAN + (("decluster_tests", ("stuck",)),),
 }
 DEV_SEEDS = machine_corpus.DEV_SEEDS + (4, 5, 6)  # the third round's dev seeds (4-6 were used nowhere before)
 

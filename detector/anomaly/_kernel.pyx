@@ -131,6 +131,7 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
     cdef Py_ssize_t n_samples = rows.shape[0]
     cdef double decluster = kp.decluster
     cdef bint decluster_mean = kp.decluster_mean
+    cdef bint declustered[N_TESTS_MAX]
     cdef double sustain_share = kp.sustain_share, sustain_alpha = kp.sustain_alpha, sustain_cap = kp.sustain_cap
     cdef bint has_sustain = sustain_share > 0.0
     # with the sustained-surprise test, its running average follows the calibration columns; with
@@ -163,6 +164,7 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
     cdef int j
     for j in range(N_TESTS_MAX):
         active[j] = kp.active[j]
+        declustered[j] = kp.declustered[j]
     cdef double stats[N_TESTS_MAX]
     cdef double surprise[N_TESTS_MAX]
     cdef bint over[N_TESTS_MAX]
@@ -323,7 +325,7 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
                 s[c + MEAN] += sa * d
                 s[c + DEV] += sa * (fabs(d) - s[c + DEV])
                 excess = _max(capped - q[j], 0.0)
-                if decluster <= 0.0:  # every exceedance teaches the tail
+                if decluster <= 0.0 or not declustered[j]:  # every exceedance teaches the tail
                     s[c + RATE] += ta * ((1.0 if over[j] else 0.0) - s[c + RATE])
                     s[c + EXCESS] += ta * (excess - s[c + EXCESS]) if over[j] else 0.0
                     s[c + EXCESS2] += ta * (excess * excess - s[c + EXCESS2]) if over[j] else 0.0

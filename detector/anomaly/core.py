@@ -146,6 +146,7 @@ class Params:
     # with declustering, the peaks' moments are a running mean over the clusters seen (then exponential
     # with tail_alpha), not weighted by the sample's age as every exceedance is without it
     decluster_mean: bool = False
+    decluster_tests: tuple[str, ...] | None = None  # the tests declustered (None: all)
     # a sustained-surprise test (a trial switch, 0: off): each sample's surprise over the instant tests,
     # at most sustain_cap decades, averaged with weight sustain_alpha (about ten samples, as HTM's
     # likelihood), calibrated like the other tests; it takes sustain_share of the false-alarm budget
@@ -202,6 +203,8 @@ class ColumnarState:
             self.n_scalars = N_FIXED + N_CAL * self.n_tests + 1  # and the running average
         else:
             self.n_scalars = N_FIXED + N_CAL * self.n_tests
+        if set(self.params.decluster_tests or ()) - set(TESTS):
+            raise ValueError(f"unknown tests to decluster {self.params.decluster_tests}; known: {list(TESTS)}")
         if self.params.decluster < 0:
             raise ValueError(f"decluster is a number of quiet samples (0: off), not {self.params.decluster}")
         if self.params.decluster > 0:  # each test's open cluster (its peak excess and age), and their count
@@ -216,7 +219,8 @@ class ColumnarState:
             p.protect, p.protect_weight, p.clip, bool(p.protect_hold), bool(p.protect_calibration), float(p.hold),
             p.alarm, p.min_rate, float(p.settle), p.winsor, p.season_gain, float(p.period), int(p.bins), p.rel_floor,
             p.abs_floor, self.n_tests, len(self.test_ids), tuple(i in self.test_ids for i in range(len(TESTS))),
-            float(p.decluster), bool(p.decluster_mean), p.sustain_share, p.sustain_alpha, p.sustain_cap)
+            float(p.decluster), bool(p.decluster_mean), p.sustain_share, p.sustain_alpha, p.sustain_cap,
+            tuple(p.decluster_tests is None or name in p.decluster_tests for name in TESTS))
 
     @property
     def bytes_per_series(self) -> int:

@@ -74,3 +74,4 @@ class KernelParams(NamedTuple):
     sustain_share: float  # the sustained-surprise test's share of the false-alarm budget (0: off)
     sustain_alpha: float  # its running average's weight
     sustain_cap: float  # each sample's surprise counts at most this many decades in it
+    declustered: tuple[bool, bool, bool, bool, bool]  # with decluster > 0: which tests' exceedances are

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from detector.anomaly.core import (
-    DEV, EXCESS, EXCESS2, HOLD_LEFT, INTERVAL, LONG, MEAN, N, N_CAL, N_FIXED, PEAK, RATE, RUN, SEAS_ERR, SHORT,
-    SPREAD, STEP, STEP_SHORT, STUCK, SUSTAIN, T_FIRST, T_LAST, X_LAST, Y_LAST, CL_AGE, CL_COUNT, CL_PEAK, N_CLU, ColumnarState,
+    CL_AGE, CL_COUNT, CL_PEAK, DEV, EXCESS, EXCESS2, HOLD_LEFT, INTERVAL, LONG, MEAN, N, N_CAL, N_CLU, N_FIXED, PEAK,
+    RATE, RUN, SEAS_ERR, SHORT, SPREAD, STEP, STEP_SHORT, STUCK, SUSTAIN, T_FIRST, T_LAST, TESTS, X_LAST, Y_LAST,
+    ColumnarState,
 )
 
 _LN10 = float(np.log(10.0))
@@ -150,15 +151,21 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
     cal[:, :, MEAN] += sa * d
     cal[:, :, DEV] += sa * (np.abs(d) - cal[:, :, DEV])
     excess = np.maximum(capped - q, 0.0)
+    plain = cal.copy()  # every exceedance teaches the tail
+    plain[:, :, RATE] += ta * (over - plain[:, :, RATE])
+    plain[:, :, EXCESS] += np.where(over, ta * (excess - plain[:, :, EXCESS]), 0.0)
+    plain[:, :, EXCESS2] += np.where(over, ta * (excess * excess - plain[:, :, EXCESS2]), 0.0)
     if p.decluster <= 0:
-        cal[:, :, RATE] += ta * (over - cal[:, :, RATE])
-        cal[:, :, EXCESS] += np.where(over, ta * (excess - cal[:, :, EXCESS]), 0.0)
-        cal[:, :, EXCESS2] += np.where(over, ta * (excess * excess - cal[:, :, EXCESS2]), 0.0)
+        cal = plain
     else:
         start = n_cal + (1 if SUSTAIN in self.test_ids else 0)
         clu = s[:, start:].reshape(len(rows), nt, N_CLU).copy()
+        before = clu.copy()
         tc = np.maximum(p.tail_alpha, 1.0 / (clu[:, :, CL_COUNT] + 1.0)) * cw if p.decluster_mean else ta
         _decluster(p.decluster, clu, cal, over, excess, ta, tc, learning)
+        chosen = np.array([p.decluster_tests is None or name in p.decluster_tests for name in TESTS[:nt]])
+        cal = np.where(chosen[None, :, None], cal, plain)
+        clu = np.where(chosen[None, :, None], clu, before)  # the others' cluster fields stay as they were
         s[:, start:] = clu.reshape(len(rows), -1)
     s[:, N_FIXED:n_cal] = cal.reshape(len(rows), -1)
     # the mean sample interval: a running mean, then exponential; one long
