@@ -14,7 +14,7 @@ For each variant (a set of :class:`~detector.anomaly.Params` changes of the defa
 The held-out seeds (101-103) are never scored here. ``--blind SEEDS --variant LABEL`` scores new seeds instead,
 with :func:`bench.nab_corpus.evaluate` (thresholds chosen on the dev seeds, frozen), for the variant and the
 default in the same run: a rule's step (c), once. Seeds 501-503 were spent so on 2026-12-07 (second round,
-the stuck test) and 701-710 in the third round (bench/README); they are no longer blind.
+the stuck test); 701-710, reserved by the third round's rule, were not opened since no variant passed it.
 """
 
 from __future__ import annotations
