@@ -38,11 +38,13 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import time
+from pathlib import Path
 
 import numpy as np
 
-from bench.common import BenchContext, Table, WorkerProcess, scrape
+from bench.common import REPO, BenchContext, Table, WorkerProcess, scrape
 from bench.stages import RULES, kubernetes_fleet
 
 PARTITIONS = 16
@@ -52,13 +54,19 @@ WORKERS = (1, 2, 4)
 if os.environ.get("HEADROOM_BENCH_STAGES_WORKERS"):
     WORKERS = tuple(int(w) for w in os.environ["HEADROOM_BENCH_STAGES_WORKERS"].split(","))
 PIN = {int(c) for c in os.environ.get("HEADROOM_BENCH_STAGES_PIN", "").split(",") if c}
+# HEADROOM_BENCH_STAGES_PROFILE=DIR: every worker runs under cProfile, stats to DIR/<app id>-w<i>.prof (the
+# call counts are exact: summed over the workers, they say which units of work multiply with more workers).
+PROFILE = os.environ.get("HEADROOM_BENCH_STAGES_PROFILE")
+# HEADROOM_BENCH_STAGES_PYSPY=DIR: py-spy samples each worker's CPU while the run works (the work window only, not
+# start-up or shutdown), collapsed stacks to DIR/<app id>-w<i>.txt. py-spy is not a project dependency: pip install it.
+PYSPY = os.environ.get("HEADROOM_BENCH_STAGES_PYSPY")
 # Partitionings compared: None leaves HEADROOM_PARTITION_BY unset (by series family with staged rules).
 PARTITIONINGS: dict[str, tuple[str, ...] | None] = {"by family": None, "by target": ("job", "instance")}
 
 
 # Worker counters summed over the workers after each run (history included: every run has fresh workers).
 COUNTERS = ("headroom_worker_batches_total", "headroom_worker_folds_total", "headroom_partial_frames_total",
-            "headroom_snapshots_total")
+            "headroom_snapshots_total", "headroom_worker_fold_cpu_seconds_total", "headroom_snapshot_cpu_seconds_total")
 IDLE_S = 5.0  # how long each worker's idle CPU is measured before the samples are produced
 _GENERATION = re.compile(r"Joined group '[^']*' \(generation (\d+)\)")
 
@@ -69,10 +77,49 @@ def _generation(proc: WorkerProcess) -> int:
     return int(found[-1]) if found else 0
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its waited-for children (/proc/<pid>/stat)."""
+def machine_baseline(processes: int, steps: int) -> float:
+    """Mean CPU seconds of ``processes`` processes running at once, each the same in-process job: the staged
+    engine (16 + 16 partitions, no Kafka) over the bench's fleet. Measured beside each worker count, it says
+    what this machine charges for the same work when that many processes share its cores (2 cores: all
+    of them busy make each CPU-second do less, about 20% on 2026-12-07), which is not Headroom's doing.
+    """
+    import subprocess
+    import sys
+
+    jobs = [subprocess.Popen([sys.executable, "-m", "bench.stages_kafka", "--baseline", str(steps)], cwd=str(REPO),
+                             stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+    return float(np.mean([float(job.communicate(timeout=600)[0].split()[-1]) for job in jobs]))
+
+
+def _baseline_job(steps: int) -> float:
+    """CPU seconds of the staged engine's ingest of the fleet, in this process (see machine_baseline)."""
+    from detector.labels import BY_SERIES_FAMILY
+    from detector.rules import load_rule_files
+    from detector.stages.engine import StagedEngine
+
+    groups = load_rule_files([str(RULES)])
+    batches, _ = kubernetes_fleet(nodes=40, pods_per_node=12, steps=steps)
+    staged = StagedEngine(groups, partitions=PARTITIONS, combiners=PARTITIONS, partition_by=BY_SERIES_FAMILY)
+    started = time.process_time()
+    for batch in batches:
+        staged.ingest(batch)
+    return time.process_time() - started
+
+
+def _spy(pid: int, out: Path):
+    """A py-spy recording of one process's on-CPU stacks, 200 a second, until it is sent SIGINT."""
+    import subprocess
+    import sys
+
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--rate", "200", "--nonblocking", "--format", "raw",
+                             "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _cpu_seconds(pid: int, system_only: bool = False) -> float:
+    """User + system CPU seconds of a process and its waited-for children (/proc/<pid>/stat); or system only."""
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    ticks = int(fields[12]) + int(fields[14]) if system_only else sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
@@ -173,7 +220,9 @@ def _one_run(ctx: BenchContext, workers: int, run: int, batches, partition_by: t
                         partition_by=partition_by)  # partials: <app_id>-partials
     records, samples, sizes, global_samples = _records(settings, batches)
     procs = [WorkerProcess(bootstrap, ctx.tmp / app_id / f"w{i}", app_id=app_id, samples_topic=settings.samples_topic,
-                           rule_files=[str(RULES)], partitions=PARTITIONS, extra_env=env) for i in range(workers)]
+                           rule_files=[str(RULES)], partitions=PARTITIONS, extra_env=env,
+                           profile_to=Path(PROFILE) / f"{app_id}-w{i}.prof" if PROFILE else None)
+             for i in range(workers)]
     try:
         for proc in procs:
             proc.start(timeout=120)
@@ -196,8 +245,10 @@ def _one_run(ctx: BenchContext, workers: int, run: int, batches, partition_by: t
         idle_from = [_cpu_seconds(p.pid) for p in procs]  # type: ignore[arg-type]
         time.sleep(IDLE_S)
         before = [_cpu_seconds(p.pid) for p in procs]  # type: ignore[arg-type]
+        system_before = sum(_cpu_seconds(p.pid, system_only=True) for p in procs)  # type: ignore[arg-type]
         idle = (np.array(before) - np.array(idle_from)) / IDLE_S
         generation = max(_generation(p) for p in procs)
+        spies = [_spy(p.pid, Path(PYSPY) / f"{app_id}-w{i}.txt") for i, p in enumerate(procs)] if PYSPY else []
         asyncio.run(_produce(bootstrap, records))
         # Done when the workers together idle for 3 s: under 5% of a core, or three times their idle rate
         # measured before if that is more (four idle workers' timers come near 5% after a run: a 10 ms
@@ -216,16 +267,25 @@ def _one_run(ctx: BenchContext, workers: int, run: int, batches, partition_by: t
                 idle_for, work_end, work_at = 0.0, now, time.monotonic()
             last = now
         cpu = np.array(work_end) - np.array(before)
+        system = sum(_cpu_seconds(p.pid, system_only=True) for p in procs) - system_before  # type: ignore[arg-type]
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=30)
         rebalances = max(_generation(p) for p in procs) - generation
         # How the work came in, summed over the workers: more folds or frames for the same samples is
         # more fixed cost per sample (a fold's evaluation, a frame's encode, publish and decode).
         counted = {name: 0.0 for name in COUNTERS}
+        fold_by_lane: dict[str, float] = {}
         for proc in procs:
             page = scrape(proc.metrics_url) or {}
             for key, value in page.items():
                 name = key.split("{")[0]
                 if name in counted:
                     counted[name] += value
+                if name == "headroom_worker_fold_cpu_seconds_total":
+                    lane = re.search(r'lane="([^"]*)"', key)
+                    if lane:
+                        fold_by_lane[lane.group(1)] = fold_by_lane.get(lane.group(1), 0.0) + value
         rows, frame_bytes = np.zeros(PARTITIONS, np.int64), np.zeros(PARTITIONS, np.int64)
         for topic in settings.partials_topics:
             for partition, value in asyncio.run(_read_topic(bootstrap, topic)):
@@ -234,9 +294,10 @@ def _one_run(ctx: BenchContext, workers: int, run: int, batches, partition_by: t
         if not rows.sum():
             ctx.log(f"stages_kafka {workers} workers run {run}: no partials on the topic, the figures are not valid")
         ctx.log(f"stages_kafka {workers} workers run {run} {settings.series_partition_by or 'by family'}: {samples.sum()} samples, {global_samples} to the global lane, "
-                f"{rows.sum()} partial rows, CPU {cpu.round(2).tolist()} s, idle {(idle * 1000).round(1).tolist()} ms/s, "
+                f"{rows.sum()} partial rows, CPU {cpu.round(2).tolist()} s (system {system:.2f} s in all, idle tail included), idle {(idle * 1000).round(1).tolist()} ms/s, "
                 f"{rebalances} rebalance(s) during the run, work {work_at - started:.1f} s; "
-                + ", ".join(f"{name.removeprefix('headroom_')} {value:.0f}" for name, value in counted.items()))
+                + ", ".join(f"{name.removeprefix('headroom_')} {value:.3g}" for name, value in counted.items())
+                + f", samples-lane fold CPU {fold_by_lane.get(settings.samples_topic, 0.0):.2f} s")
         return {"samples": samples, "sizes": sizes, "rows": rows, "frame_bytes": frame_bytes, "cpu": cpu,
                 "global": global_samples, "idle": idle, "rebalances": rebalances}
     finally:
@@ -245,7 +306,8 @@ def _one_run(ctx: BenchContext, workers: int, run: int, batches, partition_by: t
 
 
 def run(ctx: BenchContext) -> list[Table]:
-    batches, n_series = kubernetes_fleet(nodes=40, pods_per_node=12, steps=12 if ctx.quick else 24)
+    steps = 12 if ctx.quick else 24
+    batches, n_series = kubernetes_fleet(nodes=40, pods_per_node=12, steps=steps)
     base = (int(time.time() * 1000) - 2 * 3600 * 1000) // 15_000 * 15_000  # a replay two hours back
     from detector.wire.batch import SampleBatch
 
@@ -277,12 +339,19 @@ def run(ctx: BenchContext) -> list[Table]:
                 table.row(f"{name}, {w} workers: idle CPU per worker, before the samples", "ms/s", lower_is_better=True,
                           ratio=False),
                 table.row(f"{name}, {w} workers: rebalances during the run", "count", lower_is_better=True, ratio=False),
+                table.row(f"{name}, {w} workers: CPU per sample against the in-process staged engine's, "
+                          f"both at {w} processes", "x", lower_is_better=True, ratio=False),
             )
+    baseline_rows = {w: table.row(f"machine baseline: the same in-process job in {w} processes at once, CPU each",
+                                  "s", lower_is_better=True, ratio=False) for w in WORKERS}
     for i in range(ctx.runs):
         for w in WORKERS:
             # The two partitionings back to back, their order alternating: the machine's load drifts.
             for name in PARTITIONINGS if (i + w) % 2 == 0 else reversed(PARTITIONINGS):
                 got = _one_run(ctx, w, i, batches, PARTITIONINGS[name])
+                base_cpu = machine_baseline(w, steps)  # right after, under the same load
+                baseline_rows[w].add(base_cpu)
+                ctx.log(f"stages_kafka machine baseline, {w} processes at once: {base_cpu:.3f} CPU-s each")
                 r = rows[name, w]
                 r[0].add(got["samples"].max() / got["samples"].sum())
                 r[1].add(got["sizes"].max() / got["sizes"].sum())
@@ -294,10 +363,18 @@ def run(ctx: BenchContext) -> list[Table]:
                 r[7].add(int(got["rows"].sum()))
                 r[8].add(float(np.median(got["idle"])) * 1000)
                 r[9].add(got["rebalances"])
+                # The same samples in-process (the baseline job's fleet is this run's): what Kafka and Faust add,
+                # with the machine's share of any growth with W divided out. Compare this row across worker counts.
+                r[10].add(got["cpu"].sum() / base_cpu)
     return [table]
 
 
 if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["--baseline"]:  # one process of machine_baseline
+        print(f"{_baseline_job(int(sys.argv[2])):.4f}")
+        raise SystemExit(0)
     from rich.console import Console
 
     from bench.common import bench_context

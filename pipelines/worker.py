@@ -82,6 +82,10 @@ class WorkerMetrics:
         self.pending_rows = Gauge("headroom_combine_pending_rows",
                                   "Partial rows a combine partition holds for ticks not evaluated yet (set every second)",
                                   ["lane", "partition"], registry=registry)
+        # The thread's CPU inside Worker.handle (decode, fold, the evaluations a message made due, partials
+        # encoded): the rest of the process's CPU is Kafka, Faust, the event loop, timers and /metrics.
+        self.fold_cpu = Counter("headroom_worker_fold_cpu_seconds", "CPU spent folding messages in, by lane (topic)",
+                                ["lane"], registry=registry)
         self.frames = Counter("headroom_partial_frames", "Partials frames produced, by topic", ["topic"], registry=registry)
         # What snapshots cost (pipelines.snapshot_schedule keeps them near HEADROOM_SNAPSHOT_CPU_SHARE of the work).
         self.snapshots = Counter("headroom_snapshots", "Partition snapshots taken", ["lane"], registry=registry)
@@ -213,7 +217,9 @@ class Worker:
         outgoing = self._handle(engines, lane, partition, offset, value)
         if outgoing is None:
             return Outgoing()  # unreadable: skipped and counted, nothing folded in
-        self.snapshots.work((lane, partition), self.cpu_clock() - started)
+        spent = self.cpu_clock() - started
+        self.snapshots.work((lane, partition), spent)
+        self.metrics.fold_cpu.labels(lane).inc(spent)
         if self._snapshot_due(lane, partition):
             outgoing.snapshots.append((lane, partition))
         return outgoing

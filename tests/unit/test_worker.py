@@ -183,6 +183,23 @@ def test_between_the_intervals_a_snapshot_waits_until_processing_has_cost_ten_ti
     assert handle(5, 100.0) == []  # however much work, never sooner than the interval
 
 
+def test_fold_cpu_is_counted_by_lane_and_an_unreadable_message_adds_none() -> None:
+    clock, cpu = FakeClock(T0), [0.0]
+
+    def costly_cpu_clock() -> float:  # 0.25 CPU-s between any two reads
+        cpu[0] += 0.25
+        return cpu[0]
+
+    worker = make_worker(clock)
+    worker.cpu_clock = costly_cpu_clock
+    fold_cpu = worker.metrics.fold_cpu
+    worker.handle(SAMPLES, 0, 0, message([(up("a:1"), [(T0, 1.0)])]))
+    worker.handle(SAMPLES, 1, 0, message([(up("b:1"), [(T0, 1.0)])]))
+    worker.handle(SAMPLES, 0, 1, b"not a batch")
+    assert fold_cpu.labels(SAMPLES)._value.get() == pytest.approx(0.5)
+    assert fold_cpu.labels(GLOBAL)._value.get() == 0.0
+
+
 def test_a_partition_that_grew_since_its_last_snapshot_waits_for_work_in_proportion() -> None:
     """The first snapshot, of one series, cost next to nothing; the partition then holds ten: the next
     one is expected to cost ten times as much, so it waits for ten times the work."""
