@@ -64,6 +64,11 @@ VARIANTS: dict[str, tuple[tuple[str, object], ...]] = {
     "stuck decl1 w10": STUCK + D1 + (("decluster_weight", 10),),
     "decl1 w10 nested": D1 + (("decluster_weight", 10),),
     "stuck decl1 w10 nested": STUCK + D1 + (("decluster_weight", 10),),
+    # added after the fourth round's verdict (not eligible in it): a cluster teaches the mean of its excesses
+    # (and of their squares) with its length's weight, not its peak, which overstated the tails
+    "decl1 w10 avg": D1 + (("decluster_weight", 10), ("decluster_average", True)),
+    "decl1 w50 avg": D1 + (("decluster_weight", 50), ("decluster_average", True)),
+    "stuck decl1 w10 avg": STUCK + D1 + (("decluster_weight", 10), ("decluster_average", True)),
 }
 FOURTH = ("default", "decl1 w10", "decl1 w50", "stuck decl1 w10", "decl1 w10 nested", "stuck decl1 w10 nested")
 # what a nested row's folds choose among, besides the threshold: the base, then one knob at a time (the values

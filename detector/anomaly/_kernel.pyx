@@ -41,9 +41,11 @@ cdef enum:
     CL_AGE = 1
     CL_COUNT = 2
     CL_LEN = 3
-    N_CLU = 4
+    CL_SUM = 4
+    CL_SUM2 = 5
+    N_CLU = 6
 
-LAYOUT = (N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST, X_LAST, RUN, N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK, SUSTAIN, CL_PEAK, CL_AGE, CL_COUNT, CL_LEN, N_CLU)
+LAYOUT = (N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST, X_LAST, RUN, N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK, SUSTAIN, CL_PEAK, CL_AGE, CL_COUNT, CL_LEN, CL_SUM, CL_SUM2, N_CLU)
 
 cdef double _LN10 = log(10.0)
 cdef double _F32_MAX = <double>np.finfo(np.float32).max
@@ -133,6 +135,7 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
     cdef double decluster = kp.decluster
     cdef bint decluster_mean = kp.decluster_mean
     cdef double decluster_weight = kp.decluster_weight
+    cdef bint decluster_average = kp.decluster_average
     cdef bint declustered[N_TESTS_MAX]
     cdef double sustain_share = kp.sustain_share, sustain_alpha = kp.sustain_alpha, sustain_cap = kp.sustain_cap
     cdef bint has_sustain = sustain_share > 0.0
@@ -190,7 +193,7 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
     cdef Py_ssize_t i, r, b, c, k
     cdef double xi, ti, n, floor_, prof, y, spread, new_short, step, step_short, run, stuck, mean, rate, base, m1
     cdef double top, total, main, fading, news, w, young, la, pa, m, cw, sa, ta, cap, capped, d, excess, gap, ia
-    cdef double peak, tc, instant, avg
+    cdef double peak, peak2, tc, instant, avg
     cdef bint first, ready, seen, repeat, incident, learning, start
     cdef unsigned char v
     cdef double* s
@@ -342,10 +345,15 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
                         s[k + CL_PEAK] = excess if start else _max(s[k + CL_PEAK], excess)
                         s[k + CL_AGE] = 1.0
                         s[k + CL_LEN] = 1.0 if start else s[k + CL_LEN] + 1.0
+                        s[k + CL_SUM] = excess if start else s[k + CL_SUM] + excess
+                        s[k + CL_SUM2] = excess * excess if start else s[k + CL_SUM2] + excess * excess
                     elif s[k + CL_AGE] > 0.0:
                         s[k + CL_AGE] += 1.0
                         if s[k + CL_AGE] > decluster:
                             peak = s[k + CL_PEAK]
+                            # (decluster_average) the mean excess and mean square of its exceedances, not its peak
+                            peak2 = s[k + CL_SUM2] / s[k + CL_LEN] if decluster_average else peak * peak
+                            peak = s[k + CL_SUM] / s[k + CL_LEN] if decluster_average else peak
                             # the moments' weight: as for every sample, or (decluster_mean) a running mean
                             # over the clusters seen, then exponential, or (decluster_weight) as if each of
                             # its first decluster_weight exceedances taught the peak
@@ -356,11 +364,13 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
                             else:
                                 tc = ta
                             s[c + EXCESS] += tc * (peak - s[c + EXCESS])
-                            s[c + EXCESS2] += tc * (peak * peak - s[c + EXCESS2])
+                            s[c + EXCESS2] += tc * (peak2 - s[c + EXCESS2])
                             s[k + CL_COUNT] += 1.0
                             s[k + CL_PEAK] = 0.0
                             s[k + CL_AGE] = 0.0
                             s[k + CL_LEN] = 0.0
+                            s[k + CL_SUM] = 0.0
+                            s[k + CL_SUM2] = 0.0
             # the mean sample interval: a running mean, then exponential; a long gap counts
             # as interval_clip intervals at most
             gap = _max(ti - s[T_LAST], 0.0)

@@ -70,6 +70,8 @@ What one sample ``x`` at time ``t`` does to its series:
    exceedances, ``a`` the per-sample weight): an excursion that recurs (a
    daily step) is learned about as fast as without declustering, while one
    long excursion teaches at most ``c`` samples' worth, after it has ended.
+   ``decluster_average`` makes a cluster teach the mean of its excesses (and
+   of their squares) rather than its peak.
 
    **Per unit of time, not per sample.** A series scraped every 15 s makes 20
    tests in the time a 5-minute series makes one, so a per-sample tail
@@ -116,7 +118,7 @@ import numpy as np
 # (N, T_FIRST, ..., RUN), then per test: mean, deviation, exceedance rate, mean
 # excess, mean squared excess
 from detector.anomaly.kernel import (  # noqa: F401  (re-exported: tests and benches read columns by name)
-    CL_AGE, CL_COUNT, CL_LEN, CL_PEAK, EXCESS, EXCESS2, HOLD_LEFT, INTERVAL, LONG, MEAN, N, N_CAL, N_FIXED, PEAK, RATE, RUN, SEAS_ERR, SHORT, SPREAD,
+    CL_AGE, CL_COUNT, CL_LEN, CL_PEAK, CL_SUM, CL_SUM2, EXCESS, EXCESS2, HOLD_LEFT, INTERVAL, LONG, MEAN, N, N_CAL, N_FIXED, PEAK, RATE, RUN, SEAS_ERR, SHORT, SPREAD,
     STEP, STEP_SHORT, T_FIRST, T_LAST, X_LAST, Y_LAST, DEV, N_CLU, KernelParams, score_samples,
 )
 from detector.anomaly.kernel import STUCK as _KERNEL_STUCK
@@ -155,6 +157,9 @@ class Params:
     # with declustering, a cluster of L exceedances teaches its peak as min(L, decluster_weight) samples
     # would (0: as one sample); a trial switch of issue 11's fourth round
     decluster_weight: int = 0
+    # with declustering, a cluster teaches the mean of its excesses (and of their squares) instead of its peak
+    # (a post-hoc trial switch of the fourth round: the peak taught min(L, cap) times overstates the tail)
+    decluster_average: bool = False
     # a sustained-surprise test (a trial switch, 0: off): each sample's surprise over the instant tests,
     # at most sustain_cap decades, averaged with weight sustain_alpha (about ten samples, as HTM's
     # likelihood), calibrated like the other tests; it takes sustain_share of the false-alarm budget
@@ -231,7 +236,8 @@ class ColumnarState:
             p.alarm, p.min_rate, float(p.settle), p.winsor, p.season_gain, float(p.period), int(p.bins), p.rel_floor,
             p.abs_floor, self.n_tests, len(self.test_ids), tuple(i in self.test_ids for i in range(len(TESTS))),
             float(p.decluster), bool(p.decluster_mean), p.sustain_share, p.sustain_alpha, p.sustain_cap,
-            tuple(p.decluster_tests is None or name in p.decluster_tests for name in TESTS), float(p.decluster_weight))
+            tuple(p.decluster_tests is None or name in p.decluster_tests for name in TESTS), float(p.decluster_weight),
+            bool(p.decluster_average))
 
     @property
     def bytes_per_series(self) -> int:
