@@ -69,6 +69,10 @@ VARIANTS: dict[str, tuple[tuple[str, object], ...]] = {
     "decl1 w10 avg": D1 + (("decluster_weight", 10), ("decluster_average", True)),
     "decl1 w50 avg": D1 + (("decluster_weight", 50), ("decluster_average", True)),
     "stuck decl1 w10 avg": STUCK + D1 + (("decluster_weight", 10), ("decluster_average", True)),
+    "decl1 avg": D1 + (("decluster_average", True),),
+    "decl1 w3 avg": D1 + (("decluster_weight", 3), ("decluster_average", True)),
+    "decl1 w10 avg nested": D1 + (("decluster_weight", 10), ("decluster_average", True)),
+    "stuck decl1 w10 avg nested": STUCK + D1 + (("decluster_weight", 10), ("decluster_average", True)),
 }
 FOURTH = ("default", "decl1 w10", "decl1 w50", "stuck decl1 w10", "decl1 w10 nested", "stuck decl1 w10 nested")
 # what a nested row's folds choose among, besides the threshold: the base, then one knob at a time (the values
