@@ -8,7 +8,7 @@ NaN wins, and division is IEEE division (``cdivision``), inf and NaN included.
 
 import numpy as np
 
-from libc.math cimport INFINITY, NAN, copysign, fabs, floor, fmod, isfinite, log, log10, log1p
+from libc.math cimport INFINITY, NAN, copysign, fabs, floor, fmod, isfinite, log, log10, log1p, pow
 
 # scalar columns and calibration fields: detector/anomaly/kernel.py names them, and checks LAYOUT at import
 cdef enum:
@@ -40,9 +40,12 @@ cdef enum:
     CL_PEAK = 0
     CL_AGE = 1
     CL_COUNT = 2
-    N_CLU = 3
+    CL_LEN = 3
+    CL_SUM = 4
+    CL_SUM2 = 5
+    N_CLU = 6
 
-LAYOUT = (N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST, X_LAST, RUN, N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK, SUSTAIN, CL_PEAK, CL_AGE, CL_COUNT, N_CLU)
+LAYOUT = (N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST, X_LAST, RUN, N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK, SUSTAIN, CL_PEAK, CL_AGE, CL_COUNT, CL_LEN, CL_SUM, CL_SUM2, N_CLU)
 
 cdef double _LN10 = log(10.0)
 cdef double _F32_MAX = <double>np.finfo(np.float32).max
@@ -131,6 +134,8 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
     cdef Py_ssize_t n_samples = rows.shape[0]
     cdef double decluster = kp.decluster
     cdef bint decluster_mean = kp.decluster_mean
+    cdef double decluster_weight = kp.decluster_weight
+    cdef bint decluster_average = kp.decluster_average
     cdef bint declustered[N_TESTS_MAX]
     cdef double sustain_share = kp.sustain_share, sustain_alpha = kp.sustain_alpha, sustain_cap = kp.sustain_cap
     cdef bint has_sustain = sustain_share > 0.0
@@ -188,7 +193,7 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
     cdef Py_ssize_t i, r, b, c, k
     cdef double xi, ti, n, floor_, prof, y, spread, new_short, step, step_short, run, stuck, mean, rate, base, m1
     cdef double top, total, main, fading, news, w, young, la, pa, m, cw, sa, ta, cap, capped, d, excess, gap, ia
-    cdef double peak, tc, instant, avg
+    cdef double peak, peak2, tc, instant, avg
     cdef bint first, ready, seen, repeat, incident, learning, start
     cdef unsigned char v
     cdef double* s
@@ -339,18 +344,33 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
                     if over[j]:
                         s[k + CL_PEAK] = excess if start else _max(s[k + CL_PEAK], excess)
                         s[k + CL_AGE] = 1.0
+                        s[k + CL_LEN] = 1.0 if start else s[k + CL_LEN] + 1.0
+                        s[k + CL_SUM] = excess if start else s[k + CL_SUM] + excess
+                        s[k + CL_SUM2] = excess * excess if start else s[k + CL_SUM2] + excess * excess
                     elif s[k + CL_AGE] > 0.0:
                         s[k + CL_AGE] += 1.0
                         if s[k + CL_AGE] > decluster:
                             peak = s[k + CL_PEAK]
+                            # (decluster_average) the mean excess and mean square of its exceedances, not its peak
+                            peak2 = s[k + CL_SUM2] / s[k + CL_LEN] if decluster_average else peak * peak
+                            peak = s[k + CL_SUM] / s[k + CL_LEN] if decluster_average else peak
                             # the moments' weight: as for every sample, or (decluster_mean) a running mean
-                            # over the clusters seen, then exponential
-                            tc = _max(tail_alpha, 1.0 / (s[k + CL_COUNT] + 1.0)) * cw if decluster_mean else ta
+                            # over the clusters seen, then exponential, or (decluster_weight) as if each of
+                            # its first decluster_weight exceedances taught the peak
+                            if decluster_mean:
+                                tc = _max(tail_alpha, 1.0 / (s[k + CL_COUNT] + 1.0)) * cw
+                            elif decluster_weight > 0.0:
+                                tc = 1.0 - pow(1.0 - ta, _min(s[k + CL_LEN], decluster_weight))
+                            else:
+                                tc = ta
                             s[c + EXCESS] += tc * (peak - s[c + EXCESS])
-                            s[c + EXCESS2] += tc * (peak * peak - s[c + EXCESS2])
+                            s[c + EXCESS2] += tc * (peak2 - s[c + EXCESS2])
                             s[k + CL_COUNT] += 1.0
                             s[k + CL_PEAK] = 0.0
                             s[k + CL_AGE] = 0.0
+                            s[k + CL_LEN] = 0.0
+                            s[k + CL_SUM] = 0.0
+                            s[k + CL_SUM2] = 0.0
             # the mean sample interval: a running mean, then exponential; a long gap counts
             # as interval_clip intervals at most
             gap = _max(ti - s[T_LAST], 0.0)

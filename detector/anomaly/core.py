@@ -64,7 +64,14 @@ What one sample ``x`` at time ``t`` does to its series:
    the one learned before it. The excess moments are weighted as every
    sample's are (young series learn fast, by sample count), or with
    ``decluster_mean`` as a running mean over the clusters seen, then
-   exponential (few clusters are then not pulled toward the zero start).
+   exponential (few clusters are then not pulled toward the zero start), or
+   with ``decluster_weight=c`` as if each of its first ``c`` exceedances had
+   taught the peak (weight ``1 - (1 - a)^min(L, c)`` for a cluster of ``L``
+   exceedances, ``a`` the per-sample weight): an excursion that recurs (a
+   daily step) is learned about as fast as without declustering, while one
+   long excursion teaches at most ``c`` samples' worth, after it has ended.
+   ``decluster_average`` makes a cluster teach the mean of its excesses (and
+   of their squares) rather than its peak.
 
    **Per unit of time, not per sample.** A series scraped every 15 s makes 20
    tests in the time a 5-minute series makes one, so a per-sample tail
@@ -111,7 +118,7 @@ import numpy as np
 # (N, T_FIRST, ..., RUN), then per test: mean, deviation, exceedance rate, mean
 # excess, mean squared excess
 from detector.anomaly.kernel import (  # noqa: F401  (re-exported: tests and benches read columns by name)
-    CL_AGE, CL_COUNT, CL_PEAK, EXCESS, EXCESS2, HOLD_LEFT, INTERVAL, LONG, MEAN, N, N_CAL, N_FIXED, PEAK, RATE, RUN, SEAS_ERR, SHORT, SPREAD,
+    CL_AGE, CL_COUNT, CL_LEN, CL_PEAK, CL_SUM, CL_SUM2, EXCESS, EXCESS2, HOLD_LEFT, INTERVAL, LONG, MEAN, N, N_CAL, N_FIXED, PEAK, RATE, RUN, SEAS_ERR, SHORT, SPREAD,
     STEP, STEP_SHORT, T_FIRST, T_LAST, X_LAST, Y_LAST, DEV, N_CLU, KernelParams, score_samples,
 )
 from detector.anomaly.kernel import STUCK as _KERNEL_STUCK
@@ -147,6 +154,12 @@ class Params:
     # with tail_alpha), not weighted by the sample's age as every exceedance is without it
     decluster_mean: bool = False
     decluster_tests: tuple[str, ...] | None = None  # the tests declustered (None: all)
+    # with declustering, a cluster of L exceedances teaches its peak as min(L, decluster_weight) samples
+    # would (0: as one sample); a trial switch of issue 11's fourth round
+    decluster_weight: int = 0
+    # with declustering, a cluster teaches the mean of its excesses (and of their squares) instead of its peak
+    # (a post-hoc trial switch of the fourth round: the peak taught min(L, cap) times overstates the tail)
+    decluster_average: bool = False
     # a sustained-surprise test (a trial switch, 0: off): each sample's surprise over the instant tests,
     # at most sustain_cap decades, averaged with weight sustain_alpha (about ten samples, as HTM's
     # likelihood), calibrated like the other tests; it takes sustain_share of the false-alarm budget
@@ -207,7 +220,10 @@ class ColumnarState:
             raise ValueError(f"unknown tests to decluster {self.params.decluster_tests}; known: {list(TESTS)}")
         if self.params.decluster < 0:
             raise ValueError(f"decluster is a number of quiet samples (0: off), not {self.params.decluster}")
-        if self.params.decluster > 0:  # each test's open cluster (its peak excess and age), and their count
+        if self.params.decluster_weight < 0 or (self.params.decluster_weight > 0 and self.params.decluster_mean):
+            raise ValueError(f"decluster_weight is a number of samples (0: off) and excludes decluster_mean, not "
+                             f"{self.params.decluster_weight} with decluster_mean={self.params.decluster_mean}")
+        if self.params.decluster > 0:  # each test's open cluster (its peak excess, age, length), and their count
             self.n_scalars += N_CLU * self.n_tests
         self.scalars = np.zeros((self.capacity, self.n_scalars), dtype=np.float64)
         self.profiles = np.zeros((self.capacity, self.params.bins), dtype=np.float32)
@@ -220,7 +236,8 @@ class ColumnarState:
             p.alarm, p.min_rate, float(p.settle), p.winsor, p.season_gain, float(p.period), int(p.bins), p.rel_floor,
             p.abs_floor, self.n_tests, len(self.test_ids), tuple(i in self.test_ids for i in range(len(TESTS))),
             float(p.decluster), bool(p.decluster_mean), p.sustain_share, p.sustain_alpha, p.sustain_cap,
-            tuple(p.decluster_tests is None or name in p.decluster_tests for name in TESTS))
+            tuple(p.decluster_tests is None or name in p.decluster_tests for name in TESTS), float(p.decluster_weight),
+            bool(p.decluster_average))
 
     @property
     def bytes_per_series(self) -> int:

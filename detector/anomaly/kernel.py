@@ -29,9 +29,11 @@ from detector.anomaly._kernel import LAYOUT, counter_rates, score_samples  # noq
 
 # The state's layout, as the compiled module was built with it: scalar columns of
 # ColumnarState.scalars, then per test N_CAL calibration fields (detector.anomaly.core keeps the names), then,
-# with declustering only, per test N_CLU fields of its clusters of exceedances (the open one's peak excess and age, the count).
+# with declustering only, per test N_CLU fields of its clusters of exceedances (the open one's peak excess and age, the count, the open one's
+# number of exceedances and the sums of their excesses and squared excesses).
 (N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST, X_LAST, RUN,
- N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK, SUSTAIN, CL_PEAK, CL_AGE, CL_COUNT, N_CLU) = LAYOUT
+ N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK, SUSTAIN, CL_PEAK, CL_AGE, CL_COUNT, CL_LEN, CL_SUM, CL_SUM2,
+ N_CLU) = LAYOUT
 
 
 class KernelParams(NamedTuple):
@@ -74,4 +76,6 @@ class KernelParams(NamedTuple):
     sustain_share: float  # the sustained-surprise test's share of the false-alarm budget (0: off)
     sustain_alpha: float  # its running average's weight
     sustain_cap: float  # each sample's surprise counts at most this many decades in it
-    declustered: tuple[bool, bool, bool, bool, bool]  # with decluster > 0: which tests' exceedances are
+    declustered: tuple[bool, bool, bool, bool, bool]  # with decluster > 0: which tests' exceedances are declustered
+    decluster_weight: float  # 0: off; c > 0: a cluster of L exceedances teaches its peak as min(L, c) samples would
+    decluster_average: bool  # a cluster teaches the mean (and mean square) of its excesses, not its peak

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from detector.anomaly.core import (
-    CL_AGE, CL_COUNT, CL_PEAK, DEV, EXCESS, EXCESS2, HOLD_LEFT, INTERVAL, LONG, MEAN, N, N_CAL, N_CLU, N_FIXED, PEAK,
+    CL_AGE, CL_COUNT, CL_LEN, CL_PEAK, CL_SUM, CL_SUM2, DEV, EXCESS, EXCESS2, HOLD_LEFT, INTERVAL, LONG, MEAN, N, N_CAL, N_CLU, N_FIXED, PEAK,
     RATE, RUN, SEAS_ERR, SHORT, SPREAD, STEP, STEP_SHORT, STUCK, SUSTAIN, T_FIRST, T_LAST, TESTS, X_LAST, Y_LAST,
     ColumnarState,
 )
@@ -162,7 +162,9 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
         clu = s[:, start:].reshape(len(rows), nt, N_CLU).copy()
         before = clu.copy()
         tc = np.maximum(p.tail_alpha, 1.0 / (clu[:, :, CL_COUNT] + 1.0)) * cw if p.decluster_mean else ta
-        _decluster(p.decluster, clu, cal, over, excess, ta, tc, learning)
+        if p.decluster_weight > 0:  # as if each of its first decluster_weight exceedances taught the peak
+            tc = 1.0 - np.power(1.0 - ta, np.minimum(clu[:, :, CL_LEN], float(p.decluster_weight)))
+        _decluster(p.decluster, clu, cal, over, excess, ta, tc, learning, p.decluster_average)
         chosen = np.array([p.decluster_tests is None or name in p.decluster_tests for name in TESTS[:nt]])
         cal = np.where(chosen[None, :, None], cal, plain)
         clu = np.where(chosen[None, :, None], clu, before)  # the others' cluster fields stay as they were
@@ -180,8 +182,8 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
     return scores
 
 def _decluster(r: int, clu: np.ndarray, cal: np.ndarray, over: np.ndarray, excess: np.ndarray, ta: np.ndarray,
-               tc: np.ndarray, learning: np.ndarray) -> None:
-    """Runs declustering, in place on ``clu`` (rows x tests x (peak, age)) and ``cal``: a cluster starts at an
+               tc: np.ndarray, learning: np.ndarray, average: bool = False) -> None:
+    """Runs declustering, in place on ``clu`` (rows x tests x (peak, age, count, length, sums)) and ``cal``: a cluster starts at an
     exceedance when none is open, counts once in the rate, and teaches the excess moments its peak once it has
     been quiet for ``r`` samples (with weight ``tc``); only samples that learn (``learning``) touch any of it."""
     learn = np.broadcast_to(learning, over.shape)
@@ -190,13 +192,23 @@ def _decluster(r: int, clu: np.ndarray, cal: np.ndarray, over: np.ndarray, exces
     cal[:, :, RATE] = np.where(learn, cal[:, :, RATE] + ta * (start - cal[:, :, RATE]), cal[:, :, RATE])
     grown = np.where(over, 1.0, np.where(age > 0.0, age + 1.0, age))
     ends = learn & ~over & (age > 0.0) & (grown > r)
-    cal[:, :, EXCESS] = np.where(ends, cal[:, :, EXCESS] + tc * (peak - cal[:, :, EXCESS]), cal[:, :, EXCESS])
-    cal[:, :, EXCESS2] = np.where(ends, cal[:, :, EXCESS2] + tc * (peak * peak - cal[:, :, EXCESS2]), cal[:, :, EXCESS2])
+    length, total, total2 = clu[:, :, CL_LEN], clu[:, :, CL_SUM], clu[:, :, CL_SUM2]
+    with np.errstate(invalid="ignore", divide="ignore"):  # no open cluster: 0 / 0, never used
+        m1, m2 = (total / length, total2 / length) if average else (peak, peak * peak)
+    cal[:, :, EXCESS] = np.where(ends, cal[:, :, EXCESS] + tc * (m1 - cal[:, :, EXCESS]), cal[:, :, EXCESS])
+    cal[:, :, EXCESS2] = np.where(ends, cal[:, :, EXCESS2] + tc * (m2 - cal[:, :, EXCESS2]), cal[:, :, EXCESS2])
     clu[:, :, CL_COUNT] = np.where(ends, clu[:, :, CL_COUNT] + 1.0, clu[:, :, CL_COUNT])
     new_peak = np.where(over, np.where(start, excess, np.maximum(peak, excess)), np.where(ends, 0.0, peak))
     new_age = np.where(ends, 0.0, grown)
+    # exceedances in the open cluster, and the sums of their excesses and squared excesses
+    new_length = np.where(over, np.where(start, 1.0, length + 1.0), np.where(ends, 0.0, length))
+    new_total = np.where(over, np.where(start, excess, total + excess), np.where(ends, 0.0, total))
+    new_total2 = np.where(over, np.where(start, excess * excess, total2 + excess * excess), np.where(ends, 0.0, total2))
     clu[:, :, CL_PEAK] = np.where(learn, new_peak, peak)
     clu[:, :, CL_AGE] = np.where(learn, new_age, age)
+    clu[:, :, CL_LEN] = np.where(learn, new_length, length)
+    clu[:, :, CL_SUM] = np.where(learn, new_total, total)
+    clu[:, :, CL_SUM2] = np.where(learn, new_total2, total2)
 
 
 def _bonferroni(self: ColumnarState, surprise: np.ndarray, repeat: np.ndarray) -> np.ndarray:

@@ -253,6 +253,36 @@ def test_declustered_a_long_frozen_run_teaches_the_tail_once_after_it_not_while_
     assert excess[1][1] == excess[1][0] < excess[1][2]  # ... and it teaches its peak once it has ended
 
 
+def test_length_weighted_clusters_teach_routine_runs_like_many_samples_and_a_long_run_at_most_the_cap():
+    from detector.anomaly.core import EXCESS, N_CAL, N_FIXED, STUCK
+
+    rng = np.random.default_rng(22)
+    ar = np.zeros(5120)
+    for i in range(1, len(ar)):
+        ar[i] = 0.95 * ar[i - 1] + rng.normal(0, 0.19)
+    values = np.round((45.0 + ar) * 2) / 2  # quantized: runs of repeats are routine
+    freeze = 5000
+    values[freeze:] = values[freeze]  # then frozen for 10 hours (120 samples)
+    stamps = np.arange(len(values)) * STEP_S
+    tail = N_FIXED + STUCK * N_CAL + EXCESS
+    one = np.zeros(1, dtype=np.intp)
+    scores, excess = {}, {}
+    for w in (0, 10, 1000):
+        state = ColumnarState(Params(stuck=True, decluster=1, decluster_weight=w), capacity=1)
+        state.run(np.zeros(freeze, dtype=np.intp), stamps[:freeze], values[:freeze])
+        before = state.scalars[0, tail]
+        scores[w] = state.run(np.zeros(120, dtype=np.intp), stamps[freeze:], values[freeze:])
+        frozen = state.scalars[0, tail]
+        state.run(one, stamps[-1:] + STEP_S, values[-1:] + 0.5)  # the run ends
+        excess[w] = (before, frozen, state.scalars[0, tail])
+    # the routine runs, each taught with its length's weight, widen the run tail more than one sample each
+    assert excess[10][0] > 1.5 * excess[0][0]
+    # the frozen run still teaches nothing while it lasts, so it still alarms within a few hours
+    assert excess[10][1] == excess[10][0] and int(np.argmax(scores[10] >= 0.3)) <= 36
+    # once it ends it teaches its peak as ten samples would: more than as one, far less than as all 120
+    assert excess[0][2] - excess[0][0] < excess[10][2] - excess[10][0] < 0.5 * (excess[1000][2] - excess[1000][0])
+
+
 def test_the_stuck_test_leaves_a_series_that_never_repeats_as_it_was():
     # it can only fire on a repeat, so the union bound charges it nothing on other samples
     values = np.r_[noise(2000, seed=23), noise(200, seed=24, loc=16.0)]

@@ -32,6 +32,13 @@ PARAMS = {
     "declustered, mean over clusters": Params(stuck=True, decluster=1, decluster_mean=True, settle=2),
     "stuck declustered only": Params(stuck=True, decluster=1, decluster_tests=("stuck",), warmup=5, settle=2),
     "shift and stuck declustered": Params(stuck=True, decluster=2, decluster_mean=True, decluster_tests=("shift", "stuck")),
+    "declustered, weighted by length": Params(decluster=1, decluster_weight=10, warmup=5, settle=2),
+    "declustered, gap 2, weighted 3, machine": Params(stuck=True, decluster=2, decluster_weight=3, settle=2),
+    "stuck declustered weighted": Params(stuck=True, decluster=1, decluster_weight=50, decluster_tests=("stuck",),
+                                         protect_calibration=True, warmup=3, settle=2, hold=5),
+    "declustered, weighted, averaged": Params(decluster=1, decluster_weight=10, decluster_average=True, warmup=5,
+                                              settle=2),
+    "declustered, gap 3, averaged, machine": Params(stuck=True, decluster=3, decluster_average=True, settle=2),
     "sustained": Params(sustain_share=0.5, warmup=5, settle=2, hold=5),
     "sustained, stuck, declustered": Params(stuck=True, sustain_share=0.25, decluster=2, warmup=5, settle=2),
     "sustained, spike only": Params(tests=("spike",), sustain_share=0.25, decluster=1, decluster_mean=True),
@@ -97,7 +104,9 @@ def test_long_noisy_history_with_an_incident_stays_equal():
     x = rng.standard_t(3, n * n_series) + 10.0 * np.sin(2 * np.pi * t / 86_400.0)
     x[(t > 2000 * 300.0) & (t < 2050 * 300.0)] += 40.0  # a level shift on every series
     for name in ("default", "machine", "weekly", "declustered", "declustered, gap 3, machine",
-                 "declustered, mean over clusters", "sustained, stuck, declustered", "stuck declustered only"):
+                 "declustered, mean over clusters", "sustained, stuck, declustered", "stuck declustered only",
+                 "declustered, weighted by length", "declustered, gap 2, weighted 3, machine",
+                 "declustered, weighted, averaged", "declustered, gap 3, averaged, machine"):
         a, b = ColumnarState(PARAMS[name], n_series), ColumnarState(PARAMS[name], n_series)
         got, want = a.run(rows, t, x), reference_run(b, rows, t, x)
         _assert_same(a, b, got, want)
