@@ -222,17 +222,23 @@ def test_a_series_that_repeats_routinely_learns_its_runs():
     assert np.sum(stuck[1000:] >= 0.3) <= np.sum(without[1000:] >= 0.3) + 2
 
 
-def test_declustered_a_long_frozen_run_teaches_the_tail_once_after_it_not_while_it_lasts():
-    from detector.anomaly.core import EXCESS, N_CAL, N_FIXED, STUCK
-
+def _quantized_sensor_then_frozen() -> tuple[np.ndarray, np.ndarray, int]:
+    """A temperature in 0.5 degree steps (runs of repeats are routine), frozen for its last 120 samples
+    (10 hours): the values, their stamps and where the freeze starts."""
     rng = np.random.default_rng(22)
     ar = np.zeros(5120)
     for i in range(1, len(ar)):
         ar[i] = 0.95 * ar[i - 1] + rng.normal(0, 0.19)
-    values = np.round((45.0 + ar) * 2) / 2  # quantized: runs of repeats are routine
+    values = np.round((45.0 + ar) * 2) / 2
     freeze = 5000
-    values[freeze:] = values[freeze]  # then frozen for 10 hours
-    stamps = np.arange(len(values)) * STEP_S
+    values[freeze:] = values[freeze]
+    return values, np.arange(len(values)) * STEP_S, freeze
+
+
+def test_declustered_a_long_frozen_run_teaches_the_tail_once_after_it_not_while_it_lasts():
+    from detector.anomaly.core import EXCESS, N_CAL, N_FIXED, STUCK
+
+    values, stamps, freeze = _quantized_sensor_then_frozen()
     tail = N_FIXED + STUCK * N_CAL + EXCESS
     one = np.zeros(1, dtype=np.intp)
     scores, excess = {}, {}
@@ -256,14 +262,7 @@ def test_declustered_a_long_frozen_run_teaches_the_tail_once_after_it_not_while_
 def test_length_weighted_clusters_teach_routine_runs_like_many_samples_and_a_long_run_at_most_the_cap():
     from detector.anomaly.core import EXCESS, N_CAL, N_FIXED, STUCK
 
-    rng = np.random.default_rng(22)
-    ar = np.zeros(5120)
-    for i in range(1, len(ar)):
-        ar[i] = 0.95 * ar[i - 1] + rng.normal(0, 0.19)
-    values = np.round((45.0 + ar) * 2) / 2  # quantized: runs of repeats are routine
-    freeze = 5000
-    values[freeze:] = values[freeze]  # then frozen for 10 hours (120 samples)
-    stamps = np.arange(len(values)) * STEP_S
+    values, stamps, freeze = _quantized_sensor_then_frozen()
     tail = N_FIXED + STUCK * N_CAL + EXCESS
     one = np.zeros(1, dtype=np.intp)
     scores, excess = {}, {}
