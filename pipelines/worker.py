@@ -151,6 +151,8 @@ class Worker:
         # of its own (pipelines.stages); only what the stages cannot separate stays global.
         self.staged = StagedRules(settings, groups) if settings.staged_rules else None
         self.placement = self.staged.placement() if self.staged is not None else global_lane_placement(settings, groups)
+        if self.staged is None and self.placement.global_:
+            self._say_global_lane(groups)
         samples = (
             Stage1Engines(self.staged, settings, clock, metric_types=self.metric_types) if self.staged is not None
             else PartitionEngines(self.placement.local, settings, clock, metric_types=self.metric_types)
@@ -168,6 +170,15 @@ class Worker:
         self.snapshots = SnapshotSchedule(settings.snapshot_interval_s, settings.snapshot_max_interval_s,
                                           settings.snapshot_cpu_share, monotonic)
         self._sent_before: dict[tuple[str, int], set[tuple[str, str, int]]] = {}  # see already_sent
+
+    def _say_global_lane(self, groups: list[RuleGroup]) -> None:
+        """Log, at start-up, how much of the rule set the one-partition global lane runs (staging off): the
+        worker that owns it is where such a deployment saturates first, and one setting spreads it."""
+        in_lane = sum(len(g.rules) for g in self.placement.global_)
+        log.warning("%d of %d rules (%d of %d groups) combine series across scrape targets and run in the global "
+                    "lane, one partition on one worker; HEADROOM_STAGED_RULES=true spreads them over the partitions "
+                    "(README, staged rules)", in_lane, sum(len(g.rules) for g in groups), len(self.placement.global_),
+                    len(groups))
 
     @property
     def has_global_lane(self) -> bool:

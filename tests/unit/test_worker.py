@@ -267,10 +267,17 @@ def test_messages_already_in_a_restored_snapshot_are_skipped() -> None:
     assert [a["state"] for a in alert_records(out)] == ["inactive"]  # the restored alert resolves, not re-fires
 
 
-def test_cross_target_groups_run_in_the_global_lane() -> None:
+def test_cross_target_groups_run_in_the_global_lane(caplog) -> None:
     clock = FakeClock(T0)
     total = RuleGroup("total", "inline", STEP, (AlertingRule("FewUp", compile_expr("sum(up) < 2"), "sum(up) < 2"),))
-    worker = make_worker(clock, groups=[down_rule(for_ms=0), total])
+    with caplog.at_level("WARNING", logger="headroom.worker"):
+        worker = make_worker(clock, groups=[down_rule(for_ms=0), total])
+        make_worker(clock, groups=[down_rule()])  # all local: nothing to say
+        make_worker(clock, groups=[down_rule(), total], staged_rules=True)  # staged: no global lane to speak of
+    # at start-up, the operator is told how much runs in the one-partition lane, and which setting spreads it
+    assert [r.getMessage()[:76] for r in caplog.records] == [
+        "1 of 2 rules (1 of 2 groups) combine series across scrape targets and run in"]
+    assert "HEADROOM_STAGED_RULES=true" in caplog.records[0].getMessage()
     assert worker.has_global_lane
     local = worker.handle(SAMPLES, 0, 0, message([(up("a:1"), [(T0, 1.0)])]))
     assert alert_records(local) == []  # the local lane does not run the global group
