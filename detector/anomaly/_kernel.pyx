@@ -136,6 +136,8 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
     cdef bint decluster_mean = kp.decluster_mean
     cdef double decluster_weight = kp.decluster_weight
     cdef bint decluster_average = kp.decluster_average
+    cdef bint decluster_sample_rate = kp.decluster_sample_rate
+    cdef double decluster_min = kp.decluster_min
     cdef bint declustered[N_TESTS_MAX]
     cdef double sustain_share = kp.sustain_share, sustain_alpha = kp.sustain_alpha, sustain_cap = kp.sustain_cap
     cdef bint has_sustain = sustain_share > 0.0
@@ -194,7 +196,7 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
     cdef double xi, ti, n, floor_, prof, y, spread, new_short, step, step_short, run, stuck, mean, rate, base, m1
     cdef double top, total, main, fading, news, w, young, la, pa, m, cw, sa, ta, cap, capped, d, excess, gap, ia
     cdef double peak, peak2, tc, instant, avg
-    cdef bint first, ready, seen, repeat, incident, learning, start
+    cdef bint first, ready, seen, repeat, incident, learning, start, fallback
     cdef unsigned char v
     cdef double* s
     cdef Py_ssize_t n_rows = scalars.shape[0]
@@ -340,8 +342,18 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
                     # peak excess, when it ends
                     k = clusters + j * N_CLU
                     start = over[j] and s[k + CL_AGE] == 0.0
-                    s[c + RATE] += ta * ((1.0 if start else 0.0) - s[c + RATE])
+                    # (decluster_min) per-sample calibration until the test has seen that many clusters; the
+                    # clusters are still followed, to count them
+                    fallback = decluster_min > 0.0 and s[k + CL_COUNT] < decluster_min
+                    # (decluster_sample_rate, or the fallback) the rate counts every exceedance
+                    if decluster_sample_rate or fallback:
+                        s[c + RATE] += ta * ((1.0 if over[j] else 0.0) - s[c + RATE])
+                    else:
+                        s[c + RATE] += ta * ((1.0 if start else 0.0) - s[c + RATE])
                     if over[j]:
+                        if fallback:
+                            s[c + EXCESS] += ta * (excess - s[c + EXCESS])
+                            s[c + EXCESS2] += ta * (excess * excess - s[c + EXCESS2])
                         s[k + CL_PEAK] = excess if start else _max(s[k + CL_PEAK], excess)
                         s[k + CL_AGE] = 1.0
                         s[k + CL_LEN] = 1.0 if start else s[k + CL_LEN] + 1.0
@@ -349,7 +361,14 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
                         s[k + CL_SUM2] = excess * excess if start else s[k + CL_SUM2] + excess * excess
                     elif s[k + CL_AGE] > 0.0:
                         s[k + CL_AGE] += 1.0
-                        if s[k + CL_AGE] > decluster:
+                        if s[k + CL_AGE] > decluster and fallback:  # counted, taught nothing more
+                            s[k + CL_COUNT] += 1.0
+                            s[k + CL_PEAK] = 0.0
+                            s[k + CL_AGE] = 0.0
+                            s[k + CL_LEN] = 0.0
+                            s[k + CL_SUM] = 0.0
+                            s[k + CL_SUM2] = 0.0
+                        elif s[k + CL_AGE] > decluster:
                             peak = s[k + CL_PEAK]
                             # (decluster_average) the mean excess and mean square of its exceedances, not its peak
                             peak2 = s[k + CL_SUM2] / s[k + CL_LEN] if decluster_average else peak * peak

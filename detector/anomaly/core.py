@@ -71,7 +71,11 @@ What one sample ``x`` at time ``t`` does to its series:
    daily step) is learned about as fast as without declustering, while one
    long excursion teaches at most ``c`` samples' worth, after it has ended.
    ``decluster_average`` makes a cluster teach the mean of its excesses (and
-   of their squares) rather than its peak.
+   of their squares) rather than its peak. ``decluster_sample_rate`` keeps the
+   exceedance rate per sample (only the excess moments are declustered), so
+   the base of a series with long excursions is the one it has without
+   declustering; ``decluster_min=k`` calibrates per sample until a test has
+   seen ``k`` clusters, then declusters from what it has learned.
 
    **Per unit of time, not per sample.** A series scraped every 15 s makes 20
    tests in the time a 5-minute series makes one, so a per-sample tail
@@ -160,6 +164,13 @@ class Params:
     # with declustering, a cluster teaches the mean of its excesses (and of their squares) instead of its peak
     # (a post-hoc trial switch of the fourth round: the peak taught min(L, cap) times overstates the tail)
     decluster_average: bool = False
+    # with declustering, the exceedance rate still counts every exceedance (the per-sample rate, as without
+    # declustering), so a series whose excursions last long gets no higher base than one whose excursions are
+    # single samples; only the excess moments are declustered (a trial switch of the fifth round)
+    decluster_sample_rate: bool = False
+    # with declustering, a test calibrates per sample (as without it) until it has seen this many clusters,
+    # then declusters from the moments learned so far (0: from the start; a trial switch of the fifth round)
+    decluster_min: int = 0
     # a sustained-surprise test (a trial switch, 0: off): each sample's surprise over the instant tests,
     # at most sustain_cap decades, averaged with weight sustain_alpha (about ten samples, as HTM's
     # likelihood), calibrated like the other tests; it takes sustain_share of the false-alarm budget
@@ -223,6 +234,8 @@ class ColumnarState:
         if self.params.decluster_weight < 0 or (self.params.decluster_weight > 0 and self.params.decluster_mean):
             raise ValueError(f"decluster_weight is a number of samples (0: off) and excludes decluster_mean, not "
                              f"{self.params.decluster_weight} with decluster_mean={self.params.decluster_mean}")
+        if self.params.decluster_min < 0:
+            raise ValueError(f"decluster_min is a number of clusters (0: off), not {self.params.decluster_min}")
         if self.params.decluster > 0:  # each test's open cluster (its peak excess, age, length), and their count
             self.n_scalars += N_CLU * self.n_tests
         self.scalars = np.zeros((self.capacity, self.n_scalars), dtype=np.float64)
@@ -237,7 +250,7 @@ class ColumnarState:
             p.abs_floor, self.n_tests, len(self.test_ids), tuple(i in self.test_ids for i in range(len(TESTS))),
             float(p.decluster), bool(p.decluster_mean), p.sustain_share, p.sustain_alpha, p.sustain_cap,
             tuple(p.decluster_tests is None or name in p.decluster_tests for name in TESTS), float(p.decluster_weight),
-            bool(p.decluster_average))
+            bool(p.decluster_average), bool(p.decluster_sample_rate), float(p.decluster_min))
 
     @property
     def bytes_per_series(self) -> int:

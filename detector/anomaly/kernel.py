@@ -79,3 +79,5 @@ class KernelParams(NamedTuple):
     declustered: tuple[bool, bool, bool, bool, bool]  # with decluster > 0: which tests' exceedances are declustered
     decluster_weight: float  # 0: off; c > 0: a cluster of L exceedances teaches its peak as min(L, c) samples would
     decluster_average: bool  # a cluster teaches the mean (and mean square) of its excesses, not its peak
+    decluster_sample_rate: bool  # with declustering, the exceedance rate still counts every exceedance
+    decluster_min: float  # with declustering, per-sample calibration until a test has seen this many clusters

@@ -165,6 +165,12 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
         if p.decluster_weight > 0:  # as if each of its first decluster_weight exceedances taught the peak
             tc = 1.0 - np.power(1.0 - ta, np.minimum(clu[:, :, CL_LEN], float(p.decluster_weight)))
         _decluster(p.decluster, clu, cal, over, excess, ta, tc, learning, p.decluster_average)
+        learn = np.broadcast_to(learning, over.shape)
+        if p.decluster_sample_rate:  # the rate counts every exceedance, as without declustering
+            cal[:, :, RATE] = np.where(learn, plain[:, :, RATE], cal[:, :, RATE])
+        if p.decluster_min > 0:  # per sample until the test has seen decluster_min clusters (still counted)
+            few = (learn & (before[:, :, CL_COUNT] < p.decluster_min))[:, :, None]
+            cal = np.where(few, plain, cal)
         chosen = np.array([p.decluster_tests is None or name in p.decluster_tests for name in TESTS[:nt]])
         cal = np.where(chosen[None, :, None], cal, plain)
         clu = np.where(chosen[None, :, None], clu, before)  # the others' cluster fields stay as they were

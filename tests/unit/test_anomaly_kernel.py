@@ -39,6 +39,12 @@ PARAMS = {
     "declustered, weighted, averaged": Params(decluster=1, decluster_weight=10, decluster_average=True, warmup=5,
                                               settle=2),
     "declustered, gap 3, averaged, machine": Params(stuck=True, decluster=3, decluster_average=True, settle=2),
+    "declustered, sample rate": Params(decluster=1, decluster_weight=10, decluster_average=True,
+                                       decluster_sample_rate=True, warmup=5, settle=2),
+    "declustered after 3 clusters": Params(decluster=1, decluster_weight=10, decluster_average=True, decluster_min=3,
+                                           warmup=5, settle=2),
+    "declustered after 2 clusters, sample rate, machine": Params(stuck=True, decluster=2, decluster_min=2,
+                                                                 decluster_sample_rate=True, settle=2),
     "sustained": Params(sustain_share=0.5, warmup=5, settle=2, hold=5),
     "sustained, stuck, declustered": Params(stuck=True, sustain_share=0.25, decluster=2, warmup=5, settle=2),
     "sustained, spike only": Params(tests=("spike",), sustain_share=0.25, decluster=1, decluster_mean=True),
@@ -106,7 +112,9 @@ def test_long_noisy_history_with_an_incident_stays_equal():
     for name in ("default", "machine", "weekly", "declustered", "declustered, gap 3, machine",
                  "declustered, mean over clusters", "sustained, stuck, declustered", "stuck declustered only",
                  "declustered, weighted by length", "declustered, gap 2, weighted 3, machine",
-                 "declustered, weighted, averaged", "declustered, gap 3, averaged, machine"):
+                 "declustered, weighted, averaged", "declustered, gap 3, averaged, machine",
+                 "declustered, sample rate", "declustered after 3 clusters",
+                 "declustered after 2 clusters, sample rate, machine"):
         a, b = ColumnarState(PARAMS[name], n_series), ColumnarState(PARAMS[name], n_series)
         got, want = a.run(rows, t, x), reference_run(b, rows, t, x)
         _assert_same(a, b, got, want)
