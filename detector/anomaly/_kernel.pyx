@@ -361,29 +361,23 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
                         s[k + CL_SUM2] = excess * excess if start else s[k + CL_SUM2] + excess * excess
                     elif s[k + CL_AGE] > 0.0:
                         s[k + CL_AGE] += 1.0
-                        if s[k + CL_AGE] > decluster and fallback:  # counted, taught nothing more
-                            s[k + CL_COUNT] += 1.0
-                            s[k + CL_PEAK] = 0.0
-                            s[k + CL_AGE] = 0.0
-                            s[k + CL_LEN] = 0.0
-                            s[k + CL_SUM] = 0.0
-                            s[k + CL_SUM2] = 0.0
-                        elif s[k + CL_AGE] > decluster:
-                            peak = s[k + CL_PEAK]
-                            # (decluster_average) the mean excess and mean square of its exceedances, not its peak
-                            peak2 = s[k + CL_SUM2] / s[k + CL_LEN] if decluster_average else peak * peak
-                            peak = s[k + CL_SUM] / s[k + CL_LEN] if decluster_average else peak
-                            # the moments' weight: as for every sample, or (decluster_mean) a running mean
-                            # over the clusters seen, then exponential, or (decluster_weight) as if each of
-                            # its first decluster_weight exceedances taught the peak
-                            if decluster_mean:
-                                tc = _max(tail_alpha, 1.0 / (s[k + CL_COUNT] + 1.0)) * cw
-                            elif decluster_weight > 0.0:
-                                tc = 1.0 - pow(1.0 - ta, _min(s[k + CL_LEN], decluster_weight))
-                            else:
-                                tc = ta
-                            s[c + EXCESS] += tc * (peak - s[c + EXCESS])
-                            s[c + EXCESS2] += tc * (peak2 - s[c + EXCESS2])
+                        if s[k + CL_AGE] > decluster:  # the cluster ended
+                            if not fallback:  # (with the fallback it is counted and teaches nothing more)
+                                peak = s[k + CL_PEAK]
+                                # (decluster_average) the mean excess and mean square of its exceedances, not its peak
+                                peak2 = s[k + CL_SUM2] / s[k + CL_LEN] if decluster_average else peak * peak
+                                peak = s[k + CL_SUM] / s[k + CL_LEN] if decluster_average else peak
+                                # the moments' weight: as for every sample, or (decluster_mean) a running mean
+                                # over the clusters seen, then exponential, or (decluster_weight) as if each of
+                                # its first decluster_weight exceedances taught the peak
+                                if decluster_mean:
+                                    tc = _max(tail_alpha, 1.0 / (s[k + CL_COUNT] + 1.0)) * cw
+                                elif decluster_weight > 0.0:
+                                    tc = 1.0 - pow(1.0 - ta, _min(s[k + CL_LEN], decluster_weight))
+                                else:
+                                    tc = ta
+                                s[c + EXCESS] += tc * (peak - s[c + EXCESS])
+                                s[c + EXCESS2] += tc * (peak2 - s[c + EXCESS2])
                             s[k + CL_COUNT] += 1.0
                             s[k + CL_PEAK] = 0.0
                             s[k + CL_AGE] = 0.0
