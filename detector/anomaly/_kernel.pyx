@@ -165,6 +165,7 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
     cdef double min_rate = kp.min_rate, settle = kp.settle, winsor = kp.winsor, season_gain = kp.season_gain
     cdef double period = kp.period, rel_floor = kp.rel_floor, abs_floor = kp.abs_floor
     cdef bint protect_hold = kp.protect_hold, protect_calibration = kp.protect_calibration
+    cdef bint hold_rise = kp.hold_rise, alarm_whole = kp.alarm_whole
     cdef Py_ssize_t bins = kp.bins
     cdef int nt = kp.n_tests, n_active = kp.n_active
     cdef bint active[N_TESTS_MAX]
@@ -196,7 +197,7 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
     cdef double xi, ti, n, floor_, prof, y, spread, new_short, step, step_short, run, stuck, mean, rate, base, m1
     cdef double top, total, main, fading, news, w, young, la, pa, m, cw, sa, ta, cap, capped, d, excess, gap, ia
     cdef double peak, peak2, tc, instant, avg
-    cdef bint first, ready, seen, repeat, incident, learning, start, fallback
+    cdef bint first, ready, seen, repeat, incident, learning, start, fallback, rising
     cdef unsigned char v
     cdef double* s
     cdef Py_ssize_t n_rows = scalars.shape[0]
@@ -289,9 +290,14 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
             if hold > 0.0:
                 fading = s[PEAK] * s[HOLD_LEFT] / hold
                 news = _max(total - fading, 0.0)
-                if news >= alarm:
+                # (hold_rise) a surprise still rising above its alarm's is the same incident growing: it is
+                # published whole and becomes the alarm, so a climbing surprise publishes its peak
+                rising = hold_rise and s[HOLD_LEFT] > 0.0 and total > s[PEAK]
+                if news >= alarm or rising:
                     s[PEAK] = total
                     s[HOLD_LEFT] = hold
+                    # (alarm_whole) an alarm publishes its whole surprise, not only its part above the fading one
+                    news = total if (alarm_whole or rising) else news
                 else:
                     s[HOLD_LEFT] = _max(s[HOLD_LEFT] - 1.0, 0.0)
             else:

@@ -92,7 +92,11 @@ What one sample ``x`` at time ``t`` does to its series:
    (the detector's own statistics adapt per sample, so the transient an
    incident leaves in them lasts a number of samples, not a time), only the
    part of the surprise above the (linearly fading) alarm's own surprise is
-   news: one incident is one onset.
+   news: one incident is one onset. Two trial switches (off): with ``hold_rise``
+   a surprise above its alarm's own during the hold is the incident growing and
+   is published whole (it becomes the alarm), so a climbing surprise publishes
+   its peak rather than its first sample over ``alarm``; with ``alarm_whole``
+   every alarm publishes its whole surprise, a re-alarm included.
 
 3. **Learn, protected.** A sample whose surprise passes ``protect`` decades
    teaches the baseline (long level, scales, profile) with ``protect_weight``
@@ -189,6 +193,13 @@ class Params:
     protect_calibration: bool = False  # whether anomalies also teach the tests' statistics less
     hold: int = 150  # samples after an alarm during which only a larger surprise is news
     alarm: float = 3.0  # decades of surprise that make an alarm
+    # during a hold, a surprise above the alarm's own (still rising) is the same incident growing: it is published
+    # whole and becomes the alarm, so a surprise that climbs sample by sample publishes its peak, not its first
+    # sample over ``alarm`` (a trial switch of issue 11's sixth round: window maxima piled just above ``alarm``)
+    hold_rise: bool = False
+    # an alarm publishes its whole surprise, not only its part above the fading earlier alarm (a trial switch of
+    # the sixth round: a re-alarm's news is just above ``alarm`` whatever the surprise reached)
+    alarm_whole: bool = False
     min_rate: float = 0.05  # the exceedance rate is not believed below this
     settle: int = 10  # samples before the tests' own statistics start learning
     winsor: float = 50.0  # a test value teaches at most q + winsor * (excess + deviation)
@@ -250,7 +261,8 @@ class ColumnarState:
             p.abs_floor, self.n_tests, len(self.test_ids), tuple(i in self.test_ids for i in range(len(TESTS))),
             float(p.decluster), bool(p.decluster_mean), p.sustain_share, p.sustain_alpha, p.sustain_cap,
             tuple(p.decluster_tests is None or name in p.decluster_tests for name in TESTS), float(p.decluster_weight),
-            bool(p.decluster_average), bool(p.decluster_sample_rate), float(p.decluster_min))
+            bool(p.decluster_average), bool(p.decluster_sample_rate), float(p.decluster_min), bool(p.hold_rise),
+            bool(p.alarm_whole))
 
     @property
     def bytes_per_series(self) -> int:

@@ -81,3 +81,5 @@ class KernelParams(NamedTuple):
     decluster_average: bool  # a cluster teaches the mean (and mean square) of its excesses, not its peak
     decluster_sample_rate: bool  # with declustering, the exceedance rate still counts every exceedance
     decluster_min: float  # with declustering, per-sample calibration until a test has seen this many clusters
+    hold_rise: bool  # during a hold, a surprise above the alarm's own is published whole and becomes the alarm
+    alarm_whole: bool  # an alarm publishes its whole surprise, not only its part above the fading earlier alarm

@@ -110,7 +110,9 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
     if p.hold > 0:
         fading = s[:, PEAK] * s[:, HOLD_LEFT] / p.hold
         news = np.maximum(total - fading, 0.0)
-        alarm = news >= p.alarm
+        rising = p.hold_rise & (s[:, HOLD_LEFT] > 0) & (total > s[:, PEAK])  # a rising surprise is published whole
+        alarm = (news >= p.alarm) | rising
+        news = np.where(alarm & (p.alarm_whole | rising), total, news)  # (alarm_whole) so is every alarm
         s[:, PEAK] = np.where(alarm, total, s[:, PEAK])
         s[:, HOLD_LEFT] = np.where(alarm, p.hold, np.maximum(s[:, HOLD_LEFT] - 1, 0))
     else:

@@ -46,6 +46,9 @@ PARAMS = {
     "declustered after 2 clusters, sample rate, machine": Params(stuck=True, decluster=2, decluster_min=2,
                                                                  decluster_sample_rate=True, settle=2),
     "sustained": Params(sustain_share=0.5, warmup=5, settle=2, hold=5),
+    "hold follows a rising surprise": Params(hold_rise=True, warmup=5, settle=2, hold=5),
+    "alarms published whole": Params(alarm_whole=True, warmup=5, settle=2, hold=20),
+    "rising and whole alarms, machine": Params(stuck=True, hold_rise=True, alarm_whole=True, warmup=3, settle=2),
     "sustained, stuck, declustered": Params(stuck=True, sustain_share=0.25, decluster=2, warmup=5, settle=2),
     "sustained, spike only": Params(tests=("spike",), sustain_share=0.25, decluster=1, decluster_mean=True),
     "declustered, all switches on": Params(decluster=2, decluster_mean=True, protect_hold=True, protect_calibration=True, warmup=3,
@@ -114,7 +117,8 @@ def test_long_noisy_history_with_an_incident_stays_equal():
                  "declustered, weighted by length", "declustered, gap 2, weighted 3, machine",
                  "declustered, weighted, averaged", "declustered, gap 3, averaged, machine",
                  "declustered, sample rate", "declustered after 3 clusters",
-                 "declustered after 2 clusters, sample rate, machine"):
+                 "declustered after 2 clusters, sample rate, machine", "hold follows a rising surprise",
+                 "alarms published whole", "rising and whole alarms, machine"):
         a, b = ColumnarState(PARAMS[name], n_series), ColumnarState(PARAMS[name], n_series)
         got, want = a.run(rows, t, x), reference_run(b, rows, t, x)
         _assert_same(a, b, got, want)
@@ -184,3 +188,29 @@ def test_the_compiled_step_refuses_state_it_would_read_out_of_bounds():
     with pytest.raises(ValueError, match="2 rows, 1 times"):
         score_samples(state.scalars, state.profiles, state.visits, np.zeros(2, dtype=np.intp), np.zeros(1),
                       np.ones(2), state.kernel_params)
+
+
+def test_the_hold_switches_change_what_a_climbing_surprise_publishes():
+    """A level that climbs sample by sample, then falls back: by default the climb's highest score is its first
+    sample over the alarm (the rest is news over that alarm); with hold_rise it publishes the climb's peak; with
+    alarm_whole the fall's re-alarm publishes its whole surprise. So the equality tests above compare paths the
+    switches really take."""
+    rng = np.random.default_rng(3)
+    n = 1500
+    t = np.arange(n) * 300.0
+    x = rng.normal(0.0, 1.0, n)
+    x[1200:1215] += np.arange(1, 16) * 0.5  # climbs for 15 samples, then back
+    rows = np.zeros(n, dtype=np.intp)
+    scores = {}
+    for name, p in {"default": Params(), "rise": Params(hold_rise=True), "whole": Params(alarm_whole=True)}.items():
+        a, b = ColumnarState(p, 1), ColumnarState(p, 1)
+        got, want = a.run(rows, t, x), reference_run(b, rows, t, x)
+        _assert_same(a, b, got, want)
+        scores[name] = got
+    climb, fall = slice(1200, 1215), slice(1215, 1230)
+    first = 1200 + int(np.argmax(scores["default"][climb] >= 0.3))  # the alarm
+    assert scores["default"][climb].max() == scores["default"][first] < 0.35  # just over the alarm level
+    assert scores["rise"][climb].max() > scores["default"][climb].max() + 0.1  # the climb's peak
+    np.testing.assert_array_equal(scores["rise"][:first + 1], scores["default"][:first + 1])
+    np.testing.assert_array_equal(scores["whole"][climb], scores["default"][climb])
+    assert scores["whole"][fall].max() > scores["default"][fall].max() + 0.2  # the re-alarm, whole
