@@ -15,7 +15,8 @@ The held-out seeds (101-103) are never scored here. ``--blind SEEDS --variant LA
 with :func:`bench.nab_corpus.evaluate` (thresholds chosen on the dev seeds, frozen), for the variant and the
 default in the same run: a rule's step (c), once. Seeds 501-503 were spent so on 2026-12-07 (second round,
 the stuck test); 701-710, reserved by the third round's rule, were not opened since no variant passed it
-(the fourth and fifth rounds' rules reserve them again). ``--fifth`` screens the fifth round's rows. ``--fourth`` screens the fourth round's rows; a row whose label
+(the fourth and fifth rounds' rules reserve them again). ``--fifth`` screens the fifth round's rows, ``--sixth`` the sixth's;
+``--pile`` measures the alarm-level pile. ``--fourth`` screens the fourth round's rows; a row whose label
 ends in "nested" lets each fold choose ``tail_k`` / ``decades`` too (:data:`KNOBS`), and goes to ``--blind`` with
 its folds' most frequent choice as ``--set KNOB=VALUE``.
 """
@@ -80,7 +81,14 @@ VARIANTS: dict[str, tuple[tuple[str, object], ...]] = {
     "decl1 w10 avg min10": D1 + (("decluster_weight", 10), ("decluster_average", True), ("decluster_min", 10)),
     "decl1 w10 avg srate min10": D1 + (("decluster_weight", 10), ("decluster_average", True),
                                        ("decluster_sample_rate", True), ("decluster_min", 10)),
+    # the sixth round (fixed in bench/README's rule before any was scored): the alarm hold, not declustering. A
+    # surprise still rising above its alarm's is published whole (hold_rise); every alarm publishes its whole
+    # surprise (alarm_whole); both
+    "hold rise": (("hold_rise", True),),
+    "alarm whole": (("alarm_whole", True),),
+    "hold rise, alarm whole": (("hold_rise", True), ("alarm_whole", True)),
 }
+SIXTH = ("default", "hold rise", "alarm whole", "hold rise, alarm whole")
 FIFTH = ("default", "decl1 w10 avg", "decl1 w10 avg srate", "decl1 w10 avg min10", "decl1 w10 avg srate min10")
 FOURTH = ("default", "decl1 w10", "decl1 w50", "stuck decl1 w10", "decl1 w10 nested", "stuck decl1 w10 nested")
 # what a nested row's folds choose among, besides the threshold: the base, then one knob at a time (the values
@@ -126,6 +134,32 @@ def screen(label: str, params=None, dev_seeds=DEV_SEEDS) -> dict:
     }
 
 
+def pile(label: str, dev_seeds=DEV_SEEDS, lo: float = 0.20, hi: float = 0.40, step: float = 0.01) -> dict:
+    """The alarm-level pile (sixth round): each window's maximum score and the scores of the rows outside windows
+    (the candidate false-positive rows), binned over [lo, hi), on the NAB dev split and the machine dev seeds."""
+    import numpy as np
+
+    cand = nab_loco.Candidate(label.replace(" ", "_"), "default", VARIANTS[label])
+    nab_mod = nab_loco.load_scorer(nab_loco.NAB)
+    nab_w = nab_loco.NAB / "labels" / "windows_dev.json"
+    dev_w = machine_corpus.write(nab_corpus.ROOT, dev_seeds)
+    edges = np.round(np.arange(lo, hi + step / 2, step), 6)
+    out = {"label": label, "edges": edges.tolist()}
+    for corpus, root, windows in (("nab", nab_loco.NAB, nab_w), ("machine", nab_corpus.ROOT, dev_w)):
+        rels = sorted(json.loads(windows.read_text()))
+        geoms = nab_mod.load_geometry(str(root), str(windows), rels)
+        maxima, outside = [], []
+        for r in rels:
+            counter = corpus == "machine" and machine_corpus.is_counter_file(r)
+            sc, g = nab_loco.raw_scores(root / "data", r, cand, counter=counter), geoms[r]
+            outside.append(sc[g.scored & (g.win_id < 0)])
+            maxima += [float(sc[a:b + 1].max()) for a, b in g.windows if g.scored[a:b + 1].any()]
+        out[corpus] = {"windows": len(maxima), "window_maxima": np.histogram(maxima, edges)[0].tolist(),
+                       "outside_rows": np.histogram(np.concatenate(outside), edges)[0].tolist(),
+                       "maxima_near": sorted(round(m, 3) for m in maxima if lo <= m < hi)}
+    return out
+
+
 def row(r: dict) -> str:
     f = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     loco = " / ".join(f(v) for c, v in r["nab_loco"].items() if v is not None)
@@ -162,12 +196,25 @@ def main() -> None:
                     help="with --blind: a nested row's knob as its folds chose it (tail_k=1.5, decades=8.0)")
     ap.add_argument("--fourth", action="store_true", help="the fourth round's rows (FOURTH)")
     ap.add_argument("--fifth", action="store_true", help="the fifth round's rows (FIFTH)")
+    ap.add_argument("--pile", nargs="*", default=None, metavar="LABEL",
+                    help="the alarm-level pile of these variants (window maxima, outside rows near 0.30)")
+    ap.add_argument("--sixth", action="store_true", help="the sixth round's rows (SIXTH)")
     a = ap.parse_args()
     dev_seeds = tuple(int(x) for x in a.dev_seeds.split(","))
+    if a.pile is not None:
+        for label in a.pile or ["default"]:
+            r = pile(label, dev_seeds)
+            print(label, "bins", r["edges"])
+            for corpus in ("nab", "machine"):
+                print(f"  {corpus}: {r[corpus]['windows']} windows; maxima per bin {r[corpus]['window_maxima']}; "
+                      f"outside rows per bin {r[corpus]['outside_rows']}")
+                print(f"  {corpus} window maxima in range: {r[corpus]['maxima_near']}")
+        return
     if a.blind:
         extra = tuple((k, float(v)) for k, v in (kv.split("=", 1) for kv in a.set))
         return blind([int(x) for x in a.blind.split(",")], a.variant, dev_seeds, a.json, extra)
-    labels = a.only or (list(FOURTH) if a.fourth else list(FIFTH) if a.fifth else list(VARIANTS))
+    labels = a.only or (list(FOURTH) if a.fourth else list(FIFTH) if a.fifth else list(SIXTH) if a.sixth
+                                 else list(VARIANTS))
     machine_corpus.write(nab_corpus.ROOT, dev_seeds)  # once, before the workers read it
     if a.jobs > 1:
         with ProcessPoolExecutor(a.jobs) as pool:
