@@ -87,6 +87,8 @@ VARIANTS: dict[str, tuple[tuple[str, object], ...]] = {
     "hold rise": (("hold_rise", True),),
     "alarm whole": (("alarm_whole", True),),
     "hold rise, alarm whole": (("hold_rise", True), ("alarm_whole", True)),
+    # a diagnostic for --pile only (not a candidate): the surprise itself, with no hold at all
+    "no hold": (("hold", 0),),
 }
 SIXTH = ("default", "hold rise", "alarm whole", "hold rise, alarm whole")
 FIFTH = ("default", "decl1 w10 avg", "decl1 w10 avg srate", "decl1 w10 avg min10", "decl1 w10 avg srate min10")
