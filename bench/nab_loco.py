@@ -137,14 +137,103 @@ def _bounds(nab_mod, geoms: dict, rels: Sequence[str], profile: str) -> tuple[fl
     return null, perfect
 
 
-def best_threshold(nab_mod, geoms: dict, scores: dict, rels: Sequence[str], profile: str = PROFILE) -> tuple[float, float]:
-    """NAB's exact sweep over ``rels``: (threshold, normalized score there)."""
+# How a fold turns NAB's score-vs-threshold curve into one threshold (issue 11, seventh round). The parameters are
+# fixed here, a priori, never chosen on data: a score is surprise / decades (10), so 0.01 is 0.1 decade.
+SMOOTH_HALF_WIDTH = 0.01  # "smooth": argmax of the curve averaged over [t - 0.01, t + 0.01]
+PLATEAU_POINTS = 1.0  # "plateau": centre of the widest threshold interval within 1 normalized point of the best
+CHOOSERS = ("argmax", "smooth", "plateau")
+
+
+def _curve(thr_desc: np.ndarray, tot_desc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sweep's step function ascending: ``f(t) = g[k]`` for ``a[k-1] < t <= a[k]`` (``g[0]`` for t <= a[0]).
+
+    ``tot_desc[j]`` is the total when every row scoring >= ``thr_desc[j]`` is a detection, and it holds for every
+    threshold in ``(thr_desc[j + 1], thr_desc[j]]``.
+    """
+    return thr_desc[::-1].astype(float), tot_desc[::-1].astype(float)
+
+
+def choose_threshold(thr_desc, tot_desc, chooser: str = "argmax", scale: float = 1.0) -> float:
+    """One threshold from a sweep's curve (``nab_mod.sweep``'s output: thresholds descending, raw totals).
+
+    ``scale``: raw score per normalized point (``(perfect - null) / 100``), for ``plateau``'s tolerance.
+
+    - ``argmax``: the first maximum, i.e. the highest threshold among ties, as NAB's scorer does. It is always
+      the score of some row, usually a window's maximum, so a slightly higher threshold loses that window.
+    - ``smooth``: the argmax of the curve averaged over ``[t - h, t + h]`` (h = :data:`SMOOTH_HALF_WIDTH`), so a
+      threshold is preferred where its neighbours score well too; thresholds searched in [0, 1].
+    - ``plateau``: the centre of the widest interval of thresholds (within [0, 1]) whose score is within
+      :data:`PLATEAU_POINTS` normalized points of the best.
+
+    >>> thr = np.array([1.1, 0.9, 0.5, 0.2])     # a 1-row spike at 0.9 (worth 10), a broad good range below 0.5
+    >>> tot = np.array([0.0, 10.0, 9.0, 2.0])    # f = 10 on (0.5, 0.9], 9 on (0.2, 0.5], 2 below 0.2
+    >>> choose_threshold(thr, tot, "argmax")
+    0.9
+    >>> round(choose_threshold(thr, tot, "plateau", scale=1.0), 6)  # f >= 9 on (0.2, 0.9]: its centre
+    0.55
+    """
+    thr_desc, tot_desc = np.asarray(thr_desc, float), np.asarray(tot_desc, float)
+    if chooser == "argmax":
+        return float(thr_desc[int(np.argmax(tot_desc))])
+    a, g = _curve(thr_desc, tot_desc)
+    lo_dom, hi_dom = 0.0, 1.0
+    if chooser == "smooth":
+        h = SMOOTH_HALF_WIDTH
+        lo = min(a[0], lo_dom) - 2 * h - 1.0  # the integral's origin: below anything evaluated
+        widths = np.diff(np.r_[lo, a])
+        cum = np.cumsum(g * widths)  # cum[k] = integral of f from lo to a[k]
+
+        def integral(t):
+            k = np.searchsorted(a, t, side="left")  # f(t) = g[k] just left of a[k]
+            inside = k < len(a)
+            kk = np.minimum(k, len(a) - 1)
+            prev_pos = np.where(kk > 0, a[np.maximum(kk - 1, 0)], lo)
+            prev_cum = np.where(kk > 0, cum[np.maximum(kk - 1, 0)], 0.0)
+            return np.where(inside, prev_cum + g[kk] * (t - prev_pos), cum[-1] + g[-1] * (t - a[-1]))
+
+        # the average is piecewise linear with kinks at a[k] +- h: its maximum is at one of them (or a bound)
+        cand = np.unique(np.clip(np.r_[a - h, a + h, lo_dom, hi_dom], lo_dom, hi_dom))
+        avg = (integral(cand + h) - integral(cand - h)) / (2 * h)
+        best = avg.max()
+        return float(cand[np.nonzero(avg >= best - 1e-9 * max(1.0, abs(best)))[0][-1]])  # highest among ties
+    if chooser == "plateau":
+        ok = g >= g.max() - PLATEAU_POINTS * scale - 1e-9
+        # interval k is (a[k-1], a[k]], clipped to the domain; runs of good intervals join
+        left = np.clip(np.r_[lo_dom, a[:-1]], lo_dom, hi_dom)
+        right = np.clip(a, lo_dom, hi_dom)
+        right[-1] = hi_dom  # above the last threshold (1.1) nothing is detected: the same value up to 1.0
+        best_w, best_c, k = -1.0, float(thr_desc[int(np.argmax(tot_desc))]), 0
+        while k < len(g):
+            if not ok[k]:
+                k += 1
+                continue
+            j = k
+            while j + 1 < len(g) and ok[j + 1]:
+                j += 1
+            w = right[j] - left[k]
+            if w >= best_w:  # the highest run among equally wide ones
+                best_w, best_c = w, 0.5 * (left[k] + right[j])
+            k = j + 1
+        return float(best_c)
+    raise ValueError(f"unknown chooser {chooser!r} (one of {CHOOSERS})")
+
+
+def curve_value(thr_desc, tot_desc, t: float) -> float:
+    """The sweep's total at threshold ``t`` (rows scoring >= t are detections)."""
+    a, g = _curve(np.asarray(thr_desc, float), np.asarray(tot_desc, float))
+    return float(g[min(int(np.searchsorted(a, t, side="left")), len(a) - 1)])
+
+
+def best_threshold(nab_mod, geoms: dict, scores: dict, rels: Sequence[str], profile: str = PROFILE,
+                   chooser: str = "argmax") -> tuple[float, float]:
+    """NAB's exact sweep over ``rels``: (threshold chosen by ``chooser``, normalized score there)."""
     sub = {r: geoms[r] for r in rels}
     thr, tot = nab_mod.sweep(sub, {r: scores[r] for r in rels}, nab_mod.DEFAULT_PROFILES[profile])
-    j = int(np.argmax(tot))  # first max: the highest threshold among ties, as the scorer does
     null, perfect = _bounds(nab_mod, geoms, rels, profile)
-    norm = 100.0 * (tot[j] - null) / (perfect - null) if perfect != null else float("nan")
-    return float(thr[j]), float(norm)
+    t = choose_threshold(thr, tot, chooser, scale=(perfect - null) / 100.0 if perfect != null else 1.0)
+    val = curve_value(thr, tot, t)
+    norm = 100.0 * (val - null) / (perfect - null) if perfect != null else float("nan")
+    return float(t), float(norm)
 
 
 def category_figures(nab_mod, geoms: dict, scores: dict, rels: Sequence[str], threshold: float,
@@ -171,23 +260,25 @@ def by_category(rels: Sequence[str]) -> dict[str, list[str]]:
     return dict(sorted(out.items()))
 
 
-def loco(nab_mod, geoms: dict, scores_by: dict[str, dict], candidates: Sequence[str], profile: str = PROFILE) -> dict:
+def loco(nab_mod, geoms: dict, scores_by: dict[str, dict], candidates: Sequence[str], profile: str = PROFILE,
+         chooser: str = "argmax") -> dict:
     """Nested leave-one-category-out over ``geoms``' categories.
 
     ``scores_by[label][rel]``: raw scores per candidate. For each category,
     the (candidate, threshold) with the best normalized score on the other
     categories is chosen, and applied to the held-out one. The in-sample
-    figures use ``candidates[0]`` with the threshold swept on everything.
+    figures use ``candidates[0]`` with the threshold swept on everything. ``chooser``
+    (:func:`choose_threshold`) turns each sweep into a threshold, in-sample and in every fold.
     """
     rels = sorted(geoms)
     cats = by_category(rels)
     first = candidates[0]
-    thr_in, norm_in = best_threshold(nab_mod, geoms, scores_by[first], rels, profile)
+    thr_in, norm_in = best_threshold(nab_mod, geoms, scores_by[first], rels, profile, chooser)
     in_sample = {c: category_figures(nab_mod, geoms, scores_by[first], rs, thr_in, profile) for c, rs in cats.items()}
     held_out = {}
     for c, rs in cats.items():
         train = [r for r in rels if r.split("/")[0] != c]
-        trials = [(best_threshold(nab_mod, geoms, scores_by[label], train, profile), -i, label)
+        trials = [(best_threshold(nab_mod, geoms, scores_by[label], train, profile, chooser), -i, label)
                   for i, label in enumerate(candidates)]
         (thr, train_norm), _, label = max(trials, key=lambda x: (x[0][1], x[1]))
         fig = category_figures(nab_mod, geoms, scores_by[label], rs, thr, profile)
@@ -206,7 +297,7 @@ def loco(nab_mod, geoms: dict, scores_by: dict[str, dict], candidates: Sequence[
 
 
 def run(nab: Path, windows: Path, candidates: Sequence[Candidate], cache: Path = CACHE,
-        profile: str = PROFILE, progress=print) -> dict:
+        profile: str = PROFILE, progress=print, chooser: str = "argmax") -> dict:
     """Score (or load from the cache) every file with every candidate, then :func:`loco`."""
     nab_mod = load_scorer(nab)
     rels = sorted(json.loads(windows.read_text()))
@@ -215,7 +306,7 @@ def run(nab: Path, windows: Path, candidates: Sequence[Candidate], cache: Path =
     for cand in candidates:
         progress(f"raw scores of {len(rels)} files with {cand.label} (cache {cache}) ...")
         scores_by[cand.label] = {r: raw_scores(nab / "data", r, cand, cache) for r in rels}
-    return loco(nab_mod, geoms, scores_by, [c.label for c in candidates], profile)
+    return loco(nab_mod, geoms, scores_by, [c.label for c in candidates], profile, chooser)
 
 
 def table(result: dict, title: str):
