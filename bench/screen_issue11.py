@@ -16,7 +16,8 @@ with :func:`bench.nab_corpus.evaluate` (thresholds chosen on the dev seeds, froz
 default in the same run: a rule's step (c), once. Seeds 501-503 were spent so on 2026-12-07 (second round,
 the stuck test); 701-710, reserved by the third round's rule, were not opened since no variant passed it
 (the fourth and fifth rounds' rules reserve them again). ``--fifth`` screens the fifth round's rows, ``--sixth`` the sixth's;
-``--pile`` measures the alarm-level pile. ``--fourth`` screens the fourth round's rows; a row whose label
+``--pile`` measures the alarm-level pile; ``--seventh`` screens the seventh round's threshold choosers
+(``--seventh --blind SEEDS``: its step (c), once). ``--fourth`` screens the fourth round's rows; a row whose label
 ends in "nested" lets each fold choose ``tail_k`` / ``decades`` too (:data:`KNOBS`), and goes to ``--blind`` with
 its folds' most frequent choice as ``--set KNOB=VALUE``.
 """
@@ -162,6 +163,68 @@ def pile(label: str, dev_seeds=DEV_SEEDS, lo: float = 0.20, hi: float = 0.40, st
     return out
 
 
+def seventh(chooser: str, dev_seeds=DEV_SEEDS) -> dict:
+    """The seventh round: the default detector unchanged, the folds' threshold chosen by ``chooser``
+    (:func:`bench.nab_loco.choose_threshold`): NAB in-sample and LOCO, machine dev in-sample and LOSO."""
+    cand = nab_loco.Candidate("default", "default")
+    nab = nab_loco.run(nab_loco.NAB, nab_loco.NAB / "labels" / "windows_dev.json", [cand], progress=lambda *_: None,
+                       chooser=chooser)
+    nab_mod = nab_loco.load_scorer(nab_loco.NAB)
+    dev_w = machine_corpus.write(nab_corpus.ROOT, dev_seeds)
+    dev = sorted(json.loads(dev_w.read_text()))
+    geoms = nab_mod.load_geometry(str(nab_corpus.ROOT), str(dev_w), dev)
+    scores = nab_corpus._scores(nab_corpus.ROOT, dev, cand, nab_loco.CACHE)
+    thr, dev_norm = nab_loco.best_threshold(nab_mod, geoms, scores, dev, chooser=chooser)
+    loso = nab_loco.loco(nab_mod, geoms, {cand.label: scores}, [cand.label], chooser=chooser)
+    at = nab_loco.category_figures(nab_mod, geoms, scores, dev, thr)
+    return {
+        "label": chooser,
+        "nab_in_sample": nab["in_sample"]["normalized"],
+        "nab_threshold": nab["in_sample"]["threshold"],
+        "nab_loco_mean": nab["held_out"]["category_mean"],
+        "nab_loco": {c: f["normalized"] for c, f in nab["held_out"]["categories"].items()},
+        "machine_dev_in_sample": dev_norm,
+        "machine_loso_mean": loso["held_out"]["category_mean"],
+        "machine_loso": {c: f["normalized"] for c, f in loso["held_out"]["categories"].items()},
+        "machine_dev_windows": f"{at['detected']}/{at['windows']}",
+        "machine_dev_fp_rows": at["fp_rows"],
+        "machine_dev_threshold": thr,
+        "chosen": {c: round(f["threshold"], 4) for c, f in nab["held_out"]["categories"].items()}
+        | {f"seed {c}": round(f["threshold"], 4) for c, f in loso["held_out"]["categories"].items()},
+    }
+
+
+def seventh_blind(seeds: list[int], choosers, dev_seeds, out: Path | None) -> None:
+    """The seventh round's step (c), once: blind seeds scored by the default detector at each chooser's threshold
+    chosen on the dev seeds, and at the one it chooses on NAB's whole dev split (the shipped kind)."""
+    spent = set(dev_seeds) | set(machine_corpus.HELD_OUT_SEEDS) | {501, 502, 503}
+    assert not set(seeds) & spent, f"seeds {sorted(set(seeds) & spent)} are not blind"
+    cand = nab_loco.Candidate("default", "default")
+    nab_mod = nab_loco.load_scorer(nab_loco.NAB)
+    nab_w = nab_loco.NAB / "labels" / "windows_dev.json"
+    nab_rels = sorted(json.loads(nab_w.read_text()))
+    nab_geoms = nab_mod.load_geometry(str(nab_loco.NAB), str(nab_w), nab_rels)
+    nab_scores = {r: nab_loco.raw_scores(nab_loco.NAB / "data", r, cand) for r in nab_rels}
+    dev_w, held_w = machine_corpus.write(nab_corpus.ROOT, dev_seeds), machine_corpus.write(nab_corpus.ROOT, seeds)
+    dev, held = sorted(json.loads(dev_w.read_text())), sorted(json.loads(held_w.read_text()))
+    geoms = (nab_mod.load_geometry(str(nab_corpus.ROOT), str(dev_w), dev)
+             | nab_mod.load_geometry(str(nab_corpus.ROOT), str(held_w), held))
+    scores = nab_corpus._scores(nab_corpus.ROOT, dev + held, cand, nab_loco.CACHE)
+    results = {}
+    for ch in choosers:
+        thr_dev, _ = nab_loco.best_threshold(nab_mod, geoms, scores, dev, chooser=ch)
+        thr_nab, _ = nab_loco.best_threshold(nab_mod, nab_geoms, nab_scores, nab_rels, chooser=ch)
+        results[ch] = {}
+        for name, thr in (("dev-seed threshold", thr_dev), ("NAB-dev threshold", thr_nab)):
+            fig = nab_loco.category_figures(nab_mod, geoms, scores, held, thr)
+            results[ch][name] = {"threshold": thr, "normalized": fig["normalized"], "detected": fig["detected"],
+                                 "windows": fig["windows"], "fp_rows": fig["fp_rows"]}
+            print(f"| {ch} | {name} | {thr:.4f} | {fig['normalized']:.1f} | {fig['detected']}/{fig['windows']} | "
+                  f"{fig['fp_rows']} |")
+    if out:
+        out.write_text(json.dumps(results, indent=1))
+
+
 def row(r: dict) -> str:
     f = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     loco = " / ".join(f(v) for c, v in r["nab_loco"].items() if v is not None)
@@ -201,8 +264,22 @@ def main() -> None:
     ap.add_argument("--pile", nargs="*", default=None, metavar="LABEL",
                     help="the alarm-level pile of these variants (window maxima, outside rows near 0.30)")
     ap.add_argument("--sixth", action="store_true", help="the sixth round's rows (SIXTH)")
+    ap.add_argument("--seventh", action="store_true",
+                    help="the seventh round: the default detector, each threshold chooser (nab_loco.CHOOSERS)")
     a = ap.parse_args()
     dev_seeds = tuple(int(x) for x in a.dev_seeds.split(","))
+    if a.seventh:
+        choosers = a.only or list(nab_loco.CHOOSERS)
+        if a.blind:
+            return seventh_blind([int(x) for x in a.blind.split(",")], choosers, dev_seeds, a.json)
+        results = [seventh(ch, dev_seeds) for ch in choosers]
+        for r in results:
+            print(row(r), f"NAB thr {r['nab_threshold']:.4f}, machine dev thr {r['machine_dev_threshold']:.4f}")
+        for r in results:
+            print(r["label"], "chosen per fold:", r["chosen"])
+        if a.json:
+            a.json.write_text(json.dumps(results, indent=1))
+        return
     if a.pile is not None:
         for label in a.pile or ["default"]:
             r = pile(label, dev_seeds)
