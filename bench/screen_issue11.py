@@ -225,6 +225,29 @@ def seventh_blind(seeds: list[int], choosers, dev_seeds, out: Path | None) -> No
         out.write_text(json.dumps(results, indent=1))
 
 
+def seventh_shift(choosers, deltas=(-0.01, -0.005, -0.003, -0.001, 0.0, 0.001, 0.003, 0.005, 0.01)) -> dict:
+    """A diagnostic of the seventh round (not deciding): each chooser's NAB LOCO fold thresholds moved by each
+    delta, and the held-out mean there; how close a procedure sits to a cliff."""
+    import statistics
+
+    nab_mod = nab_loco.load_scorer(nab_loco.NAB)
+    w = nab_loco.NAB / "labels" / "windows_dev.json"
+    rels = sorted(json.loads(w.read_text()))
+    geoms = nab_mod.load_geometry(str(nab_loco.NAB), str(w), rels)
+    scores = {r: nab_loco.raw_scores(nab_loco.NAB / "data", r, nab_loco.Candidate("default", "default")) for r in rels}
+    cats = nab_loco.by_category(rels)
+    out = {}
+    for ch in choosers:
+        fold = {c: nab_loco.best_threshold(nab_mod, geoms, scores, [r for r in rels if r.split("/")[0] != c],
+                                           chooser=ch)[0] for c in cats}
+        out[ch] = {}
+        for d in deltas:
+            vals = [nab_loco.category_figures(nab_mod, geoms, scores, rs, fold[c] + d)["normalized"]
+                    for c, rs in cats.items()]
+            out[ch][d] = statistics.fmean(v for v in vals if v is not None)
+    return out
+
+
 def row(r: dict) -> str:
     f = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     loco = " / ".join(f(v) for c, v in r["nab_loco"].items() if v is not None)
@@ -266,10 +289,16 @@ def main() -> None:
     ap.add_argument("--sixth", action="store_true", help="the sixth round's rows (SIXTH)")
     ap.add_argument("--seventh", action="store_true",
                     help="the seventh round: the default detector, each threshold chooser (nab_loco.CHOOSERS)")
+    ap.add_argument("--shift", action="store_true",
+                    help="with --seventh: NAB LOCO held-out mean with each chooser's fold thresholds shifted")
     a = ap.parse_args()
     dev_seeds = tuple(int(x) for x in a.dev_seeds.split(","))
     if a.seventh:
         choosers = a.only or list(nab_loco.CHOOSERS)
+        if a.shift:
+            for ch, by in seventh_shift(choosers).items():
+                print(ch, " ".join(f"{d:+.3f}: {v:.1f}" for d, v in by.items()))
+            return
         if a.blind:
             return seventh_blind([int(x) for x in a.blind.split(",")], choosers, dev_seeds, a.json)
         results = [seventh(ch, dev_seeds) for ch in choosers]
