@@ -101,6 +101,21 @@ KNOBS: tuple[tuple[tuple[str, object], ...], ...] = (
 DEV_SEEDS = machine_corpus.DEV_SEEDS + (4, 5, 6)  # the third round's dev seeds (4-6 were used nowhere before)
 
 
+def _figures(nab: dict, loso: dict, at: dict, thr: float, dev_norm: float) -> dict:
+    """A screened row's figures: NAB in-sample and LOCO (``nab``), machine dev in-sample and LOSO."""
+    return {
+        "nab_in_sample": nab["in_sample"]["normalized"],
+        "nab_loco_mean": nab["held_out"]["category_mean"],
+        "nab_loco": {c: f["normalized"] for c, f in nab["held_out"]["categories"].items()},
+        "machine_dev_in_sample": dev_norm,
+        "machine_loso_mean": loso["held_out"]["category_mean"],
+        "machine_loso": {c: f["normalized"] for c, f in loso["held_out"]["categories"].items()},
+        "machine_dev_windows": f"{at['detected']}/{at['windows']}",
+        "machine_dev_fp_rows": at["fp_rows"],
+        "machine_dev_threshold": thr,
+    }
+
+
 def screen(label: str, params=None, dev_seeds=DEV_SEEDS) -> dict:
     params = VARIANTS[label] if params is None else params
     knobs = KNOBS if label.endswith(" nested") else ((),)
@@ -121,15 +136,7 @@ def screen(label: str, params=None, dev_seeds=DEV_SEEDS) -> dict:
     return {
         "label": label,
         "params": [list(p) for p in params],
-        "nab_in_sample": nab["in_sample"]["normalized"],
-        "nab_loco_mean": nab["held_out"]["category_mean"],
-        "nab_loco": {c: f["normalized"] for c, f in nab["held_out"]["categories"].items()},
-        "machine_dev_in_sample": dev_norm,
-        "machine_loso_mean": loso["held_out"]["category_mean"],
-        "machine_loso": {c: f["normalized"] for c, f in loso["held_out"]["categories"].items()},
-        "machine_dev_windows": f"{at['detected']}/{at['windows']}",
-        "machine_dev_fp_rows": at["fp_rows"],
-        "machine_dev_threshold": thr,
+        **_figures(nab, loso, at, thr, dev_norm),
         "kinds_dev": {k: (f["normalized"], f"{f['detected']}/{f['windows']}", f["fp_rows"]) for k, f in kinds.items()},
         # each fold's choice (a nested row's knobs; the threshold only otherwise)
         "chosen": {c: f["model"] for c, f in nab["held_out"]["categories"].items()}
@@ -179,16 +186,8 @@ def seventh(chooser: str, dev_seeds=DEV_SEEDS) -> dict:
     at = nab_loco.category_figures(nab_mod, geoms, scores, dev, thr)
     return {
         "label": chooser,
-        "nab_in_sample": nab["in_sample"]["normalized"],
         "nab_threshold": nab["in_sample"]["threshold"],
-        "nab_loco_mean": nab["held_out"]["category_mean"],
-        "nab_loco": {c: f["normalized"] for c, f in nab["held_out"]["categories"].items()},
-        "machine_dev_in_sample": dev_norm,
-        "machine_loso_mean": loso["held_out"]["category_mean"],
-        "machine_loso": {c: f["normalized"] for c, f in loso["held_out"]["categories"].items()},
-        "machine_dev_windows": f"{at['detected']}/{at['windows']}",
-        "machine_dev_fp_rows": at["fp_rows"],
-        "machine_dev_threshold": thr,
+        **_figures(nab, loso, at, thr, dev_norm),
         "chosen": {c: round(f["threshold"], 4) for c, f in nab["held_out"]["categories"].items()}
         | {f"seed {c}": round(f["threshold"], 4) for c, f in loso["held_out"]["categories"].items()},
     }
