@@ -22,6 +22,9 @@ ago: a replay):
   that end a run are not counted), over the samples produced, and the busiest
   worker's share. The workers' fixed cost while they work is counted; their idle
   rate, measured for 5 s before, is a row of its own (ms of CPU per second);
+* **machine baseline**: right after each run, the same in-process job (the staged engine over the same fleet,
+  no Kafka) in W processes at once, and CPU per sample against it: the machine's charge for W busy processes on
+  its cores divides out, so that row compares worker counts (:func:`machine_baseline`);
 * **rebalances during the run**: consumer-group generations the workers joined
   after the samples were produced (the bench waits until they all joined the
   same one before it starts), and the **partial rows** of the run (a run that
@@ -81,7 +84,7 @@ def machine_baseline(processes: int, steps: int) -> float:
     """Mean CPU seconds of ``processes`` processes running at once, each the same in-process job: the staged
     engine (16 + 16 partitions, no Kafka) over the bench's fleet. Measured beside each worker count, it says
     what this machine charges for the same work when that many processes share its cores (2 cores: all
-    of them busy make each CPU-second do less, about 20% on 2026-12-07), which is not Headroom's doing.
+    of them busy make each CPU-second do less, 13-20% at 4 processes on 2026-12-07), which is not Headroom's doing.
     """
     import subprocess
     import sys
@@ -107,7 +110,8 @@ def _baseline_job(steps: int) -> float:
 
 
 def _spy(pid: int, out: Path):
-    """A py-spy recording of one process's on-CPU stacks, 200 a second, until it is sent SIGINT."""
+    """A py-spy recording of one process's stacks, 200 a second, until it is sent SIGINT. With more processes than
+    cores its shares mislead: a process waiting for a core is sampled as busy (see bench/README.md, stages_kafka)."""
     import subprocess
     import sys
 
