@@ -99,6 +99,7 @@ FOURTH = ("default", "decl1 w10", "decl1 w50", "stuck decl1 w10", "decl1 w10 nes
 KNOBS: tuple[tuple[tuple[str, object], ...], ...] = (
     (), (("tail_k", 1.5),), (("tail_k", 2.5),), (("decades", 8.0),), (("decades", 12.0),))
 DEV_SEEDS = machine_corpus.DEV_SEEDS + (4, 5, 6)  # the third round's dev seeds (4-6 were used nowhere before)
+NAB_DEV_WINDOWS = nab_loco.NAB / "labels" / "windows_dev.json"
 
 
 def _figures(nab: dict, loso: dict, at: dict, thr: float, dev_norm: float) -> dict:
@@ -116,32 +117,45 @@ def _figures(nab: dict, loso: dict, at: dict, thr: float, dev_norm: float) -> di
     }
 
 
-def screen(label: str, params=None, dev_seeds=DEV_SEEDS) -> dict:
+def screen(label: str, params=None, dev_seeds=DEV_SEEDS, chooser: str = "argmax") -> dict:
+    """A variant's figures on development data: NAB in-sample and LOCO, machine dev in-sample and LOSO, each
+    fold's threshold chosen by ``chooser`` (:func:`bench.nab_loco.choose_threshold`; the seventh round's)."""
     params = VARIANTS[label] if params is None else params
     knobs = KNOBS if label.endswith(" nested") else ((),)
     cands = [nab_loco.Candidate(label.replace(" ", "_") + "".join(f"-{k}{v}" for k, v in knob), "default",
                                 tuple(params) + knob) for knob in knobs]
     cand = cands[0]  # the in-sample figures' model
-    nab = nab_loco.run(nab_loco.NAB, nab_loco.NAB / "labels" / "windows_dev.json", cands, progress=lambda *_: None)
+    nab = nab_loco.run(nab_loco.NAB, NAB_DEV_WINDOWS, cands, progress=lambda *_: None, chooser=chooser)
     nab_mod = nab_loco.load_scorer(nab_loco.NAB)
     dev_w = machine_corpus.write(nab_corpus.ROOT, dev_seeds)
     dev = sorted(json.loads(dev_w.read_text()))
     geoms = nab_mod.load_geometry(str(nab_corpus.ROOT), str(dev_w), dev)
     scores_by = {c.label: nab_corpus._scores(nab_corpus.ROOT, dev, c, nab_loco.CACHE) for c in cands}
     scores = scores_by[cand.label]
-    thr, dev_norm = nab_loco.best_threshold(nab_mod, geoms, scores, dev)
-    loso = nab_loco.loco(nab_mod, geoms, scores_by, [c.label for c in cands])
+    thr, dev_norm = nab_loco.best_threshold(nab_mod, geoms, scores, dev, chooser=chooser)
+    loso = nab_loco.loco(nab_mod, geoms, scores_by, [c.label for c in cands], chooser=chooser)
     at = nab_loco.category_figures(nab_mod, geoms, scores, dev, thr)
     kinds = {k: nab_loco.category_figures(nab_mod, geoms, scores, rs, thr) for k, rs in nab_corpus.by_kind(dev).items()}
     return {
         "label": label,
         "params": [list(p) for p in params],
+        "nab_threshold": nab["in_sample"]["threshold"],
         **_figures(nab, loso, at, thr, dev_norm),
         "kinds_dev": {k: (f["normalized"], f"{f['detected']}/{f['windows']}", f["fp_rows"]) for k, f in kinds.items()},
         # each fold's choice (a nested row's knobs; the threshold only otherwise)
         "chosen": {c: f["model"] for c, f in nab["held_out"]["categories"].items()}
         | {f"seed {c}": f["model"] for c, f in loso["held_out"]["categories"].items()},
+        "fold_thresholds": {c: round(f["threshold"], 4) for c, f in nab["held_out"]["categories"].items()}
+        | {f"seed {c}": round(f["threshold"], 4) for c, f in loso["held_out"]["categories"].items()},
     }
+
+
+def _nab_dev(cand: nab_loco.Candidate):
+    """NAB's scorer, the development split's files, their geometry and ``cand``'s raw scores."""
+    nab_mod = nab_loco.load_scorer(nab_loco.NAB)
+    rels = sorted(json.loads(NAB_DEV_WINDOWS.read_text()))
+    geoms = nab_mod.load_geometry(str(nab_loco.NAB), str(NAB_DEV_WINDOWS), rels)
+    return nab_mod, rels, geoms, {r: nab_loco.raw_scores(nab_loco.NAB / "data", r, cand) for r in rels}
 
 
 def pile(label: str, dev_seeds=DEV_SEEDS, lo: float = 0.20, hi: float = 0.40, step: float = 0.01) -> dict:
@@ -151,11 +165,10 @@ def pile(label: str, dev_seeds=DEV_SEEDS, lo: float = 0.20, hi: float = 0.40, st
 
     cand = nab_loco.Candidate(label.replace(" ", "_"), "default", VARIANTS[label])
     nab_mod = nab_loco.load_scorer(nab_loco.NAB)
-    nab_w = nab_loco.NAB / "labels" / "windows_dev.json"
     dev_w = machine_corpus.write(nab_corpus.ROOT, dev_seeds)
     edges = np.round(np.arange(lo, hi + step / 2, step), 6)
     out = {"label": label, "edges": edges.tolist()}
-    for corpus, root, windows in (("nab", nab_loco.NAB, nab_w), ("machine", nab_corpus.ROOT, dev_w)):
+    for corpus, root, windows in (("nab", nab_loco.NAB, NAB_DEV_WINDOWS), ("machine", nab_corpus.ROOT, dev_w)):
         rels = sorted(json.loads(windows.read_text()))
         geoms = nab_mod.load_geometry(str(root), str(windows), rels)
         maxima, outside = [], []
@@ -170,40 +183,13 @@ def pile(label: str, dev_seeds=DEV_SEEDS, lo: float = 0.20, hi: float = 0.40, st
     return out
 
 
-def seventh(chooser: str, dev_seeds=DEV_SEEDS) -> dict:
-    """The seventh round: the default detector unchanged, the folds' threshold chosen by ``chooser``
-    (:func:`bench.nab_loco.choose_threshold`): NAB in-sample and LOCO, machine dev in-sample and LOSO."""
-    cand = nab_loco.Candidate("default", "default")
-    nab = nab_loco.run(nab_loco.NAB, nab_loco.NAB / "labels" / "windows_dev.json", [cand], progress=lambda *_: None,
-                       chooser=chooser)
-    nab_mod = nab_loco.load_scorer(nab_loco.NAB)
-    dev_w = machine_corpus.write(nab_corpus.ROOT, dev_seeds)
-    dev = sorted(json.loads(dev_w.read_text()))
-    geoms = nab_mod.load_geometry(str(nab_corpus.ROOT), str(dev_w), dev)
-    scores = nab_corpus._scores(nab_corpus.ROOT, dev, cand, nab_loco.CACHE)
-    thr, dev_norm = nab_loco.best_threshold(nab_mod, geoms, scores, dev, chooser=chooser)
-    loso = nab_loco.loco(nab_mod, geoms, {cand.label: scores}, [cand.label], chooser=chooser)
-    at = nab_loco.category_figures(nab_mod, geoms, scores, dev, thr)
-    return {
-        "label": chooser,
-        "nab_threshold": nab["in_sample"]["threshold"],
-        **_figures(nab, loso, at, thr, dev_norm),
-        "chosen": {c: round(f["threshold"], 4) for c, f in nab["held_out"]["categories"].items()}
-        | {f"seed {c}": round(f["threshold"], 4) for c, f in loso["held_out"]["categories"].items()},
-    }
-
-
 def seventh_blind(seeds: list[int], choosers, dev_seeds, out: Path | None) -> None:
     """The seventh round's step (c), once: blind seeds scored by the default detector at each chooser's threshold
     chosen on the dev seeds, and at the one it chooses on NAB's whole dev split (the shipped kind)."""
     spent = set(dev_seeds) | set(machine_corpus.HELD_OUT_SEEDS) | {501, 502, 503}
     assert not set(seeds) & spent, f"seeds {sorted(set(seeds) & spent)} are not blind"
     cand = nab_loco.Candidate("default", "default")
-    nab_mod = nab_loco.load_scorer(nab_loco.NAB)
-    nab_w = nab_loco.NAB / "labels" / "windows_dev.json"
-    nab_rels = sorted(json.loads(nab_w.read_text()))
-    nab_geoms = nab_mod.load_geometry(str(nab_loco.NAB), str(nab_w), nab_rels)
-    nab_scores = {r: nab_loco.raw_scores(nab_loco.NAB / "data", r, cand) for r in nab_rels}
+    nab_mod, nab_rels, nab_geoms, nab_scores = _nab_dev(cand)
     dev_w, held_w = machine_corpus.write(nab_corpus.ROOT, dev_seeds), machine_corpus.write(nab_corpus.ROOT, seeds)
     dev, held = sorted(json.loads(dev_w.read_text())), sorted(json.loads(held_w.read_text()))
     geoms = (nab_mod.load_geometry(str(nab_corpus.ROOT), str(dev_w), dev)
@@ -229,11 +215,7 @@ def seventh_shift(choosers, deltas=(-0.01, -0.005, -0.003, -0.001, 0.0, 0.001, 0
     delta, and the held-out mean there; how close a procedure sits to a cliff."""
     import statistics
 
-    nab_mod = nab_loco.load_scorer(nab_loco.NAB)
-    w = nab_loco.NAB / "labels" / "windows_dev.json"
-    rels = sorted(json.loads(w.read_text()))
-    geoms = nab_mod.load_geometry(str(nab_loco.NAB), str(w), rels)
-    scores = {r: nab_loco.raw_scores(nab_loco.NAB / "data", r, nab_loco.Candidate("default", "default")) for r in rels}
+    nab_mod, rels, geoms, scores = _nab_dev(nab_loco.Candidate("default", "default"))
     cats = nab_loco.by_category(rels)
     out = {}
     for ch in choosers:
@@ -300,11 +282,11 @@ def main() -> None:
             return
         if a.blind:
             return seventh_blind([int(x) for x in a.blind.split(",")], choosers, dev_seeds, a.json)
-        results = [seventh(ch, dev_seeds) for ch in choosers]
+        results = [screen("default", dev_seeds=dev_seeds, chooser=ch) | {"label": ch} for ch in choosers]
         for r in results:
             print(row(r), f"NAB thr {r['nab_threshold']:.4f}, machine dev thr {r['machine_dev_threshold']:.4f}")
         for r in results:
-            print(r["label"], "chosen per fold:", r["chosen"])
+            print(r["label"], "chosen per fold:", r["fold_thresholds"])
         if a.json:
             a.json.write_text(json.dumps(results, indent=1))
         return
