@@ -19,7 +19,9 @@ the stuck test); 701-710, reserved by the third round's rule, were not opened si
 ``--pile`` measures the alarm-level pile; ``--seventh`` screens the seventh round's threshold choosers
 (``--seventh --blind SEEDS``: its step (c), once). ``--fourth`` screens the fourth round's rows; a row whose label
 ends in "nested" lets each fold choose ``tail_k`` / ``decades`` too (:data:`KNOBS`), and goes to ``--blind`` with
-its folds' most frequent choice as ``--set KNOB=VALUE``.
+its folds' most frequent choice as ``--set KNOB=VALUE``. ``--eighth`` screens the eighth round's rows (the machine
+corpus as the objective); ``--eighth --blind SEEDS --variant LABEL`` is its step (c), once: the variant and the
+default on the blind seeds, each at its threshold chosen on the dev seeds and at the one chosen on NAB's dev split.
 """
 
 from __future__ import annotations
@@ -88,9 +90,14 @@ VARIANTS: dict[str, tuple[tuple[str, object], ...]] = {
     "hold rise": (("hold_rise", True),),
     "alarm whole": (("alarm_whole", True),),
     "hold rise, alarm whole": (("hold_rise", True), ("alarm_whole", True)),
+    # the eighth round (fixed in bench/README's rule before it was scored): the fifth round's sample-rate row with
+    # the stuck test; the round's other candidates were scored in rounds 3-5
+    "stuck decl1 w10 avg srate": STUCK + D1 + (("decluster_weight", 10), ("decluster_average", True),
+                                               ("decluster_sample_rate", True)),
     # a diagnostic for --pile only (not a candidate): the surprise itself, with no hold at all
     "no hold": (("hold", 0),),
 }
+EIGHTH = ("default", "stuck", "decl1 w10 avg", "decl1 w10 avg srate", "stuck decl1 w10 avg", "stuck decl1 w10 avg srate")
 SIXTH = ("default", "hold rise", "alarm whole", "hold rise, alarm whole")
 FIFTH = ("default", "decl1 w10 avg", "decl1 w10 avg srate", "decl1 w10 avg min10", "decl1 w10 avg srate min10")
 FOURTH = ("default", "decl1 w10", "decl1 w50", "stuck decl1 w10", "decl1 w10 nested", "stuck decl1 w10 nested")
@@ -183,31 +190,39 @@ def pile(label: str, dev_seeds=DEV_SEEDS, lo: float = 0.20, hi: float = 0.40, st
     return out
 
 
+def blind_at_thresholds(seeds: list[int], rows, dev_seeds, out: Path | None) -> None:
+    """Blind seeds scored once, each row ``(name, candidate, chooser)`` at two frozen thresholds: the one its chooser
+    picks on the dev seeds, and the one it picks on NAB's whole dev split (the kind that ships)."""
+    spent = set(dev_seeds) | set(machine_corpus.HELD_OUT_SEEDS) | {501, 502, 503}
+    assert not set(seeds) & spent, f"seeds {sorted(set(seeds) & spent)} are not blind"
+    dev_w, held_w = machine_corpus.write(nab_corpus.ROOT, dev_seeds), machine_corpus.write(nab_corpus.ROOT, seeds)
+    dev, held = sorted(json.loads(dev_w.read_text())), sorted(json.loads(held_w.read_text()))
+    results = {}
+    for name, cand, ch in rows:
+        nab_mod, nab_rels, nab_geoms, nab_scores = _nab_dev(cand)
+        geoms = (nab_mod.load_geometry(str(nab_corpus.ROOT), str(dev_w), dev)
+                 | nab_mod.load_geometry(str(nab_corpus.ROOT), str(held_w), held))
+        scores = nab_corpus._scores(nab_corpus.ROOT, dev + held, cand, nab_loco.CACHE)
+        thr_dev, _ = nab_loco.best_threshold(nab_mod, geoms, scores, dev, chooser=ch)
+        thr_nab, _ = nab_loco.best_threshold(nab_mod, nab_geoms, nab_scores, nab_rels, chooser=ch)
+        results[name] = {}
+        for at, thr in (("dev-seed threshold", thr_dev), ("NAB-dev threshold", thr_nab)):
+            fig = nab_loco.category_figures(nab_mod, geoms, scores, held, thr)
+            per_seed = {c: nab_loco.category_figures(nab_mod, geoms, scores, rs, thr)["normalized"]
+                        for c, rs in nab_loco.by_category(held).items()}
+            results[name][at] = {"threshold": thr, "normalized": fig["normalized"], "detected": fig["detected"],
+                                 "windows": fig["windows"], "fp_rows": fig["fp_rows"], "per_seed": per_seed}
+            print(f"| {name} | {at} | {thr:.4f} | {fig['normalized']:.1f} | {fig['detected']}/{fig['windows']} | "
+                  f"{fig['fp_rows']} | {' / '.join(f'{v:.1f}' for v in per_seed.values())} |")
+    if out:
+        out.write_text(json.dumps(results, indent=1))
+
+
 def seventh_blind(seeds: list[int], choosers, dev_seeds, out: Path | None) -> None:
     """The seventh round's step (c), once: blind seeds scored by the default detector at each chooser's threshold
     chosen on the dev seeds, and at the one it chooses on NAB's whole dev split (the shipped kind)."""
-    spent = set(dev_seeds) | set(machine_corpus.HELD_OUT_SEEDS) | {501, 502, 503}
-    assert not set(seeds) & spent, f"seeds {sorted(set(seeds) & spent)} are not blind"
     cand = nab_loco.Candidate("default", "default")
-    nab_mod, nab_rels, nab_geoms, nab_scores = _nab_dev(cand)
-    dev_w, held_w = machine_corpus.write(nab_corpus.ROOT, dev_seeds), machine_corpus.write(nab_corpus.ROOT, seeds)
-    dev, held = sorted(json.loads(dev_w.read_text())), sorted(json.loads(held_w.read_text()))
-    geoms = (nab_mod.load_geometry(str(nab_corpus.ROOT), str(dev_w), dev)
-             | nab_mod.load_geometry(str(nab_corpus.ROOT), str(held_w), held))
-    scores = nab_corpus._scores(nab_corpus.ROOT, dev + held, cand, nab_loco.CACHE)
-    results = {}
-    for ch in choosers:
-        thr_dev, _ = nab_loco.best_threshold(nab_mod, geoms, scores, dev, chooser=ch)
-        thr_nab, _ = nab_loco.best_threshold(nab_mod, nab_geoms, nab_scores, nab_rels, chooser=ch)
-        results[ch] = {}
-        for name, thr in (("dev-seed threshold", thr_dev), ("NAB-dev threshold", thr_nab)):
-            fig = nab_loco.category_figures(nab_mod, geoms, scores, held, thr)
-            results[ch][name] = {"threshold": thr, "normalized": fig["normalized"], "detected": fig["detected"],
-                                 "windows": fig["windows"], "fp_rows": fig["fp_rows"]}
-            print(f"| {ch} | {name} | {thr:.4f} | {fig['normalized']:.1f} | {fig['detected']}/{fig['windows']} | "
-                  f"{fig['fp_rows']} |")
-    if out:
-        out.write_text(json.dumps(results, indent=1))
+    blind_at_thresholds(seeds, [(ch, cand, ch) for ch in choosers], dev_seeds, out)
 
 
 def seventh_shift(choosers, deltas=(-0.01, -0.005, -0.003, -0.001, 0.0, 0.001, 0.003, 0.005, 0.01)) -> dict:
@@ -268,6 +283,8 @@ def main() -> None:
     ap.add_argument("--pile", nargs="*", default=None, metavar="LABEL",
                     help="the alarm-level pile of these variants (window maxima, outside rows near 0.30)")
     ap.add_argument("--sixth", action="store_true", help="the sixth round's rows (SIXTH)")
+    ap.add_argument("--eighth", action="store_true",
+                    help="the eighth round's rows (EIGHTH); with --blind: its step (c), --variant against the default")
     ap.add_argument("--seventh", action="store_true",
                     help="the seventh round: the default detector, each threshold chooser (nab_loco.CHOOSERS)")
     ap.add_argument("--shift", action="store_true",
@@ -299,10 +316,14 @@ def main() -> None:
                       f"outside rows per bin {r[corpus]['outside_rows']}")
                 print(f"  {corpus} window maxima in range: {r[corpus]['maxima_near']}")
         return
+    if a.eighth and a.blind:  # step (c): the variant and the default, each at both of its frozen thresholds
+        rows = [(label, nab_loco.Candidate(label.replace(" ", "_"), "default", VARIANTS[label]), "argmax")
+                for label in (a.variant, "default")]
+        return blind_at_thresholds([int(x) for x in a.blind.split(",")], rows, dev_seeds, a.json)
     if a.blind:
         extra = tuple((k, float(v)) for k, v in (kv.split("=", 1) for kv in a.set))
         return blind([int(x) for x in a.blind.split(",")], a.variant, dev_seeds, a.json, extra)
-    labels = a.only or (list(FOURTH) if a.fourth else list(FIFTH) if a.fifth else list(SIXTH) if a.sixth
+    labels = a.only or (list(EIGHTH) if a.eighth else list(FOURTH) if a.fourth else list(FIFTH) if a.fifth else list(SIXTH) if a.sixth
                                  else list(VARIANTS))
     machine_corpus.write(nab_corpus.ROOT, dev_seeds)  # once, before the workers read it
     if a.jobs > 1:
