@@ -140,7 +140,8 @@ def traced_growth(make: Callable[[], object], feed: Callable[[object], None]) ->
         del obj
 
 
-def memory(wl, plan: BatchPlan, groups, scorer, forecaster, full, rivers: dict[str, _River], table: Table) -> None:
+def memory(wl, plan: BatchPlan, groups, scorer, classic, forecaster, full, rivers: dict[str, _River],
+           table: Table) -> None:
     from detector.anomaly import AnomalyScorer
     from detector.forecast import ForecastEngine
     from detector.partition import PartitionDetectors
@@ -159,6 +160,8 @@ def memory(wl, plan: BatchPlan, groups, scorer, forecaster, full, rivers: dict[s
     rows = [
         ("AnomalyScorer (default model): numpy state / series", array_bytes(scorer) / len(scorer), TARGET_BYTES,
          "scalars, daily profile (float32) and visit counts (uint8), counter state; capacity included"),
+        ("AnomalyScorer (classic model): numpy state / series", array_bytes(classic) / len(classic), TARGET_BYTES,
+         "the default before 2026-12-07"),
         ("AnomalyScorer: tracemalloc growth / new series",
          traced_growth(AnomalyScorer, two_scrapes(lambda s: s.score_batch)) / n, TARGET_BYTES,
          "state rows plus the key -> row dict"),
@@ -195,6 +198,7 @@ def run(ctx: BenchContext) -> list[Table]:
     ctx.log(f"scoring: {describe(wl)}; {rules_note}")
 
     scorer, forecaster = AnomalyScorer(), ForecastEngine()
+    classic = AnomalyScorer(model="classic")  # the default before 2026-12-07: what the default's change costs
     parts = {
         "rules": PartitionDetectors(groups, scores=False, forecasts=False),
         "rules+scores": PartitionDetectors(groups, forecasts=False),
@@ -202,6 +206,7 @@ def run(ctx: BenchContext) -> list[Table]:
     }
     streams = {
         "scores": _Stream(wl, plan, scorer.score_batch),
+        "scores-classic": _Stream(wl, plan, classic.score_batch),
         "forecasts": _Stream(wl, plan, forecaster.ingest_batch),
         **{key: _Stream(wl, plan, det.ingest) for key, det in parts.items()},
     }
@@ -219,6 +224,8 @@ def run(ctx: BenchContext) -> list[Table]:
     )
     names = {
         "scores": ("AnomalyScorer.score_batch (default detector)", TARGET_RATE, True, "per message"),
+        "scores-classic": ("AnomalyScorer.score_batch (classic model: no stuck test, no declustering)", None, False,
+                           "the default before 2026-12-07"),
         "forecasts": ("ForecastEngine.ingest_batch", TARGET_RATE, False, "every sample of the message"),
         "rules": ("PartitionDetectors.ingest: rules only", None, False, ""),
         "rules+scores": ("PartitionDetectors.ingest: rules + scores", None, False, ""),
@@ -242,7 +249,7 @@ def run(ctx: BenchContext) -> list[Table]:
 
     mem = Table(f"scoring: memory per series, {len(wl)} series",
                 f"numpy state from the arrays (capacity included) and tracemalloc growth; target <= {TARGET_BYTES} B")
-    memory(wl, plan, groups, scorer, forecaster, parts["full"], rivers, mem)
+    memory(wl, plan, groups, scorer, classic, forecaster, parts["full"], rivers, mem)
     if ctx.profile:
         profile_call(ctx.console, "PartitionDetectors.ingest, rules + scores + forecasts",
                      lambda: streams["full"].run(steps))

@@ -24,7 +24,7 @@ Traceback (most recent call last):
 ...
 detector.anomaly.catalog.ModelCatalogError: 2 problem(s) in the model catalog:
   models[0]: selector: 'up{': cannot parse PromQL 'up{': unexpected end of input inside braces
-  models[1]: model: unknown anomaly model 'nope'; choose one of ['default', 'machine', 'river-gaussian', 'river-hst', 'weekly']
+  models[1]: model: unknown anomaly model 'nope'; choose one of ['classic', 'default', 'machine', 'river-gaussian', 'river-hst', 'weekly']
 """
 
 from __future__ import annotations

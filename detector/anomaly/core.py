@@ -21,7 +21,8 @@ What one sample ``x`` at time ``t`` does to its series:
      units of the typical spread around the (seasonal) expectation;
    - *volatility*: the log ratio of the recent step size to the long-run one
      (a series gone suddenly flat, or suddenly noisy);
-   - *stuck* (with ``stuck=True``, the ``machine`` model): the length of the current run of exact repeats of the raw value
+   - *stuck* (``stuck=True``, the default; off in the ``classic`` model): the length of the current run of exact
+     repeats of the raw value
      (0 when it changed), on a series that has moved before: a sensor or an
      exporter that stopped updating. A noisy series that moves every sample
      drifts from its expected path only slowly when it freezes, so the other
@@ -53,7 +54,9 @@ What one sample ``x`` at time ``t`` does to its series:
    over the tail's base, so a continuous series that freezes alarms within a
    few samples rather than at its first repeat.
 
-   *Declustering* (``decluster=r``, off by default: a trial switch). Without
+   *Declustering* (``decluster=r``; the default is ``decluster=1`` with
+   ``decluster_weight=10``, ``decluster_average`` and ``decluster_sample_rate``,
+   chosen in issue 11's eighth round; off in the ``classic`` model). Without
    it every sample of an excursion is an exceedance that teaches the tail, so
    one long excursion (a frozen sensor's run of repeats, a sustained shift)
    widens the tail as much as many separate ones, while it is happening. With
@@ -151,27 +154,27 @@ class Params:
     profile_alpha: float = 0.1  # per visit of a profile bin
     stat_alpha: float = 0.002  # mean and deviation of each test
     tail_k: float = 2.0  # the tail starts at mean + tail_k * deviation
-    stuck: bool = False  # add the stuck test to ``tests`` (the ``machine`` model has it)
+    stuck: bool = True  # add the stuck test to ``tests`` (the ``classic`` model has it off)
     stuck_share: float = 0.1  # on a repeat, the stuck test's share of the false-alarm budget
     tail_alpha: float = 0.005  # exceedance rate and mean excess
     # runs declustering of each test's exceedances (0: off): exceedances fewer than ``decluster`` quiet
     # samples apart are one cluster, which counts once in the exceedance rate and teaches the tail once,
     # by its peak excess, when it ends (a trial switch of issue 11's third round)
-    decluster: int = 0
+    decluster: int = 1
     # with declustering, the peaks' moments are a running mean over the clusters seen (then exponential
     # with tail_alpha), not weighted by the sample's age as every exceedance is without it
     decluster_mean: bool = False
     decluster_tests: tuple[str, ...] | None = None  # the tests declustered (None: all)
     # with declustering, a cluster of L exceedances teaches its peak as min(L, decluster_weight) samples
     # would (0: as one sample); a trial switch of issue 11's fourth round
-    decluster_weight: int = 0
+    decluster_weight: int = 10
     # with declustering, a cluster teaches the mean of its excesses (and of their squares) instead of its peak
     # (a post-hoc trial switch of the fourth round: the peak taught min(L, cap) times overstates the tail)
-    decluster_average: bool = False
+    decluster_average: bool = True
     # with declustering, the exceedance rate still counts every exceedance (the per-sample rate, as without
     # declustering), so a series whose excursions last long gets no higher base than one whose excursions are
     # single samples; only the excess moments are declustered (a trial switch of the fifth round)
-    decluster_sample_rate: bool = False
+    decluster_sample_rate: bool = True
     # with declustering, a test calibrates per sample (as without it) until it has seen this many clusters,
     # then declusters from the moments learned so far (0: from the start; a trial switch of the fifth round)
     decluster_min: int = 0

@@ -5,6 +5,7 @@ determinism, state size, score-csv."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -22,6 +23,7 @@ from detector.anomaly import (
     is_counter,
     make_model,
 )
+from detector.anomaly.models import CLASSIC_PARAMS
 from detector.wire.batch import SampleBatch
 
 STEP_S = 300.0  # five-minute samples
@@ -201,13 +203,16 @@ def test_a_frozen_sensor_alarms_within_an_hour_with_the_stuck_test_the_other_tes
     values = 50.0 + np.cumsum(rng.normal(0, 0.3, 3000)) * 0.1 + rng.normal(0, 1.0, 3000)
     freeze = 2500
     values[freeze:freeze + 60] = values[freeze]  # the exporter keeps sending its last value for 5 hours
-    stuck = score_series(values, params=Params(stuck=True))
-    without = score_series(values, params=Params())
+    stuck = score_series(values, params=dataclasses.replace(CLASSIC_PARAMS, stuck=True))
+    without = score_series(values, params=CLASSIC_PARAMS)
     first = freeze + int(np.argmax(stuck[freeze:] >= 0.3))
     assert stuck[freeze:].max() >= 0.3 and first - freeze <= 12  # within an hour of 5-minute samples
     assert without[freeze:first + 1].max() < 0.3  # the spike, shift and volatility tests had not seen it yet
     np.testing.assert_array_equal(stuck[:freeze], without[:freeze])  # before the freeze it is silent
     assert score_series(values, model="machine").tolist() == stuck.tolist()
+    # the default has the stuck test (and declustered tails): it alarms within the hour too
+    default = score_series(values)
+    assert default[freeze:].max() >= 0.3 and int(np.argmax(default[freeze:] >= 0.3)) <= 12
 
 
 def test_a_series_that_repeats_routinely_learns_its_runs():
@@ -217,8 +222,8 @@ def test_a_series_that_repeats_routinely_learns_its_runs():
         ar[i] = 0.95 * ar[i - 1] + rng.normal(0, 0.19)
     values = np.round((45.0 + ar) * 2) / 2  # a temperature in 0.5 degree steps: runs of repeats are routine
     assert np.mean(values[1:] == values[:-1]) > 0.5
-    stuck = score_series(values, params=Params(stuck=True))
-    without = score_series(values, params=Params())
+    stuck = score_series(values, params=dataclasses.replace(CLASSIC_PARAMS, stuck=True))
+    without = score_series(values, params=CLASSIC_PARAMS)
     assert np.sum(stuck[1000:] >= 0.3) <= np.sum(without[1000:] >= 0.3) + 2
 
 
@@ -243,7 +248,7 @@ def test_declustered_a_long_frozen_run_teaches_the_tail_once_after_it_not_while_
     one = np.zeros(1, dtype=np.intp)
     scores, excess = {}, {}
     for r in (0, 1):
-        state = ColumnarState(Params(stuck=True, decluster=r), capacity=1)
+        state = ColumnarState(dataclasses.replace(CLASSIC_PARAMS, stuck=True, decluster=r), capacity=1)
         scores[r] = state.run(np.zeros(freeze, dtype=np.intp), stamps[:freeze], values[:freeze])
         before = state.scalars[0, tail]
         scores[r] = np.r_[scores[r], state.run(np.zeros(120, dtype=np.intp), stamps[freeze:], values[freeze:])]
@@ -267,7 +272,7 @@ def test_length_weighted_clusters_teach_routine_runs_like_many_samples_and_a_lon
     one = np.zeros(1, dtype=np.intp)
     scores, excess = {}, {}
     for w in (0, 10, 1000):
-        state = ColumnarState(Params(stuck=True, decluster=1, decluster_weight=w), capacity=1)
+        state = ColumnarState(dataclasses.replace(CLASSIC_PARAMS, stuck=True, decluster=1, decluster_weight=w), capacity=1)
         state.run(np.zeros(freeze, dtype=np.intp), stamps[:freeze], values[:freeze])
         before = state.scalars[0, tail]
         scores[w] = state.run(np.zeros(120, dtype=np.intp), stamps[freeze:], values[freeze:])
@@ -286,7 +291,8 @@ def test_the_stuck_test_leaves_a_series_that_never_repeats_as_it_was():
     # it can only fire on a repeat, so the union bound charges it nothing on other samples
     values = np.r_[noise(2000, seed=23), noise(200, seed=24, loc=16.0)]
     assert len(np.unique(values)) == len(values)
-    np.testing.assert_array_equal(score_series(values, params=Params(stuck=True)), score_series(values))
+    np.testing.assert_array_equal(score_series(values, params=dataclasses.replace(CLASSIC_PARAMS, stuck=True)),
+                                  score_series(values, params=CLASSIC_PARAMS))
 
 
 def test_batch_of_many_series_equals_one_detector_per_series():

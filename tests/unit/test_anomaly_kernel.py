@@ -4,6 +4,8 @@ params and the switches the defaults leave off, and counter rates sample by samp
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 
 from detector.anomaly import ColumnarState, CounterState, Params
 from detector.anomaly.core import WEEK_S
+from detector.anomaly.models import CLASSIC_PARAMS
 from detector.anomaly.kernel import score_samples
 from tests.unit.anomaly_reference import reference_run
 
@@ -18,40 +21,47 @@ from tests.unit.anomaly_reference import reference_run
 # they may differ in the last bit, and nothing else may.
 RTOL, ATOL = 1e-12, 1e-12
 
+def _classic(**changes) -> Params:
+    """The detector before issue 11's eighth round (no stuck test, no declustering), with ``changes``: the cases
+    below were written as changes of that default."""
+    return dataclasses.replace(CLASSIC_PARAMS, **changes)
+
+
 PARAMS = {
     "default": Params(),
-    "weekly": Params(period=WEEK_S, bins=168),
-    "machine": Params(stuck=True),
-    "stuck only": Params(tests=("stuck",)),
-    "spike and stuck": Params(tests=("spike", "stuck")),
-    "switches off": Params(hold=0, clip=0.0, shape_max=0.0, interval_ref=0.0),
-    "switches on": Params(protect_hold=True, protect_calibration=True, warmup=3, settle=2, hold=5),
-    "short period": Params(period=600.0, bins=12, warmup=5),
-    "declustered": Params(decluster=1),
-    "declustered, gap 3, machine": Params(stuck=True, decluster=3, warmup=5, settle=2),
-    "declustered, mean over clusters": Params(stuck=True, decluster=1, decluster_mean=True, settle=2),
-    "stuck declustered only": Params(stuck=True, decluster=1, decluster_tests=("stuck",), warmup=5, settle=2),
-    "shift and stuck declustered": Params(stuck=True, decluster=2, decluster_mean=True, decluster_tests=("shift", "stuck")),
-    "declustered, weighted by length": Params(decluster=1, decluster_weight=10, warmup=5, settle=2),
-    "declustered, gap 2, weighted 3, machine": Params(stuck=True, decluster=2, decluster_weight=3, settle=2),
-    "stuck declustered weighted": Params(stuck=True, decluster=1, decluster_weight=50, decluster_tests=("stuck",),
+    "classic": CLASSIC_PARAMS,
+    "weekly": _classic(period=WEEK_S, bins=168),
+    "machine": _classic(stuck=True),
+    "stuck only": _classic(tests=("stuck",)),
+    "spike and stuck": _classic(tests=("spike", "stuck")),
+    "switches off": _classic(hold=0, clip=0.0, shape_max=0.0, interval_ref=0.0),
+    "switches on": _classic(protect_hold=True, protect_calibration=True, warmup=3, settle=2, hold=5),
+    "short period": _classic(period=600.0, bins=12, warmup=5),
+    "declustered": _classic(decluster=1),
+    "declustered, gap 3, machine": _classic(stuck=True, decluster=3, warmup=5, settle=2),
+    "declustered, mean over clusters": _classic(stuck=True, decluster=1, decluster_mean=True, settle=2),
+    "stuck declustered only": _classic(stuck=True, decluster=1, decluster_tests=("stuck",), warmup=5, settle=2),
+    "shift and stuck declustered": _classic(stuck=True, decluster=2, decluster_mean=True, decluster_tests=("shift", "stuck")),
+    "declustered, weighted by length": _classic(decluster=1, decluster_weight=10, warmup=5, settle=2),
+    "declustered, gap 2, weighted 3, machine": _classic(stuck=True, decluster=2, decluster_weight=3, settle=2),
+    "stuck declustered weighted": _classic(stuck=True, decluster=1, decluster_weight=50, decluster_tests=("stuck",),
                                          protect_calibration=True, warmup=3, settle=2, hold=5),
-    "declustered, weighted, averaged": Params(decluster=1, decluster_weight=10, decluster_average=True, warmup=5,
+    "declustered, weighted, averaged": _classic(decluster=1, decluster_weight=10, decluster_average=True, warmup=5,
                                               settle=2),
-    "declustered, gap 3, averaged, machine": Params(stuck=True, decluster=3, decluster_average=True, settle=2),
-    "declustered, sample rate": Params(decluster=1, decluster_weight=10, decluster_average=True,
+    "declustered, gap 3, averaged, machine": _classic(stuck=True, decluster=3, decluster_average=True, settle=2),
+    "declustered, sample rate": _classic(decluster=1, decluster_weight=10, decluster_average=True,
                                        decluster_sample_rate=True, warmup=5, settle=2),
-    "declustered after 3 clusters": Params(decluster=1, decluster_weight=10, decluster_average=True, decluster_min=3,
+    "declustered after 3 clusters": _classic(decluster=1, decluster_weight=10, decluster_average=True, decluster_min=3,
                                            warmup=5, settle=2),
-    "declustered after 2 clusters, sample rate, machine": Params(stuck=True, decluster=2, decluster_min=2,
+    "declustered after 2 clusters, sample rate, machine": _classic(stuck=True, decluster=2, decluster_min=2,
                                                                  decluster_sample_rate=True, settle=2),
-    "sustained": Params(sustain_share=0.5, warmup=5, settle=2, hold=5),
-    "hold follows a rising surprise": Params(hold_rise=True, warmup=5, settle=2, hold=5),
-    "alarms published whole": Params(alarm_whole=True, warmup=5, settle=2, hold=20),
-    "rising and whole alarms, machine": Params(stuck=True, hold_rise=True, alarm_whole=True, warmup=3, settle=2),
-    "sustained, stuck, declustered": Params(stuck=True, sustain_share=0.25, decluster=2, warmup=5, settle=2),
-    "sustained, spike only": Params(tests=("spike",), sustain_share=0.25, decluster=1, decluster_mean=True),
-    "declustered, all switches on": Params(decluster=2, decluster_mean=True, protect_hold=True, protect_calibration=True, warmup=3,
+    "sustained": _classic(sustain_share=0.5, warmup=5, settle=2, hold=5),
+    "hold follows a rising surprise": _classic(hold_rise=True, warmup=5, settle=2, hold=5),
+    "alarms published whole": _classic(alarm_whole=True, warmup=5, settle=2, hold=20),
+    "rising and whole alarms, machine": _classic(stuck=True, hold_rise=True, alarm_whole=True, warmup=3, settle=2),
+    "sustained, stuck, declustered": _classic(stuck=True, sustain_share=0.25, decluster=2, warmup=5, settle=2),
+    "sustained, spike only": _classic(tests=("spike",), sustain_share=0.25, decluster=1, decluster_mean=True),
+    "declustered, all switches on": _classic(decluster=2, decluster_mean=True, protect_hold=True, protect_calibration=True, warmup=3,
                                            settle=2, hold=5),
 }
 
@@ -112,7 +122,7 @@ def test_long_noisy_history_with_an_incident_stays_equal():
     rows = np.tile(np.arange(n_series), n)
     x = rng.standard_t(3, n * n_series) + 10.0 * np.sin(2 * np.pi * t / 86_400.0)
     x[(t > 2000 * 300.0) & (t < 2050 * 300.0)] += 40.0  # a level shift on every series
-    for name in ("default", "machine", "weekly", "declustered", "declustered, gap 3, machine",
+    for name in ("default", "classic", "machine", "weekly", "declustered", "declustered, gap 3, machine",
                  "declustered, mean over clusters", "sustained, stuck, declustered", "stuck declustered only",
                  "declustered, weighted by length", "declustered, gap 2, weighted 3, machine",
                  "declustered, weighted, averaged", "declustered, gap 3, averaged, machine",
@@ -162,14 +172,14 @@ def _learned(params: Params, n_series: int = 3, n: int = 60) -> tuple[ColumnarSt
 def test_a_snapshot_of_another_layout_is_refused_not_misread():
     from detector.snapshot import SnapshotError, apply, capture, decode, encode
 
-    three_tests, _, _ = _learned(Params())
+    three_tests, _, _ = _learned(CLASSIC_PARAMS)
     saved = decode(encode(capture(three_tests)))
     # another set of tests (more state columns) and another profile (more bins): the loop would read past rows
-    for other in (Params(stuck=True), Params(period=WEEK_S, bins=168)):
+    for other in (_classic(stuck=True), _classic(period=WEEK_S, bins=168)):
         with pytest.raises(SnapshotError, match="another layout"):
             apply(ColumnarState(other), saved)
     # the same layout loads and scores on exactly as the state it was taken from
-    back = ColumnarState(Params())
+    back = ColumnarState(CLASSIC_PARAMS)
     apply(back, saved)
     rows, t, x = np.arange(3), np.full(3, 60 * 300.0), np.array([10.0, 30.0, 9.5])
     np.testing.assert_array_equal(back.run(rows, t, x), three_tests.run(rows, t, x))
@@ -202,7 +212,7 @@ def test_the_hold_switches_change_what_a_climbing_surprise_publishes():
     x[1200:1215] += np.arange(1, 16) * 0.5  # climbs for 15 samples, then back
     rows = np.zeros(n, dtype=np.intp)
     scores = {}
-    for name, p in {"default": Params(), "rise": Params(hold_rise=True), "whole": Params(alarm_whole=True)}.items():
+    for name, p in {"default": CLASSIC_PARAMS, "rise": _classic(hold_rise=True), "whole": _classic(alarm_whole=True)}.items():
         a, b = ColumnarState(p, 1), ColumnarState(p, 1)
         got, want = a.run(rows, t, x), reference_run(b, rows, t, x)
         _assert_same(a, b, got, want)

@@ -8,6 +8,7 @@ import pytest
 
 from detector.wire.openmetrics import OpenMetricsError, read_samples
 from detector.replay import Replay, read_openmetrics
+from detector.partition import DEFAULT_SCORE_THRESHOLD
 from detector.rules import load_rule_files
 from simulator.runbook import RunbookSimulator
 from simulator.serve import render_openmetrics
@@ -67,7 +68,7 @@ def test_replay_carries_early_warnings_anomaly_alerts_and_scores():
     assert "pgmq_queue_max_depth (10000)" in summary and "has reached" not in summary  # the queue peaks at 92%
     assert any(e["rule"] == "AnomalousSeries" and e["state"] == "firing" for e in alerts)
     scores = [e for e in events if e["kind"] == "score"]
-    assert scores and all(e["score"] >= 0.296 for e in scores)
+    assert scores and all(e["score"] >= DEFAULT_SCORE_THRESHOLD for e in scores)
 
 
 def test_the_backpressure_incident_fires_every_runbook_alert_and_the_calm_one_none():

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from detector.partition import DEFAULT_SCORE_THRESHOLD
 from detector.promql import compile_expr
 from detector.rules import AlertingRule, RuleGroup
 from detector.wire.batch import SampleBatch
@@ -109,7 +110,7 @@ def test_outputs_by_topic_scores_and_alerts() -> None:
     assert set(out.records) == {ALERTS, SCORES}
     (score,) = [json.loads(v) for k, v in out.records[SCORES]]
     assert out.records[SCORES][0][0] is None
-    assert score["labels"] == dict(x) and score["t"] == T0 + 150 * STEP and score["score"] >= 0.296
+    assert score["labels"] == dict(x) and score["t"] == T0 + 150 * STEP and score["score"] >= DEFAULT_SCORE_THRESHOLD
     assert worker.metrics.anomalies._value.get() == 1
     assert 'headroom_anomaly_score{job="api",metric="x"}' in worker.gauges.exposition()
 
