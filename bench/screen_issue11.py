@@ -3,7 +3,8 @@
     taskset -c 1 nice -n 19 .venv/bin/python -m bench.screen_issue11 [--only LABEL ...] [--dev-seeds 1,2,3,4,5,6]
         [--jobs 1] [--json F]
 
-For each variant (a set of :class:`~detector.anomaly.Params` changes of the default model):
+For each variant (a set of :class:`~detector.anomaly.Params` changes of the ``classic`` model, the default until
+the eighth round shipped):
 
 - NAB dev split: :func:`bench.nab_loco.run` with the variant as the only candidate (each fold chooses the
   threshold), so in-sample and LOCO held-out figures as ``--loco`` gives them;
@@ -13,15 +14,18 @@ For each variant (a set of :class:`~detector.anomaly.Params` changes of the defa
 
 The held-out seeds (101-103) are never scored here. ``--blind SEEDS --variant LABEL`` scores new seeds instead,
 with :func:`bench.nab_corpus.evaluate` (thresholds chosen on the dev seeds, frozen), for the variant and the
-default in the same run: a rule's step (c), once. Seeds 501-503 were spent so on 2026-12-07 (second round,
-the stuck test); 701-710, reserved by the third round's rule, were not opened since no variant passed it
-(the fourth and fifth rounds' rules reserve them again). ``--fifth`` screens the fifth round's rows, ``--sixth`` the sixth's;
-``--pile`` measures the alarm-level pile; ``--seventh`` screens the seventh round's threshold choosers
-(``--seventh --blind SEEDS``: its step (c), once). ``--fourth`` screens the fourth round's rows; a row whose label
-ends in "nested" lets each fold choose ``tail_k`` / ``decades`` too (:data:`KNOBS`), and goes to ``--blind`` with
-its folds' most frequent choice as ``--set KNOB=VALUE``. ``--eighth`` screens the eighth round's rows (the machine
-corpus as the objective); ``--eighth --blind SEEDS --variant LABEL`` is its step (c), once: the variant and the
-default on the blind seeds, each at its threshold chosen on the dev seeds and at the one chosen on NAB's dev split.
+default in the same run: a rule's step (c), once. Seeds 501-503 (second round) and 701-710 (eighth round) are
+spent. ``--pile`` measures the alarm-level pile (sixth round); ``--seventh`` screens the seventh round's threshold
+choosers (``--seventh --blind SEEDS``: its step (c), once). ``--eighth`` screens the eighth round's rows that the
+code still expresses (the machine corpus as the objective); ``--eighth --blind SEEDS --variant LABEL`` is its step
+(c), once: the variant and the default, each at its threshold chosen on the dev seeds and at the one chosen on
+NAB's dev split.
+
+The trial switches of rounds 3-7 (the peak and per-cluster rate of declustering, ``decluster_mean``,
+``decluster_tests``, ``decluster_min``, the sustained-surprise test, ``hold_rise``, ``alarm_whole``) were removed
+once the eighth round shipped, and their rows (``--fourth``, ``--fifth``, ``--sixth``, the third round's
+variants, the nested rows) with them. Those rounds' tables in bench/README reproduce at commit 9f66196:
+``git worktree add --detach DIR 9f66196``, build the compiled step there, and run this module from DIR.
 """
 
 from __future__ import annotations
@@ -35,79 +39,25 @@ from bench import machine_corpus, nab_corpus, nab_loco
 
 DAY = 86_400.0
 # Every round's variants are changes of the default detector of its day, which the eighth round replaced: that
-# detector is the catalog's `classic` model now, so "default" below still means it and every table reproduces.
+# detector is the catalog's `classic` model now, so "default" below still means it, as in bench/README's tables.
 BASE = "classic"
-# label -> Params changes of the default model. The second round's table (bench/README) was screened at commit
-# e6483c9, whose trial switches (mid_s, slow_s) were removed after it. The third round's variants (runs
-# declustering of the tests' tail calibration, alone and with the stuck and sustained-surprise tests) were
-# fixed in bench/README's rule before any of them was scored.
+# label -> Params changes of the classic model. Declustering has one behaviour since the eighth round shipped (the
+# exceedance rate per sample, a cluster's mean excess weighted by its length up to decluster_weight): the rows
+# below are the eighth round's that it expresses. ("decl1 w10" of the fourth round taught a cluster's peak and
+# counted clusters in the rate: that row, like rounds 3-7, reproduces at commit 9f66196 only.)
 STUCK = (("stuck", True),)
-D1, D3 = (("decluster", 1),), (("decluster", 3),)
-MEAN = (("decluster_mean", True),)
+DECL1_W10 = (("decluster", 1), ("decluster_weight", 10))
 VARIANTS: dict[str, tuple[tuple[str, object], ...]] = {
-    "default": (),
+    "default": (),  # the catalog's 'classic' model, the default of rounds 3-8
     "stuck": STUCK,  # the catalog's 'machine' model
-    "decl1": D1,
-    "decl3": D3,
-    "decl1 mean": D1 + MEAN,
-    "decl3 mean": D3 + MEAN,
-    "stuck decl1": STUCK + D1,
-    "stuck decl3": STUCK + D3,
-    "stuck decl1 mean": STUCK + D1 + MEAN,
-    "stuck decl3 mean": STUCK + D3 + MEAN,
-    "decl1 sustain0.25": D1 + (("sustain_share", 0.25),),
-    "decl1 sustain0.5": D1 + (("sustain_share", 0.5),),
-    "stuck decl1 sustain0.25": STUCK + D1 + (("sustain_share", 0.25),),
-    # added after the third round's verdict, to inform the next rule (not eligible in the third): the stuck
-    # test's run statistic declustered alone (a run is one dependent excursion by construction)
-    "stuck, its runs decl1": STUCK + D1 + (("decluster_tests", ("stuck",)),),
-    "stuck, its runs decl3": STUCK + D3 + (("decluster_tests", ("stuck",)),),
-    "stuck, its runs decl1 mean": STUCK + D1 + MEAN + (("decluster_tests", ("stuck",)),),
-    # the fourth round (fixed in bench/README's rule before any was scored): a cluster teaches its peak as
-    # min(length, cap) samples would (decluster_weight=cap); the "nested" rows let each LOCO / LOSO fold
-    # also choose tail_k or decades (KNOBS) on its training categories / seeds
-    "decl1 w10": D1 + (("decluster_weight", 10),),
-    "decl1 w50": D1 + (("decluster_weight", 50),),
-    "stuck decl1 w10": STUCK + D1 + (("decluster_weight", 10),),
-    "decl1 w10 nested": D1 + (("decluster_weight", 10),),
-    "stuck decl1 w10 nested": STUCK + D1 + (("decluster_weight", 10),),
-    # added after the fourth round's verdict (not eligible in it): a cluster teaches the mean of its excesses
-    # (and of their squares) with its length's weight, not its peak, which overstated the tails
-    "decl1 w10 avg": D1 + (("decluster_weight", 10), ("decluster_average", True)),
-    "decl1 w50 avg": D1 + (("decluster_weight", 50), ("decluster_average", True)),
-    "stuck decl1 w10 avg": STUCK + D1 + (("decluster_weight", 10), ("decluster_average", True)),
-    "decl1 avg": D1 + (("decluster_average", True),),
-    "decl1 w3 avg": D1 + (("decluster_weight", 3), ("decluster_average", True)),
-    "decl1 w10 avg nested": D1 + (("decluster_weight", 10), ("decluster_average", True)),
-    "stuck decl1 w10 avg nested": STUCK + D1 + (("decluster_weight", 10), ("decluster_average", True)),
-    # the fifth round (fixed in bench/README's rule before any was scored; "decl1 w10 avg" was seen post hoc in the
-    # fourth): the exceedance rate kept per sample (only the excess moments declustered), and per-sample
-    # calibration until a test has seen 10 clusters
-    "decl1 w10 avg srate": D1 + (("decluster_weight", 10), ("decluster_average", True), ("decluster_sample_rate", True)),
-    "decl1 w10 avg min10": D1 + (("decluster_weight", 10), ("decluster_average", True), ("decluster_min", 10)),
-    "decl1 w10 avg srate min10": D1 + (("decluster_weight", 10), ("decluster_average", True),
-                                       ("decluster_sample_rate", True), ("decluster_min", 10)),
-    # the sixth round (fixed in bench/README's rule before any was scored): the alarm hold, not declustering. A
-    # surprise still rising above its alarm's is published whole (hold_rise); every alarm publishes its whole
-    # surprise (alarm_whole); both
-    "hold rise": (("hold_rise", True),),
-    "alarm whole": (("alarm_whole", True),),
-    "hold rise, alarm whole": (("hold_rise", True), ("alarm_whole", True)),
-    # the eighth round (fixed in bench/README's rule before it was scored): the fifth round's sample-rate row with
-    # the stuck test; the round's other candidates were scored in rounds 3-5
-    "stuck decl1 w10 avg srate": STUCK + D1 + (("decluster_weight", 10), ("decluster_average", True),
-                                               ("decluster_sample_rate", True)),
+    "decl1 w10": DECL1_W10,  # the eighth round's "decl1 w10 avg srate"
+    "stuck decl1 w10": STUCK + DECL1_W10,  # its "stuck decl1 w10 avg srate": the catalog's 'default' since 9f66196
     # a diagnostic for --pile only (not a candidate): the surprise itself, with no hold at all
     "no hold": (("hold", 0),),
 }
-EIGHTH = ("default", "stuck", "decl1 w10 avg", "decl1 w10 avg srate", "stuck decl1 w10 avg", "stuck decl1 w10 avg srate")
-SIXTH = ("default", "hold rise", "alarm whole", "hold rise, alarm whole")
-FIFTH = ("default", "decl1 w10 avg", "decl1 w10 avg srate", "decl1 w10 avg min10", "decl1 w10 avg srate min10")
-FOURTH = ("default", "decl1 w10", "decl1 w50", "stuck decl1 w10", "decl1 w10 nested", "stuck decl1 w10 nested")
-# what a nested row's folds choose among, besides the threshold: the base, then one knob at a time (the values
-# the knob-choosing LOCO run of bench/README tried); the in-sample figures are the base's
-KNOBS: tuple[tuple[tuple[str, object], ...], ...] = (
-    (), (("tail_k", 1.5),), (("tail_k", 2.5),), (("decades", 8.0),), (("decades", 12.0),))
+# the eighth round's rows still expressible (its "decl1 w10 avg" and "stuck decl1 w10 avg", with the rate per cluster,
+# are not)
+EIGHTH = ("default", "stuck", "decl1 w10", "stuck decl1 w10")
 DEV_SEEDS = machine_corpus.DEV_SEEDS + (4, 5, 6)  # the third round's dev seeds (4-6 were used nowhere before)
 NAB_DEV_WINDOWS = nab_loco.NAB / "labels" / "windows_dev.json"
 
@@ -131,10 +81,8 @@ def screen(label: str, params=None, dev_seeds=DEV_SEEDS, chooser: str = "argmax"
     """A variant's figures on development data: NAB in-sample and LOCO, machine dev in-sample and LOSO, each
     fold's threshold chosen by ``chooser`` (:func:`bench.nab_loco.choose_threshold`; the seventh round's)."""
     params = VARIANTS[label] if params is None else params
-    knobs = KNOBS if label.endswith(" nested") else ((),)
-    cands = [nab_loco.Candidate(label.replace(" ", "_") + "".join(f"-{k}{v}" for k, v in knob), BASE,
-                                tuple(params) + knob) for knob in knobs]
-    cand = cands[0]  # the in-sample figures' model
+    cand = nab_loco.Candidate(label.replace(" ", "_"), BASE, tuple(params))
+    cands = [cand]
     nab = nab_loco.run(nab_loco.NAB, NAB_DEV_WINDOWS, cands, progress=lambda *_: None, chooser=chooser)
     nab_mod = nab_loco.load_scorer(nab_loco.NAB)
     dev_w = machine_corpus.write(nab_corpus.ROOT, dev_seeds)
@@ -152,9 +100,6 @@ def screen(label: str, params=None, dev_seeds=DEV_SEEDS, chooser: str = "argmax"
         "nab_threshold": nab["in_sample"]["threshold"],
         **_figures(nab, loso, at, thr, dev_norm),
         "kinds_dev": {k: (f["normalized"], f"{f['detected']}/{f['windows']}", f["fp_rows"]) for k, f in kinds.items()},
-        # each fold's choice (a nested row's knobs; the threshold only otherwise)
-        "chosen": {c: f["model"] for c, f in nab["held_out"]["categories"].items()}
-        | {f"seed {c}": f["model"] for c, f in loso["held_out"]["categories"].items()},
         "fold_thresholds": {c: round(f["threshold"], 4) for c, f in nab["held_out"]["categories"].items()}
         | {f"seed {c}": round(f["threshold"], 4) for c, f in loso["held_out"]["categories"].items()},
     }
@@ -196,7 +141,7 @@ def pile(label: str, dev_seeds=DEV_SEEDS, lo: float = 0.20, hi: float = 0.40, st
 def blind_at_thresholds(seeds: list[int], rows, dev_seeds, out: Path | None) -> None:
     """Blind seeds scored once, each row ``(name, candidate, chooser)`` at two frozen thresholds: the one its chooser
     picks on the dev seeds, and the one it picks on NAB's whole dev split (the kind that ships)."""
-    spent = set(dev_seeds) | set(machine_corpus.HELD_OUT_SEEDS) | {501, 502, 503}
+    spent = set(dev_seeds) | set(machine_corpus.HELD_OUT_SEEDS) | {501, 502, 503} | set(range(701, 711))
     assert not set(seeds) & spent, f"seeds {sorted(set(seeds) & spent)} are not blind"
     dev_w, held_w = machine_corpus.write(nab_corpus.ROOT, dev_seeds), machine_corpus.write(nab_corpus.ROOT, seeds)
     dev, held = sorted(json.loads(dev_w.read_text())), sorted(json.loads(held_w.read_text()))
@@ -256,12 +201,12 @@ def row(r: dict) -> str:
             f"{r['machine_dev_windows']}, {r['machine_dev_fp_rows']} |")
 
 
-def blind(seeds: list[int], variant: str, dev_seeds, out: Path | None, extra=()) -> None:
+def blind(seeds: list[int], variant: str, dev_seeds, out: Path | None) -> None:
     from rich.console import Console
 
-    spent = set(dev_seeds) | set(machine_corpus.HELD_OUT_SEEDS) | {501, 502, 503}
+    spent = set(dev_seeds) | set(machine_corpus.HELD_OUT_SEEDS) | {501, 502, 503} | set(range(701, 711))
     assert not set(seeds) & spent, f"seeds {sorted(set(seeds) & spent)} are not blind"
-    models = (nab_loco.Candidate(variant.replace(" ", "_"), BASE, VARIANTS[variant] + tuple(extra)),
+    models = (nab_loco.Candidate(variant.replace(" ", "_"), BASE, VARIANTS[variant]),
               nab_loco.Candidate("default", BASE))
     result = nab_corpus.evaluate(dev_seeds, seeds, models=models)
     console = Console(width=200)
@@ -279,13 +224,8 @@ def main() -> None:
     ap.add_argument("--variant", default="stuck", help="with --blind: the variant scored against the default")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--blind", default=None, help="comma-separated seeds never used before: step (c), once")
-    ap.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
-                    help="with --blind: a nested row's knob as its folds chose it (tail_k=1.5, decades=8.0)")
-    ap.add_argument("--fourth", action="store_true", help="the fourth round's rows (FOURTH)")
-    ap.add_argument("--fifth", action="store_true", help="the fifth round's rows (FIFTH)")
     ap.add_argument("--pile", nargs="*", default=None, metavar="LABEL",
                     help="the alarm-level pile of these variants (window maxima, outside rows near 0.30)")
-    ap.add_argument("--sixth", action="store_true", help="the sixth round's rows (SIXTH)")
     ap.add_argument("--eighth", action="store_true",
                     help="the eighth round's rows (EIGHTH); with --blind: its step (c), --variant against the default")
     ap.add_argument("--seventh", action="store_true",
@@ -324,10 +264,8 @@ def main() -> None:
                 for label in (a.variant, "default")]
         return blind_at_thresholds([int(x) for x in a.blind.split(",")], rows, dev_seeds, a.json)
     if a.blind:
-        extra = tuple((k, float(v)) for k, v in (kv.split("=", 1) for kv in a.set))
-        return blind([int(x) for x in a.blind.split(",")], a.variant, dev_seeds, a.json, extra)
-    labels = a.only or (list(EIGHTH) if a.eighth else list(FOURTH) if a.fourth else list(FIFTH) if a.fifth else list(SIXTH) if a.sixth
-                                 else list(VARIANTS))
+        return blind([int(x) for x in a.blind.split(",")], a.variant, dev_seeds, a.json)
+    labels = a.only or list(EIGHTH)
     machine_corpus.write(nab_corpus.ROOT, dev_seeds)  # once, before the workers read it
     if a.jobs > 1:
         with ProcessPoolExecutor(a.jobs) as pool:
@@ -343,7 +281,7 @@ def main() -> None:
     for r in results:
         print(r["label"], {k: v for k, v in r["kinds_dev"].items()})
     for r in results:
-        print(r["label"], "chosen per fold:", r["chosen"])
+        print(r["label"], "thresholds per fold:", r["fold_thresholds"])
     if a.json:
         a.json.write_text(json.dumps(results, indent=1))
 

@@ -35,17 +35,14 @@ cdef enum:
     EXCESS2 = 4
     N_CAL = 5
     STUCK = 3
-    SUSTAIN = 4
-    N_TESTS_MAX = 5
-    CL_PEAK = 0
-    CL_AGE = 1
-    CL_COUNT = 2
-    CL_LEN = 3
-    CL_SUM = 4
-    CL_SUM2 = 5
-    N_CLU = 6
+    N_TESTS_MAX = 4
+    CL_AGE = 0
+    CL_LEN = 1
+    CL_SUM = 2
+    CL_SUM2 = 3
+    N_CLU = 4
 
-LAYOUT = (N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST, X_LAST, RUN, N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK, SUSTAIN, CL_PEAK, CL_AGE, CL_COUNT, CL_LEN, CL_SUM, CL_SUM2, N_CLU)
+LAYOUT = (N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST, X_LAST, RUN, N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK, CL_AGE, CL_LEN, CL_SUM, CL_SUM2, N_CLU)
 
 cdef double _LN10 = log(10.0)
 cdef double _F32_MAX = <double>np.finfo(np.float32).max
@@ -133,18 +130,9 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
     """Score, then learn, each sample ``(rows[i], t[i], x[i])`` in order; returns the scores."""
     cdef Py_ssize_t n_samples = rows.shape[0]
     cdef double decluster = kp.decluster
-    cdef bint decluster_mean = kp.decluster_mean
     cdef double decluster_weight = kp.decluster_weight
-    cdef bint decluster_average = kp.decluster_average
-    cdef bint decluster_sample_rate = kp.decluster_sample_rate
-    cdef double decluster_min = kp.decluster_min
-    cdef bint declustered[N_TESTS_MAX]
-    cdef double sustain_share = kp.sustain_share, sustain_alpha = kp.sustain_alpha, sustain_cap = kp.sustain_cap
-    cdef bint has_sustain = sustain_share > 0.0
-    # with the sustained-surprise test, its running average follows the calibration columns; with
-    # declustering, each test's clusters (N_CLU fields) follow
-    cdef Py_ssize_t avg_col = N_FIXED + N_CAL * <Py_ssize_t>kp.n_tests
-    cdef Py_ssize_t clusters = avg_col + (1 if has_sustain else 0)
+    # with declustering, each test's open cluster (N_CLU fields) follows the calibration columns
+    cdef Py_ssize_t clusters = N_FIXED + N_CAL * <Py_ssize_t>kp.n_tests
     cdef Py_ssize_t width = clusters + (N_CLU * <Py_ssize_t>kp.n_tests if decluster > 0.0 else 0)
     # the loop does not check bounds: the state must have the layout the params give it
     if (scalars.shape[1] != width or profiles.shape[1] != kp.bins
@@ -152,7 +140,7 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
             or visits.shape[0] != scalars.shape[0]):
         raise ValueError(f"state of another layout: scalars {scalars.shape[0]}x{scalars.shape[1]}, profiles "
                          f"{profiles.shape[0]}x{profiles.shape[1]}, visits {visits.shape[0]}x{visits.shape[1]} "
-                         f"for {kp.n_tests} tests{' sustained' if has_sustain else ''}{' declustered' if decluster > 0.0 else ''} and {kp.bins} bins")
+                         f"for {kp.n_tests} tests{' declustered' if decluster > 0.0 else ''} and {kp.bins} bins")
     out_array = np.zeros(n_samples)
     cdef double[::1] out = out_array
     # the params, once per call
@@ -165,14 +153,12 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
     cdef double min_rate = kp.min_rate, settle = kp.settle, winsor = kp.winsor, season_gain = kp.season_gain
     cdef double period = kp.period, rel_floor = kp.rel_floor, abs_floor = kp.abs_floor
     cdef bint protect_hold = kp.protect_hold, protect_calibration = kp.protect_calibration
-    cdef bint hold_rise = kp.hold_rise, alarm_whole = kp.alarm_whole
     cdef Py_ssize_t bins = kp.bins
     cdef int nt = kp.n_tests, n_active = kp.n_active
     cdef bint active[N_TESTS_MAX]
     cdef int j
     for j in range(N_TESTS_MAX):
         active[j] = kp.active[j]
-        declustered[j] = kp.declustered[j]
     cdef double stats[N_TESTS_MAX]
     cdef double surprise[N_TESTS_MAX]
     cdef bint over[N_TESTS_MAX]
@@ -183,21 +169,17 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
         stats[j] = 0.0
         surprise[j] = 0.0
     cdef double bin_width = period / bins
-    # the sustained-surprise test takes its share of the budget on every sample, the instant tests the rest
-    cdef int n_instant = n_active - (1 if has_sustain else 0)
-    cdef double log_active = log10(<double>n_instant)
+    cdef double log_active = log10(<double>n_active)
     cdef bint has_stuck = nt > STUCK
     cdef bint stuck_in_bound = has_stuck and active[STUCK]
-    cdef double log_others = log10(<double>(n_instant - 1)) if n_instant > 1 else 0.0
-    cdef double log_inst = log10(1.0 - sustain_share) if has_sustain else 0.0
-    cdef double log_sustain = log10(sustain_share) if has_sustain else 0.0
+    cdef double log_others = log10(<double>(n_active - 1)) if n_active > 1 else 0.0
     cdef double log_keep = log10(1.0 - stuck_share)
     cdef double log_share = log10(stuck_share)
     cdef Py_ssize_t i, r, b, c, k
     cdef double xi, ti, n, floor_, prof, y, spread, new_short, step, step_short, run, stuck, mean, rate, base, m1
     cdef double top, total, main, fading, news, w, young, la, pa, m, cw, sa, ta, cap, capped, d, excess, gap, ia
-    cdef double peak, peak2, tc, instant, avg
-    cdef bint first, ready, seen, repeat, incident, learning, start, fallback, rising
+    cdef double m1_cluster, m2_cluster, tc
+    cdef bint first, ready, seen, repeat, incident, learning, start
     cdef unsigned char v
     cdef double* s
     cdef Py_ssize_t n_rows = scalars.shape[0]
@@ -244,8 +226,6 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
 
             # 2. calibrate each test on its own history
             for j in range(nt):
-                if j == SUSTAIN:
-                    continue  # calibrated below, from the instant tests' surprise
                 stats[j] = _min(stats[j], 1e12)
                 surprise[j] = _calibrate(s, j, stats[j], tail_k, min_rate, shape_max, q, scale, dev, over)
 
@@ -254,19 +234,19 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
                 top = -INFINITY
                 seen = False
                 for j in range(nt):
-                    if active[j] and j != SUSTAIN:
+                    if active[j]:
                         top = surprise[j] if not seen else _max(top, surprise[j])
                         seen = True
                 total = top - log_active
             else:
                 repeat = stuck > 0.0
-                if n_instant == 1:
+                if n_active == 1:
                     total = surprise[STUCK] if repeat else 0.0
                 else:
                     top = -INFINITY
                     seen = False
                     for j in range(nt):
-                        if active[j] and j != STUCK and j != SUSTAIN:
+                        if active[j] and j != STUCK:
                             top = surprise[j] if not seen else _max(top, surprise[j])
                             seen = True
                     main = top - log_others
@@ -274,14 +254,6 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
                         total = _max(main + log_keep, surprise[STUCK] + log_share)
                     else:
                         total = main
-            avg = 0.0
-            if has_sustain:  # HTM's likelihood: each sample's surprise, bounded, averaged, and calibrated
-                instant = total
-                avg = s[avg_col] + sustain_alpha * (_clamp(instant, 0.0, sustain_cap) - s[avg_col])
-                stats[SUSTAIN] = _min(avg, 1e12)
-                surprise[SUSTAIN] = _calibrate(s, SUSTAIN, stats[SUSTAIN], tail_k, min_rate, shape_max, q, scale, dev,
-                                               over)
-                total = _max(instant + log_inst, surprise[SUSTAIN] + log_sustain)
             if interval_ref > 0.0:  # per interval_ref seconds, once an interval is known
                 total = total + (log10(_max(s[INTERVAL], 1e-3) / interval_ref) if n >= 2.0 else 0.0)
             total = _max(total, 0.0)
@@ -290,14 +262,9 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
             if hold > 0.0:
                 fading = s[PEAK] * s[HOLD_LEFT] / hold
                 news = _max(total - fading, 0.0)
-                # (hold_rise) a surprise still rising above its alarm's is the same incident growing: it is
-                # published whole and becomes the alarm, so a climbing surprise publishes its peak
-                rising = hold_rise and s[HOLD_LEFT] > 0.0 and total > s[PEAK]
-                if news >= alarm or rising:
+                if news >= alarm:
                     s[PEAK] = total
                     s[HOLD_LEFT] = hold
-                    # (alarm_whole) an alarm publishes its whole surprise, not only its part above the fading one
-                    news = total if (alarm_whole or rising) else news
                 else:
                     s[HOLD_LEFT] = _max(s[HOLD_LEFT] - 1.0, 0.0)
             else:
@@ -322,8 +289,6 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
             s[Y_LAST] = y
             s[X_LAST] = xi
             s[RUN] = run
-            if has_sustain:
-                s[avg_col] = avg
             # the tests' own statistics learn every sample, from the settle-th on, winsorized
             m = _max(n - settle, 0.0)
             cw = w if protect_calibration else 1.0
@@ -338,29 +303,19 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
                 s[c + MEAN] += sa * d
                 s[c + DEV] += sa * (fabs(d) - s[c + DEV])
                 excess = _max(capped - q[j], 0.0)
-                if decluster <= 0.0 or not declustered[j]:  # every exceedance teaches the tail
+                if decluster <= 0.0:  # every exceedance teaches the tail
                     s[c + RATE] += ta * ((1.0 if over[j] else 0.0) - s[c + RATE])
                     s[c + EXCESS] += ta * (excess - s[c + EXCESS]) if over[j] else 0.0
                     s[c + EXCESS2] += ta * (excess * excess - s[c + EXCESS2]) if over[j] else 0.0
                 elif learning:
-                    # runs declustering: exceedances less than `decluster` quiet samples apart are one
-                    # cluster; it counts once in the rate (at its start) and teaches the tail once, its
-                    # peak excess, when it ends
+                    # runs declustering: the rate still counts every exceedance, but exceedances less than
+                    # `decluster` quiet samples apart are one cluster, which teaches the excess moments once, when
+                    # it ends: the mean of its excesses and of their squares, weighted as min(L, decluster_weight)
+                    # samples would be (as one sample with decluster_weight 0)
+                    s[c + RATE] += ta * ((1.0 if over[j] else 0.0) - s[c + RATE])
                     k = clusters + j * N_CLU
-                    start = over[j] and s[k + CL_AGE] == 0.0
-                    # (decluster_min) per-sample calibration until the test has seen that many clusters; the
-                    # clusters are still followed, to count them
-                    fallback = decluster_min > 0.0 and s[k + CL_COUNT] < decluster_min
-                    # (decluster_sample_rate, or the fallback) the rate counts every exceedance
-                    if decluster_sample_rate or fallback:
-                        s[c + RATE] += ta * ((1.0 if over[j] else 0.0) - s[c + RATE])
-                    else:
-                        s[c + RATE] += ta * ((1.0 if start else 0.0) - s[c + RATE])
                     if over[j]:
-                        if fallback:
-                            s[c + EXCESS] += ta * (excess - s[c + EXCESS])
-                            s[c + EXCESS2] += ta * (excess * excess - s[c + EXCESS2])
-                        s[k + CL_PEAK] = excess if start else _max(s[k + CL_PEAK], excess)
+                        start = s[k + CL_AGE] == 0.0
                         s[k + CL_AGE] = 1.0
                         s[k + CL_LEN] = 1.0 if start else s[k + CL_LEN] + 1.0
                         s[k + CL_SUM] = excess if start else s[k + CL_SUM] + excess
@@ -368,24 +323,14 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
                     elif s[k + CL_AGE] > 0.0:
                         s[k + CL_AGE] += 1.0
                         if s[k + CL_AGE] > decluster:  # the cluster ended
-                            if not fallback:  # (with the fallback it is counted and teaches nothing more)
-                                peak = s[k + CL_PEAK]
-                                # (decluster_average) the mean excess and mean square of its exceedances, not its peak
-                                peak2 = s[k + CL_SUM2] / s[k + CL_LEN] if decluster_average else peak * peak
-                                peak = s[k + CL_SUM] / s[k + CL_LEN] if decluster_average else peak
-                                # the moments' weight: as for every sample, or (decluster_mean) a running mean
-                                # over the clusters seen, then exponential, or (decluster_weight) as if each of
-                                # its first decluster_weight exceedances taught the peak
-                                if decluster_mean:
-                                    tc = _max(tail_alpha, 1.0 / (s[k + CL_COUNT] + 1.0)) * cw
-                                elif decluster_weight > 0.0:
-                                    tc = 1.0 - pow(1.0 - ta, _min(s[k + CL_LEN], decluster_weight))
-                                else:
-                                    tc = ta
-                                s[c + EXCESS] += tc * (peak - s[c + EXCESS])
-                                s[c + EXCESS2] += tc * (peak2 - s[c + EXCESS2])
-                            s[k + CL_COUNT] += 1.0
-                            s[k + CL_PEAK] = 0.0
+                            m2_cluster = s[k + CL_SUM2] / s[k + CL_LEN]
+                            m1_cluster = s[k + CL_SUM] / s[k + CL_LEN]
+                            if decluster_weight > 0.0:
+                                tc = 1.0 - pow(1.0 - ta, _min(s[k + CL_LEN], decluster_weight))
+                            else:
+                                tc = ta
+                            s[c + EXCESS] += tc * (m1_cluster - s[c + EXCESS])
+                            s[c + EXCESS2] += tc * (m2_cluster - s[c + EXCESS2])
                             s[k + CL_AGE] = 0.0
                             s[k + CL_LEN] = 0.0
                             s[k + CL_SUM] = 0.0

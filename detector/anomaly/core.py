@@ -55,30 +55,23 @@ What one sample ``x`` at time ``t`` does to its series:
    few samples rather than at its first repeat.
 
    *Declustering* (``decluster=r``; the default is ``decluster=1`` with
-   ``decluster_weight=10``, ``decluster_average`` and ``decluster_sample_rate``,
-   chosen in issue 11's eighth round; off in the ``classic`` model). Without
-   it every sample of an excursion is an exceedance that teaches the tail, so
-   one long excursion (a frozen sensor's run of repeats, a sustained shift)
-   widens the tail as much as many separate ones, while it is happening. With
-   it, as extreme-value practice does (runs declustering), exceedances fewer
-   than ``r`` quiet samples apart form one cluster: it counts once in the
-   exceedance rate, at its start, and teaches the excess moments once, by its
-   peak, when it ends; during the cluster the tail it is judged against stays
-   the one learned before it. The excess moments are weighted as every
-   sample's are (young series learn fast, by sample count), or with
-   ``decluster_mean`` as a running mean over the clusters seen, then
-   exponential (few clusters are then not pulled toward the zero start), or
-   with ``decluster_weight=c`` as if each of its first ``c`` exceedances had
-   taught the peak (weight ``1 - (1 - a)^min(L, c)`` for a cluster of ``L``
-   exceedances, ``a`` the per-sample weight): an excursion that recurs (a
-   daily step) is learned about as fast as without declustering, while one
-   long excursion teaches at most ``c`` samples' worth, after it has ended.
-   ``decluster_average`` makes a cluster teach the mean of its excesses (and
-   of their squares) rather than its peak. ``decluster_sample_rate`` keeps the
-   exceedance rate per sample (only the excess moments are declustered), so
-   the base of a series with long excursions is the one it has without
-   declustering; ``decluster_min=k`` calibrates per sample until a test has
-   seen ``k`` clusters, then declusters from what it has learned.
+   ``decluster_weight=10``, chosen in issue 11's eighth round; off in the
+   ``classic`` model). Without it every sample of an excursion is an
+   exceedance that teaches the excess moments, so one long excursion (a frozen
+   sensor's run of repeats, a sustained shift) widens the tail as much as many
+   separate ones, while it is happening. With it, as extreme-value practice
+   does (runs declustering), exceedances fewer than ``r`` quiet samples apart
+   form one cluster, which teaches the excess moments once, when it ends: the
+   mean of its excesses and the mean of their squares, with weight
+   ``1 - (1 - a)^min(L, decluster_weight)`` for a cluster of ``L``
+   exceedances, ``a`` the per-sample weight (``decluster_weight=0``: ``a``, as
+   one sample). So during the cluster the tail it is judged against stays the
+   one learned before it; an excursion that recurs (a daily step) is learned
+   about as fast as without declustering, while one long excursion teaches at
+   most ``decluster_weight`` samples' worth, after it has ended. The
+   exceedance rate still counts every exceedance, per sample, as without
+   declustering, so the tail's base of a series with long excursions is the
+   one it has without declustering.
 
    **Per unit of time, not per sample.** A series scraped every 15 s makes 20
    tests in the time a 5-minute series makes one, so a per-sample tail
@@ -95,11 +88,10 @@ What one sample ``x`` at time ``t`` does to its series:
    (the detector's own statistics adapt per sample, so the transient an
    incident leaves in them lasts a number of samples, not a time), only the
    part of the surprise above the (linearly fading) alarm's own surprise is
-   news: one incident is one onset. Two trial switches (off): with ``hold_rise``
-   a surprise above its alarm's own during the hold is the incident growing and
-   is published whole (it becomes the alarm), so a climbing surprise publishes
-   its peak rather than its first sample over ``alarm``; with ``alarm_whole``
-   every alarm publishes its whole surprise, a re-alarm included.
+   news: one incident is one onset. A sample whose news reaches ``alarm``
+   decades is an alarm: the hold restarts, fading from its surprise. So a
+   surprise that climbs sample by sample publishes its first sample over
+   ``alarm`` and then only what it climbs above that.
 
 3. **Learn, protected.** A sample whose surprise passes ``protect`` decades
    teaches the baseline (long level, scales, profile) with ``protect_weight``
@@ -129,18 +121,16 @@ import numpy as np
 # (N, T_FIRST, ..., RUN), then per test: mean, deviation, exceedance rate, mean
 # excess, mean squared excess
 from detector.anomaly.kernel import (  # noqa: F401  (re-exported: tests and benches read columns by name)
-    CL_AGE, CL_COUNT, CL_LEN, CL_PEAK, CL_SUM, CL_SUM2, EXCESS, EXCESS2, HOLD_LEFT, INTERVAL, LONG, MEAN, N, N_CAL, N_FIXED, PEAK, RATE, RUN, SEAS_ERR, SHORT, SPREAD,
+    CL_AGE, CL_LEN, CL_SUM, CL_SUM2, EXCESS, EXCESS2, HOLD_LEFT, INTERVAL, LONG, MEAN, N, N_CAL, N_FIXED, PEAK, RATE, RUN, SEAS_ERR, SHORT, SPREAD,
     STEP, STEP_SHORT, T_FIRST, T_LAST, X_LAST, Y_LAST, DEV, N_CLU, KernelParams, score_samples,
 )
 from detector.anomaly.kernel import STUCK as _KERNEL_STUCK
-from detector.anomaly.kernel import SUSTAIN as _KERNEL_SUSTAIN
 
 DAY_S = 86_400.0
 WEEK_S = 7 * DAY_S
-TESTS = ("spike", "shift", "volatility", "stuck", "sustain")
+TESTS = ("spike", "shift", "volatility", "stuck")
 STUCK = TESTS.index("stuck")
-SUSTAIN = TESTS.index("sustain")  # on with sustain_share > 0 only
-assert (STUCK, SUSTAIN) == (_KERNEL_STUCK, _KERNEL_SUSTAIN), "the compiled step's test columns follow TESTS"
+assert STUCK == _KERNEL_STUCK and len(TESTS) == STUCK + 1, "the compiled step's test columns follow TESTS"
 
 
 @dataclass(frozen=True)
@@ -157,33 +147,12 @@ class Params:
     stuck: bool = True  # add the stuck test to ``tests`` (the ``classic`` model has it off)
     stuck_share: float = 0.1  # on a repeat, the stuck test's share of the false-alarm budget
     tail_alpha: float = 0.005  # exceedance rate and mean excess
-    # runs declustering of each test's exceedances (0: off): exceedances fewer than ``decluster`` quiet
-    # samples apart are one cluster, which counts once in the exceedance rate and teaches the tail once,
-    # by its peak excess, when it ends (a trial switch of issue 11's third round)
+    # runs declustering of each test's excess moments (0: off, the ``classic`` model): exceedances fewer than
+    # ``decluster`` quiet samples apart are one cluster, which teaches the mean of its excesses and of their
+    # squares once, when it ends; the exceedance rate still counts every exceedance
     decluster: int = 1
-    # with declustering, the peaks' moments are a running mean over the clusters seen (then exponential
-    # with tail_alpha), not weighted by the sample's age as every exceedance is without it
-    decluster_mean: bool = False
-    decluster_tests: tuple[str, ...] | None = None  # the tests declustered (None: all)
-    # with declustering, a cluster of L exceedances teaches its peak as min(L, decluster_weight) samples
-    # would (0: as one sample); a trial switch of issue 11's fourth round
+    # a declustered cluster of L exceedances teaches as min(L, decluster_weight) samples would (0: as one)
     decluster_weight: int = 10
-    # with declustering, a cluster teaches the mean of its excesses (and of their squares) instead of its peak
-    # (a post-hoc trial switch of the fourth round: the peak taught min(L, cap) times overstates the tail)
-    decluster_average: bool = True
-    # with declustering, the exceedance rate still counts every exceedance (the per-sample rate, as without
-    # declustering), so a series whose excursions last long gets no higher base than one whose excursions are
-    # single samples; only the excess moments are declustered (a trial switch of the fifth round)
-    decluster_sample_rate: bool = True
-    # with declustering, a test calibrates per sample (as without it) until it has seen this many clusters,
-    # then declusters from the moments learned so far (0: from the start; a trial switch of the fifth round)
-    decluster_min: int = 0
-    # a sustained-surprise test (a trial switch, 0: off): each sample's surprise over the instant tests,
-    # at most sustain_cap decades, averaged with weight sustain_alpha (about ten samples, as HTM's
-    # likelihood), calibrated like the other tests; it takes sustain_share of the false-alarm budget
-    sustain_share: float = 0.0
-    sustain_alpha: float = 0.1
-    sustain_cap: float = 3.0
     decades: float = 10.0  # score 1.0 at a tail probability of 10^-decades (per interval_ref)
     shape_max: float = 0.15  # upper bound of the tail shape (0: exponential tails only)
     interval_ref: float = 300.0  # tail probabilities per this many seconds (0: per sample)
@@ -196,13 +165,6 @@ class Params:
     protect_calibration: bool = False  # whether anomalies also teach the tests' statistics less
     hold: int = 150  # samples after an alarm during which only a larger surprise is news
     alarm: float = 3.0  # decades of surprise that make an alarm
-    # during a hold, a surprise above the alarm's own (still rising) is the same incident growing: it is published
-    # whole and becomes the alarm, so a surprise that climbs sample by sample publishes its peak, not its first
-    # sample over ``alarm`` (a trial switch of issue 11's sixth round: window maxima piled just above ``alarm``)
-    hold_rise: bool = False
-    # an alarm publishes its whole surprise, not only its part above the fading earlier alarm (a trial switch of
-    # the sixth round: a re-alarm's news is just above ``alarm`` whatever the surprise reached)
-    alarm_whole: bool = False
     min_rate: float = 0.05  # the exceedance rate is not believed below this
     settle: int = 10  # samples before the tests' own statistics start learning
     winsor: float = 50.0  # a test value teaches at most q + winsor * (excess + deviation)
@@ -227,30 +189,19 @@ class ColumnarState:
     visits: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        unknown = set(self.params.tests) - set(TESTS[:SUSTAIN])
+        unknown = set(self.params.tests) - set(TESTS)
         if unknown:
-            raise ValueError(f"unknown anomaly tests {sorted(unknown)}; known: {list(TESTS[:SUSTAIN])}")
-        if not 0.0 <= self.params.sustain_share < 1.0:
-            raise ValueError(f"sustain_share is a share of the budget in [0, 1), not {self.params.sustain_share}")
+            raise ValueError(f"unknown anomaly tests {sorted(unknown)}; known: {list(TESTS)}")
         names = tuple(self.params.tests) + (("stuck",) if self.params.stuck and "stuck" not in self.params.tests else ())
-        names += ("sustain",) if self.params.sustain_share > 0 else ()
         self.test_ids = [TESTS.index(name) for name in names]
-        # calibration columns for the stuck and sustained tests only where used (they are the last ones)
-        self.n_tests = SUSTAIN + 1 if SUSTAIN in self.test_ids else STUCK + 1 if STUCK in self.test_ids else STUCK
-        if SUSTAIN in self.test_ids:
-            self.n_scalars = N_FIXED + N_CAL * self.n_tests + 1  # and the running average
-        else:
-            self.n_scalars = N_FIXED + N_CAL * self.n_tests
-        if set(self.params.decluster_tests or ()) - set(TESTS):
-            raise ValueError(f"unknown tests to decluster {self.params.decluster_tests}; known: {list(TESTS)}")
+        # calibration columns for the stuck test only where used (it is the last one)
+        self.n_tests = STUCK + 1 if STUCK in self.test_ids else STUCK
+        self.n_scalars = N_FIXED + N_CAL * self.n_tests
         if self.params.decluster < 0:
             raise ValueError(f"decluster is a number of quiet samples (0: off), not {self.params.decluster}")
-        if self.params.decluster_weight < 0 or (self.params.decluster_weight > 0 and self.params.decluster_mean):
-            raise ValueError(f"decluster_weight is a number of samples (0: off) and excludes decluster_mean, not "
-                             f"{self.params.decluster_weight} with decluster_mean={self.params.decluster_mean}")
-        if self.params.decluster_min < 0:
-            raise ValueError(f"decluster_min is a number of clusters (0: off), not {self.params.decluster_min}")
-        if self.params.decluster > 0:  # each test's open cluster (its peak excess, age, length), and their count
+        if self.params.decluster_weight < 0:
+            raise ValueError(f"decluster_weight is a number of samples (0: as one), not {self.params.decluster_weight}")
+        if self.params.decluster > 0:  # each test's open cluster (its age, length and sums of excesses)
             self.n_scalars += N_CLU * self.n_tests
         self.scalars = np.zeros((self.capacity, self.n_scalars), dtype=np.float64)
         self.profiles = np.zeros((self.capacity, self.params.bins), dtype=np.float32)
@@ -262,10 +213,7 @@ class ColumnarState:
             p.protect, p.protect_weight, p.clip, bool(p.protect_hold), bool(p.protect_calibration), float(p.hold),
             p.alarm, p.min_rate, float(p.settle), p.winsor, p.season_gain, float(p.period), int(p.bins), p.rel_floor,
             p.abs_floor, self.n_tests, len(self.test_ids), tuple(i in self.test_ids for i in range(len(TESTS))),
-            float(p.decluster), bool(p.decluster_mean), p.sustain_share, p.sustain_alpha, p.sustain_cap,
-            tuple(p.decluster_tests is None or name in p.decluster_tests for name in TESTS), float(p.decluster_weight),
-            bool(p.decluster_average), bool(p.decluster_sample_rate), float(p.decluster_min), bool(p.hold_rise),
-            bool(p.alarm_whole))
+            float(p.decluster), float(p.decluster_weight))
 
     @property
     def bytes_per_series(self) -> int:

@@ -29,11 +29,10 @@ from detector.anomaly._kernel import LAYOUT, counter_rates, score_samples  # noq
 
 # The state's layout, as the compiled module was built with it: scalar columns of
 # ColumnarState.scalars, then per test N_CAL calibration fields (detector.anomaly.core keeps the names), then,
-# with declustering only, per test N_CLU fields of its clusters of exceedances (the open one's peak excess and age, the count, the open one's
-# number of exceedances and the sums of their excesses and squared excesses).
+# with declustering only, per test N_CLU fields of its open cluster of exceedances (its age in samples since its
+# last exceedance, its number of exceedances, and the sums of their excesses and of their squares).
 (N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST, X_LAST, RUN,
- N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK, SUSTAIN, CL_PEAK, CL_AGE, CL_COUNT, CL_LEN, CL_SUM, CL_SUM2,
- N_CLU) = LAYOUT
+ N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK, CL_AGE, CL_LEN, CL_SUM, CL_SUM2, N_CLU) = LAYOUT
 
 
 class KernelParams(NamedTuple):
@@ -68,18 +67,8 @@ class KernelParams(NamedTuple):
     bins: int
     rel_floor: float
     abs_floor: float
-    n_tests: int  # columns of tests (3, 4 with the stuck test's, 5 with the sustained-surprise test's)
+    n_tests: int  # columns of tests (3, 4 with the stuck test's)
     n_active: int  # how many tests take part in the union bound
-    active: tuple[bool, bool, bool, bool, bool]  # which tests take part
-    decluster: float  # 0: every exceedance teaches the tail; r >= 1: a cluster ends after r quiet samples
-    decluster_mean: bool  # the clusters' peaks teach a running mean over clusters (not weighted per sample)
-    sustain_share: float  # the sustained-surprise test's share of the false-alarm budget (0: off)
-    sustain_alpha: float  # its running average's weight
-    sustain_cap: float  # each sample's surprise counts at most this many decades in it
-    declustered: tuple[bool, bool, bool, bool, bool]  # with decluster > 0: which tests' exceedances are declustered
-    decluster_weight: float  # 0: off; c > 0: a cluster of L exceedances teaches its peak as min(L, c) samples would
-    decluster_average: bool  # a cluster teaches the mean (and mean square) of its excesses, not its peak
-    decluster_sample_rate: bool  # with declustering, the exceedance rate still counts every exceedance
-    decluster_min: float  # with declustering, per-sample calibration until a test has seen this many clusters
-    hold_rise: bool  # during a hold, a surprise above the alarm's own is published whole and becomes the alarm
-    alarm_whole: bool  # an alarm publishes its whole surprise, not only its part above the fading earlier alarm
+    active: tuple[bool, bool, bool, bool]  # which tests take part
+    decluster: float  # 0: every exceedance teaches the excess moments; r >= 1: a cluster ends after r quiet samples
+    decluster_weight: float  # a cluster of L exceedances teaches its mean excess as min(L, c) samples would (0: as one)

@@ -116,8 +116,7 @@ class HalfSpaceTreesOnValue:
 
 # The default detector until issue 11's eighth round (2026-12-07): no stuck-value test, every exceedance teaching
 # its test's tail (no declustering). Kept so a user can pin the scores they had.
-CLASSIC_PARAMS = Params(stuck=False, decluster=0, decluster_weight=0, decluster_average=False,
-                        decluster_sample_rate=False)
+CLASSIC_PARAMS = Params(stuck=False, decluster=0, decluster_weight=0)
 
 MODELS: dict[str, Callable[[], Any]] = {
     # the default: daily profile, stuck-value test, declustered tail calibration; no tuning
@@ -127,8 +126,7 @@ MODELS: dict[str, Callable[[], Any]] = {
     # the default before 2026-12-07 (see CLASSIC_PARAMS)
     "classic": lambda: ColumnarState(CLASSIC_PARAMS),
     # the classic detector plus the stuck-value test (an opt-in model before the default had the test)
-    "machine": lambda: ColumnarState(Params(stuck=True, decluster=0, decluster_weight=0, decluster_average=False,
-                                            decluster_sample_rate=False)),
+    "machine": lambda: ColumnarState(Params(stuck=True, decluster=0, decluster_weight=0)),
     # river baselines, one model object per series
     "river-gaussian": lambda: RiverScorer(GuardedGaussian),
     "river-hst": lambda: RiverScorer(HalfSpaceTreesOnValue),

@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from detector.anomaly.core import (
-    CL_AGE, CL_COUNT, CL_LEN, CL_PEAK, CL_SUM, CL_SUM2, DEV, EXCESS, EXCESS2, HOLD_LEFT, INTERVAL, LONG, MEAN, N, N_CAL, N_CLU, N_FIXED, PEAK,
-    RATE, RUN, SEAS_ERR, SHORT, SPREAD, STEP, STEP_SHORT, STUCK, SUSTAIN, T_FIRST, T_LAST, TESTS, X_LAST, Y_LAST,
-    ColumnarState,
+    CL_AGE, CL_LEN, CL_SUM, CL_SUM2, DEV, EXCESS, EXCESS2, HOLD_LEFT, INTERVAL, LONG, MEAN, N, N_CAL, N_CLU, N_FIXED, PEAK,
+    RATE, RUN, SEAS_ERR, SHORT, SPREAD, STEP, STEP_SHORT, STUCK, T_FIRST, T_LAST, X_LAST, Y_LAST, ColumnarState,
 )
 
 _LN10 = float(np.log(10.0))
@@ -85,22 +84,12 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
         scale = scale.copy()
         scale[:, STUCK] = np.maximum(scale[:, STUCK], 1.0)
     m1 = scale + 1e-9
-    def calibrated(stats):
-        return np.where(
-            stats > q,
-            base + _tail(self, np.maximum(stats - q, 0.0), m1, np.maximum(cal[:, :, EXCESS2], m1 * m1)),
-            base * _clamp((stats - mean) / (q - mean), 0.0, 1.0),
-        )
-
-    surprise = calibrated(stats)
+    surprise = np.where(
+        over,
+        base + _tail(self, np.maximum(stats - q, 0.0), m1, np.maximum(cal[:, :, EXCESS2], m1 * m1)),
+        base * _clamp((stats - mean) / (q - mean), 0.0, 1.0),
+    )
     total = _bonferroni(self, surprise, stuck > 0)
-    if SUSTAIN in self.test_ids:  # the instant tests' surprise, bounded, averaged, calibrated on its own history
-        avg_col = n_cal
-        avg = s[:, avg_col] + p.sustain_alpha * (_clamp(total, 0.0, p.sustain_cap) - s[:, avg_col])
-        stats[:, SUSTAIN] = np.minimum(avg, 1e12)
-        over = stats > q
-        surprise[:, SUSTAIN] = calibrated(stats)[:, SUSTAIN]
-        total = np.maximum(total + np.log10(1.0 - p.sustain_share), surprise[:, SUSTAIN] + np.log10(p.sustain_share))
     if p.interval_ref > 0:  # per interval_ref seconds, once an interval is known
         per_time = np.log10(np.maximum(s[:, INTERVAL], 1e-3) / p.interval_ref)
         total = total + np.where(n >= 2, per_time, 0.0)
@@ -110,9 +99,7 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
     if p.hold > 0:
         fading = s[:, PEAK] * s[:, HOLD_LEFT] / p.hold
         news = np.maximum(total - fading, 0.0)
-        rising = p.hold_rise & (s[:, HOLD_LEFT] > 0) & (total > s[:, PEAK])  # a rising surprise is published whole
-        alarm = (news >= p.alarm) | rising
-        news = np.where(alarm & (p.alarm_whole | rising), total, news)  # (alarm_whole) so is every alarm
+        alarm = news >= p.alarm
         s[:, PEAK] = np.where(alarm, total, s[:, PEAK])
         s[:, HOLD_LEFT] = np.where(alarm, p.hold, np.maximum(s[:, HOLD_LEFT] - 1, 0))
     else:
@@ -137,8 +124,6 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
     s[:, Y_LAST] = y
     s[:, X_LAST] = x
     s[:, RUN] = run
-    if SUSTAIN in self.test_ids:
-        s[:, avg_col] = avg
     # the tests' own statistics learn every sample: they are the history
     # (from the settle-th sample on, and winsorized: one outlier moves them
     # by a bounded amount)
@@ -159,24 +144,15 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
     plain[:, :, EXCESS2] += np.where(over, ta * (excess * excess - plain[:, :, EXCESS2]), 0.0)
     if p.decluster <= 0:
         cal = plain
-    else:
-        start = n_cal + (1 if SUSTAIN in self.test_ids else 0)
-        clu = s[:, start:].reshape(len(rows), nt, N_CLU).copy()
-        before = clu.copy()
-        tc = np.maximum(p.tail_alpha, 1.0 / (clu[:, :, CL_COUNT] + 1.0)) * cw if p.decluster_mean else ta
-        if p.decluster_weight > 0:  # as if each of its first decluster_weight exceedances taught the peak
-            tc = 1.0 - np.power(1.0 - ta, np.minimum(clu[:, :, CL_LEN], float(p.decluster_weight)))
-        _decluster(p.decluster, clu, cal, over, excess, ta, tc, learning, p.decluster_average)
+    else:  # the rate as without declustering; the excess moments once per cluster, when it ends
         learn = np.broadcast_to(learning, over.shape)
-        if p.decluster_sample_rate:  # the rate counts every exceedance, as without declustering
-            cal[:, :, RATE] = np.where(learn, plain[:, :, RATE], cal[:, :, RATE])
-        if p.decluster_min > 0:  # per sample until the test has seen decluster_min clusters (still counted)
-            few = (learn & (before[:, :, CL_COUNT] < p.decluster_min))[:, :, None]
-            cal = np.where(few, plain, cal)
-        chosen = np.array([p.decluster_tests is None or name in p.decluster_tests for name in TESTS[:nt]])
-        cal = np.where(chosen[None, :, None], cal, plain)
-        clu = np.where(chosen[None, :, None], clu, before)  # the others' cluster fields stay as they were
-        s[:, start:] = clu.reshape(len(rows), -1)
+        cal[:, :, RATE] = np.where(learn, plain[:, :, RATE], cal[:, :, RATE])
+        clu = s[:, n_cal:].reshape(len(rows), nt, N_CLU).copy()
+        tc = ta
+        if p.decluster_weight > 0:  # as if each of its first decluster_weight exceedances taught the mean
+            tc = 1.0 - np.power(1.0 - ta, np.minimum(clu[:, :, CL_LEN], float(p.decluster_weight)))
+        _decluster(p.decluster, clu, cal, over, excess, tc, learn)
+        s[:, n_cal:] = clu.reshape(len(rows), -1)
     s[:, N_FIXED:n_cal] = cal.reshape(len(rows), -1)
     # the mean sample interval: a running mean, then exponential; one long
     # gap (an outage, a restart) counts as interval_clip intervals at most
@@ -189,30 +165,25 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
     self.scalars[rows] = s
     return scores
 
-def _decluster(r: int, clu: np.ndarray, cal: np.ndarray, over: np.ndarray, excess: np.ndarray, ta: np.ndarray,
-               tc: np.ndarray, learning: np.ndarray, average: bool = False) -> None:
-    """Runs declustering, in place on ``clu`` (rows x tests x (peak, age, count, length, sums)) and ``cal``: a cluster starts at an
-    exceedance when none is open, counts once in the rate, and teaches the excess moments its peak once it has
-    been quiet for ``r`` samples (with weight ``tc``); only samples that learn (``learning``) touch any of it."""
-    learn = np.broadcast_to(learning, over.shape)
-    age, peak = clu[:, :, CL_AGE], clu[:, :, CL_PEAK]
+def _decluster(r: int, clu: np.ndarray, cal: np.ndarray, over: np.ndarray, excess: np.ndarray, tc: np.ndarray,
+               learn: np.ndarray) -> None:
+    """Runs declustering of the excess moments, in place on ``clu`` (rows x tests x (age, length, sums)) and
+    ``cal``: a cluster starts at an exceedance when none is open, and teaches the mean of its excesses and of
+    their squares once it has been quiet for ``r`` samples (with weight ``tc``); only samples that learn
+    (``learn``) touch any of it."""
+    age, length, total, total2 = clu[:, :, CL_AGE], clu[:, :, CL_LEN], clu[:, :, CL_SUM], clu[:, :, CL_SUM2]
     start = over & (age == 0.0)
-    cal[:, :, RATE] = np.where(learn, cal[:, :, RATE] + ta * (start - cal[:, :, RATE]), cal[:, :, RATE])
     grown = np.where(over, 1.0, np.where(age > 0.0, age + 1.0, age))
     ends = learn & ~over & (age > 0.0) & (grown > r)
-    length, total, total2 = clu[:, :, CL_LEN], clu[:, :, CL_SUM], clu[:, :, CL_SUM2]
     with np.errstate(invalid="ignore", divide="ignore"):  # no open cluster: 0 / 0, never used
-        m1, m2 = (total / length, total2 / length) if average else (peak, peak * peak)
+        m1, m2 = total / length, total2 / length
     cal[:, :, EXCESS] = np.where(ends, cal[:, :, EXCESS] + tc * (m1 - cal[:, :, EXCESS]), cal[:, :, EXCESS])
     cal[:, :, EXCESS2] = np.where(ends, cal[:, :, EXCESS2] + tc * (m2 - cal[:, :, EXCESS2]), cal[:, :, EXCESS2])
-    clu[:, :, CL_COUNT] = np.where(ends, clu[:, :, CL_COUNT] + 1.0, clu[:, :, CL_COUNT])
-    new_peak = np.where(over, np.where(start, excess, np.maximum(peak, excess)), np.where(ends, 0.0, peak))
     new_age = np.where(ends, 0.0, grown)
     # exceedances in the open cluster, and the sums of their excesses and squared excesses
     new_length = np.where(over, np.where(start, 1.0, length + 1.0), np.where(ends, 0.0, length))
     new_total = np.where(over, np.where(start, excess, total + excess), np.where(ends, 0.0, total))
     new_total2 = np.where(over, np.where(start, excess * excess, total2 + excess * excess), np.where(ends, 0.0, total2))
-    clu[:, :, CL_PEAK] = np.where(learn, new_peak, peak)
     clu[:, :, CL_AGE] = np.where(learn, new_age, age)
     clu[:, :, CL_LEN] = np.where(learn, new_length, length)
     clu[:, :, CL_SUM] = np.where(learn, new_total, total)
@@ -222,7 +193,7 @@ def _decluster(r: int, clu: np.ndarray, cal: np.ndarray, over: np.ndarray, exces
 def _bonferroni(self: ColumnarState, surprise: np.ndarray, repeat: np.ndarray) -> np.ndarray:
     """The largest surprise less the union bound's share of each test: the stuck
     test takes part only on a repeat, with ``stuck_share`` of the budget there."""
-    ids = [i for i in self.test_ids if i != SUSTAIN]  # the instant tests
+    ids = self.test_ids
     if STUCK not in ids:
         return np.max(surprise[:, ids], axis=1) - np.log10(len(ids))
     others = [i for i in ids if i != STUCK]

@@ -240,28 +240,47 @@ def _quantized_sensor_then_frozen() -> tuple[np.ndarray, np.ndarray, int]:
     return values, np.arange(len(values)) * STEP_S, freeze
 
 
-def test_declustered_a_long_frozen_run_teaches_the_tail_once_after_it_not_while_it_lasts():
-    from detector.anomaly.core import EXCESS, N_CAL, N_FIXED, STUCK
+def test_declustered_a_long_frozen_run_teaches_its_mean_excess_once_after_it_not_while_it_lasts():
+    from detector.anomaly.core import DEV, EXCESS, EXCESS2, MEAN, N_CAL, N_FIXED, RATE, RUN, STUCK
 
     values, stamps, freeze = _quantized_sensor_then_frozen()
-    tail = N_FIXED + STUCK * N_CAL + EXCESS
+    c = N_FIXED + STUCK * N_CAL  # the stuck test's calibration fields
     one = np.zeros(1, dtype=np.intp)
-    scores, excess = {}, {}
+    scores, fields, excesses = {}, {}, {}
     for r in (0, 1):
-        state = ColumnarState(dataclasses.replace(CLASSIC_PARAMS, stuck=True, decluster=r), capacity=1)
+        params = dataclasses.replace(CLASSIC_PARAMS, stuck=True, decluster=r)
+        state = ColumnarState(params, capacity=1)
         scores[r] = state.run(np.zeros(freeze, dtype=np.intp), stamps[:freeze], values[:freeze])
-        before = state.scalars[0, tail]
-        scores[r] = np.r_[scores[r], state.run(np.zeros(120, dtype=np.intp), stamps[freeze:], values[freeze:])]
-        frozen = state.scalars[0, tail]
+        before = state.scalars[0, c:c + N_CAL].copy()
+        # the frozen run one sample at a time, noting each exceedance's excess over the tail's start
+        excesses[r] = []
+        for i in range(freeze, len(values)):
+            start = state.scalars[0, c + MEAN] + params.tail_k * (state.scalars[0, c + DEV] + 1e-9)
+            scores[r] = np.r_[scores[r], state.run(one, stamps[i:i + 1], values[i:i + 1])]
+            if state.scalars[0, RUN] > start:
+                excesses[r].append(state.scalars[0, RUN] - start)
+        frozen = state.scalars[0, c:c + N_CAL].copy()
         state.run(one, stamps[-1:] + STEP_S, values[-1:] + 0.5)  # the run ends
-        excess[r] = (before, frozen, state.scalars[0, tail])
+        fields[r] = (before, frozen, state.scalars[0, c:c + N_CAL].copy())
     during = slice(freeze, None)
     # every sample of the run taught the plain tail, which widened as the run went on, so it never alarmed;
-    # declustered, the run is judged against the tail learned before it and alarms within a few hours
+    # declustered, the run is judged against the excess moments learned before it and alarms within a few hours
     assert scores[0][during].max() < 0.3 <= scores[1][during].max()
     assert int(np.argmax(scores[1][during] >= 0.3)) <= 36
-    assert excess[0][1] > 3 * excess[0][0]
-    assert excess[1][1] == excess[1][0] < excess[1][2]  # ... and it teaches its peak once it has ended
+    assert fields[0][1][EXCESS] > 3 * fields[0][0][EXCESS]
+    before, frozen, after = fields[1]
+    assert frozen[EXCESS] == before[EXCESS] and frozen[EXCESS2] == before[EXCESS2]
+    # once it has ended it teaches the mean of its excesses and of their squares, with one sample's weight
+    # (decluster_weight 0), not its peak
+    run = np.array(excesses[1])
+    assert len(run) > 100 and run.max() > 1.5 * run.mean()
+    a = Params().tail_alpha  # the per-sample weight of a series this old
+    assert after[EXCESS] == pytest.approx(before[EXCESS] + a * (run.mean() - before[EXCESS]), rel=1e-9)
+    assert after[EXCESS2] == pytest.approx(before[EXCESS2] + a * (np.mean(run**2) - before[EXCESS2]), rel=1e-9)
+    # the exceedance rate is not declustered: it counts every exceedance, as without declustering
+    assert excesses[1] == excesses[0]
+    assert [f[RATE] for f in fields[1]] == [f[RATE] for f in fields[0]]
+    assert fields[1][2][RATE] > 3 * fields[1][0][RATE]
 
 
 def test_length_weighted_clusters_teach_routine_runs_like_many_samples_and_a_long_run_at_most_the_cap():
@@ -283,7 +302,7 @@ def test_length_weighted_clusters_teach_routine_runs_like_many_samples_and_a_lon
     assert excess[10][0] > 1.5 * excess[0][0]
     # the frozen run still teaches nothing while it lasts, so it still alarms within a few hours
     assert excess[10][1] == excess[10][0] and int(np.argmax(scores[10] >= 0.3)) <= 36
-    # once it ends it teaches its peak as ten samples would: more than as one, far less than as all 120
+    # once it ends it teaches its mean excess as ten samples would: more than as one, far less than as all 120
     assert excess[0][2] - excess[0][0] < excess[10][2] - excess[10][0] < 0.5 * (excess[1000][2] - excess[1000][0])
 
 
