@@ -54,16 +54,19 @@ from detector.rules.engine import EngineOutput, EngineStats, RuleEngine
 from detector.rules.group import RuleGroup
 from detector.rules.reads import may_read_metric
 from detector.snapshot import SnapshotError, apply_attributes, capture, capture_attributes, decode, encode, is_component
-from detector.store import EMPTY
+from detector.store import EMPTY, is_stale
 
 SCORE_METRIC = "headroom_anomaly_score"
+# Each scored sample's signed relative deviation from the level the detector expected it at: what a rule needs
+# for a direction (> 0: above its usual level) or a minimum deviation (> 0.2: at least 20% above).
+DEVIATION_METRIC = "headroom_anomaly_deviation"
 DEFAULT_SCORE_THRESHOLD = 0.301
 """Frozen on the NAB development split (bench/nab_thresholds.json)."""
 # Samples the forecaster may hold back before it runs anyway (see PartitionDetectors.ingest).
 FORECAST_PENDING_MAX = 65_536
 
 _UNSEEN = object()
-_NOT_SCORED = {SCORE_METRIC, "ALERTS", "ALERTS_FOR_STATE", LANE_CLOCK[0][1]}
+_NOT_SCORED = {SCORE_METRIC, DEVIATION_METRIC, "ALERTS", "ALERTS_FOR_STATE", LANE_CLOCK[0][1]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,9 @@ class PartitionDetectors:
         # Score series go into the rule engine's store only if some rule may read them: with
         # none (the worker's default rule set), storing them would double the store's series.
         self._store_scores = may_read_metric(groups, SCORE_METRIC)
+        # Deviation series likewise, only if some rule may read them.
+        self._store_deviations = may_read_metric(groups, DEVIATION_METRIC)
+        self._deviation_keys: dict[bytes, bytes] = {}  # series key -> its deviation series key
         self.retire_every_ms = retire_every_ms  # None: never retire stale series
         self._next_sweep = EMPTY
         # Batches the forecaster has not seen yet: it runs when the rules' watermark moves (see ingest).
@@ -179,7 +185,7 @@ class PartitionDetectors:
         # keep state for them; the store applies its other limits as it appends.
         batch, refused = self.store.admit(batch)
         derived, latest, scores = self._score(batch)
-        # Score series are not held to the limit: there is one per admitted series at most.
+        # Score and deviation series are not held to the limit: there is one of each per admitted series at most.
         stored = SampleBatch.concat([batch, derived]) if derived is not None else batch  # None unless stored
         before = self.rules.watermark
         out = self.rules.ingest(stored, arrival_ms, admitted=True)
@@ -269,6 +275,7 @@ class PartitionDetectors:
             result.retired_keys = known
             for key in known:
                 self._scored.pop(key, None)
+                self._deviation_keys.pop(key, None)
         result.retired, result.freed = len(known), len(freed)
         self.retired_series += len(known)
         self.freed_series += len(freed)
@@ -286,20 +293,44 @@ class PartitionDetectors:
             return None, {}, []
         index = batch.series_index[scored]
         sub = SampleBatch(batch.series_keys, index, batch.timestamps[scored], batch.values[scored])
-        values = self.scorer.score_batch(sub)
+        deviation = np.empty(len(sub)) if self._store_deviations else None
+        values = self.scorer.score_batch(sub, deviation)
         used, local = np.unique(index, return_inverse=True)
         used, local = used.tolist(), local.astype(np.uint32)
         keys = batch.series_keys
         latest = _latest(SampleBatch([keys[i] for i in used], local, sub.timestamps, values))
-        derived = None
+        parts = []
         if self._store_scores:
-            derived = SampleBatch([score_keys[i] for i in used], local, sub.timestamps, values)
+            parts.append(SampleBatch([score_keys[i] for i in used], local, sub.timestamps, values))
+        if deviation is not None:
+            parts += self._deviation_batch(sub, used, local, deviation)
+        derived = SampleBatch.concat(parts) if parts else None
         high = np.flatnonzero(values >= self.score_threshold)
         events = [
             ScoreEvent(labels_from_canonical(keys[int(index[i])]), int(sub.timestamps[i]), float(values[i]))
             for i in high.tolist()
         ]
         return derived, latest, events
+
+    def _deviation_batch(self, sub: SampleBatch, used: list[int], local: np.ndarray,
+                         deviation: np.ndarray) -> list[SampleBatch]:
+        """The deviation series' samples of a scored batch (``used``/``local`` as in :meth:`_score`): a staleness
+        marker where the scored sample is one, none where the model has no expected level (NaN)."""
+        stale = is_stale(sub.values)
+        deviation[stale] = sub.values[stale]
+        kept = np.flatnonzero(stale | ~np.isnan(deviation))
+        if not len(kept):
+            return []
+        series, at = np.unique(local[kept], return_inverse=True)
+        keys = sub.series_keys
+        dev_keys = [self._deviation_key(keys[used[j]]) for j in series.tolist()]
+        return [SampleBatch(dev_keys, at.astype(np.uint32), sub.timestamps[kept], deviation[kept])]
+
+    def _deviation_key(self, key: bytes) -> bytes:
+        found = self._deviation_keys.get(key)
+        if found is None:
+            found = self._deviation_keys[key] = score_series_key(labels_from_canonical(key), DEVIATION_METRIC)
+        return found
 
     def _score_key(self, key: bytes) -> bytes | None:
         """The key of a series' derived score series; ``b""`` if it is scored but the store does not
@@ -319,7 +350,8 @@ class PartitionDetectors:
 
     # Snapshots carry the rule engine, scorer and forecaster (detector.snapshot);
     # the threshold is configuration and the score keys a cache.
-    SNAPSHOT_SKIP = frozenset({"score_threshold", "_scored", "_store_scores", "retire_every_ms", "fresh_components",
+    SNAPSHOT_SKIP = frozenset({"score_threshold", "_scored", "_store_scores", "_store_deviations", "_deviation_keys",
+                               "retire_every_ms", "fresh_components",
                                "_forecast_pending", "_ticks"})
 
     def snapshot(self) -> bytes:
@@ -421,15 +453,17 @@ SNAPSHOT_RECORDS = {"Alert": Alert, "EngineStats": EngineStats}
 """The dataclasses a partition snapshot may hold (the loader builds nothing else)."""
 
 
-def score_series_key(labels: Labels) -> bytes:
-    """The canonical key of a series' derived score series: its labels, ``__name__`` the score
-    metric's, ``metric`` the series' name.
+def score_series_key(labels: Labels, name: str = SCORE_METRIC) -> bytes:
+    """The canonical key of a series' derived score series (or, with ``name``, its deviation series):
+    its labels, ``__name__`` the derived metric's, ``metric`` the series' name.
 
     >>> labels_from_canonical(score_series_key((("__name__", "up"), ("job", "api"))))
     (('__name__', 'headroom_anomaly_score'), ('job', 'api'), ('metric', 'up'))
+    >>> labels_from_canonical(score_series_key((("__name__", "up"),), DEVIATION_METRIC))
+    (('__name__', 'headroom_anomaly_deviation'), ('metric', 'up'))
     """
     out = {k: v for k, v in labels if k != METRIC_NAME}
-    out.update({METRIC_NAME: SCORE_METRIC, "metric": dict(labels).get(METRIC_NAME, "")})
+    out.update({METRIC_NAME: name, "metric": dict(labels).get(METRIC_NAME, "")})
     return canonical_bytes(tuple(sorted(out.items())))
 
 

@@ -126,8 +126,13 @@ cdef inline double _calibrate(double* s, int j, double stat, double tail_k, doub
 
 
 def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[:, ::1] visits,
-                  Py_ssize_t[::1] rows, double[::1] t, double[::1] x, kp):
-    """Score, then learn, each sample ``(rows[i], t[i], x[i])`` in order; returns the scores."""
+                  Py_ssize_t[::1] rows, double[::1] t, double[::1] x, kp, double[::1] deviation=None):
+    """Score, then learn, each sample ``(rows[i], t[i], x[i])`` in order; returns the scores.
+
+    With ``deviation`` (an array as long as ``x``), each sample's signed relative deviation from the level it
+    was expected at is written there: ``(x - expected) / |expected|``, ``expected`` the long-term level plus
+    the seasonal profile where the profile is used, before ``x`` is learned; 0 at the expected level (a
+    series' first sample included), ±inf off an expected 0, NaN for a value that is not finite."""
     cdef Py_ssize_t n_samples = rows.shape[0]
     cdef double decluster = kp.decluster
     cdef double decluster_weight = kp.decluster_weight
@@ -185,6 +190,10 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
     cdef Py_ssize_t n_rows = scalars.shape[0]
     if t.shape[0] != n_samples or x.shape[0] != n_samples:
         raise ValueError(f"{n_samples} rows, {t.shape[0]} times and {x.shape[0]} values")
+    cdef bint has_deviation = deviation is not None
+    if has_deviation and deviation.shape[0] != n_samples:
+        raise ValueError(f"{n_samples} samples and {deviation.shape[0]} deviations")
+    cdef double expected, off
     for i in range(n_samples):
         if rows[i] < 0 or rows[i] >= n_rows:
             raise ValueError(f"row {rows[i]} of a state of {n_rows} rows")
@@ -192,6 +201,8 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
         for i in range(n_samples):
             xi = x[i]
             if not isfinite(xi):
+                if has_deviation:
+                    deviation[i] = NAN
                 continue  # scores 0 and teaches nothing
             r = rows[i]
             ti = t[i]
@@ -210,6 +221,10 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
             prof = <double>profiles[r, b]
             ready = ((ti - s[T_FIRST]) >= 2.0 * period) and (s[SEAS_ERR] < season_gain * s[SPREAD])
             y = xi - prof if ready else xi
+            if has_deviation:  # against the level the tests judge y by, in the raw frame
+                expected = s[LONG] + (prof if ready else 0.0)
+                off = (xi - expected) / fabs(expected)
+                deviation[i] = 0.0 if off != off else off  # 0/0: at an expected 0
             spread = s[SEAS_ERR] if ready else s[SPREAD]
             stats[0] = fabs((y - s[SHORT]) / (s[STEP] + floor_))
             new_short = s[SHORT] + short_alpha * (y - s[SHORT])

@@ -166,13 +166,15 @@ class CatalogScorer:
     def __len__(self) -> int:
         return sum(len(s) for s in self.scorers.values())
 
-    def score_batch(self, batch: SampleBatch) -> np.ndarray:
-        """Scores of a batch, one per sample, in its order (each series by its own model)."""
+    def score_batch(self, batch: SampleBatch, deviation: np.ndarray | None = None) -> np.ndarray:
+        """Scores of a batch, one per sample, in its order (each series by its own model); with
+        ``deviation``, each sample's deviation from its expected level goes there (see
+        :meth:`AnomalyScorer.score`)."""
         if not self.catalog.routes:
-            return self.scorer(self.catalog.default).score_batch(batch)
+            return self.scorer(self.catalog.default).score_batch(batch, deviation)
         model = np.fromiter((self._route(k) for k in batch.series_keys), dtype=np.intp, count=len(batch.series_keys))
         if len(model) and (model == model[0]).all():
-            return self.scorers[self._names[model[0]]].score_batch(batch)
+            return self.scorers[self._names[model[0]]].score_batch(batch, deviation)
         per_sample = model[batch.series_index]
         out = np.zeros(len(batch))
         for m in np.unique(model).tolist():
@@ -180,7 +182,10 @@ class CatalogScorer:
             used, local = np.unique(batch.series_index[pick], return_inverse=True)
             sub = SampleBatch([batch.series_keys[i] for i in used.tolist()], local.astype(np.uint32),
                               batch.timestamps[pick], batch.values[pick])
-            out[pick] = self.scorers[self._names[m]].score_batch(sub)
+            part = None if deviation is None else np.empty(len(pick))
+            out[pick] = self.scorers[self._names[m]].score_batch(sub, part)
+            if part is not None:
+                deviation[pick] = part
         return out
 
     def _route(self, key: bytes) -> int:

@@ -236,13 +236,15 @@ class ColumnarState:
 
     # ------------------------------------------------------------------ scoring
 
-    def run(self, rows: np.ndarray, t: np.ndarray, x: np.ndarray) -> np.ndarray:
+    def run(self, rows: np.ndarray, t: np.ndarray, x: np.ndarray, deviation: np.ndarray | None = None) -> np.ndarray:
         """Score, then learn, each sample ``(rows[i], t[i], x[i])``, in order within each series;
-        returns the scores. A series may appear any number of times."""
+        returns the scores. A series may appear any number of times. With ``deviation`` (a float64
+        array as long as ``x``), each sample's signed relative deviation from the level it was
+        expected at goes there (see :func:`detector.anomaly.kernel.score_samples`)."""
         rows = np.ascontiguousarray(rows, dtype=np.intp)
         t = np.ascontiguousarray(t, dtype=np.float64)
         x = np.ascontiguousarray(x, dtype=np.float64)
-        return score_samples(self.scalars, self.profiles, self.visits, rows, t, x, self.kernel_params)
+        return score_samples(self.scalars, self.profiles, self.visits, rows, t, x, self.kernel_params, deviation)
 
     # Snapshots (detector.snapshot) carry every other attribute; these follow from the params.
     SNAPSHOT_SKIP = frozenset({"params", "test_ids", "n_tests", "n_scalars", "kernel_params"})

@@ -62,7 +62,10 @@ class RiverScorer:
             model.learn_one(x)
         return len(pickle.dumps(model))
 
-    def run(self, rows: np.ndarray, t: np.ndarray, x: np.ndarray) -> np.ndarray:
+    def run(self, rows: np.ndarray, t: np.ndarray, x: np.ndarray, deviation: np.ndarray | None = None) -> np.ndarray:
+        """Scores in [0, 1]; a river model knows no expected level, so ``deviation`` is filled with NaN."""
+        if deviation is not None:
+            deviation[:] = np.nan
         out = np.zeros(len(rows))
         for i, (r, ts, v) in enumerate(zip(rows.tolist(), t.tolist(), x.tolist())):
             if not math.isfinite(v):

@@ -134,8 +134,11 @@ class AnomalyScorer:
             self.counters.reset(rows)
             self.free.extend(gone)
 
-    def score(self, rows: np.ndarray, timestamps_s: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """Score samples (row, time in seconds, value), in order within each row."""
+    def score(self, rows: np.ndarray, timestamps_s: np.ndarray, values: np.ndarray,
+              deviation: np.ndarray | None = None) -> np.ndarray:
+        """Score samples (row, time in seconds, value), in order within each row; with ``deviation``
+        (float64, one per sample) each sample's signed relative deviation from its expected level
+        (a counter's: of its rate) is written there, NaN where the model has none."""
         rows = np.asarray(rows, dtype=np.intp)
         t = np.asarray(timestamps_s, dtype=np.float64)
         x = np.asarray(values, dtype=np.float64)
@@ -143,12 +146,13 @@ class AnomalyScorer:
         if counter.any():  # a counter is scored on its rate (in order within each series, as the model)
             x = x.copy()
             x[counter] = self.counters.rates(rows[counter], t[counter], x[counter])
-        return self.model.run(rows, t, x)
+        return self.model.run(rows, t, x, deviation)
 
-    def score_batch(self, batch) -> np.ndarray:
-        """Scores of a :class:`~detector.wire.batch.SampleBatch`, one per sample, in its order."""
+    def score_batch(self, batch, deviation: np.ndarray | None = None) -> np.ndarray:
+        """Scores of a :class:`~detector.wire.batch.SampleBatch`, one per sample, in its order (and
+        deviations into ``deviation``, as :meth:`score`)."""
         rows = self.rows_for(batch.series_keys)[batch.series_index.astype(np.intp)]
-        return self.score(rows, batch.timestamps / 1000.0, batch.values)
+        return self.score(rows, batch.timestamps / 1000.0, batch.values, deviation)
 
     @property
     def bytes_per_series(self) -> int:

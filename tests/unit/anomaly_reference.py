@@ -18,15 +18,35 @@ _LN10 = float(np.log(10.0))
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
-def reference_run(state: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Many samples of many series, round by round (each series' k-th sample in round k)."""
+def reference_run(state: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.ndarray,
+                  deviation: np.ndarray | None = None) -> np.ndarray:
+    """Many samples of many series, round by round (each series' k-th sample in round k); with
+    ``deviation``, each sample's deviation from its expected level is written there."""
     rows = np.asarray(rows, dtype=np.intp)
+    t, x = np.asarray(t, dtype=np.float64), np.asarray(x, dtype=np.float64)
     out = np.empty(len(rows))
     for idx in rounds(rows):
+        if deviation is not None:
+            deviation[idx] = reference_deviation(state, rows[idx], t[idx], x[idx])
         with np.errstate(over="ignore"):  # the property test feeds ±1e300: overflow to inf is expected
-            out[idx] = reference_step(state, rows[idx], np.asarray(t, dtype=np.float64)[idx],
-                                      np.asarray(x, dtype=np.float64)[idx])
+            out[idx] = reference_step(state, rows[idx], t[idx], x[idx])
     return out
+
+
+def reference_deviation(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """One round's signed relative deviations from the expected level (long-term level, plus the seasonal
+    profile where it is used), from the state before the round: 0 at it and for a series' first sample,
+    ±inf off an expected 0, NaN for a value that is not finite."""
+    p = self.params
+    s = self.scalars[rows]
+    first = s[:, N] == 0
+    long, t_first = np.where(first, x, s[:, LONG]), np.where(first, t, s[:, T_FIRST])
+    prof = self.profiles[rows, (np.floor_divide(t, p.period / p.bins) % p.bins).astype(np.intp)].astype(np.float64)
+    ready = ((t - t_first) >= 2.0 * p.period) & (s[:, SEAS_ERR] < p.season_gain * s[:, SPREAD])
+    expected = long + np.where(ready, prof, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        off = (x - expected) / np.abs(expected)
+    return np.where(np.isfinite(x), np.where(np.isnan(off), 0.0, off), np.nan)
 
 
 def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.ndarray) -> np.ndarray:

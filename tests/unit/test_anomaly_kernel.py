@@ -97,10 +97,14 @@ def test_the_compiled_step_scores_and_learns_as_the_numpy_rounds_did(model, data
     compiled, reference = ColumnarState(PARAMS[model], n_series), ColumnarState(PARAMS[model], n_series)
     # in two batches, so the second starts from learned state
     cut = data.draw(st.integers(0, len(rows)), label="cut")
-    got = np.r_[compiled.run(rows[:cut], t[:cut], x[:cut]), compiled.run(rows[cut:], t[cut:], x[cut:])]
-    want = np.r_[reference_run(reference, rows[:cut], t[:cut], x[:cut]),
-                 reference_run(reference, rows[cut:], t[cut:], x[cut:])]
+    dev_got, dev_want = np.full(len(rows), -7.0), np.full(len(rows), -7.0)
+    got = np.r_[compiled.run(rows[:cut], t[:cut], x[:cut], dev_got[:cut]),
+                compiled.run(rows[cut:], t[cut:], x[cut:], dev_got[cut:])]
+    want = np.r_[reference_run(reference, rows[:cut], t[:cut], x[:cut], dev_want[:cut]),
+                 reference_run(reference, rows[cut:], t[cut:], x[cut:], dev_want[cut:])]
     _assert_same(compiled, reference, got, want)
+    # every sample's deviation is written (none is left at -7), as the reference computes it
+    np.testing.assert_allclose(dev_got, dev_want, rtol=RTOL, atol=ATOL)
 
 
 def test_long_noisy_history_with_an_incident_stays_equal():
@@ -116,8 +120,10 @@ def test_long_noisy_history_with_an_incident_stays_equal():
                  "spike only, declustered, gap 5, weighted 10", "declustered, all switches on",
                  "default, all switches on", "default, short period", "declustered, gap 3, weighted 50, short period"):
         a, b = ColumnarState(PARAMS[name], n_series), ColumnarState(PARAMS[name], n_series)
-        got, want = a.run(rows, t, x), reference_run(b, rows, t, x)
+        dev_got, dev_want = np.empty(len(rows)), np.empty(len(rows))
+        got, want = a.run(rows, t, x, dev_got), reference_run(b, rows, t, x, dev_want)
         _assert_same(a, b, got, want)
+        np.testing.assert_allclose(dev_got, dev_want, rtol=RTOL, atol=ATOL)
         assert got.max() > 0.5  # the shift is found, so the comparison covered the tail path
 
 
