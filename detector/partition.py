@@ -5,8 +5,11 @@ scored series' labels and ``metric`` set to its name, appended to the rule
 engine's store at the sample's time when some rule may read it (the ``anomaly``
 pack, a user's rule on scores; otherwise not stored); so an anomaly becomes an alert through
 the same rules, lifecycle and delivery as everything else (the ``anomaly``
-rule pack), and a user can write rules on scores. Derived series are never
-scored or forecast themselves: nothing loops back.
+rule pack), and a user can write rules on scores. ``headroom_anomaly_deviation``
+(same labels) is each scored sample's signed relative deviation from the level
+the detector expected it at, stored likewise only when a rule may read it: a
+rule's direction and minimum size. Derived series are never scored or forecast
+themselves: nothing loops back.
 
 Saturation forecasts raise early warnings with their own hysteresis
 (:mod:`detector.forecast`) and join the same stream of alert transitions; an
