@@ -18,7 +18,7 @@ the eighth round shipped):
 The held-out seeds (101-103) are never scored here. ``--blind SEEDS --variant LABEL`` scores new seeds instead,
 with :func:`bench.nab_corpus.evaluate` (thresholds chosen on the dev seeds, frozen), for the variant and the
 default in the same run: a rule's step (c), once. Seeds 501-503 (second round) and 701-710 (eighth round) are
-spent. ``--pile`` measures the alarm-level pile (sixth round); ``--seventh`` screens the seventh round's threshold
+spent. Seeds 801-810 are the ninth round's step (c), not run (no variant passed (a) and (b)): still blind. ``--pile`` measures the alarm-level pile (sixth round); ``--seventh`` screens the seventh round's threshold
 choosers (``--seventh --blind SEEDS``: its step (c), once). ``--eighth`` screens the eighth round's rows that the
 code still expresses (the machine corpus as the objective); ``--eighth --blind SEEDS --variant LABEL`` is its step
 (c), once: the variant and the default, each at its threshold chosen on the dev seeds and at the one chosen on
