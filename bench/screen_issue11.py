@@ -12,13 +12,12 @@ the eighth round shipped):
   on): in-sample (threshold swept on the dev seeds) and leave-one-seed-out (:func:`bench.nab_loco.loco` over
   the seeds), windows found and false-positive rows at the in-sample threshold.
 
-``--ninth`` screens the ninth round's rows (the trial drift test on the current default, against it);
-``--ninth --blind SEEDS --variant LABEL`` is its step (c), once, like the eighth round's.
-
 The held-out seeds (101-103) are never scored here. ``--blind SEEDS --variant LABEL`` scores new seeds instead,
 with :func:`bench.nab_corpus.evaluate` (thresholds chosen on the dev seeds, frozen), for the variant and the
 default in the same run: a rule's step (c), once. Seeds 501-503 (second round) and 701-710 (eighth round) are
-spent. Seeds 801-810 are the ninth round's step (c), not run (no variant passed (a) and (b)): still blind. ``--pile`` measures the alarm-level pile (sixth round); ``--seventh`` screens the seventh round's threshold
+spent. Seeds 801-810 are the ninth round's step (c), not run (no variant passed (a) and (b)): still blind; its
+rows (``--ninth``, the trial drift test) reproduce at commit 244cc53, the switch was removed after it. ``--pile``
+measures the alarm-level pile (sixth round); ``--seventh`` screens the seventh round's threshold
 choosers (``--seventh --blind SEEDS``: its step (c), once). ``--eighth`` screens the eighth round's rows that the
 code still expresses (the machine corpus as the objective); ``--eighth --blind SEEDS --variant LABEL`` is its step
 (c), once: the variant and the default, each at its threshold chosen on the dev seeds and at the one chosen on
@@ -55,17 +54,12 @@ VARIANTS: dict[str, tuple[tuple[str, object], ...]] = {
     "stuck": STUCK,  # the catalog's 'machine' model
     "decl1 w10": DECL1_W10,  # the eighth round's "decl1 w10 avg srate"
     "stuck decl1 w10": STUCK + DECL1_W10,  # its "stuck decl1 w10 avg srate": the catalog's 'default' since 9f66196
-    # the ninth round: the drift test (a trial switch) on the current default, i.e. on "stuck decl1 w10", not on BASE
-    "stuck decl1 w10 drift 0.03": STUCK + DECL1_W10 + (("drift_alpha", 0.03),),
-    "stuck decl1 w10 drift 0.01": STUCK + DECL1_W10 + (("drift_alpha", 0.01),),
     # a diagnostic for --pile only (not a candidate): the surprise itself, with no hold at all
     "no hold": (("hold", 0),),
 }
 # the eighth round's rows still expressible (its "decl1 w10 avg" and "stuck decl1 w10 avg", with the rate per cluster,
 # are not)
 EIGHTH = ("default", "stuck", "decl1 w10", "stuck decl1 w10")
-# the ninth round's rows: its reference (the current default) first, then the two variants fixed by its rule
-NINTH = ("stuck decl1 w10", "stuck decl1 w10 drift 0.03", "stuck decl1 w10 drift 0.01")
 DEV_SEEDS = machine_corpus.DEV_SEEDS + (4, 5, 6)  # the third round's dev seeds (4-6 were used nowhere before)
 NAB_DEV_WINDOWS = nab_loco.NAB / "labels" / "windows_dev.json"
 
@@ -236,9 +230,6 @@ def main() -> None:
                     help="the alarm-level pile of these variants (window maxima, outside rows near 0.30)")
     ap.add_argument("--eighth", action="store_true",
                     help="the eighth round's rows (EIGHTH); with --blind: its step (c), --variant against the default")
-    ap.add_argument("--ninth", action="store_true",
-                    help="the ninth round's rows (NINTH: the drift test on the current default); with --blind: its "
-                         "step (c), --variant against the current default")
     ap.add_argument("--seventh", action="store_true",
                     help="the seventh round: the default detector, each threshold chooser (nab_loco.CHOOSERS)")
     ap.add_argument("--shift", action="store_true",
@@ -274,14 +265,9 @@ def main() -> None:
         rows = [(label, nab_loco.Candidate(label.replace(" ", "_"), BASE, VARIANTS[label]), "argmax")
                 for label in (a.variant, "default")]
         return blind_at_thresholds([int(x) for x in a.blind.split(",")], rows, dev_seeds, a.json)
-    if a.ninth and a.blind:  # step (c): the variant and the current default ("stuck decl1 w10"), both thresholds each
-        assert a.variant in NINTH[1:], f"--ninth --blind scores one of {NINTH[1:]}, not {a.variant!r}"
-        rows = [(label, nab_loco.Candidate(label.replace(" ", "_"), BASE, VARIANTS[label]), "argmax")
-                for label in (a.variant, NINTH[0])]
-        return blind_at_thresholds([int(x) for x in a.blind.split(",")], rows, dev_seeds, a.json)
     if a.blind:
         return blind([int(x) for x in a.blind.split(",")], a.variant, dev_seeds, a.json)
-    labels = a.only or list(NINTH if a.ninth else EIGHTH)
+    labels = a.only or list(EIGHTH)
     machine_corpus.write(nab_corpus.ROOT, dev_seeds)  # once, before the workers read it
     if a.jobs > 1:
         with ProcessPoolExecutor(a.jobs) as pool:

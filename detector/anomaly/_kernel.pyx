@@ -35,15 +35,14 @@ cdef enum:
     EXCESS2 = 4
     N_CAL = 5
     STUCK = 3
-    DRIFT = 4
-    N_TESTS_MAX = 5
+    N_TESTS_MAX = 4
     CL_AGE = 0
     CL_LEN = 1
     CL_SUM = 2
     CL_SUM2 = 3
     N_CLU = 4
 
-LAYOUT = (N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST, X_LAST, RUN, N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK, DRIFT, CL_AGE, CL_LEN, CL_SUM, CL_SUM2, N_CLU)
+LAYOUT = (N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST, X_LAST, RUN, N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK, CL_AGE, CL_LEN, CL_SUM, CL_SUM2, N_CLU)
 
 cdef double _LN10 = log(10.0)
 cdef double _F32_MAX = <double>np.finfo(np.float32).max
@@ -139,10 +138,7 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
     cdef double decluster_weight = kp.decluster_weight
     # with declustering, each test's open cluster (N_CLU fields) follows the calibration columns
     cdef Py_ssize_t clusters = N_FIXED + N_CAL * <Py_ssize_t>kp.n_tests
-    # with the drift test (its columns are the last), its mid-term level is the row's last column
-    cdef bint has_drift = kp.n_tests > DRIFT
-    cdef Py_ssize_t mid = clusters + (N_CLU * <Py_ssize_t>kp.n_tests if decluster > 0.0 else 0)
-    cdef Py_ssize_t width = mid + (1 if has_drift else 0)
+    cdef Py_ssize_t width = clusters + (N_CLU * <Py_ssize_t>kp.n_tests if decluster > 0.0 else 0)
     # the loop does not check bounds: the state must have the layout the params give it
     if (scalars.shape[1] != width or profiles.shape[1] != kp.bins
             or visits.shape[1] != kp.bins or profiles.shape[0] != scalars.shape[0]
@@ -150,8 +146,6 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
         raise ValueError(f"state of another layout: scalars {scalars.shape[0]}x{scalars.shape[1]}, profiles "
                          f"{profiles.shape[0]}x{profiles.shape[1]}, visits {visits.shape[0]}x{visits.shape[1]} "
                          f"for {kp.n_tests} tests{' declustered' if decluster > 0.0 else ''} and {kp.bins} bins")
-    if has_drift and not kp.drift_alpha > 0.0:
-        raise ValueError(f"the drift test's columns with drift_alpha {kp.drift_alpha}: its level would never move")
     out_array = np.zeros(n_samples)
     cdef double[::1] out = out_array
     # the params, once per call
@@ -162,7 +156,7 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
     cdef double interval_alpha = kp.interval_alpha, interval_clip = kp.interval_clip, protect = kp.protect
     cdef double protect_weight = kp.protect_weight, clip = kp.clip, hold = kp.hold, alarm = kp.alarm
     cdef double min_rate = kp.min_rate, settle = kp.settle, winsor = kp.winsor, season_gain = kp.season_gain
-    cdef double period = kp.period, rel_floor = kp.rel_floor, abs_floor = kp.abs_floor, drift_alpha = kp.drift_alpha
+    cdef double period = kp.period, rel_floor = kp.rel_floor, abs_floor = kp.abs_floor
     cdef bint protect_hold = kp.protect_hold, protect_calibration = kp.protect_calibration
     cdef Py_ssize_t bins = kp.bins
     cdef int nt = kp.n_tests, n_active = kp.n_active
@@ -189,7 +183,7 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
     cdef Py_ssize_t i, r, b, c, k
     cdef double xi, ti, n, floor_, prof, y, spread, new_short, step, step_short, run, stuck, mean, rate, base, m1
     cdef double top, total, main, fading, news, w, young, la, pa, m, cw, sa, ta, cap, capped, d, excess, gap, ia
-    cdef double m1_cluster, m2_cluster, tc, new_mid
+    cdef double m1_cluster, m2_cluster, tc
     cdef bint first, ready, seen, repeat, incident, learning, start
     cdef unsigned char v
     cdef double* s
@@ -220,8 +214,6 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
                 s[LONG] = xi
                 s[Y_LAST] = xi
                 s[T_FIRST] = ti
-                if has_drift:
-                    s[mid] = xi
             floor_ = rel_floor * fabs(s[LONG]) + abs_floor
 
             # 1. the tests, against the state before x, on the deseasonalized value y
@@ -246,10 +238,6 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
                 run = s[RUN] + 1.0 if (xi == s[X_LAST] and not first) else 0.0
                 stuck = run if s[STEP] > floor_ else 0.0
                 stats[STUCK] = fabs(stuck)
-            new_mid = 0.0
-            if has_drift:  # the mid-term level against the long one, as the shift test does the short one
-                new_mid = s[mid] + _max(drift_alpha, 1.0 / (n + 1.0)) * (y - s[mid])
-                stats[DRIFT] = fabs((new_mid - s[LONG]) / (spread + floor_))
 
             # 2. calibrate each test on its own history
             for j in range(nt):
@@ -304,8 +292,6 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
             young = 1.0 / (n + 1.0)  # running means while young, then exponential
             la = _max(long_alpha, young) * w
             s[SHORT] = new_short
-            if has_drift:  # like the short-term level, it always follows
-                s[mid] = new_mid
             s[STEP] += 0.0 if first else la * (_huber(step, s[STEP], n, clip, protect_weight, warmup) - s[STEP])
             s[STEP_SHORT] = 0.0 if first else step_short
             s[SPREAD] += la * (_huber(fabs(xi - s[LONG]), s[SPREAD], n, clip, protect_weight, warmup) - s[SPREAD])

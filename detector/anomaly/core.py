@@ -12,7 +12,7 @@ What one sample ``x`` at time ``t`` does to its series:
 1. **Tests, before learning.** Once two periods have been seen, and if the
    seasonal profile (value by time-of-period bin, a day by default) explains
    the series better than a flat level does, ``x`` is first deseasonalized
-   (``y = x - profile[bin]``); else ``y = x``. Scale-free statistics are
+   (``y = x - profile[bin]``); else ``y = x``. Three scale-free statistics are
    computed against the state *before* ``y`` is learned:
 
    - *spike*: distance of ``y`` from the short-term level, in units of the
@@ -29,15 +29,6 @@ What one sample ``x`` at time ``t`` does to its series:
      tests see it late; its run of repeats is impossible at once. A series that
      repeats itself routinely (quantized, idle at 0) learns how long its runs
      get, like every other test.
-   - *drift* (``drift_alpha > 0``: a trial switch of issue 11's ninth round,
-     off by default and in every catalog model): distance of a mid-term level
-     (an EWMA of ``y`` with weight ``drift_alpha``, a running mean while the
-     series is younger than ``1 / drift_alpha`` samples) from the long-term
-     level, in the shift test's units. The short-term level carries the noise
-     of a few samples, so a slow drift reaches the shift test only once it is
-     large; the mid-term level averages that noise away and the drift shows
-     there sooner. It is calibrated, declustered and counted in the union bound
-     like the others.
 
 2. **Calibrate each test on the series' own history.** A test's value is
    turned into a tail probability by a peaks-over-threshold model: above
@@ -56,9 +47,9 @@ What one sample ``x`` at time ``t`` does to its series:
    The surprise of the sample is the largest ``-log10 p`` over the tests, less
    ``log10`` of the number of tests (Bonferroni). The union bound only needs
    the tests that can fire on this sample: the stuck test can only on a repeat,
-   so a sample that changed pays for the other tests (three, four with the
-   drift test), and a repeat splits the budget, ``stuck_share`` to the stuck
-   test and the rest to the others (a weighted Bonferroni). The run test's tail scale is at least one sample:
+   so a sample that changed pays for three tests, and a repeat splits the
+   budget, ``stuck_share`` to the stuck test and the rest to the other three
+   (a weighted Bonferroni). The run test's tail scale is at least one sample:
    on a series that never repeated, each repeat then adds ``1/ln 10`` decade
    over the tail's base, so a continuous series that freezes alarms within a
    few samples rather than at its first repeat.
@@ -128,21 +119,18 @@ import numpy as np
 
 # the state's layout lives with the compiled step that reads it: 15 scalar columns
 # (N, T_FIRST, ..., RUN), then per test: mean, deviation, exceedance rate, mean
-# excess, mean squared excess (then the open clusters and the drift test's level: kernel.py)
+# excess, mean squared excess
 from detector.anomaly.kernel import (  # noqa: F401  (re-exported: tests and benches read columns by name)
     CL_AGE, CL_LEN, CL_SUM, CL_SUM2, EXCESS, EXCESS2, HOLD_LEFT, INTERVAL, LONG, MEAN, N, N_CAL, N_FIXED, PEAK, RATE, RUN, SEAS_ERR, SHORT, SPREAD,
     STEP, STEP_SHORT, T_FIRST, T_LAST, X_LAST, Y_LAST, DEV, N_CLU, KernelParams, score_samples,
 )
-from detector.anomaly.kernel import DRIFT as _KERNEL_DRIFT
 from detector.anomaly.kernel import STUCK as _KERNEL_STUCK
 
 DAY_S = 86_400.0
 WEEK_S = 7 * DAY_S
-TESTS = ("spike", "shift", "volatility", "stuck", "drift")
+TESTS = ("spike", "shift", "volatility", "stuck")
 STUCK = TESTS.index("stuck")
-DRIFT = TESTS.index("drift")
-assert STUCK == _KERNEL_STUCK and DRIFT == _KERNEL_DRIFT and len(TESTS) == DRIFT + 1, \
-    "the compiled step's test columns follow TESTS"
+assert STUCK == _KERNEL_STUCK and len(TESTS) == STUCK + 1, "the compiled step's test columns follow TESTS"
 
 
 @dataclass(frozen=True)
@@ -158,9 +146,6 @@ class Params:
     tail_k: float = 2.0  # the tail starts at mean + tail_k * deviation
     stuck: bool = True  # add the stuck test to ``tests`` (the ``classic`` model has it off)
     stuck_share: float = 0.1  # on a repeat, the stuck test's share of the false-alarm budget
-    # the drift test's mid-term level, an EWMA of the deseasonalized value with this weight (0: no drift test; a
-    # trial switch of issue 11's ninth round, off in every model)
-    drift_alpha: float = 0.0
     tail_alpha: float = 0.005  # exceedance rate and mean excess
     # runs declustering of each test's excess moments (0: off, the ``classic`` model): exceedances fewer than
     # ``decluster`` quiet samples apart are one cluster, which teaches the mean of its excesses and of their
@@ -207,15 +192,10 @@ class ColumnarState:
         unknown = set(self.params.tests) - set(TESTS)
         if unknown:
             raise ValueError(f"unknown anomaly tests {sorted(unknown)}; known: {list(TESTS)}")
-        p = self.params
-        if not 0.0 <= p.drift_alpha <= 1.0 or ("drift" in p.tests and p.drift_alpha == 0.0):
-            raise ValueError(f"the drift test needs drift_alpha in (0, 1], not {p.drift_alpha}")
-        names = tuple(p.tests) + (("stuck",) if p.stuck and "stuck" not in p.tests else ()) \
-            + (("drift",) if p.drift_alpha > 0.0 and "drift" not in p.tests else ())
+        names = tuple(self.params.tests) + (("stuck",) if self.params.stuck and "stuck" not in self.params.tests else ())
         self.test_ids = [TESTS.index(name) for name in names]
-        # calibration columns for the stuck and drift tests only where used (they are the last ones; the drift
-        # test's columns come after the stuck test's, which it keeps, unused, when the stuck test is off)
-        self.n_tests = DRIFT + 1 if DRIFT in self.test_ids else STUCK + 1 if STUCK in self.test_ids else STUCK
+        # calibration columns for the stuck test only where used (it is the last one)
+        self.n_tests = STUCK + 1 if STUCK in self.test_ids else STUCK
         self.n_scalars = N_FIXED + N_CAL * self.n_tests
         if self.params.decluster < 0:
             raise ValueError(f"decluster is a number of quiet samples (0: off), not {self.params.decluster}")
@@ -223,18 +203,17 @@ class ColumnarState:
             raise ValueError(f"decluster_weight is a number of samples (0: as one), not {self.params.decluster_weight}")
         if self.params.decluster > 0:  # each test's open cluster (its age, length and sums of excesses)
             self.n_scalars += N_CLU * self.n_tests
-        if DRIFT in self.test_ids:  # the drift test's mid-term level, the row's last column
-            self.n_scalars += 1
         self.scalars = np.zeros((self.capacity, self.n_scalars), dtype=np.float64)
         self.profiles = np.zeros((self.capacity, self.params.bins), dtype=np.float32)
         self.visits = np.zeros((self.capacity, self.params.bins), dtype=np.uint8)
+        p = self.params
         self.kernel_params = KernelParams(  # the params as the compiled loop takes them
             float(p.warmup), p.short_alpha, p.long_alpha, p.vol_alpha, p.profile_alpha, p.stat_alpha, p.tail_k,
             p.stuck_share, p.tail_alpha, p.decades, p.shape_max, p.interval_ref, p.interval_alpha, p.interval_clip,
             p.protect, p.protect_weight, p.clip, bool(p.protect_hold), bool(p.protect_calibration), float(p.hold),
             p.alarm, p.min_rate, float(p.settle), p.winsor, p.season_gain, float(p.period), int(p.bins), p.rel_floor,
             p.abs_floor, self.n_tests, len(self.test_ids), tuple(i in self.test_ids for i in range(len(TESTS))),
-            float(p.decluster), float(p.decluster_weight), p.drift_alpha)
+            float(p.decluster), float(p.decluster_weight))
 
     @property
     def bytes_per_series(self) -> int:

@@ -30,10 +30,9 @@ from detector.anomaly._kernel import LAYOUT, counter_rates, score_samples  # noq
 # The state's layout, as the compiled module was built with it: scalar columns of
 # ColumnarState.scalars, then per test N_CAL calibration fields (detector.anomaly.core keeps the names), then,
 # with declustering only, per test N_CLU fields of its open cluster of exceedances (its age in samples since its
-# last exceedance, its number of exceedances, and the sums of their excesses and of their squares), then, with the
-# drift test only, its mid-term level (the row's last column).
+# last exceedance, its number of exceedances, and the sums of their excesses and of their squares).
 (N, T_FIRST, Y_LAST, SHORT, LONG, STEP, SPREAD, STEP_SHORT, SEAS_ERR, PEAK, HOLD_LEFT, INTERVAL, T_LAST, X_LAST, RUN,
- N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK, DRIFT, CL_AGE, CL_LEN, CL_SUM, CL_SUM2, N_CLU) = LAYOUT
+ N_FIXED, MEAN, DEV, RATE, EXCESS, EXCESS2, N_CAL, STUCK, CL_AGE, CL_LEN, CL_SUM, CL_SUM2, N_CLU) = LAYOUT
 
 
 class KernelParams(NamedTuple):
@@ -68,9 +67,8 @@ class KernelParams(NamedTuple):
     bins: int
     rel_floor: float
     abs_floor: float
-    n_tests: int  # columns of tests (3, 4 with the stuck test's, 5 with the drift test's)
+    n_tests: int  # columns of tests (3, 4 with the stuck test's)
     n_active: int  # how many tests take part in the union bound
-    active: tuple[bool, bool, bool, bool, bool]  # which tests take part
+    active: tuple[bool, bool, bool, bool]  # which tests take part
     decluster: float  # 0: every exceedance teaches the excess moments; r >= 1: a cluster ends after r quiet samples
     decluster_weight: float  # a cluster of L exceedances teaches its mean excess as min(L, c) samples would (0: as one)
-    drift_alpha: float  # the drift test's mid-term level (0: no drift test)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from detector.anomaly.core import (
-    CL_AGE, CL_LEN, CL_SUM, CL_SUM2, DEV, DRIFT, EXCESS, EXCESS2, HOLD_LEFT, INTERVAL, LONG, MEAN, N, N_CAL, N_CLU, N_FIXED, PEAK,
+    CL_AGE, CL_LEN, CL_SUM, CL_SUM2, DEV, EXCESS, EXCESS2, HOLD_LEFT, INTERVAL, LONG, MEAN, N, N_CAL, N_CLU, N_FIXED, PEAK,
     RATE, RUN, SEAS_ERR, SHORT, SPREAD, STEP, STEP_SHORT, STUCK, T_FIRST, T_LAST, X_LAST, Y_LAST, ColumnarState,
 )
 
@@ -65,12 +65,6 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
     if first.any():  # a new series starts at its first value, with no spread yet
         s[first, SHORT] = s[first, LONG] = s[first, Y_LAST] = x[first]
         s[first, T_FIRST] = t[first]
-    nt = self.n_tests
-    n_cal = N_FIXED + N_CAL * nt
-    n_clu = N_CLU * nt if p.decluster > 0 else 0
-    mid = n_cal + n_clu  # the drift test's mid-term level: the row's last column, with that test only
-    if nt > DRIFT:
-        s[first, mid] = x[first]
     floor = p.rel_floor * np.abs(s[:, LONG]) + p.abs_floor
 
     # 1. the tests, against the state before x, on the deseasonalized value y
@@ -79,6 +73,7 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
     ready = ((t - s[:, T_FIRST]) >= 2.0 * p.period) & (s[:, SEAS_ERR] < p.season_gain * s[:, SPREAD])
     y = np.where(ready, x - prof, x)
     spread = np.where(ready, s[:, SEAS_ERR], s[:, SPREAD])
+    nt = self.n_tests
     stats = np.zeros((len(rows), nt))
     spike = (y - s[:, SHORT]) / (s[:, STEP] + floor)
     new_short = s[:, SHORT] + p.short_alpha * (y - s[:, SHORT])
@@ -92,16 +87,12 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
         stuck = np.where(s[:, STEP] > floor, run, 0.0)
     else:
         run = stuck = np.zeros(len(rows))
-    # the mid-term level (a running mean while young, then exponential) against the long-term one
-    new_mid = drift = None
-    if nt > DRIFT:
-        new_mid = s[:, mid] + np.maximum(p.drift_alpha, 1.0 / (n + 1.0)) * (y - s[:, mid])
-        drift = (new_mid - s[:, LONG]) / (spread + floor)
-    for i, v in enumerate((spike, shift, vol, stuck, drift)[:nt]):
+    for i, v in enumerate((spike, shift, vol, stuck)[:nt]):
         stats[:, i] = np.abs(v)
     stats = np.minimum(stats, 1e12)
 
     # 2. calibrate each test on its own history, keep the most surprising
+    n_cal = N_FIXED + N_CAL * nt
     cal = s[:, N_FIXED:n_cal].reshape(len(rows), nt, N_CAL)
     mean, dev = cal[:, :, MEAN], cal[:, :, DEV] + 1e-9
     q = mean + p.tail_k * dev
@@ -141,8 +132,6 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
     young = 1.0 / (n + 1.0)  # running means while young, then exponential
     la = np.maximum(p.long_alpha, young) * w
     s[:, SHORT] = new_short
-    if nt > DRIFT:
-        s[:, mid] = new_mid
     s[:, STEP] += np.where(first, 0.0, la * (_huber(self, step, s[:, STEP], n) - s[:, STEP]))
     s[:, STEP_SHORT] = np.where(first, 0.0, step_short)
     s[:, SPREAD] += la * (_huber(self, np.abs(x - s[:, LONG]), s[:, SPREAD], n) - s[:, SPREAD])
@@ -178,12 +167,12 @@ def reference_step(self: ColumnarState, rows: np.ndarray, t: np.ndarray, x: np.n
     else:  # the rate as without declustering; the excess moments once per cluster, when it ends
         learn = np.broadcast_to(learning, over.shape)
         cal[:, :, RATE] = np.where(learn, plain[:, :, RATE], cal[:, :, RATE])
-        clu = s[:, n_cal:n_cal + n_clu].reshape(len(rows), nt, N_CLU).copy()
+        clu = s[:, n_cal:].reshape(len(rows), nt, N_CLU).copy()
         tc = ta
         if p.decluster_weight > 0:  # as if each of its first decluster_weight exceedances taught the mean
             tc = 1.0 - np.power(1.0 - ta, np.minimum(clu[:, :, CL_LEN], float(p.decluster_weight)))
         _decluster(p.decluster, clu, cal, over, excess, tc, learn)
-        s[:, n_cal:n_cal + n_clu] = clu.reshape(len(rows), -1)
+        s[:, n_cal:] = clu.reshape(len(rows), -1)
     s[:, N_FIXED:n_cal] = cal.reshape(len(rows), -1)
     # the mean sample interval: a running mean, then exponential; one long
     # gap (an outage, a restart) counts as interval_clip intervals at most

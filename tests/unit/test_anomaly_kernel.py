@@ -52,17 +52,6 @@ PARAMS = {
     "default, short period": Params(period=600.0, bins=12, warmup=5, settle=2),
     "declustered, gap 3, weighted 50, short period": _classic(decluster=3, decluster_weight=50, period=600.0, bins=12,
                                                             warmup=5, settle=2),
-    # the drift test (issue 11's ninth round, a trial switch): on the default, without the stuck test (its columns
-    # kept, unused), without declustering, on a short period, alone and beside the stuck test only
-    "default, drift": Params(drift_alpha=0.03, warmup=5, settle=2),
-    "default, drift 0.01, short period": Params(drift_alpha=0.01, period=600.0, bins=12, warmup=5, settle=2),
-    "drift, no stuck, declustered": _classic(drift_alpha=0.03, decluster=2, decluster_weight=10, warmup=5, settle=2),
-    "drift, not declustered": _classic(drift_alpha=0.1, warmup=5, settle=2),
-    "drift, stuck, not declustered, short period": _classic(stuck=True, drift_alpha=0.5, period=600.0, bins=12,
-                                                           warmup=3, settle=2, hold=5),
-    "drift only": _classic(tests=("drift",), drift_alpha=0.03, decluster=1, warmup=5, settle=2),
-    "stuck and drift": _classic(tests=("stuck", "drift"), drift_alpha=0.01, decluster=1, decluster_weight=3,
-                                warmup=5, settle=2),
 }
 
 values = st.one_of(
@@ -129,9 +118,7 @@ def test_long_noisy_history_with_an_incident_stays_equal():
     for name in ("default", "classic", "machine", "weekly", "declustered", "declustered, gap 3, machine",
                  "declustered, weighted 10", "declustered, gap 2, weighted 3, machine",
                  "spike only, declustered, gap 5, weighted 10", "declustered, all switches on",
-                 "default, all switches on", "default, short period", "declustered, gap 3, weighted 50, short period",
-                 "default, drift", "default, drift 0.01, short period", "drift, no stuck, declustered",
-                 "drift, not declustered", "drift only"):
+                 "default, all switches on", "default, short period", "declustered, gap 3, weighted 50, short period"):
         a, b = ColumnarState(PARAMS[name], n_series), ColumnarState(PARAMS[name], n_series)
         dev_got, dev_want = np.empty(len(rows)), np.empty(len(rows))
         got, want = a.run(rows, t, x, dev_got), reference_run(b, rows, t, x, dev_want)
@@ -183,14 +170,6 @@ def test_a_snapshot_of_another_layout_is_refused_not_misread():
     for other in (_classic(stuck=True), _classic(period=WEEK_S, bins=168)):
         with pytest.raises(SnapshotError, match="another layout"):
             apply(ColumnarState(other), saved)
-    # the drift test's columns and its level (the trial switch of issue 11's ninth round): the default's state
-    # is one of another layout for it
-    default_saved = decode(encode(capture(_learned(Params())[0])))
-    with pytest.raises(SnapshotError, match="another layout"):
-        apply(ColumnarState(Params(drift_alpha=0.03)), default_saved)
-    assert ColumnarState(Params(drift_alpha=0.03)).n_scalars == ColumnarState(Params()).n_scalars + 5 + 4 + 1
-    with pytest.raises(ValueError, match="drift_alpha"):
-        ColumnarState(Params(tests=("spike", "drift")))
     # the same layout loads and scores on exactly as the state it was taken from
     back = ColumnarState(CLASSIC_PARAMS)
     apply(back, saved)
