@@ -8,14 +8,11 @@ rule asking for "above its expected level by 20% or more" may fire for the filli
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
 from pipelines.local import LocalPipeline
-from simulator.runbook import RunbookSimulator
-from simulator.serve import push_remote_write
-from tests.support import read_alerts
+from tests.support import push_live_scenario, read_alerts
 
 pytestmark = pytest.mark.integration
 
@@ -39,11 +36,7 @@ async def test_a_filling_queue_fires_the_rule_for_anomalously_high_and_not_the_o
     pipeline = LocalPipeline(kafka.bootstrap, tmp_path / "run", rule_files=(str(rules),), app_id=app_id)
     await asyncio.to_thread(pipeline.start)
     try:
-        start_ms = (int(time.time() * 1000) - PUSHED_MS - STEP_MS) // STEP_MS * STEP_MS
-        sim = RunbookSimulator("ramp-queue-15m", seed=0, start_ms=start_ms)
-        stats = await push_remote_write(sim, pipeline.write_url, start_ms=start_ms, step_ms=STEP_MS, speed=600.0,
-                                        duration_s=PUSHED_MS / 1000 + 1)
-        assert stats.rejected == 0
+        start_ms = await push_live_scenario(pipeline.write_url, "ramp-queue-15m", PUSHED_MS, STEP_MS)
 
         def orders_fired(events: list[dict]) -> bool:
             return any(e["rule"] == "QueueDepthAnomalouslyHigh" and e["state"] == "firing"

@@ -20,11 +20,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from simulator.runbook import RunbookSimulator
 from pipelines.local import LocalPipeline
-from simulator.serve import push_remote_write
 from pipelines.stack.alertmanager import AlertmanagerServer
-from tests.support import read_alerts
+from tests.support import push_live_scenario, read_alerts
 
 pytestmark = pytest.mark.integration
 
@@ -69,11 +67,7 @@ async def test_a_ramping_queue_warns_in_alertmanager_before_the_critical_rule_fi
     await asyncio.to_thread(pipeline.start)
     try:
         # the last sample 15 s before now, on the 15 s grid the rules evaluate on
-        start_ms = (int(time.time() * 1000) - PUSHED_MS - STEP_MS) // STEP_MS * STEP_MS
-        sim = RunbookSimulator("ramp-queue-15m", seed=0, start_ms=start_ms)
-        stats = await push_remote_write(sim, pipeline.write_url, start_ms=start_ms, step_ms=STEP_MS, speed=600.0,
-                                        duration_s=PUSHED_MS / 1000 + 1)
-        assert stats.rejected == 0
+        await push_live_scenario(pipeline.write_url, "ramp-queue-15m", PUSHED_MS, STEP_MS)
 
         async with httpx.AsyncClient(timeout=10) as http:
             async def warning() -> list[dict]:
