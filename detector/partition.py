@@ -74,12 +74,22 @@ _NOT_SCORED = {SCORE_METRIC, DEVIATION_METRIC, "ALERTS", "ALERTS_FOR_STATE", LAN
 
 @dataclass(frozen=True, slots=True)
 class ScoreEvent:
+    """A score at or above the threshold, for the scores topic. ``deviation``: the sample's signed relative
+    deviation from its expected level (as ``headroom_anomaly_deviation``), None where the model has none or the
+    expected level was 0 (JSON has no infinities).
+
+    >>> ScoreEvent((("__name__", "up"),), 60_000, 0.42, 0.5).to_dict()
+    {'kind': 'score', 'labels': {'__name__': 'up'}, 't': 60000, 'score': 0.42, 'deviation': 0.5}
+    """
+
     labels: Labels
     t_ms: int
     score: float
+    deviation: float | None = None
 
     def to_dict(self) -> dict:
-        return {"kind": "score", "labels": dict(self.labels), "t": self.t_ms, "score": self.score}
+        return {"kind": "score", "labels": dict(self.labels), "t": self.t_ms, "score": self.score,
+                "deviation": self.deviation}
 
 
 @dataclass
@@ -296,7 +306,7 @@ class PartitionDetectors:
             return None, {}, []
         index = batch.series_index[scored]
         sub = SampleBatch(batch.series_keys, index, batch.timestamps[scored], batch.values[scored])
-        deviation = np.empty(len(sub)) if self._store_deviations else None
+        deviation = np.empty(len(sub))  # for the events; stored as a series only if a rule reads it
         values = self.scorer.score_batch(sub, deviation)
         used, local = np.unique(index, return_inverse=True)
         used, local = used.tolist(), local.astype(np.uint32)
@@ -305,14 +315,15 @@ class PartitionDetectors:
         parts = []
         if self._store_scores:
             parts.append(SampleBatch([score_keys[i] for i in used], local, sub.timestamps, values))
-        if deviation is not None:
-            parts += self._deviation_batch(sub, used, local, deviation)
-        derived = SampleBatch.concat(parts) if parts else None
         high = np.flatnonzero(values >= self.score_threshold)
         events = [
-            ScoreEvent(labels_from_canonical(keys[int(index[i])]), int(sub.timestamps[i]), float(values[i]))
+            ScoreEvent(labels_from_canonical(keys[int(index[i])]), int(sub.timestamps[i]), float(values[i]),
+                       float(deviation[i]) if np.isfinite(deviation[i]) else None)
             for i in high.tolist()
         ]
+        if self._store_deviations:
+            parts += self._deviation_batch(sub, used, local, deviation)
+        derived = SampleBatch.concat(parts) if parts else None
         return derived, latest, events
 
     def _deviation_batch(self, sub: SampleBatch, used: list[int], local: np.ndarray,

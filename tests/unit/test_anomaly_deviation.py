@@ -3,6 +3,8 @@ expected it at, so a rule can ask for a direction and a minimum deviation, not o
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from detector.anomaly import AnomalyScorer, CatalogScorer, ColumnarState, ModelCatalog, Params
@@ -83,18 +85,31 @@ def test_a_rule_alerts_only_on_the_direction_it_asks_for(tmp_path):
     det = PartitionDetectors(load_rule_files([path]), forecasts=False)
     n, shift = 400, 300
     series = {UP: level(n, shift, 1.5, seed=4), DOWN: level(n, shift, 0.5, seed=5), FLAT: level(n, n, 1.0, seed=6)}
-    fired, high = set(), set()
+    fired, high = set(), {}
     for batch in batches(series, n):
         out = det.ingest(batch)
         fired |= {dict(t.labels)["path"] for t in out.transitions if t.state == "firing"}
-        high |= {dict(e.labels)["path"] for e in out.scores}
-    assert {"/up", "/down"} <= high  # both moves are anomalous by their score alone
+        for e in out.scores:
+            high.setdefault(dict(e.labels)["path"], []).append(json.loads(json.dumps(e.to_dict(), allow_nan=False)))
+    assert {"/up", "/down"} <= set(high)  # both moves are anomalous by their score alone
     assert fired == {"/up"}  # only the one above its expected level by 20% or more alerts
+    # the scores topic's events carry the deviation too: at the move, +50% and -50%
+    assert 0.4 < high["/up"][0]["deviation"] < 0.6 and -0.6 < high["/down"][0]["deviation"] < -0.4
 
 
 def stored(det: PartitionDetectors) -> dict[bytes, int]:
     """The rule store's series keys and their rows."""
     return {det.store.key(int(r)): int(r) for r in det.store.live_rows()}
+
+
+def test_a_score_event_off_an_expected_zero_has_no_deviation_in_strict_json():
+    det = PartitionDetectors([], forecasts=False)
+    x = np.r_[np.zeros(200), 5.0]
+    events = []
+    for batch in batches({UP: x}, len(x)):
+        events += det.ingest(batch).scores
+    assert events and events[-1].t_ms == 200 * STEP_MS and events[-1].deviation is None
+    assert json.loads(json.dumps(events[-1].to_dict(), allow_nan=False))["deviation"] is None
 
 
 def test_deviation_series_are_stored_only_when_a_rule_reads_them_and_end_with_their_series(tmp_path):
