@@ -318,16 +318,15 @@ def score_samples(double[:, ::1] scalars, float[:, ::1] profiles, unsigned char[
                 s[c + MEAN] += sa * d
                 s[c + DEV] += sa * (fabs(d) - s[c + DEV])
                 excess = _max(capped - q[j], 0.0)
-                if decluster <= 0.0:  # every exceedance teaches the tail
-                    s[c + RATE] += ta * ((1.0 if over[j] else 0.0) - s[c + RATE])
+                # the exceedance rate counts every exceedance, declustered or not
+                s[c + RATE] += ta * ((1.0 if over[j] else 0.0) - s[c + RATE])
+                if decluster <= 0.0:  # every exceedance teaches the excess moments
                     s[c + EXCESS] += ta * (excess - s[c + EXCESS]) if over[j] else 0.0
                     s[c + EXCESS2] += ta * (excess * excess - s[c + EXCESS2]) if over[j] else 0.0
                 elif learning:
-                    # runs declustering: the rate still counts every exceedance, but exceedances less than
-                    # `decluster` quiet samples apart are one cluster, which teaches the excess moments once, when
-                    # it ends: the mean of its excesses and of their squares, weighted as min(L, decluster_weight)
-                    # samples would be (as one sample with decluster_weight 0)
-                    s[c + RATE] += ta * ((1.0 if over[j] else 0.0) - s[c + RATE])
+                    # runs declustering: exceedances less than `decluster` quiet samples apart are one cluster,
+                    # which teaches the excess moments once, when it ends: the mean of its excesses and of their
+                    # squares, weighted as min(L, decluster_weight) samples would be (as one with decluster_weight 0)
                     k = clusters + j * N_CLU
                     if over[j]:
                         start = s[k + CL_AGE] == 0.0

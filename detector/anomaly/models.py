@@ -22,6 +22,7 @@ import copy
 import math
 import pickle
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -129,7 +130,7 @@ MODELS: dict[str, Callable[[], Any]] = {
     # the default before 2026-12-07 (see CLASSIC_PARAMS)
     "classic": lambda: ColumnarState(CLASSIC_PARAMS),
     # the classic detector plus the stuck-value test (an opt-in model before the default had the test)
-    "machine": lambda: ColumnarState(Params(stuck=True, decluster=0, decluster_weight=0)),
+    "machine": lambda: ColumnarState(replace(CLASSIC_PARAMS, stuck=True)),
     # river baselines, one model object per series
     "river-gaussian": lambda: RiverScorer(GuardedGaussian),
     "river-hst": lambda: RiverScorer(HalfSpaceTreesOnValue),
