@@ -64,9 +64,25 @@ DEV_SEEDS = machine_corpus.DEV_SEEDS + (4, 5, 6)  # the third round's dev seeds 
 NAB_DEV_WINDOWS = nab_loco.NAB / "labels" / "windows_dev.json"
 
 
-def _figures(nab: dict, loso: dict, at: dict, thr: float, dev_norm: float) -> dict:
-    """A screened row's figures: NAB in-sample and LOCO (``nab``), machine dev in-sample and LOSO."""
+def screen(label: str, params=None, dev_seeds=DEV_SEEDS, chooser: str = "argmax") -> dict:
+    """A variant's figures on development data: NAB in-sample and LOCO, machine dev in-sample and LOSO, each
+    fold's threshold chosen by ``chooser`` (:func:`bench.nab_loco.choose_threshold`; the seventh round's)."""
+    params = VARIANTS[label] if params is None else params
+    cand = nab_loco.Candidate(label.replace(" ", "_"), BASE, tuple(params))
+    nab = nab_loco.run(nab_loco.NAB, NAB_DEV_WINDOWS, [cand], progress=lambda *_: None, chooser=chooser)
+    nab_mod = nab_loco.load_scorer(nab_loco.NAB)
+    dev_w = machine_corpus.write(nab_corpus.ROOT, dev_seeds)
+    dev = sorted(json.loads(dev_w.read_text()))
+    geoms = nab_mod.load_geometry(str(nab_corpus.ROOT), str(dev_w), dev)
+    scores = nab_corpus._scores(nab_corpus.ROOT, dev, cand, nab_loco.CACHE)
+    thr, dev_norm = nab_loco.best_threshold(nab_mod, geoms, scores, dev, chooser=chooser)
+    loso = nab_loco.loco(nab_mod, geoms, {cand.label: scores}, [cand.label], chooser=chooser)
+    at = nab_loco.category_figures(nab_mod, geoms, scores, dev, thr)
+    kinds = {k: nab_loco.category_figures(nab_mod, geoms, scores, rs, thr) for k, rs in nab_corpus.by_kind(dev).items()}
     return {
+        "label": label,
+        "params": [list(p) for p in params],
+        "nab_threshold": nab["in_sample"]["threshold"],
         "nab_in_sample": nab["in_sample"]["normalized"],
         "nab_loco_mean": nab["held_out"]["category_mean"],
         "nab_loco": {c: f["normalized"] for c, f in nab["held_out"]["categories"].items()},
@@ -76,31 +92,6 @@ def _figures(nab: dict, loso: dict, at: dict, thr: float, dev_norm: float) -> di
         "machine_dev_windows": f"{at['detected']}/{at['windows']}",
         "machine_dev_fp_rows": at["fp_rows"],
         "machine_dev_threshold": thr,
-    }
-
-
-def screen(label: str, params=None, dev_seeds=DEV_SEEDS, chooser: str = "argmax") -> dict:
-    """A variant's figures on development data: NAB in-sample and LOCO, machine dev in-sample and LOSO, each
-    fold's threshold chosen by ``chooser`` (:func:`bench.nab_loco.choose_threshold`; the seventh round's)."""
-    params = VARIANTS[label] if params is None else params
-    cand = nab_loco.Candidate(label.replace(" ", "_"), BASE, tuple(params))
-    cands = [cand]
-    nab = nab_loco.run(nab_loco.NAB, NAB_DEV_WINDOWS, cands, progress=lambda *_: None, chooser=chooser)
-    nab_mod = nab_loco.load_scorer(nab_loco.NAB)
-    dev_w = machine_corpus.write(nab_corpus.ROOT, dev_seeds)
-    dev = sorted(json.loads(dev_w.read_text()))
-    geoms = nab_mod.load_geometry(str(nab_corpus.ROOT), str(dev_w), dev)
-    scores_by = {c.label: nab_corpus._scores(nab_corpus.ROOT, dev, c, nab_loco.CACHE) for c in cands}
-    scores = scores_by[cand.label]
-    thr, dev_norm = nab_loco.best_threshold(nab_mod, geoms, scores, dev, chooser=chooser)
-    loso = nab_loco.loco(nab_mod, geoms, scores_by, [c.label for c in cands], chooser=chooser)
-    at = nab_loco.category_figures(nab_mod, geoms, scores, dev, thr)
-    kinds = {k: nab_loco.category_figures(nab_mod, geoms, scores, rs, thr) for k, rs in nab_corpus.by_kind(dev).items()}
-    return {
-        "label": label,
-        "params": [list(p) for p in params],
-        "nab_threshold": nab["in_sample"]["threshold"],
-        **_figures(nab, loso, at, thr, dev_norm),
         "kinds_dev": {k: (f["normalized"], f"{f['detected']}/{f['windows']}", f["fp_rows"]) for k, f in kinds.items()},
         "fold_thresholds": {c: round(f["threshold"], 4) for c, f in nab["held_out"]["categories"].items()}
         | {f"seed {c}": round(f["threshold"], 4) for c, f in loso["held_out"]["categories"].items()},
@@ -140,11 +131,16 @@ def pile(label: str, dev_seeds=DEV_SEEDS, lo: float = 0.20, hi: float = 0.40, st
     return out
 
 
+def _assert_blind(seeds: list[int], dev_seeds) -> None:
+    """Refuse seeds that were looked at before: the dev and held-out seeds, and the blind seeds already spent."""
+    spent = set(dev_seeds) | set(machine_corpus.HELD_OUT_SEEDS) | {501, 502, 503} | set(range(701, 711))
+    assert not set(seeds) & spent, f"seeds {sorted(set(seeds) & spent)} are not blind"
+
+
 def blind_at_thresholds(seeds: list[int], rows, dev_seeds, out: Path | None) -> None:
     """Blind seeds scored once, each row ``(name, candidate, chooser)`` at two frozen thresholds: the one its chooser
     picks on the dev seeds, and the one it picks on NAB's whole dev split (the kind that ships)."""
-    spent = set(dev_seeds) | set(machine_corpus.HELD_OUT_SEEDS) | {501, 502, 503} | set(range(701, 711))
-    assert not set(seeds) & spent, f"seeds {sorted(set(seeds) & spent)} are not blind"
+    _assert_blind(seeds, dev_seeds)
     dev_w, held_w = machine_corpus.write(nab_corpus.ROOT, dev_seeds), machine_corpus.write(nab_corpus.ROOT, seeds)
     dev, held = sorted(json.loads(dev_w.read_text())), sorted(json.loads(held_w.read_text()))
     results = {}
@@ -206,8 +202,7 @@ def row(r: dict) -> str:
 def blind(seeds: list[int], variant: str, dev_seeds, out: Path | None) -> None:
     from rich.console import Console
 
-    spent = set(dev_seeds) | set(machine_corpus.HELD_OUT_SEEDS) | {501, 502, 503} | set(range(701, 711))
-    assert not set(seeds) & spent, f"seeds {sorted(set(seeds) & spent)} are not blind"
+    _assert_blind(seeds, dev_seeds)
     models = (nab_loco.Candidate(variant.replace(" ", "_"), BASE, VARIANTS[variant]),
               nab_loco.Candidate("default", BASE))
     result = nab_corpus.evaluate(dev_seeds, seeds, models=models)
